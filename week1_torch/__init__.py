@@ -1,0 +1,1 @@
+"""week1 in PyTorch. Never imports jax or flax."""

@@ -1,0 +1,147 @@
+"""Training loop lab in PyTorch: the char-MLP LM, trained with the loop written out.
+
+Read beside week1_jax/training_loop.py: the same functions in the same order.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from labs import training_loop as spec
+from labs.bench import time_calls
+from labs.report import progress
+from week1_torch import checkpoint, optim, schedules
+from week1_torch.models import CharMLP, set_weights
+
+
+def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
+    """The model, initialised from cfg.seed, or from `weights` (state_dict names) when given."""
+    torch.manual_seed(cfg.seed)
+    model = CharMLP(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, dropout=cfg.dropout)
+    if weights is not None:
+        set_weights(model, weights)
+    return model
+
+
+def make_optimizer(model: CharMLP, cfg: spec.Config):
+    """From-scratch AdamW on a warmup-cosine schedule; no decay on biases and norm scales."""
+    optimizer = optim.AdamW(optim.param_groups(model, cfg.weight_decay))
+    schedule = schedules.warmup_cosine(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
+    return optimizer, schedules.lambda_lr(optimizer, schedule)
+
+
+def as_tensors(x: np.ndarray, y: np.ndarray):
+    """A numpy batch as int64 tensors (what nn.Embedding and cross_entropy take)."""
+    return torch.from_numpy(x).long(), torch.from_numpy(y).long()
+
+
+def loss_fn(model, x, y):
+    logits = model(x)                                                     # (B, V)
+    return F.cross_entropy(logits, y)
+
+
+def train_step(model, optimizer, scheduler, x, y):
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, x, y)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model, batches) -> float:
+    model.eval()   # dropout off
+    loss = float(np.mean([float(loss_fn(model, *as_tensors(x, y))) for x, y in batches]))
+    model.train()
+    return loss
+
+
+@torch.no_grad()
+def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> np.ndarray:
+    """`n` characters drawn one at a time after `prompt`, each from softmax(logits / temperature)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    ids = list(prompt)
+    for _ in range(n):
+        logits = model(torch.tensor(ids[-len(prompt):])[None, :])[0]    # (V,)
+        probs = torch.softmax(logits / temperature, dim=-1)
+        ids.append(int(torch.multinomial(probs, 1, generator=generator)))
+    model.train()
+    return np.array(ids[len(prompt):])
+
+
+def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, checkpoint_dir=None,
+          resume: bool = False, stop_at: int | None = None, log=None, show_progress: bool = False,
+          compile: bool = False):
+    """Train for cfg.steps (or until `stop_at`); returns (model, History).
+
+    checkpoint_dir: save every cfg.checkpoint_every steps, and at `stop_at`.
+    resume: continue from the latest checkpoint in checkpoint_dir.
+    log: called as log(step, **metrics) for train and validation losses.
+    compile: run the model through torch.compile (the optimizer stays eager).
+    """
+    model = build_model(cfg, data.vocab_size, weights)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    start = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
+    torch.manual_seed(cfg.seed + start)  # dropout masks: a fresh run and a resumed one draw alike
+    step_model = torch.compile(model) if compile else model
+    val = spec.val_batches(data, cfg)
+    history = spec.History()
+    end = cfg.steps if stop_at is None else stop_at
+    timed = 0.0
+    with progress("torch.compile" if compile else "torch", total=end - start, enabled=show_progress) as advance:
+        for step in range(start + 1, end + 1):
+            x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
+            t0 = time.perf_counter()
+            loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y)))
+            elapsed = time.perf_counter() - t0
+            if step == start + 1:
+                history.first_step_s = elapsed
+            else:
+                timed += elapsed
+            history.steps.append(step)
+            history.train_loss.append(loss)
+            if log:
+                log(step, train_loss=loss)
+            if spec.is_eval_step(cfg, step):
+                history.val_steps.append(step)
+                history.val_loss.append(evaluate(model, val))
+                if log:
+                    log(step, val_loss=history.val_loss[-1])
+            if checkpoint_dir is not None and (step == stop_at or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+                checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
+            advance(loss)
+    history.steps_per_s = (len(history.steps) - 1) / timed if timed > 0 else 0.0
+    return model, history
+
+
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
+    """`week1 run training_loop --framework torch [--compile]`: train, evaluate, sample, checkpoint."""
+    data = spec.load_data(cfg)
+    model, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log,
+                           show_progress=True, compile=compile)
+    text = data.corpus.decode(sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed))
+    return {**history.summary(), "unigram_baseline": spec.unigram_baseline(data), "sample": text}
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench training_loop`: one train step (forward, backward, AdamW), eager and compiled."""
+    data = spec.load_data(cfg)
+    x, y = as_tensors(*spec.train_batch(data, cfg, 1))
+    timings = {}
+    for name, compile in (("torch eager", False), ("torch.compile", True)):
+        model = build_model(cfg, data.vocab_size)
+        optimizer, scheduler = make_optimizer(model, cfg)
+        step_model = torch.compile(model) if compile else model
+        timings[name] = time_calls(lambda: train_step(step_model, optimizer, scheduler, x, y), sync)
+    return timings
+
+
+def sync(_result) -> None:
+    """Wait for queued device work (a no-op on the CPU, where torch runs synchronously)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
