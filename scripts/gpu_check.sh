@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU check, one prepared command for a machine with a CUDA device:
+#   bash scripts/gpu_check.sh [OUT_DIR]
+# It runs the parity suite's GPU cases (TF32 off on both sides) and the
+# benchmark, and writes a report under OUT_DIR (default: gpu_report/).
+# The GPU image may lack the data packages: run `week1 prepare <lab> --out DIR`
+# on a CPU machine first, carry DIR, and set WEEK1_DATA=DIR here.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-gpu_report}
+mkdir -p "$out"
+py=${PYTHON:-python}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+status=0
+{
+  echo "== week1 env"; $py -m labs env
+} 2>&1 | tee "$out/env.txt"
+# Parity on the GPU: the same tests, their gpu-marked cases included.
+$py -m pytest -q -m "gpu or not slow" parity_tests 2>&1 | tee "$out/parity.txt" || status=1
+# Benchmark: every lab with a workload, JAX jit vs torch eager vs torch.compile.
+$py -m labs bench 2>&1 | tee "$out/bench.txt" || status=1
+# Lab-specific GPU runs are added below, one line each.
+exit $status
