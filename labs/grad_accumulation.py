@@ -1,0 +1,102 @@
+"""Lab: gradient accumulation, and the token-count trap with padded batches.
+
+What it teaches
+---------------
+A batch too big for memory is split into k micro-batches; each one's gradient
+is added into an accumulator and the optimizer steps once. Done right, this is
+*the same update* as the big batch, to float64 rounding:
+
+    loss(B) = sum_{i in B} l_i / N          N = real (non-padding) tokens in B
+            = sum_j [ sum_{i in B_j} l_i / N ]      (B = B_1 + ... + B_k)
+
+so each micro-batch must be divided by N, the real tokens of the *whole* batch.
+The trap: dividing each micro-batch by its own count n_j and averaging,
+
+    (1/k) sum_j [ sum_{i in B_j} l_i / n_j ],
+
+equals loss(B) only when every n_j = N/k. With padding the n_j differ, and
+tokens in short micro-batches get more weight. Here batches are padded on
+purpose (micro-batch j keeps its first n_j labels, n_j drawn in [1, m]; the rest
+are IGNORE_INDEX), so the wrong normalisation visibly differs.
+
+JAX does it twice: `optax.MultiSteps` (one micro-batch per call; it emits an
+update every k calls) and a hand-written `lax.scan` over the micro-batches
+inside one jitted step. Torch accumulates in `.grad` with a plain loop, with the
+slot where DDP's `no_sync()` goes (all micro-batches but the last skip the
+gradient all-reduce).
+
+How to read the results
+-----------------------
+- `grad max rel diff (total)`: accumulated vs big-batch gradients, float32:
+  rounding only (~1e-6). `(per_micro_batch)`: the trap, a visible difference
+  (~1e-1).
+- `week1 run grad_accumulation --framework jax --normalise=per_micro_batch`
+  trains with the wrong weighting, to compare curves.
+- Parity: the identity holds at float64 (rtol 1e-10) in each framework, and
+  accumulated gradients agree across frameworks at float32.
+
+Run it:  week1 run grad_accumulation --framework jax   (or torch)
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from labs import training_loop
+from labs.config import require
+
+IGNORE_INDEX = -100   # as week1_jax.common / week1_torch.common: a padding label
+NORMALISATIONS = ("total", "per_micro_batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(training_loop.Config):
+    steps: int = 200
+    batch_size: int = 64          # the whole batch, split into `micro_batches`
+    warmup_steps: int = 20
+    eval_every: int = 100
+    checkpoint_every: int = 0
+    micro_batches: int = 4        # k
+    normalise: str = "total"      # "total" (right) or "per_micro_batch" (the trap)
+
+    def check(self) -> None:
+        super().check()
+        require(self.micro_batches > 0, f"micro_batches={self.micro_batches}: must be > 0")
+        require(self.batch_size % self.micro_batches == 0,
+                f"batch_size={self.batch_size}: must be a multiple of micro_batches={self.micro_batches}")
+        require(self.normalise in NORMALISATIONS,
+                f"normalise={self.normalise!r}: allowed: {', '.join(NORMALISATIONS)}")
+
+
+def padded_batch(data: training_loop.Data, cfg: Config, step: int):
+    """The training batch `step` with padding: x (B, T) int32, y (B,) int32, IGNORE_INDEX at padding.
+
+    Micro-batch j (rows j*m .. (j+1)*m) keeps its first n_j labels, n_j drawn
+    from [1, m] with a seed of its own, like sequences of different lengths.
+    """
+    x, y = training_loop.train_batch(data, cfg, step)                  # (B, T), (B,)
+    k, m = cfg.micro_batches, cfg.batch_size // cfg.micro_batches
+    n_real = np.random.default_rng([cfg.seed, step, 7]).integers(1, m + 1, size=k)  # (k,)
+    keep = np.arange(m)[None, :] < n_real[:, None]                     # (k, m)
+    y = np.where(keep.reshape(-1), y, IGNORE_INDEX).astype(np.int32)   # (B,)
+    return x, y
+
+
+def split_micro_batches(x: np.ndarray, y: np.ndarray, k: int):
+    """(B, T), (B,) -> (k, B/k, T), (k, B/k): micro-batch j is rows j*B/k .. (j+1)*B/k."""
+    B, T = x.shape
+    return x.reshape(k, B // k, T), y.reshape(k, B // k)
+
+
+def normalisers(ys: np.ndarray, normalise: str) -> np.ndarray:
+    """What each micro-batch's summed token loss is divided by, (k,) float64.
+
+    "total": N, the real tokens of the whole batch, for every micro-batch, so
+    the k terms add up to the big-batch mean. "per_micro_batch": k * n_j, i.e.
+    each micro-batch's own mean, averaged over the k micro-batches (the trap).
+    """
+    n_real = (ys != IGNORE_INDEX).sum(axis=1).astype(np.float64)     # (k,)
+    if normalise == "total":
+        return np.full_like(n_real, n_real.sum())
+    return len(n_real) * n_real

@@ -1,0 +1,175 @@
+"""Gradient accumulation lab in JAX: optax.MultiSteps, and a hand-written lax.scan in one jitted step.
+
+Read beside week1_torch/grad_accumulation.py. The model, data, optimizer and
+schedule are the training_loop lab's; only the loss (masked, token-level) and
+the accumulation are new here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from labs import grad_accumulation as spec
+from labs import training_loop
+from labs.bench import time_calls
+from week1_jax.common import masked_cross_entropy
+from week1_jax.training_loop import build_model, evaluate, make_optimizer
+
+
+def micro_loss(model, x, y, n_norm):
+    """Summed token cross-entropy of one micro-batch over n_norm (see spec.normalisers)."""
+    loss_sum, _ = masked_cross_entropy(model(x), y)                      # (B_j, V) logits
+    return loss_sum / n_norm
+
+
+@nnx.jit
+def big_batch_grads(model, x, y):
+    """Loss and gradients of the whole batch at once: the reference accumulation must equal."""
+    def loss_fn(model):
+        loss_sum, n_tokens = masked_cross_entropy(model(x), y)
+        return loss_sum / n_tokens
+    return nnx.value_and_grad(loss_fn)(model)
+
+
+@nnx.jit
+def accumulate_grads(model, xs, ys, norms):
+    """Sum of the k micro-batches' losses and gradients, with lax.scan inside one jitted call.
+
+    xs (k, m, T), ys (k, m), norms (k,): micro-batch j contributes
+    grad(loss_sum_j / norms[j]). Only one micro-batch's activations are alive at
+    a time, which is what accumulation is for.
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)   # lax.scan wants arrays, not a Module
+
+    def micro_loss_of_params(params, x, y, n_norm):
+        return micro_loss(nnx.merge(graphdef, params, rest), x, y, n_norm)
+
+    def add_micro_batch(carry, batch):
+        loss_acc, grads_acc = carry
+        loss, grads = jax.value_and_grad(micro_loss_of_params)(params, *batch)
+        return (loss_acc + loss, jax.tree.map(jnp.add, grads_acc, grads)), None
+
+    zeros = (jnp.zeros((), norms.dtype), jax.tree.map(jnp.zeros_like, params))
+    (loss, grads), _ = jax.lax.scan(add_micro_batch, zeros, (xs, ys, norms))
+    return loss, grads
+
+
+@nnx.jit
+def train_step(model, optimizer, xs, ys, norms):
+    """One update from k micro-batches (the scan above), then AdamW once."""
+    loss, grads = accumulate_grads(model, xs, ys, norms)
+    optimizer.update(model, grads)
+    return loss
+
+
+def make_multisteps_optimizer(model, cfg: spec.Config, accumulator_dtype=jnp.float32) -> nnx.Optimizer:
+    """The training_loop's AdamW wrapped in optax.MultiSteps: an update every `micro_batches` calls.
+
+    use_grad_mean=False makes MultiSteps *sum* the micro-batch gradients: each
+    is already divided by its normaliser, so the sum is the big-batch gradient.
+    (The default, the mean, would need every micro-batch loss multiplied by k.)
+    """
+    tx = make_optimizer(model, cfg).tx
+    multi = optax.MultiSteps(tx, every_k_schedule=cfg.micro_batches, use_grad_mean=False,
+                             accumulator_dtype=accumulator_dtype)
+    return nnx.Optimizer(model, multi, wrt=nnx.Param)
+
+
+@nnx.jit
+def multisteps_micro_step(model, optimizer, x, y, n_norm):
+    """One micro-batch through MultiSteps: accumulate, and apply AdamW on every k-th call."""
+    loss, grads = nnx.value_and_grad(micro_loss)(model, x, y, n_norm)
+    optimizer.update(model, grads)
+    return loss
+
+
+def multisteps_update(model, optimizer, xs, ys, norms):
+    """k calls of multisteps_micro_step: one optimizer update; returns the summed loss."""
+    return sum(multisteps_micro_step(model, optimizer, xs[j], ys[j], norms[j]) for j in range(len(xs)))
+
+
+def as_arrays(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
+    return jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(norms)
+
+
+METHODS = {"scan": (make_optimizer, train_step), "multisteps": (make_multisteps_optimizer, multisteps_update)}
+
+
+def train(cfg: spec.Config, data: training_loop.Data, *, method: str = "scan", weights: dict | None = None,
+          log=None):
+    """Train for cfg.steps with accumulation by `method` ("scan" or "multisteps"); returns (model, History)."""
+    make, update = METHODS[method]
+    model = build_model(cfg, data.vocab_size, weights)
+    optimizer = make(model, cfg)
+    val = training_loop.val_batches(data, cfg)
+    history = training_loop.History()
+    timed = 0.0
+    for step in range(1, cfg.steps + 1):
+        xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
+        norms = spec.normalisers(ys, cfg.normalise)                      # (k,)
+        t0 = time.perf_counter()
+        loss = float(update(model, optimizer, *as_arrays(xs, ys, norms)))
+        elapsed = time.perf_counter() - t0
+        if step == 1:
+            history.first_step_s = elapsed    # includes jit compilation
+        else:
+            timed += elapsed
+        history.steps.append(step)
+        history.train_loss.append(loss)
+        if training_loop.is_eval_step(cfg, step):
+            history.val_steps.append(step)
+            history.val_loss.append(evaluate(model, val))
+        if log:
+            log(step, **{f"train_loss_{method}": loss})
+    history.steps_per_s = (cfg.steps - 1) / timed if timed > 0 else 0.0
+    return model, history
+
+
+def max_rel_diff(grads, reference) -> float:
+    """Largest |a - b| / max|b| over the tensors of two gradient trees."""
+    return max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+               for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)))
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run grad_accumulation --framework jax`: the identity on one batch, then training both ways."""
+    data = training_loop.load_data(cfg)
+    model = build_model(cfg, data.vocab_size)
+    x, y = spec.padded_batch(data, cfg, 1)
+    xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
+    _, reference = big_batch_grads(model, jnp.asarray(x), jnp.asarray(y))
+    summary = {f"grad max rel diff ({normalise})":
+               max_rel_diff(accumulate_grads(model, *as_arrays(xs, ys, spec.normalisers(ys, normalise)))[1],
+                            reference)
+               for normalise in spec.NORMALISATIONS}
+    histories = {method: train(cfg, data, method=method, log=run.log)[1] for method in METHODS}
+    for method, history in histories.items():
+        summary.update({f"{method}/{k}": v for k, v in history.summary().items()})
+    summary["max loss diff scan vs multisteps"] = float(np.max(np.abs(
+        np.array(histories["scan"].train_loss) - np.array(histories["multisteps"].train_loss))))
+    return summary
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench grad_accumulation`: one update from k micro-batches, scan vs MultiSteps vs the big batch."""
+    data = training_loop.load_data(cfg)
+    x, y = spec.padded_batch(data, cfg, 1)
+    timings = {}
+    for name, k, method in (("jax big batch", 1, "scan"), ("jax scan", cfg.micro_batches, "scan"),
+                            ("jax MultiSteps", cfg.micro_batches, "multisteps")):
+        step_cfg = dataclasses.replace(cfg, micro_batches=k)
+        make, update = METHODS[method]
+        model = build_model(step_cfg, data.vocab_size)
+        optimizer = make(model, step_cfg)
+        xs, ys = spec.split_micro_batches(x, y, k)
+        batch = as_arrays(xs, ys, spec.normalisers(ys, "total"))
+        timings[f"{name} (k={k})"] = time_calls(functools.partial(update, model, optimizer, *batch),
+                                                jax.block_until_ready)
+    return timings

@@ -1,0 +1,134 @@
+"""Gradient accumulation lab in PyTorch: a plain loop that adds micro-batch gradients in .grad.
+
+Read beside week1_jax/grad_accumulation.py. The model, data, optimizer and
+schedule are the training_loop lab's; only the loss (masked, token-level) and
+the accumulation are new here.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import time
+
+import numpy as np
+import torch
+
+from labs import grad_accumulation as spec
+from labs import training_loop
+from labs.bench import time_calls
+from week1_torch.common import masked_cross_entropy
+from week1_torch.training_loop import build_model, evaluate, make_optimizer, sync
+
+
+def micro_loss(model, x, y, n_norm):
+    """Summed token cross-entropy of one micro-batch over n_norm (see spec.normalisers)."""
+    loss_sum, _ = masked_cross_entropy(model(x), y)                      # (B_j, V) logits
+    return loss_sum / n_norm
+
+
+def big_batch_grads(model, x, y):
+    """Loss and gradients of the whole batch at once: the reference accumulation must equal."""
+    model.zero_grad(set_to_none=True)
+    loss_sum, n_tokens = masked_cross_entropy(model(x), y)
+    loss = loss_sum / n_tokens
+    loss.backward()
+    return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
+
+
+def accumulate_grads(model, xs, ys, norms):
+    """Sum of the k micro-batches' losses and gradients, accumulated by autograd in each p.grad.
+
+    xs (k, m, T), ys (k, m), norms (k,): micro-batch j contributes
+    grad(loss_sum_j / norms[j]). Each backward frees its micro-batch's
+    activations. Under DDP, `model.no_sync()` skips the all-reduce for all but
+    the last micro-batch; a plain module has no such method and syncs nothing.
+    """
+    model.zero_grad(set_to_none=True)
+    k = len(xs)
+    loss = torch.zeros((), dtype=norms.dtype)
+    for j in range(k):
+        last = j == k - 1
+        no_sync = model.no_sync if hasattr(model, "no_sync") and not last else contextlib.nullcontext
+        with no_sync():
+            micro = micro_loss(model, xs[j], ys[j], norms[j])
+            micro.backward()
+        loss += micro.detach()
+    return loss, {name: p.grad for name, p in model.named_parameters()}
+
+
+def train_step(model, optimizer, scheduler, xs, ys, norms):
+    """One update from k micro-batches (the loop above), then AdamW once."""
+    loss, _ = accumulate_grads(model, xs, ys, norms)
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def as_tensors(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
+    return torch.from_numpy(xs).long(), torch.from_numpy(ys).long(), torch.from_numpy(norms).float()
+
+
+def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = None, log=None):
+    """Train for cfg.steps with accumulation over cfg.micro_batches; returns (model, History)."""
+    model = build_model(cfg, data.vocab_size, weights)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    val = training_loop.val_batches(data, cfg)
+    history = training_loop.History()
+    timed = 0.0
+    for step in range(1, cfg.steps + 1):
+        xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
+        norms = spec.normalisers(ys, cfg.normalise)                      # (k,)
+        t0 = time.perf_counter()
+        loss = float(train_step(model, optimizer, scheduler, *as_tensors(xs, ys, norms)))
+        elapsed = time.perf_counter() - t0
+        if step == 1:
+            history.first_step_s = elapsed
+        else:
+            timed += elapsed
+        history.steps.append(step)
+        history.train_loss.append(loss)
+        if training_loop.is_eval_step(cfg, step):
+            history.val_steps.append(step)
+            history.val_loss.append(evaluate(model, val))
+        if log:
+            log(step, train_loss_loop=loss)
+    history.steps_per_s = (cfg.steps - 1) / timed if timed > 0 else 0.0
+    return model, history
+
+
+def max_rel_diff(grads, reference) -> float:
+    """Largest |a - b| / max|b| over the tensors of two gradient dicts."""
+    return max(float((grads[n] - reference[n]).abs().max() / reference[n].abs().max()) for n in reference)
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run grad_accumulation --framework torch`: the identity on one batch, then training."""
+    data = training_loop.load_data(cfg)
+    model = build_model(cfg, data.vocab_size)
+    x, y = spec.padded_batch(data, cfg, 1)
+    xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
+    _, reference = big_batch_grads(model, torch.from_numpy(x).long(), torch.from_numpy(y).long())
+    summary = {f"grad max rel diff ({normalise})":
+               max_rel_diff(accumulate_grads(model, *as_tensors(xs, ys, spec.normalisers(ys, normalise)))[1],
+                            reference)
+               for normalise in spec.NORMALISATIONS}
+    history = train(cfg, data, log=run.log)[1]
+    summary.update({f"loop/{k}": v for k, v in history.summary().items()})
+    return summary
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench grad_accumulation`: one update from k micro-batches vs the big batch."""
+    data = training_loop.load_data(cfg)
+    x, y = spec.padded_batch(data, cfg, 1)
+    timings = {}
+    for name, k in (("torch big batch", 1), ("torch loop", cfg.micro_batches)):
+        step_cfg = dataclasses.replace(cfg, micro_batches=k)
+        model = build_model(step_cfg, data.vocab_size)
+        optimizer, scheduler = make_optimizer(model, step_cfg)
+        xs, ys = spec.split_micro_batches(x, y, k)
+        batch = as_tensors(xs, ys, spec.normalisers(ys, "total"))
+        timings[f"{name} (k={k})"] = time_calls(functools.partial(train_step, model, optimizer, scheduler, *batch),
+                                                sync)
+    return timings
