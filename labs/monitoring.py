@@ -1,0 +1,111 @@
+"""Lab: training stability, monitoring and debugging.
+
+What it teaches
+---------------
+What to watch while a model trains, and how to stop cleanly when it breaks:
+
+- Gradient norms, global and per layer: ||g|| = sqrt(sum_i g_i^2). A global
+  norm that climbs by orders of magnitude comes before a divergence; one layer
+  whose norm is far from the others points at the culprit.
+- Update/parameter ratio per layer, ||theta_t - theta_{t-1}|| / ||theta_{t-1}||:
+  around 1e-3 is healthy for Adam-style optimizers; 1e-1 means the layer is
+  being rewritten every step, 1e-5 that it has stopped learning.
+- Gradient clipping by global norm: if ||g|| > c, every gradient is scaled by
+  c / ||g|| (the direction is kept). `optax.clip_by_global_norm` and
+  `torch.nn.utils.clip_grad_norm_` compute the same thing.
+- A NaN or Inf in the loss or in any gradient stops the run *before* the
+  update, with a message naming the step and the first non-finite tensor; the
+  last checkpoint, written at a good step, stays as it was. A loss spike
+  (loss > spike_factor x its running mean) stops the run too.
+
+Everything is logged per step to metrics.jsonl and TensorBoard
+(`tensorboard --logdir runs/`): train_loss, grad_norm, grad_norm/<layer>,
+update_ratio/<layer>, clipped (1 when clipping acted).
+
+How to read the results
+-----------------------
+- `week1 run monitoring --framework jax --nan_step=120` injects a NaN into one
+  each gradient of layer `nan_layer` at step 120: the run stops with
+  "step 120: non-finite gradient fc1.bias; stopped before the update (last
+  good checkpoint: step 100)" (torch names fc1.weight, the first of fc1's
+  tensors in its parameter order), the run folder keeps that checkpoint, and
+  summary.json says why it stopped.
+- Parity: clipped gradients, global and per-layer norms are the same in both
+  frameworks (F32 tier).
+
+Run it:  week1 run monitoring --framework jax   (or torch)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from labs import training_loop
+from labs.config import require
+
+
+LAYERS = ("wte", "fc1", "ln", "head")   # the CharMLP's layers, in forward order
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(training_loop.Config):
+    steps: int = 300
+    eval_every: int = 100
+    checkpoint_every: int = 50
+    clip_norm: float = 1.0        # clip the global gradient norm to this (0: no clipping)
+    spike_factor: float = 3.0     # stop when loss > spike_factor * running mean (0: off)
+    spike_warmup: int = 20        # steps of running mean before spikes are judged
+    nan_step: int = 0             # inject a NaN into one gradient at this step (0: never)
+    nan_layer: str = "fc1"        # the layer whose gradients get it
+
+    def check(self) -> None:
+        super().check()
+        require(self.clip_norm >= 0, f"clip_norm={self.clip_norm}: must be >= 0 (0: off)")
+        require(self.spike_factor == 0 or self.spike_factor > 1,
+                f"spike_factor={self.spike_factor}: must be > 1 (0: off)")
+        require(self.spike_warmup >= 1, f"spike_warmup={self.spike_warmup}: must be >= 1")
+        require(0 <= self.nan_step <= self.steps, f"nan_step={self.nan_step}: must be in [0, steps={self.steps}]")
+        require(self.nan_layer in LAYERS, f"nan_layer={self.nan_layer!r}: allowed: {', '.join(LAYERS)}")
+
+
+def layer_of(name: str) -> str:
+    """'fc1.kernel' / 'fc1.weight' -> 'fc1'."""
+    return name.split(".")[0]
+
+
+def forward_order(names) -> list[str]:
+    """Parameter names sorted by their layer's place in the forward pass (stable within a layer)."""
+    return sorted(names, key=lambda name: LAYERS.index(layer_of(name)))
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped itself: a non-finite tensor or a loss spike at `step`."""
+
+    def __init__(self, step: int, reason: str, last_checkpoint: int | None):
+        kept = f"last good checkpoint: step {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
+        super().__init__(f"step {step}: {reason}; stopped before the update ({kept})")
+        self.step, self.reason, self.last_checkpoint = step, reason, last_checkpoint
+
+
+class SpikeDetector:
+    """Loss-spike test against an exponential running mean of the loss.
+
+    mean_t = beta mean_{t-1} + (1 - beta) loss_t (bias-corrected like Adam's
+    moments); step t is a spike if, after `warmup` steps, loss_t > factor * mean_{t-1}.
+    """
+
+    def __init__(self, factor: float, warmup: int, beta: float = 0.9):
+        self.factor, self.warmup, self.beta = factor, warmup, beta
+        self.ema, self.seen = 0.0, 0
+
+    @property
+    def mean(self) -> float:
+        return self.ema / (1 - self.beta ** self.seen) if self.seen else math.nan
+
+    def check(self, loss: float) -> str | None:
+        """The reason to stop, or None; then fold `loss` into the running mean."""
+        if self.factor and self.seen >= self.warmup and loss > self.factor * self.mean:
+            return f"loss spike: {loss:.4g} is {loss / self.mean:.1f}x the running mean {self.mean:.4g}"
+        self.ema = self.beta * self.ema + (1 - self.beta) * loss
+        self.seen += 1
+        return None

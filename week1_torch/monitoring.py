@@ -1,0 +1,126 @@
+"""Monitoring lab in PyTorch: gradient norms, update ratios, clipping, and a clean stop on NaN or spike.
+
+Read beside week1_jax/monitoring.py. Model, data, optimizer and schedule are
+the training_loop lab's; the step is split in two (gradients, then update) so
+the loop can look at the gradients in between.
+"""
+from __future__ import annotations
+
+import torch
+
+from labs import monitoring as spec
+from labs import training_loop
+from week1_torch import checkpoint
+from week1_torch.training_loop import as_tensors, build_model, evaluate, loss_fn, make_optimizer
+
+
+def named(model) -> dict:
+    """The model's gradients as {"fc1.weight": tensor, ...}, in forward order."""
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    return {name: grads[name] for name in spec.forward_order(grads)}
+
+
+def grad_step(model, x, y):
+    """Loss and gradients (in each p.grad) of one batch; nothing is updated yet."""
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model, x, y)
+    loss.backward()
+    return loss.detach(), named(model)
+
+
+@torch.no_grad()
+def inject_nan(grads: dict, layer: str) -> dict:
+    """Set element 0 of each of `layer`'s gradients to NaN, in place (what an overflow would do)."""
+    for name, g in grads.items():
+        if spec.layer_of(name) == layer:
+            g.view(-1)[0] = float("nan")
+    return grads
+
+
+def first_non_finite(loss, grads: dict) -> str | None:
+    """'loss', 'gradient <name>' for the first gradient (forward order) holding a NaN/Inf, or None."""
+    if not torch.isfinite(loss):
+        return "loss"
+    return next((f"gradient {name}" for name, g in grads.items() if not torch.isfinite(g).all()), None)
+
+
+@torch.no_grad()
+def layer_norms(tensors: dict) -> dict:
+    """{layer: sqrt(sum of squares over all the layer's tensors)}."""
+    squares = {}
+    for name, a in tensors.items():
+        squares[spec.layer_of(name)] = squares.get(spec.layer_of(name), 0.0) + a.square().sum()
+    return {layer: s.sqrt() for layer, s in squares.items()}
+
+
+@torch.no_grad()
+def global_norm(grads: dict):
+    """||g|| = sqrt(sum_i g_i^2) over every tensor (what clipping compares with clip_norm)."""
+    return torch.sqrt(sum(g.square().sum() for g in grads.values()))
+
+
+def clip_grads(model, max_norm: float):
+    """torch.nn.utils.clip_grad_norm_: g * min(1, max_norm / ||g||), in place; returns ||g|| before."""
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+@torch.no_grad()
+def apply_update(model, optimizer, scheduler, clip_norm: float) -> dict:
+    """Clip (if clip_norm > 0), step AdamW, and return the update/parameter ratio per layer."""
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    if clip_norm:
+        clip_grads(model, clip_norm)
+    optimizer.step()
+    scheduler.step()
+    delta = {name: p - before[name] for name, p in model.named_parameters()}
+    delta_norms, param_norms = layer_norms(delta), layer_norms(before)
+    return {layer: delta_norms[layer] / param_norms[layer] for layer in param_norms}
+
+
+def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = None, checkpoint_dir=None,
+          stop_at: int | None = None, log=None):
+    """Train with every step watched; returns (model, History) or raises spec.TrainingStopped."""
+    model = build_model(cfg, data.vocab_size, weights)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    spikes = spec.SpikeDetector(cfg.spike_factor, cfg.spike_warmup)
+    val = training_loop.val_batches(data, cfg)
+    history = training_loop.History()
+    last_checkpoint = None
+    for step in range(1, (stop_at or cfg.steps) + 1):
+        loss, grads = grad_step(model, *as_tensors(*training_loop.train_batch(data, cfg, step)))
+        if step == cfg.nan_step:
+            grads = inject_nan(grads, cfg.nan_layer)
+        bad = first_non_finite(loss, grads)
+        if bad is not None:
+            raise spec.TrainingStopped(step, f"non-finite {bad}", last_checkpoint)
+        spike = spikes.check(float(loss))
+        if spike is not None:
+            raise spec.TrainingStopped(step, spike, last_checkpoint)
+        grad_norm = float(global_norm(grads))
+        grad_norms = layer_norms(grads)
+        ratios = apply_update(model, optimizer, scheduler, cfg.clip_norm)
+        history.steps.append(step)
+        history.train_loss.append(float(loss))
+        if log:
+            log(step, train_loss=loss, grad_norm=grad_norm, clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
+                **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
+                **{f"update_ratio/{k}": v for k, v in ratios.items()})
+        if training_loop.is_eval_step(cfg, step):
+            history.val_steps.append(step)
+            history.val_loss.append(evaluate(model, val))
+            if log:
+                log(step, val_loss=history.val_loss[-1])
+        if checkpoint_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
+            last_checkpoint = step
+    return model, history
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run monitoring --framework torch`: train watched; a NaN or spike ends it with the reason."""
+    data = training_loop.load_data(cfg)
+    try:
+        _, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log)
+    except spec.TrainingStopped as stop:
+        return {"stopped_at_step": stop.step, "last_good_checkpoint": stop.last_checkpoint or 0, "stopped": str(stop)}
+    return {"final_train_loss": history.train_loss[-1], "final_val_loss": history.val_loss[-1]}
