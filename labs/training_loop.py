@@ -41,13 +41,16 @@ from labs.data.batches import window_batch
 
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params, for compare and parity
+# The schedules of week1_jax.schedules / week1_torch.schedules (the lr_schedules lab).
+SCHEDULES = ("warmup_cosine", "warmup_linear", "constant_with_warmup", "inverse_sqrt")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     steps: int = 3000
     batch_size: int = 64
-    lr: float = 3e-3            # peak learning rate of the warmup-cosine schedule
+    lr: float = 3e-3            # peak learning rate of the schedule
+    schedule: str = "warmup_cosine"  # one of SCHEDULES
     seed: int = 0
     block_size: int = 8         # characters of context
     n_embd: int = 24            # embedding size per character
@@ -67,6 +70,7 @@ class Config:
         for name in ("steps", "batch_size", "block_size", "n_embd", "n_hidden", "eval_every", "eval_batches"):
             require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: must be > 0")
         require(self.lr > 0, f"lr={self.lr}: must be > 0")
+        require(self.schedule in SCHEDULES, f"schedule={self.schedule!r}: allowed: {', '.join(SCHEDULES)}")
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout}: must be in [0, 1)")
         require(self.weight_decay >= 0, f"weight_decay={self.weight_decay}: must be >= 0")
         require(0 <= self.warmup_steps <= self.steps,

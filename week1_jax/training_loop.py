@@ -29,8 +29,8 @@ def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) 
 
 
 def make_optimizer(model: CharMLP, cfg: spec.Config) -> nnx.Optimizer:
-    """From-scratch AdamW on a warmup-cosine schedule; no decay on biases and norm scales."""
-    schedule = schedules.warmup_cosine(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
+    """From-scratch AdamW on cfg.schedule (warmup-cosine by default); no decay on biases and norm scales."""
+    schedule = schedules.by_name(cfg.schedule, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
     tx = optim.adamw(schedule, weight_decay=cfg.weight_decay, mask=optim.decay_mask)
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
@@ -82,16 +82,17 @@ def sample(model: CharMLP, prompt: np.ndarray, n: int, temperature: float, seed:
     return np.array(ids[len(prompt):])
 
 
-def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, checkpoint_dir=None,
+def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, optimizer_fn=None, checkpoint_dir=None,
           resume: bool = False, stop_at: int | None = None, log=None, show_progress: bool = False):
     """Train for cfg.steps (or until `stop_at`); returns (model, History).
 
+    optimizer_fn: (model, cfg) -> optimizer, as make_optimizer (the default) returns it.
     checkpoint_dir: save every cfg.checkpoint_every steps, and at `stop_at`.
     resume: continue from the latest checkpoint in checkpoint_dir.
     log: called as log(step, **metrics) for train and validation losses.
     """
     model = build_model(cfg, data.vocab_size, weights)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = (optimizer_fn or make_optimizer)(model, cfg)
     mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
     start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
     dropout_root = jax.random.key(cfg.seed)

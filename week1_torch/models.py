@@ -42,6 +42,6 @@ def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
 def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
     """Load a get_weights()-style dict into the model (strict: every name, matching shapes)."""
     current = model.state_dict()
-    state = {name: torch.as_tensor(np.asarray(value), dtype=current[name].dtype if name in current else None)
-             for name, value in weights.items()}
+    state = {name: torch.tensor(np.asarray(value), dtype=current[name].dtype if name in current else None)
+             for name, value in weights.items()}  # torch.tensor copies: the model owns its weights
     model.load_state_dict(state, strict=True)

@@ -53,6 +53,13 @@ def inverse_sqrt(peak_lr: float, warmup_steps: int):
     return schedule
 
 
+def by_name(name: str, peak_lr: float, warmup_steps: int, total_steps: int, final_lr: float = 0.0):
+    """The schedule called `name` (one of labs.training_loop.SCHEDULES), given every argument any of them takes."""
+    if name in ("warmup_cosine", "warmup_linear"):
+        return globals()[name](peak_lr, warmup_steps, total_steps, final_lr)
+    return globals()[name](peak_lr, warmup_steps)
+
+
 def lambda_lr(optimizer: torch.optim.Optimizer, schedule) -> torch.optim.lr_scheduler.LambdaLR:
     """LambdaLR that sets every group's lr to schedule(step).
 

@@ -27,9 +27,9 @@ def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) 
 
 
 def make_optimizer(model: CharMLP, cfg: spec.Config):
-    """From-scratch AdamW on a warmup-cosine schedule; no decay on biases and norm scales."""
+    """From-scratch AdamW on cfg.schedule (warmup-cosine by default); no decay on biases and norm scales."""
     optimizer = optim.AdamW(optim.param_groups(model, cfg.weight_decay))
-    schedule = schedules.warmup_cosine(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
+    schedule = schedules.by_name(cfg.schedule, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
     return optimizer, schedules.lambda_lr(optimizer, schedule)
 
 
@@ -74,20 +74,21 @@ def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> 
     return np.array(ids[len(prompt):])
 
 
-def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, checkpoint_dir=None,
+def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, optimizer_fn=None, checkpoint_dir=None,
           resume: bool = False, stop_at: int | None = None, log=None, show_progress: bool = False,
           compile: bool = False):
     """Train for cfg.steps (or until `stop_at`); returns (model, History).
 
+    optimizer_fn: (model, cfg) -> optimizer, as make_optimizer (the default) returns it.
     checkpoint_dir: save every cfg.checkpoint_every steps, and at `stop_at`.
     resume: continue from the latest checkpoint in checkpoint_dir.
     log: called as log(step, **metrics) for train and validation losses.
     compile: run the model through torch.compile (the optimizer stays eager).
     """
     model = build_model(cfg, data.vocab_size, weights)
-    optimizer, scheduler = make_optimizer(model, cfg)
+    optimizer, scheduler = (optimizer_fn or make_optimizer)(model, cfg)
+    # Dropout draws from torch's global RNG: seeded by build_model, restored from a checkpoint.
     start = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
-    torch.manual_seed(cfg.seed + start)  # dropout masks: a fresh run and a resumed one draw alike
     step_model = torch.compile(model) if compile else model
     val = spec.val_batches(data, cfg)
     history = spec.History()

@@ -1,0 +1,70 @@
+"""Lab: learning-rate schedules, warmup and decay.
+
+What it teaches
+---------------
+Four schedules, each a function step -> lr with the same argument names in
+both frameworks (peak_lr, warmup_steps, total_steps, final_lr):
+
+- warmup_cosine: linear 0 -> peak over warmup, then half a cosine down to final_lr.
+- warmup_linear: linear 0 -> peak, then a straight line down to final_lr.
+- constant_with_warmup: linear 0 -> peak, then peak for ever.
+- inverse_sqrt: linear 0 -> peak, then peak * sqrt(warmup / step) (the original
+  Transformer's schedule, fairseq's form).
+
+Warmup lets Adam's second-moment estimate settle before large steps are taken;
+decay lets the iterate settle into a minimum at the end.
+
+The step-0 convention
+---------------------
+Update k (counting from 0) uses schedule(k). optax evaluates the schedule at the
+optimizer's count before incrementing it; torch's LambdaLR sets schedule(0) when
+it is built and moves on with each scheduler.step() after optimizer.step().
+With linear warmup from zero the very first update therefore has lr 0 in both.
+Past total_steps the decaying schedules hold final_lr.
+
+How to read the results
+-----------------------
+`week1 run lr_schedules --framework X` reads the lr each schedule actually
+applies at every step (through a real optimizer), prints it at the key steps,
+plots the four curves, then trains the training_loop LM once per schedule and
+reports the final validation loss: with the same peak lr and step budget, the
+schedules that decay to a small lr end lowest.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from labs import training_loop
+from labs.training_loop import SCHEDULES
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(training_loop.Config):
+    """The training_loop LM's settings (each schedule trains it once), with a shorter run."""
+    steps: int = 1500
+    eval_every: int = 500
+    checkpoint_every: int = 0
+
+
+def key_steps(cfg: Config) -> list[int]:
+    """Where the schedules differ: start, end of warmup, middle, last update, and past the end."""
+    return sorted({0, max(cfg.warmup_steps - 1, 0), cfg.warmup_steps, cfg.steps // 2, cfg.steps - 1, cfg.steps + 100})
+
+
+def report(lrs: dict, histories: dict, cfg: Config, run, framework: str) -> dict:
+    """Table of lr at the key steps with each schedule's final validation loss, and two PNGs."""
+    from labs import report as rep
+
+    steps = key_steps(cfg)
+    rep.table(f"lr_schedules ({framework}): lr applied at update k, and the LM's final val loss",
+              ["schedule", *[f"k={k}" for k in steps], "final val loss"],
+              [(name, *[float(lrs[name][k]) for k in steps], histories[name].val_loss[-1]) for name in SCHEDULES])
+    rep.plot_lines(run.path("schedules.png"), {n: (range(len(lrs[n])), lrs[n]) for n in SCHEDULES},
+                   title=f"Learning-rate schedules ({framework}), peak {cfg.lr}, warmup {cfg.warmup_steps}",
+                   xlabel="update k", ylabel="learning rate")
+    rep.plot_lines(run.path("loss_by_schedule.png"), {n: (h.steps, h.train_loss) for n, h in histories.items()},
+                   title=f"LM train loss by schedule ({framework})", xlabel="step", ylabel="train loss")
+    for name in SCHEDULES:
+        for k, lr in enumerate(lrs[name]):
+            run.log(k, **{f"lr/{name}": lr})
+    return {f"{name}_final_val_loss": histories[name].val_loss[-1] for name in SCHEDULES}
