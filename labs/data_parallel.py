@@ -1,0 +1,153 @@
+"""Lab: data parallelism, the training_loop lab's char MLP trained on several devices.
+
+What it teaches
+---------------
+Data parallelism (DP) keeps a full copy of the parameters and optimizer state on
+every device and splits each global batch of B rows into N equal shards of B/N.
+Each device computes the loss and gradients of its shard; one all-reduce averages
+the gradients; every device then applies the same update, so the copies never
+drift apart. Because the loss is a mean, the average of N equal-size shard means
+is the mean over the whole batch: DP training *is* single-device training on the
+global batch, up to the order of float additions. That is what the parity tests
+check, for the loss, every gradient tensor and a 20-step trajectory. (With
+unequal shards the mean of means would weight rows unequally: hence the rule
+that B must divide by N.)
+
+JAX, three ways (week1_jax/data_parallel.py):
+- `jax.pmap` with `lax.pmean`: the SPMD function runs once per device; the
+  parameters carry a leading device axis (N copies) and the batch is reshaped
+  to (N, B/N, ...). The oldest API; explicit, but the stacked copies show.
+- `jax.jit` with a `Mesh` and `NamedSharding`: the step is the single-device
+  step, unchanged. The batch is placed sharded over the mesh's `data` axis and
+  the parameters replicated; XLA partitions the computation and inserts the
+  all-reduce itself. The mesh uses Auto axes: with Explicit axes the model's
+  embedding gather would have to name its output sharding, and the model code
+  knows nothing about devices.
+- `jax.shard_map`: per-device code again, on a mesh. Take the gradient of the
+  *pmean'd* loss: with check_vma the transpose of pmean already sums the
+  cotangents, so pmean'ing the gradients afterwards would be wrong (N times too big).
+
+Torch (week1_torch/data_parallel.py): `DistributedDataParallel` in N processes,
+launched by `torchrun` (gloo on CPU, nccl on GPU). Each process draws the same
+global batch (batch k depends only on seed and k) and keeps rows
+[rank*B/N, (rank+1)*B/N). DDP all-reduces (averages) gradients in buckets
+during the backward pass, overlapping communication with computation.
+
+Past one machine
+----------------
+The same code runs across hosts on the real launchers:
+
+    torchrun --nnodes=2 --nproc-per-node=8 --node-rank=$RANK \\
+        --rdzv-backend=c10d --rdzv-endpoint=$HOST0:29500 -m week1_torch.data_parallel --out=DIR
+    # JAX, on every host (process_id 0..P-1), before any other JAX call:
+    jax.distributed.initialize(coordinator_address="HOST0:1234", num_processes=P, process_id=i)
+
+After `jax.distributed.initialize` `jax.devices()` lists every host's devices; a
+mesh over them and `jax.make_array_from_process_local_data` (each process gives
+the rows of its own devices) make the jit version multi-host without change.
+The test suite starts two JAX processes on 127.0.0.1 (gloo CPU collectives) and
+checks that both see the same losses as single-device training.
+
+What DP costs on the wire
+-------------------------
+A ring all-reduce of G bytes over N devices sends 2 (N-1)/N G bytes per device
+(reduce-scatter, then all-gather), whatever N is: see `allreduce_bytes`. With
+P parameters and fp32 gradients G = 4P. For this lab's model (P = 73,243) that
+is 0.5 MB per step on 8 devices: nothing. For a 7B model with bf16 gradients,
+G = 14 GB, 24.5 GB per device per step on 8 GPUs. In one node NVLink moves
+~450 GB/s per direction per H100: ~55 ms, hidden behind the backward pass. On
+64 GPUs across 8 nodes the ring crosses the network, ~50 GB/s per GPU (400 Gb/s
+InfiniBand): 2 * 63/64 * 14 GB / 50 GB/s = ~0.55 s per step, which the backward
+pass of a modest batch no longer hides: hierarchical (in-node, then across
+nodes) all-reduce, gradient accumulation (fewer all-reduces per sample) and
+sharding (the fsdp lab) are the answers.
+
+How to read the results
+-----------------------
+`week1 run data_parallel --framework jax` trains with each method in turn
+(`--method=pmap|jit|shard_map`, default all) on `--devices` devices (0: all; 8
+simulated host devices on a CPU) and prints each method's final loss next to
+the single-device run's. `--framework torch` launches torchrun itself (2 gloo
+processes on a CPU, one per GPU otherwise). `week1 bench data_parallel` times
+a step vs device count: simulated CPU devices share the same cores, so on a
+CPU these numbers check that the code runs, they are not a speed claim.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from labs import training_loop
+from labs.config import require
+
+CPU_HOST_DEVICES = 8   # simulated XLA devices when JAX runs on the CPU
+METHODS = ("pmap", "jit", "shard_map")
+
+
+def simulate_host_devices(n: int = CPU_HOST_DEVICES) -> None:
+    """Ask XLA for `n` CPU devices. Works only before jax is first imported, so the CLI gets
+    it by importing this spec module before week1_jax; it changes nothing on a GPU."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "jax" not in sys.modules and "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+simulate_host_devices()
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    steps: int = 200
+    batch_size: int = 64        # the global batch, split evenly over the devices
+    lr: float = 3e-3
+    seed: int = 0
+    devices: int = 0            # 0: every JAX device (8 simulated on a CPU); torch: 2 CPU processes or one per GPU
+    method: str = "all"         # JAX only: pmap, jit, shard_map or all
+    block_size: int = 8
+    n_embd: int = 24
+    n_hidden: int = 256
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    final_lr: float = 3e-4
+    val_fraction: float = 0.1
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size", "block_size", "n_embd", "n_hidden"):
+            require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: must be > 0")
+        require(self.lr > 0, f"lr={self.lr}: must be > 0")
+        require(self.devices >= 0, f"devices={self.devices}: must be >= 0 (0: all available)")
+        require(self.method in METHODS + ("all",), f"method={self.method!r}: allowed {', '.join(METHODS)}, all")
+        require(0 <= self.warmup_steps <= self.steps,
+                f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]")
+        if self.devices:
+            check_batch_split(self.batch_size, self.devices)
+
+
+def loop_config(cfg) -> training_loop.Config:
+    """The training_loop lab's config for the same model, data and optimizer (dropout off:
+    per-device dropout masks would differ from a single device's)."""
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(training_loop.Config)
+              if hasattr(cfg, f.name)}
+    return training_loop.Config(**shared, dropout=0.0)
+
+
+def check_device_count(requested: int, available: int) -> None:
+    require(requested <= available,
+            f"devices={requested}: only {available} available (set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count=N for more simulated CPU devices)")
+
+
+def check_batch_split(batch_size: int, devices: int) -> None:
+    require(batch_size % devices == 0,
+            f"batch_size={batch_size} does not split over {devices} devices: use a multiple of {devices}")
+
+
+def allreduce_bytes(n_params: int, n_devices: int, bytes_per_value: int = 4) -> float:
+    """Bytes each device sends in one ring all-reduce of the gradients: 2 (N-1)/N * P * bytes."""
+    return 2 * (n_devices - 1) / n_devices * n_params * bytes_per_value
+
+
+def config_args(cfg) -> list[str]:
+    """cfg as `--key=value` arguments, to hand a config to worker processes on their command line."""
+    return [f"--{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)]

@@ -1,0 +1,63 @@
+"""The multi-device labs' framework-free spec (labs/data_parallel.py, labs/fsdp.py) and their CLI paths."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from labs import data_parallel as spec
+from labs.config import UsageError, override
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_batch_must_split_evenly():
+    spec.check_batch_split(64, 8)
+    with pytest.raises(UsageError, match=r"^batch_size=60 does not split over 8 devices: use a multiple of 8$"):
+        spec.check_batch_split(60, 8)
+
+
+def test_config_rejects_bad_settings():
+    with pytest.raises(UsageError, match=r"batch_size=30 does not split over 4 devices"):
+        override(spec.Config(), ["--devices=4", "--batch_size=30"])
+    with pytest.raises(UsageError, match=r"method='ddp': allowed pmap, jit, shard_map, all"):
+        override(spec.Config(), ["--method=ddp"])
+    with pytest.raises(UsageError, match=r"devices=9: only 8 available"):
+        spec.check_device_count(9, 8)
+
+
+def test_config_args_round_trip():
+    cfg = spec.Config(steps=30, lr=0.0125, method="jit", devices=4)
+    assert override(spec.Config(), spec.config_args(cfg)) == cfg
+
+
+def test_allreduce_bytes():
+    # ring all-reduce: 2 (N-1)/N of the gradient bytes per device; nothing to send on one device
+    assert spec.allreduce_bytes(1000, 1) == 0
+    assert spec.allreduce_bytes(1000, 2) == 4000
+    assert spec.allreduce_bytes(1000, 8) == pytest.approx(2 * 7 / 8 * 4000)
+
+
+def _week1(*args, cwd, timeout=240):
+    return subprocess.run([sys.executable, "-m", "labs", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_bad_batch_is_one_line(tmp_path):
+    result = _week1("run", "data_parallel", "--framework", "torch", "--devices=2", "--batch_size=63", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "week1: error: batch_size=63 does not split over 2 devices: use a multiple of 2"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_cli_torch_run_launches_torchrun(tmp_path):
+    """`week1 run data_parallel --framework torch` starts 2 gloo processes with torchrun and logs rank 0's losses."""
+    result = _week1("run", "data_parallel", "--framework", "torch", "--steps=3", "--warmup_steps=1", "--n_hidden=32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["processes"] == 2
+    assert summary["DDP final loss"] == pytest.approx(summary["1 device final loss"], rel=1e-4)
+    assert (run_dir / "ranks" / "result.npz").exists()

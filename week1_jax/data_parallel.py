@@ -1,0 +1,133 @@
+"""Data parallelism in JAX, three ways: pmap, jit on a sharded batch, shard_map.
+
+Read beside week1_torch/data_parallel.py (DistributedDataParallel under torchrun).
+Multi-process worker (one per host, or two on one machine in the tests):
+    python -m week1_jax.data_parallel --coordinator=HOST:PORT --num-processes=P --process-id=I [--key=value]
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from labs import data_parallel as spec
+from labs import training_loop
+from labs.bench import time_calls
+from labs.config import override
+from labs.report import console
+from week1_jax import parallel
+from week1_jax import training_loop as loop
+
+
+def pmap_strategy(graphdef, tx, devices: list) -> parallel.Strategy:
+    """jax.pmap: per-device code; state stacked on a leading device axis, batch as (N, B/N, ...)."""
+    n = len(devices)
+
+    def step(params, opt_state, x, y):                      # one device: x (B/N, T), its own replica
+        loss, grads = parallel.loss_and_grads(graphdef, params, x, y)
+        loss, grads = lax.pmean((loss, grads), "data")      # equal shards: mean of means = global mean
+        params, opt_state = parallel.apply_update(tx, params, opt_state, grads)
+        return params, opt_state, loss, grads
+
+    return parallel.Strategy(
+        step=jax.pmap(step, axis_name="data", devices=devices),
+        put_state=lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *jnp.shape(a))), tree),  # (N, ...)
+        put_batch=lambda a: a.reshape(n, a.shape[0] // n, *a.shape[1:]),                               # (N, B/N, ...)
+        get=lambda tree: jax.tree.map(lambda a: a[0], tree))  # every replica holds the same value
+
+
+def jit_strategy(graphdef, tx, devices: list) -> parallel.Strategy:
+    """jax.jit on NamedSharding: the single-device step; the batch sharded over `data`, state replicated."""
+    mesh = parallel.mesh_of(devices, {"data": len(devices)})
+    step = jax.jit(lambda params, opt_state, x, y: parallel.train_step(graphdef, tx, params, opt_state, x, y))
+    return parallel.Strategy(
+        step=step,
+        put_state=lambda tree: parallel.put_global(tree, NamedSharding(mesh, P())),
+        put_batch=lambda a: parallel.put_batch_rows(a, NamedSharding(mesh, P("data"))),
+        get=lambda tree: tree)
+
+
+def shard_map_strategy(graphdef, tx, devices: list) -> parallel.Strategy:
+    """jax.shard_map: per-device code on a mesh; the gradient of the pmean'd loss is the global one."""
+    mesh = parallel.mesh_of(devices, {"data": len(devices)})
+
+    def step(params, opt_state, x, y):                      # one device: x (B/N, T), params replicated
+        def global_loss(params):
+            return lax.pmean(parallel.loss_and_grads(graphdef, params, x, y)[0], "data")
+        loss, grads = jax.value_and_grad(global_loss)(params)  # not pmean(grads): they are global already
+        params, opt_state = parallel.apply_update(tx, params, opt_state, grads)
+        return params, opt_state, loss, grads
+
+    sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(), P("data"), P("data")), out_specs=P())
+    return parallel.Strategy(
+        step=jax.jit(sharded),
+        put_state=lambda tree: parallel.put_global(tree, NamedSharding(mesh, P())),
+        put_batch=lambda a: parallel.put_batch_rows(a, NamedSharding(mesh, P("data"))),
+        get=lambda tree: tree)
+
+
+STRATEGIES = {"pmap": pmap_strategy, "jit": jit_strategy, "shard_map": shard_map_strategy}
+
+
+def train(cfg: spec.Config, data: training_loop.Data, method: str, weights: dict | None = None, log=None):
+    """Train with one method on cfg.devices devices; returns (losses, first-step grads by Flax name)."""
+    devices = parallel.local_devices(cfg.devices)
+    spec.check_batch_split(cfg.batch_size, len(devices))
+    loop_cfg = spec.loop_config(cfg)
+    graphdef, params, tx, opt_state = parallel.init_state(loop_cfg, data.vocab_size, weights)
+    strategy = STRATEGIES[method](graphdef, tx, devices)
+    _, _, losses, grads = parallel.train(strategy, params, opt_state, data, loop_cfg, log=log)
+    return losses, parallel.flat_names(grads)
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run data_parallel --framework jax`: each method, then one device, on the same batches."""
+    data = training_loop.load_data(spec.loop_config(cfg))
+    n = len(parallel.local_devices(cfg.devices))
+    summary = {"devices": n}
+    for method in spec.METHODS if cfg.method == "all" else (cfg.method,):
+        losses, _ = train(cfg, data, method, log=lambda step, **m: run.log(step, **{f"{method}_{k}": v for k, v in m.items()}))
+        summary[f"{method} final loss"] = losses[-1]
+    _, single = loop.train(spec.loop_config(cfg), data)              # the training_loop lab, one device
+    summary["1 device final loss"] = single.train_loss[-1]
+    return summary
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench data_parallel`: one jit data-parallel step vs device count."""
+    devices = jax.devices()
+    simulated = devices[0].platform == "cpu"
+    if simulated:
+        console.print("data_parallel: simulated CPU devices share the same cores; these times check "
+                      "that the code runs, they are not a speed claim.")
+    data = training_loop.load_data(spec.loop_config(cfg))
+    x, y = training_loop.train_batch(data, spec.loop_config(cfg), 1)
+    timings = {}
+    for n in [n for n in (1, 2, 4, 8) if n <= len(devices) and cfg.batch_size % n == 0]:
+        graphdef, params, tx, opt_state = parallel.init_state(spec.loop_config(cfg), data.vocab_size)
+        strategy = jit_strategy(graphdef, tx, devices[:n])
+        state = strategy.put_state(params), strategy.put_state(opt_state)
+        batch = strategy.put_batch(x), strategy.put_batch(y)
+        label = f"jax jit x{n} ({'sim cpu' if simulated else devices[0].platform})"
+        timings[label] = time_calls(lambda: strategy.step(*state, *batch), jax.block_until_ready)
+    return timings
+
+
+def worker(argv: list[str]) -> None:
+    """One process of a multi-process run: join the coordinator, train with jit, print the losses."""
+    options = dict(arg[2:].split("=", 1) for arg in argv)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU collectives across processes
+    jax.distributed.initialize(coordinator_address=options.pop("coordinator"),
+                               num_processes=int(options.pop("num-processes")),
+                               process_id=int(options.pop("process-id")))
+    cfg = override(spec.Config(), [f"--{k}={v}" for k, v in options.items()])
+    losses, _ = train(cfg, training_loop.load_data(spec.loop_config(cfg)), "jit")
+    print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(), "losses": losses}))
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1:])

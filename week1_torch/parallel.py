@@ -1,0 +1,125 @@
+"""Pieces the multi-process torch labs (data_parallel, fsdp) share.
+
+Processes come from torchrun (`python -m torch.distributed.run`, env:// rendezvous)
+or, in the tests, from torch.multiprocessing with a TCP rendezvous on 127.0.0.1.
+gloo on the CPU, nccl on GPUs. `train` is the loop DDP and FSDP share: every rank
+draws the same global batch and keeps its own rows.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from labs import data_parallel as spec
+from labs import training_loop
+from week1_torch import training_loop as loop
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_world_size(requested: int) -> int:
+    """`requested` processes, or (0) one per GPU, or 2 on a CPU; a UsageError past the GPUs there are."""
+    if torch.cuda.is_available():
+        spec.check_device_count(requested, torch.cuda.device_count())
+        return requested or torch.cuda.device_count()
+    return requested or 2
+
+
+def init_process_group(rank: int | None = None, world_size: int | None = None, port: int | None = None):
+    """Join the process group (torchrun's env:// unless rank/world_size/port are given); returns the device."""
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if rank is None:
+        dist.init_process_group(backend)
+    else:
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        torch.cuda.set_device(device)
+        return device
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))  # share the cores
+    return torch.device("cpu")
+
+
+def spawn(fn, world_size: int, *args, timeout_s: float = 300) -> None:
+    """Run fn(rank, world_size, port, *args) in `world_size` fresh processes; fail after timeout_s."""
+    ctx = torch.multiprocessing.start_processes(fn, args=(world_size, free_port(), *args), nprocs=world_size,
+                                                join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in ctx.processes:
+                process.kill()
+            raise TimeoutError(f"{world_size} processes still running after {timeout_s:.0f} s")
+
+
+def torchrun(module: str, nproc: int, args: list[str], timeout_s: float) -> None:
+    """`torchrun --standalone --nproc-per-node=N -m module args`: the real launcher, one machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", module, *args]
+    subprocess.run(command, check=True, timeout=timeout_s)
+
+
+def local_rows(a: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This rank's rows of a global batch (B, ...) -> (B/N, ...)."""
+    rows = a.shape[0] // world_size
+    return a[rank * rows:(rank + 1) * rows]
+
+
+def full_grads(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Every parameter's gradient, whole (a sharded DTensor is gathered), by state_dict name."""
+    grads = {}
+    for name, p in model.named_parameters():
+        g = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+        grads[name.removeprefix("module.")] = g.detach().float().cpu().numpy()
+    return grads
+
+
+def train(model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config, device,
+          start: int = 0, end: int | None = None, log=None):
+    """Steps start+1..end (default cfg.steps) with a DDP or FSDP model; returns (global losses, first grads)."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    losses, first_grads = [], None
+    for step in range(start + 1, (cfg.steps if end is None else end) + 1):
+        x, y = training_loop.train_batch(data, cfg, step)                    # (B, T), (B,) global batch
+        x, y = (torch.from_numpy(local_rows(a, rank, world_size)).long().to(device) for a in (x, y))
+        loss = loop.train_step(model, optimizer, scheduler, x, y)            # this rank's mean loss
+        dist.all_reduce(loss, op=dist.ReduceOp.SUM)                          # for logging only
+        losses.append(float(loss) / world_size)
+        if first_grads is None:
+            first_grads = full_grads(model)
+        if log:
+            log(step, train_loss=losses[-1])
+    return losses, first_grads
+
+
+def device_bytes(tensors) -> int:
+    """Bytes these tensors hold on this rank: a DTensor counts only its local shard."""
+    return sum((t.to_local() if isinstance(t, DTensor) else t).nbytes for t in tensors)
+
+
+def save_result(out_dir, losses: list, grads: dict | None = None, **numbers) -> None:
+    """Rank 0's losses, first-step grads and figures, as out_dir/result.npz for the parent process."""
+    os.makedirs(out_dir, exist_ok=True)
+    arrays = {f"grad.{k}": v for k, v in (grads or {}).items()}
+    np.savez(os.path.join(out_dir, "result.npz"), losses=np.array(losses), **arrays,
+             **{f"number.{k}": np.array(v) for k, v in numbers.items()})
+
+
+def load_result(out_dir) -> tuple[list, dict, dict]:
+    """(losses, grads, numbers) written by save_result."""
+    with np.load(os.path.join(out_dir, "result.npz")) as f:
+        grads = {k[5:]: f[k] for k in f.files if k.startswith("grad.")}
+        numbers = {k[7:]: f[k].item() for k in f.files if k.startswith("number.")}
+        return f["losses"].tolist(), grads, numbers
