@@ -18,6 +18,10 @@ class Timing:
     first_s: float      # the first call: tracing/compilation plus one step
     median_s: float     # median of the timed calls after warm-up
     iters: int
+    memory: dict = dataclasses.field(default_factory=dict)  # what -> bytes, measured by the framework
+
+    def with_memory(self, memory: dict) -> "Timing":
+        return dataclasses.replace(self, memory=dict(memory))
 
     @property
     def per_s(self) -> float:
@@ -60,8 +64,11 @@ def bench_labs(lab_ids: list[str], overrides: list[str]) -> int:
                 raise catalog.UsageError(f"lab {lab_id!r} has no bench workload")
             timings.update(module.bench(cfg))
         base = next(iter(timings.values()))
-        rows = [(name, t.median_s * 1e3, t.per_s, base.median_s / t.median_s, t.first_s)
+        memory = list(dict.fromkeys(k for t in timings.values() for k in t.memory))  # in order of appearance
+        rows = [(name, t.median_s * 1e3, t.per_s, base.median_s / t.median_s, t.first_s,
+                 *(t.memory[k] / 2**20 if k in t.memory else "-" for k in memory))
                 for name, t in timings.items()]
         report.table(f"bench {lab_id} (median of {base.iters} calls after warm-up)",
-                     ["variant", "median ms", "calls/s", "speed vs first", "first call s"], rows)
+                     ["variant", "median ms", "calls/s", "speed vs first", "first call s",
+                      *(f"{k} MiB" for k in memory)], rows)
     return 0

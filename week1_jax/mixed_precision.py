@@ -1,0 +1,168 @@
+"""Mixed precision lab in JAX: a bf16/fp16 compute policy on fp32 master weights, and dynamic loss scaling.
+
+Read beside week1_torch/mixed_precision.py. The model, data, optimizer and
+schedule are the training_loop lab's; week1_jax/precision.py applies the
+policy to the model from outside and holds the loss scaler.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from labs import mixed_precision as spec
+from labs import report, training_loop
+from labs.bench import time_calls
+from week1_jax import precision
+from week1_jax import training_loop as base
+
+
+def demos() -> dict:
+    """spec.DEMOS computed in each format: {demo: {format: value}}."""
+    out = {demo: {} for demo in spec.DEMOS}
+    for fmt in spec.FORMATS:
+        def v(x):
+            return jnp.asarray(x, jnp.dtype(fmt))
+        results = {
+            "300 * 300": v(300.0) * v(300.0),
+            "gradient 1e-8": v(1e-8),
+            "1e-8 scaled by 2^16, unscaled in fp32": v(1e-8 * spec.LOSS_SCALE).astype(jnp.float32) / spec.LOSS_SCALE,
+            "1 + 2^-8": v(1.0) + v(2.0 ** -8),
+            "256 + 1": v(256.0) + v(1.0),
+        }
+        for demo, value in results.items():
+            out[demo][fmt] = float(value)
+    return out
+
+
+def build_model(cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None):
+    """The training_loop model with the policy for `precision_name` applied (fp32 params always)."""
+    return precision.apply_policy(base.build_model(cfg, vocab_size, weights), precision.POLICIES[precision_name])
+
+
+def loss_fn(model, x, y, policy: precision.Policy):
+    logits = model(x).astype(policy.output_dtype)     # (B, V): the softmax and loss in fp32
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+@nnx.jit(static_argnames="policy")
+def loss_and_grads(model, x, y, policy: precision.Policy):
+    """Loss and fp32 gradients of the master weights under `policy` (what the parity test compares)."""
+    return nnx.value_and_grad(loss_fn)(model, x, y, policy)
+
+
+@nnx.jit(static_argnames="policy")
+def train_step(model, optimizer, x, y, policy: precision.Policy):
+    loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, policy)
+    optimizer.update(model, grads)
+    return loss
+
+
+@nnx.jit(static_argnames=("policy", "scaler"))
+def train_step_scaled(model, optimizer, scale_state, x, y, policy: precision.Policy,
+                      scaler: precision.DynamicLossScale):
+    """fp16 step: backward of S * loss, unscale, update only if finite; returns (loss, next scale state, finite)."""
+    def scaled_loss(model):
+        loss = loss_fn(model, x, y, policy)
+        return scaler.scale(scale_state, loss), loss
+    (_, loss), grads = nnx.value_and_grad(scaled_loss, has_aux=True)(model)
+    grads = scaler.unscale(scale_state, grads)
+    finite = precision.all_finite(grads)
+    params, opt_state = jax.tree.map(jnp.copy, (nnx.state(model, nnx.Param), nnx.state(optimizer)))
+    optimizer.update(model, grads)
+    # A skipped step leaves parameters and AdamW state (moments, count, so the schedule) as they were.
+    nnx.update(model, precision.select_tree(finite, nnx.state(model, nnx.Param), params))
+    nnx.update(optimizer, precision.select_tree(finite, nnx.state(optimizer), opt_state))
+    return loss, scaler.update(scale_state, finite), finite
+
+
+@nnx.jit(static_argnames="policy")
+def eval_loss(model, x, y, policy: precision.Policy):
+    return loss_fn(model, x, y, policy)
+
+
+def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, weights: dict | None = None, log=None):
+    """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for fp16)."""
+    policy = precision.POLICIES[precision_name]
+    model = build_model(cfg, data.vocab_size, precision_name, weights)
+    optimizer = base.make_optimizer(model, cfg)
+    scaler = precision.DynamicLossScale(**cfg.loss_scale) if precision_name == "fp16" else None
+    scale_state = scaler.init() if scaler else None
+    scaling = {"scale": [], "skipped": []}
+    val = training_loop.val_batches(data, cfg)
+    history = training_loop.History()
+    timed = 0.0
+    for step in range(1, cfg.steps + 1):
+        x, y = base.as_arrays(*training_loop.train_batch(data, cfg, step))
+        t0 = time.perf_counter()
+        if scaler is None:
+            loss = float(train_step(model, optimizer, x, y, policy))
+        else:
+            loss, scale_state, finite = train_step_scaled(model, optimizer, scale_state, x, y, policy, scaler)
+            loss = float(loss)
+            scaling["scale"].append(float(scale_state.scale))
+            if not finite:
+                scaling["skipped"].append(step)
+        elapsed = time.perf_counter() - t0
+        if step == 1:
+            history.first_step_s = elapsed
+        else:
+            timed += elapsed
+        history.steps.append(step)
+        history.train_loss.append(loss)
+        if training_loop.is_eval_step(cfg, step):
+            history.val_steps.append(step)
+            history.val_loss.append(float(np.mean([float(eval_loss(model, *base.as_arrays(vx, vy), policy))
+                                                   for vx, vy in val])))
+        if log:
+            log(step, **{f"train_loss_{precision_name}": loss})
+    history.steps_per_s = (cfg.steps - 1) / timed if timed > 0 else 0.0
+    return model, history, scaling
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run mixed_precision --framework jax`: formats, demos, then fp32/bf16/fp16 training curves."""
+    report.table("number formats (jnp.finfo)", spec.FORMAT_COLUMNS, precision.number_formats(spec.FORMATS))
+    shown = demos()
+    report.table("demos (jnp)", ["demo", *spec.FORMATS, "what it shows"],
+                 [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()])
+    data = training_loop.load_data(cfg)
+    results = {name: train(cfg, data, name, log=run.log) for name in cfg.precision_list}
+    return spec.summarise(run, "JAX", {name: r[1] for name, r in results.items()},
+                          results["fp16"][2] if "fp16" in results else None)
+
+
+def saved_for_backward_bytes(model, x, y, policy: precision.Policy) -> int:
+    """Bytes the backward pass keeps from the forward (activations, casts): the residuals of jax.vjp."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    _, vjp_fn = jax.vjp(lambda p: loss_fn(nnx.merge(graphdef, p, rest), x, y, policy), params)
+    unique = {id(leaf): leaf for leaf in jax.tree.leaves(vjp_fn)}
+    return sum(leaf.nbytes for leaf in unique.values())
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench mixed_precision`: train-step time and memory per precision."""
+    data = training_loop.load_data(cfg)
+    x, y = base.as_arrays(*training_loop.train_batch(data, cfg, 1))
+    timings = {}
+    for name in cfg.precision_list:
+        policy = precision.POLICIES[name]
+        model = build_model(cfg, data.vocab_size, name)
+        optimizer = base.make_optimizer(model, cfg)
+        if name == "fp16":
+            scaler = precision.DynamicLossScale(**cfg.loss_scale)
+            state = scaler.init()
+            step = lambda: train_step_scaled(model, optimizer, state, x, y, policy, scaler)  # noqa: E731
+        else:
+            step = lambda: train_step(model, optimizer, x, y, policy)  # noqa: E731
+        timing = time_calls(step, jax.block_until_ready)
+        memory = {"saved for backward": saved_for_backward_bytes(model, x, y, policy)}
+        stats = jax.devices()[0].memory_stats()   # None on the CPU
+        if stats and "peak_bytes_in_use" in stats:
+            memory["device peak (process)"] = stats["peak_bytes_in_use"]
+        timings[f"jax {name}"] = timing.with_memory(memory)
+    return timings
