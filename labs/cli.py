@@ -7,6 +7,7 @@
     week1 compare <lab> [--key=value ...]        both frameworks, same start, one table + PNG
     week1 parity [lab]                           the parity tests, with a table of differences
     week1 bench [lab ...]                        step times, JAX jit vs torch eager vs torch.compile
+    week1 profile <lab> --framework {jax,torch}  trace one training step; phase breakdown, top ops
 
 Bad input (unknown lab, framework or setting, a missing data package) ends with
 one line on stderr and exit status 2.
@@ -94,6 +95,12 @@ def cmd_bench(args, overrides) -> int:
     return bench_labs(args.labs, overrides)
 
 
+def cmd_profile(args, overrides) -> int:
+    from labs.profile import profile_lab
+    profile_lab(args.lab, args.framework, overrides, runs_dir=args.runs_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="week1", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -117,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     p = sub.add_parser("bench", help="time each lab's workload in JAX jit, torch eager and torch.compile")
     p.add_argument("labs", nargs="*", help="labs to bench (default: every lab with a workload)")
+    p = sub.add_parser("profile", help="profiler trace of a lab's step: phase breakdown, top operations")
+    p.add_argument("lab")
+    p.add_argument("--framework", required=True, help="jax or torch")
+    p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     return parser
 
 
@@ -126,12 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # --key=value settings are not known to argparse: they go to the lab's Config.
         args, overrides = parser.parse_known_args(argv)
-        if overrides and args.command not in ("run", "compare", "bench"):
+        if overrides and args.command not in ("run", "compare", "bench", "profile"):
             raise UsageError(f"unrecognised arguments: {' '.join(overrides)}")
         handlers = {"list": cmd_list, "env": cmd_env, "prepare": cmd_prepare, "parity": cmd_parity}
         if args.command in handlers:
             return handlers[args.command](args)
-        return {"run": cmd_run, "compare": cmd_compare, "bench": cmd_bench}[args.command](args, overrides)
+        return {"run": cmd_run, "compare": cmd_compare, "bench": cmd_bench,
+                "profile": cmd_profile}[args.command](args, overrides)
     except UsageError as err:
         print(f"week1: error: {err}", file=sys.stderr)
         return 2

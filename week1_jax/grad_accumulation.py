@@ -17,9 +17,10 @@ import optax
 from flax import nnx
 
 from labs import grad_accumulation as spec
-from labs import training_loop
+from labs import profiling, training_loop
 from labs.bench import time_calls
 from week1_jax.common import masked_cross_entropy
+from week1_jax.profiling import apply_grads
 from week1_jax.training_loop import build_model, evaluate, make_optimizer
 
 
@@ -173,3 +174,23 @@ def bench(cfg: spec.Config) -> dict:
         timings[f"{name} (k={k})"] = time_calls(functools.partial(update, model, optimizer, *batch),
                                                 jax.block_until_ready)
     return timings
+
+
+def profile_phases(cfg: spec.Config) -> profiling.Phases:
+    """`week1 profile grad_accumulation`: one scan-accumulated update as data / forward_backward / optimizer."""
+    data = training_loop.load_data(cfg)
+    model = build_model(cfg, data.vocab_size)
+    optimizer = make_optimizer(model, cfg)
+
+    def batch(step):
+        xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
+        return jax.block_until_ready(as_arrays(xs, ys, spec.normalisers(ys, cfg.normalise)))
+
+    def forward_backward(batch):
+        return jax.block_until_ready(accumulate_grads(model, *batch))
+
+    def optimizer_step(loss_and_grads):
+        apply_grads(model, optimizer, loss_and_grads[1])
+        jax.block_until_ready(nnx.state(model))
+
+    return profiling.Phases(batch, forward_backward, optimizer_step, jax.profiler.TraceAnnotation)

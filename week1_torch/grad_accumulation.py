@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from labs import grad_accumulation as spec
-from labs import training_loop
+from labs import profiling, training_loop
 from labs.bench import time_calls
 from week1_torch.common import masked_cross_entropy
+from week1_torch.profiling import apply_grads
 from week1_torch.training_loop import build_model, evaluate, make_optimizer, sync
 
 
@@ -132,3 +133,27 @@ def bench(cfg: spec.Config) -> dict:
         timings[f"{name} (k={k})"] = time_calls(functools.partial(train_step, model, optimizer, scheduler, *batch),
                                                 sync)
     return timings
+
+
+def profile_phases(cfg: spec.Config) -> profiling.Phases:
+    """`week1 profile grad_accumulation`: one loop-accumulated update as data / forward_backward / optimizer."""
+    data = training_loop.load_data(cfg)
+    model = build_model(cfg, data.vocab_size)
+    optimizer, scheduler = make_optimizer(model, cfg)
+
+    def batch(step):
+        xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
+        tensors = as_tensors(xs, ys, spec.normalisers(ys, cfg.normalise))
+        sync(tensors)
+        return tensors
+
+    def forward_backward(batch):
+        loss, _ = accumulate_grads(model, *batch)
+        sync(loss)
+        return loss, None   # the gradients stay in each p.grad
+
+    def optimizer_step(_loss_and_grads):
+        apply_grads(optimizer, scheduler)
+        sync(None)
+
+    return profiling.Phases(batch, forward_backward, optimizer_step, torch.profiler.record_function)
