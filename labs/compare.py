@@ -45,13 +45,21 @@ def compare(lab_id: str, cfg, runs_root="runs", compile: bool = True) -> dict:
                      rows)
         report.console.print(f"largest train-loss difference JAX vs torch over {len(jax_loss)} steps: "
                              f"{max_abs:.3g} abs, {max_rel:.3g} rel")
+        window = max(1, cfg.steps // 60)
         styles = {"jax (jit)": "-", "torch (eager)": "--", "torch.compile": ":"}
-        series = {f"{name} train": (h.steps, h.train_loss) for name, h in histories.items()}
-        series.update({f"{name} val": (h.val_steps, h.val_loss) for name, h in histories.items()})
-        png = report.plot_lines(run.path("loss_curves.png"), series, title=f"{lab_id}: JAX vs torch, same start",
-                                xlabel="step", ylabel="cross-entropy (nats)",
-                                styles={f"{n} {k}": s + ("o" if k == "val" else "") for n, s in styles.items()
-                                        for k in ("train", "val")})
+        curves = {f"{name} train (mean of {window})": (h.steps, report.smooth(h.train_loss, window))
+                  for name, h in histories.items()}
+        curves.update({f"{name} val": (h.val_steps, h.val_loss) for name, h in histories.items()})
+        # Steps where the losses are bit-identical have no place on a log axis: left out (NaN).
+        gap = {name: (h.steps, np.where(np.array(h.train_loss) == jax_loss, np.nan,
+                                        np.abs(np.array(h.train_loss) - jax_loss)))
+               for name, h in histories.items() if name != "jax (jit)"}
+        png = report.plot_panels(run.path("loss_curves.png"), [
+            report.Panel(curves, "cross-entropy (nats)", styles={
+                label: styles[name] + ("o" if label.endswith("val") else "")
+                for name in histories for label in curves if label.startswith(name)}),
+            report.Panel(gap, "|loss - JAX loss| (equal: not shown)", logy=True, styles={n: "." for n in gap}),
+        ], title=f"{lab_id}: JAX vs torch from the same weights", xlabel="step")
         summary = {"unigram_baseline": baseline, "max_abs_loss_diff": max_abs, "max_rel_loss_diff": max_rel,
                    **{f"{name}/{k}": v for name, h in histories.items() for k, v in h.summary().items()}}
         run.close(summary=summary)

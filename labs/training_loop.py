@@ -141,6 +141,11 @@ def is_eval_step(cfg: Config, step: int) -> bool:
     return step % cfg.eval_every == 0 or step == cfg.steps
 
 
+def is_checkpoint_step(cfg: Config, step: int, stop_at: int | None) -> bool:
+    """Checkpoint every `checkpoint_every` steps (0: never), and where a run is told to stop early."""
+    return step == stop_at or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0)
+
+
 def prepare(out_dir=None) -> list:
     """`week1 prepare training_loop`: cache the character ids (carry them to a GPU box)."""
     corpus = shakespeare.prepare(out_dir)

@@ -45,11 +45,20 @@ def loss_fn(model: CharMLP, x, y, rngs: nnx.Rngs | None = None):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-@nnx.jit
-def train_step(model: CharMLP, optimizer: nnx.Optimizer, x, y, dropout_key):
-    loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, nnx.Rngs(dropout=dropout_key))
-    optimizer.update(model, grads)
-    return loss
+def make_train_step(graphdef):
+    """A jitted step on the split (model, optimizer) state: state, x, y, key -> state, loss.
+
+    jax.jit of a pure function rather than nnx.jit: nnx.jit walks the object graph
+    in Python on every call, which on a model this small costs several times the
+    step itself (measured: ~5x fewer steps/s on this CPU).
+    """
+    @jax.jit
+    def train_step(state, x, y, dropout_key):
+        model, optimizer = nnx.merge(graphdef, state)
+        loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, nnx.Rngs(dropout=dropout_key))
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), loss
+    return train_step
 
 
 @nnx.jit
@@ -96,6 +105,8 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
     mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
     start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
     dropout_root = jax.random.key(cfg.seed)
+    graphdef, state = nnx.split((model, optimizer))
+    train_step = make_train_step(graphdef)
     val = spec.val_batches(data, cfg)
     history = spec.History()
     end = cfg.steps if stop_at is None else stop_at
@@ -104,7 +115,8 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
             t0 = time.perf_counter()
-            loss = float(train_step(model, optimizer, *as_arrays(x, y), jax.random.fold_in(dropout_root, step)))
+            state, loss = train_step(state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step))
+            loss = float(loss)
             elapsed = time.perf_counter() - t0
             if step == start + 1:
                 history.first_step_s = elapsed
@@ -114,14 +126,18 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
             history.train_loss.append(loss)
             if log:
                 log(step, train_loss=loss)
+            save = mngr is not None and spec.is_checkpoint_step(cfg, step, stop_at)
+            if save or spec.is_eval_step(cfg, step):
+                nnx.update((model, optimizer), state)   # the objects see the new arrays
             if spec.is_eval_step(cfg, step):
                 history.val_steps.append(step)
                 history.val_loss.append(evaluate(model, val))
                 if log:
                     log(step, val_loss=history.val_loss[-1])
-            if mngr is not None and (step == stop_at or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+            if save:
                 checkpoint.save_train_state(mngr, step, model, optimizer)
             advance(loss)
+    nnx.update((model, optimizer), state)
     history.steps_per_s = (len(history.steps) - 1) / timed if timed > 0 else 0.0
     return model, history
 
@@ -138,7 +154,8 @@ def bench(cfg: spec.Config) -> dict:
     """`week1 bench training_loop`: one jitted train step (forward, backward, AdamW)."""
     data = spec.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
-    optimizer = make_optimizer(model, cfg)
+    graphdef, state = nnx.split((model, make_optimizer(model, cfg)))
+    train_step = make_train_step(graphdef)
     x, y = as_arrays(*spec.train_batch(data, cfg, 1))
     key = jax.random.key(cfg.seed)
-    return {"jax jit": time_calls(lambda: train_step(model, optimizer, x, y, key), jax.block_until_ready)}
+    return {"jax jit": time_calls(lambda: train_step(state, x, y, key), jax.block_until_ready)}

@@ -113,7 +113,7 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
                 history.val_loss.append(evaluate(model, val))
                 if log:
                     log(step, val_loss=history.val_loss[-1])
-            if checkpoint_dir is not None and (step == stop_at or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+            if checkpoint_dir is not None and spec.is_checkpoint_step(cfg, step, stop_at):
                 checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
             advance(loss)
     history.steps_per_s = (len(history.steps) - 1) / timed if timed > 0 else 0.0
