@@ -122,13 +122,33 @@ def prompt_ids(data: Data, cfg: Config) -> np.ndarray:
 
 @dataclasses.dataclass
 class History:
-    """What a training run measured; both frameworks fill the same fields."""
+    """What a training run measured; both frameworks fill it the same way."""
     steps: list = dataclasses.field(default_factory=list)        # step of each train loss
     train_loss: list = dataclasses.field(default_factory=list)
     val_steps: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
     first_step_s: float = 0.0    # the first step: compilation (jit, torch.compile) plus one step
-    steps_per_s: float = 0.0     # after the first step, evaluation and checkpoints excluded
+    timed_s: float = 0.0         # the steps after it (evaluation and checkpoints excluded)
+
+    def add_train(self, step: int, loss: float, seconds: float, log=None) -> None:
+        if self.steps:
+            self.timed_s += seconds
+        else:
+            self.first_step_s = seconds
+        self.steps.append(step)
+        self.train_loss.append(loss)
+        if log:
+            log(step, train_loss=loss)
+
+    def add_val(self, step: int, loss: float, log=None) -> None:
+        self.val_steps.append(step)
+        self.val_loss.append(loss)
+        if log:
+            log(step, val_loss=loss)
+
+    @property
+    def steps_per_s(self) -> float:
+        return (len(self.steps) - 1) / self.timed_s if self.timed_s > 0 else 0.0
 
     def summary(self) -> dict:
         return {"final_train_loss": self.train_loss[-1] if self.train_loss else float("nan"),

@@ -110,35 +110,22 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
     val = spec.val_batches(data, cfg)
     history = spec.History()
     end = cfg.steps if stop_at is None else stop_at
-    timed = 0.0
     with progress("jax", total=end - start, enabled=show_progress) as advance:
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
             t0 = time.perf_counter()
             state, loss = train_step(state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step))
             loss = float(loss)
-            elapsed = time.perf_counter() - t0
-            if step == start + 1:
-                history.first_step_s = elapsed
-            else:
-                timed += elapsed
-            history.steps.append(step)
-            history.train_loss.append(loss)
-            if log:
-                log(step, train_loss=loss)
+            history.add_train(step, loss, time.perf_counter() - t0, log)
             save = mngr is not None and spec.is_checkpoint_step(cfg, step, stop_at)
             if save or spec.is_eval_step(cfg, step):
                 nnx.update((model, optimizer), state)   # the objects see the new arrays
             if spec.is_eval_step(cfg, step):
-                history.val_steps.append(step)
-                history.val_loss.append(evaluate(model, val))
-                if log:
-                    log(step, val_loss=history.val_loss[-1])
+                history.add_val(step, evaluate(model, val), log)
             if save:
                 checkpoint.save_train_state(mngr, step, model, optimizer)
             advance(loss)
     nnx.update((model, optimizer), state)
-    history.steps_per_s = (len(history.steps) - 1) / timed if timed > 0 else 0.0
     return model, history
 
 

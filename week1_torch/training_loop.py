@@ -93,30 +93,17 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
     val = spec.val_batches(data, cfg)
     history = spec.History()
     end = cfg.steps if stop_at is None else stop_at
-    timed = 0.0
     with progress("torch.compile" if compile else "torch", total=end - start, enabled=show_progress) as advance:
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
             t0 = time.perf_counter()
             loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y)))
-            elapsed = time.perf_counter() - t0
-            if step == start + 1:
-                history.first_step_s = elapsed
-            else:
-                timed += elapsed
-            history.steps.append(step)
-            history.train_loss.append(loss)
-            if log:
-                log(step, train_loss=loss)
+            history.add_train(step, loss, time.perf_counter() - t0, log)
             if spec.is_eval_step(cfg, step):
-                history.val_steps.append(step)
-                history.val_loss.append(evaluate(model, val))
-                if log:
-                    log(step, val_loss=history.val_loss[-1])
+                history.add_val(step, evaluate(model, val), log)
             if checkpoint_dir is not None and spec.is_checkpoint_step(cfg, step, stop_at):
                 checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
             advance(loss)
-    history.steps_per_s = (len(history.steps) - 1) / timed if timed > 0 else 0.0
     return model, history
 
 
