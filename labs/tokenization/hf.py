@@ -1,0 +1,30 @@
+"""Step 4: the references from HF `tokenizers`, set up exactly as our trainers are."""
+from __future__ import annotations
+
+import json
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+
+def byte_level(model) -> Tokenizer:
+    """A tokenizer around `model` with the ByteLevel pre-tokenizer and decoder (no prefix space)."""
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def train_bpe(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> Tokenizer:
+    """HF's BpeTrainer with the full 256-symbol byte alphabet."""
+    tok = byte_level(models.BPE())
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(special_tokens), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def merges_and_vocab(tok: Tokenizer) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """The merges (in rank order) and vocabulary of a trained HF BPE tokenizer."""
+    model = json.loads(tok.to_str())["model"]
+    return [tuple(m) for m in model["merges"]], model["vocab"]

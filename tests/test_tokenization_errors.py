@@ -1,0 +1,66 @@
+"""Bad input to the BPE trainers and the tokenizer.json loader: one clear UsageError each."""
+import json
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+from labs.config import UsageError
+from labs.tokenization import train as reference
+from labs.tokenization.model import BPE
+
+
+def trainers_under_test():
+    out = {"reference": reference.train, "naive": reference.train_naive}
+    for name in ("week1_jax", "week1_torch"):
+        module = pytest.importorskip(f"{name}.bpe")
+        out[name] = module.train
+    return out
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(texts=["abc"], vocab_size=100), "vocab_size=100"),
+    (dict(texts=["abc"], vocab_size=257, special_tokens=("<a>", "<b>")), "vocab_size=257"),
+    (dict(texts=[], vocab_size=300), "empty corpus"),
+    (dict(texts=["", ""], vocab_size=300), "empty corpus"),
+    (dict(texts=["ok", 3], vocab_size=300), "texts[1] is int"),
+    (dict(texts="just one string", vocab_size=300), "iterable of str"),
+    (dict(texts=["abc"], vocab_size=300, special_tokens=("",)), "special token ''"),
+    (dict(texts=["abc"], vocab_size=300, special_tokens=("<s>", "<s>")), "duplicates"),
+    (dict(texts=["abc"], vocab_size=300, min_frequency=-1), "min_frequency=-1"),
+])
+def test_bad_training_input(kwargs, message):
+    for name, train in trainers_under_test().items():
+        with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            train(**kwargs)
+
+
+def test_corrupt_and_foreign_tokenizer_json(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UsageError, match="not a readable tokenizer.json"):
+        BPE.load(bad)
+    with pytest.raises(UsageError, match="not a readable"):
+        BPE.load(tmp_path / "missing.json")
+    # A real tokenizer.json, but WordPiece: foreign to a byte-level BPE loader.
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.pre_tokenizer = pre_tokenizers.Whitespace()
+    wp.train_from_iterator(["hello world"] * 3, trainers.WordPieceTrainer(vocab_size=50, show_progress=False))
+    wp.save(str(tmp_path / "wp.json"))
+    with pytest.raises(UsageError, match="model type 'WordPiece'"):
+        BPE.load(tmp_path / "wp.json")
+    # Ours, damaged: a merge of tokens that are not in the vocabulary.
+    ok = reference.train(["hello hello world"], 260)
+    spec = ok.to_json()
+    spec["model"]["merges"].append(["no-such", "token"])
+    (tmp_path / "damaged.json").write_text(json.dumps(spec))
+    with pytest.raises(UsageError, match="merge"):
+        BPE.load(tmp_path / "damaged.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(UsageError, match="no 'model'"):
+        BPE.load(tmp_path / "list.json")
+
+
+def test_decode_unknown_id():
+    tok = reference.train(["hello"], 258)
+    with pytest.raises(UsageError, match="id 9999"):
+        tok.decode([9999])
