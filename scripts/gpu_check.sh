@@ -20,4 +20,11 @@ $py -m pytest -q -m "gpu or not slow" parity_tests 2>&1 | tee "$out/parity.txt" 
 # Benchmark: every lab with a workload, JAX jit vs torch eager vs torch.compile.
 $py -m labs bench 2>&1 | tee "$out/bench.txt" || status=1
 # Lab-specific GPU runs are added below, one line each.
+$py -m labs run gpu_basics --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/gpu_basics_jax.txt" || status=1
+$py -m labs run gpu_basics --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/gpu_basics_torch.txt" || status=1
+$py -m labs run mixed_precision --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/mixed_precision_jax.txt" || status=1
+$py -m labs run mixed_precision --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/mixed_precision_torch.txt" || status=1
+$py -m labs bench mixed_precision --batch_size=4096 --n_hidden=2048 2>&1 | tee "$out/bench_mixed_precision_large.txt" || status=1
+$py -m labs profile profiling --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/profile_jax.txt" || status=1
+$py -m labs profile profiling --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/profile_torch.txt" || status=1
 exit $status

@@ -1,0 +1,102 @@
+"""GPU basics lab in PyTorch: matmul throughput per size and dtype, and the measured roofline.
+
+Read beside week1_jax/gpu_basics.py. fp32 and tf32 differ only in
+`torch.backends.cuda.matmul.allow_tf32`, switched for the tf32 case alone and
+restored after (the parity tests keep it off).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from labs import gpu_basics as spec
+from labs.bench import time_calls
+
+STORAGE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name() -> str:
+    return f"cuda:{torch.cuda.get_device_name()}" if torch.cuda.is_available() else "cpu"
+
+
+def unavailable(dtype: str) -> str | None:
+    """Why `dtype` cannot be measured here, or None. tf32 needs an NVIDIA GPU of compute capability 8.0+."""
+    if dtype == "tf32" and not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)):
+        return "tf32 needs an NVIDIA GPU with compute capability >= 8.0"
+    return None
+
+
+def operands(n: int, dtype: str, seed: int):
+    """Two n x n matrices with entries in [-1, 1), stored in `dtype`'s storage type."""
+    generator = torch.Generator().manual_seed(seed)
+    return tuple((torch.rand(n, n, generator=generator) * 2 - 1).to(device(), STORAGE[dtype]) for _ in range(2))
+
+
+@contextlib.contextmanager
+def tf32_matmuls(allowed: bool):
+    """Let cuBLAS round fp32 matmul inputs to tf32 (or not) inside the block; restore the setting after."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def matmul(dtype: str):
+    """a @ b computed as `dtype` asks."""
+    def fn(a, b):
+        with tf32_matmuls(dtype == "tf32"):
+            return a @ b
+    return fn
+
+
+def sync(_result) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def measure(cfg: spec.Config) -> tuple[list, dict]:
+    """Median time of each (dtype, n) matmul: (results, {dtype: why skipped})."""
+    results, skipped = [], {}
+    for dtype in cfg.dtype_list:
+        if unavailable(dtype):
+            skipped[dtype] = unavailable(dtype)
+            continue
+        fn = matmul(dtype)
+        for n in cfg.size_list(on_gpu=torch.cuda.is_available()):
+            a, b = operands(n, dtype, cfg.seed)
+            timing = time_calls(lambda: fn(a, b), sync, warmup=cfg.warmup, iters=cfg.iters)
+            results.append(spec.Result(dtype, n, timing.median_s))
+    return results, skipped
+
+
+def bandwidth(cfg: spec.Config) -> float:
+    """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes it once."""
+    x = torch.ones(cfg.bandwidth_mib * 2 ** 20 // 4, device=device())
+    timing = time_calls(lambda: 2.0 * x, sync, warmup=cfg.warmup, iters=cfg.iters)
+    return 2 * x.numel() * x.element_size() / timing.median_s
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run gpu_basics --framework torch`: the sweep, its table and two plots."""
+    results, skipped = measure(cfg)
+    for r in results:
+        run.log(r.n, **{f"tflops/{r.dtype}": r.tflops})
+    return spec.summarise(run, "torch", device_name(), results, bandwidth(cfg), skipped)
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench gpu_basics`: the largest matmul in each available dtype."""
+    n = cfg.size_list(on_gpu=torch.cuda.is_available())[-1]
+    timings = {}
+    for dtype in cfg.dtype_list:
+        if not unavailable(dtype):
+            fn, (a, b) = matmul(dtype), operands(n, dtype, cfg.seed)
+            timings[f"torch {dtype} n={n}"] = time_calls(lambda: fn(a, b), sync, warmup=cfg.warmup, iters=cfg.iters)
+    return timings
