@@ -76,25 +76,16 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
     optimizer, scheduler = make_optimizer(model, cfg)
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
-    timed = 0.0
     for step in range(1, cfg.steps + 1):
         xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
         norms = spec.normalisers(ys, cfg.normalise)                      # (k,)
         t0 = time.perf_counter()
         loss = float(train_step(model, optimizer, scheduler, *as_tensors(xs, ys, norms)))
-        elapsed = time.perf_counter() - t0
-        if step == 1:
-            history.first_step_s = elapsed
-        else:
-            timed += elapsed
-        history.steps.append(step)
-        history.train_loss.append(loss)
+        history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
-            history.val_steps.append(step)
-            history.val_loss.append(evaluate(model, val))
+            history.add_val(step, evaluate(model, val))
         if log:
             log(step, train_loss_loop=loss)
-    history.steps_per_s = (cfg.steps - 1) / timed if timed > 0 else 0.0
     return model, history
 
 

@@ -98,7 +98,6 @@ def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, we
     scaling = {"scale": [], "skipped": []}
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
-    timed = 0.0
     for step in range(1, cfg.steps + 1):
         x, y = as_tensors(*training_loop.train_batch(data, cfg, step), device)
         t0 = time.perf_counter()
@@ -110,20 +109,12 @@ def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, we
             scaling["scale"].append(scaler.get_scale())
             if not finite:
                 scaling["skipped"].append(step)
-        elapsed = time.perf_counter() - t0
-        if step == 1:
-            history.first_step_s = elapsed
-        else:
-            timed += elapsed
-        history.steps.append(step)
-        history.train_loss.append(loss)
+        history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
-            history.val_steps.append(step)
-            history.val_loss.append(float(np.mean([float(eval_loss(model, *as_tensors(vx, vy, device), precision_name))
+            history.add_val(step, float(np.mean([float(eval_loss(model, *as_tensors(vx, vy, device), precision_name))
                                                    for vx, vy in val])))
         if log:
             log(step, **{f"train_loss_{precision_name}": loss})
-    history.steps_per_s = (cfg.steps - 1) / timed if timed > 0 else 0.0
     return model, history, scaling
 
 
