@@ -27,7 +27,8 @@ def save_train_state(directory, step: int, model, optimizer, scheduler, max_to_k
     path = _path(directory, step)
     tmp = path.with_suffix(".tmp")
     torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp)
     os.replace(tmp, path)
     for old in sorted(directory.glob("step_*.pt"))[:-max_to_keep]:
         old.unlink()
@@ -39,9 +40,11 @@ def restore_train_state(directory, model, optimizer, scheduler, step: int | None
     step = latest_step(directory) if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {directory}")
-    ckpt = torch.load(_path(directory, step), weights_only=True)
+    ckpt = torch.load(_path(directory, step), weights_only=True, map_location="cpu")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt["cuda_rng"]:
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])  # dropout masks on the GPU draw from these
     return ckpt["step"]

@@ -15,6 +15,7 @@ from labs.bench import time_calls
 from labs.report import progress
 from week1_torch import checkpoint, optim, schedules
 from week1_torch.models import CharMLP, set_weights
+from week1_torch.precision import default_device
 
 
 def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
@@ -33,9 +34,9 @@ def make_optimizer(model: CharMLP, cfg: spec.Config):
     return optimizer, schedules.lambda_lr(optimizer, schedule)
 
 
-def as_tensors(x: np.ndarray, y: np.ndarray):
-    """A numpy batch as int64 tensors (what nn.Embedding and cross_entropy take)."""
-    return torch.from_numpy(x).long(), torch.from_numpy(y).long()
+def as_tensors(x: np.ndarray, y: np.ndarray, device="cpu"):
+    """A numpy batch as int64 tensors (what nn.Embedding and cross_entropy take) on `device`."""
+    return torch.from_numpy(x).long().to(device), torch.from_numpy(y).long().to(device)
 
 
 def loss_fn(model, x, y):
@@ -55,7 +56,8 @@ def train_step(model, optimizer, scheduler, x, y):
 @torch.no_grad()
 def evaluate(model, batches) -> float:
     model.eval()   # dropout off
-    loss = float(np.mean([float(loss_fn(model, *as_tensors(x, y))) for x, y in batches]))
+    device = next(model.parameters()).device
+    loss = float(np.mean([float(loss_fn(model, *as_tensors(x, y, device))) for x, y in batches]))
     model.train()
     return loss
 
@@ -65,10 +67,11 @@ def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> 
     """`n` characters drawn one at a time after `prompt`, each from softmax(logits / temperature)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
     ids = list(prompt)
     for _ in range(n):
-        logits = model(torch.tensor(ids[-len(prompt):])[None, :])[0]    # (V,)
-        probs = torch.softmax(logits / temperature, dim=-1)
+        logits = model(torch.tensor(ids[-len(prompt):], device=device)[None, :])[0]    # (V,)
+        probs = torch.softmax(logits / temperature, dim=-1).cpu()
         ids.append(int(torch.multinomial(probs, 1, generator=generator)))
     model.train()
     return np.array(ids[len(prompt):])
@@ -84,8 +87,10 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
     resume: continue from the latest checkpoint in checkpoint_dir.
     log: called as log(step, **metrics) for train and validation losses.
     compile: run the model through torch.compile (the optimizer stays eager).
+    The model and batches go to the GPU when there is one.
     """
-    model = build_model(cfg, data.vocab_size, weights)
+    device = default_device()
+    model = build_model(cfg, data.vocab_size, weights).to(device)
     optimizer, scheduler = (optimizer_fn or make_optimizer)(model, cfg)
     # Dropout draws from torch's global RNG: seeded by build_model, restored from a checkpoint.
     start = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
@@ -97,7 +102,7 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
             t0 = time.perf_counter()
-            loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y)))
+            loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y, device)))
             history.add_train(step, loss, time.perf_counter() - t0, log)
             if spec.is_eval_step(cfg, step):
                 history.add_val(step, evaluate(model, val), log)
@@ -119,10 +124,11 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench training_loop`: one train step (forward, backward, AdamW), eager and compiled."""
     data = spec.load_data(cfg)
-    x, y = as_tensors(*spec.train_batch(data, cfg, 1))
+    device = default_device()
+    x, y = as_tensors(*spec.train_batch(data, cfg, 1), device)
     timings = {}
     for name, compile in (("torch eager", False), ("torch.compile", True)):
-        model = build_model(cfg, data.vocab_size)
+        model = build_model(cfg, data.vocab_size).to(device)
         optimizer, scheduler = make_optimizer(model, cfg)
         step_model = torch.compile(model) if compile else model
         timings[name] = time_calls(lambda: train_step(step_model, optimizer, scheduler, x, y), sync)
