@@ -5,6 +5,8 @@ processes), across the two, and across two JAX processes joined by jax.distribut
 import dataclasses
 import json
 import os
+import pathlib
+import socket
 import subprocess
 import sys
 
@@ -19,7 +21,6 @@ from labs.config import UsageError
 from labs.tolerances import F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import data_parallel as jax_dp
 from week1_jax import training_loop as jax_loop
-from week1_torch import data_parallel as torch_dp
 from week1_torch import parallel as torch_parallel
 from week1_torch import training_loop as torch_loop
 from week1_torch.models import get_weights
@@ -35,7 +36,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def weights(data):
-    """The starting point of every run: torch's init, and the same numbers under Flax names."""
+    """The starting point of every run: torch's init from cfg.seed (what the torchrun workers build
+    themselves), and the same numbers under Flax names."""
     torch_w = get_weights(torch_loop.build_model(LOOP_CFG, data.vocab_size))
     return torch_w, convert.torch_to_flax(torch_w, convert.CHAR_MLP)
 
@@ -60,12 +62,21 @@ def torch_single(data, weights):
     return history.train_loss, grads
 
 
+def week1_run_torch(lab: str, cfg, runs_dir) -> pathlib.Path:
+    """`week1 run <lab> --framework torch` with cfg's settings (it launches torchrun: 2 gloo processes
+    on 127.0.0.1, starting from cfg.seed's init); returns the run folder."""
+    command = [sys.executable, "-m", "labs", "run", lab, "--framework", "torch", f"--runs-dir={runs_dir}",
+               *spec.config_args(cfg)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return next(pathlib.Path(runs_dir).iterdir())
+
+
 @pytest.fixture(scope="module")
-def torch_ddp(weights, tmp_path_factory):
-    """DDP in 2 gloo processes on 127.0.0.1: (losses, first-step grads) from rank 0."""
-    out = tmp_path_factory.mktemp("ddp")
-    torch_parallel.spawn(torch_dp.worker, 2, CFG, weights[0], str(out), timeout_s=240)
-    losses, grads, _ = torch_parallel.load_result(out)
+def torch_ddp(tmp_path_factory):
+    """DDP through the CLI: (losses, first-step grads) from rank 0."""
+    run_dir = week1_run_torch("data_parallel", CFG, tmp_path_factory.mktemp("runs"))
+    losses, grads, _ = torch_parallel.load_result(run_dir / "ranks")
     return losses, grads
 
 
@@ -97,7 +108,9 @@ def test_data_parallel_across_frameworks(torch_ddp, data, weights):
 
 def test_two_jax_processes_agree_with_one_device():
     """Two processes, 2 CPU devices each, joined by jax.distributed on 127.0.0.1 (gloo collectives)."""
-    port = torch_parallel.free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     steps = 5
     command = [sys.executable, "-m", "week1_jax.data_parallel", f"--coordinator=127.0.0.1:{port}",

@@ -1,5 +1,4 @@
 """The multi-device labs' framework-free spec (labs/data_parallel.py, labs/fsdp.py) and their CLI paths."""
-import json
 import os
 import pathlib
 import subprocess
@@ -52,12 +51,20 @@ def test_cli_bad_batch_is_one_line(tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_cli_torch_run_launches_torchrun(tmp_path):
-    """`week1 run data_parallel --framework torch` starts 2 gloo processes with torchrun and logs rank 0's losses."""
-    result = _week1("run", "data_parallel", "--framework", "torch", "--steps=3", "--warmup_steps=1", "--n_hidden=32", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    run_dir = next((tmp_path / "runs").iterdir())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["processes"] == 2
-    assert summary["DDP final loss"] == pytest.approx(summary["1 device final loss"], rel=1e-4)
-    assert (run_dir / "ranks" / "result.npz").exists()
+def test_fsdp_mesh_and_checkpoint_checks():
+    from labs import fsdp
+    with pytest.raises(UsageError, match=r"^data_axis=3 does not divide 8 devices"):
+        override(fsdp.Config(), ["--devices=8", "--data_axis=3"])
+    fsdp.check_checkpoint_shapes({"fc1.bias": (64,)}, {"fc1.bias": (64,)})
+    with pytest.raises(UsageError, match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
+                                         r"the model wants \(32,\)$"):
+        fsdp.check_checkpoint_shapes({"fc1.bias": (64,)}, {"fc1.bias": (32,)})
+    with pytest.raises(UsageError, match=r"it has no 'head.bias'"):
+        fsdp.check_checkpoint_shapes({"fc1.bias": (64,)}, {"fc1.bias": (64,), "head.bias": (83,)})
+
+
+def test_fsdp_moves_one_and_a_half_times_dp_bytes():
+    from labs import fsdp
+    traffic = fsdp.step_bytes(1000, 8)
+    assert traffic["data_parallel"] == spec.allreduce_bytes(1000, 8)
+    assert traffic["fsdp"] == pytest.approx(1.5 * traffic["data_parallel"])

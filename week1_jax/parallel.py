@@ -74,6 +74,8 @@ def put_global(tree, shardings):
     """Each array of `tree` as a global jax.Array with the given sharding(s). Every process holds
     the whole value and hands over its devices' pieces, so this works across processes too."""
     def put(a, sharding):
+        if isinstance(a, jax.Array):
+            return jax.device_put(a, sharding)          # already on devices: reshard there
         a = np.asarray(a)
         return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
     if isinstance(shardings, jax.sharding.Sharding):
@@ -111,6 +113,6 @@ def device_bytes(tree, device) -> int:
                for shard in a.addressable_shards if shard.device == device)
 
 
-def flat_names(tree) -> dict[str, np.ndarray]:
-    """A nested params dict as {"fc1.kernel": array}: the names labs.convert.CHAR_MLP uses."""
-    return {".".join(str(k.key) for k in path): np.asarray(a) for path, a in jax.tree_util.tree_leaves_with_path(tree)}
+def flat_names(tree, value=np.asarray) -> dict:
+    """A nested params dict as {"fc1.kernel": value(leaf)}: the names labs.convert.CHAR_MLP uses."""
+    return {".".join(str(k.key) for k in path): value(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}

@@ -23,16 +23,17 @@ from week1_torch import parallel
 from week1_torch import training_loop as loop
 
 
-def ddp_model(cfg: spec.Config, vocab_size: int, device, weights: dict | None = None) -> DistributedDataParallel:
-    """The training_loop model on this rank's device, wrapped so backward all-reduces (averages) gradients."""
-    model = loop.build_model(spec.loop_config(cfg), vocab_size, weights).to(device)
+def ddp_model(cfg: spec.Config, vocab_size: int, device) -> DistributedDataParallel:
+    """The training_loop model (cfg.seed's init) on this rank's device, wrapped so backward all-reduces
+    (averages) the gradients."""
+    model = loop.build_model(spec.loop_config(cfg), vocab_size).to(device)
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def train(cfg: spec.Config, data: training_loop.Data, device, weights: dict | None = None, log=None):
+def train(cfg: spec.Config, data: training_loop.Data, device, log=None):
     """Train with DDP in the current process group; returns (global losses, first-step grads by state_dict name)."""
     spec.check_batch_split(cfg.batch_size, dist.get_world_size())
-    model = ddp_model(cfg, data.vocab_size, device, weights)
+    model = ddp_model(cfg, data.vocab_size, device)
     optimizer, scheduler = loop.make_optimizer(model.module, spec.loop_config(cfg))
     return parallel.train(model, optimizer, scheduler, data, spec.loop_config(cfg), device, log=log)
 
@@ -47,11 +48,9 @@ def time_step(cfg: spec.Config, data: training_loop.Data, device):
     return time_calls(lambda: loop.train_step(model, optimizer, scheduler, x, y), loop.sync)
 
 
-def worker(rank: int | None, world_size: int | None, port: int | None, cfg: spec.Config,
-           weights: dict | None, out_dir, mode: str = "train") -> None:
-    """One rank: join the group, train (or time a step), rank 0 writes out_dir/result.npz.
-    rank None: started by torchrun."""
-    device = parallel.init_process_group(rank, world_size, port)
+def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
+    """One rank started by torchrun: join the group, train (or time a step); rank 0 writes out_dir/result.npz."""
+    device = parallel.init_process_group()
     try:
         data = training_loop.load_data(spec.loop_config(cfg))
         if mode == "bench":
@@ -59,7 +58,7 @@ def worker(rank: int | None, world_size: int | None, port: int | None, cfg: spec
             if dist.get_rank() == 0:
                 parallel.save_result(out_dir, [], **dataclasses.asdict(timing))
         else:
-            losses, grads = train(cfg, data, device, weights)
+            losses, grads = train(cfg, data, device)
             if dist.get_rank() == 0:
                 parallel.save_result(out_dir, losses, grads)
     finally:
@@ -101,4 +100,4 @@ def bench(cfg: spec.Config) -> dict:
 if __name__ == "__main__":
     options = dict(arg[2:].split("=", 1) for arg in sys.argv[1:] if arg.startswith(("--out=", "--mode=")))
     overrides = [arg for arg in sys.argv[1:] if not arg.startswith(("--out=", "--mode="))]
-    worker(None, None, None, override(spec.Config(), overrides), None, options["out"], options.get("mode", "train"))
+    worker(override(spec.Config(), overrides), options["out"], options.get("mode", "train"))

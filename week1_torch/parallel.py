@@ -1,17 +1,15 @@
 """Pieces the multi-process torch labs (data_parallel, fsdp) share.
 
-Processes come from torchrun (`python -m torch.distributed.run`, env:// rendezvous)
-or, in the tests, from torch.multiprocessing with a TCP rendezvous on 127.0.0.1.
-gloo on the CPU, nccl on GPUs. `train` is the loop DDP and FSDP share: every rank
+Processes come from torchrun (`python -m torch.distributed.run`, env:// rendezvous;
+`--standalone` on one machine, `--nnodes --rdzv-endpoint` across machines), gloo
+on the CPU, nccl on GPUs. `train` is the loop DDP and FSDP share: every rank
 draws the same global batch and keeps its own rows.
 """
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
@@ -23,12 +21,6 @@ from labs import training_loop
 from week1_torch import training_loop as loop
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def default_world_size(requested: int) -> int:
     """`requested` processes, or (0) one per GPU, or 2 on a CPU; a UsageError past the GPUs there are."""
     if torch.cuda.is_available():
@@ -37,31 +29,15 @@ def default_world_size(requested: int) -> int:
     return requested or 2
 
 
-def init_process_group(rank: int | None = None, world_size: int | None = None, port: int | None = None):
-    """Join the process group (torchrun's env:// unless rank/world_size/port are given); returns the device."""
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if rank is None:
-        dist.init_process_group(backend)
-    else:
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+def init_process_group():
+    """Join the process group torchrun set up (env:// rendezvous); returns this rank's device."""
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
         return device
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))  # share the cores
     return torch.device("cpu")
-
-
-def spawn(fn, world_size: int, *args, timeout_s: float = 300) -> None:
-    """Run fn(rank, world_size, port, *args) in `world_size` fresh processes; fail after timeout_s."""
-    ctx = torch.multiprocessing.start_processes(fn, args=(world_size, free_port(), *args), nprocs=world_size,
-                                                join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout_s
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in ctx.processes:
-                process.kill()
-            raise TimeoutError(f"{world_size} processes still running after {timeout_s:.0f} s")
 
 
 def torchrun(module: str, nproc: int, args: list[str], timeout_s: float) -> None:
@@ -94,7 +70,7 @@ def train(model, optimizer, scheduler, data: training_loop.Data, cfg: training_l
     for step in range(start + 1, (cfg.steps if end is None else end) + 1):
         x, y = training_loop.train_batch(data, cfg, step)                    # (B, T), (B,) global batch
         x, y = (torch.from_numpy(local_rows(a, rank, world_size)).long().to(device) for a in (x, y))
-        loss = loop.train_step(model, optimizer, scheduler, x, y)            # this rank's mean loss
+        loss = loop.train_step(model, optimizer, scheduler, x, y).float()    # this rank's mean loss
         dist.all_reduce(loss, op=dist.ReduceOp.SUM)                          # for logging only
         losses.append(float(loss) / world_size)
         if first_grads is None:

@@ -1,0 +1,156 @@
+"""Lab: fully sharded data parallelism (FSDP, ZeRO-3), on the training_loop lab's char MLP.
+
+What it teaches
+---------------
+Data parallelism (the data_parallel lab) keeps N full copies of the parameters,
+gradients and AdamW moments: 16 bytes per parameter per device in fp32, however
+many devices there are. FSDP keeps 1/N of each on every device. Before a layer
+runs, its parameters are all-gathered; after the backward pass its gradients
+are reduce-scattered, so each device receives the summed gradient of only its
+own shard, and updates only that shard of the parameters and of the optimizer
+state. The maths is that of single-device training on the global batch: the
+parity tests check the loss, the gradients and 20-step trajectories (F32), and
+the bf16 policy within the BF16 tier.
+
+Torch (week1_torch/fsdp.py): FSDP2, `fully_shard`, parameters as DTensors
+sharded on dim 0. It is called per block, then on the root: each call makes
+one unit whose parameters are all-gathered together just before that unit runs
+and freed after, so at most one block is whole at a time. A transformer calls
+it on every block; the char MLP has no blocks, so its two large layers, `fc1`
+and `head`, play their part, and the root call takes what is left (the
+embedding, the LayerNorm). `--mixed_precision=true` adds
+`MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`: the gathered
+copies are bf16 (half the traffic), the sharded fp32 master weights are what
+the optimizer updates, and gradients are reduced in fp32.
+
+JAX (week1_jax/fsdp.py): the same idea with no wrapper. Every parameter gets a
+`NamedSharding` over the mesh's `fsdp` axis (its first dimension that divides
+evenly; a vector that divides by nothing, like the 83 head biases, stays
+replicated), the optimizer moments get the same shardings as their parameters,
+and the batch is sharded over all devices. `jax.jit` with those in/out
+shardings is the whole of it: XLA inserts the all-gathers and the
+reduce-scatters. A 2-D (`data`, `fsdp`) mesh (`--data_axis=D`) shards the
+parameters over the fsdp axis only and replicates them across the data axis
+(HSDP: full sharding inside a group of N/D devices, plain DP between groups,
+so the large gathers stay on the fast links of one node).
+
+Memory, measured
+----------------
+Bytes per device, summed over the arrays' actual shards (`addressable_shards`,
+DTensor `to_local()`), for the default config (73,243 parameters):
+
+    bytes per device               replicated    sharded   replicated/sharded
+    JAX, 8 devices   parameters       292,972     36,912   7.94
+                     AdamW state      585,948     73,828   7.94
+    torch, 2 ranks   parameters       292,972    147,048   1.99
+                     AdamW state      586,000    294,152   1.99
+
+(`week1 run fsdp` prints these. AdamW state is two moments per parameter, plus
+one int32 step count in JAX and a float64 step per tensor in torch.)
+
+Sharded is about 1/N of replicated: what is left over is the pieces that do
+not divide evenly (the 83-long head bias in JAX; torch gives rank 0 the extra
+row of an odd dim 0).
+
+Checkpoints
+-----------
+Sharded checkpoints: every device writes its own shards (orbax for JAX,
+`torch.distributed.checkpoint` for torch), with metadata that says how they
+tile each array. Restoring onto another device count reads the pieces each
+new device needs: the tests save on 8 JAX devices and continue on 4, save
+on 2 torch ranks and continue on 1, with the same losses as the uninterrupted
+run. A checkpoint that does not fit the model stops with one line naming the
+tensor and both shapes.
+
+What FSDP costs on the wire
+---------------------------
+Per step and device, for P parameters of b bytes over N devices (ring
+collectives): DP all-reduces the gradients, 2 (N-1)/N P b. FSDP all-gathers
+the parameters for the forward pass, again for the backward pass (they were
+freed in between), and reduce-scatters the gradients: 3 (N-1)/N P b, 1.5x
+DP's traffic, in exchange for 1/N of the memory (`step_bytes`). For a 7B model
+in bf16 (P b = 14 GB): DP 24.5 GB, FSDP 36.75 GB per device per step on 8
+GPUs, ~80 ms over NVLink (~450 GB/s), which the compute of a real batch
+hides. On 64 GPUs across 8 nodes the gathers cross the network (~50 GB/s
+per GPU): 3 * 63/64 * 14 GB / 50 GB/s = ~0.83 s per step, which is why large
+runs shard inside a node and replicate across nodes (the 2-D mesh above), and
+prefetch the next unit's all-gather while the current one computes.
+
+How to read the results
+-----------------------
+`week1 run fsdp --framework jax|torch` trains on N devices (JAX: 8 simulated
+host devices on a CPU; torch: 2 gloo processes started by torchrun, or one per
+GPU), saves a sharded checkpoint half way, continues, then restores that
+checkpoint onto N/2 devices and continues again, and prints the final losses
+of both next to single-device training, with the memory figures above.
+`week1 bench fsdp` times a step vs device count; simulated CPU devices share
+the same cores, so on a CPU it checks that the code runs, it is no speed claim.
+
+Past one machine: `torchrun --nnodes=... --rdzv-endpoint=...` and
+`jax.distributed.initialize(...)`, as in the data_parallel lab.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from labs.config import UsageError, require
+# The same model, data, optimizer and batch rule as data_parallel; the framework modules use them as spec.X.
+from labs.data_parallel import check_batch_split, config_args, loop_config  # noqa: F401
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    steps: int = 40
+    batch_size: int = 64        # the global batch, split evenly over the devices
+    lr: float = 3e-3
+    seed: int = 0
+    devices: int = 0            # 0: every JAX device (8 simulated on a CPU); torch: 2 CPU processes or one per GPU
+    data_axis: int = 1          # JAX: size of the `data` axis of the (data, fsdp) mesh; 1: plain FSDP
+    mixed_precision: bool = False  # torch: MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)
+    block_size: int = 8
+    n_embd: int = 24
+    n_hidden: int = 256
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    final_lr: float = 3e-4
+    val_fraction: float = 0.1
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size", "data_axis", "block_size", "n_embd", "n_hidden"):
+            require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: must be > 0")
+        require(self.steps >= 2, f"steps={self.steps}: must be >= 2 (a checkpoint is saved half way)")
+        require(self.lr > 0, f"lr={self.lr}: must be > 0")
+        require(self.devices >= 0, f"devices={self.devices}: must be >= 0 (0: all available)")
+        require(0 <= self.warmup_steps <= self.steps,
+                f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]")
+        if self.devices:
+            check_mesh(self.devices, self.data_axis)
+            check_batch_split(self.batch_size, self.devices)
+
+
+def checkpoint_step(cfg: Config) -> int:
+    """The step at which runs save their sharded checkpoint (half way)."""
+    return cfg.steps // 2
+
+
+def check_mesh(devices: int, data_axis: int) -> None:
+    require(devices % data_axis == 0,
+            f"data_axis={data_axis} does not divide {devices} devices: the mesh is (data, fsdp) = "
+            f"({data_axis}, {devices}/{data_axis})")
+
+
+def check_checkpoint_shapes(saved: dict, wanted: dict) -> None:
+    """One line naming the first tensor whose saved shape differs from the model's (name -> shape dicts)."""
+    for name in sorted(wanted):
+        if name not in saved:
+            raise UsageError(f"checkpoint does not fit the model: it has no {name!r} "
+                             f"(it holds {len(saved)} tensors: {', '.join(sorted(saved)[:4])}, ...)")
+        if tuple(saved[name]) != tuple(wanted[name]):
+            raise UsageError(f"checkpoint does not fit the model: {name} is {tuple(saved[name])} there, "
+                             f"the model wants {tuple(wanted[name])}")
+
+
+def step_bytes(n_params: int, n_devices: int, bytes_per_value: int = 4) -> dict[str, float]:
+    """Bytes each device sends per step: DP's gradient all-reduce vs FSDP's 2 all-gathers + 1 reduce-scatter."""
+    one_pass = (n_devices - 1) / n_devices * n_params * bytes_per_value   # one all-gather or reduce-scatter
+    return {"data_parallel": 2 * one_pass, "fsdp": 3 * one_pass}

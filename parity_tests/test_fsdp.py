@@ -1,0 +1,123 @@
+"""FSDP training equals single-device training (F32; BF16 tier with torch's bf16 policy), in JAX
+(8 host devices, 1-D fsdp and 2-D (data, fsdp) meshes) and torch (FSDP2, 2 gloo processes), and
+across the two; per-device memory is about 1/N; sharded checkpoints restore onto fewer devices.
+"""
+import dataclasses
+
+import jax
+import pytest
+from test_data_parallel import LOOP_CFG, data, jax_single, torch_single, week1_run_torch, weights  # noqa: F401
+
+from labs import convert
+from labs import fsdp as spec
+from labs.config import UsageError
+from labs.tolerances import BF16, BF16_FINAL_LOSS, F32, TRAJECTORY, assert_close, assert_tree_close
+from week1_jax import fsdp as jax_fsdp
+from week1_jax import parallel as jax_parallel
+from week1_torch import fsdp as torch_fsdp
+from week1_torch import parallel as torch_parallel
+from week1_torch import training_loop as torch_loop
+
+CFG = spec.Config(steps=20, batch_size=32, n_hidden=64, warmup_steps=5, lr=1e-2)
+HALF = spec.checkpoint_step(CFG)
+
+
+def test_same_setup_as_data_parallel_tests():
+    assert spec.loop_config(CFG) == LOOP_CFG  # so the single-device fixtures apply
+
+
+@pytest.fixture(scope="module")
+def jax_fsdp_run(data, weights, tmp_path_factory):
+    """8 devices, 1-D fsdp mesh, sharded checkpoint at step 10: (losses, first-step grads, checkpoint dir)."""
+    directory = tmp_path_factory.mktemp("jax_fsdp")
+    losses, grads = jax_fsdp.train(CFG, data, jax_fsdp.make_mesh(jax.devices()), weights[1], checkpoint_dir=directory)
+    return losses, grads, directory
+
+
+@pytest.fixture(scope="module")
+def torch_fsdp_run(tmp_path_factory):
+    """Through the CLI: FSDP2 on 2 gloo ranks with a checkpoint at step 10, then resumed on 1 rank.
+    Returns ((losses, first-step grads, memory), resumed losses, folder of the ranks' files)."""
+    ranks = week1_run_torch("fsdp", CFG, tmp_path_factory.mktemp("runs")) / "ranks"
+    return torch_parallel.load_result(ranks / "train"), torch_parallel.load_result(ranks / "resume")[0], ranks
+
+
+def test_jax_fsdp_equals_single_device(jax_fsdp_run, jax_single):
+    losses, grads, _ = jax_fsdp_run
+    assert_tree_close("jax fsdp x8 vs 1 device, grads step 1", grads, jax_single[1], F32)
+    assert_close("jax fsdp x8 vs 1 device", "20-step losses", losses, jax_single[0], TRAJECTORY)
+
+
+def test_jax_2d_mesh_equals_single_device(data, weights, jax_single):
+    mesh = jax_fsdp.make_mesh(jax.devices(), data_axis=2)
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
+    losses, grads = jax_fsdp.train(CFG, data, mesh, weights[1])
+    assert_tree_close("jax (data 2, fsdp 4) vs 1 device, grads step 1", grads, jax_single[1], F32)
+    assert_close("jax (data 2, fsdp 4) vs 1 device", "20-step losses", losses, jax_single[0], TRAJECTORY)
+
+
+def test_jax_checkpoint_from_8_devices_continues_on_4(jax_fsdp_run, data, weights):
+    losses, _, directory = jax_fsdp_run
+    resumed, _ = jax_fsdp.train(CFG, data, jax_fsdp.make_mesh(jax.devices()[:4]), weights[1],
+                                checkpoint_dir=directory, resume=True)
+    assert_close("jax fsdp checkpoint x8 -> x4", "losses after the restore", resumed, losses[HALF:], TRAJECTORY)
+
+
+def test_jax_memory_per_device_is_about_1_over_n(data):
+    _, params, _, opt_state = jax_parallel.init_state(LOOP_CFG, data.vocab_size)
+    memory = jax_fsdp.memory_bytes(params, opt_state, jax_fsdp.make_mesh(jax.devices()))
+    leftover = data.vocab_size * 4   # the head bias: 83 divides by nothing, so it stays whole
+    assert memory["params sharded"] <= memory["params replicated"] / 8 + leftover
+    assert memory["optimizer sharded"] <= memory["optimizer replicated"] / 8 + 2 * leftover + 4  # + the step count
+
+
+def test_jax_mismatched_checkpoint_is_one_line(jax_fsdp_run, data):
+    with pytest.raises(UsageError, match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
+                                         r"the model wants \(32,\)$"):
+        jax_fsdp.train(dataclasses.replace(CFG, n_hidden=32), data, jax_fsdp.make_mesh(jax.devices()),
+                       checkpoint_dir=jax_fsdp_run[2], resume=True)
+
+
+def test_torch_fsdp_equals_single_device(torch_fsdp_run, torch_single):
+    (losses, grads, _), _, _ = torch_fsdp_run
+    assert_tree_close("torch FSDP x2 vs 1 device, grads step 1", grads, torch_single[1], F32)
+    assert_close("torch FSDP x2 vs 1 device", "20-step losses", losses, torch_single[0], TRAJECTORY)
+
+
+def test_torch_checkpoint_from_2_ranks_continues_on_1(torch_fsdp_run):
+    (losses, _, _), resumed, _ = torch_fsdp_run
+    assert_close("torch FSDP checkpoint x2 -> x1", "losses after the restore", resumed, losses[HALF:], TRAJECTORY)
+
+
+def test_torch_memory_per_rank_is_about_1_over_n(torch_fsdp_run):
+    (_, _, memory), _, _ = torch_fsdp_run
+    # dim 0 splits unevenly (83 rows: 42 on rank 0, 41 on rank 1): a little over a half
+    assert memory["params sharded"] <= 0.51 * memory["params replicated"]
+    assert memory["optimizer sharded"] <= 0.51 * memory["optimizer replicated"]
+
+
+def test_torch_mismatched_checkpoint_is_one_line(torch_fsdp_run, data):
+    model = torch_loop.build_model(dataclasses.replace(LOOP_CFG, n_hidden=32), data.vocab_size)
+    with pytest.raises(UsageError, match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
+                                         r"the model wants \(32,\)$"):
+        torch_fsdp.restore_checkpoint(torch_fsdp_run[2] / "checkpoint", model, None, None)
+
+
+def test_torch_fsdp_bf16_policy_within_bf16_tier(torch_single, tmp_path):
+    """MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32) on 2 ranks vs fp32 on one device."""
+    torch_parallel.torchrun("week1_torch.fsdp", 2, [f"--out={tmp_path}", "--mode=train",
+                                                    *spec.config_args(dataclasses.replace(CFG, mixed_precision=True))],
+                            timeout_s=300)
+    losses, grads, _ = torch_parallel.load_result(tmp_path / "train")
+    assert_close("torch FSDP x2 bf16 vs 1 device fp32", "loss step 1", losses[0], torch_single[0][0], BF16)
+    assert_tree_close("torch FSDP x2 bf16 vs 1 device fp32, grads step 1", grads, torch_single[1], BF16)
+    assert_close("torch FSDP x2 bf16 vs 1 device fp32", "final loss", losses[-1], torch_single[0][-1],
+                 BF16_FINAL_LOSS)
+
+
+def test_fsdp_across_frameworks(jax_fsdp_run, torch_fsdp_run):
+    losses, grads, _ = jax_fsdp_run
+    (torch_losses, torch_grads, _), _, _ = torch_fsdp_run
+    assert_tree_close("jax fsdp x8 vs torch FSDP x2, grads step 1",
+                      convert.flax_to_torch(grads, convert.CHAR_MLP), torch_grads, F32)
+    assert_close("jax fsdp x8 vs torch FSDP x2", "20-step losses", losses, torch_losses, TRAJECTORY)

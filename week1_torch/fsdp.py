@@ -1,0 +1,169 @@
+"""FSDP in torch: FSDP2's fully_shard, per layer then the root, in N processes under torchrun.
+
+Read beside week1_jax/fsdp.py (parameters sharded over an `fsdp` mesh axis by NamedSharding).
+Worker processes (what `week1 run fsdp --framework torch` launches):
+    torchrun --standalone --nproc-per-node=2 -m week1_torch.fsdp --out=DIR --mode=train|resume|bench [--key=value]
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+import tempfile
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from labs import fsdp as spec
+from labs import training_loop
+from labs.bench import Timing, time_calls
+from labs.config import override
+from labs.report import console
+from week1_torch import parallel
+from week1_torch import training_loop as loop
+
+
+def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -> torch.nn.Module:
+    """fully_shard each large layer (the char MLP's stand-ins for transformer blocks), then the root,
+    which takes the rest (embedding, LayerNorm). Parameters become DTensors sharded on dim 0."""
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision
+              else MixedPrecisionPolicy())
+    for layer in (model.fc1, model.head):
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def memory_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
+    """Bytes on this rank: parameters and optimizer state, as held (a DTensor counts its local shard)."""
+    state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    return {"params": parallel.device_bytes(model.parameters()), "optimizer": parallel.device_bytes(state)}
+
+
+def save_checkpoint(directory, model, optimizer, scheduler) -> None:
+    """Every rank writes its own shards, with metadata on how they tile each tensor (torch.distributed.checkpoint)."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()},
+             checkpoint_id=directory)
+
+
+def restore_checkpoint(directory, model, optimizer, scheduler) -> None:
+    """Load a checkpoint saved on any number of ranks into this group's shards."""
+    saved = dcp.FileSystemReader(directory).read_metadata().state_dict_metadata
+    spec.check_checkpoint_shapes({k.removeprefix("model."): tuple(m.size) for k, m in saved.items()
+                                  if k.startswith("model.")},
+                                 {k: tuple(t.shape) for k, t in model.state_dict().items()})
+    model_state, optimizer_state = get_state_dict(model, optimizer)   # the target: this group's shards
+    state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
+    dcp.load(state, checkpoint_id=directory)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+
+
+def train(cfg: spec.Config, data: training_loop.Data, device, checkpoint_dir=None, resume: bool = False, log=None):
+    """Train with FSDP in the current group, from cfg.seed's init; returns (losses, first-step grads, memory bytes on this rank).
+
+    checkpoint_dir: save a sharded checkpoint at spec.checkpoint_step(cfg), then go on.
+    resume: start from that checkpoint instead (saved on any number of ranks).
+    """
+    spec.check_batch_split(cfg.batch_size, dist.get_world_size())
+    loop_cfg = spec.loop_config(cfg)
+    model = shard_model(loop.build_model(loop_cfg, data.vocab_size).to(device), device, cfg.mixed_precision)
+    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    half = spec.checkpoint_step(cfg)
+    if resume:
+        restore_checkpoint(checkpoint_dir, model, optimizer, scheduler)
+        losses, grads = parallel.train(model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log)
+        return losses, grads, memory_bytes(model, optimizer)
+    losses, grads = parallel.train(model, optimizer, scheduler, data, loop_cfg, device,
+                                   end=half if checkpoint_dir else None, log=log)
+    if checkpoint_dir:
+        save_checkpoint(checkpoint_dir, model, optimizer, scheduler)
+        losses += parallel.train(model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log)[0]
+    return losses, grads, memory_bytes(model, optimizer)
+
+
+def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) -> dict[str, int]:
+    """What every rank holds without sharding (DDP): a whole model and its optimizer state after one step."""
+    loop_cfg = spec.loop_config(cfg)
+    model = loop.build_model(loop_cfg, data.vocab_size).to(device)
+    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    x, y = loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1))
+    loop.train_step(model, optimizer, scheduler, x.to(device), y.to(device))
+    return memory_bytes(model, optimizer)
+
+
+def time_step(cfg: spec.Config, data: training_loop.Data, device) -> Timing:
+    """Timing of one FSDP train step on this rank's rows of batch 1."""
+    loop_cfg = spec.loop_config(cfg)
+    model = shard_model(loop.build_model(loop_cfg, data.vocab_size).to(device), device, cfg.mixed_precision)
+    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    x, y = training_loop.train_batch(data, loop_cfg, 1)
+    x, y = (torch.from_numpy(parallel.local_rows(a, dist.get_rank(), dist.get_world_size())).long().to(device)
+            for a in (x, y))
+    return time_calls(lambda: loop.train_step(model, optimizer, scheduler, x, y), loop.sync)
+
+
+def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
+    """One rank started by torchrun. train: train with a checkpoint half way, in out_dir/checkpoint;
+    resume: continue from it; bench: time a step. Rank 0 writes out_dir/<mode>/result.npz."""
+    device = parallel.init_process_group()
+    try:
+        data = training_loop.load_data(spec.loop_config(cfg))
+        numbers = {}
+        if mode == "bench":
+            losses, grads, numbers = [], None, dataclasses.asdict(time_step(cfg, data, device))
+        else:
+            losses, grads, sharded = train(cfg, data, device, pathlib.Path(out_dir) / "checkpoint",
+                                           resume=mode == "resume")
+            replicated = replicated_memory_bytes(cfg, data, device)
+            numbers = {f"{k} {how}": bytes_[k] for k in ("params", "optimizer")
+                       for how, bytes_ in (("replicated", replicated), ("sharded", sharded))}
+        if dist.get_rank() == 0:
+            parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads, **numbers)
+    finally:
+        dist.destroy_process_group()
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run fsdp --framework torch`: torchrun N ranks with a checkpoint half way, resume on N/2, vs one device."""
+    n = parallel.default_world_size(cfg.devices)
+    spec.check_batch_split(cfg.batch_size, n)
+    out = run.path("ranks")
+    for mode, ranks in (("train", n), ("resume", max(1, n // 2))):
+        parallel.torchrun("week1_torch.fsdp", ranks, [f"--out={out}", f"--mode={mode}", *spec.config_args(cfg)],
+                          timeout_s=120 + cfg.steps)
+    losses, _, memory = parallel.load_result(out / "train")
+    resumed, _, _ = parallel.load_result(out / "resume")
+    for step, loss in enumerate(losses, start=1):
+        run.log(step, train_loss=loss)
+    _, single = loop.train(spec.loop_config(cfg), training_loop.load_data(spec.loop_config(cfg)))
+    return {"ranks": n, f"final loss x{n}": losses[-1], f"final loss resumed on x{max(1, n // 2)}": resumed[-1],
+            "final loss 1 device": single.train_loss[-1], **{f"{k} bytes/rank": v for k, v in memory.items()}}
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench fsdp`: an FSDP step vs process count, each group started by torchrun."""
+    gpus = torch.cuda.device_count()
+    if not gpus:
+        console.print("fsdp: CPU processes share the same cores; these times check that the code runs, "
+                      "they are not a speed claim.")
+    timings = {}
+    with tempfile.TemporaryDirectory() as out:
+        for n in [n for n in (1, 2, 4, 8) if n <= (gpus or 2) and cfg.batch_size % n == 0]:
+            parallel.torchrun("week1_torch.fsdp", n, [f"--out={out}", "--mode=bench", *spec.config_args(cfg)],
+                              timeout_s=300)
+            timings[f"torch FSDP x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(**parallel.load_result(
+                pathlib.Path(out) / "bench")[2])
+    return timings
+
+
+if __name__ == "__main__":
+    options = dict(arg[2:].split("=", 1) for arg in sys.argv[1:] if arg.startswith(("--out=", "--mode=")))
+    overrides = [arg for arg in sys.argv[1:] if not arg.startswith(("--out=", "--mode="))]
+    worker(override(spec.Config(), overrides), options["out"], options.get("mode", "train"))
