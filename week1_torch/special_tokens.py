@@ -1,0 +1,53 @@
+"""Special tokens lab in torch: the padded batch as tensors, and the masked next-token loss.
+
+Read beside week1_jax/special_tokens.py; the batch itself is built framework-free
+in labs/special_tokens.py (numpy), so both frameworks see the same ids.
+"""
+from __future__ import annotations
+
+import torch
+
+from labs import special_tokens as spec
+from week1_torch.common import masked_cross_entropy
+
+
+def as_arrays(batch: dict) -> dict:
+    """The numpy batch (ids, attention_mask, type_ids, labels) as torch int64 tensors."""
+    return {k: torch.from_numpy(v).long() for k, v in batch.items()}
+
+
+def logits_fn(params: dict, ids):
+    """The toy model: embed each token, project to vocabulary logits. (B, T) -> (B, T, V)."""
+    return params["embed"][ids] @ params["w"] + params["b"]
+
+
+def loss_fn(params: dict, batch: dict):
+    """Next-token cross-entropy over real tokens only, divided by their number."""
+    logits = logits_fn(params, batch["ids"][:, :-1])                  # predict token t+1 from t
+    loss_sum, n_tokens = masked_cross_entropy(logits, batch["labels"][:, 1:], spec.IGNORE_INDEX)
+    return loss_sum / n_tokens
+
+
+def loss_counting_padding(params: dict, batch: dict):
+    """The mistake the mask prevents: every position, padding included, counts as a target."""
+    logits = logits_fn(params, batch["ids"][:, :-1])
+    loss_sum, n_tokens = masked_cross_entropy(logits, batch["ids"][:, 1:], spec.IGNORE_INDEX)
+    return loss_sum / n_tokens
+
+
+def loss_and_grads(params: dict, batch: dict):
+    """(loss, {name: gradient}) for leaf tensors `params`."""
+    params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    loss = loss_fn(params, batch)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    return loss.detach(), dict(zip(params, grads))
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run special_tokens --framework torch`: build the batch, report both losses."""
+    tok = spec.tokenizer(cfg)
+    batch = spec.lm_batch(tok, cfg)
+    params = {k: torch.from_numpy(v) for k, v in spec.init_params(cfg, len(tok.vocab)).items()}
+    loss, _ = loss_and_grads(params, as_arrays(batch))
+    with torch.no_grad():
+        return spec.summarize(float(loss), float(loss_counting_padding(params, as_arrays(batch))), batch, tok)
