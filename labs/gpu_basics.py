@@ -24,6 +24,8 @@ both frameworks launch asynchronously), and the median of the timed calls.
 
 How to read the results
 -----------------------
+- First the number formats (max, smallest normal, machine epsilon from
+  jnp.finfo / torch.finfo; the mixed_precision lab shows them at work).
 - The table: TFLOP/s per dtype and size; `x fp32` is the speed-up over fp32
   at the same size.
 - roofline.png: measured points against min(measured peak, I x measured

@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from labs import gpu_basics as spec
+from labs import mixed_precision, report
 from labs.bench import time_calls
+from week1_jax.precision import number_formats
 
 STORAGE = {"fp32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
 ALGORITHM = {"fp32": jax.lax.DotAlgorithmPreset.F32_F32_F32, "tf32": jax.lax.DotAlgorithmPreset.TF32_TF32_F32,
@@ -67,7 +69,8 @@ def bandwidth(cfg: spec.Config) -> float:
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run gpu_basics --framework jax`: the sweep, its table and two plots."""
+    """`week1 run gpu_basics --framework jax`: the number formats, the sweep, its table and two plots."""
+    report.table("number formats (jnp.finfo)", mixed_precision.FORMAT_COLUMNS, number_formats(mixed_precision.FORMATS))
     results, skipped = measure(cfg)
     for r in results:
         run.log(r.n, **{f"tflops/{r.dtype}": r.tflops})

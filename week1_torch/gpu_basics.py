@@ -11,7 +11,9 @@ import contextlib
 import torch
 
 from labs import gpu_basics as spec
+from labs import mixed_precision, report
 from labs.bench import time_calls
+from week1_torch.precision import number_formats
 
 STORAGE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -84,7 +86,8 @@ def bandwidth(cfg: spec.Config) -> float:
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run gpu_basics --framework torch`: the sweep, its table and two plots."""
+    """`week1 run gpu_basics --framework torch`: the number formats, the sweep, its table and two plots."""
+    report.table("number formats (torch.finfo)", mixed_precision.FORMAT_COLUMNS, number_formats(mixed_precision.FORMATS))
     results, skipped = measure(cfg)
     for r in results:
         run.log(r.n, **{f"tflops/{r.dtype}": r.tflops})
