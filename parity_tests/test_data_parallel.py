@@ -76,7 +76,7 @@ def week1_run_torch(lab: str, cfg, runs_dir) -> pathlib.Path:
 def torch_ddp(tmp_path_factory):
     """DDP through the CLI: (losses, first-step grads) from rank 0."""
     run_dir = week1_run_torch("data_parallel", CFG, tmp_path_factory.mktemp("runs"))
-    losses, grads, _ = torch_parallel.load_result(run_dir / "ranks")
+    losses, grads, _ = torch_parallel.load_result(run_dir / "ranks" / "train")
     return losses, grads
 
 

@@ -16,9 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from labs import data_parallel as spec
 from labs import training_loop
-from labs.bench import time_calls
 from labs.config import override
-from labs.report import console
 from week1_jax import parallel
 from week1_jax import training_loop as loop
 
@@ -99,22 +97,9 @@ def run(cfg: spec.Config, run) -> dict:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench data_parallel`: one jit data-parallel step vs device count."""
-    devices = jax.devices()
-    simulated = devices[0].platform == "cpu"
-    if simulated:
-        console.print("data_parallel: simulated CPU devices share the same cores; these times check "
-                      "that the code runs, they are not a speed claim.")
     data = training_loop.load_data(spec.loop_config(cfg))
-    x, y = training_loop.train_batch(data, spec.loop_config(cfg), 1)
-    timings = {}
-    for n in [n for n in (1, 2, 4, 8) if n <= len(devices) and cfg.batch_size % n == 0]:
-        graphdef, params, tx, opt_state = parallel.init_state(spec.loop_config(cfg), data.vocab_size)
-        strategy = jit_strategy(graphdef, tx, devices[:n])
-        state = strategy.put_state(params), strategy.put_state(opt_state)
-        batch = strategy.put_batch(x), strategy.put_batch(y)
-        label = f"jax jit x{n} ({'sim cpu' if simulated else devices[0].platform})"
-        timings[label] = time_calls(lambda: strategy.step(*state, *batch), jax.block_until_ready)
-    return timings
+    return parallel.bench_device_counts("data_parallel jit", lambda graphdef, tx, devices, *_: jit_strategy(
+        graphdef, tx, devices), spec.loop_config(cfg), data)
 
 
 def worker(argv: list[str]) -> None:

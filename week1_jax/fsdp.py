@@ -12,8 +12,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from labs import fsdp as spec
 from labs import training_loop
-from labs.bench import time_calls
-from labs.report import console
 from week1_jax import parallel
 from week1_jax import training_loop as loop
 
@@ -128,19 +126,6 @@ def run(cfg: spec.Config, run) -> dict:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench fsdp`: one FSDP train step vs device count."""
-    devices = jax.devices()
-    simulated = devices[0].platform == "cpu"
-    if simulated:
-        console.print("fsdp: simulated CPU devices share the same cores; these times check "
-                      "that the code runs, they are not a speed claim.")
     data = training_loop.load_data(spec.loop_config(cfg))
-    x, y = training_loop.train_batch(data, spec.loop_config(cfg), 1)
-    timings = {}
-    for n in [n for n in (1, 2, 4, 8) if n <= len(devices) and cfg.batch_size % n == 0]:
-        graphdef, params, tx, opt_state = parallel.init_state(spec.loop_config(cfg), data.vocab_size)
-        strategy = fsdp_strategy(graphdef, tx, make_mesh(devices[:n]), params, opt_state)
-        state = strategy.put_state(params), strategy.put_state(opt_state)
-        batch = strategy.put_batch(x), strategy.put_batch(y)
-        label = f"jax fsdp x{n} ({'sim cpu' if simulated else devices[0].platform})"
-        timings[label] = time_calls(lambda: strategy.step(*state, *batch), jax.block_until_ready)
-    return timings
+    return parallel.bench_device_counts("fsdp", lambda graphdef, tx, devices, params, opt_state: fsdp_strategy(
+        graphdef, tx, make_mesh(devices), params, opt_state), spec.loop_config(cfg), data)

@@ -19,6 +19,8 @@ from jax.sharding import AxisType, NamedSharding
 
 from labs import data_parallel as spec
 from labs import training_loop
+from labs.bench import time_calls
+from labs.report import console
 from week1_jax import training_loop as loop
 
 
@@ -105,6 +107,26 @@ def train(strategy: Strategy, params, opt_state, data: training_loop.Data, cfg: 
         if log:
             log(step, train_loss=losses[-1])
     return params, opt_state, losses, first_grads
+
+
+def bench_device_counts(lab: str, make_strategy, cfg: training_loop.Config, data: training_loop.Data) -> dict:
+    """Time one train step on 1, 2, 4, 8 devices (those there are, that divide the batch).
+    make_strategy(graphdef, tx, devices, params, opt_state) -> Strategy."""
+    devices = jax.devices()
+    simulated = devices[0].platform == "cpu"
+    if simulated:
+        console.print(f"{lab}: simulated CPU devices share the same cores; these times check "
+                      "that the code runs, they are not a speed claim.")
+    x, y = training_loop.train_batch(data, cfg, 1)
+    timings = {}
+    for n in [n for n in (1, 2, 4, 8) if n <= len(devices) and cfg.batch_size % n == 0]:
+        graphdef, params, tx, opt_state = init_state(cfg, data.vocab_size)
+        strategy = make_strategy(graphdef, tx, devices[:n], params, opt_state)
+        state = strategy.put_state(params), strategy.put_state(opt_state)
+        batch = strategy.put_batch(x), strategy.put_batch(y)
+        label = f"jax {lab} x{n} ({'sim cpu' if simulated else devices[0].platform})"
+        timings[label] = time_calls(lambda: strategy.step(*state, *batch), jax.block_until_ready)
+    return timings
 
 
 def device_bytes(tree, device) -> int:

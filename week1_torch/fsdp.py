@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import sys
-import tempfile
 
 import torch
 import torch.distributed as dist
@@ -20,9 +19,6 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from labs import fsdp as spec
 from labs import training_loop
-from labs.bench import Timing, time_calls
-from labs.config import override
-from labs.report import console
 from week1_torch import parallel
 from week1_torch import training_loop as loop
 
@@ -93,20 +89,8 @@ def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) 
     loop_cfg = spec.loop_config(cfg)
     model = loop.build_model(loop_cfg, data.vocab_size).to(device)
     optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
-    x, y = loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1))
-    loop.train_step(model, optimizer, scheduler, x.to(device), y.to(device))
+    loop.train_step(model, optimizer, scheduler, *loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1), device))
     return memory_bytes(model, optimizer)
-
-
-def time_step(cfg: spec.Config, data: training_loop.Data, device) -> Timing:
-    """Timing of one FSDP train step on this rank's rows of batch 1."""
-    loop_cfg = spec.loop_config(cfg)
-    model = shard_model(loop.build_model(loop_cfg, data.vocab_size).to(device), device, cfg.mixed_precision)
-    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
-    x, y = training_loop.train_batch(data, loop_cfg, 1)
-    x, y = (torch.from_numpy(parallel.local_rows(a, dist.get_rank(), dist.get_world_size())).long().to(device)
-            for a in (x, y))
-    return time_calls(lambda: loop.train_step(model, optimizer, scheduler, x, y), loop.sync)
 
 
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
@@ -117,7 +101,11 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
         data = training_loop.load_data(spec.loop_config(cfg))
         numbers = {}
         if mode == "bench":
-            losses, grads, numbers = [], None, dataclasses.asdict(time_step(cfg, data, device))
+            loop_cfg = spec.loop_config(cfg)
+            model = shard_model(loop.build_model(loop_cfg, data.vocab_size).to(device), device, cfg.mixed_precision)
+            optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+            losses, grads = [], None
+            numbers = dataclasses.asdict(parallel.time_train_step(model, optimizer, scheduler, data, loop_cfg, device))
         else:
             losses, grads, sharded = train(cfg, data, device, pathlib.Path(out_dir) / "checkpoint",
                                            resume=mode == "resume")
@@ -149,21 +137,8 @@ def run(cfg: spec.Config, run) -> dict:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench fsdp`: an FSDP step vs process count, each group started by torchrun."""
-    gpus = torch.cuda.device_count()
-    if not gpus:
-        console.print("fsdp: CPU processes share the same cores; these times check that the code runs, "
-                      "they are not a speed claim.")
-    timings = {}
-    with tempfile.TemporaryDirectory() as out:
-        for n in [n for n in (1, 2, 4, 8) if n <= (gpus or 2) and cfg.batch_size % n == 0]:
-            parallel.torchrun("week1_torch.fsdp", n, [f"--out={out}", "--mode=bench", *spec.config_args(cfg)],
-                              timeout_s=300)
-            timings[f"torch FSDP x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(**parallel.load_result(
-                pathlib.Path(out) / "bench")[2])
-    return timings
+    return parallel.bench_process_counts("FSDP", "week1_torch.fsdp", cfg)
 
 
 if __name__ == "__main__":
-    options = dict(arg[2:].split("=", 1) for arg in sys.argv[1:] if arg.startswith(("--out=", "--mode=")))
-    overrides = [arg for arg in sys.argv[1:] if not arg.startswith(("--out=", "--mode="))]
-    worker(override(spec.Config(), overrides), options["out"], options.get("mode", "train"))
+    parallel.worker_main(worker, spec.Config, sys.argv[1:])

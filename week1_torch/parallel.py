@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from torch.distributed.tensor import DTensor
 
 from labs import data_parallel as spec
 from labs import training_loop
+from labs.bench import Timing, time_calls
+from labs.config import override
+from labs.report import console
 from week1_torch import training_loop as loop
 
 
@@ -47,6 +51,13 @@ def torchrun(module: str, nproc: int, args: list[str], timeout_s: float) -> None
     subprocess.run(command, check=True, timeout=timeout_s)
 
 
+def worker_main(worker, config_cls, argv: list[str]) -> None:
+    """`python -m week1_torch.<lab> --out=DIR [--mode=MODE] [--key=value ...]`, as torchrun starts each rank."""
+    options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith(("--out=", "--mode=")))
+    overrides = [arg for arg in argv if not arg.startswith(("--out=", "--mode="))]
+    worker(override(config_cls(), overrides), options["out"], options.get("mode", "train"))
+
+
 def local_rows(a: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """This rank's rows of a global batch (B, ...) -> (B/N, ...)."""
     rows = a.shape[0] // world_size
@@ -69,7 +80,7 @@ def train(model, optimizer, scheduler, data: training_loop.Data, cfg: training_l
     losses, first_grads = [], None
     for step in range(start + 1, (cfg.steps if end is None else end) + 1):
         x, y = training_loop.train_batch(data, cfg, step)                    # (B, T), (B,) global batch
-        x, y = (torch.from_numpy(local_rows(a, rank, world_size)).long().to(device) for a in (x, y))
+        x, y = loop.as_tensors(local_rows(x, rank, world_size), local_rows(y, rank, world_size), device)
         loss = loop.train_step(model, optimizer, scheduler, x, y).float()    # this rank's mean loss
         dist.all_reduce(loss, op=dist.ReduceOp.SUM)                          # for logging only
         losses.append(float(loss) / world_size)
@@ -78,6 +89,30 @@ def train(model, optimizer, scheduler, data: training_loop.Data, cfg: training_l
         if log:
             log(step, train_loss=losses[-1])
     return losses, first_grads
+
+
+def time_train_step(model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config,
+                    device) -> Timing:
+    """Timing of one train step of a DDP or FSDP model on this rank's rows of batch 1."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    x, y = training_loop.train_batch(data, cfg, 1)
+    x, y = loop.as_tensors(local_rows(x, rank, world_size), local_rows(y, rank, world_size), device)
+    return time_calls(lambda: loop.train_step(model, optimizer, scheduler, x, y), loop.sync)
+
+
+def bench_process_counts(lab: str, module: str, cfg) -> dict[str, Timing]:
+    """Run `module`'s workers in bench mode under torchrun for 1, 2, 4, 8 processes (GPUs, or 1 and 2
+    on a CPU, that divide the batch); rank 0's timing of each."""
+    gpus = torch.cuda.device_count()
+    if not gpus:
+        console.print(f"{lab}: CPU processes share the same cores; these times check that the code runs, "
+                      "they are not a speed claim.")
+    timings = {}
+    with tempfile.TemporaryDirectory() as out:
+        for n in [n for n in (1, 2, 4, 8) if n <= (gpus or 2) and cfg.batch_size % n == 0]:
+            torchrun(module, n, [f"--out={out}", "--mode=bench", *spec.config_args(cfg)], timeout_s=300)
+            timings[f"torch {lab} x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(**load_result(os.path.join(out, "bench"))[2])
+    return timings
 
 
 def device_bytes(tensors) -> int:
