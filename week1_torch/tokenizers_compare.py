@@ -1,0 +1,39 @@
+"""Tokenizer comparison lab, torch side: tokenize, pad and batch held-out text into tensors.
+
+The tokenizers themselves are framework-free (labs/tokenizers_compare.py); this is the
+step a torch training job adds: ragged id lists -> padded (B, T) tensors per batch.
+Read beside week1_jax/tokenizers_compare.py.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from labs import tokenizers_compare as spec
+from labs.bench import time_calls
+
+
+def pipeline(tok: spec.Trained, texts: list[str], batch_size: int, max_length: int) -> list[torch.Tensor]:
+    """Encode `texts`, truncate to max_length, right-pad each batch to its longest row (int32)."""
+    ids = tok.encode_batch(texts)
+    return [pad_sequence([torch.tensor(row[:max_length], dtype=torch.int32) for row in ids[i:i + batch_size]],
+                         batch_first=True, padding_value=tok.pad_id)
+            for i in range(0, len(ids), batch_size)]
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run tokenizers_compare --framework torch`: train, evaluate, plot, batch."""
+    corpus, toks = spec.trained(cfg)
+    texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
+    batches = {name: pipeline(tok, texts, cfg.batch_size, cfg.max_length) for name, tok in toks.items()}
+    padding = {f"{name} padding share": float(sum((b == tok.pad_id).sum() for b in batches[name]) /
+                                              sum(b.numel() for b in batches[name])) for name, tok in toks.items()}
+    return spec.report(toks, corpus, cfg, run.path("fertility.png")) | padding
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench tokenizers_compare` (torch half): held-out text -> padded tensors, per tokenizer."""
+    corpus, toks = spec.trained(cfg)
+    texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
+    return {f"torch {name}": time_calls(lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
+                                        lambda _: None, warmup=1, iters=5) for name, tok in toks.items()}
