@@ -28,7 +28,8 @@ How to read the results
   show 300*300 overflowing fp16, a 1e-8 gradient vanishing in fp16 and
   surviving when scaled by 2^16, and 1 + 2^-8 == 1 in bf16.
 - The plot (mixed_precision.png in the run folder) overlays fp32, bf16 and
-  fp16 training curves: on this model they lie within a few 1e-2 nats.
+  fp16 training curves: on this small model they end within ~1e-3 nats of
+  each other after 300 steps, and fp16 at the default scale skips no step.
 - The table gives steps/s per precision and the ratio to fp32. On a CPU
   without native bf16/fp16 units the low precisions are often *slower*
   (conversions, no fast kernels); on a GPU with tensor cores they are faster.

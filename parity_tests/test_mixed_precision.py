@@ -2,7 +2,6 @@
 loss scaler follows torch.amp.GradScaler step for step; formats and demos agree exactly."""
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
