@@ -6,6 +6,8 @@ the loop can look at the gradients in between.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from labs import monitoring as spec
@@ -87,6 +89,7 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
     history = training_loop.History()
     last_checkpoint = None
     for step in range(1, (stop_at or cfg.steps) + 1):
+        start = time.perf_counter()
         loss, grads = grad_step(model, *as_tensors(*training_loop.train_batch(data, cfg, step)))
         if step == cfg.nan_step:
             grads = inject_nan(grads, cfg.nan_layer)
@@ -99,17 +102,13 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
         grad_norm = float(global_norm(grads))
         grad_norms = layer_norms(grads)
         ratios = apply_update(model, optimizer, scheduler, cfg.clip_norm)
-        history.steps.append(step)
-        history.train_loss.append(float(loss))
+        history.add_train(step, float(loss), time.perf_counter() - start)   # the watching included
         if log:
             log(step, train_loss=loss, grad_norm=grad_norm, clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
                 **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
                 **{f"update_ratio/{k}": v for k, v in ratios.items()})
         if training_loop.is_eval_step(cfg, step):
-            history.val_steps.append(step)
-            history.val_loss.append(evaluate(model, val))
-            if log:
-                log(step, val_loss=history.val_loss[-1])
+            history.add_val(step, evaluate(model, val), log)
         if checkpoint_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
             last_checkpoint = step
@@ -123,4 +122,4 @@ def run(cfg: spec.Config, run) -> dict:
         _, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log)
     except spec.TrainingStopped as stop:
         return {"stopped_at_step": stop.step, "last_good_checkpoint": stop.last_checkpoint or 0, "stopped": str(stop)}
-    return {"final_train_loss": history.train_loss[-1], "final_val_loss": history.val_loss[-1]}
+    return history.summary()
