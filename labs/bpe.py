@@ -73,6 +73,17 @@ def corpus_texts(cfg: Config) -> list[str]:
     return text.splitlines(keepends=True)
 
 
+def encode_sample(texts: list[str], n_chars: int = 1_000_000) -> list[str]:
+    """The last ~1 MB of the corpus, as lines: what the benchmark encodes."""
+    out, total = [], 0
+    for text in reversed(texts):
+        out.append(text)
+        total += len(text)
+        if total >= n_chars:
+            break
+    return out[::-1]
+
+
 def flat_words(words: list[list[int]], counts: list[int]):
     """The array trainers' layout: all words back to back, each between -1 sentinels.
 

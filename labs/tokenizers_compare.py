@@ -189,6 +189,8 @@ def plot_fertility(path, fertility: dict[str, dict[str, float]]) -> pathlib.Path
         ax.bar(np.arange(len(languages)) + k * width, [values[lang] for lang in languages], width, label=name)
     ax.set_xticks(np.arange(len(languages)) + 0.4 - width / 2, languages, rotation=60, ha="right")
     ax.set_yscale("log")
+    ax.set_yticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
+    ax.minorticks_off()
     ax.set_ylabel("tokens per whitespace word (log)")
     ax.set_title("Fertility by language (held-out chatterbot text): English-heavy training costs other languages")
     ax.grid(axis="y", alpha=0.3)

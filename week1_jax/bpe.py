@@ -68,16 +68,16 @@ def add_pairs(p: Pairs, pos, V) -> Pairs:
 
 
 @functools.partial(jax.jit, static_argnames="C")
-def count_pairs(sym, weight, nxt, prv, V, C: int) -> Pairs:
-    """Count every pair from scratch: at the start, and when the slot table is full."""
+def count_pairs(sym, weight, nxt, prv, V, C: int) -> tuple[Pairs, jax.Array]:
+    """Count every pair from scratch (at the start, and when the slot table is full); and best()."""
     N = len(sym)
     zeros = jnp.zeros(C, jnp.int32)
     p = Pairs(sym, weight, nxt, prv, jnp.zeros(N, jnp.int32), zeros, jnp.full(C, NONE), zeros, zeros,
               jnp.zeros(5 * N, jnp.int32), jnp.int32(1), jnp.int32(0))
-    return add_pairs(p, jnp.arange(N), V)
+    p = add_pairs(p, jnp.arange(N), V)
+    return p, best(p)
 
 
-@jax.jit
 def best(p: Pairs):
     """Slot of the most frequent pair (ties: smallest key), and its count, key, start, size."""
     top = jnp.max(p.count[1:])
@@ -86,8 +86,10 @@ def best(p: Pairs):
 
 
 @functools.partial(jax.jit, static_argnames="B", donate_argnums=0)
-def merge(p: Pairs, slot, a, b, start, size, new, V, B: int) -> Pairs:
-    """Replace every (a, b) by `new` (at most B stored positions): the torch version, lane-masked."""
+def merge(p: Pairs, slot, a, b, start, size, new, V, B: int) -> tuple[Pairs, jax.Array]:
+    """Replace every (a, b) by `new` (at most B stored positions): the torch version, lane-masked.
+
+    Returns best() of the new state too: one dispatch and one device->host copy per merge."""
     TRASH = len(p.sym) - 1
     occ = jax.lax.dynamic_slice(p.order, (start,), (B,))
     valid = (jnp.arange(B) < size) & (p.pslot[occ] == slot)
@@ -111,7 +113,8 @@ def merge(p: Pairs, slot, a, b, start, size, new, V, B: int) -> Pairs:
                    nxt=p.nxt.at[occ].set(jnp.where(occ < TRASH, after, TRASH)),
                    prv=p.prv.at[after].set(jnp.where(occ < TRASH, occ, TRASH)))
     # ... and pairs starting at x and at the new token appear.
-    return add_pairs(p, jnp.concatenate([left, occ]), V)
+    p = add_pairs(p, jnp.concatenate([left, occ]), V)
+    return p, best(p)
 
 
 def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> BPE:
@@ -129,10 +132,10 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
     idx = jnp.arange(N)
     nxt, prv = jnp.minimum(idx + 1, N - 1), jnp.maximum(idx - 1, 0).at[-1].set(N - 1)
     V, C = jnp.int32(vocab_size), 1 << 17
-    p = count_pairs(sym, weight, nxt, prv, V, C)
+    p, top = count_pairs(sym, weight, nxt, prv, V, C)
     merges = []
     while len(vocab) < vocab_size:
-        slot, count, key, start, size, n_slots, n_order = (int(x) for x in best(p))
+        slot, count, key, start, size, n_slots, n_order = (int(x) for x in top)
         if count < max(1, min_frequency):
             break
         a, b = divmod(key, vocab_size)
@@ -142,10 +145,10 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
         B = max(64, 1 << (size - 1).bit_length())     # few buckets: few compilations
         if len(vocab) == known or n_slots + 2 * B > C or n_order + 2 * B > 4 * N:
             # `new` was a token already (or the tables are full): merge, then recount all.
-            p = merge(p, slot, a, b, start, size, new, V=V, B=B)
-            p = count_pairs(p.sym, p.weight, p.nxt, p.prv, V, C)
+            p, _ = merge(p, slot, a, b, start, size, new, V=V, B=B)
+            p, top = count_pairs(p.sym, p.weight, p.nxt, p.prv, V, C)
         else:
-            p = merge(p, slot, a, b, start, size, new, V=V, B=B)
+            p, top = merge(p, slot, a, b, start, size, new, V=V, B=B)
     return BPE.from_training(vocab, merges, specials)
 
 
@@ -161,5 +164,9 @@ def bench(cfg: spec.Config) -> dict:
     """`week1 bench bpe` (JAX half): HF tokenizers first (the ratios are to it), then our JAX trainer."""
     texts = spec.corpus_texts(cfg)
     args = (cfg.vocab_size, cfg.min_frequency, cfg.specials)
+    ref = hf.train_bpe(texts, *args)
+    sample = spec.encode_sample(texts)
     return {"HF tokenizers (Rust)": time_calls(lambda: hf.train_bpe(texts, *args), lambda _: None, warmup=0, iters=1),
-            "jax": time_calls(lambda: train(texts, *args), lambda _: None, warmup=0, iters=1)}
+            "jax": time_calls(lambda: train(texts, *args), lambda _: None, warmup=0, iters=1),
+            "encode 1 MB: HF (encode_batch)": time_calls(lambda: ref.encode_batch(sample), lambda _: None,
+                                                         warmup=0, iters=3)}
