@@ -13,6 +13,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import torch
 from flax import nnx
 
 from labs import convert, training_loop
@@ -24,6 +25,11 @@ from week1_jax import training_loop as jax_loop
 from week1_torch import parallel as torch_parallel
 from week1_torch import training_loop as torch_loop
 from week1_torch.models import get_weights
+
+# These cases are the CPU simulation: 8 XLA host devices, 2 gloo processes. On a GPU machine the
+# gpu-marked cases (and scripts/gpu_check.sh) run the single-GPU versions instead.
+CPU_SIMULATION = len(jax.devices()) == 8 and jax.default_backend() == "cpu" and not torch.cuda.is_available()
+cpu_simulation = pytest.mark.skipif(not CPU_SIMULATION, reason="needs the CPU simulation (8 host devices, no CUDA)")
 
 CFG = spec.Config(steps=20, batch_size=32, n_hidden=64, warmup_steps=5, lr=1e-2)
 LOOP_CFG = spec.loop_config(CFG)
@@ -80,6 +86,7 @@ def torch_ddp(tmp_path_factory):
     return losses, grads
 
 
+@cpu_simulation
 @pytest.mark.parametrize("method", spec.METHODS)
 def test_jax_data_parallel_equals_single_device(method, data, weights, jax_single):
     assert len(jax.devices()) == 8
@@ -90,6 +97,7 @@ def test_jax_data_parallel_equals_single_device(method, data, weights, jax_singl
     assert_close(f"jax {method} x8 vs 1 device", "20-step losses", losses, single_losses, TRAJECTORY)
 
 
+@cpu_simulation
 def test_torch_ddp_equals_single_device(torch_ddp, torch_single):
     losses, grads = torch_ddp
     single_losses, single_grads = torch_single
@@ -98,6 +106,7 @@ def test_torch_ddp_equals_single_device(torch_ddp, torch_single):
     assert_close("torch DDP x2 vs 1 device", "20-step losses", losses, single_losses, TRAJECTORY)
 
 
+@cpu_simulation
 def test_data_parallel_across_frameworks(torch_ddp, data, weights):
     losses, grads = jax_dp.train(CFG, data, "jit", weights[1])
     torch_losses, torch_grads = torch_ddp
@@ -106,6 +115,7 @@ def test_data_parallel_across_frameworks(torch_ddp, data, weights):
     assert_close("jax jit x8 vs torch DDP x2", "20-step losses", losses, torch_losses, TRAJECTORY)
 
 
+@cpu_simulation
 def test_two_jax_processes_agree_with_one_device():
     """Two processes, 2 CPU devices each, joined by jax.distributed on 127.0.0.1 (gloo collectives)."""
     with socket.socket() as s:
@@ -132,8 +142,19 @@ def test_two_jax_processes_agree_with_one_device():
                  single.train_loss, TRAJECTORY)
 
 
+@cpu_simulation
 def test_bad_device_counts_name_the_numbers(data):
     with pytest.raises(UsageError, match=r"batch_size=36 does not split over 8 devices"):
         jax_dp.train(spec.Config(batch_size=36, steps=1), data, "jit")
     with pytest.raises(UsageError, match=r"devices=16: only 8 available"):
         jax_dp.train(spec.Config(devices=16, steps=1), data, "jit")
+
+
+@pytest.mark.gpu
+def test_single_gpu_ddp_equals_single_device(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    run_dir = week1_run_torch("data_parallel", dataclasses.replace(CFG, devices=1), tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert_close("torch DDP x1 GPU (nccl) vs 1 GPU", "final loss", summary["DDP final loss"],
+                 summary["1 device final loss"], TRAJECTORY)

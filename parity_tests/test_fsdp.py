@@ -3,10 +3,13 @@
 across the two; per-device memory is about 1/N; sharded checkpoints restore onto fewer devices.
 """
 import dataclasses
+import json
 
 import jax
 import pytest
-from test_data_parallel import LOOP_CFG, data, jax_single, torch_single, week1_run_torch, weights  # noqa: F401
+import torch
+from test_data_parallel import (LOOP_CFG, cpu_simulation, data, jax_single, torch_single,  # noqa: F401
+                                week1_run_torch, weights)
 
 from labs import convert
 from labs import fsdp as spec
@@ -22,6 +25,7 @@ CFG = spec.Config(steps=20, batch_size=32, n_hidden=64, warmup_steps=5, lr=1e-2)
 HALF = spec.checkpoint_step(CFG)
 
 
+@cpu_simulation
 def test_same_setup_as_data_parallel_tests():
     assert spec.loop_config(CFG) == LOOP_CFG  # so the single-device fixtures apply
 
@@ -42,12 +46,14 @@ def torch_fsdp_run(tmp_path_factory):
     return torch_parallel.load_result(ranks / "train"), torch_parallel.load_result(ranks / "resume")[0], ranks
 
 
+@cpu_simulation
 def test_jax_fsdp_equals_single_device(jax_fsdp_run, jax_single):
     losses, grads, _ = jax_fsdp_run
     assert_tree_close("jax fsdp x8 vs 1 device, grads step 1", grads, jax_single[1], F32)
     assert_close("jax fsdp x8 vs 1 device", "20-step losses", losses, jax_single[0], TRAJECTORY)
 
 
+@cpu_simulation
 def test_jax_2d_mesh_equals_single_device(data, weights, jax_single):
     mesh = jax_fsdp.make_mesh(jax.devices(), data_axis=2)
     assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
@@ -56,6 +62,7 @@ def test_jax_2d_mesh_equals_single_device(data, weights, jax_single):
     assert_close("jax (data 2, fsdp 4) vs 1 device", "20-step losses", losses, jax_single[0], TRAJECTORY)
 
 
+@cpu_simulation
 def test_jax_checkpoint_from_8_devices_continues_on_4(jax_fsdp_run, data, weights):
     losses, _, directory = jax_fsdp_run
     resumed, _ = jax_fsdp.train(CFG, data, jax_fsdp.make_mesh(jax.devices()[:4]), weights[1],
@@ -63,6 +70,7 @@ def test_jax_checkpoint_from_8_devices_continues_on_4(jax_fsdp_run, data, weight
     assert_close("jax fsdp checkpoint x8 -> x4", "losses after the restore", resumed, losses[HALF:], TRAJECTORY)
 
 
+@cpu_simulation
 def test_jax_memory_per_device_is_about_1_over_n(data):
     _, params, _, opt_state = jax_parallel.init_state(LOOP_CFG, data.vocab_size)
     memory = jax_fsdp.memory_bytes(params, opt_state, jax_fsdp.make_mesh(jax.devices()))
@@ -71,6 +79,7 @@ def test_jax_memory_per_device_is_about_1_over_n(data):
     assert memory["optimizer sharded"] <= memory["optimizer replicated"] / 8 + 2 * leftover + 4  # + the step count
 
 
+@cpu_simulation
 def test_jax_mismatched_checkpoint_is_one_line(jax_fsdp_run, data):
     with pytest.raises(UsageError, match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
                                          r"the model wants \(32,\)$"):
@@ -78,17 +87,20 @@ def test_jax_mismatched_checkpoint_is_one_line(jax_fsdp_run, data):
                        checkpoint_dir=jax_fsdp_run[2], resume=True)
 
 
+@cpu_simulation
 def test_torch_fsdp_equals_single_device(torch_fsdp_run, torch_single):
     (losses, grads, _), _, _ = torch_fsdp_run
     assert_tree_close("torch FSDP x2 vs 1 device, grads step 1", grads, torch_single[1], F32)
     assert_close("torch FSDP x2 vs 1 device", "20-step losses", losses, torch_single[0], TRAJECTORY)
 
 
+@cpu_simulation
 def test_torch_checkpoint_from_2_ranks_continues_on_1(torch_fsdp_run):
     (losses, _, _), resumed, _ = torch_fsdp_run
     assert_close("torch FSDP checkpoint x2 -> x1", "losses after the restore", resumed, losses[HALF:], TRAJECTORY)
 
 
+@cpu_simulation
 def test_torch_memory_per_rank_is_about_1_over_n(torch_fsdp_run):
     (_, _, memory), _, _ = torch_fsdp_run
     # dim 0 splits unevenly (83 rows: 42 on rank 0, 41 on rank 1): a little over a half
@@ -96,6 +108,7 @@ def test_torch_memory_per_rank_is_about_1_over_n(torch_fsdp_run):
     assert memory["optimizer sharded"] <= 0.51 * memory["optimizer replicated"]
 
 
+@cpu_simulation
 def test_torch_mismatched_checkpoint_is_one_line(torch_fsdp_run, data):
     model = torch_loop.build_model(dataclasses.replace(LOOP_CFG, n_hidden=32), data.vocab_size)
     with pytest.raises(UsageError, match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
@@ -103,6 +116,7 @@ def test_torch_mismatched_checkpoint_is_one_line(torch_fsdp_run, data):
         torch_fsdp.restore_checkpoint(torch_fsdp_run[2] / "checkpoint", model, None, None)
 
 
+@cpu_simulation
 def test_torch_fsdp_bf16_policy_within_bf16_tier(torch_single, tmp_path):
     """MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32) on 2 ranks vs fp32 on one device."""
     torch_parallel.torchrun("week1_torch.fsdp", 2, [f"--out={tmp_path}", "--mode=train",
@@ -115,9 +129,21 @@ def test_torch_fsdp_bf16_policy_within_bf16_tier(torch_single, tmp_path):
                  BF16_FINAL_LOSS)
 
 
+@cpu_simulation
 def test_fsdp_across_frameworks(jax_fsdp_run, torch_fsdp_run):
     losses, grads, _ = jax_fsdp_run
     (torch_losses, torch_grads, _), _, _ = torch_fsdp_run
     assert_tree_close("jax fsdp x8 vs torch FSDP x2, grads step 1",
                       convert.flax_to_torch(grads, convert.CHAR_MLP), torch_grads, F32)
     assert_close("jax fsdp x8 vs torch FSDP x2", "20-step losses", losses, torch_losses, TRAJECTORY)
+
+
+@pytest.mark.gpu
+def test_single_gpu_fsdp_equals_single_device(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    run_dir = week1_run_torch("fsdp", dataclasses.replace(CFG, devices=1), tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for name in ("final loss x1", "final loss resumed on x1"):
+        assert_close("torch FSDP x1 GPU (nccl) vs 1 GPU", name, summary[name], summary["final loss 1 device"],
+                     TRAJECTORY)

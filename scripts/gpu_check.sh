@@ -27,4 +27,8 @@ $py -m labs run mixed_precision --framework torch --runs-dir "$out/runs" 2>&1 | 
 $py -m labs bench mixed_precision --batch_size=4096 --n_hidden=2048 2>&1 | tee "$out/bench_mixed_precision_large.txt" || status=1
 $py -m labs profile profiling --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/profile_jax.txt" || status=1
 $py -m labs profile profiling --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/profile_torch.txt" || status=1
+$py -m labs run data_parallel --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/data_parallel_jax.txt" || status=1
+$py -m labs run data_parallel --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/data_parallel_torch.txt" || status=1
+$py -m labs run fsdp --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/fsdp_jax.txt" || status=1
+$py -m labs run fsdp --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/fsdp_torch.txt" || status=1
 exit $status

@@ -98,7 +98,7 @@ def run(cfg: spec.Config, run) -> dict:
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench data_parallel`: one jit data-parallel step vs device count."""
     data = training_loop.load_data(spec.loop_config(cfg))
-    return parallel.bench_device_counts("data_parallel jit", lambda graphdef, tx, devices, *_: jit_strategy(
+    return parallel.bench_device_counts("jit", lambda graphdef, tx, devices, *_: jit_strategy(
         graphdef, tx, devices), spec.loop_config(cfg), data)
 
 

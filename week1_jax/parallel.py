@@ -115,7 +115,7 @@ def bench_device_counts(lab: str, make_strategy, cfg: training_loop.Config, data
     devices = jax.devices()
     simulated = devices[0].platform == "cpu"
     if simulated:
-        console.print(f"{lab}: simulated CPU devices share the same cores; these times check "
+        console.print(f"jax {lab}: simulated CPU devices share the same cores; these times check "
                       "that the code runs, they are not a speed claim.")
     x, y = training_loop.train_batch(data, cfg, 1)
     timings = {}
@@ -125,7 +125,8 @@ def bench_device_counts(lab: str, make_strategy, cfg: training_loop.Config, data
         state = strategy.put_state(params), strategy.put_state(opt_state)
         batch = strategy.put_batch(x), strategy.put_batch(y)
         label = f"jax {lab} x{n} ({'sim cpu' if simulated else devices[0].platform})"
-        timings[label] = time_calls(lambda: strategy.step(*state, *batch), jax.block_until_ready)
+        timings[label] = time_calls(lambda: strategy.step(*state, *batch), jax.block_until_ready).with_memory(
+            {"params+AdamW/device": device_bytes(state, devices[0])})
     return timings
 
 

@@ -6,7 +6,6 @@ Worker processes (what `week1 run data_parallel --framework torch` launches):
 """
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import sys
 
@@ -45,7 +44,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
             optimizer, scheduler = loop.make_optimizer(model.module, spec.loop_config(cfg))
             timing = parallel.time_train_step(model, optimizer, scheduler, data, spec.loop_config(cfg), device)
             if dist.get_rank() == 0:
-                parallel.save_result(pathlib.Path(out_dir) / mode, [], **dataclasses.asdict(timing))
+                parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         else:
             losses, grads = train(cfg, data, device)
             if dist.get_rank() == 0:

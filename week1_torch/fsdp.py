@@ -6,7 +6,6 @@ Worker processes (what `week1 run fsdp --framework torch` launches):
 """
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import sys
 
@@ -33,12 +32,6 @@ def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
-
-
-def memory_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
-    """Bytes on this rank: parameters and optimizer state, as held (a DTensor counts its local shard)."""
-    state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
-    return {"params": parallel.device_bytes(model.parameters()), "optimizer": parallel.device_bytes(state)}
 
 
 def save_checkpoint(directory, model, optimizer, scheduler) -> None:
@@ -75,13 +68,13 @@ def train(cfg: spec.Config, data: training_loop.Data, device, checkpoint_dir=Non
     if resume:
         restore_checkpoint(checkpoint_dir, model, optimizer, scheduler)
         losses, grads = parallel.train(model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log)
-        return losses, grads, memory_bytes(model, optimizer)
+        return losses, grads, parallel.state_bytes(model, optimizer)
     losses, grads = parallel.train(model, optimizer, scheduler, data, loop_cfg, device,
                                    end=half if checkpoint_dir else None, log=log)
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, model, optimizer, scheduler)
         losses += parallel.train(model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log)[0]
-    return losses, grads, memory_bytes(model, optimizer)
+    return losses, grads, parallel.state_bytes(model, optimizer)
 
 
 def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) -> dict[str, int]:
@@ -90,7 +83,7 @@ def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) 
     model = loop.build_model(loop_cfg, data.vocab_size).to(device)
     optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
     loop.train_step(model, optimizer, scheduler, *loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1), device))
-    return memory_bytes(model, optimizer)
+    return parallel.state_bytes(model, optimizer)
 
 
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
@@ -99,21 +92,21 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     device = parallel.init_process_group()
     try:
         data = training_loop.load_data(spec.loop_config(cfg))
-        numbers = {}
         if mode == "bench":
             loop_cfg = spec.loop_config(cfg)
             model = shard_model(loop.build_model(loop_cfg, data.vocab_size).to(device), device, cfg.mixed_precision)
             optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
-            losses, grads = [], None
-            numbers = dataclasses.asdict(parallel.time_train_step(model, optimizer, scheduler, data, loop_cfg, device))
+            timing = parallel.time_train_step(model, optimizer, scheduler, data, loop_cfg, device)
+            if dist.get_rank() == 0:
+                parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         else:
             losses, grads, sharded = train(cfg, data, device, pathlib.Path(out_dir) / "checkpoint",
                                            resume=mode == "resume")
             replicated = replicated_memory_bytes(cfg, data, device)
             numbers = {f"{k} {how}": bytes_[k] for k in ("params", "optimizer")
                        for how, bytes_ in (("replicated", replicated), ("sharded", sharded))}
-        if dist.get_rank() == 0:
-            parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads, **numbers)
+            if dist.get_rank() == 0:
+                parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads, **numbers)
     finally:
         dist.destroy_process_group()
 

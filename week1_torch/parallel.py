@@ -25,6 +25,9 @@ from labs.report import console
 from week1_torch import training_loop as loop
 
 
+STATE_BYTES = "params+AdamW/device"   # the bench's memory column
+
+
 def default_world_size(requested: int) -> int:
     """`requested` processes, or (0) one per GPU, or 2 on a CPU; a UsageError past the GPUs there are."""
     if torch.cuda.is_available():
@@ -40,7 +43,7 @@ def init_process_group():
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
         return device
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))  # share the cores
+    torch.set_num_threads(1)   # one core per rank, as torchrun's OMP_NUM_THREADS=1: N ranks use N cores
     return torch.device("cpu")
 
 
@@ -93,11 +96,13 @@ def train(model, optimizer, scheduler, data: training_loop.Data, cfg: training_l
 
 def time_train_step(model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config,
                     device) -> Timing:
-    """Timing of one train step of a DDP or FSDP model on this rank's rows of batch 1."""
+    """Timing of one train step of a DDP or FSDP model on this rank's rows of batch 1, with the
+    bytes of parameters and optimizer state this rank holds."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
     x, y = training_loop.train_batch(data, cfg, 1)
     x, y = loop.as_tensors(local_rows(x, rank, world_size), local_rows(y, rank, world_size), device)
-    return time_calls(lambda: loop.train_step(model, optimizer, scheduler, x, y), loop.sync)
+    timing = time_calls(lambda: loop.train_step(model, optimizer, scheduler, x, y), loop.sync)
+    return timing.with_memory({STATE_BYTES: sum(state_bytes(model, optimizer).values())})
 
 
 def bench_process_counts(lab: str, module: str, cfg) -> dict[str, Timing]:
@@ -105,19 +110,32 @@ def bench_process_counts(lab: str, module: str, cfg) -> dict[str, Timing]:
     on a CPU, that divide the batch); rank 0's timing of each."""
     gpus = torch.cuda.device_count()
     if not gpus:
-        console.print(f"{lab}: CPU processes share the same cores; these times check that the code runs, "
-                      "they are not a speed claim.")
+        console.print(f"torch {lab}: CPU processes share the machine's cores (one thread each); these times "
+                      "check that the code runs, they are not a speed claim.")
     timings = {}
     with tempfile.TemporaryDirectory() as out:
         for n in [n for n in (1, 2, 4, 8) if n <= (gpus or 2) and cfg.batch_size % n == 0]:
             torchrun(module, n, [f"--out={out}", "--mode=bench", *spec.config_args(cfg)], timeout_s=300)
-            timings[f"torch {lab} x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(**load_result(os.path.join(out, "bench"))[2])
+            numbers = load_result(os.path.join(out, "bench"))[2]
+            timings[f"torch {lab} x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(
+                numbers["first_s"], numbers["median_s"], numbers["iters"], {STATE_BYTES: numbers["state_bytes"]})
     return timings
 
 
 def device_bytes(tensors) -> int:
     """Bytes these tensors hold on this rank: a DTensor counts only its local shard."""
     return sum((t.to_local() if isinstance(t, DTensor) else t).nbytes for t in tensors)
+
+
+def state_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
+    """Bytes on this rank: parameters and optimizer state, as held (a DTensor counts its local shard)."""
+    state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    return {"params": device_bytes(model.parameters()), "optimizer": device_bytes(state)}
+
+
+def save_timing(out_dir, timing: Timing) -> None:
+    save_result(out_dir, [], first_s=timing.first_s, median_s=timing.median_s, iters=timing.iters,
+                state_bytes=timing.memory[STATE_BYTES])
 
 
 def save_result(out_dir, losses: list, grads: dict | None = None, **numbers) -> None:
