@@ -101,12 +101,15 @@ def test_fp16_overflow_skips_the_step_in_both(data):
     x, y = training_loop.train_batch(data, CFG, 7)
     settings = dataclasses.replace(CFG, init_scale=2.0 ** 120).loss_scale
     scaler = jprec.DynamicLossScale(**settings)
-    _, state, finite = jmp.train_step_scaled(jax_model, jtl.make_optimizer(jax_model, CFG), scaler.init(),
-                                             *jtl.as_arrays(x, y), jprec.FP16, scaler)
+    jax_optimizer = jtl.make_optimizer(jax_model, CFG)
+    graphdef, state = nnx.split((jax_model, jax_optimizer))
+    state, _, scale_state, finite = jmp.make_train_step_scaled(graphdef, jprec.FP16, scaler)(
+        state, scaler.init(), *jtl.as_arrays(x, y))
+    nnx.update((jax_model, jax_optimizer), state)
     _, torch_finite = tmp.train_step_scaled(torch_model, *ttl.make_optimizer(torch_model, CFG),
                                             tprec.grad_scaler("cpu", **settings), *tmp.as_tensors(x, y, CPU), "fp16")
     assert not bool(finite) and not torch_finite
-    assert float(state.scale) == 2.0 ** 119
+    assert float(scale_state.scale) == 2.0 ** 119
     assert_tree_close("mixed_precision skipped step keeps jax weights", jmodels.get_weights(jax_model),
                       convert.torch_to_flax(weights, convert.CHAR_MLP), EXACT)
     assert_tree_close("mixed_precision skipped step keeps torch weights", tmodels.get_weights(torch_model),

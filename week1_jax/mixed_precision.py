@@ -55,29 +55,43 @@ def loss_and_grads(model, x, y, policy: precision.Policy):
     return nnx.value_and_grad(loss_fn)(model, x, y, policy)
 
 
-@nnx.jit(static_argnames="policy")
-def train_step(model, optimizer, x, y, policy: precision.Policy):
-    loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, policy)
-    optimizer.update(model, grads)
-    return loss
+def make_train_step(graphdef, policy: precision.Policy):
+    """A jitted step on the split (model, optimizer) state: state, x, y -> state, loss.
+
+    jax.jit of a pure function, as in the training_loop lab: nnx.jit's per-call
+    walk of the object graph would cost more than this small model's step and
+    hide the difference between precisions.
+    """
+    @jax.jit
+    def train_step(state, x, y):
+        model, optimizer = nnx.merge(graphdef, state)
+        loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, policy)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), loss
+    return train_step
 
 
-@nnx.jit(static_argnames=("policy", "scaler"))
-def train_step_scaled(model, optimizer, scale_state, x, y, policy: precision.Policy,
-                      scaler: precision.DynamicLossScale):
-    """fp16 step: backward of S * loss, unscale, update only if finite; returns (loss, next scale state, finite)."""
-    def scaled_loss(model):
-        loss = loss_fn(model, x, y, policy)
-        return scaler.scale(scale_state, loss), loss
-    (_, loss), grads = nnx.value_and_grad(scaled_loss, has_aux=True)(model)
-    grads = scaler.unscale(scale_state, grads)
-    finite = precision.all_finite(grads)
-    params, opt_state = jax.tree.map(jnp.copy, (nnx.state(model, nnx.Param), nnx.state(optimizer)))
-    optimizer.update(model, grads)
-    # A skipped step leaves parameters and AdamW state (moments, count, so the schedule) as they were.
-    nnx.update(model, precision.select_tree(finite, nnx.state(model, nnx.Param), params))
-    nnx.update(optimizer, precision.select_tree(finite, nnx.state(optimizer), opt_state))
-    return loss, scaler.update(scale_state, finite), finite
+def make_train_step_scaled(graphdef, policy: precision.Policy, scaler: precision.DynamicLossScale):
+    """The fp16 step: state, scale_state, x, y -> state, loss, next scale_state, finite.
+
+    Backward of S * loss, unscale, and update only if every gradient is finite:
+    a skipped step returns the old state whole (parameters, AdamW moments and
+    count, hence the schedule position), as GradScaler skips optimizer.step().
+    """
+    @jax.jit
+    def train_step(state, scale_state, x, y):
+        model, optimizer = nnx.merge(graphdef, state, copy=True)   # new Variables: `state` stays the old step
+
+        def scaled_loss(model):
+            loss = loss_fn(model, x, y, policy)
+            return scaler.scale(scale_state, loss), loss
+        (_, loss), grads = nnx.value_and_grad(scaled_loss, has_aux=True)(model)
+        grads = scaler.unscale(scale_state, grads)
+        finite = precision.all_finite(grads)
+        optimizer.update(model, grads)
+        new_state = precision.select_tree(finite, nnx.state((model, optimizer)), state)
+        return new_state, loss, scaler.update(scale_state, finite), finite
+    return train_step
 
 
 @nnx.jit(static_argnames="policy")
@@ -93,25 +107,30 @@ def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, we
     scaler = precision.DynamicLossScale(**cfg.loss_scale) if precision_name == "fp16" else None
     scale_state = scaler.init() if scaler else None
     scaling = {"scale": [], "skipped": []}
+    graphdef, state = nnx.split((model, optimizer))
+    step_fn = make_train_step_scaled(graphdef, policy, scaler) if scaler else make_train_step(graphdef, policy)
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
     for step in range(1, cfg.steps + 1):
         x, y = base.as_arrays(*training_loop.train_batch(data, cfg, step))
         t0 = time.perf_counter()
         if scaler is None:
-            loss = float(train_step(model, optimizer, x, y, policy))
+            state, loss = step_fn(state, x, y)
+            loss = float(loss)
         else:
-            loss, scale_state, finite = train_step_scaled(model, optimizer, scale_state, x, y, policy, scaler)
+            state, loss, scale_state, finite = step_fn(state, scale_state, x, y)
             loss = float(loss)
             scaling["scale"].append(float(scale_state.scale))
             if not finite:
                 scaling["skipped"].append(step)
         history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
+            nnx.update((model, optimizer), state)   # the objects see the new arrays
             history.add_val(step, float(np.mean([float(eval_loss(model, *base.as_arrays(vx, vy), policy))
-                                                   for vx, vy in val])))
+                                                 for vx, vy in val])))
         if log:
             log(step, **{f"train_loss_{precision_name}": loss})
+    nnx.update((model, optimizer), state)
     return model, history, scaling
 
 
@@ -143,13 +162,14 @@ def bench(cfg: spec.Config) -> dict:
     for name in cfg.precision_list:
         policy = precision.POLICIES[name]
         model = build_model(cfg, data.vocab_size, name)
-        optimizer = base.make_optimizer(model, cfg)
+        graphdef, state = nnx.split((model, base.make_optimizer(model, cfg)))
         if name == "fp16":
             scaler = precision.DynamicLossScale(**cfg.loss_scale)
-            state = scaler.init()
-            step = lambda: train_step_scaled(model, optimizer, state, x, y, policy, scaler)  # noqa: E731
+            step_fn, scale_state = make_train_step_scaled(graphdef, policy, scaler), scaler.init()
+            step = lambda: step_fn(state, scale_state, x, y)  # noqa: E731
         else:
-            step = lambda: train_step(model, optimizer, x, y, policy)  # noqa: E731
+            step_fn = make_train_step(graphdef, policy)
+            step = lambda: step_fn(state, x, y)  # noqa: E731
         timing = time_calls(step, jax.block_until_ready)
         memory = {"saved for backward": saved_for_backward_bytes(model, x, y, policy)}
         stats = jax.devices()[0].memory_stats()   # None on the CPU
