@@ -51,9 +51,9 @@ def profile_phases(cfg: spec.Config) -> spec.Phases:
     return spec.Phases(batch, forward_backward, optimizer_step, torch.profiler.record_function)
 
 
-def is_device_op(event: dict) -> bool:
-    """CUDA kernels where there is a GPU, else aten operators (and autograd nodes) on the CPU."""
-    return event.get("cat") == ("kernel" if torch.cuda.is_available() else "cpu_op")
+def op_category(events) -> str:
+    """CUDA kernels where the step ran on a GPU, else aten operators (and autograd nodes) on the CPU."""
+    return "kernel" if any(event.get("cat") == "kernel" for event in events) else "cpu_op"
 
 
 def profile(phases: spec.Phases, steps: int, trace_dir, top_n: int):
@@ -64,7 +64,9 @@ def profile(phases: spec.Phases, steps: int, trace_dir, top_n: int):
                                 on_trace_ready=torch.profiler.tensorboard_trace_handler(str(trace_dir))):
         breakdown = spec.time_steps(phases, steps)
     trace_file = max(trace_dir.glob("*.pt.trace.json*"), key=lambda p: p.stat().st_mtime)
-    return breakdown, spec.top_ops(spec.read_chrome_trace(trace_file), is_device_op, top_n), trace_file
+    events = spec.read_chrome_trace(trace_file)
+    category = op_category(events)
+    return breakdown, spec.top_ops(events, lambda event: event.get("cat") == category, top_n), trace_file
 
 
 def run(cfg: spec.Config, run) -> dict:
