@@ -7,6 +7,7 @@ import functools
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
@@ -84,6 +85,15 @@ SLOW_CASES = {"shakespeare_full-8000": ("shakespeare_full", 8000, 0, ())}
 @pytest.mark.parametrize("impl", TRAINERS)
 def test_full_corpus_same_as_hf(impl, tmp_path):
     check_against_hf("shakespeare_full-8000", impl, tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_trainer_on_gpu():
+    texts, _ = corpus("shakespeare")
+    ours = torch_bpe.train(texts, 1000, device="cuda")
+    ref = trained("shakespeare-1000", "reference")
+    assert ours.merges == ref.merges and ours.vocab == ref.vocab
 
 
 def test_hf_tokenizer_json_loads_into_ours(tmp_path):

@@ -132,11 +132,15 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=(), dev
     return BPE.from_training(vocab, merges, specials)
 
 
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run bpe --framework torch`: train on Shakespeare, save, compare with HF."""
+    """`week1 run bpe --framework torch`: train on Shakespeare (on a GPU if there is one), save, compare with HF."""
     texts = spec.corpus_texts(cfg)
     start = time.perf_counter()
-    bpe = train(texts, cfg.vocab_size, cfg.min_frequency, cfg.specials)
+    bpe = train(texts, cfg.vocab_size, cfg.min_frequency, cfg.specials, device=default_device())
     return spec.summarize(bpe, time.perf_counter() - start, texts, cfg, run.path("tokenizer.json"))
 
 
@@ -144,7 +148,8 @@ def bench(cfg: spec.Config) -> dict:
     """`week1 bench bpe` (torch half): our torch trainer, the pure-Python one, the naive loop."""
     texts = spec.corpus_texts(cfg)
     args = (cfg.vocab_size, cfg.min_frequency, cfg.specials)
-    out = {"torch": time_calls(lambda: train(texts, *args), lambda _: None, warmup=0, iters=1),
+    out = {f"torch ({default_device()})": time_calls(lambda: train(texts, *args, device=default_device()),
+                                                     lambda _: None, warmup=0, iters=1),
            "pure-Python reference": time_calls(lambda: reference.train(texts, *args), lambda _: None,
                                                warmup=0, iters=1)}
     # The naive loop would take too long: time its first merges, scale to the whole run.
