@@ -62,12 +62,20 @@ def accumulate_grads(model, xs, ys, norms):
     return loss, grads
 
 
-@nnx.jit
-def train_step(model, optimizer, xs, ys, norms):
-    """One update from k micro-batches (the scan above), then AdamW once."""
-    loss, grads = accumulate_grads(model, xs, ys, norms)
-    optimizer.update(model, grads)
-    return loss
+def make_scan_update(graphdef):
+    """A jitted update on the split (model, optimizer) state: state, xs, ys, norms -> state, loss.
+
+    k micro-batches through the scan above, then AdamW once. jax.jit of a pure
+    function (as in the training_loop lab): nnx.jit's per-call walk of the
+    object graph would cost more than this small model's step.
+    """
+    @jax.jit
+    def update(state, xs, ys, norms):
+        model, optimizer = nnx.merge(graphdef, state)
+        loss, grads = accumulate_grads(model, xs, ys, norms)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), loss
+    return update
 
 
 def make_multisteps_optimizer(model, cfg: spec.Config, accumulator_dtype=jnp.float32) -> nnx.Optimizer:
@@ -83,44 +91,57 @@ def make_multisteps_optimizer(model, cfg: spec.Config, accumulator_dtype=jnp.flo
     return nnx.Optimizer(model, multi, wrt=nnx.Param)
 
 
-@nnx.jit
-def multisteps_micro_step(model, optimizer, x, y, n_norm):
-    """One micro-batch through MultiSteps: accumulate, and apply AdamW on every k-th call."""
-    loss, grads = nnx.value_and_grad(micro_loss)(model, x, y, n_norm)
-    optimizer.update(model, grads)
-    return loss
+def make_multisteps_update(graphdef):
+    """The same update as k calls of one jitted micro-step through MultiSteps: state, xs, ys, norms -> state, loss.
 
+    Each call accumulates one micro-batch's gradient; the k-th applies AdamW.
+    """
+    @jax.jit
+    def micro_step(state, x, y, n_norm):
+        model, optimizer = nnx.merge(graphdef, state)
+        loss, grads = nnx.value_and_grad(micro_loss)(model, x, y, n_norm)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), loss
 
-def multisteps_update(model, optimizer, xs, ys, norms):
-    """k calls of multisteps_micro_step: one optimizer update; returns the summed loss."""
-    return sum(multisteps_micro_step(model, optimizer, xs[j], ys[j], norms[j]) for j in range(len(xs)))
+    def update(state, xs, ys, norms):
+        loss = 0.0
+        for j in range(len(xs)):
+            state, micro = micro_step(state, xs[j], ys[j], norms[j])
+            loss += micro
+        return state, loss
+    return update
 
 
 def as_arrays(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
     return jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(norms)
 
 
-METHODS = {"scan": (make_optimizer, train_step), "multisteps": (make_multisteps_optimizer, multisteps_update)}
+METHODS = {"scan": (make_optimizer, make_scan_update), "multisteps": (make_multisteps_optimizer, make_multisteps_update)}
 
 
 def train(cfg: spec.Config, data: training_loop.Data, *, method: str = "scan", weights: dict | None = None,
           log=None):
     """Train for cfg.steps with accumulation by `method` ("scan" or "multisteps"); returns (model, History)."""
-    make, update = METHODS[method]
+    make_optimizer_for, make_update = METHODS[method]
     model = build_model(cfg, data.vocab_size, weights)
-    optimizer = make(model, cfg)
+    optimizer = make_optimizer_for(model, cfg)
+    graphdef, state = nnx.split((model, optimizer))
+    update = make_update(graphdef)
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
     for step in range(1, cfg.steps + 1):
         xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
         norms = spec.normalisers(ys, cfg.normalise)                      # (k,)
         t0 = time.perf_counter()
-        loss = float(update(model, optimizer, *as_arrays(xs, ys, norms)))
+        state, loss = update(state, *as_arrays(xs, ys, norms))
+        loss = float(loss)
         history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
+            nnx.update((model, optimizer), state)   # the objects see the new arrays
             history.add_val(step, evaluate(model, val))
         if log:
             log(step, **{f"train_loss_{method}": loss})
+    nnx.update((model, optimizer), state)
     return model, history
 
 
@@ -157,12 +178,12 @@ def bench(cfg: spec.Config) -> dict:
     for name, k, method in (("jax big batch", 1, "scan"), ("jax scan", cfg.micro_batches, "scan"),
                             ("jax MultiSteps", cfg.micro_batches, "multisteps")):
         step_cfg = dataclasses.replace(cfg, micro_batches=k)
-        make, update = METHODS[method]
+        make_optimizer_for, make_update = METHODS[method]
         model = build_model(step_cfg, data.vocab_size)
-        optimizer = make(model, step_cfg)
+        graphdef, state = nnx.split((model, make_optimizer_for(model, step_cfg)))
         xs, ys = spec.split_micro_batches(x, y, k)
         batch = as_arrays(xs, ys, spec.normalisers(ys, "total"))
-        timings[f"{name} (k={k})"] = time_calls(functools.partial(update, model, optimizer, *batch),
+        timings[f"{name} (k={k})"] = time_calls(functools.partial(make_update(graphdef), state, *batch),
                                                 jax.block_until_ready)
     return timings
 
