@@ -26,6 +26,7 @@ from labs.tokenization.model import BPE
 from labs.tokenization.train import add_token
 
 NONE = jnp.iinfo(jnp.int32).max   # key of "no pair": larger than every real key
+SLOTS = 1 << 17                   # pair slots; when they run out, all pairs are recounted
 
 
 class Pairs(NamedTuple):
@@ -131,7 +132,7 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
     weight = jnp.zeros(N, jnp.int32).at[:len(weight)].set(weight)
     idx = jnp.arange(N)
     nxt, prv = jnp.minimum(idx + 1, N - 1), jnp.maximum(idx - 1, 0).at[-1].set(N - 1)
-    V, C = jnp.int32(vocab_size), 1 << 17
+    V, C = jnp.int32(vocab_size), SLOTS
     p, top = count_pairs(sym, weight, nxt, prv, V, C)
     merges = []
     while len(vocab) < vocab_size:
@@ -142,7 +143,9 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
         known = len(vocab)
         new = add_token(vocab, id_to_token, a, b)
         merges.append((a, b))
-        B = max(64, 1 << (size - 1).bit_length())     # few buckets: few compilations
+        B = 64
+        while B < size:    # buckets 64, 256, 1024, ...: few shapes, so few compilations
+            B *= 4
         if len(vocab) == known or n_slots + 2 * B > C or n_order + 2 * B > 4 * N:
             # `new` was a token already (or the tables are full): merge, then recount all.
             p, _ = merge(p, slot, a, b, start, size, new, V=V, B=B)
