@@ -25,3 +25,19 @@ def test_flat_words_layout():
     sym, weight = bpe.flat_words([[5, 6], [7]], [3, 2])
     np.testing.assert_array_equal(sym, [-1, 5, 6, -1, 7, -1, -1])
     np.testing.assert_array_equal(weight, [0, 3, 3, 0, 2, 0, 0])
+
+
+def test_code_corpus_is_the_stdlib_without_site_packages():
+    from labs.data import code
+    paths = code.files()
+    assert paths == sorted(paths) and len(paths) > 500
+    assert not any("site-packages" in p.parts for p in paths)
+    texts = code.load_texts(50_000)
+    assert sum(map(len, texts)) >= 50_000 and all(isinstance(t, str) for t in texts)
+
+
+def test_multilingual_corpus_reads_the_yaml_files():
+    from labs.data import multilingual
+    texts = multilingual.load_texts()
+    assert {"english", "chinese", "russian", "hindi"} <= set(texts) and len(texts) >= 20
+    assert all(isinstance(t, str) and t for lang in texts.values() for t in lang)
