@@ -39,8 +39,9 @@ The same code runs across hosts on the real launchers:
 
     torchrun --nnodes=2 --nproc-per-node=8 --node-rank=$RANK \\
         --rdzv-backend=c10d --rdzv-endpoint=$HOST0:29500 -m week1_torch.data_parallel --out=DIR
-    # JAX, on every host (process_id 0..P-1), before any other JAX call:
-    jax.distributed.initialize(coordinator_address="HOST0:1234", num_processes=P, process_id=i)
+    # JAX, on every host i = 0..P-1 (the worker calls jax.distributed.initialize first):
+    python -m week1_jax.data_parallel --coordinator=$HOST0:1234 --num-processes=P --process-id=i
+    #   i.e. jax.distributed.initialize(coordinator_address="HOST0:1234", num_processes=P, process_id=i)
 
 After `jax.distributed.initialize` `jax.devices()` lists every host's devices; a
 mesh over them and `jax.make_array_from_process_local_data` (each process gives

@@ -34,25 +34,6 @@ def train(cfg: spec.Config, data: training_loop.Data, device, log=None):
     return parallel.train(model, optimizer, scheduler, data, spec.loop_config(cfg), device, log=log)
 
 
-def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
-    """One rank started by torchrun: join the group, train (or time a step); rank 0 writes out_dir/<mode>/result.npz."""
-    device = parallel.init_process_group()
-    try:
-        data = training_loop.load_data(spec.loop_config(cfg))
-        if mode == "bench":
-            model = ddp_model(cfg, data.vocab_size, device)
-            optimizer, scheduler = loop.make_optimizer(model.module, spec.loop_config(cfg))
-            timing = parallel.time_train_step(model, optimizer, scheduler, data, spec.loop_config(cfg), device)
-            if dist.get_rank() == 0:
-                parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
-        else:
-            losses, grads = train(cfg, data, device)
-            if dist.get_rank() == 0:
-                parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads)
-    finally:
-        dist.destroy_process_group()
-
-
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run data_parallel --framework torch`: torchrun N DDP processes, then one device, same batches."""
     n = parallel.default_world_size(cfg.devices)
@@ -71,6 +52,25 @@ def run(cfg: spec.Config, run) -> dict:
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench data_parallel`: a DDP step vs process count, each group started by torchrun."""
     return parallel.bench_process_counts("DDP", "week1_torch.data_parallel", cfg)
+
+
+def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
+    """One rank started by torchrun: join the group, train (or time a step); rank 0 writes out_dir/<mode>/result.npz."""
+    device = parallel.init_process_group()
+    try:
+        data = training_loop.load_data(spec.loop_config(cfg))
+        if mode == "bench":
+            model = ddp_model(cfg, data.vocab_size, device)
+            optimizer, scheduler = loop.make_optimizer(model.module, spec.loop_config(cfg))
+            timing = parallel.time_train_step(model, optimizer, scheduler, data, spec.loop_config(cfg), device)
+            if dist.get_rank() == 0:
+                parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
+        else:
+            losses, grads = train(cfg, data, device)
+            if dist.get_rank() == 0:
+                parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads)
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,15 @@ def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -
     return model
 
 
+def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) -> dict[str, int]:
+    """What every rank holds without sharding (DDP): a whole model and its optimizer state after one step."""
+    loop_cfg = spec.loop_config(cfg)
+    model = loop.build_model(loop_cfg, data.vocab_size).to(device)
+    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    loop.train_step(model, optimizer, scheduler, *loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1), device))
+    return parallel.state_bytes(model, optimizer)
+
+
 def save_checkpoint(directory, model, optimizer, scheduler) -> None:
     """Every rank writes its own shards, with metadata on how they tile each tensor (torch.distributed.checkpoint)."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
@@ -47,7 +56,9 @@ def restore_checkpoint(directory, model, optimizer, scheduler) -> None:
     spec.check_checkpoint_shapes({k.removeprefix("model."): tuple(m.size) for k, m in saved.items()
                                   if k.startswith("model.")},
                                  {k: tuple(t.shape) for k, t in model.state_dict().items()})
-    model_state, optimizer_state = get_state_dict(model, optimizer)   # the target: this group's shards
+    # The target: this group's shards. An optimizer with no state yet gets it from get_state_dict,
+    # which takes one zero-gradient step at lr 0 (harmless for AdamW: the loaded moments replace it).
+    model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
     dcp.load(state, checkpoint_id=directory)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
@@ -77,13 +88,26 @@ def train(cfg: spec.Config, data: training_loop.Data, device, checkpoint_dir=Non
     return losses, grads, parallel.state_bytes(model, optimizer)
 
 
-def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) -> dict[str, int]:
-    """What every rank holds without sharding (DDP): a whole model and its optimizer state after one step."""
-    loop_cfg = spec.loop_config(cfg)
-    model = loop.build_model(loop_cfg, data.vocab_size).to(device)
-    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
-    loop.train_step(model, optimizer, scheduler, *loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1), device))
-    return parallel.state_bytes(model, optimizer)
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run fsdp --framework torch`: torchrun N ranks with a checkpoint half way, resume on N/2, vs one device."""
+    n = parallel.default_world_size(cfg.devices)
+    spec.check_batch_split(cfg.batch_size, n)
+    out = run.path("ranks")
+    for mode, ranks in (("train", n), ("resume", max(1, n // 2))):
+        parallel.torchrun("week1_torch.fsdp", ranks, [f"--out={out}", f"--mode={mode}", *spec.config_args(cfg)],
+                          timeout_s=120 + cfg.steps)
+    losses, _, memory = parallel.load_result(out / "train")
+    resumed, _, _ = parallel.load_result(out / "resume")
+    for step, loss in enumerate(losses, start=1):
+        run.log(step, train_loss=loss)
+    _, single = loop.train(spec.loop_config(cfg), training_loop.load_data(spec.loop_config(cfg)))
+    return {"ranks": n, f"final loss x{n}": losses[-1], f"final loss resumed on x{max(1, n // 2)}": resumed[-1],
+            "final loss 1 device": single.train_loss[-1], **{f"{k} bytes/rank": v for k, v in memory.items()}}
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench fsdp`: an FSDP step vs process count, each group started by torchrun."""
+    return parallel.bench_process_counts("FSDP", "week1_torch.fsdp", cfg)
 
 
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
@@ -109,28 +133,6 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                 parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads, **numbers)
     finally:
         dist.destroy_process_group()
-
-
-def run(cfg: spec.Config, run) -> dict:
-    """`week1 run fsdp --framework torch`: torchrun N ranks with a checkpoint half way, resume on N/2, vs one device."""
-    n = parallel.default_world_size(cfg.devices)
-    spec.check_batch_split(cfg.batch_size, n)
-    out = run.path("ranks")
-    for mode, ranks in (("train", n), ("resume", max(1, n // 2))):
-        parallel.torchrun("week1_torch.fsdp", ranks, [f"--out={out}", f"--mode={mode}", *spec.config_args(cfg)],
-                          timeout_s=120 + cfg.steps)
-    losses, _, memory = parallel.load_result(out / "train")
-    resumed, _, _ = parallel.load_result(out / "resume")
-    for step, loss in enumerate(losses, start=1):
-        run.log(step, train_loss=loss)
-    _, single = loop.train(spec.loop_config(cfg), training_loop.load_data(spec.loop_config(cfg)))
-    return {"ranks": n, f"final loss x{n}": losses[-1], f"final loss resumed on x{max(1, n // 2)}": resumed[-1],
-            "final loss 1 device": single.train_loss[-1], **{f"{k} bytes/rank": v for k, v in memory.items()}}
-
-
-def bench(cfg: spec.Config) -> dict:
-    """`week1 bench fsdp`: an FSDP step vs process count, each group started by torchrun."""
-    return parallel.bench_process_counts("FSDP", "week1_torch.fsdp", cfg)
 
 
 if __name__ == "__main__":
