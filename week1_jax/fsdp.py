@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from labs import fsdp as spec
 from labs import training_loop
+from labs.config import require
 from week1_jax import parallel
 from week1_jax import training_loop as loop
 
@@ -90,6 +91,8 @@ def train(cfg: spec.Config, data: training_loop.Data, mesh: jax.sharding.Mesh, w
     checkpoint_dir: save a sharded checkpoint at spec.checkpoint_step(cfg), then go on.
     resume: start from that checkpoint instead (saved on any device count).
     """
+    require(not cfg.mixed_precision, "mixed_precision=true is torch's MixedPrecisionPolicy; the JAX version "
+                                     "trains in fp32 (bf16 policies in JAX: the mixed_precision lab)")
     spec.check_batch_split(cfg.batch_size, mesh.size)
     loop_cfg = spec.loop_config(cfg)
     graphdef, params, tx, opt_state = parallel.init_state(loop_cfg, data.vocab_size, weights)
