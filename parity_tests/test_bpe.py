@@ -87,6 +87,17 @@ def test_full_corpus_same_as_hf(impl, tmp_path):
     check_against_hf("shakespeare_full-8000", impl, tmp_path)
 
 
+def test_array_trainers_recount_when_their_tables_fill(monkeypatch):
+    """Tiny slot tables force the full-recount path many times; the merges must not change."""
+    monkeypatch.setattr(jax_bpe, "SLOTS", 1 << 10)
+    monkeypatch.setattr(torch_bpe, "SPARE_SLOTS", 16)
+    texts, _ = corpus("shakespeare")
+    ref = trained("shakespeare-1000", "reference")
+    for train in (jax_bpe.train, torch_bpe.train):
+        ours = train(texts, 1000)
+        assert ours.merges == ref.merges and ours.vocab == ref.vocab
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_torch_trainer_on_gpu():

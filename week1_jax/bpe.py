@@ -79,6 +79,15 @@ def count_pairs(sym, weight, nxt, prv, V, C: int) -> tuple[Pairs, jax.Array]:
     return p, best(p)
 
 
+def recount(sym, weight, nxt, prv, V, C: int) -> tuple[Pairs, jax.Array, int]:
+    """count_pairs with C slots, doubled until the live pairs fill at most half of them."""
+    p, top = count_pairs(sym, weight, nxt, prv, V, C)
+    while 2 * int(top[5]) > C:
+        C *= 2
+        p, top = count_pairs(sym, weight, nxt, prv, V, C)
+    return p, top, C
+
+
 def best(p: Pairs):
     """Slot of the most frequent pair (ties: smallest key), and its count, key, start, size."""
     top = jnp.max(p.count[1:])
@@ -132,8 +141,8 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
     weight = jnp.zeros(N, jnp.int32).at[:len(weight)].set(weight)
     idx = jnp.arange(N)
     nxt, prv = jnp.minimum(idx + 1, N - 1), jnp.maximum(idx - 1, 0).at[-1].set(N - 1)
-    V, C = jnp.int32(vocab_size), SLOTS
-    p, top = count_pairs(sym, weight, nxt, prv, V, C)
+    V = jnp.int32(vocab_size)
+    p, top, C = recount(sym, weight, nxt, prv, V, SLOTS)
     merges = []
     while len(vocab) < vocab_size:
         slot, count, key, start, size, n_slots, n_order = (int(x) for x in top)
@@ -148,8 +157,9 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
             B *= 4
         if len(vocab) == known or n_slots + 2 * B > C or n_order + 2 * B > 4 * N:
             # `new` was a token already (or the tables are full): merge, then recount all.
+            # (Slots written past the tables' end are dropped: the recount rebuilds them all.)
             p, _ = merge(p, slot, a, b, start, size, new, V=V, B=B)
-            p, top = count_pairs(p.sym, p.weight, p.nxt, p.prv, V, C)
+            p, top, C = recount(p.sym, p.weight, p.nxt, p.prv, V, C)
         else:
             p, top = merge(p, slot, a, b, start, size, new, V=V, B=B)
     return BPE.from_training(vocab, merges, specials)

@@ -23,6 +23,7 @@ from labs.tokenization.model import BPE
 from labs.tokenization.train import add_token
 
 NO_PAIR = -(1 << 62)  # score of slot 0, the slot of "no pair here"
+SPARE_SLOTS = 1 << 16  # room for new pairs; when it runs out, all pairs are recounted
 
 
 class Pairs:
@@ -54,7 +55,7 @@ class Pairs:
         pos = torch.arange(len(self.sym), device=device)
         n_keys = len(torch.unique(self.keys_at(pos)))
         # One row per field, one column per slot: score, key, start and size in `order`.
-        self.table = torch.zeros((4, 2 * n_keys + (1 << 16)), dtype=torch.int64, device=device)
+        self.table = torch.zeros((4, 2 * n_keys + SPARE_SLOTS), dtype=torch.int64, device=device)
         self.score, self.key, self.start, self.size = self.table
         self.score[0] = NO_PAIR
         self.order = torch.zeros(4 * len(self.sym), dtype=torch.int64, device=device)
