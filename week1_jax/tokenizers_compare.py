@@ -2,9 +2,11 @@
 
 The tokenizers themselves are framework-free (labs/tokenizers_compare.py); this is the
 step a JAX training job adds: ragged id lists -> padded (B, T) arrays per batch, as one
-gather from the concatenated ids. Read beside week1_torch/tokenizers_compare.py.
+jitted gather from the concatenated ids, then a slice per batch. Read beside week1_torch/tokenizers_compare.py.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,18 +16,24 @@ from labs import tokenizers_compare as spec
 from labs.bench import time_calls
 
 
+@functools.partial(jax.jit, static_argnames="width")
+def pad_rows(flat, starts, lengths, pad_id, width: int):
+    """Row r = flat[starts[r] : starts[r] + lengths[r]], right-padded to `width`: one gather."""
+    col = jnp.arange(width)                                                  # (T,)
+    return jnp.where(col < lengths[:, None], flat[starts[:, None] + col], pad_id).astype(jnp.int32)
+
+
 def pipeline(tok: spec.Trained, texts: list[str], batch_size: int, max_length: int) -> list[jax.Array]:
     """Encode `texts`, truncate to max_length, right-pad each batch to its longest row (int32)."""
-    ids = tok.encode_batch(texts)
-    out = []
-    for i in range(0, len(ids), batch_size):
-        rows = [row[:max_length] for row in ids[i:i + batch_size]]
-        flat = jnp.asarray(np.concatenate([np.asarray(r, np.int32) for r in rows] + [np.zeros(1, np.int32)]))
-        lengths = jnp.asarray([len(r) for r in rows])
-        starts = jnp.cumsum(lengths) - lengths                               # (B,)
-        col = jnp.arange(int(lengths.max()))                                 # (T,)
-        out.append(jnp.where(col < lengths[:, None], flat[starts[:, None] + col], tok.pad_id).astype(jnp.int32))
-    return out
+    rows = [row[:max_length] for row in tok.encode_batch(texts)]
+    lengths = np.array([len(r) for r in rows])
+    # Pad the ragged ids to a power-of-two length, so few shapes reach the compiler.
+    flat = np.zeros(1 << int(lengths.sum()).bit_length(), np.int32)
+    flat[:lengths.sum()] = np.concatenate([np.asarray(r, np.int32) for r in rows] + [np.zeros(0, np.int32)])
+    starts = np.cumsum(lengths) - lengths
+    padded = pad_rows(jnp.asarray(flat), jnp.asarray(starts), jnp.asarray(lengths), tok.pad_id, max_length)
+    return [padded[i:i + batch_size, :int(lengths[i:i + batch_size].max())]
+            for i in range(0, len(rows), batch_size)]
 
 
 def run(cfg: spec.Config, run) -> dict:
