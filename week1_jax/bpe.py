@@ -26,7 +26,7 @@ from labs.tokenization.model import BPE
 from labs.tokenization.train import add_token
 
 NONE = jnp.iinfo(jnp.int32).max   # key of "no pair": larger than every real key
-SLOTS = 1 << 17                   # pair slots; when they run out, all pairs are recounted
+SLOTS = 1 << 16                   # pair slots; when they run out, all pairs are recounted
 
 
 class Pairs(NamedTuple):
@@ -89,9 +89,14 @@ def recount(sym, weight, nxt, prv, V, C: int) -> tuple[Pairs, jax.Array, int]:
 
 
 def best(p: Pairs):
-    """Slot of the most frequent pair (ties: smallest key), and its count, key, start, size."""
+    """Slot of the most frequent pair (ties: smallest key), and its count, key, start, size.
+
+    Three plain reductions (max, min, sum): on a CPU, XLA's argmin/argmax are several
+    times slower than these, and this runs once per merge over all slots. A key has at
+    most one slot that counts, so the sum picks out exactly one slot index."""
     top = jnp.max(p.count[1:])
-    slot = jnp.argmin(jnp.where(p.count == top, p.key, NONE).at[0].set(NONE))
+    key = jnp.min(jnp.where(p.count == top, p.key, NONE))
+    slot = jnp.sum(jnp.where((p.count == top) & (p.key == key), jnp.arange(len(p.key)), 0))
     return jnp.stack([slot, p.count[slot], p.key[slot], p.start[slot], p.size[slot], p.n_slots, p.n_order])
 
 
@@ -116,12 +121,16 @@ def merge(p: Pairs, slot, a, b, start, size, new, V, B: int) -> tuple[Pairs, jax
     left = jnp.where(shared | (occ == TRASH), TRASH, left)
     # Pairs starting at x, a, b in [x a b y] vanish ...
     gone = jnp.concatenate([left, occ, right])
-    count = p.count.at[p.pslot[gone]].add(-p.weight[gone])
+    gone_slots = p.pslot[gone]
+    count = p.count.at[gone_slots].add(-p.weight[gone])
     after = p.nxt[right]
-    p = p._replace(count=count, pslot=p.pslot.at[gone].set(0),
+    # The values written into pslot and prv are made to depend on what was read from them
+    # (min(slot, 0) is 0; left >= 0 always): XLA then knows the reads come first and
+    # updates in place, instead of copying both arrays on every merge.
+    p = p._replace(count=count, pslot=p.pslot.at[gone].set(jnp.minimum(gone_slots, 0)),
                    sym=p.sym.at[occ].set(jnp.where(occ < TRASH, new, -1)).at[right].set(-1),
                    nxt=p.nxt.at[occ].set(jnp.where(occ < TRASH, after, TRASH)),
-                   prv=p.prv.at[after].set(jnp.where(occ < TRASH, occ, TRASH)))
+                   prv=p.prv.at[after].set(jnp.where((occ < TRASH) & (left >= 0), occ, TRASH)))
     # ... and pairs starting at x and at the new token appear.
     p = add_pairs(p, jnp.concatenate([left, occ]), V)
     return p, best(p)
