@@ -89,7 +89,7 @@ def test_full_corpus_same_as_hf(impl, tmp_path):
 
 def test_array_trainers_recount_when_their_tables_fill(monkeypatch):
     """Tiny slot tables force the full-recount path many times; the merges must not change."""
-    monkeypatch.setattr(jax_bpe, "SLOTS", 1 << 10)
+    monkeypatch.setattr(jax_bpe, "SLOTS", 1 << 12)
     monkeypatch.setattr(torch_bpe, "SPARE_SLOTS", 16)
     texts, _ = corpus("shakespeare")
     ref = trained("shakespeare-1000", "reference")
