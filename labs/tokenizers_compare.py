@@ -40,7 +40,7 @@ import pathlib
 
 import numpy as np
 
-from labs.config import require
+from labs.config import UsageError, require
 from labs.data import code, multilingual, shakespeare
 from labs.tokenization import hf
 from labs.tokenization.bytelevel import CHAR_TO_BYTE
@@ -121,6 +121,10 @@ def train_all(texts: list[str], vocab_size: int) -> dict[str, Trained]:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     import sentencepiece as spm
 
+    n_chars = len(set().union(*map(set, texts)))
+    if vocab_size < n_chars + 2:   # HF's UnigramTrainer needs every character in the vocabulary
+        raise UsageError(f"vocab_size={vocab_size}: the Unigram tokenizers need at least {n_chars + 2} here "
+                         f"({n_chars} distinct characters in the training text, plus <pad> and <unk>)")
     out = {"BPE": _from_hf("BPE", hf.train_bpe(texts, vocab_size, special_tokens=["<pad>"]), None)}
     wp = Tokenizer(models.WordPiece(unk_token="<unk>"))
     wp.pre_tokenizer, wp.decoder = pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()

@@ -64,3 +64,9 @@ def test_decode_unknown_id():
     tok = reference.train(["hello"], 258)
     with pytest.raises(UsageError, match="id 9999"):
         tok.decode([9999])
+
+
+def test_tokenizers_compare_vocab_smaller_than_the_alphabet():
+    from labs import tokenizers_compare
+    with pytest.raises(UsageError, match="vocab_size=300"):
+        tokenizers_compare.train_all(["abc", "日本語のテキスト", "другой текст"] * 50 + [chr(0x4E00 + i) for i in range(400)], 300)
