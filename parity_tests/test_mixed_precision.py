@@ -16,6 +16,7 @@ from week1_jax import models as jmodels
 from week1_jax import precision as jprec
 from week1_jax import training_loop as jtl
 from week1_torch import mixed_precision as tmp
+from week1_torch import common as tcommon
 from week1_torch import models as tmodels
 from week1_torch import precision as tprec
 from week1_torch import training_loop as ttl
@@ -50,7 +51,7 @@ def test_bf16_loss_and_grads_jax_equal_torch(data, device):
 
 
 def test_bf16_training_final_loss_jax_equal_torch(data, monkeypatch):
-    monkeypatch.setattr(tprec, "default_device", lambda: CPU)
+    monkeypatch.setattr(tcommon, "default_device", lambda: CPU)
     _, torch_model, weights = same_start(data, CPU)
     _, jax_history, _ = jmp.train(CFG, data, "bf16", weights=weights)
     _, torch_history, _ = tmp.train(CFG, data, "bf16", weights=tmodels.get_weights(torch_model))

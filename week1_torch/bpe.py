@@ -21,6 +21,7 @@ from labs.tokenization import train as reference
 from labs.tokenization.bytelevel import word_table
 from labs.tokenization.model import BPE
 from labs.tokenization.train import add_token
+from week1_torch.common import default_device
 
 NO_PAIR = -(1 << 62)  # score of slot 0, the slot of "no pair here"
 SPARE_SLOTS = 1 << 16  # room for new pairs; when it runs out, all pairs are recounted
@@ -131,10 +132,6 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=(), dev
         merges.append((a, b))
         pairs.merge(slot, a, b, start, size, new, rebuild=len(vocab) == known)
     return BPE.from_training(vocab, merges, specials)
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run(cfg: spec.Config, run) -> dict:

@@ -18,3 +18,8 @@ def masked_cross_entropy(logits, labels, ignore_index: int = IGNORE_INDEX):
     loss_sum = F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1),
                                ignore_index=ignore_index, reduction="sum")
     return loss_sum, (labels != ignore_index).sum()
+
+
+def default_device() -> torch.device:
+    """The GPU when there is one, else the CPU: labs move models and batches there; model code never does."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from labs import mixed_precision as spec
 from labs import report, training_loop
 from labs.bench import time_calls
-from week1_torch import precision
+from week1_torch import common, precision
 from week1_torch import training_loop as base
 
 
@@ -40,7 +40,7 @@ def demos() -> dict:
 def build_model(cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None,
                 device: torch.device | None = None):
     """The training_loop model on `device`, unchanged: autocast, not the model, carries the precision."""
-    return base.build_model(cfg, vocab_size, weights).to(device or precision.default_device())
+    return base.build_model(cfg, vocab_size, weights).to(device or common.default_device())
 
 
 def as_tensors(x: np.ndarray, y: np.ndarray, device: torch.device):
@@ -91,7 +91,7 @@ def eval_loss(model, x, y, precision_name: str):
 
 def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, weights: dict | None = None, log=None):
     """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for fp16)."""
-    device = precision.default_device()
+    device = common.default_device()
     model = build_model(cfg, data.vocab_size, precision_name, weights, device)
     optimizer, scheduler = base.make_optimizer(model, cfg)
     scaler = precision.grad_scaler(device.type, **cfg.loss_scale) if precision_name == "fp16" else None
@@ -145,7 +145,7 @@ def saved_for_backward_bytes(model, x, y, precision_name: str) -> int:
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench mixed_precision`: train-step time and memory per precision."""
     data = training_loop.load_data(cfg)
-    device = precision.default_device()
+    device = common.default_device()
     x, y = as_tensors(*training_loop.train_batch(data, cfg, 1), device)
     timings = {}
     for name in cfg.precision_list:

@@ -15,11 +15,6 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def default_device() -> torch.device:
-    """The GPU when there is one (the precision labs run there), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def autocast(precision: str, device_type: str):
     """torch.autocast in `precision` ("bf16", "fp16") for ops on `device_type`; no autocast for "fp32"."""
     if precision == "fp32":

@@ -15,7 +15,7 @@ from labs.bench import time_calls
 from labs.report import progress
 from week1_torch import checkpoint, optim, schedules
 from week1_torch.models import CharMLP, set_weights
-from week1_torch.precision import default_device
+from week1_torch.common import default_device
 
 
 def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
