@@ -15,7 +15,8 @@ How to read the results
 -----------------------
 - The *unigram baseline* is the cross-entropy of the validation text under the
   training text's character frequencies: what a model that ignores context
-  scores. A working model ends well below it (about 3.2 nats here).
+  scores, about 3.31 nats here. The default run ends near 1.85 (JAX, 8000
+  steps; `week1 run training_loop --framework jax`).
 - Train and validation loss close together means no overfitting yet; a widening
   gap is what the regularization lab is about.
 - `week1 compare training_loop` starts both frameworks from the same weights
@@ -47,7 +48,7 @@ SCHEDULES = ("warmup_cosine", "warmup_linear", "constant_with_warmup", "inverse_
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    steps: int = 3000
+    steps: int = 8000
     batch_size: int = 64
     lr: float = 3e-3            # peak learning rate of the schedule
     schedule: str = "warmup_cosine"  # one of SCHEDULES
