@@ -42,7 +42,7 @@ class Run:
                 self._tb.add_scalar(key, value, step=int(step))
 
     def path(self, name: str) -> pathlib.Path:
-        """A file or folder inside the run (its final location once the run ends)."""
+        """A file or folder inside the run; it moves with the folder when close() renames it."""
         return self.dir / name
 
     def close(self, status: str = "ok", summary: dict | None = None) -> pathlib.Path:
