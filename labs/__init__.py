@@ -1,4 +1,7 @@
-"""week1's framework-free spine: configs, data, catalogue, tolerances, reports, runs.
+"""The lab specs, one module per catalogue entry (`week1 list`).
 
-Nothing in this package imports jax or torch at module level.
+Each holds a lab's framework-free part: its Config, data preparation, metrics,
+and the handout (the module docstring). The two implementations are
+week1_jax/<id>.py and week1_torch/<id>.py; the proof that they agree is
+parity_tests/test_<id>.py.
 """

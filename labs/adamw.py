@@ -8,8 +8,8 @@ a per-parameter step size. Weight decay is *decoupled* (Loshchilov & Hutter,
 2019): parameters shrink by lr * weight_decay directly, instead of adding
 weight_decay * p to the gradient, where Adam's normalisation would undo it.
 
-We write it twice from plain array ops: `week1_jax.optim.adamw` (an optax
-GradientTransformation) and `week1_torch.optim.AdamW` (a torch.optim.Optimizer
+We write it twice from plain array ops: `week1_jax.lib.optim.adamw` (an optax
+GradientTransformation) and `week1_torch.lib.optim.AdamW` (a torch.optim.Optimizer
 with param groups and state_dict). Biases and norm scales get no decay.
 
 How to read the results
@@ -29,7 +29,9 @@ import dataclasses
 
 import numpy as np
 
-from labs import report, training_loop
+from week1 import report
+
+from labs import training_loop
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,10 +40,10 @@ import time
 
 import numpy as np
 
-from labs.config import require
-from labs.data import shakespeare
-from labs.tokenization import hf
-from labs.tokenization.model import BPE
+from week1.config import require
+from week1.data import shakespeare
+from week1.tokenization import hf
+from week1.tokenization.model import BPE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,79 +90,24 @@ overhead and collectives through memory: these times say the code runs, not how 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 
-from labs import training_loop
-from labs.config import require
+from week1.config import require
+from week1.parallel import ParallelConfig
 
-CPU_HOST_DEVICES = 8   # simulated XLA devices when JAX runs on the CPU
 METHODS = ("pmap", "jit", "shard_map")
 
-
-def simulate_host_devices(n: int = CPU_HOST_DEVICES) -> None:
-    """Ask XLA for `n` CPU devices. Works only before jax is first imported, so the CLI gets
-    it by importing this spec module before week1_jax; it changes nothing on a GPU."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "jax" not in sys.modules and "xla_force_host_platform_device_count" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
-
-
-simulate_host_devices()
+MULTI_DEVICE = True  # the CLI gives JAX simulated host devices on a CPU (week1.parallel.use_host_devices)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    steps: int = 200
-    batch_size: int = 64        # the global batch, split evenly over the devices
-    lr: float = 3e-3
-    seed: int = 0
-    devices: int = 0            # 0: every JAX device (8 simulated on a CPU); torch: 2 CPU processes or one per GPU
-    method: str = "all"         # JAX only: pmap, jit, shard_map or all
-    block_size: int = 8
-    n_embd: int = 24
-    n_hidden: int = 256
-    weight_decay: float = 0.01
-    warmup_steps: int = 20
-    final_lr: float = 3e-4
-    val_fraction: float = 0.1
+class Config(ParallelConfig):
+    method: str = "all"  # JAX only: pmap, jit, shard_map or all
 
     def check(self) -> None:
-        for name in ("steps", "batch_size", "block_size", "n_embd", "n_hidden"):
-            require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: must be > 0")
-        require(self.lr > 0, f"lr={self.lr}: must be > 0")
-        require(self.devices >= 0, f"devices={self.devices}: must be >= 0 (0: all available)")
+        super().check()
         require(self.method in METHODS + ("all",), f"method={self.method!r}: allowed {', '.join(METHODS)}, all")
-        require(0 <= self.warmup_steps <= self.steps,
-                f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]")
-        if self.devices:
-            check_batch_split(self.batch_size, self.devices)
-
-
-def loop_config(cfg) -> training_loop.Config:
-    """The training_loop lab's config for the same model, data and optimizer (dropout off:
-    per-device dropout masks would differ from a single device's)."""
-    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(training_loop.Config)
-              if hasattr(cfg, f.name)}
-    return training_loop.Config(**shared, dropout=0.0)
-
-
-def check_device_count(requested: int, available: int) -> None:
-    require(requested <= available,
-            f"devices={requested}: only {available} available (set XLA_FLAGS="
-            f"--xla_force_host_platform_device_count=N for more simulated CPU devices)")
-
-
-def check_batch_split(batch_size: int, devices: int) -> None:
-    require(batch_size % devices == 0,
-            f"batch_size={batch_size} does not split over {devices} devices: use a multiple of {devices}")
 
 
 def allreduce_bytes(n_params: int, n_devices: int, bytes_per_value: int = 4) -> float:
     """Bytes each device sends in one ring all-reduce of the gradients: 2 (N-1)/N * P * bytes."""
     return 2 * (n_devices - 1) / n_devices * n_params * bytes_per_value
-
-
-def config_args(cfg) -> list[str]:
-    """cfg as `--key=value` arguments, to hand a config to worker processes on their command line."""
-    return [f"--{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)]

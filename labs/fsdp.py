@@ -115,39 +115,25 @@ from __future__ import annotations
 
 import dataclasses
 
-from labs.config import UsageError, require
-# The same model, data, optimizer and batch rule as data_parallel; the framework modules use them as spec.X.
-from labs.data_parallel import check_batch_split, config_args, loop_config  # noqa: F401
+from week1.config import UsageError, require
+from week1.parallel import ParallelConfig
+
+MULTI_DEVICE = True  # the CLI gives JAX simulated host devices on a CPU (week1.parallel.use_host_devices)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(ParallelConfig):
     steps: int = 40
-    batch_size: int = 64        # the global batch, split evenly over the devices
-    lr: float = 3e-3
-    seed: int = 0
-    devices: int = 0            # 0: every JAX device (8 simulated on a CPU); torch: 2 CPU processes or one per GPU
-    data_axis: int = 1          # JAX: size of the `data` axis of the (data, fsdp) mesh; 1: plain FSDP
-    mixed_precision: bool = False  # torch: MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)
-    block_size: int = 8
-    n_embd: int = 24
-    n_hidden: int = 256
-    weight_decay: float = 0.01
     warmup_steps: int = 10
-    final_lr: float = 3e-4
-    val_fraction: float = 0.1
+    data_axis: int = 1  # JAX: size of the `data` axis of the (data, fsdp) mesh; 1: plain FSDP
+    mixed_precision: bool = False  # torch: MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)
 
     def check(self) -> None:
-        for name in ("steps", "batch_size", "data_axis", "block_size", "n_embd", "n_hidden"):
-            require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: must be > 0")
+        super().check()
+        require(self.data_axis > 0, f"data_axis={self.data_axis}: must be > 0")
         require(self.steps >= 2, f"steps={self.steps}: must be >= 2 (a checkpoint is saved half way)")
-        require(self.lr > 0, f"lr={self.lr}: must be > 0")
-        require(self.devices >= 0, f"devices={self.devices}: must be >= 0 (0: all available)")
-        require(0 <= self.warmup_steps <= self.steps,
-                f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]")
         if self.devices:
             check_mesh(self.devices, self.data_axis)
-            check_batch_split(self.batch_size, self.devices)
 
 
 def checkpoint_step(cfg: Config) -> int:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from labs.config import require
+from week1.config import require
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
 BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}   # tf32 is stored as fp32
@@ -98,7 +98,7 @@ class Result:
 
 def summarise(run, framework: str, device: str, results: list[Result], bandwidth: float, skipped: dict) -> dict:
     """Table, TFLOP/s-vs-size and roofline plots in the run folder; the summary (peaks, bandwidth)."""
-    from labs import report
+    from week1 import report
     fp32 = {r.n: r.tflops for r in results if r.dtype == "fp32"}
     rows = [(r.dtype, r.n, r.median_s * 1e3, r.tflops, intensity(r.n, r.dtype),
              r.tflops / fp32[r.n] if r.n in fp32 else float("nan")) for r in results]

@@ -27,7 +27,8 @@ gradient all-reduce).
 
 How to read the results
 -----------------------
-- `grad max rel diff (total)`: accumulated vs big-batch gradients, float32:
+- `grad scaled max diff (total)`: accumulated vs big-batch gradients, float32,
+  as max|accumulated - big| / max|big| over each tensor (the worst tensor):
   rounding only (~1e-6). `(per_micro_batch)`: the trap, a visible difference
   (~1e-1).
 - `week1 run grad_accumulation --framework jax --normalise=per_micro_batch`
@@ -44,9 +45,9 @@ import dataclasses
 import numpy as np
 
 from labs import training_loop
-from labs.config import require
+from week1.config import require
 
-IGNORE_INDEX = -100   # as week1_jax.common / week1_torch.common: a padding label
+IGNORE_INDEX = -100   # as week1_jax.lib.losses / week1_torch.lib.losses: a padding label
 NORMALISATIONS = ("total", "per_micro_batch")
 
 

@@ -53,7 +53,7 @@ def key_steps(cfg: Config) -> list[int]:
 
 def report(lrs: dict, histories: dict, cfg: Config, run, framework: str) -> dict:
     """Table of lr at the key steps with each schedule's final validation loss, and two PNGs."""
-    from labs import report as rep
+    from week1 import report as rep
 
     steps = key_steps(cfg)
     rep.table(f"lr_schedules ({framework}): lr applied at update k, and the LM's final val loss",

@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 
 from labs import training_loop
-from labs.config import require
+from week1.config import require
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 FORMATS = ("float32", "float16", "bfloat16")
@@ -96,7 +96,7 @@ class Config(training_loop.Config):
 def summarise(run, framework: str, histories: dict, scaling: dict | None) -> dict:
     """Plot the training curves into the run folder; the summary: per precision, losses, speed,
     step time relative to fp32, and for fp16 the loss-scale outcome."""
-    from labs import report
+    from week1 import report
     series = {f"{name} train": (h.steps, h.train_loss) for name, h in histories.items()}
     series.update({f"{name} val": (h.val_steps, h.val_loss) for name, h in histories.items()})
     report.plot_lines(run.path("mixed_precision.png"), series, title=f"{framework}: fp32 vs bf16 vs fp16",

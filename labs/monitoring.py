@@ -41,7 +41,7 @@ import dataclasses
 import math
 
 from labs import training_loop
-from labs.config import require
+from week1.config import require
 
 
 LAYERS = ("wte", "fc1", "ln", "head")   # the CharMLP's layers, in forward order

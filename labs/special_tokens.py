@@ -36,10 +36,10 @@ import dataclasses
 
 import numpy as np
 
-from labs.config import require
-from labs.data import shakespeare
-from labs.tokenization import train as bpe_train
-from labs.tokenization.model import BPE
+from week1.config import require
+from week1.data import shakespeare
+from week1.tokenization import train as bpe_train
+from week1.tokenization.model import BPE
 
 PAD, UNK, BOS, EOS, MASK, CLS, SEP = "<pad>", "<unk>", "<s>", "</s>", "<mask>", "<cls>", "<sep>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, MASK, CLS, SEP)   # ids 0..6, in this order

@@ -40,10 +40,10 @@ import pathlib
 
 import numpy as np
 
-from labs.config import UsageError, require
-from labs.data import code, multilingual, shakespeare
-from labs.tokenization import hf
-from labs.tokenization.bytelevel import CHAR_TO_BYTE
+from week1.config import UsageError, require
+from week1.data import code, multilingual, shakespeare
+from week1.tokenization import hf
+from week1.tokenization.bytelevel import CHAR_TO_BYTE
 
 KINDS = ("english", "code", "multilingual")
 TOKENIZERS = ("BPE", "WordPiece", "Unigram HF", "Unigram spm")   # spm: sentencepiece's own trainer
@@ -220,7 +220,7 @@ def pad_batches(ids: list[list[int]], batch_size: int, max_length: int, pad_id: 
 
 def report(toks, corpus: Corpus, cfg: Config, png_path) -> dict:
     """Print the tables, write the PNG; the numbers `week1 run` prints."""
-    from labs import report as rich_report
+    from week1 import report as rich_report
 
     rows = evaluate(toks, corpus)
     rich_report.table(f"held-out text, vocab {cfg.vocab_size}",

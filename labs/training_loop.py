@@ -35,14 +35,14 @@ import dataclasses
 
 import numpy as np
 
-from labs import convert
-from labs.config import require
-from labs.data import shakespeare
-from labs.data.batches import window_batch
+from week1 import convert
+from week1.config import require
+from week1.data import shakespeare
+from week1.data.batches import window_batch
 
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params, for compare and parity
-# The schedules of week1_jax.schedules / week1_torch.schedules (the lr_schedules lab).
+# The schedules of week1_jax.lib.schedules / week1_torch.lib.schedules (the lr_schedules lab).
 SCHEDULES = ("warmup_cosine", "warmup_linear", "constant_with_warmup", "inverse_sqrt")
 
 

@@ -11,11 +11,11 @@ import optax
 import pytest
 import torch
 
-from labs.tolerances import EXACT, F64, assert_tree_close
-from week1_jax import optim as jax_optim
-from week1_jax import schedules as jax_schedules
-from week1_torch import optim as torch_optim
-from week1_torch import schedules as torch_schedules
+from week1.tolerances import EXACT, F64, assert_tree_close
+from week1_jax.lib import optim as jax_optim
+from week1_jax.lib import schedules as jax_schedules
+from week1_torch.lib import optim as torch_optim
+from week1_torch.lib import schedules as torch_schedules
 
 STEPS, WD = 100, 0.1
 SCHEDULE = dict(peak_lr=0.05, warmup_steps=10, total_steps=STEPS, final_lr=0.005)

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from labs.data import code, shakespeare
-from labs.tokenization import hf
-from labs.tokenization import train as reference
-from labs.tolerances import EXACT, assert_close
+from week1.data import code, shakespeare
+from week1.tokenization import hf
+from week1.tokenization import train as reference
+from week1.tolerances import EXACT, assert_close
 from week1_jax import bpe as jax_bpe
 from week1_torch import bpe as torch_bpe
 

@@ -16,15 +16,18 @@ import pytest
 import torch
 from flax import nnx
 
-from labs import convert, training_loop
+from week1 import convert
+
+from labs import training_loop
 from labs import data_parallel as spec
-from labs.config import UsageError
-from labs.tolerances import F32, TRAJECTORY, assert_close, assert_tree_close
+from week1.config import UsageError
+from week1.tolerances import F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import data_parallel as jax_dp
 from week1_jax import training_loop as jax_loop
-from week1_torch import parallel as torch_parallel
+from week1_torch.lib import parallel as torch_parallel
 from week1_torch import training_loop as torch_loop
-from week1_torch.models import get_weights
+from week1_torch.lib.models import get_weights
+from week1.parallel import config_args, loop_config
 
 # These cases are the CPU simulation: 8 XLA host devices, 2 gloo processes. On a GPU machine the
 # gpu-marked cases (and scripts/gpu_check.sh) run the single-GPU versions instead.
@@ -32,7 +35,7 @@ CPU_SIMULATION = len(jax.devices()) == 8 and jax.default_backend() == "cpu" and 
 cpu_simulation = pytest.mark.skipif(not CPU_SIMULATION, reason="needs the CPU simulation (8 host devices, no CUDA)")
 
 CFG = spec.Config(steps=20, batch_size=32, n_hidden=64, warmup_steps=5, lr=1e-2)
-LOOP_CFG = spec.loop_config(CFG)
+LOOP_CFG = loop_config(CFG)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +74,8 @@ def torch_single(data, weights):
 def week1_run_torch(lab: str, cfg, runs_dir) -> pathlib.Path:
     """`week1 run <lab> --framework torch` with cfg's settings (it launches torchrun: 2 gloo processes
     on 127.0.0.1, starting from cfg.seed's init); returns the run folder."""
-    command = [sys.executable, "-m", "labs", "run", lab, "--framework", "torch", f"--runs-dir={runs_dir}",
-               *spec.config_args(cfg)]
+    command = [sys.executable, "-m", "week1", "run", lab, "--framework", "torch", f"--runs-dir={runs_dir}",
+               *config_args(cfg)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return next(pathlib.Path(runs_dir).iterdir())

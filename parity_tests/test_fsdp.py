@@ -11,15 +11,16 @@ import torch
 from test_data_parallel import (LOOP_CFG, cpu_simulation, data, jax_single, torch_single,  # noqa: F401
                                 week1_run_torch, weights)
 
-from labs import convert
+from week1 import convert
 from labs import fsdp as spec
-from labs.config import UsageError
-from labs.tolerances import BF16, BF16_FINAL_LOSS, F32, TRAJECTORY, assert_close, assert_tree_close
+from week1.config import UsageError
+from week1.tolerances import BF16, BF16_FINAL_LOSS, F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import fsdp as jax_fsdp
-from week1_jax import parallel as jax_parallel
+from week1_jax.lib import parallel as jax_parallel
 from week1_torch import fsdp as torch_fsdp
-from week1_torch import parallel as torch_parallel
+from week1_torch.lib import parallel as torch_parallel
 from week1_torch import training_loop as torch_loop
+from week1.parallel import config_args, loop_config
 
 CFG = spec.Config(steps=20, batch_size=32, n_hidden=64, warmup_steps=5, lr=1e-2)
 HALF = spec.checkpoint_step(CFG)
@@ -27,7 +28,7 @@ HALF = spec.checkpoint_step(CFG)
 
 @cpu_simulation
 def test_same_setup_as_data_parallel_tests():
-    assert spec.loop_config(CFG) == LOOP_CFG  # so the single-device fixtures apply
+    assert loop_config(CFG) == LOOP_CFG  # so the single-device fixtures apply
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,7 @@ def test_torch_mismatched_checkpoint_is_one_line(torch_fsdp_run, data):
 def test_torch_fsdp_bf16_policy_within_bf16_tier(torch_single, tmp_path):
     """MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32) on 2 ranks vs fp32 on one device."""
     torch_parallel.torchrun("week1_torch.fsdp", 2, [f"--out={tmp_path}", "--mode=train",
-                                                    *spec.config_args(dataclasses.replace(CFG, mixed_precision=True))],
+                                                    *config_args(dataclasses.replace(CFG, mixed_precision=True))],
                             timeout_s=300)
     losses, grads, _ = torch_parallel.load_result(tmp_path / "train")
     assert_close("torch FSDP x2 bf16 vs 1 device fp32", "loss step 1", losses[0], torch_single[0][0], BF16)

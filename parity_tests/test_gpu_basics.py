@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from labs import gpu_basics as spec
-from labs.runs import Run
-from labs.tolerances import BF16, F32, assert_close
+from week1.runs import Run
+from week1.tolerances import BF16, F32, assert_close
 from week1_jax import gpu_basics as jgb
 from week1_torch import gpu_basics as tgb
+from week1_torch.lib import devices as tdevices
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TIERS = {"fp32": F32, "tf32": BF16, "bf16": BF16, "fp16": BF16}
@@ -23,7 +24,7 @@ def same_operands(n: int):
 def both(dtype: str, a: np.ndarray, b: np.ndarray):
     """The lab's matmul on the same inputs in each framework, as float32 numpy."""
     jax_out = jgb.matmul(dtype)(jnp.asarray(a, jgb.STORAGE[dtype]), jnp.asarray(b, jgb.STORAGE[dtype]))
-    ta, tb = (torch.from_numpy(m).to(tgb.device(), tgb.STORAGE[dtype]) for m in (a, b))
+    ta, tb = (torch.from_numpy(m).to(tdevices.default_device(), tgb.STORAGE[dtype]) for m in (a, b))
     torch_out = tgb.matmul(dtype)(ta, tb)
     return np.asarray(jax_out.astype(jnp.float32)), torch_out.float().cpu().numpy()
 

@@ -13,16 +13,18 @@ import pytest
 import torch
 from flax import nnx
 
-from labs import convert, training_loop
+from week1 import convert
+
+from labs import training_loop
 from labs import grad_accumulation as spec
-from labs.tolerances import F32, F64, assert_tree_close, measure
+from week1.tolerances import F32, F64, assert_tree_close, measure
 from week1_jax import grad_accumulation as jga
-from week1_jax import models as jmodels
-from week1_jax import precision
+from week1_jax.lib import models as jmodels
+from week1_jax.lib import precision
 from week1_jax import training_loop as jtl
 from week1_torch import grad_accumulation as tga
 from week1_torch import training_loop as ttl
-from week1_torch import models as tmodels
+from week1_torch.lib import models as tmodels
 
 CFG = spec.Config(batch_size=32, micro_batches=4, n_hidden=64, steps=10, warmup_steps=2)
 
@@ -113,6 +115,6 @@ def test_accumulated_grads_jax_equal_torch_f32(batch):
 
 
 def test_config_rejects_uneven_split():
-    from labs.config import UsageError
+    from week1.config import UsageError
     with pytest.raises(UsageError, match="multiple of micro_batches"):
         dataclasses.replace(CFG, batch_size=30).check()

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from labs.tolerances import F64, assert_close
+from week1.tolerances import F64, assert_close
 from labs.training_loop import SCHEDULES
 from week1_jax import lr_schedules as jax_lab
-from week1_jax import schedules as jax_schedules
+from week1_jax.lib import schedules as jax_schedules
 from week1_torch import lr_schedules as torch_lab
-from week1_torch import schedules as torch_schedules
+from week1_torch.lib import schedules as torch_schedules
 
 PEAK, WARMUP, TOTAL, FINAL = 3e-3, 20, 200, 3e-4
 N = TOTAL + 20
@@ -48,7 +48,7 @@ def test_jax_matches_torch(name):
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_jax_matches_optax_builtins(name):
     """Evaluated at float64 steps: optax's built-ins compute in float32 at an int32 count, even
-    under x64 (measured: 6e-7 relative off), which is why week1_jax.schedules casts the step."""
+    under x64 (measured: 6e-7 relative off), which is why week1_jax.lib.schedules casts the step."""
     with jax.enable_x64(True):
         steps = jnp.arange(N, dtype=jnp.float64)
         ours = jax_schedules.by_name(name, PEAK, WARMUP, TOTAL, FINAL)(steps)

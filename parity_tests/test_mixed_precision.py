@@ -8,17 +8,19 @@ import pytest
 import torch
 from flax import nnx
 
-from labs import convert, training_loop
+from week1 import convert
+
+from labs import training_loop
 from labs import mixed_precision as spec
-from labs.tolerances import BF16, BF16_FINAL_LOSS, EXACT, assert_close, assert_tree_close
+from week1.tolerances import BF16, BF16_FINAL_LOSS, EXACT, assert_close, assert_tree_close
 from week1_jax import mixed_precision as jmp
-from week1_jax import models as jmodels
-from week1_jax import precision as jprec
+from week1_jax.lib import models as jmodels
+from week1_jax.lib import precision as jprec
 from week1_jax import training_loop as jtl
 from week1_torch import mixed_precision as tmp
-from week1_torch import common as tcommon
-from week1_torch import models as tmodels
-from week1_torch import precision as tprec
+from week1_torch.lib import devices as tdevices
+from week1_torch.lib import models as tmodels
+from week1_torch.lib import precision as tprec
 from week1_torch import training_loop as ttl
 
 CFG = spec.Config(batch_size=32, n_hidden=64, steps=20, warmup_steps=5, eval_every=20)
@@ -31,18 +33,19 @@ def data():
     return training_loop.load_data(CFG)
 
 
-def same_start(data, device):
-    torch_model = tmp.build_model(CFG, data.vocab_size, "bf16", device=device)
+def same_start(data, device, monkeypatch):
+    monkeypatch.setattr(tdevices, "default_device", lambda: device)   # where build_model places the model
+    torch_model = tmp.build_model(CFG, data.vocab_size, "bf16")
     weights = convert.torch_to_flax(tmodels.get_weights(torch_model), convert.CHAR_MLP)
     return jmp.build_model(CFG, data.vocab_size, "bf16", weights), torch_model, weights
 
 
 @pytest.mark.parametrize("device", [CPU, pytest.param(torch.device("cuda"), marks=[pytest.mark.gpu, gpu])])
-def test_bf16_loss_and_grads_jax_equal_torch(data, device):
-    jax_model, torch_model, _ = same_start(data, device)
+def test_bf16_loss_and_grads_jax_equal_torch(data, device, monkeypatch):
+    jax_model, torch_model, _ = same_start(data, device, monkeypatch)
     x, y = training_loop.train_batch(data, CFG, 1)
     jax_loss, jax_grads = jmp.loss_and_grads(jax_model, *jtl.as_arrays(x, y), jprec.BF16)
-    torch_loss, torch_grads = tmp.loss_and_grads(torch_model, *tmp.as_tensors(x, y, device), "bf16")
+    torch_loss, torch_grads = tmp.loss_and_grads(torch_model, *ttl.as_tensors(x, y, device), "bf16")
     assert jax_grads["fc1"]["kernel"][...].dtype == jnp.float32, "master-weight gradients are fp32"
     assert_close("mixed_precision bf16 jax vs torch", "loss", jax_loss, torch_loss.cpu(), BF16)
     named = {".".join(k): np.asarray(v) for k, v in nnx.to_flat_state(jax_grads)}
@@ -51,8 +54,7 @@ def test_bf16_loss_and_grads_jax_equal_torch(data, device):
 
 
 def test_bf16_training_final_loss_jax_equal_torch(data, monkeypatch):
-    monkeypatch.setattr(tcommon, "default_device", lambda: CPU)
-    _, torch_model, weights = same_start(data, CPU)
+    _, torch_model, weights = same_start(data, CPU, monkeypatch)
     _, jax_history, _ = jmp.train(CFG, data, "bf16", weights=weights)
     _, torch_history, _ = tmp.train(CFG, data, "bf16", weights=tmodels.get_weights(torch_model))
     assert_close("mixed_precision bf16 20 steps", "final train loss", jax_history.train_loss[-1],
@@ -94,9 +96,10 @@ def test_loss_scaler_follows_grad_scaler():
     assert (changes > 0).any() and (changes < 0).any(), "the sequence should both grow and back off"
 
 
-def test_fp16_overflow_skips_the_step_in_both(data):
+def test_fp16_overflow_skips_the_step_in_both(data, monkeypatch):
     """A scale of 2^120 overflows the fp16 backward: both steps skip, keep the weights, halve the scale."""
-    torch_model = tmp.build_model(CFG, data.vocab_size, "fp16", device=CPU)
+    monkeypatch.setattr(tdevices, "default_device", lambda: CPU)
+    torch_model = tmp.build_model(CFG, data.vocab_size, "fp16")
     weights = tmodels.get_weights(torch_model)
     jax_model = jmp.build_model(CFG, data.vocab_size, "fp16", convert.torch_to_flax(weights, convert.CHAR_MLP))
     x, y = training_loop.train_batch(data, CFG, 7)
@@ -108,7 +111,7 @@ def test_fp16_overflow_skips_the_step_in_both(data):
         state, scaler.init(), *jtl.as_arrays(x, y))
     nnx.update((jax_model, jax_optimizer), state)
     _, torch_finite = tmp.train_step_scaled(torch_model, *ttl.make_optimizer(torch_model, CFG),
-                                            tprec.grad_scaler("cpu", **settings), *tmp.as_tensors(x, y, CPU), "fp16")
+                                            tprec.grad_scaler("cpu", **settings), *ttl.as_tensors(x, y, CPU), "fp16")
     assert not bool(finite) and not torch_finite
     assert float(scale_state.scale) == 2.0 ** 119
     assert_tree_close("mixed_precision skipped step keeps jax weights", jmodels.get_weights(jax_model),

@@ -10,16 +10,18 @@ import optax
 import pytest
 import torch
 
-from labs import convert, training_loop
+from week1 import convert
+
+from labs import training_loop
 from labs import monitoring as spec
-from labs.runs import Run
-from labs.tolerances import EXACT, F32, assert_close, assert_tree_close
-from week1_jax import checkpoint as jckpt
-from week1_jax import models as jmodels
+from week1.runs import Run
+from week1.tolerances import EXACT, F32, assert_close, assert_tree_close
+from week1_jax.lib import checkpoint as jckpt
+from week1_jax.lib import models as jmodels
 from week1_jax import monitoring as jmon
 from week1_jax import training_loop as jtl
-from week1_torch import checkpoint as tckpt
-from week1_torch import models as tmodels
+from week1_torch.lib import checkpoint as tckpt
+from week1_torch.lib import models as tmodels
 from week1_torch import monitoring as tmon
 from week1_torch import training_loop as ttl
 

@@ -5,6 +5,7 @@ import statistics
 import pytest
 
 from labs import profiling as spec
+from week1 import profiler
 from week1_jax import profiling as jprof
 from week1_torch import profiling as tprof
 
@@ -13,12 +14,12 @@ CFG = spec.Config(batch_size=32, n_hidden=64, profile_steps=4)
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
 def test_trace_parses_and_breakdown_adds_up(framework, tmp_path):
-    tracer = {"jax": jprof, "torch": tprof}[framework]
-    breakdown, ops, trace_file = tracer.profile(tracer.profile_phases(CFG), CFG.profile_steps, tmp_path, 5)
+    lab = {"jax": jprof, "torch": tprof}[framework]
+    breakdown, ops, trace_file = lab.profile(lab.profile_phases(CFG), CFG.profile_steps, tmp_path, 5)
 
-    events = spec.read_chrome_trace(trace_file)
+    events = profiler.read_chrome_trace(trace_file)
     names = {event.get("name") for event in events}
-    assert set(spec.PHASES) <= names, f"phase annotations missing from {trace_file.name}"
+    assert set(profiler.PHASES) <= names, f"phase annotations missing from {trace_file.name}"
     assert ops and {name for name, _, _ in ops} <= names, "top operations must be events of the trace"
     assert all(ms > 0 and calls > 0 for _, ms, calls in ops)
 

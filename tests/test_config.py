@@ -2,7 +2,7 @@
 import pytest
 
 from labs import training_loop
-from labs.config import UsageError, override
+from week1.config import UsageError, override
 
 
 def test_overrides_are_parsed_to_the_field_type():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from labs import training_loop
-from labs.data import shakespeare
-from labs.data.batches import window_batch
+from week1.data import shakespeare
+from week1.data.batches import window_batch
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,16 @@ import sys
 import pytest
 
 from labs import data_parallel as spec
-from labs.config import UsageError, override
+from week1.config import UsageError, override
+from week1.parallel import check_batch_split, check_device_count, config_args
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_batch_must_split_evenly():
-    spec.check_batch_split(64, 8)
+    check_batch_split(64, 8)
     with pytest.raises(UsageError, match=r"^batch_size=60 does not split over 8 devices: use a multiple of 8$"):
-        spec.check_batch_split(60, 8)
+        check_batch_split(60, 8)
 
 
 def test_config_rejects_bad_settings():
@@ -24,12 +25,12 @@ def test_config_rejects_bad_settings():
     with pytest.raises(UsageError, match=r"method='ddp': allowed pmap, jit, shard_map, all"):
         override(spec.Config(), ["--method=ddp"])
     with pytest.raises(UsageError, match=r"devices=9: only 8 available"):
-        spec.check_device_count(9, 8)
+        check_device_count(9, 8)
 
 
 def test_config_args_round_trip():
     cfg = spec.Config(steps=30, lr=0.0125, method="jit", devices=4)
-    assert override(spec.Config(), spec.config_args(cfg)) == cfg
+    assert override(spec.Config(), config_args(cfg)) == cfg
 
 
 def test_allreduce_bytes():
@@ -40,7 +41,7 @@ def test_allreduce_bytes():
 
 
 def _week1(*args, cwd, timeout=240):
-    return subprocess.run([sys.executable, "-m", "labs", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "week1", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 

@@ -1,7 +1,7 @@
 """`week1 profile`: writes a run folder with a trace and a summary; refuses labs without a workload."""
 import json
 
-from labs import cli
+from week1 import cli
 
 
 def test_profile_command_writes_trace_and_summary(tmp_path):

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from labs.config import UsageError
-from labs.runs import Run, read_metrics
+from week1.config import UsageError
+from week1.runs import Run, read_metrics
 from labs.training_loop import Config
 
 

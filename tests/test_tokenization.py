@@ -2,9 +2,9 @@
 import numpy as np
 
 from labs import bpe
-from labs.data import shakespeare
-from labs.tokenization import bytelevel
-from labs.tokenization import train as reference
+from week1.data import shakespeare
+from week1.tokenization import bytelevel
+from week1.tokenization import train as reference
 
 
 def test_naive_loop_equals_incremental_trainer():
@@ -28,7 +28,7 @@ def test_flat_words_layout():
 
 
 def test_code_corpus_is_the_stdlib_without_site_packages():
-    from labs.data import code
+    from week1.data import code
     paths = code.files()
     assert paths == sorted(paths) and len(paths) > 500
     assert not any("site-packages" in p.parts for p in paths)
@@ -37,7 +37,7 @@ def test_code_corpus_is_the_stdlib_without_site_packages():
 
 
 def test_multilingual_corpus_reads_the_yaml_files():
-    from labs.data import multilingual
+    from week1.data import multilingual
     texts = multilingual.load_texts()
     assert {"english", "chinese", "russian", "hindi"} <= set(texts) and len(texts) >= 20
     assert all(isinstance(t, str) and t for lang in texts.values() for t in lang)

@@ -4,9 +4,9 @@ import json
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from labs.config import UsageError
-from labs.tokenization import train as reference
-from labs.tokenization.model import BPE
+from week1.config import UsageError
+from week1.tokenization import train as reference
+from week1.tokenization.model import BPE
 
 
 def trainers_under_test():

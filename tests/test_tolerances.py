@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from labs.tolerances import EXACT, F32, F64, assert_close, measure
+from week1.tolerances import EXACT, F32, F64, assert_close, measure
 
 
 def test_within_and_outside_tiers():

@@ -1,6 +1,6 @@
 """AdamW lab in JAX: our from-scratch adamw against optax.adamw on the char-MLP LM.
 
-The optimizer itself is week1_jax.optim.adamw; this module trains with it.
+The optimizer itself is week1_jax.lib.optim.adamw; this module trains with it.
 """
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ import optax
 from flax import nnx
 
 from labs import adamw as spec
-from labs import report
-from labs.bench import time_calls
+from week1 import report
+from week1.timing import time_calls
 from labs.training_loop import load_data
-from week1_jax import optim, schedules
+from week1_jax.lib import devices, optim, schedules
 from week1_jax import training_loop as lm
-from week1_jax.models import get_weights
+from week1_jax.lib.models import get_weights
 
 
 def library_optimizer(model, cfg: spec.Config) -> nnx.Optimizer:
     """optax.adamw with our schedule, mask and weight decay (optax's default decay is 1e-4: pass it)."""
-    schedule = schedules.by_name(cfg.schedule, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
-    tx = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=cfg.weight_decay, mask=optim.decay_mask)
+    tx = optax.adamw(schedules.from_config(cfg), b1=0.9, b2=0.999, eps=1e-8, weight_decay=cfg.weight_decay, mask=optim.decay_mask)
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
@@ -52,5 +51,5 @@ def bench(cfg: spec.Config) -> dict:
         def step(update=update, state=state):
             state[:] = update(*state)   # thread the new params and state into the next call
             return state[0]
-        timings[name] = time_calls(step, jax.block_until_ready)
+        timings[name] = time_calls(step, devices.sync)
     return timings

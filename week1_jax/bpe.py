@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from labs import bpe as spec
-from labs.bench import time_calls
-from labs.config import UsageError
-from labs.tokenization import hf
-from labs.tokenization.bytelevel import word_table
-from labs.tokenization.model import BPE
-from labs.tokenization.train import add_token
+from week1.timing import time_calls
+from week1.config import UsageError
+from week1.tokenization import hf
+from week1.tokenization.bytelevel import word_table
+from week1.tokenization.model import BPE
+from week1.tokenization.train import add_token
 
 NONE = jnp.iinfo(jnp.int32).max   # key of "no pair": larger than every real key
 SLOTS = 1 << 16                   # pair slots; when they run out, all pairs are recounted
@@ -137,7 +137,7 @@ def merge(p: Pairs, slot, a, b, start, size, new, V, B: int) -> tuple[Pairs, jax
 
 
 def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> BPE:
-    """Byte-level BPE with jnp pair counts; the same merges as labs.tokenization.train."""
+    """Byte-level BPE with jnp pair counts; the same merges as week1.tokenization.train."""
     specials, vocab, words, counts = word_table(texts, vocab_size, min_frequency, special_tokens)
     if vocab_size * vocab_size > int(NONE):
         raise UsageError(f"vocab_size={vocab_size}: the JAX trainer's int32 pair keys allow at most 46340")

@@ -16,9 +16,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from labs import data_parallel as spec
 from labs import training_loop
-from labs.config import override
-from week1_jax import parallel
+from week1.config import override
+from week1_jax.lib import parallel
 from week1_jax import training_loop as loop
+from week1.parallel import check_batch_split, loop_config
 
 
 def pmap_strategy(graphdef, tx, devices: list) -> parallel.Strategy:
@@ -74,8 +75,8 @@ STRATEGIES = {"pmap": pmap_strategy, "jit": jit_strategy, "shard_map": shard_map
 def train(cfg: spec.Config, data: training_loop.Data, method: str, weights: dict | None = None, log=None):
     """Train with one method on cfg.devices devices; returns (losses, first-step grads by Flax name)."""
     devices = parallel.local_devices(cfg.devices)
-    spec.check_batch_split(cfg.batch_size, len(devices))
-    loop_cfg = spec.loop_config(cfg)
+    check_batch_split(cfg.batch_size, len(devices))
+    loop_cfg = loop_config(cfg)
     graphdef, params, tx, opt_state = parallel.init_state(loop_cfg, data.vocab_size, weights)
     strategy = STRATEGIES[method](graphdef, tx, devices)
     _, _, losses, grads = parallel.train(strategy, params, opt_state, data, loop_cfg, log=log)
@@ -84,22 +85,22 @@ def train(cfg: spec.Config, data: training_loop.Data, method: str, weights: dict
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run data_parallel --framework jax`: each method, then one device, on the same batches."""
-    data = training_loop.load_data(spec.loop_config(cfg))
+    data = training_loop.load_data(loop_config(cfg))
     n = len(parallel.local_devices(cfg.devices))
     summary = {"devices": n}
     for method in spec.METHODS if cfg.method == "all" else (cfg.method,):
         losses, _ = train(cfg, data, method, log=lambda step, **m: run.log(step, **{f"{method}_{k}": v for k, v in m.items()}))
         summary[f"{method} final loss"] = losses[-1]
-    _, single = loop.train(spec.loop_config(cfg), data)              # the training_loop lab, one device
+    _, single = loop.train(loop_config(cfg), data)              # the training_loop lab, one device
     summary["1 device final loss"] = single.train_loss[-1]
     return summary
 
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench data_parallel`: one jit data-parallel step vs device count."""
-    data = training_loop.load_data(spec.loop_config(cfg))
+    data = training_loop.load_data(loop_config(cfg))
     return parallel.bench_device_counts("jit", lambda graphdef, tx, devices, *_: jit_strategy(
-        graphdef, tx, devices), spec.loop_config(cfg), data)
+        graphdef, tx, devices), loop_config(cfg), data)
 
 
 def worker(argv: list[str]) -> None:
@@ -110,7 +111,7 @@ def worker(argv: list[str]) -> None:
                                num_processes=int(options.pop("num-processes")),
                                process_id=int(options.pop("process-id")))
     cfg = override(spec.Config(), [f"--{k}={v}" for k, v in options.items()])
-    losses, _ = train(cfg, training_loop.load_data(spec.loop_config(cfg)), "jit")
+    losses, _ = train(cfg, training_loop.load_data(loop_config(cfg)), "jit")
     print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(), "losses": losses}))
 
 

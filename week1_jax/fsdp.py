@@ -12,9 +12,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from labs import fsdp as spec
 from labs import training_loop
-from labs.config import require
-from week1_jax import parallel
+from week1.config import require
+from week1_jax.lib import parallel
 from week1_jax import training_loop as loop
+from week1.parallel import check_batch_split, loop_config
 
 
 def make_mesh(devices: list, data_axis: int = 1) -> jax.sharding.Mesh:
@@ -93,8 +94,8 @@ def train(cfg: spec.Config, data: training_loop.Data, mesh: jax.sharding.Mesh, w
     """
     require(not cfg.mixed_precision, "mixed_precision=true is torch's MixedPrecisionPolicy; the JAX version "
                                      "trains in fp32 (bf16 policies in JAX: the mixed_precision lab)")
-    spec.check_batch_split(cfg.batch_size, mesh.size)
-    loop_cfg = spec.loop_config(cfg)
+    check_batch_split(cfg.batch_size, mesh.size)
+    loop_cfg = loop_config(cfg)
     graphdef, params, tx, opt_state = parallel.init_state(loop_cfg, data.vocab_size, weights)
     strategy = fsdp_strategy(graphdef, tx, mesh, params, opt_state)
     half = spec.checkpoint_step(cfg)
@@ -113,14 +114,14 @@ def train(cfg: spec.Config, data: training_loop.Data, mesh: jax.sharding.Mesh, w
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run fsdp --framework jax`: N devices with a checkpoint half way, resumed on N/2, vs one device."""
     devices = parallel.local_devices(cfg.devices)
-    data = training_loop.load_data(spec.loop_config(cfg))
+    data = training_loop.load_data(loop_config(cfg))
     losses, _ = train(cfg, data, make_mesh(devices, cfg.data_axis), checkpoint_dir=run.path("checkpoints"),
                       log=run.log)
     fewer = devices[:max(1, len(devices) // 2)]
     resumed, _ = train(cfg, data, make_mesh(fewer, cfg.data_axis if len(fewer) % cfg.data_axis == 0 else 1),
                        checkpoint_dir=run.path("checkpoints"), resume=True)
-    _, single = loop.train(spec.loop_config(cfg), data)                  # the training_loop lab, one device
-    _, params, _, opt_state = parallel.init_state(spec.loop_config(cfg), data.vocab_size)
+    _, single = loop.train(loop_config(cfg), data)                  # the training_loop lab, one device
+    _, params, _, opt_state = parallel.init_state(loop_config(cfg), data.vocab_size)
     memory = memory_bytes(params, opt_state, make_mesh(devices, cfg.data_axis))
     return {"devices": len(devices), f"final loss x{len(devices)}": losses[-1],
             f"final loss resumed on x{len(fewer)}": resumed[-1], "final loss 1 device": single.train_loss[-1],
@@ -129,6 +130,6 @@ def run(cfg: spec.Config, run) -> dict:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench fsdp`: one FSDP train step vs device count."""
-    data = training_loop.load_data(spec.loop_config(cfg))
+    data = training_loop.load_data(loop_config(cfg))
     return parallel.bench_device_counts("fsdp", lambda graphdef, tx, devices, params, opt_state: fsdp_strategy(
-        graphdef, tx, make_mesh(devices), params, opt_state), spec.loop_config(cfg), data)
+        graphdef, tx, make_mesh(devices), params, opt_state), loop_config(cfg), data)

@@ -10,9 +10,11 @@ import jax
 import jax.numpy as jnp
 
 from labs import gpu_basics as spec
-from labs import mixed_precision, report
-from labs.bench import time_calls
-from week1_jax.precision import number_formats
+from labs import mixed_precision
+from week1 import report
+from week1.timing import time_calls
+from week1_jax.lib import devices
+from week1_jax.lib.precision import number_formats
 
 STORAGE = {"fp32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
 ALGORITHM = {"fp32": jax.lax.DotAlgorithmPreset.F32_F32_F32, "tf32": jax.lax.DotAlgorithmPreset.TF32_TF32_F32,
@@ -20,13 +22,13 @@ ALGORITHM = {"fp32": jax.lax.DotAlgorithmPreset.F32_F32_F32, "tf32": jax.lax.Dot
 
 
 def device_name() -> str:
-    device = jax.devices()[0]
+    device = devices.default_device()
     return f"{device.platform}:{device.device_kind}"
 
 
 def unavailable(dtype: str) -> str | None:
     """Why `dtype` cannot be measured here, or None. tf32 needs an NVIDIA GPU of compute capability 8.0+."""
-    device = jax.devices()[0]
+    device = devices.default_device()
     if dtype == "tf32" and (device.platform != "gpu"
                             or float(getattr(device, "compute_capability", "0")) < 8.0):
         return "tf32 needs an NVIDIA GPU with compute capability >= 8.0"
@@ -53,9 +55,9 @@ def measure(cfg: spec.Config) -> tuple[list, dict]:
             skipped[dtype] = unavailable(dtype)
             continue
         fn = matmul(dtype)
-        for n in cfg.size_list(on_gpu=jax.devices()[0].platform == "gpu"):
+        for n in cfg.size_list(on_gpu=devices.default_device().platform == "gpu"):
             a, b = operands(n, dtype, cfg.seed)
-            timing = time_calls(lambda: fn(a, b), jax.block_until_ready, warmup=cfg.warmup, iters=cfg.iters)
+            timing = time_calls(lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
             results.append(spec.Result(dtype, n, timing.median_s))
     return results, skipped
 
@@ -64,7 +66,7 @@ def bandwidth(cfg: spec.Config) -> float:
     """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes it once."""
     x = jnp.ones(cfg.bandwidth_mib * 2 ** 20 // 4, jnp.float32)
     double = jax.jit(lambda x: 2.0 * x)
-    timing = time_calls(lambda: double(x), jax.block_until_ready, warmup=cfg.warmup, iters=cfg.iters)
+    timing = time_calls(lambda: double(x), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
     return 2 * x.nbytes / timing.median_s
 
 
@@ -79,11 +81,11 @@ def run(cfg: spec.Config, run) -> dict:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench gpu_basics`: the largest matmul in each available dtype."""
-    n = cfg.size_list(on_gpu=jax.devices()[0].platform == "gpu")[-1]
+    n = cfg.size_list(on_gpu=devices.default_device().platform == "gpu")[-1]
     timings = {}
     for dtype in cfg.dtype_list:
         if not unavailable(dtype):
             fn, (a, b) = matmul(dtype), operands(n, dtype, cfg.seed)
-            timings[f"jax {dtype} n={n}"] = time_calls(lambda: fn(a, b), jax.block_until_ready,
+            timings[f"jax {dtype} n={n}"] = time_calls(lambda: fn(a, b), devices.sync,
                                                        warmup=cfg.warmup, iters=cfg.iters)
     return timings

@@ -17,10 +17,11 @@ import optax
 from flax import nnx
 
 from labs import grad_accumulation as spec
-from labs import profiling, training_loop
-from labs.bench import time_calls
-from week1_jax.common import masked_cross_entropy
-from week1_jax.profiling import apply_grads
+from labs import training_loop
+from week1 import profiler
+from week1.timing import time_calls
+from week1_jax.lib import devices, steps
+from week1_jax.lib.losses import masked_cross_entropy
 from week1_jax.training_loop import build_model, evaluate, make_optimizer
 
 
@@ -65,17 +66,14 @@ def accumulate_grads(model, xs, ys, norms):
 def make_scan_update(graphdef):
     """A jitted update on the split (model, optimizer) state: state, xs, ys, norms -> state, loss.
 
-    k micro-batches through the scan above, then AdamW once. jax.jit of a pure
-    function (as in the training_loop lab): nnx.jit's per-call walk of the
-    object graph would cost more than this small model's step.
+    k micro-batches through the scan above, then AdamW once (a jit of a pure
+    function, as in the training_loop lab: lib/steps.py says why).
     """
-    @jax.jit
-    def update(state, xs, ys, norms):
-        model, optimizer = nnx.merge(graphdef, state)
+    def update(model, optimizer, xs, ys, norms):
         loss, grads = accumulate_grads(model, xs, ys, norms)
         optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), loss
-    return update
+        return loss
+    return steps.jit_on_state(graphdef, update)
 
 
 def make_multisteps_optimizer(model, cfg: spec.Config, accumulator_dtype=jnp.float32) -> nnx.Optimizer:
@@ -96,12 +94,11 @@ def make_multisteps_update(graphdef):
 
     Each call accumulates one micro-batch's gradient; the k-th applies AdamW.
     """
-    @jax.jit
-    def micro_step(state, x, y, n_norm):
-        model, optimizer = nnx.merge(graphdef, state)
+    def micro_update(model, optimizer, x, y, n_norm):
         loss, grads = nnx.value_and_grad(micro_loss)(model, x, y, n_norm)
         optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), loss
+        return loss
+    micro_step = steps.jit_on_state(graphdef, micro_update)
 
     def update(state, xs, ys, norms):
         loss = 0.0
@@ -113,7 +110,8 @@ def make_multisteps_update(graphdef):
 
 
 def as_arrays(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
-    return jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(norms)
+    """Micro-batches (k, m, T), labels (k, m) and normalisers (k,) on the default device."""
+    return devices.to_device(xs, ys, norms)
 
 
 METHODS = {"scan": (make_optimizer, make_scan_update), "multisteps": (make_multisteps_optimizer, make_multisteps_update)}
@@ -145,8 +143,9 @@ def train(cfg: spec.Config, data: training_loop.Data, *, method: str = "scan", w
     return model, history
 
 
-def max_rel_diff(grads, reference) -> float:
-    """Largest |a - b| / max|b| over the tensors of two gradient trees."""
+def scaled_max_diff(grads, reference) -> float:
+    """Largest max|a - b| / max|b| over the tensors of two gradient trees (per tensor: the largest
+    element-wise difference over the largest reference magnitude, so near-zero elements do not blow up)."""
     return max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
                for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)))
 
@@ -157,9 +156,9 @@ def run(cfg: spec.Config, run) -> dict:
     model = build_model(cfg, data.vocab_size)
     x, y = spec.padded_batch(data, cfg, 1)
     xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
-    _, reference = big_batch_grads(model, jnp.asarray(x), jnp.asarray(y))
-    summary = {f"grad max rel diff ({normalise})":
-               max_rel_diff(accumulate_grads(model, *as_arrays(xs, ys, spec.normalisers(ys, normalise)))[1],
+    _, reference = big_batch_grads(model, *devices.to_device(x, y))
+    summary = {f"grad scaled max diff ({normalise})":
+               scaled_max_diff(accumulate_grads(model, *as_arrays(xs, ys, spec.normalisers(ys, normalise)))[1],
                             reference)
                for normalise in spec.NORMALISATIONS}
     histories = {method: train(cfg, data, method=method, log=run.log)[1] for method in METHODS}
@@ -184,11 +183,11 @@ def bench(cfg: spec.Config) -> dict:
         xs, ys = spec.split_micro_batches(x, y, k)
         batch = as_arrays(xs, ys, spec.normalisers(ys, "total"))
         timings[f"{name} (k={k})"] = time_calls(functools.partial(make_update(graphdef), state, *batch),
-                                                jax.block_until_ready)
+                                                devices.sync)
     return timings
 
 
-def profile_phases(cfg: spec.Config) -> profiling.Phases:
+def profile_phases(cfg: spec.Config) -> profiler.Phases:
     """`week1 profile grad_accumulation`: one scan-accumulated update as data / forward_backward / optimizer."""
     data = training_loop.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
@@ -196,13 +195,13 @@ def profile_phases(cfg: spec.Config) -> profiling.Phases:
 
     def batch(step):
         xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
-        return jax.block_until_ready(as_arrays(xs, ys, spec.normalisers(ys, cfg.normalise)))
+        return devices.sync(as_arrays(xs, ys, spec.normalisers(ys, cfg.normalise)))
 
     def forward_backward(batch):
-        return jax.block_until_ready(accumulate_grads(model, *batch))
+        return devices.sync(accumulate_grads(model, *batch))
 
     def optimizer_step(loss_and_grads):
-        apply_grads(model, optimizer, loss_and_grads[1])
-        jax.block_until_ready(nnx.state(model))
+        steps.apply_grads(model, optimizer, loss_and_grads[1])
+        devices.sync(nnx.state(model))
 
-    return profiling.Phases(batch, forward_backward, optimizer_step, jax.profiler.TraceAnnotation)
+    return profiler.Phases(batch, forward_backward, optimizer_step, jax.profiler.TraceAnnotation)

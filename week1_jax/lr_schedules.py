@@ -12,7 +12,7 @@ import optax
 
 from labs import lr_schedules as spec
 from labs.training_loop import SCHEDULES, load_data
-from week1_jax import schedules
+from week1_jax.lib import schedules
 from week1_jax import training_loop as lm
 
 

@@ -15,9 +15,10 @@ import optax
 from flax import nnx
 
 from labs import mixed_precision as spec
-from labs import report, training_loop
-from labs.bench import time_calls
-from week1_jax import precision
+from week1 import report
+from labs import training_loop
+from week1.timing import time_calls
+from week1_jax.lib import devices, precision, steps
 from week1_jax import training_loop as base
 
 
@@ -62,13 +63,11 @@ def make_train_step(graphdef, policy: precision.Policy):
     walk of the object graph would cost more than this small model's step and
     hide the difference between precisions.
     """
-    @jax.jit
-    def train_step(state, x, y):
-        model, optimizer = nnx.merge(graphdef, state)
+    def train_step(model, optimizer, x, y):
         loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, policy)
         optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), loss
-    return train_step
+        return loss
+    return steps.jit_on_state(graphdef, train_step)
 
 
 def make_train_step_scaled(graphdef, policy: precision.Policy, scaler: precision.DynamicLossScale):
@@ -170,7 +169,7 @@ def bench(cfg: spec.Config) -> dict:
         else:
             step_fn = make_train_step(graphdef, policy)
             step = lambda: step_fn(state, x, y)  # noqa: E731
-        timing = time_calls(step, jax.block_until_ready)
+        timing = time_calls(step, devices.sync)
         memory = {"saved for backward": saved_for_backward_bytes(model, x, y, policy)}
         stats = jax.devices()[0].memory_stats()   # None on the CPU
         if stats and "peak_bytes_in_use" in stats:

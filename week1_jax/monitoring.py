@@ -15,7 +15,7 @@ from flax import nnx, traverse_util
 
 from labs import monitoring as spec
 from labs import training_loop
-from week1_jax import checkpoint
+from week1_jax.lib import checkpoint
 from week1_jax.training_loop import as_arrays, build_model, evaluate, loss_fn, make_optimizer
 
 

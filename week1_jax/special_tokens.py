@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 
 from labs import special_tokens as spec
-from week1_jax.common import masked_cross_entropy
+from week1_jax.lib import devices
+from week1_jax.lib.losses import masked_cross_entropy
 
 
 def as_arrays(batch: dict) -> dict:
-    """The numpy batch (ids, attention_mask, type_ids, labels) as jax int32 arrays."""
-    return {k: jnp.asarray(v) for k, v in batch.items()}
+    """The numpy batch (ids, attention_mask, type_ids, labels) as int32 arrays on the default device."""
+    return dict(zip(batch, devices.to_device(*batch.values(), dtype=jnp.int32)))
 
 
 def logits_fn(params: dict, ids):

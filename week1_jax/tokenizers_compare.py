@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from labs import tokenizers_compare as spec
-from labs.bench import time_calls
+from week1.timing import time_calls
+from week1_jax.lib import devices
 
 
 @functools.partial(jax.jit, static_argnames="width")
@@ -51,4 +52,4 @@ def bench(cfg: spec.Config) -> dict:
     corpus, toks = spec.trained(cfg)
     texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
     return {f"jax {name}": time_calls(lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
-                                      jax.block_until_ready, warmup=1, iters=5) for name, tok in toks.items()}
+                                      devices.sync, warmup=1, iters=5) for name, tok in toks.items()}

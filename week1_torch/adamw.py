@@ -1,24 +1,23 @@
 """AdamW lab in PyTorch: our from-scratch AdamW against torch.optim.AdamW on the char-MLP LM.
 
-The optimizer itself is week1_torch.optim.AdamW; this module trains with it.
+The optimizer itself is week1_torch.lib.optim.AdamW; this module trains with it.
 """
 from __future__ import annotations
 
 import torch
 
 from labs import adamw as spec
-from labs.bench import time_calls
+from week1.timing import time_calls
 from labs.training_loop import load_data
-from week1_torch import optim, schedules
+from week1_torch.lib import devices, optim, schedules
 from week1_torch import training_loop as lm
-from week1_torch.models import get_weights
+from week1_torch.lib.models import get_weights
 
 
 def library_optimizer(model, cfg: spec.Config):
     """torch.optim.AdamW with our schedule, param groups (no decay on biases/norms) and weight decay."""
     optimizer = torch.optim.AdamW(optim.param_groups(model, cfg.weight_decay), betas=(0.9, 0.999), eps=1e-8)
-    schedule = schedules.by_name(cfg.schedule, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
-    return optimizer, schedules.lambda_lr(optimizer, schedule)
+    return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -40,5 +39,5 @@ def bench(cfg: spec.Config) -> dict:
     for name, optimizer in (("torch ours", optim.AdamW(optim.param_groups(model, cfg.weight_decay), lr=cfg.lr)),
                             ("torch.optim.AdamW", torch.optim.AdamW(optim.param_groups(model, cfg.weight_decay),
                                                                     lr=cfg.lr))):
-        timings[name] = time_calls(optimizer.step, lm.sync)
+        timings[name] = time_calls(optimizer.step, devices.sync)
     return timings

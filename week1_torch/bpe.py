@@ -15,13 +15,13 @@ import time
 import torch
 
 from labs import bpe as spec
-from labs.bench import Timing, time_calls
-from labs.tokenization import hf
-from labs.tokenization import train as reference
-from labs.tokenization.bytelevel import word_table
-from labs.tokenization.model import BPE
-from labs.tokenization.train import add_token
-from week1_torch.common import default_device
+from week1.timing import Timing, time_calls
+from week1.tokenization import hf
+from week1.tokenization import train as reference
+from week1.tokenization.bytelevel import word_table
+from week1.tokenization.model import BPE
+from week1.tokenization.train import add_token
+from week1_torch.lib import devices
 
 NO_PAIR = -(1 << 62)  # score of slot 0, the slot of "no pair here"
 SPARE_SLOTS = 1 << 16  # room for new pairs; when it runs out, all pairs are recounted
@@ -118,7 +118,7 @@ class Pairs:
 
 
 def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=(), device="cpu") -> BPE:
-    """Byte-level BPE with tensor pair counts; the same merges as labs.tokenization.train."""
+    """Byte-level BPE with tensor pair counts; the same merges as week1.tokenization.train."""
     specials, vocab, words, counts = word_table(texts, vocab_size, min_frequency, special_tokens)
     id_to_token = list(vocab)
     pairs = Pairs(*spec.flat_words(words, counts), vocab_size, device)
@@ -138,7 +138,7 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run bpe --framework torch`: train on Shakespeare (on a GPU if there is one), save, compare with HF."""
     texts = spec.corpus_texts(cfg)
     start = time.perf_counter()
-    bpe = train(texts, cfg.vocab_size, cfg.min_frequency, cfg.specials, device=default_device())
+    bpe = train(texts, cfg.vocab_size, cfg.min_frequency, cfg.specials, device=devices.default_device())
     return spec.summarize(bpe, time.perf_counter() - start, texts, cfg, run.path("tokenizer.json"))
 
 
@@ -146,7 +146,7 @@ def bench(cfg: spec.Config) -> dict:
     """`week1 bench bpe` (torch half): our torch trainer, the pure-Python one, the naive loop."""
     texts = spec.corpus_texts(cfg)
     args = (cfg.vocab_size, cfg.min_frequency, cfg.specials)
-    out = {f"torch ({default_device()})": time_calls(lambda: train(texts, *args, device=default_device()),
+    out = {f"torch ({devices.default_device()})": time_calls(lambda: train(texts, *args, device=devices.default_device()),
                                                      lambda _: None, warmup=0, iters=1),
            "pure-Python reference": time_calls(lambda: reference.train(texts, *args), lambda _: None,
                                                warmup=0, iters=1)}

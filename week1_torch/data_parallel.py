@@ -15,37 +15,38 @@ from torch.nn.parallel import DistributedDataParallel
 
 from labs import data_parallel as spec
 from labs import training_loop
-from week1_torch import parallel
+from week1_torch.lib import devices, parallel
 from week1_torch import training_loop as loop
+from week1.parallel import check_batch_split, config_args, loop_config
 
 
 def ddp_model(cfg: spec.Config, vocab_size: int, device) -> DistributedDataParallel:
     """The training_loop model (cfg.seed's init) on this rank's device, wrapped so backward all-reduces
     (averages) the gradients."""
-    model = loop.build_model(spec.loop_config(cfg), vocab_size).to(device)
+    model = devices.place(loop.build_model(loop_config(cfg), vocab_size), device)
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def train(cfg: spec.Config, data: training_loop.Data, device, log=None):
     """Train with DDP in the current process group; returns (global losses, first-step grads by state_dict name)."""
-    spec.check_batch_split(cfg.batch_size, dist.get_world_size())
+    check_batch_split(cfg.batch_size, dist.get_world_size())
     model = ddp_model(cfg, data.vocab_size, device)
-    optimizer, scheduler = loop.make_optimizer(model.module, spec.loop_config(cfg))
-    return parallel.train(model, optimizer, scheduler, data, spec.loop_config(cfg), device, log=log)
+    optimizer, scheduler = loop.make_optimizer(model.module, loop_config(cfg))
+    return parallel.train(model, optimizer, scheduler, data, loop_config(cfg), device, log=log)
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run data_parallel --framework torch`: torchrun N DDP processes, then one device, same batches."""
     n = parallel.default_world_size(cfg.devices)
-    spec.check_batch_split(cfg.batch_size, n)
+    check_batch_split(cfg.batch_size, n)
     out = run.path("ranks")
-    parallel.torchrun("week1_torch.data_parallel", n, [f"--out={out}", *spec.config_args(cfg)],
+    parallel.torchrun("week1_torch.data_parallel", n, [f"--out={out}", *config_args(cfg)],
                       timeout_s=120 + cfg.steps)
     losses, _, _ = parallel.load_result(out / "train")
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
-    data = training_loop.load_data(spec.loop_config(cfg))
-    _, single = loop.train(spec.loop_config(cfg), data)
+    data = training_loop.load_data(loop_config(cfg))
+    _, single = loop.train(loop_config(cfg), data)
     return {"processes": n, "DDP final loss": losses[-1], "1 device final loss": single.train_loss[-1]}
 
 
@@ -58,11 +59,11 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One rank started by torchrun: join the group, train (or time a step); rank 0 writes out_dir/<mode>/result.npz."""
     device = parallel.init_process_group()
     try:
-        data = training_loop.load_data(spec.loop_config(cfg))
+        data = training_loop.load_data(loop_config(cfg))
         if mode == "bench":
             model = ddp_model(cfg, data.vocab_size, device)
-            optimizer, scheduler = loop.make_optimizer(model.module, spec.loop_config(cfg))
-            timing = parallel.time_train_step(model, optimizer, scheduler, data, spec.loop_config(cfg), device)
+            optimizer, scheduler = loop.make_optimizer(model.module, loop_config(cfg))
+            timing = parallel.time_train_step(model, optimizer, scheduler, data, loop_config(cfg), device)
             if dist.get_rank() == 0:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         else:

@@ -18,8 +18,9 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from labs import fsdp as spec
 from labs import training_loop
-from week1_torch import parallel
+from week1_torch.lib import devices, parallel
 from week1_torch import training_loop as loop
+from week1.parallel import check_batch_split, config_args, loop_config
 
 
 def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -> torch.nn.Module:
@@ -36,8 +37,8 @@ def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -
 
 def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) -> dict[str, int]:
     """What every rank holds without sharding (DDP): a whole model and its optimizer state after one step."""
-    loop_cfg = spec.loop_config(cfg)
-    model = loop.build_model(loop_cfg, data.vocab_size).to(device)
+    loop_cfg = loop_config(cfg)
+    model = devices.place(loop.build_model(loop_cfg, data.vocab_size), device)
     optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
     loop.train_step(model, optimizer, scheduler, *loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1), device))
     return parallel.state_bytes(model, optimizer)
@@ -71,9 +72,9 @@ def train(cfg: spec.Config, data: training_loop.Data, device, checkpoint_dir=Non
     checkpoint_dir: save a sharded checkpoint at spec.checkpoint_step(cfg), then go on.
     resume: start from that checkpoint instead (saved on any number of ranks).
     """
-    spec.check_batch_split(cfg.batch_size, dist.get_world_size())
-    loop_cfg = spec.loop_config(cfg)
-    model = shard_model(loop.build_model(loop_cfg, data.vocab_size).to(device), device, cfg.mixed_precision)
+    check_batch_split(cfg.batch_size, dist.get_world_size())
+    loop_cfg = loop_config(cfg)
+    model = shard_model(devices.place(loop.build_model(loop_cfg, data.vocab_size), device), device, cfg.mixed_precision)
     optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
     half = spec.checkpoint_step(cfg)
     if resume:
@@ -91,16 +92,16 @@ def train(cfg: spec.Config, data: training_loop.Data, device, checkpoint_dir=Non
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run fsdp --framework torch`: torchrun N ranks with a checkpoint half way, resume on N/2, vs one device."""
     n = parallel.default_world_size(cfg.devices)
-    spec.check_batch_split(cfg.batch_size, n)
+    check_batch_split(cfg.batch_size, n)
     out = run.path("ranks")
     for mode, ranks in (("train", n), ("resume", max(1, n // 2))):
-        parallel.torchrun("week1_torch.fsdp", ranks, [f"--out={out}", f"--mode={mode}", *spec.config_args(cfg)],
+        parallel.torchrun("week1_torch.fsdp", ranks, [f"--out={out}", f"--mode={mode}", *config_args(cfg)],
                           timeout_s=120 + cfg.steps)
     losses, _, memory = parallel.load_result(out / "train")
     resumed, _, _ = parallel.load_result(out / "resume")
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
-    _, single = loop.train(spec.loop_config(cfg), training_loop.load_data(spec.loop_config(cfg)))
+    _, single = loop.train(loop_config(cfg), training_loop.load_data(loop_config(cfg)))
     return {"ranks": n, f"final loss x{n}": losses[-1], f"final loss resumed on x{max(1, n // 2)}": resumed[-1],
             "final loss 1 device": single.train_loss[-1], **{f"{k} bytes/rank": v for k, v in memory.items()}}
 
@@ -115,10 +116,10 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     resume: continue from it; bench: time a step. Rank 0 writes out_dir/<mode>/result.npz."""
     device = parallel.init_process_group()
     try:
-        data = training_loop.load_data(spec.loop_config(cfg))
+        data = training_loop.load_data(loop_config(cfg))
         if mode == "bench":
-            loop_cfg = spec.loop_config(cfg)
-            model = shard_model(loop.build_model(loop_cfg, data.vocab_size).to(device), device, cfg.mixed_precision)
+            loop_cfg = loop_config(cfg)
+            model = shard_model(devices.place(loop.build_model(loop_cfg, data.vocab_size), device), device, cfg.mixed_precision)
             optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
             timing = parallel.time_train_step(model, optimizer, scheduler, data, loop_cfg, device)
             if dist.get_rank() == 0:

@@ -11,15 +11,13 @@ import contextlib
 import torch
 
 from labs import gpu_basics as spec
-from labs import mixed_precision, report
-from labs.bench import time_calls
-from week1_torch.precision import number_formats
+from labs import mixed_precision
+from week1 import report
+from week1.timing import time_calls
+from week1_torch.lib import devices
+from week1_torch.lib.precision import number_formats
 
 STORAGE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def device_name() -> str:
@@ -36,7 +34,7 @@ def unavailable(dtype: str) -> str | None:
 def operands(n: int, dtype: str, seed: int):
     """Two n x n matrices with entries in [-1, 1), stored in `dtype`'s storage type."""
     generator = torch.Generator().manual_seed(seed)
-    return tuple((torch.rand(n, n, generator=generator) * 2 - 1).to(device(), STORAGE[dtype]) for _ in range(2))
+    return tuple((torch.rand(n, n, generator=generator) * 2 - 1).to(devices.default_device(), STORAGE[dtype]) for _ in range(2))
 
 
 @contextlib.contextmanager
@@ -58,11 +56,6 @@ def matmul(dtype: str):
     return fn
 
 
-def sync(_result) -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def measure(cfg: spec.Config) -> tuple[list, dict]:
     """Median time of each (dtype, n) matmul: (results, {dtype: why skipped})."""
     results, skipped = [], {}
@@ -73,15 +66,15 @@ def measure(cfg: spec.Config) -> tuple[list, dict]:
         fn = matmul(dtype)
         for n in cfg.size_list(on_gpu=torch.cuda.is_available()):
             a, b = operands(n, dtype, cfg.seed)
-            timing = time_calls(lambda: fn(a, b), sync, warmup=cfg.warmup, iters=cfg.iters)
+            timing = time_calls(lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
             results.append(spec.Result(dtype, n, timing.median_s))
     return results, skipped
 
 
 def bandwidth(cfg: spec.Config) -> float:
     """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes it once."""
-    x = torch.ones(cfg.bandwidth_mib * 2 ** 20 // 4, device=device())
-    timing = time_calls(lambda: 2.0 * x, sync, warmup=cfg.warmup, iters=cfg.iters)
+    x = torch.ones(cfg.bandwidth_mib * 2 ** 20 // 4, device=devices.default_device())
+    timing = time_calls(lambda: 2.0 * x, devices.sync, warmup=cfg.warmup, iters=cfg.iters)
     return 2 * x.numel() * x.element_size() / timing.median_s
 
 
@@ -101,5 +94,5 @@ def bench(cfg: spec.Config) -> dict:
     for dtype in cfg.dtype_list:
         if not unavailable(dtype):
             fn, (a, b) = matmul(dtype), operands(n, dtype, cfg.seed)
-            timings[f"torch {dtype} n={n}"] = time_calls(lambda: fn(a, b), sync, warmup=cfg.warmup, iters=cfg.iters)
+            timings[f"torch {dtype} n={n}"] = time_calls(lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
     return timings

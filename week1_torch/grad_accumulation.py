@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from labs import grad_accumulation as spec
-from labs import profiling, training_loop
-from labs.bench import time_calls
-from week1_torch.common import masked_cross_entropy
-from week1_torch.profiling import apply_grads
-from week1_torch.training_loop import build_model, evaluate, make_optimizer, sync
+from labs import training_loop
+from week1 import profiler
+from week1.timing import time_calls
+from week1_torch.lib import devices, steps
+from week1_torch.lib.losses import masked_cross_entropy
+from week1_torch.training_loop import build_model, evaluate, make_optimizer
 
 
 def micro_loss(model, x, y, n_norm):
@@ -47,7 +48,7 @@ def accumulate_grads(model, xs, ys, norms):
     """
     model.zero_grad(set_to_none=True)
     k = len(xs)
-    loss = torch.zeros((), dtype=norms.dtype)
+    loss = torch.zeros((), dtype=norms.dtype, device=norms.device)
     for j in range(k):
         last = j == k - 1
         no_sync = model.no_sync if hasattr(model, "no_sync") and not last else contextlib.nullcontext
@@ -67,7 +68,8 @@ def train_step(model, optimizer, scheduler, xs, ys, norms):
 
 
 def as_tensors(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
-    return torch.from_numpy(xs).long(), torch.from_numpy(ys).long(), torch.from_numpy(norms).float()
+    """Micro-batches (k, m, T) and labels (k, m) as int64, normalisers (k,) as float32, on the default device."""
+    return (*devices.to_device(xs, ys, dtype=torch.long), *devices.to_device(norms, dtype=torch.float32))
 
 
 def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = None, log=None):
@@ -89,8 +91,9 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
     return model, history
 
 
-def max_rel_diff(grads, reference) -> float:
-    """Largest |a - b| / max|b| over the tensors of two gradient dicts."""
+def scaled_max_diff(grads, reference) -> float:
+    """Largest max|a - b| / max|b| over the tensors of two gradient dicts (per tensor: the largest
+    element-wise difference over the largest reference magnitude, so near-zero elements do not blow up)."""
     return max(float((grads[n] - reference[n]).abs().max() / reference[n].abs().max()) for n in reference)
 
 
@@ -100,9 +103,9 @@ def run(cfg: spec.Config, run) -> dict:
     model = build_model(cfg, data.vocab_size)
     x, y = spec.padded_batch(data, cfg, 1)
     xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
-    _, reference = big_batch_grads(model, torch.from_numpy(x).long(), torch.from_numpy(y).long())
-    summary = {f"grad max rel diff ({normalise})":
-               max_rel_diff(accumulate_grads(model, *as_tensors(xs, ys, spec.normalisers(ys, normalise)))[1],
+    _, reference = big_batch_grads(model, *devices.to_device(x, y, dtype=torch.long))
+    summary = {f"grad scaled max diff ({normalise})":
+               scaled_max_diff(accumulate_grads(model, *as_tensors(xs, ys, spec.normalisers(ys, normalise)))[1],
                             reference)
                for normalise in spec.NORMALISATIONS}
     history = train(cfg, data, log=run.log)[1]
@@ -122,11 +125,11 @@ def bench(cfg: spec.Config) -> dict:
         xs, ys = spec.split_micro_batches(x, y, k)
         batch = as_tensors(xs, ys, spec.normalisers(ys, "total"))
         timings[f"{name} (k={k})"] = time_calls(functools.partial(train_step, model, optimizer, scheduler, *batch),
-                                                sync)
+                                                devices.sync)
     return timings
 
 
-def profile_phases(cfg: spec.Config) -> profiling.Phases:
+def profile_phases(cfg: spec.Config) -> profiler.Phases:
     """`week1 profile grad_accumulation`: one loop-accumulated update as data / forward_backward / optimizer."""
     data = training_loop.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
@@ -135,16 +138,16 @@ def profile_phases(cfg: spec.Config) -> profiling.Phases:
     def batch(step):
         xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
         tensors = as_tensors(xs, ys, spec.normalisers(ys, cfg.normalise))
-        sync(tensors)
+        devices.sync(tensors)
         return tensors
 
     def forward_backward(batch):
         loss, _ = accumulate_grads(model, *batch)
-        sync(loss)
+        devices.sync(loss)
         return loss, None   # the gradients stay in each p.grad
 
     def optimizer_step(_loss_and_grads):
-        apply_grads(optimizer, scheduler)
-        sync(None)
+        steps.apply_grads(optimizer, scheduler)
+        devices.sync()
 
-    return profiling.Phases(batch, forward_backward, optimizer_step, torch.profiler.record_function)
+    return profiler.Phases(batch, forward_backward, optimizer_step, torch.profiler.record_function)

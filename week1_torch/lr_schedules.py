@@ -11,7 +11,7 @@ import torch
 
 from labs import lr_schedules as spec
 from labs.training_loop import SCHEDULES, load_data
-from week1_torch import schedules
+from week1_torch.lib import schedules
 from week1_torch import training_loop as lm
 
 

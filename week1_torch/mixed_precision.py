@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from labs import mixed_precision as spec
-from labs import report, training_loop
-from labs.bench import time_calls
-from week1_torch import common, precision
+from week1 import report
+from labs import training_loop
+from week1.timing import time_calls
+from week1_torch.lib import devices, precision
 from week1_torch import training_loop as base
 
 
@@ -37,14 +38,9 @@ def demos() -> dict:
     return out
 
 
-def build_model(cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None,
-                device: torch.device | None = None):
-    """The training_loop model on `device`, unchanged: autocast, not the model, carries the precision."""
-    return base.build_model(cfg, vocab_size, weights).to(device or common.default_device())
-
-
-def as_tensors(x: np.ndarray, y: np.ndarray, device: torch.device):
-    return tuple(t.to(device) for t in base.as_tensors(x, y))
+def build_model(cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None):
+    """The training_loop model on the default device, unchanged: autocast, not the model, carries the precision."""
+    return base.build_model(cfg, vocab_size, weights)
 
 
 def loss_fn(model, x, y, precision_name: str):
@@ -91,15 +87,15 @@ def eval_loss(model, x, y, precision_name: str):
 
 def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, weights: dict | None = None, log=None):
     """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for fp16)."""
-    device = common.default_device()
-    model = build_model(cfg, data.vocab_size, precision_name, weights, device)
+    model = build_model(cfg, data.vocab_size, precision_name, weights)
     optimizer, scheduler = base.make_optimizer(model, cfg)
-    scaler = precision.grad_scaler(device.type, **cfg.loss_scale) if precision_name == "fp16" else None
+    device_type = devices.default_device().type
+    scaler = precision.grad_scaler(device_type, **cfg.loss_scale) if precision_name == "fp16" else None
     scaling = {"scale": [], "skipped": []}
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
     for step in range(1, cfg.steps + 1):
-        x, y = as_tensors(*training_loop.train_batch(data, cfg, step), device)
+        x, y = base.as_tensors(*training_loop.train_batch(data, cfg, step))
         t0 = time.perf_counter()
         if scaler is None:
             loss = float(train_step(model, optimizer, scheduler, x, y, precision_name))
@@ -111,7 +107,7 @@ def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, we
                 scaling["skipped"].append(step)
         history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
-            history.add_val(step, float(np.mean([float(eval_loss(model, *as_tensors(vx, vy, device), precision_name))
+            history.add_val(step, float(np.mean([float(eval_loss(model, *base.as_tensors(vx, vy), precision_name))
                                                    for vx, vy in val])))
         if log:
             log(step, **{f"train_loss_{precision_name}": loss})
@@ -145,20 +141,19 @@ def saved_for_backward_bytes(model, x, y, precision_name: str) -> int:
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench mixed_precision`: train-step time and memory per precision."""
     data = training_loop.load_data(cfg)
-    device = common.default_device()
-    x, y = as_tensors(*training_loop.train_batch(data, cfg, 1), device)
+    x, y = base.as_tensors(*training_loop.train_batch(data, cfg, 1))
     timings = {}
     for name in cfg.precision_list:
-        model = build_model(cfg, data.vocab_size, name, device=device)
+        model = build_model(cfg, data.vocab_size, name)
         optimizer, scheduler = base.make_optimizer(model, cfg)
         if name == "fp16":
-            scaler = precision.grad_scaler(device.type, **cfg.loss_scale)
+            scaler = precision.grad_scaler(devices.default_device().type, **cfg.loss_scale)
             step = lambda: train_step_scaled(model, optimizer, scheduler, scaler, x, y, name)  # noqa: E731
         else:
             step = lambda: train_step(model, optimizer, scheduler, x, y, name)  # noqa: E731
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        timing = time_calls(step, base.sync)
+        timing = time_calls(step, devices.sync)
         memory = {"saved for backward": saved_for_backward_bytes(model, x, y, name)}
         if torch.cuda.is_available():
             memory["device peak"] = torch.cuda.max_memory_allocated()

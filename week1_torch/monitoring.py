@@ -12,7 +12,7 @@ import torch
 
 from labs import monitoring as spec
 from labs import training_loop
-from week1_torch import checkpoint
+from week1_torch.lib import checkpoint
 from week1_torch.training_loop import as_tensors, build_model, evaluate, loss_fn, make_optimizer
 
 

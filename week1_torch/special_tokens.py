@@ -8,12 +8,13 @@ from __future__ import annotations
 import torch
 
 from labs import special_tokens as spec
-from week1_torch.common import masked_cross_entropy
+from week1_torch.lib import devices
+from week1_torch.lib.losses import masked_cross_entropy
 
 
 def as_arrays(batch: dict) -> dict:
-    """The numpy batch (ids, attention_mask, type_ids, labels) as torch int64 tensors."""
-    return {k: torch.from_numpy(v).long() for k, v in batch.items()}
+    """The numpy batch (ids, attention_mask, type_ids, labels) as int64 tensors on the default device."""
+    return dict(zip(batch, devices.to_device(*batch.values(), dtype=torch.long)))
 
 
 def logits_fn(params: dict, ids):
@@ -47,7 +48,8 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run special_tokens --framework torch`: build the batch, report both losses."""
     tok = spec.tokenizer(cfg)
     batch = spec.lm_batch(tok, cfg)
-    params = {k: torch.from_numpy(v) for k, v in spec.init_params(cfg, len(tok.vocab)).items()}
+    init = spec.init_params(cfg, len(tok.vocab))
+    params = dict(zip(init, devices.to_device(*init.values())))
     loss, _ = loss_and_grads(params, as_arrays(batch))
     with torch.no_grad():
         return spec.summarize(float(loss), float(loss_counting_padding(params, as_arrays(batch))), batch, tok)

@@ -10,14 +10,17 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from labs import tokenizers_compare as spec
-from labs.bench import time_calls
+from week1.timing import time_calls
+from week1_torch.lib import devices
 
 
 def pipeline(tok: spec.Trained, texts: list[str], batch_size: int, max_length: int) -> list[torch.Tensor]:
-    """Encode `texts`, truncate to max_length, right-pad each batch to its longest row (int32)."""
+    """Encode `texts`, truncate to max_length, right-pad each batch to its longest row (int32),
+    on the default device."""
     ids = tok.encode_batch(texts)
+    device = devices.default_device()
     return [pad_sequence([torch.tensor(row[:max_length], dtype=torch.int32) for row in ids[i:i + batch_size]],
-                         batch_first=True, padding_value=tok.pad_id)
+                         batch_first=True, padding_value=tok.pad_id).to(device)
             for i in range(0, len(ids), batch_size)]
 
 
@@ -36,4 +39,4 @@ def bench(cfg: spec.Config) -> dict:
     corpus, toks = spec.trained(cfg)
     texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
     return {f"torch {name}": time_calls(lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
-                                        lambda _: None, warmup=1, iters=5) for name, tok in toks.items()}
+                                        devices.sync, warmup=1, iters=5) for name, tok in toks.items()}

@@ -11,32 +11,32 @@ import torch
 import torch.nn.functional as F
 
 from labs import training_loop as spec
-from labs.bench import time_calls
-from labs.report import progress
-from week1_torch import checkpoint, optim, schedules
-from week1_torch.models import CharMLP, set_weights
-from week1_torch.common import default_device
+from week1.timing import time_calls
+from week1.report import progress
+from week1_torch.lib import checkpoint, devices, optim, schedules
+from week1_torch.lib.models import CharMLP, set_weights
 
 
 def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
-    """The model, initialised from cfg.seed, or from `weights` (state_dict names) when given."""
+    """The model on the default device, initialised from cfg.seed (on the CPU, so every device
+    starts from the same numbers), or from `weights` (state_dict names) when given."""
     torch.manual_seed(cfg.seed)
     model = CharMLP(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, dropout=cfg.dropout)
     if weights is not None:
         set_weights(model, weights)
-    return model
+    return devices.place(model)
 
 
 def make_optimizer(model: CharMLP, cfg: spec.Config):
     """From-scratch AdamW on cfg.schedule (warmup-cosine by default); no decay on biases and norm scales."""
     optimizer = optim.AdamW(optim.param_groups(model, cfg.weight_decay))
-    schedule = schedules.by_name(cfg.schedule, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
-    return optimizer, schedules.lambda_lr(optimizer, schedule)
+    return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
 
 
-def as_tensors(x: np.ndarray, y: np.ndarray, device="cpu"):
-    """A numpy batch as int64 tensors (what nn.Embedding and cross_entropy take) on `device`."""
-    return torch.from_numpy(x).long().to(device), torch.from_numpy(y).long().to(device)
+def as_tensors(x: np.ndarray, y: np.ndarray, device: torch.device | None = None):
+    """A numpy batch as int64 tensors (what nn.Embedding and cross_entropy take) on `device`
+    (default: the default device)."""
+    return devices.to_device(x, y, dtype=torch.long, device=device)
 
 
 def loss_fn(model, x, y):
@@ -87,10 +87,9 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
     resume: continue from the latest checkpoint in checkpoint_dir.
     log: called as log(step, **metrics) for train and validation losses.
     compile: run the model through torch.compile (the optimizer stays eager).
-    The model and batches go to the GPU when there is one.
+    The model and batches go to the default device (the GPU when there is one).
     """
-    device = default_device()
-    model = build_model(cfg, data.vocab_size, weights).to(device)
+    model = build_model(cfg, data.vocab_size, weights)
     optimizer, scheduler = (optimizer_fn or make_optimizer)(model, cfg)
     # Dropout draws from torch's global RNG: seeded by build_model, restored from a checkpoint.
     start = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
@@ -102,7 +101,7 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
             t0 = time.perf_counter()
-            loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y, device)))
+            loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y)))
             history.add_train(step, loss, time.perf_counter() - t0, log)
             if spec.is_eval_step(cfg, step):
                 history.add_val(step, evaluate(model, val), log)
@@ -124,18 +123,11 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench training_loop`: one train step (forward, backward, AdamW), eager and compiled."""
     data = spec.load_data(cfg)
-    device = default_device()
-    x, y = as_tensors(*spec.train_batch(data, cfg, 1), device)
+    x, y = as_tensors(*spec.train_batch(data, cfg, 1))
     timings = {}
     for name, compile in (("torch eager", False), ("torch.compile", True)):
-        model = build_model(cfg, data.vocab_size).to(device)
+        model = build_model(cfg, data.vocab_size)
         optimizer, scheduler = make_optimizer(model, cfg)
         step_model = torch.compile(model) if compile else model
-        timings[name] = time_calls(lambda: train_step(step_model, optimizer, scheduler, x, y), sync)
+        timings[name] = time_calls(lambda: train_step(step_model, optimizer, scheduler, x, y), devices.sync)
     return timings
-
-
-def sync(_result) -> None:
-    """Wait for queued device work (a no-op on the CPU, where torch runs synchronously)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()

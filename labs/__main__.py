@@ -1,5 +1,0 @@
-import sys
-
-from labs.cli import main
-
-sys.exit(main())

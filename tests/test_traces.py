@@ -1,0 +1,59 @@
+"""Each JAX lab's jitted train step compiles once across a whole run: no silent retracing.
+
+lib/steps.jit_on_state is wrapped, for the test, with chex.assert_max_traces(n=1)
+(which raises on a second trace); the labs' train loops then run several steps,
+evaluations included.
+"""
+import chex
+import jax
+import pytest
+from flax import nnx
+
+from labs import grad_accumulation, mixed_precision, training_loop
+from week1_jax import grad_accumulation as jga
+from week1_jax import mixed_precision as jmp
+from week1_jax import training_loop as jtl
+from week1_jax.lib import steps
+
+SMALL = dict(steps=6, batch_size=16, n_hidden=32, warmup_steps=2, eval_every=3)
+
+
+@pytest.fixture
+def traced_once(monkeypatch):
+    """jit_on_state whose step raises if traced twice; returns the number of steps built."""
+    built = []
+
+    def jit_on_state(graphdef, step):
+        @jax.jit
+        @chex.assert_max_traces(n=1)
+        def jitted(state, *args):
+            model, optimizer = nnx.merge(graphdef, state)
+            return nnx.state((model, optimizer)), step(model, optimizer, *args)
+        built.append(jitted)
+        return jitted
+
+    chex.clear_trace_counter()
+    monkeypatch.setattr(steps, "jit_on_state", jit_on_state)
+    yield built
+    chex.clear_trace_counter()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return training_loop.load_data(training_loop.Config())
+
+
+def test_training_loop_step_traces_once(traced_once, data):
+    _, history = jtl.train(training_loop.Config(**SMALL), data)
+    assert len(history.steps) == SMALL["steps"] and len(traced_once) == 1
+
+
+@pytest.mark.parametrize("method", ["scan", "multisteps"])
+def test_grad_accumulation_step_traces_once(traced_once, data, method):
+    _, history = jga.train(grad_accumulation.Config(**SMALL, micro_batches=4), data, method=method)
+    assert len(history.steps) == SMALL["steps"] and len(traced_once) == 1
+
+
+def test_mixed_precision_step_traces_once(traced_once, data):
+    _, history, _ = jmp.train(mixed_precision.Config(**SMALL), data, "bf16")
+    assert len(history.steps) == SMALL["steps"] and len(traced_once) == 1

@@ -1,0 +1,156 @@
+"""Pieces the multi-process torch labs (data_parallel, fsdp) share: the training_loop lab's model
+and step (the base every lab may build on) run in N processes.
+
+Processes come from torchrun (`python -m torch.distributed.run`, env:// rendezvous;
+`--standalone` on one machine, `--nnodes --rdzv-endpoint` across machines), gloo
+on the CPU, nccl on GPUs. `train` is the loop DDP and FSDP share: every rank
+draws the same global batch and keeps its own rows.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from labs import training_loop
+from week1.timing import Timing, time_calls
+from week1.config import override
+from week1.report import console
+from week1_torch import training_loop as loop
+from week1_torch.lib import devices
+from week1.parallel import check_device_count, config_args
+
+
+STATE_BYTES = "params+AdamW/device"   # the bench's memory column
+
+
+def default_world_size(requested: int) -> int:
+    """`requested` processes, or (0) one per GPU, or 2 on a CPU; a UsageError past the GPUs there are."""
+    if torch.cuda.is_available():
+        check_device_count(requested, torch.cuda.device_count())
+        return requested or torch.cuda.device_count()
+    return requested or 2
+
+
+def init_process_group():
+    """Join the process group torchrun set up (env:// rendezvous); returns this rank's device."""
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # default_device() is now this rank's GPU
+    else:
+        torch.set_num_threads(1)  # one core per rank, as torchrun's OMP_NUM_THREADS=1: N ranks use N cores
+    device = devices.default_device()
+    return torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device
+
+
+def torchrun(module: str, nproc: int, args: list[str], timeout_s: float) -> None:
+    """`torchrun --standalone --nproc-per-node=N -m module args`: the real launcher, one machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", module, *args]
+    subprocess.run(command, check=True, timeout=timeout_s)
+
+
+def worker_main(worker, config_cls, argv: list[str]) -> None:
+    """`python -m week1_torch.<lab> --out=DIR [--mode=MODE] [--key=value ...]`, as torchrun starts each rank."""
+    options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith(("--out=", "--mode=")))
+    overrides = [arg for arg in argv if not arg.startswith(("--out=", "--mode="))]
+    worker(override(config_cls(), overrides), options["out"], options.get("mode", "train"))
+
+
+def local_rows(a: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This rank's rows of a global batch (B, ...) -> (B/N, ...)."""
+    rows = a.shape[0] // world_size
+    return a[rank * rows:(rank + 1) * rows]
+
+
+def full_grads(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Every parameter's gradient, whole (a sharded DTensor is gathered), by state_dict name."""
+    grads = {}
+    for name, p in model.named_parameters():
+        g = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+        grads[name.removeprefix("module.")] = g.detach().float().cpu().numpy()
+    return grads
+
+
+def train(model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config, device,
+          start: int = 0, end: int | None = None, log=None):
+    """Steps start+1..end (default cfg.steps) with a DDP or FSDP model; returns (global losses, first grads)."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    losses, first_grads = [], None
+    for step in range(start + 1, (cfg.steps if end is None else end) + 1):
+        x, y = training_loop.train_batch(data, cfg, step)                    # (B, T), (B,) global batch
+        x, y = loop.as_tensors(local_rows(x, rank, world_size), local_rows(y, rank, world_size), device)
+        loss = loop.train_step(model, optimizer, scheduler, x, y).float()    # this rank's mean loss
+        dist.all_reduce(loss, op=dist.ReduceOp.SUM)                          # for logging only
+        losses.append(float(loss) / world_size)
+        if first_grads is None:
+            first_grads = full_grads(model)
+        if log:
+            log(step, train_loss=losses[-1])
+    return losses, first_grads
+
+
+def time_train_step(model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config,
+                    device) -> Timing:
+    """Timing of one train step of a DDP or FSDP model on this rank's rows of batch 1, with the
+    bytes of parameters and optimizer state this rank holds."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    x, y = training_loop.train_batch(data, cfg, 1)
+    x, y = loop.as_tensors(local_rows(x, rank, world_size), local_rows(y, rank, world_size), device)
+    timing = time_calls(lambda: loop.train_step(model, optimizer, scheduler, x, y), devices.sync)
+    return timing.with_memory({STATE_BYTES: sum(state_bytes(model, optimizer).values())})
+
+
+def bench_process_counts(lab: str, module: str, cfg) -> dict[str, Timing]:
+    """Run `module`'s workers in bench mode under torchrun for 1, 2, 4, 8 processes (GPUs, or 1 and 2
+    on a CPU, that divide the batch); rank 0's timing of each."""
+    gpus = torch.cuda.device_count()
+    if not gpus:
+        console.print(f"torch {lab}: CPU processes share the machine's cores (one thread each); these times "
+                      "check that the code runs, they are not a speed claim.")
+    timings = {}
+    with tempfile.TemporaryDirectory() as out:
+        for n in [n for n in (1, 2, 4, 8) if n <= (gpus or 2) and cfg.batch_size % n == 0]:
+            torchrun(module, n, [f"--out={out}", "--mode=bench", *config_args(cfg)], timeout_s=300)
+            numbers = load_result(os.path.join(out, "bench"))[2]
+            timings[f"torch {lab} x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(
+                numbers["first_s"], numbers["median_s"], numbers["iters"], {STATE_BYTES: numbers["state_bytes"]})
+    return timings
+
+
+def device_bytes(tensors) -> int:
+    """Bytes these tensors hold on this rank: a DTensor counts only its local shard."""
+    return sum((t.to_local() if isinstance(t, DTensor) else t).nbytes for t in tensors)
+
+
+def state_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
+    """Bytes on this rank: parameters and optimizer state, as held (a DTensor counts its local shard)."""
+    state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    return {"params": device_bytes(model.parameters()), "optimizer": device_bytes(state)}
+
+
+def save_timing(out_dir, timing: Timing) -> None:
+    save_result(out_dir, [], first_s=timing.first_s, median_s=timing.median_s, iters=timing.iters,
+                state_bytes=timing.memory[STATE_BYTES])
+
+
+def save_result(out_dir, losses: list, grads: dict | None = None, **numbers) -> None:
+    """Rank 0's losses, first-step grads and figures, as out_dir/result.npz for the parent process."""
+    os.makedirs(out_dir, exist_ok=True)
+    arrays = {f"grad.{k}": v for k, v in (grads or {}).items()}
+    np.savez(os.path.join(out_dir, "result.npz"), losses=np.array(losses), **arrays,
+             **{f"number.{k}": np.array(v) for k, v in numbers.items()})
+
+
+def load_result(out_dir) -> tuple[list, dict, dict]:
+    """(losses, grads, numbers) written by save_result."""
+    with np.load(os.path.join(out_dir, "result.npz")) as f:
+        grads = {k[5:]: f[k] for k in f.files if k.startswith("grad.")}
+        numbers = {k[7:]: f[k].item() for k in f.files if k.startswith("number.")}
+        return f["losses"].tolist(), grads, numbers
