@@ -23,20 +23,21 @@ The parity suite checks the same thing in float64 over 100 steps of a random
 problem, to 1e-10 relative: ours vs optax, ours vs torch, JAX vs torch.
 `week1 bench adamw` times one optimizer update, ours against the library's.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
 
-from week1 import report
-
 from labs import training_loop
+from week1 import report
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(training_loop.Config):
     """The training_loop LM's settings (its data, model and schedule), with a shorter run."""
+
     steps: int = 1000
     checkpoint_every: int = 0
 
@@ -44,14 +45,24 @@ class Config(training_loop.Config):
 def report_curves(histories: dict, run, framework: str) -> dict:
     """Log, tabulate and plot two training histories (ours first, the library's second)."""
     (ours_name, ours), (lib_name, lib) = histories.items()
-    for step, a, b in zip(ours.steps, ours.train_loss, lib.train_loss):
+    for step, a, b in zip(ours.steps, ours.train_loss, lib.train_loss, strict=True):
         run.log(step, ours=a, library=b)
-    report.table(f"AdamW ({framework}): {ours_name} vs {lib_name}",
-                 ["optimizer", "final train loss", "final val loss"],
-                 [(name, h.train_loss[-1], h.val_loss[-1]) for name, h in histories.items()])
-    report.plot_lines(run.path("adamw_curves.png"), {k: (h.steps, h.train_loss) for k, h in histories.items()},
-                      title=f"AdamW from scratch vs {lib_name} ({framework})", xlabel="step", ylabel="train loss",
-                      styles={ours_name: "-", lib_name: "--"})
+    report.table(
+        f"AdamW ({framework}): {ours_name} vs {lib_name}",
+        ["optimizer", "final train loss", "final val loss"],
+        [(name, h.train_loss[-1], h.val_loss[-1]) for name, h in histories.items()],
+    )
+    report.plot_lines(
+        run.path("adamw_curves.png"),
+        {k: (h.steps, h.train_loss) for k, h in histories.items()},
+        title=f"AdamW from scratch vs {lib_name} ({framework})",
+        xlabel="step",
+        ylabel="train loss",
+        styles={ours_name: "-", lib_name: "--"},
+    )
     diff = np.abs(np.array(ours.train_loss) - np.array(lib.train_loss))
-    return {"ours_final_val_loss": ours.val_loss[-1], "library_final_val_loss": lib.val_loss[-1],
-            "max_abs_train_loss_diff": float(diff.max())}
+    return {
+        "ours_final_val_loss": ours.val_loss[-1],
+        "library_final_val_loss": lib.val_loss[-1],
+        "max_abs_train_loss_diff": float(diff.max()),
+    }

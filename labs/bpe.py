@@ -33,6 +33,7 @@ How to read the results
 
 Run it:  week1 run bpe --framework torch   (or jax; --vocab_size=1000 ...)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,14 +51,17 @@ from week1.tokenization.model import BPE
 class Config:
     vocab_size: int = 8000
     min_frequency: int = 0
-    special_tokens: str = "<|endoftext|>"   # comma-separated
-    corpus_chars: int = 0                   # 0: the whole 5.3 MB of Shakespeare
+    special_tokens: str = "<|endoftext|>"  # comma-separated
+    corpus_chars: int = 0  # 0: the whole 5.3 MB of Shakespeare
     show_merges: int = 30
-    naive_merges: int = 3                   # merges the benchmark times the naive loop for
+    naive_merges: int = 3  # merges the benchmark times the naive loop for
 
     def check(self) -> None:
-        require(self.vocab_size >= 256 + len(self.specials),
-                f"vocab_size={self.vocab_size}: must be >= {256 + len(self.specials)} (bytes + special tokens)")
+        require(
+            self.vocab_size >= 256 + len(self.specials),
+            f"vocab_size={self.vocab_size}: must be >= {256 + len(self.specials)} (bytes + "
+            "special tokens)",
+        )
         require(self.min_frequency >= 0, f"min_frequency={self.min_frequency}: must be >= 0")
         require(self.corpus_chars >= 0, f"corpus_chars={self.corpus_chars}: must be >= 0")
         require(self.naive_merges > 0, f"naive_merges={self.naive_merges}: must be > 0")
@@ -71,7 +75,7 @@ def corpus_texts(cfg: Config) -> list[str]:
     """Shakespeare as lines (each one a text, as HF's train_from_iterator gets them)."""
     text = shakespeare.load_text()
     if cfg.corpus_chars:
-        text = text[:cfg.corpus_chars]
+        text = text[: cfg.corpus_chars]
     return text.splitlines(keepends=True)
 
 
@@ -119,8 +123,19 @@ def summarize(bpe: BPE, train_s: float, texts: list[str], cfg: Config, path) -> 
     encode_s = time.perf_counter() - start
     merges, vocab = hf.merges_and_vocab(ref)
     same = merges == bpe.merges and vocab == bpe.vocab and ids == ref.encode(text).ids
-    shown = "\n".join(f"{r:4d}  {a!r} + {b!r} -> {a + b!r}" for r, (a, b) in enumerate(bpe.merges[:cfg.show_merges]))
-    return {"vocab_size": len(bpe.vocab), "merges": len(bpe.merges), "train_s": train_s, "hf_train_s": hf_s,
-            "train_time_vs_hf": train_s / hf_s, "bytes_per_token": len(text.encode()) / len(ids),
-            "encode_MB_per_s": len(text.encode()) / 1e6 / encode_s, "same_as_hf": int(same),
-            "tokenizer": f"{path.name} (in the run folder)", "first_merges": shown}
+    shown = "\n".join(
+        f"{r:4d}  {a!r} + {b!r} -> {a + b!r}"
+        for r, (a, b) in enumerate(bpe.merges[: cfg.show_merges])
+    )
+    return {
+        "vocab_size": len(bpe.vocab),
+        "merges": len(bpe.merges),
+        "train_s": train_s,
+        "hf_train_s": hf_s,
+        "train_time_vs_hf": train_s / hf_s,
+        "bytes_per_token": len(text.encode()) / len(ids),
+        "encode_MB_per_s": len(text.encode()) / 1e6 / encode_s,
+        "same_as_hf": int(same),
+        "tokenizer": f"{path.name} (in the run folder)",
+        "first_merges": shown,
+    }

@@ -31,30 +31,21 @@ and the batch is sharded over all devices. `jax.jit` with those in/out
 shardings is the whole of it: XLA inserts the collectives. (In the compiled
 step on this CPU we counted all-gathers of the parameters and one fused
 all-reduce of the gradients, each device then keeping its slice: the CPU
-compiler does not form a reduce-scatter, which moves half the bytes.) A 2-D (`data`, `fsdp`) mesh (`--data_axis=D`) shards the
+compiler does not form a reduce-scatter, which moves half the bytes.) A 2-D (`data`, `fsdp`) mesh
+(`--data_axis=D`) shards the
 parameters over the fsdp axis only and replicates them across the data axis
 (HSDP: full sharding inside a group of N/D devices, plain DP between groups,
 so the large gathers stay on the fast links of one node).
 
-Memory, measured
-----------------
-Bytes per device, summed over the arrays' actual shards (`addressable_shards`,
-DTensor `to_local()`), for the default config (73,243 parameters):
-
-    bytes per device               replicated    sharded   replicated/sharded
-    JAX, 8 devices   parameters       292,972     36,912   7.94
-                     AdamW state      585,948     73,828   7.94
-    torch, 2 ranks   parameters       292,972    147,048   1.99
-                     AdamW state      586,000    294,152   1.99
-    torch, 8 ranks   parameters       292,972     37,324   7.85
-                     AdamW state      586,000     74,704   7.84
-
-(`week1 run fsdp` prints these. AdamW state is two moments per parameter, plus
-one int32 step count in JAX and a float64 step per tensor in torch.)
-
-Sharded is about 1/N of replicated: what is left over is the pieces that do
-not divide evenly (the 83-long head bias in JAX; torch gives rank 0 the extra
-row of an odd dim 0).
+Memory
+------
+`week1 run fsdp` prints the bytes per device, summed over the arrays' actual
+shards (`addressable_shards`, DTensor `to_local()`), replicated next to
+sharded. Look for a ratio close to N (the device count): the little that is
+left over is the pieces that do not divide evenly (the 83-long head bias in
+JAX; torch gives rank 0 the extra row of an odd dim 0). AdamW state is two
+moments per parameter, plus one int32 step count in JAX and a float64 step per
+tensor in torch.
 
 Checkpoints
 -----------
@@ -93,24 +84,18 @@ the same cores, so on a CPU it checks that the code runs, it is no speed claim.
 Past one machine: `torchrun --nnodes=... --rdzv-endpoint=...` and
 `jax.distributed.initialize(...)`, as in the data_parallel lab.
 
-Measured (2-core CPU, shared with other jobs; parity config: 20 steps, global batch 32)
--------------------------------------------------------------------------------------
-Max abs difference from single-device training:
-
-    JAX fsdp, 8 devices                    grads: 2.2e-8   20 losses: 4.8e-7
-    JAX (data 2, fsdp 4) mesh              grads: 2.2e-8   20 losses: 4.8e-7
-    JAX checkpoint 8 -> 4 devices          losses after the restore vs uninterrupted: 4.8e-7
-    torch FSDP2, 2 ranks                   grads: 2.2e-8   20 losses: 7.2e-7
-    torch checkpoint 2 -> 1 rank           losses after the restore vs uninterrupted: 4.8e-7
-    torch FSDP2 bf16 policy vs fp32        loss step 1: 9.8e-3 (0.2%)   grads: 5.4e-4   final loss: 0.23%
-    JAX fsdp x8 vs torch FSDP x2           grads: 2.2e-8   20 losses: 3.8e-6
-
-Step time of the default config (batch 64), median of 20 (`week1 bench fsdp`), with
-parameters + AdamW state per device: JAX 2.1 / 2.2 / 3.5 / 11.2 ms on 1 / 2 / 4 / 8
-simulated devices (0.84 / 0.42 / 0.21 / 0.11 MiB); torch FSDP2 12.6 / 36.5 ms on 1 / 2
-processes (0.84 / 0.42 MiB). FSDP2 pays Python-side hooks and gloo collectives on every
-unit per step, which on a model this small outweighs the arithmetic.
+What to look for
+----------------
+`week1 parity fsdp` compares each sharded run with one device: gradients equal
+to float32 rounding, 20-step losses within accumulated rounding, the same after
+a checkpoint written on N devices is restored on fewer, and the bf16
+MixedPrecisionPolicy within the BF16 tier. `week1 bench fsdp` prints the step
+time and the parameter + AdamW bytes per device for each device count: the
+bytes fall as 1/N; the time, on a CPU, rises (FSDP2 pays Python-side hooks and
+collectives on every unit per step, which on a model this small outweighs the
+arithmetic).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -118,7 +103,9 @@ import dataclasses
 from week1.config import UsageError, require
 from week1.parallel import ParallelConfig
 
-MULTI_DEVICE = True  # the CLI gives JAX simulated host devices on a CPU (week1.parallel.use_host_devices)
+MULTI_DEVICE = (
+    True  # the CLI gives JAX simulated host devices on a CPU (week1.parallel.use_host_devices)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,12 +113,16 @@ class Config(ParallelConfig):
     steps: int = 40
     warmup_steps: int = 10
     data_axis: int = 1  # JAX: size of the `data` axis of the (data, fsdp) mesh; 1: plain FSDP
-    mixed_precision: bool = False  # torch: MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)
+    mixed_precision: bool = (
+        False  # torch: MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)
+    )
 
     def check(self) -> None:
         super().check()
         require(self.data_axis > 0, f"data_axis={self.data_axis}: must be > 0")
-        require(self.steps >= 2, f"steps={self.steps}: must be >= 2 (a checkpoint is saved half way)")
+        require(
+            self.steps >= 2, f"steps={self.steps}: must be >= 2 (a checkpoint is saved half way)"
+        )
         if self.devices:
             check_mesh(self.devices, self.data_axis)
 
@@ -142,23 +133,33 @@ def checkpoint_step(cfg: Config) -> int:
 
 
 def check_mesh(devices: int, data_axis: int) -> None:
-    require(devices % data_axis == 0,
-            f"data_axis={data_axis} does not divide {devices} devices: the mesh is (data, fsdp) = "
-            f"({data_axis}, {devices}/{data_axis})")
+    require(
+        devices % data_axis == 0,
+        f"data_axis={data_axis} does not divide {devices} devices: the mesh is (data, fsdp) = "
+        f"({data_axis}, {devices}/{data_axis})",
+    )
 
 
 def check_checkpoint_shapes(saved: dict, wanted: dict) -> None:
-    """One line naming the first tensor whose saved shape differs from the model's (name -> shape dicts)."""
+    """One line naming the first tensor whose saved shape differs from the model's (name -> shape
+    dicts)."""
     for name in sorted(wanted):
         if name not in saved:
-            raise UsageError(f"checkpoint does not fit the model: it has no {name!r} "
-                             f"(it holds {len(saved)} tensors: {', '.join(sorted(saved)[:4])}, ...)")
+            raise UsageError(
+                f"checkpoint does not fit the model: it has no {name!r} "
+                f"(it holds {len(saved)} tensors: {', '.join(sorted(saved)[:4])}, ...)"
+            )
         if tuple(saved[name]) != tuple(wanted[name]):
-            raise UsageError(f"checkpoint does not fit the model: {name} is {tuple(saved[name])} there, "
-                             f"the model wants {tuple(wanted[name])}")
+            raise UsageError(
+                f"checkpoint does not fit the model: {name} is {tuple(saved[name])} there, "
+                f"the model wants {tuple(wanted[name])}"
+            )
 
 
 def step_bytes(n_params: int, n_devices: int, bytes_per_value: int = 4) -> dict[str, float]:
-    """Bytes each device sends per step: DP's gradient all-reduce vs FSDP's 2 all-gathers + 1 reduce-scatter."""
-    one_pass = (n_devices - 1) / n_devices * n_params * bytes_per_value   # one all-gather or reduce-scatter
+    """Bytes each device sends per step: DP's gradient all-reduce vs FSDP's 2 all-gathers + 1
+    reduce-scatter."""
+    one_pass = (
+        (n_devices - 1) / n_devices * n_params * bytes_per_value
+    )  # one all-gather or reduce-scatter
     return {"data_parallel": 2 * one_pass, "fsdp": 3 * one_pass}

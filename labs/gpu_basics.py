@@ -35,6 +35,7 @@ How to read the results
 
 Run it:  week1 run gpu_basics --framework jax   (or torch)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,7 +43,7 @@ import dataclasses
 from week1.config import require
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
-BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}   # tf32 is stored as fp32
+BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}  # tf32 is stored as fp32
 CPU_SIZES = "64,128,256,512"
 GPU_SIZES = "256,512,1024,2048,4096,8192"
 RESULT_COLUMNS = ["dtype", "n", "median ms", "TFLOP/s", "FLOP/byte", "x fp32"]
@@ -50,19 +51,24 @@ RESULT_COLUMNS = ["dtype", "n", "median ms", "TFLOP/s", "FLOP/byte", "x fp32"]
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    sizes: str = "auto"                 # comma-separated n, or "auto": CPU_SIZES / GPU_SIZES by device
-    dtypes: str = ",".join(DTYPES)      # tf32 is measured only where the device has it
+    sizes: str = "auto"  # comma-separated n, or "auto": CPU_SIZES / GPU_SIZES by device
+    dtypes: str = ",".join(DTYPES)  # tf32 is measured only where the device has it
     warmup: int = 3
     iters: int = 10
     seed: int = 0
-    bandwidth_mib: int = 64             # size of the array the bandwidth test streams
+    bandwidth_mib: int = 64  # size of the array the bandwidth test streams
 
     def check(self) -> None:
         for name in self.dtype_list:
-            require(name in DTYPES, f"dtypes={self.dtypes!r}: {name!r} is not one of {', '.join(DTYPES)}")
+            require(
+                name in DTYPES,
+                f"dtypes={self.dtypes!r}: {name!r} is not one of {', '.join(DTYPES)}",
+            )
         if self.sizes != "auto":
-            require(all(part.strip().isdigit() and int(part) > 0 for part in self.sizes.split(",")),
-                    f"sizes={self.sizes!r}: expected 'auto' or positive integers separated by commas")
+            require(
+                all(part.strip().isdigit() and int(part) > 0 for part in self.sizes.split(",")),
+                f"sizes={self.sizes!r}: expected 'auto' or positive integers separated by commas",
+            )
         require(self.warmup >= 0, f"warmup={self.warmup}: must be >= 0")
         require(self.iters >= 1, f"iters={self.iters}: must be >= 1")
         require(self.bandwidth_mib >= 1, f"bandwidth_mib={self.bandwidth_mib}: must be >= 1")
@@ -77,7 +83,7 @@ class Config:
 
 
 def matmul_flops(n: int) -> int:
-    return 2 * n ** 3
+    return 2 * n**3
 
 
 def intensity(n: int, dtype: str) -> float:
@@ -96,30 +102,56 @@ class Result:
         return matmul_flops(self.n) / self.median_s / 1e12
 
 
-def summarise(run, framework: str, device: str, results: list[Result], bandwidth: float, skipped: dict) -> dict:
-    """Table, TFLOP/s-vs-size and roofline plots in the run folder; the summary (peaks, bandwidth)."""
+def summarise(
+    run, framework: str, device: str, results: list[Result], bandwidth: float, skipped: dict
+) -> dict:
+    """Table, TFLOP/s-vs-size and roofline plots in the run folder; the summary (peaks,
+    bandwidth)."""
     from week1 import report
+
     fp32 = {r.n: r.tflops for r in results if r.dtype == "fp32"}
-    rows = [(r.dtype, r.n, r.median_s * 1e3, r.tflops, intensity(r.n, r.dtype),
-             r.tflops / fp32[r.n] if r.n in fp32 else float("nan")) for r in results]
+    rows = [
+        (
+            r.dtype,
+            r.n,
+            r.median_s * 1e3,
+            r.tflops,
+            intensity(r.n, r.dtype),
+            r.tflops / fp32[r.n] if r.n in fp32 else float("nan"),
+        )
+        for r in results
+    ]
     report.table(f"{framework} matmul on {device}", RESULT_COLUMNS, rows)
     dtypes = list(dict.fromkeys(r.dtype for r in results))
     by_dtype = {d: [r for r in results if r.dtype == d] for d in dtypes}
     peak = {d: max(r.tflops for r in rs) for d, rs in by_dtype.items()}
-    report.plot_lines(run.path("tflops_vs_size.png"),
-                      {d: ([r.n for r in rs], [r.tflops for r in rs]) for d, rs in by_dtype.items()},
-                      title=f"{framework} matmul throughput on {device}", xlabel="n (n x n @ n x n)",
-                      ylabel="TFLOP/s", logy=True, styles={d: "o-" for d in dtypes})
+    report.plot_lines(
+        run.path("tflops_vs_size.png"),
+        {d: ([r.n for r in rs], [r.tflops for r in rs]) for d, rs in by_dtype.items()},
+        title=f"{framework} matmul throughput on {device}",
+        xlabel="n (n x n @ n x n)",
+        ylabel="TFLOP/s",
+        logy=True,
+        styles={d: "o-" for d in dtypes},
+    )
     series = {}
     for d, rs in by_dtype.items():
         x = [intensity(r.n, d) for r in rs]
         series[f"{d} measured"] = (x, [r.tflops for r in rs])
         series[f"{d} roofline"] = (x, [min(peak[d], i * bandwidth / 1e12) for i in x])
-    report.plot_lines(run.path("roofline.png"), series, title=f"{framework} roofline on {device} "
-                      f"(bandwidth {bandwidth / 1e9:.0f} GB/s)", xlabel="arithmetic intensity (FLOP/byte)",
-                      ylabel="TFLOP/s", logy=True,
-                      styles={f"{d} {k}": ("o" if k == "measured" else "--") for d in dtypes
-                              for k in ("measured", "roofline")})
+    report.plot_lines(
+        run.path("roofline.png"),
+        series,
+        title=f"{framework} roofline on {device} (bandwidth {bandwidth / 1e9:.0f} GB/s)",
+        xlabel="arithmetic intensity (FLOP/byte)",
+        ylabel="TFLOP/s",
+        logy=True,
+        styles={
+            f"{d} {k}": ("o" if k == "measured" else "--")
+            for d in dtypes
+            for k in ("measured", "roofline")
+        },
+    )
     summary = {f"{d} peak TFLOP/s": p for d, p in peak.items()}
     summary["bandwidth GB/s"] = bandwidth / 1e9
     summary.update({f"{d} skipped": why for d, why in skipped.items()})

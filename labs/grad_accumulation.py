@@ -38,6 +38,7 @@ How to read the results
 
 Run it:  week1 run grad_accumulation --framework jax   (or torch)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,40 +48,46 @@ import numpy as np
 from labs import training_loop
 from week1.config import require
 
-IGNORE_INDEX = -100   # as week1_jax.lib.losses / week1_torch.lib.losses: a padding label
+IGNORE_INDEX = -100  # as week1_jax.lib.losses / week1_torch.lib.losses: a padding label
 NORMALISATIONS = ("total", "per_micro_batch")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(training_loop.Config):
     steps: int = 200
-    batch_size: int = 64          # the whole batch, split into `micro_batches`
+    batch_size: int = 64  # the whole batch, split into `micro_batches`
     warmup_steps: int = 20
     eval_every: int = 100
     checkpoint_every: int = 0
-    micro_batches: int = 4        # k
-    normalise: str = "total"      # "total" (right) or "per_micro_batch" (the trap)
+    micro_batches: int = 4  # k
+    normalise: str = "total"  # "total" (right) or "per_micro_batch" (the trap)
 
     def check(self) -> None:
         super().check()
         require(self.micro_batches > 0, f"micro_batches={self.micro_batches}: must be > 0")
-        require(self.batch_size % self.micro_batches == 0,
-                f"batch_size={self.batch_size}: must be a multiple of micro_batches={self.micro_batches}")
-        require(self.normalise in NORMALISATIONS,
-                f"normalise={self.normalise!r}: allowed: {', '.join(NORMALISATIONS)}")
+        require(
+            self.batch_size % self.micro_batches == 0,
+            f"batch_size={self.batch_size}: must be a multiple of "
+            f"micro_batches={self.micro_batches}",
+        )
+        require(
+            self.normalise in NORMALISATIONS,
+            f"normalise={self.normalise!r}: allowed: {', '.join(NORMALISATIONS)}",
+        )
 
 
 def padded_batch(data: training_loop.Data, cfg: Config, step: int):
-    """The training batch `step` with padding: x (B, T) int32, y (B,) int32, IGNORE_INDEX at padding.
+    """The training batch `step` with padding: x (B, T) int32, y (B,) int32, IGNORE_INDEX at
+    padding.
 
     Micro-batch j (rows j*m .. (j+1)*m) keeps its first n_j labels, n_j drawn
     from [1, m] with a seed of its own, like sequences of different lengths.
     """
-    x, y = training_loop.train_batch(data, cfg, step)                  # (B, T), (B,)
+    x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,)
     k, m = cfg.micro_batches, cfg.batch_size // cfg.micro_batches
     n_real = np.random.default_rng([cfg.seed, step, 7]).integers(1, m + 1, size=k)  # (k,)
-    keep = np.arange(m)[None, :] < n_real[:, None]                     # (k, m)
-    y = np.where(keep.reshape(-1), y, IGNORE_INDEX).astype(np.int32)   # (B,)
+    keep = np.arange(m)[None, :] < n_real[:, None]  # (k, m)
+    y = np.where(keep.reshape(-1), y, IGNORE_INDEX).astype(np.int32)  # (B,)
     return x, y
 
 
@@ -97,7 +104,7 @@ def normalisers(ys: np.ndarray, normalise: str) -> np.ndarray:
     the k terms add up to the big-batch mean. "per_micro_batch": k * n_j, i.e.
     each micro-batch's own mean, averaged over the k micro-batches (the trap).
     """
-    n_real = (ys != IGNORE_INDEX).sum(axis=1).astype(np.float64)     # (k,)
+    n_real = (ys != IGNORE_INDEX).sum(axis=1).astype(np.float64)  # (k,)
     if normalise == "total":
         return np.full_like(n_real, n_real.sum())
     return len(n_real) * n_real

@@ -30,6 +30,7 @@ plots the four curves, then trains the training_loop LM once per schedule and
 reports the final validation loss: with the same peak lr and step budget, the
 schedules that decay to a small lr end lowest.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,6 +42,7 @@ from labs.training_loop import SCHEDULES
 @dataclasses.dataclass(frozen=True)
 class Config(training_loop.Config):
     """The training_loop LM's settings (each schedule trains it once), with a shorter run."""
+
     steps: int = 1500
     eval_every: int = 500
     checkpoint_every: int = 0
@@ -48,7 +50,16 @@ class Config(training_loop.Config):
 
 def key_steps(cfg: Config) -> list[int]:
     """Where the schedules differ: start, end of warmup, middle, last update, and past the end."""
-    return sorted({0, max(cfg.warmup_steps - 1, 0), cfg.warmup_steps, cfg.steps // 2, cfg.steps - 1, cfg.steps + 100})
+    return sorted(
+        {
+            0,
+            max(cfg.warmup_steps - 1, 0),
+            cfg.warmup_steps,
+            cfg.steps // 2,
+            cfg.steps - 1,
+            cfg.steps + 100,
+        }
+    )
 
 
 def report(lrs: dict, histories: dict, cfg: Config, run, framework: str) -> dict:
@@ -56,14 +67,28 @@ def report(lrs: dict, histories: dict, cfg: Config, run, framework: str) -> dict
     from week1 import report as rep
 
     steps = key_steps(cfg)
-    rep.table(f"lr_schedules ({framework}): lr applied at update k, and the LM's final val loss",
-              ["schedule", *[f"k={k}" for k in steps], "final val loss"],
-              [(name, *[float(lrs[name][k]) for k in steps], histories[name].val_loss[-1]) for name in SCHEDULES])
-    rep.plot_lines(run.path("schedules.png"), {n: (range(len(lrs[n])), lrs[n]) for n in SCHEDULES},
-                   title=f"Learning-rate schedules ({framework}), peak {cfg.lr}, warmup {cfg.warmup_steps}",
-                   xlabel="update k", ylabel="learning rate")
-    rep.plot_lines(run.path("loss_by_schedule.png"), {n: (h.steps, h.train_loss) for n, h in histories.items()},
-                   title=f"LM train loss by schedule ({framework})", xlabel="step", ylabel="train loss")
+    rep.table(
+        f"lr_schedules ({framework}): lr applied at update k, and the LM's final val loss",
+        ["schedule", *[f"k={k}" for k in steps], "final val loss"],
+        [
+            (name, *[float(lrs[name][k]) for k in steps], histories[name].val_loss[-1])
+            for name in SCHEDULES
+        ],
+    )
+    rep.plot_lines(
+        run.path("schedules.png"),
+        {n: (range(len(lrs[n])), lrs[n]) for n in SCHEDULES},
+        title=f"Learning-rate schedules ({framework}), peak {cfg.lr}, warmup {cfg.warmup_steps}",
+        xlabel="update k",
+        ylabel="learning rate",
+    )
+    rep.plot_lines(
+        run.path("loss_by_schedule.png"),
+        {n: (h.steps, h.train_loss) for n, h in histories.items()},
+        title=f"LM train loss by schedule ({framework})",
+        xlabel="step",
+        ylabel="train loss",
+    )
     for name in SCHEDULES:
         for k, lr in enumerate(lrs[name]):
             run.log(k, **{f"lr/{name}": lr})

@@ -38,6 +38,7 @@ How to read the results
 
 Run it:  week1 run mixed_precision --framework jax   (or torch)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,11 +54,13 @@ FORMAT_COLUMNS = ["format", "bits", "max", "smallest normal", "machine eps"]
 DEMOS = {
     "300 * 300": "overflow: 90000 > fp16's max 65504 -> inf; bf16 has fp32's range",
     "gradient 1e-8": "underflow: below fp16's smallest subnormal (6e-8) -> 0",
-    "1e-8 scaled by 2^16, unscaled in fp32": "loss scaling: the scaled gradient is representable in fp16",
+    "1e-8 scaled by 2^16, unscaled in fp32": (
+        "loss scaling: the scaled gradient is representable in fp16"
+    ),
     "1 + 2^-8": "rounding: bf16's eps is 2^-7, so 1 + 2^-8 rounds to 1",
     "256 + 1": "rounding: bf16 keeps 8 significant bits, 257 needs 9",
 }
-LOSS_SCALE = 2.0 ** 16   # the scale the demo uses (GradScaler's initial scale)
+LOSS_SCALE = 2.0**16  # the scale the demo uses (GradScaler's initial scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +68,8 @@ class Config(training_loop.Config):
     steps: int = 300
     eval_every: int = 100
     checkpoint_every: int = 0
-    precisions: str = "fp32,bf16,fp16"   # which to train and bench, comma-separated
-    init_scale: float = 2.0 ** 16        # fp16 dynamic loss scaling (GradScaler's defaults)
+    precisions: str = "fp32,bf16,fp16"  # which to train and bench, comma-separated
+    init_scale: float = 2.0**16  # fp16 dynamic loss scaling (GradScaler's defaults)
     growth_factor: float = 2.0
     backoff_factor: float = 0.5
     growth_interval: int = 2000
@@ -74,11 +77,15 @@ class Config(training_loop.Config):
     def check(self) -> None:
         super().check()
         for name in self.precision_list:
-            require(name in PRECISIONS, f"precisions={self.precisions!r}: {name!r} is not one of "
-                                        f"{', '.join(PRECISIONS)}")
+            require(
+                name in PRECISIONS,
+                f"precisions={self.precisions!r}: {name!r} is not one of {', '.join(PRECISIONS)}",
+            )
         require(self.init_scale > 0, f"init_scale={self.init_scale}: must be > 0")
         require(self.growth_factor > 1, f"growth_factor={self.growth_factor}: must be > 1")
-        require(0 < self.backoff_factor < 1, f"backoff_factor={self.backoff_factor}: must be in (0, 1)")
+        require(
+            0 < self.backoff_factor < 1, f"backoff_factor={self.backoff_factor}: must be in (0, 1)"
+        )
         require(self.growth_interval >= 1, f"growth_interval={self.growth_interval}: must be >= 1")
 
     @property
@@ -88,20 +95,29 @@ class Config(training_loop.Config):
     @property
     def loss_scale(self) -> dict:
         """The dynamic loss-scaling settings, as keyword arguments for either framework's scaler."""
-        return {"init_scale": self.init_scale, "growth_factor": self.growth_factor,
-                "backoff_factor": self.backoff_factor, "growth_interval": self.growth_interval}
-
+        return {
+            "init_scale": self.init_scale,
+            "growth_factor": self.growth_factor,
+            "backoff_factor": self.backoff_factor,
+            "growth_interval": self.growth_interval,
+        }
 
 
 def summarise(run, framework: str, histories: dict, scaling: dict | None) -> dict:
     """Plot the training curves into the run folder; the summary: per precision, losses, speed,
     step time relative to fp32, and for fp16 the loss-scale outcome."""
     from week1 import report
+
     series = {f"{name} train": (h.steps, h.train_loss) for name, h in histories.items()}
     series.update({f"{name} val": (h.val_steps, h.val_loss) for name, h in histories.items()})
-    report.plot_lines(run.path("mixed_precision.png"), series, title=f"{framework}: fp32 vs bf16 vs fp16",
-                      xlabel="step", ylabel="cross-entropy (nats)",
-                      styles={f"{name} val": "o--" for name in histories})
+    report.plot_lines(
+        run.path("mixed_precision.png"),
+        series,
+        title=f"{framework}: fp32 vs bf16 vs fp16",
+        xlabel="step",
+        ylabel="cross-entropy (nats)",
+        styles={f"{name} val": "o--" for name in histories},
+    )
     summary = {}
     for name, h in histories.items():
         summary.update({f"{name}/{k}": v for k, v in h.summary().items()})

@@ -35,6 +35,7 @@ How to read the results
 
 Run it:  week1 run monitoring --framework jax   (or torch)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,7 @@ import math
 from labs import training_loop
 from week1.config import require
 
-
-LAYERS = ("wte", "fc1", "ln", "head")   # the CharMLP's layers, in forward order
+LAYERS = ("wte", "fc1", "ln", "head")  # the CharMLP's layers, in forward order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,20 +52,27 @@ class Config(training_loop.Config):
     steps: int = 300
     eval_every: int = 100
     checkpoint_every: int = 50
-    clip_norm: float = 1.0        # clip the global gradient norm to this (0: no clipping)
-    spike_factor: float = 3.0     # stop when loss > spike_factor * running mean (0: off)
-    spike_warmup: int = 20        # steps of running mean before spikes are judged
-    nan_step: int = 0             # inject a NaN into one gradient at this step (0: never)
-    nan_layer: str = "fc1"        # the layer whose gradients get it
+    clip_norm: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    spike_factor: float = 3.0  # stop when loss > spike_factor * running mean (0: off)
+    spike_warmup: int = 20  # steps of running mean before spikes are judged
+    nan_step: int = 0  # inject a NaN into one gradient at this step (0: never)
+    nan_layer: str = "fc1"  # the layer whose gradients get it
 
     def check(self) -> None:
         super().check()
         require(self.clip_norm >= 0, f"clip_norm={self.clip_norm}: must be >= 0 (0: off)")
-        require(self.spike_factor == 0 or self.spike_factor > 1,
-                f"spike_factor={self.spike_factor}: must be > 1 (0: off)")
+        require(
+            self.spike_factor == 0 or self.spike_factor > 1,
+            f"spike_factor={self.spike_factor}: must be > 1 (0: off)",
+        )
         require(self.spike_warmup >= 1, f"spike_warmup={self.spike_warmup}: must be >= 1")
-        require(0 <= self.nan_step <= self.steps, f"nan_step={self.nan_step}: must be in [0, steps={self.steps}]")
-        require(self.nan_layer in LAYERS, f"nan_layer={self.nan_layer!r}: allowed: {', '.join(LAYERS)}")
+        require(
+            0 <= self.nan_step <= self.steps,
+            f"nan_step={self.nan_step}: must be in [0, steps={self.steps}]",
+        )
+        require(
+            self.nan_layer in LAYERS, f"nan_layer={self.nan_layer!r}: allowed: {', '.join(LAYERS)}"
+        )
 
 
 def layer_of(name: str) -> str:
@@ -82,7 +89,11 @@ class TrainingStopped(RuntimeError):
     """The run stopped itself: a non-finite tensor or a loss spike at `step`."""
 
     def __init__(self, step: int, reason: str, last_checkpoint: int | None):
-        kept = f"last good checkpoint: step {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
+        kept = (
+            f"last good checkpoint: step {last_checkpoint}"
+            if last_checkpoint
+            else "no checkpoint yet"
+        )
         super().__init__(f"step {step}: {reason}; stopped before the update ({kept})")
         self.step, self.reason, self.last_checkpoint = step, reason, last_checkpoint
 
@@ -100,12 +111,13 @@ class SpikeDetector:
 
     @property
     def mean(self) -> float:
-        return self.ema / (1 - self.beta ** self.seen) if self.seen else math.nan
+        return self.ema / (1 - self.beta**self.seen) if self.seen else math.nan
 
     def check(self, loss: float) -> str | None:
         """The reason to stop, or None; then fold `loss` into the running mean."""
         if self.factor and self.seen >= self.warmup and loss > self.factor * self.mean:
-            return f"loss spike: {loss:.4g} is {loss / self.mean:.1f}x the running mean {self.mean:.4g}"
+            ratio = loss / self.mean
+            return f"loss spike: {loss:.4g} is {ratio:.1f}x the running mean {self.mean:.4g}"
         self.ema = self.beta * self.ema + (1 - self.beta) * loss
         self.seen += 1
         return None

@@ -29,6 +29,7 @@ How to read the results
 Run it:  week1 run profiling --framework jax           (the training_loop step)
          week1 profile <lab> --framework torch          (any lab with a profile workload)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,11 +41,16 @@ from week1.profiler import PROFILE_STEPS, TOP_OPS
 
 @dataclasses.dataclass(frozen=True)
 class Config(training_loop.Config):
-    profile_steps: int = PROFILE_STEPS   # steps traced and timed (the first one includes compilation)
-    top_ops: int = TOP_OPS               # rows of the top-operations table
+    profile_steps: int = (
+        PROFILE_STEPS  # steps traced and timed (the first one includes compilation)
+    )
+    top_ops: int = TOP_OPS  # rows of the top-operations table
     checkpoint_every: int = 0
 
     def check(self) -> None:
         super().check()
-        require(self.profile_steps >= 2, f"profile_steps={self.profile_steps}: must be >= 2 (1 compile + timed)")
+        require(
+            self.profile_steps >= 2,
+            f"profile_steps={self.profile_steps}: must be >= 2 (1 compile + timed)",
+        )
         require(self.top_ops > 0, f"top_ops={self.top_ops}: must be > 0")

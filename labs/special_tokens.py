@@ -30,6 +30,7 @@ by length) would save. The printed batch shows ids, mask and labels row by row.
 
 Run it:  week1 run special_tokens --framework jax   (or torch)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,36 +43,43 @@ from week1.tokenization import train as bpe_train
 from week1.tokenization.model import BPE
 
 PAD, UNK, BOS, EOS, MASK, CLS, SEP = "<pad>", "<unk>", "<s>", "</s>", "<mask>", "<cls>", "<sep>"
-SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, MASK, CLS, SEP)   # ids 0..6, in this order
+SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, MASK, CLS, SEP)  # ids 0..6, in this order
 IGNORE_INDEX = -100
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     vocab_size: int = 1000
-    corpus_chars: int = 200_000    # Shakespeare characters to train the tokenizer on
+    corpus_chars: int = 200_000  # Shakespeare characters to train the tokenizer on
     max_length: int = 24
     batch_size: int = 6
-    n_embd: int = 16               # the toy model that produces logits for the loss
+    n_embd: int = 16  # the toy model that produces logits for the loss
     seed: int = 0
 
     def check(self) -> None:
-        require(self.vocab_size >= 256 + len(SPECIAL_TOKENS),
-                f"vocab_size={self.vocab_size}: must be >= {256 + len(SPECIAL_TOKENS)}")
-        require(self.max_length >= 4, f"max_length={self.max_length}: must be >= 4 (the pair template adds 3)")
+        require(
+            self.vocab_size >= 256 + len(SPECIAL_TOKENS),
+            f"vocab_size={self.vocab_size}: must be >= {256 + len(SPECIAL_TOKENS)}",
+        )
+        require(
+            self.max_length >= 4,
+            f"max_length={self.max_length}: must be >= 4 (the pair template adds 3)",
+        )
         for name in ("corpus_chars", "batch_size", "n_embd"):
             require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: must be > 0")
 
 
 def tokenizer(cfg: Config) -> BPE:
     """Byte-level BPE (the bpe lab's reference trainer) with the seven special tokens."""
-    text = shakespeare.load_text()[:cfg.corpus_chars]
-    return bpe_train.train(text.splitlines(keepends=True), cfg.vocab_size, special_tokens=SPECIAL_TOKENS)
+    text = shakespeare.load_text()[: cfg.corpus_chars]
+    return bpe_train.train(
+        text.splitlines(keepends=True), cfg.vocab_size, special_tokens=SPECIAL_TOKENS
+    )
 
 
 def encode_single(tok: BPE, text: str, max_length: int) -> tuple[list[int], list[int]]:
     """'<s> text </s>', truncated so it fits in max_length; returns (ids, type ids)."""
-    ids = [tok.vocab[BOS], *tok.encode(text)[:max_length - 2], tok.vocab[EOS]]
+    ids = [tok.vocab[BOS], *tok.encode(text)[: max_length - 2], tok.vocab[EOS]]
     return ids, [0] * len(ids)
 
 
@@ -96,20 +104,22 @@ def encode_pair(tok: BPE, text_a: str, text_b: str, max_length: int) -> tuple[li
 
 
 def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, np.ndarray]:
-    """Right-pad (ids, type ids) rows to the longest: ids, attention_mask, type_ids, labels (B, T) int32."""
+    """Right-pad (ids, type ids) rows to the longest: ids, attention_mask, type_ids, labels (B,
+    T) int32."""
     T = max(len(ids) for ids, _ in rows)
     out = {k: np.zeros((len(rows), T), np.int32) for k in ("ids", "attention_mask", "type_ids")}
     out["ids"][:] = pad_id
     for r, (ids, types) in enumerate(rows):
-        out["ids"][r, :len(ids)] = ids
-        out["attention_mask"][r, :len(ids)] = 1
-        out["type_ids"][r, :len(ids)] = types
+        out["ids"][r, : len(ids)] = ids
+        out["attention_mask"][r, : len(ids)] = 1
+        out["type_ids"][r, : len(ids)] = types
     out["labels"] = np.where(out["attention_mask"] == 1, out["ids"], IGNORE_INDEX).astype(np.int32)
     return out
 
 
 def demo_texts(cfg: Config) -> list[str]:
-    """Lines of different lengths from the held-out end of the corpus (some longer than max_length)."""
+    """Lines of different lengths from the held-out end of the corpus (some longer than
+    max_length)."""
     lines = [line for line in shakespeare.load_text()[-20_000:].splitlines() if line.strip()]
     rng = np.random.default_rng(cfg.seed)
     return [lines[i] for i in rng.choice(len(lines), size=cfg.batch_size, replace=False)]
@@ -117,15 +127,19 @@ def demo_texts(cfg: Config) -> list[str]:
 
 def lm_batch(tok: BPE, cfg: Config) -> dict[str, np.ndarray]:
     """The batch both frameworks train on: '<s> line </s>' rows, padded."""
-    return pad_batch([encode_single(tok, t, cfg.max_length) for t in demo_texts(cfg)], tok.vocab[PAD])
+    return pad_batch(
+        [encode_single(tok, t, cfg.max_length) for t in demo_texts(cfg)], tok.vocab[PAD]
+    )
 
 
 def init_params(cfg: Config, vocab_size: int) -> dict[str, np.ndarray]:
     """The toy next-token model's weights (numpy, shared by both frameworks): embed -> linear."""
     rng = np.random.default_rng(cfg.seed)
-    return {"embed": rng.normal(0, 1, (vocab_size, cfg.n_embd)).astype(np.float32),
-            "w": rng.normal(0, cfg.n_embd ** -0.5, (cfg.n_embd, vocab_size)).astype(np.float32),
-            "b": np.zeros(vocab_size, np.float32)}
+    return {
+        "embed": rng.normal(0, 1, (vocab_size, cfg.n_embd)).astype(np.float32),
+        "w": rng.normal(0, cfg.n_embd**-0.5, (cfg.n_embd, vocab_size)).astype(np.float32),
+        "b": np.zeros(vocab_size, np.float32),
+    }
 
 
 def show_batch(tok: BPE, batch: dict[str, np.ndarray]) -> str:
@@ -135,11 +149,18 @@ def show_batch(tok: BPE, batch: dict[str, np.ndarray]) -> str:
         tokens = [tok.decode([i]) for i in batch["ids"][r]]
         lines.append(f"row {r}: " + "|".join(repr(t)[1:-1] for t in tokens))
         lines.append(f"  mask   {''.join(map(str, batch['attention_mask'][r]))}")
-        lines.append(f"  labels {' '.join('_' if x == IGNORE_INDEX else str(x) for x in batch['labels'][r])}")
+        lines.append(
+            f"  labels {' '.join('_' if x == IGNORE_INDEX else str(x) for x in batch['labels'][r])}"
+        )
     return "\n".join(lines)
 
 
 def summarize(loss: float, loss_all: float, batch: dict[str, np.ndarray], tok: BPE) -> dict:
     mask = batch["attention_mask"]
-    return {"loss": loss, "loss_counting_padding": loss_all, "real_tokens": int(mask.sum()),
-            "padding_share": float(1 - mask.mean()), "batch": show_batch(tok, batch)}
+    return {
+        "loss": loss,
+        "loss_counting_padding": loss_all,
+        "real_tokens": int(mask.sum()),
+        "padding_share": float(1 - mask.mean()),
+        "batch": show_batch(tok, batch),
+    }

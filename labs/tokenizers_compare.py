@@ -31,6 +31,7 @@ How to read the results
 
 Run it:  week1 run tokenizers_compare --framework torch   (or jax: the batching step)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,21 +47,25 @@ from week1.tokenization import hf
 from week1.tokenization.bytelevel import CHAR_TO_BYTE
 
 KINDS = ("english", "code", "multilingual")
-TOKENIZERS = ("BPE", "WordPiece", "Unigram HF", "Unigram spm")   # spm: sentencepiece's own trainer
+TOKENIZERS = ("BPE", "WordPiece", "Unigram HF", "Unigram spm")  # spm: sentencepiece's own trainer
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     vocab_size: int = 8000
-    chars_per_kind: int = 1_000_000   # training characters of English and of code (multilingual: all but held out)
-    held_out_every: int = 10          # every k-th text is held out for evaluation
+    chars_per_kind: int = (
+        1_000_000  # training characters of English and of code (multilingual: all but held out)
+    )
+    held_out_every: int = 10  # every k-th text is held out for evaluation
     batch_size: int = 32
     max_length: int = 128
     seed: int = 0
 
     def check(self) -> None:
         require(self.vocab_size >= 300, f"vocab_size={self.vocab_size}: must be >= 300")
-        require(self.chars_per_kind >= 10_000, f"chars_per_kind={self.chars_per_kind}: must be >= 10000")
+        require(
+            self.chars_per_kind >= 10_000, f"chars_per_kind={self.chars_per_kind}: must be >= 10000"
+        )
         require(self.held_out_every >= 2, f"held_out_every={self.held_out_every}: must be >= 2")
         for name in ("batch_size", "max_length"):
             require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: must be > 0")
@@ -68,9 +73,9 @@ class Config:
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    train: list[str]                       # all kinds mixed, one line or utterance per text
-    held_out: dict[str, list[str]]         # kind -> texts
-    languages: dict[str, list[str]]        # multilingual held-out texts by language
+    train: list[str]  # all kinds mixed, one line or utterance per text
+    held_out: dict[str, list[str]]  # kind -> texts
+    languages: dict[str, list[str]]  # multilingual held-out texts by language
 
 
 def split(texts: list[str], every: int) -> tuple[list[str], list[str]]:
@@ -78,7 +83,7 @@ def split(texts: list[str], every: int) -> tuple[list[str], list[str]]:
 
 
 def load_corpus(cfg: Config) -> Corpus:
-    english = [t for t in shakespeare.load_text()[:cfg.chars_per_kind].splitlines() if t.strip()]
+    english = [t for t in shakespeare.load_text()[: cfg.chars_per_kind].splitlines() if t.strip()]
     source = [t for t in "".join(code.load_texts(cfg.chars_per_kind)).splitlines() if t.strip()]
     train, held_out, languages = [], {}, {}
     for kind, texts in (("english", english), ("code", source)):
@@ -95,10 +100,11 @@ def load_corpus(cfg: Config) -> Corpus:
 @dataclasses.dataclass
 class Trained:
     """One tokenizer behind a common face (HF Tokenizer or SentencePieceProcessor)."""
+
     name: str
-    encode_batch: object      # list[str] -> list[list[int]]
-    decode: object            # list[int] -> str
-    vocab: set                # surface forms, markers removed
+    encode_batch: object  # list[str] -> list[list[int]]
+    decode: object  # list[int] -> str
+    vocab: set  # surface forms, markers removed
     unk_id: int | None
     pad_id: int
 
@@ -111,40 +117,73 @@ def _surface(token: str) -> str:
 
 
 def _from_hf(name, tok, unk: str | None) -> Trained:
-    return Trained(name, lambda texts: [e.ids for e in tok.encode_batch(texts)], tok.decode,
-                   {_surface(t) for t in tok.get_vocab()}, tok.token_to_id(unk) if unk else None,
-                   tok.token_to_id("<pad>"))
+    return Trained(
+        name,
+        lambda texts: [e.ids for e in tok.encode_batch(texts)],
+        tok.decode,
+        {_surface(t) for t in tok.get_vocab()},
+        tok.token_to_id(unk) if unk else None,
+        tok.token_to_id("<pad>"),
+    )
 
 
 def train_all(texts: list[str], vocab_size: int) -> dict[str, Trained]:
     """The four tokenizers, each at `vocab_size` with the same <pad> (and <unk> where needed)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     import sentencepiece as spm
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     n_chars = len(set().union(*map(set, texts)))
-    if vocab_size < n_chars + 2:   # HF's UnigramTrainer needs every character in the vocabulary
-        raise UsageError(f"vocab_size={vocab_size}: the Unigram tokenizers need at least {n_chars + 2} here "
-                         f"({n_chars} distinct characters in the training text, plus <pad> and <unk>)")
+    if vocab_size < n_chars + 2:  # HF's UnigramTrainer needs every character in the vocabulary
+        raise UsageError(
+            f"vocab_size={vocab_size}: the Unigram tokenizers need at least {n_chars + 2} here "
+            f"({n_chars} distinct characters in the training text, plus <pad> and <unk>)"
+        )
     out = {"BPE": _from_hf("BPE", hf.train_bpe(texts, vocab_size, special_tokens=["<pad>"]), None)}
     wp = Tokenizer(models.WordPiece(unk_token="<unk>"))
     wp.pre_tokenizer, wp.decoder = pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()
-    wp.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<unk>"],
-                                                            show_progress=False))
+    wp.train_from_iterator(
+        texts,
+        trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=["<pad>", "<unk>"], show_progress=False
+        ),
+    )
     out["WordPiece"] = _from_hf("WordPiece", wp, "<unk>")
     uni = Tokenizer(models.Unigram())
     uni.pre_tokenizer, uni.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-    uni.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<unk>"],
-                                                           unk_token="<unk>", show_progress=False))
+    uni.train_from_iterator(
+        texts,
+        trainers.UnigramTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<pad>", "<unk>"],
+            unk_token="<unk>",
+            show_progress=False,
+        ),
+    )
     out["Unigram HF"] = _from_hf("Unigram HF", uni, "<unk>")
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
-                                   model_type="unigram", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
-                                   character_coverage=1.0, max_sentence_length=1 << 16,
-                                   hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        character_coverage=1.0,
+        max_sentence_length=1 << 16,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     out["Unigram spm"] = Trained(
-        "Unigram spm", lambda texts: sp.encode(texts), sp.decode,
-        {_surface(sp.id_to_piece(i)) for i in range(sp.get_piece_size())}, sp.unk_id(), sp.pad_id())
+        "Unigram spm",
+        lambda texts: sp.encode(texts),
+        sp.decode,
+        {_surface(sp.id_to_piece(i)) for i in range(sp.get_piece_size())},
+        sp.unk_id(),
+        sp.pad_id(),
+    )
     return out
 
 
@@ -152,10 +191,14 @@ def metrics(tok: Trained, texts: list[str]) -> dict[str, float]:
     ids = tok.encode_batch(texts)
     n_tokens = sum(map(len, ids))
     unk = sum(row.count(tok.unk_id) for row in ids) if tok.unk_id is not None else 0
-    return {"bytes/token": sum(len(t.encode()) for t in texts) / n_tokens,
-            "tokens/word": n_tokens / sum(len(t.split()) for t in texts),
-            "unk rate": unk / n_tokens,
-            "round trip": float(np.mean([tok.decode(row) == t for row, t in zip(ids, texts)]))}
+    return {
+        "bytes/token": sum(len(t.encode()) for t in texts) / n_tokens,
+        "tokens/word": n_tokens / sum(len(t.split()) for t in texts),
+        "unk rate": unk / n_tokens,
+        "round trip": float(
+            np.mean([tok.decode(row) == t for row, t in zip(ids, texts, strict=True)])
+        ),
+    }
 
 
 @functools.cache
@@ -167,36 +210,62 @@ def trained(cfg: Config) -> tuple[Corpus, dict[str, Trained]]:
 
 def evaluate(toks: dict[str, Trained], corpus: Corpus) -> list[tuple]:
     """Rows (tokenizer, kind, bytes/token, tokens/word, unk rate, round trip)."""
-    return [(name, kind, *metrics(tok, corpus.held_out[kind]).values()) for name, tok in toks.items() for kind in KINDS]
+    return [
+        (name, kind, *metrics(tok, corpus.held_out[kind]).values())
+        for name, tok in toks.items()
+        for kind in KINDS
+    ]
 
 
 def overlap(toks: dict[str, Trained]) -> list[tuple]:
     """Rows (tokenizer, Jaccard with each tokenizer) of the marker-free vocabularies."""
-    return [(a, *(len(toks[a].vocab & toks[b].vocab) / len(toks[a].vocab | toks[b].vocab) for b in toks)) for a in toks]
+    return [
+        (
+            a,
+            *(
+                len(toks[a].vocab & toks[b].vocab) / len(toks[a].vocab | toks[b].vocab)
+                for b in toks
+            ),
+        )
+        for a in toks
+    ]
 
 
 def fertility_by_language(toks: dict[str, Trained], corpus: Corpus) -> dict[str, dict[str, float]]:
-    return {name: {lang: metrics(tok, texts)["tokens/word"] for lang, texts in corpus.languages.items()}
-            for name, tok in toks.items()}
+    return {
+        name: {lang: metrics(tok, texts)["tokens/word"] for lang, texts in corpus.languages.items()}
+        for name, tok in toks.items()
+    }
 
 
 def plot_fertility(path, fertility: dict[str, dict[str, float]]) -> pathlib.Path:
     """Grouped bars: tokens per word for each language (x) and tokenizer (colour)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    languages = sorted(next(iter(fertility.values())), key=lambda lang: fertility[TOKENIZERS[0]][lang])
+    languages = sorted(
+        next(iter(fertility.values())), key=lambda lang: fertility[TOKENIZERS[0]][lang]
+    )
     fig, ax = plt.subplots(figsize=(13, 5))
     width = 0.8 / len(fertility)
     for k, (name, values) in enumerate(fertility.items()):
-        ax.bar(np.arange(len(languages)) + k * width, [values[lang] for lang in languages], width, label=name)
+        ax.bar(
+            np.arange(len(languages)) + k * width,
+            [values[lang] for lang in languages],
+            width,
+            label=name,
+        )
     ax.set_xticks(np.arange(len(languages)) + 0.4 - width / 2, languages, rotation=60, ha="right")
     ax.set_yscale("log")
     ax.set_yticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
     ax.minorticks_off()
     ax.set_ylabel("tokens per whitespace word (log)")
-    ax.set_title("Fertility by language (held-out chatterbot text): English-heavy training costs other languages")
+    ax.set_title(
+        "Fertility by language (held-out chatterbot text): English-heavy training costs other "
+        "languages"
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -206,14 +275,17 @@ def plot_fertility(path, fertility: dict[str, dict[str, float]]) -> pathlib.Path
     return path
 
 
-def pad_batches(ids: list[list[int]], batch_size: int, max_length: int, pad_id: int) -> list[np.ndarray]:
-    """The numpy reference of the framework pipelines: truncate, right-pad per batch, (B, T) int32."""
+def pad_batches(
+    ids: list[list[int]], batch_size: int, max_length: int, pad_id: int
+) -> list[np.ndarray]:
+    """The numpy reference of the framework pipelines: truncate, right-pad per batch, (B, T)
+    int32."""
     out = []
     for start in range(0, len(ids), batch_size):
-        rows = [row[:max_length] for row in ids[start:start + batch_size]]
+        rows = [row[:max_length] for row in ids[start : start + batch_size]]
         batch = np.full((len(rows), max(map(len, rows), default=0)), pad_id, np.int32)
         for r, row in enumerate(rows):
-            batch[r, :len(row)] = row
+            batch[r, : len(row)] = row
         out.append(batch)
     return out
 
@@ -223,8 +295,13 @@ def report(toks, corpus: Corpus, cfg: Config, png_path) -> dict:
     from week1 import report as rich_report
 
     rows = evaluate(toks, corpus)
-    rich_report.table(f"held-out text, vocab {cfg.vocab_size}",
-                      ["tokenizer", "kind", "bytes/token", "tokens/word", "unk rate", "round trip"], rows)
+    rich_report.table(
+        f"held-out text, vocab {cfg.vocab_size}",
+        ["tokenizer", "kind", "bytes/token", "tokens/word", "unk rate", "round trip"],
+        rows,
+    )
     rich_report.table("vocabulary overlap (Jaccard)", ["tokenizer", *toks], overlap(toks))
     plot_fertility(png_path, fertility_by_language(toks, corpus))
-    return {f"{name} {kind} tokens/word": fert for name, kind, _, fert, _, _ in rows} | {"plot": str(png_path.name)}
+    return {f"{name} {kind} tokens/word": fert for name, kind, _, fert, _, _ in rows} | {
+        "plot": str(png_path.name)
+    }

@@ -29,6 +29,7 @@ How to read the results
 
 Run it:  week1 run training_loop --framework jax   (or torch, --compile)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,6 @@ from week1.config import require
 from week1.data import shakespeare
 from week1.data.batches import window_batch
 
-
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params, for compare and parity
 # The schedules of week1_jax.lib.schedules / week1_torch.lib.schedules (the lr_schedules lab).
 SCHEDULES = ("warmup_cosine", "warmup_linear", "constant_with_warmup", "inverse_sqrt")
@@ -50,11 +50,11 @@ SCHEDULES = ("warmup_cosine", "warmup_linear", "constant_with_warmup", "inverse_
 class Config:
     steps: int = 8000
     batch_size: int = 64
-    lr: float = 3e-3            # peak learning rate of the schedule
+    lr: float = 3e-3  # peak learning rate of the schedule
     schedule: str = "warmup_cosine"  # one of SCHEDULES
     seed: int = 0
-    block_size: int = 8         # characters of context
-    n_embd: int = 24            # embedding size per character
+    block_size: int = 8  # characters of context
+    n_embd: int = 24  # embedding size per character
     n_hidden: int = 256
     dropout: float = 0.0
     weight_decay: float = 0.01  # on matrices only, never on biases and norm scales
@@ -68,24 +68,41 @@ class Config:
     temperature: float = 0.8
 
     def check(self) -> None:
-        for name in ("steps", "batch_size", "block_size", "n_embd", "n_hidden", "eval_every", "eval_batches"):
+        for name in (
+            "steps",
+            "batch_size",
+            "block_size",
+            "n_embd",
+            "n_hidden",
+            "eval_every",
+            "eval_batches",
+        ):
             require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: must be > 0")
         require(self.lr > 0, f"lr={self.lr}: must be > 0")
-        require(self.schedule in SCHEDULES, f"schedule={self.schedule!r}: allowed: {', '.join(SCHEDULES)}")
+        require(
+            self.schedule in SCHEDULES,
+            f"schedule={self.schedule!r}: allowed: {', '.join(SCHEDULES)}",
+        )
         require(0.0 <= self.dropout < 1.0, f"dropout={self.dropout}: must be in [0, 1)")
         require(self.weight_decay >= 0, f"weight_decay={self.weight_decay}: must be >= 0")
-        require(0 <= self.warmup_steps <= self.steps,
-                f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]")
-        require(0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction}: must be in (0, 1)")
-        require(self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every}: must be >= 0")
+        require(
+            0 <= self.warmup_steps <= self.steps,
+            f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]",
+        )
+        require(
+            0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction}: must be in (0, 1)"
+        )
+        require(
+            self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every}: must be >= 0"
+        )
         require(self.temperature > 0, f"temperature={self.temperature}: must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
 class Data:
     corpus: shakespeare.CharCorpus
-    train: np.ndarray   # (N_train,) uint8 ids
-    val: np.ndarray     # (N_val,) uint8 ids
+    train: np.ndarray  # (N_train,) uint8 ids
+    val: np.ndarray  # (N_val,) uint8 ids
 
     @property
     def vocab_size(self) -> int:
@@ -105,12 +122,15 @@ def train_batch(data: Data, cfg: Config, step: int):
 
 def val_batches(data: Data, cfg: Config) -> list:
     """A fixed set of validation batches (seeded apart from training), so evaluations compare."""
-    return [window_batch(data.val, cfg.block_size, cfg.batch_size, cfg.seed + 1_000_003, k)
-            for k in range(cfg.eval_batches)]
+    return [
+        window_batch(data.val, cfg.block_size, cfg.batch_size, cfg.seed + 1_000_003, k)
+        for k in range(cfg.eval_batches)
+    ]
 
 
 def unigram_baseline(data: Data) -> float:
-    """Cross-entropy (nats) of the validation text under the training text's character frequencies."""
+    """Cross-entropy (nats) of the validation text under the training text's character
+    frequencies."""
     counts = np.bincount(data.train, minlength=data.vocab_size).astype(np.float64) + 1.0  # add-one
     log_p = np.log(counts / counts.sum())
     return float(-log_p[data.val].mean())
@@ -118,18 +138,19 @@ def unigram_baseline(data: Data) -> float:
 
 def prompt_ids(data: Data, cfg: Config) -> np.ndarray:
     """The sampling prompt: the first `block_size` characters of the validation text."""
-    return data.val[:cfg.block_size].astype(np.int32)
+    return data.val[: cfg.block_size].astype(np.int32)
 
 
 @dataclasses.dataclass
 class History:
     """What a training run measured; both frameworks fill it the same way."""
-    steps: list = dataclasses.field(default_factory=list)        # step of each train loss
+
+    steps: list = dataclasses.field(default_factory=list)  # step of each train loss
     train_loss: list = dataclasses.field(default_factory=list)
     val_steps: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
-    first_step_s: float = 0.0    # the first step: compilation (jit, torch.compile) plus one step
-    timed_s: float = 0.0         # the steps after it (evaluation and checkpoints excluded)
+    first_step_s: float = 0.0  # the first step: compilation (jit, torch.compile) plus one step
+    timed_s: float = 0.0  # the steps after it (evaluation and checkpoints excluded)
 
     def add_train(self, step: int, loss: float, seconds: float, log=None) -> None:
         if self.steps:
@@ -152,9 +173,12 @@ class History:
         return (len(self.steps) - 1) / self.timed_s if self.timed_s > 0 else 0.0
 
     def summary(self) -> dict:
-        return {"final_train_loss": self.train_loss[-1] if self.train_loss else float("nan"),
-                "final_val_loss": self.val_loss[-1] if self.val_loss else float("nan"),
-                "first_step_s": self.first_step_s, "steps_per_s": self.steps_per_s}
+        return {
+            "final_train_loss": self.train_loss[-1] if self.train_loss else float("nan"),
+            "final_val_loss": self.val_loss[-1] if self.val_loss else float("nan"),
+            "first_step_s": self.first_step_s,
+            "steps_per_s": self.steps_per_s,
+        }
 
 
 def is_eval_step(cfg: Config, step: int) -> bool:
@@ -163,11 +187,14 @@ def is_eval_step(cfg: Config, step: int) -> bool:
 
 
 def is_checkpoint_step(cfg: Config, step: int, stop_at: int | None) -> bool:
-    """Checkpoint every `checkpoint_every` steps (0: never), and where a run is told to stop early."""
+    """Checkpoint every `checkpoint_every` steps (0: never), and where a run is told to stop
+    early."""
     return step == stop_at or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0)
 
 
 def prepare(out_dir=None) -> list:
     """`week1 prepare training_loop`: cache the character ids (carry them to a GPU box)."""
     corpus = shakespeare.prepare(out_dir)
-    return [f"shakespeare_chars.npy: {len(corpus.ids):,} characters, vocabulary {corpus.vocab_size}"]
+    return [
+        f"shakespeare_chars.npy: {len(corpus.ids):,} characters, vocabulary {corpus.vocab_size}"
+    ]

@@ -3,6 +3,7 @@
 CI-sized corpora (slices of Shakespeare and of the stdlib's code); the full 5.3 MB
 run at vocab 8000 is marked slow.
 """
+
 import functools
 
 import numpy as np
@@ -32,7 +33,7 @@ def corpus(name: str) -> tuple[list[str], str]:
     if name == "shakespeare_full":
         text = shakespeare.load_text()
         return text.splitlines(keepends=True), text[-30_000:]
-    if name == "shakespeare_specials":   # documents joined by a special token
+    if name == "shakespeare_specials":  # documents joined by a special token
         text = shakespeare.load_text()[:60_000]
         return [p + "<|endoftext|>" for p in text.split("\n\n")], "end<|endoftext|>start<pad><pad>x"
     if name == "code":
@@ -61,11 +62,15 @@ def trained(case: str, impl: str):
 def check_against_hf(case: str, impl: str, tmp_path):
     ours, ref = trained(case, impl), trained(case, "hf")
     merges, vocab = hf.merges_and_vocab(ref)
-    assert ours.merges == merges, next((i, m, r) for i, (m, r) in enumerate(zip(ours.merges, merges)) if m != r)
+    assert ours.merges == merges, next(
+        (i, m, r) for i, (m, r) in enumerate(zip(ours.merges, merges, strict=False)) if m != r
+    )
     assert ours.vocab == vocab
     _, held_out = corpus((CASES.get(case) or SLOW_CASES[case])[0])
     ids = ours.encode(held_out)
-    assert_close(f"bpe {case}", f"{impl} ids", np.asarray(ids), np.asarray(ref.encode(held_out).ids), EXACT)
+    assert_close(
+        f"bpe {case}", f"{impl} ids", np.asarray(ids), np.asarray(ref.encode(held_out).ids), EXACT
+    )
     # Our tokenizer.json is one HF loads, and encodes with identically.
     loaded = Tokenizer.from_file(str(ours.save(tmp_path / "tokenizer.json")))
     assert loaded.encode(held_out).ids == ids
@@ -117,9 +122,38 @@ def test_hf_tokenizer_json_loads_into_ours(tmp_path):
 
 # Arbitrary unicode, weighted towards the hard parts: emoji (multi-byte, ZWJ sequences),
 # NUL and control characters, combining marks, mixed scripts, runs of whitespace.
-HARD = st.sampled_from(["\x00", "\t", "\n", "\r\n", "  ", "   ", "\u3000", "\u00a0", "e\u0301", "\u0301",
-                        "👍🏽", "👨\u200d👩\u200d👧", "🇫🇷", "Ω", "ж", "中文", "한국어", "العربية", "हिन्दी",
-                        "'s", "'ll", "123", "٣", "²", "\ufeff", "\U0010ffff", "<|endoftext|>", "<pad>"])
+HARD = st.sampled_from(
+    [
+        "\x00",
+        "\t",
+        "\n",
+        "\r\n",
+        "  ",
+        "   ",
+        "\u3000",
+        "\u00a0",
+        "e\u0301",
+        "\u0301",
+        "👍🏽",
+        "👨\u200d👩\u200d👧",
+        "🇫🇷",
+        "Ω",
+        "ж",
+        "中文",
+        "한국어",
+        "العربية",
+        "हिन्दी",
+        "'s",
+        "'ll",
+        "123",
+        "٣",
+        "²",
+        "\ufeff",
+        "\U0010ffff",
+        "<|endoftext|>",
+        "<pad>",
+    ]
+)
 TEXT = st.lists(st.one_of(st.text(max_size=8), HARD), max_size=12).map("".join)
 
 

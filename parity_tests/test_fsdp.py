@@ -2,40 +2,43 @@
 (8 host devices, 1-D fsdp and 2-D (data, fsdp) meshes) and torch (FSDP2, 2 gloo processes), and
 across the two; per-device memory is about 1/N; sharded checkpoints restore onto fewer devices.
 """
+
 import dataclasses
 import json
 
 import jax
+import multidevice
 import pytest
 import torch
-from test_data_parallel import (LOOP_CFG, cpu_simulation, data, jax_single, torch_single,  # noqa: F401
-                                week1_run_torch, weights)
 
-from week1 import convert
 from labs import fsdp as spec
+from week1 import convert
 from week1.config import UsageError
+from week1.parallel import config_args, loop_config
 from week1.tolerances import BF16, BF16_FINAL_LOSS, F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import fsdp as jax_fsdp
 from week1_jax.lib import parallel as jax_parallel
 from week1_torch import fsdp as torch_fsdp
-from week1_torch.lib import parallel as torch_parallel
 from week1_torch import training_loop as torch_loop
-from week1.parallel import config_args, loop_config
+from week1_torch.lib import parallel as torch_parallel
 
 CFG = spec.Config(steps=20, batch_size=32, n_hidden=64, warmup_steps=5, lr=1e-2)
 HALF = spec.checkpoint_step(CFG)
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_same_setup_as_data_parallel_tests():
-    assert loop_config(CFG) == LOOP_CFG  # so the single-device fixtures apply
+    assert loop_config(CFG) == multidevice.LOOP_CFG  # so the single-device fixtures apply
 
 
 @pytest.fixture(scope="module")
 def jax_fsdp_run(data, weights, tmp_path_factory):
-    """8 devices, 1-D fsdp mesh, sharded checkpoint at step 10: (losses, first-step grads, checkpoint dir)."""
+    """8 devices, 1-D fsdp mesh, sharded checkpoint at step 10: (losses, first-step grads,
+    checkpoint dir)."""
     directory = tmp_path_factory.mktemp("jax_fsdp")
-    losses, grads = jax_fsdp.train(CFG, data, jax_fsdp.make_mesh(jax.devices()), weights[1], checkpoint_dir=directory)
+    losses, grads = jax_fsdp.train(
+        CFG, data, jax_fsdp.make_mesh(jax.devices()), weights[1], checkpoint_dir=directory
+    )
     return losses, grads, directory
 
 
@@ -43,65 +46,99 @@ def jax_fsdp_run(data, weights, tmp_path_factory):
 def torch_fsdp_run(tmp_path_factory):
     """Through the CLI: FSDP2 on 2 gloo ranks with a checkpoint at step 10, then resumed on 1 rank.
     Returns ((losses, first-step grads, memory), resumed losses, folder of the ranks' files)."""
-    ranks = week1_run_torch("fsdp", CFG, tmp_path_factory.mktemp("runs")) / "ranks"
-    return torch_parallel.load_result(ranks / "train"), torch_parallel.load_result(ranks / "resume")[0], ranks
+    ranks = multidevice.week1_run_torch("fsdp", CFG, tmp_path_factory.mktemp("runs")) / "ranks"
+    return (
+        torch_parallel.load_result(ranks / "train"),
+        torch_parallel.load_result(ranks / "resume")[0],
+        ranks,
+    )
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_jax_fsdp_equals_single_device(jax_fsdp_run, jax_single):
     losses, grads, _ = jax_fsdp_run
     assert_tree_close("jax fsdp x8 vs 1 device, grads step 1", grads, jax_single[1], F32)
     assert_close("jax fsdp x8 vs 1 device", "20-step losses", losses, jax_single[0], TRAJECTORY)
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_jax_2d_mesh_equals_single_device(data, weights, jax_single):
     mesh = jax_fsdp.make_mesh(jax.devices(), data_axis=2)
     assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
     losses, grads = jax_fsdp.train(CFG, data, mesh, weights[1])
     assert_tree_close("jax (data 2, fsdp 4) vs 1 device, grads step 1", grads, jax_single[1], F32)
-    assert_close("jax (data 2, fsdp 4) vs 1 device", "20-step losses", losses, jax_single[0], TRAJECTORY)
+    assert_close(
+        "jax (data 2, fsdp 4) vs 1 device", "20-step losses", losses, jax_single[0], TRAJECTORY
+    )
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_jax_checkpoint_from_8_devices_continues_on_4(jax_fsdp_run, data, weights):
     losses, _, directory = jax_fsdp_run
-    resumed, _ = jax_fsdp.train(CFG, data, jax_fsdp.make_mesh(jax.devices()[:4]), weights[1],
-                                checkpoint_dir=directory, resume=True)
-    assert_close("jax fsdp checkpoint x8 -> x4", "losses after the restore", resumed, losses[HALF:], TRAJECTORY)
+    resumed, _ = jax_fsdp.train(
+        CFG,
+        data,
+        jax_fsdp.make_mesh(jax.devices()[:4]),
+        weights[1],
+        checkpoint_dir=directory,
+        resume=True,
+    )
+    assert_close(
+        "jax fsdp checkpoint x8 -> x4",
+        "losses after the restore",
+        resumed,
+        losses[HALF:],
+        TRAJECTORY,
+    )
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_jax_memory_per_device_is_about_1_over_n(data):
-    _, params, _, opt_state = jax_parallel.init_state(LOOP_CFG, data.vocab_size)
+    _, params, _, opt_state = jax_parallel.init_state(multidevice.LOOP_CFG, data.vocab_size)
     memory = jax_fsdp.memory_bytes(params, opt_state, jax_fsdp.make_mesh(jax.devices()))
-    leftover = data.vocab_size * 4   # the head bias: 83 divides by nothing, so it stays whole
+    leftover = data.vocab_size * 4  # the head bias: 83 divides by nothing, so it stays whole
     assert memory["params sharded"] <= memory["params replicated"] / 8 + leftover
-    assert memory["optimizer sharded"] <= memory["optimizer replicated"] / 8 + 2 * leftover + 4  # + the step count
+    assert (
+        memory["optimizer sharded"] <= memory["optimizer replicated"] / 8 + 2 * leftover + 4
+    )  # + the step count
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_jax_mismatched_checkpoint_is_one_line(jax_fsdp_run, data):
-    with pytest.raises(UsageError, match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
-                                         r"the model wants \(32,\)$"):
-        jax_fsdp.train(dataclasses.replace(CFG, n_hidden=32), data, jax_fsdp.make_mesh(jax.devices()),
-                       checkpoint_dir=jax_fsdp_run[2], resume=True)
+    with pytest.raises(
+        UsageError,
+        match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
+        r"the model wants \(32,\)$",
+    ):
+        jax_fsdp.train(
+            dataclasses.replace(CFG, n_hidden=32),
+            data,
+            jax_fsdp.make_mesh(jax.devices()),
+            checkpoint_dir=jax_fsdp_run[2],
+            resume=True,
+        )
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_torch_fsdp_equals_single_device(torch_fsdp_run, torch_single):
     (losses, grads, _), _, _ = torch_fsdp_run
     assert_tree_close("torch FSDP x2 vs 1 device, grads step 1", grads, torch_single[1], F32)
     assert_close("torch FSDP x2 vs 1 device", "20-step losses", losses, torch_single[0], TRAJECTORY)
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_torch_checkpoint_from_2_ranks_continues_on_1(torch_fsdp_run):
     (losses, _, _), resumed, _ = torch_fsdp_run
-    assert_close("torch FSDP checkpoint x2 -> x1", "losses after the restore", resumed, losses[HALF:], TRAJECTORY)
+    assert_close(
+        "torch FSDP checkpoint x2 -> x1",
+        "losses after the restore",
+        resumed,
+        losses[HALF:],
+        TRAJECTORY,
+    )
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_torch_memory_per_rank_is_about_1_over_n(torch_fsdp_run):
     (_, _, memory), _, _ = torch_fsdp_run
     # dim 0 splits unevenly (83 rows: 42 on rank 0, 41 on rank 1): a little over a half
@@ -109,33 +146,59 @@ def test_torch_memory_per_rank_is_about_1_over_n(torch_fsdp_run):
     assert memory["optimizer sharded"] <= 0.51 * memory["optimizer replicated"]
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_torch_mismatched_checkpoint_is_one_line(torch_fsdp_run, data):
-    model = torch_loop.build_model(dataclasses.replace(LOOP_CFG, n_hidden=32), data.vocab_size)
-    with pytest.raises(UsageError, match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
-                                         r"the model wants \(32,\)$"):
+    model = torch_loop.build_model(
+        dataclasses.replace(multidevice.LOOP_CFG, n_hidden=32), data.vocab_size
+    )
+    with pytest.raises(
+        UsageError,
+        match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
+        r"the model wants \(32,\)$",
+    ):
         torch_fsdp.restore_checkpoint(torch_fsdp_run[2] / "checkpoint", model, None, None)
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_torch_fsdp_bf16_policy_within_bf16_tier(torch_single, tmp_path):
-    """MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32) on 2 ranks vs fp32 on one device."""
-    torch_parallel.torchrun("week1_torch.fsdp", 2, [f"--out={tmp_path}", "--mode=train",
-                                                    *config_args(dataclasses.replace(CFG, mixed_precision=True))],
-                            timeout_s=300)
+    """MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32) on 2 ranks vs fp32 on one
+    device."""
+    torch_parallel.torchrun(
+        "week1_torch.fsdp",
+        2,
+        [
+            f"--out={tmp_path}",
+            "--mode=train",
+            *config_args(dataclasses.replace(CFG, mixed_precision=True)),
+        ],
+        timeout_s=300,
+    )
     losses, grads, _ = torch_parallel.load_result(tmp_path / "train")
-    assert_close("torch FSDP x2 bf16 vs 1 device fp32", "loss step 1", losses[0], torch_single[0][0], BF16)
-    assert_tree_close("torch FSDP x2 bf16 vs 1 device fp32, grads step 1", grads, torch_single[1], BF16)
-    assert_close("torch FSDP x2 bf16 vs 1 device fp32", "final loss", losses[-1], torch_single[0][-1],
-                 BF16_FINAL_LOSS)
+    assert_close(
+        "torch FSDP x2 bf16 vs 1 device fp32", "loss step 1", losses[0], torch_single[0][0], BF16
+    )
+    assert_tree_close(
+        "torch FSDP x2 bf16 vs 1 device fp32, grads step 1", grads, torch_single[1], BF16
+    )
+    assert_close(
+        "torch FSDP x2 bf16 vs 1 device fp32",
+        "final loss",
+        losses[-1],
+        torch_single[0][-1],
+        BF16_FINAL_LOSS,
+    )
 
 
-@cpu_simulation
+@multidevice.cpu_simulation
 def test_fsdp_across_frameworks(jax_fsdp_run, torch_fsdp_run):
     losses, grads, _ = jax_fsdp_run
     (torch_losses, torch_grads, _), _, _ = torch_fsdp_run
-    assert_tree_close("jax fsdp x8 vs torch FSDP x2, grads step 1",
-                      convert.flax_to_torch(grads, convert.CHAR_MLP), torch_grads, F32)
+    assert_tree_close(
+        "jax fsdp x8 vs torch FSDP x2, grads step 1",
+        convert.flax_to_torch(grads, convert.CHAR_MLP),
+        torch_grads,
+        F32,
+    )
     assert_close("jax fsdp x8 vs torch FSDP x2", "20-step losses", losses, torch_losses, TRAJECTORY)
 
 
@@ -143,8 +206,13 @@ def test_fsdp_across_frameworks(jax_fsdp_run, torch_fsdp_run):
 def test_single_gpu_fsdp_equals_single_device(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    run_dir = week1_run_torch("fsdp", dataclasses.replace(CFG, devices=1), tmp_path)
+    run_dir = multidevice.week1_run_torch("fsdp", dataclasses.replace(CFG, devices=1), tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     for name in ("final loss x1", "final loss resumed on x1"):
-        assert_close("torch FSDP x1 GPU (nccl) vs 1 GPU", name, summary[name], summary["final loss 1 device"],
-                     TRAJECTORY)
+        assert_close(
+            "torch FSDP x1 GPU (nccl) vs 1 GPU",
+            name,
+            summary[name],
+            summary["final loss 1 device"],
+            TRAJECTORY,
+        )

@@ -6,13 +6,14 @@ also compared with the same shapes assembled from optax's built-in schedules;
 updates 0 .. total_steps + 20 cover step 0, the warmup boundary, the last step
 and the hold after it.
 """
+
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
 
-from week1.tolerances import F64, assert_close
 from labs.training_loop import SCHEDULES
+from week1.tolerances import F64, assert_close
 from week1_jax import lr_schedules as jax_lab
 from week1_jax.lib import schedules as jax_schedules
 from week1_torch import lr_schedules as torch_lab
@@ -27,10 +28,15 @@ def optax_reference(name: str):
     warmup = optax.linear_schedule(0.0, PEAK, WARMUP)
     return {
         "warmup_cosine": optax.warmup_cosine_decay_schedule(0.0, PEAK, WARMUP, TOTAL, FINAL),
-        "warmup_linear": optax.join_schedules([warmup, optax.linear_schedule(PEAK, FINAL, TOTAL - WARMUP)], [WARMUP]),
-        "constant_with_warmup": optax.join_schedules([warmup, optax.constant_schedule(PEAK)], [WARMUP]),
+        "warmup_linear": optax.join_schedules(
+            [warmup, optax.linear_schedule(PEAK, FINAL, TOTAL - WARMUP)], [WARMUP]
+        ),
+        "constant_with_warmup": optax.join_schedules(
+            [warmup, optax.constant_schedule(PEAK)], [WARMUP]
+        ),
         "inverse_sqrt": optax.join_schedules(
-            [warmup, lambda s: PEAK * jnp.sqrt(WARMUP / (s + WARMUP))], [WARMUP]),
+            [warmup, lambda s: PEAK * jnp.sqrt(WARMUP / (s + WARMUP))], [WARMUP]
+        ),
     }[name]
 
 

@@ -1,5 +1,6 @@
 """Tokenizer comparison: the JAX and torch pipelines give the numpy reference's ids, for every
 tokenizer; the metrics say what each tokenizer can and cannot do. A CI-sized corpus."""
+
 import functools
 
 import numpy as np
@@ -42,20 +43,26 @@ def test_jax_and_torch_pipelines_give_the_same_ids(name):
     for framework, lab in (("jax", jax_lab), ("torch", torch_lab)):
         batches = lab.pipeline(tok, texts, 16, 24)
         assert len(batches) == len(reference)
-        for k, (ours, ref) in enumerate(zip(batches, reference)):
-            assert_close(f"tokenizers_compare {name}", f"{framework} batch {k}", np.asarray(ours), ref, EXACT)
+        for k, (ours, ref) in enumerate(zip(batches, reference, strict=True)):
+            assert_close(
+                f"tokenizers_compare {name}", f"{framework} batch {k}", np.asarray(ours), ref, EXACT
+            )
 
 
 def test_metrics_separate_the_tokenizers():
     """Byte-level BPE is lossless with no unknowns everywhere; WordPiece loses whitespace."""
     corpus, toks = small()
-    rows = {(name, kind): dict(zip(("bytes/token", "tokens/word", "unk rate", "round trip"), values))
-            for name, kind, *values in spec.evaluate(toks, corpus)}
+    rows = {
+        (name, kind): dict(
+            zip(("bytes/token", "tokens/word", "unk rate", "round trip"), values, strict=True)
+        )
+        for name, kind, *values in spec.evaluate(toks, corpus)
+    }
     assert set(rows) == {(n, k) for n in spec.TOKENIZERS for k in spec.KINDS}
     for kind in spec.KINDS:
         assert rows["BPE", kind]["unk rate"] == 0 and rows["BPE", kind]["round trip"] == 1
-        assert rows["BPE", kind]["bytes/token"] > 1      # it compresses: merges were learned
-    assert rows["WordPiece", "code"]["round trip"] < 1    # indentation is gone after decode
+        assert rows["BPE", kind]["bytes/token"] > 1  # it compresses: merges were learned
+    assert rows["WordPiece", "code"]["round trip"] < 1  # indentation is gone after decode
     overlap = {row[0]: row[1:] for row in spec.overlap(toks)}
     assert all(overlap[n][i] == 1 for i, n in enumerate(spec.TOKENIZERS))
 

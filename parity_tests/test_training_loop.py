@@ -5,26 +5,33 @@
 - 30 uninterrupted steps == 15 + save + resume + 15, bit-identical within each framework;
 - a JAX checkpoint converted to torch continues to the same losses.
 """
+
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from flax import nnx
 
-from week1 import convert
 from labs import training_loop as spec
+from week1 import convert
 from week1.tolerances import EXACT, F32, TRAJECTORY, assert_close, assert_tree_close
+from week1_jax import training_loop as jax_lab
 from week1_jax.lib import checkpoint as jax_checkpoint
 from week1_jax.lib import models as jax_models
-from week1_jax import training_loop as jax_lab
-from week1_torch.lib import models as torch_models
 from week1_torch import training_loop as torch_lab
+from week1_torch.lib import models as torch_models
 
-CFG = spec.Config(steps=50, batch_size=32, n_hidden=64, n_embd=8, warmup_steps=5, eval_every=25,
-                  eval_batches=2, checkpoint_every=0)
+CFG = spec.Config(
+    steps=50,
+    batch_size=32,
+    n_hidden=64,
+    n_embd=8,
+    warmup_steps=5,
+    eval_every=25,
+    eval_batches=2,
+    checkpoint_every=0,
+)
 MAP = spec.WEIGHT_MAP
 
 
@@ -36,7 +43,7 @@ def data():
 def jax_loss_and_grads(weights, x, y, vocab_size):
     model = jax_lab.build_model(CFG, vocab_size, weights)
     loss, grads = nnx.value_and_grad(jax_lab.loss_fn)(model, *jax_lab.as_arrays(x, y))
-    flat = {".".join(str(k) for k in path): np.asarray(v[...]) for path, v in grads.flat_state()}
+    flat = jax_models.named_arrays(grads)
     return float(loss), flat
 
 
@@ -76,10 +83,20 @@ def test_50_step_trajectory(data):
     _, jax_hist = jax_lab.train(CFG, data, weights=convert.torch_to_flax(torch_w, MAP))
     torch_model, torch_hist = torch_lab.train(CFG, data, weights=torch_w)
     assert len(jax_hist.train_loss) == CFG.steps
-    assert_close("training_loop 50-step trajectory", "train loss",
-                 np.array(jax_hist.train_loss), np.array(torch_hist.train_loss), TRAJECTORY)
-    assert_close("training_loop 50-step trajectory", "val loss",
-                 np.array(jax_hist.val_loss), np.array(torch_hist.val_loss), TRAJECTORY)
+    assert_close(
+        "training_loop 50-step trajectory",
+        "train loss",
+        np.array(jax_hist.train_loss),
+        np.array(torch_hist.train_loss),
+        TRAJECTORY,
+    )
+    assert_close(
+        "training_loop 50-step trajectory",
+        "val loss",
+        np.array(jax_hist.val_loss),
+        np.array(torch_hist.val_loss),
+        TRAJECTORY,
+    )
 
 
 @pytest.mark.parametrize("lab", [jax_lab, torch_lab], ids=["jax", "torch"])
@@ -90,17 +107,26 @@ def test_resume_is_exact(data, tmp_path, lab):
     lab.train(cfg, data, checkpoint_dir=tmp_path, stop_at=15)
     _, resumed = lab.train(cfg, data, checkpoint_dir=tmp_path, resume=True)
     assert resumed.steps == list(range(16, 31))
-    assert_close(f"training_loop resume ({lab.__name__})", "train loss 16..30",
-                 np.array(resumed.train_loss), np.array(full.train_loss[15:]), EXACT)
+    assert_close(
+        f"training_loop resume ({lab.__name__})",
+        "train loss 16..30",
+        np.array(resumed.train_loss),
+        np.array(full.train_loss[15:]),
+        EXACT,
+    )
 
 
-# Advancing a fresh LambdaLR to the checkpoint's step calls scheduler.step() before any optimizer.step().
+# Advancing a fresh LambdaLR to the checkpoint's step calls scheduler.step() before any
+# optimizer.step().
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_jax_checkpoint_continues_in_torch(data, tmp_path):
-    """A JAX checkpoint (params and AdamW moments) converted to torch continues to the same losses."""
+    """A JAX checkpoint (params and AdamW moments) converted to torch continues to the same
+    losses."""
     cfg = dataclasses.replace(CFG, steps=30)
     torch_w = torch_models.get_weights(torch_lab.build_model(cfg, data.vocab_size))
-    jax_lab.train(cfg, data, weights=convert.torch_to_flax(torch_w, MAP), checkpoint_dir=tmp_path, stop_at=15)
+    jax_lab.train(
+        cfg, data, weights=convert.torch_to_flax(torch_w, MAP), checkpoint_dir=tmp_path, stop_at=15
+    )
     _, jax_rest = jax_lab.train(cfg, data, checkpoint_dir=tmp_path, resume=True)
 
     # Read the JAX checkpoint into a fresh JAX model/optimizer, then move every array to torch.
@@ -108,20 +134,31 @@ def test_jax_checkpoint_continues_in_torch(data, tmp_path):
     optimizer = jax_lab.make_optimizer(model, cfg)
     step = jax_checkpoint.restore_train_state(jax_checkpoint.manager(tmp_path), model, optimizer)
     adam = optimizer.opt_state  # our AdamWState(count, mu, nu), each a tree like the params
-    as_flat = lambda tree: {".".join(str(k) for k in p): np.asarray(v[...]) for p, v in nnx.State(tree).flat_state()}
-    mu, nu = convert.flax_to_torch(as_flat(adam.mu), MAP), convert.flax_to_torch(as_flat(adam.nu), MAP)
-    torch_model = torch_lab.build_model(cfg, data.vocab_size,
-                                        convert.flax_to_torch(jax_models.get_weights(model), MAP))
+    as_flat = lambda tree: jax_models.named_arrays(nnx.State(tree))
+    mu, nu = (
+        convert.flax_to_torch(as_flat(adam.mu), MAP),
+        convert.flax_to_torch(as_flat(adam.nu), MAP),
+    )
+    torch_model = torch_lab.build_model(
+        cfg, data.vocab_size, convert.flax_to_torch(jax_models.get_weights(model), MAP)
+    )
     torch_opt, scheduler = torch_lab.make_optimizer(torch_model, cfg)
     for name, p in torch_model.named_parameters():
-        torch_opt.state[p] = {"step": torch.tensor(float(adam.count), dtype=torch.float64),
-                              "exp_avg": torch.from_numpy(mu[name].copy()),
-                              "exp_avg_sq": torch.from_numpy(nu[name].copy())}
+        torch_opt.state[p] = {
+            "step": torch.tensor(float(adam.count), dtype=torch.float64),
+            "exp_avg": torch.from_numpy(mu[name].copy()),
+            "exp_avg_sq": torch.from_numpy(nu[name].copy()),
+        }
     for _ in range(step):
-        scheduler.step()   # the schedule position the JAX count implies
+        scheduler.step()  # the schedule position the JAX count implies
     losses = []
     for s in range(step + 1, cfg.steps + 1):
         x, y = torch_lab.as_tensors(*spec.train_batch(data, cfg, s))
         losses.append(float(torch_lab.train_step(torch_model, torch_opt, scheduler, x, y)))
-    assert_close("training_loop JAX checkpoint -> torch", "train loss 16..30",
-                 np.array(losses), np.array(jax_rest.train_loss), TRAJECTORY)
+    assert_close(
+        "training_loop JAX checkpoint -> torch",
+        "train loss 16..30",
+        np.array(losses),
+        np.array(jax_rest.train_loss),
+        TRAJECTORY,
+    )

@@ -1,4 +1,6 @@
-"""The timing harness: every call is synced, the first is reported apart, the median is of the rest."""
+"""The timing harness: every call is synced, the first is reported apart, the median is of the
+rest."""
+
 import time
 
 from week1.timing import time_calls
@@ -9,7 +11,7 @@ def test_first_call_is_reported_apart_and_every_call_synced():
 
     def fn():
         calls.append(len(calls))
-        time.sleep(0.05 if len(calls) == 1 else 0.001)   # the first call "compiles"
+        time.sleep(0.05 if len(calls) == 1 else 0.001)  # the first call "compiles"
         return len(calls)
 
     timing = time_calls(fn, synced.append, warmup=2, iters=5)

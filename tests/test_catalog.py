@@ -1,4 +1,5 @@
 """The catalogue is LABS.md's table, and each implemented lab mirrors its public names."""
+
 import ast
 import pathlib
 import re
@@ -18,8 +19,11 @@ def test_catalog_matches_labs_md():
 
 def public_functions(path: pathlib.Path) -> list[str]:
     tree = ast.parse(path.read_text())
-    return [node.name for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")]
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")
+    ]
 
 
 @pytest.mark.parametrize("lab", [lab.id for lab in catalog.LABS if lab.implemented])

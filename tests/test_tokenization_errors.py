@@ -1,4 +1,5 @@
 """Bad input to the BPE trainers and the tokenizer.json loader: one clear UsageError each."""
+
 import json
 
 import pytest
@@ -17,19 +18,22 @@ def trainers_under_test():
     return out
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(texts=["abc"], vocab_size=100), "vocab_size=100"),
-    (dict(texts=["abc"], vocab_size=257, special_tokens=("<a>", "<b>")), "vocab_size=257"),
-    (dict(texts=[], vocab_size=300), "empty corpus"),
-    (dict(texts=["", ""], vocab_size=300), "empty corpus"),
-    (dict(texts=["ok", 3], vocab_size=300), "texts[1] is int"),
-    (dict(texts="just one string", vocab_size=300), "iterable of str"),
-    (dict(texts=["abc"], vocab_size=300, special_tokens=("",)), "special token ''"),
-    (dict(texts=["abc"], vocab_size=300, special_tokens=("<s>", "<s>")), "duplicates"),
-    (dict(texts=["abc"], vocab_size=300, min_frequency=-1), "min_frequency=-1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(texts=["abc"], vocab_size=100), "vocab_size=100"),
+        (dict(texts=["abc"], vocab_size=257, special_tokens=("<a>", "<b>")), "vocab_size=257"),
+        (dict(texts=[], vocab_size=300), "empty corpus"),
+        (dict(texts=["", ""], vocab_size=300), "empty corpus"),
+        (dict(texts=["ok", 3], vocab_size=300), "texts[1] is int"),
+        (dict(texts="just one string", vocab_size=300), "iterable of str"),
+        (dict(texts=["abc"], vocab_size=300, special_tokens=("",)), "special token ''"),
+        (dict(texts=["abc"], vocab_size=300, special_tokens=("<s>", "<s>")), "duplicates"),
+        (dict(texts=["abc"], vocab_size=300, min_frequency=-1), "min_frequency=-1"),
+    ],
+)
 def test_bad_training_input(kwargs, message):
-    for name, train in trainers_under_test().items():
+    for train in trainers_under_test().values():
         with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
             train(**kwargs)
 
@@ -44,7 +48,9 @@ def test_corrupt_and_foreign_tokenizer_json(tmp_path):
     # A real tokenizer.json, but WordPiece: foreign to a byte-level BPE loader.
     wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     wp.pre_tokenizer = pre_tokenizers.Whitespace()
-    wp.train_from_iterator(["hello world"] * 3, trainers.WordPieceTrainer(vocab_size=50, show_progress=False))
+    wp.train_from_iterator(
+        ["hello world"] * 3, trainers.WordPieceTrainer(vocab_size=50, show_progress=False)
+    )
     wp.save(str(tmp_path / "wp.json"))
     with pytest.raises(UsageError, match="model type 'WordPiece'"):
         BPE.load(tmp_path / "wp.json")
@@ -68,5 +74,10 @@ def test_decode_unknown_id():
 
 def test_tokenizers_compare_vocab_smaller_than_the_alphabet():
     from labs import tokenizers_compare
+
     with pytest.raises(UsageError, match="vocab_size=300"):
-        tokenizers_compare.train_all(["abc", "日本語のテキスト", "другой текст"] * 50 + [chr(0x4E00 + i) for i in range(400)], 300)
+        tokenizers_compare.train_all(
+            ["abc", "日本語のテキスト", "другой текст"] * 50
+            + [chr(0x4E00 + i) for i in range(400)],
+            300,
+        )

@@ -1,4 +1,5 @@
 """The comparison every parity test goes through can fail, and says by how much."""
+
 import numpy as np
 import pytest
 

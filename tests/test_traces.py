@@ -4,6 +4,7 @@ lib/steps.jit_on_state is wrapped, for the test, with chex.assert_max_traces(n=1
 (which raises on a second trace); the labs' train loops then run several steps,
 evaluations included.
 """
+
 import chex
 import jax
 import pytest
@@ -29,6 +30,7 @@ def traced_once(monkeypatch):
         def jitted(state, *args):
             model, optimizer = nnx.merge(graphdef, state)
             return nnx.state((model, optimizer)), step(model, optimizer, *args)
+
         built.append(jitted)
         return jitted
 

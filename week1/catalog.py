@@ -3,6 +3,7 @@
 A lab counts as implemented when its four files exist: labs/<id>.py,
 week1_jax/<id>.py, week1_torch/<id>.py and parity_tests/test_<id>.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,34 +25,122 @@ class Lab:
 
     @property
     def implemented(self) -> bool:
-        files = (f"labs/{self.id}.py", f"week1_jax/{self.id}.py",
-                 f"week1_torch/{self.id}.py", f"parity_tests/test_{self.id}.py")
+        files = (
+            f"labs/{self.id}.py",
+            f"week1_jax/{self.id}.py",
+            f"week1_torch/{self.id}.py",
+            f"parity_tests/test_{self.id}.py",
+        )
         return all((ROOT / f).exists() for f in files)
 
 
 LABS = (
-    Lab("environment", 1, "Reproducible environment, Hub", "versions, devices, export a model as a Hub-style folder"),
-    Lab("training_loop", 2, "Training loops", "explicit loop for a character-level MLP LM: eval, sampling, checkpoint/resume"),
-    Lab("adamw", 2, "AdamW from scratch", "AdamW written from scratch against optax and torch.optim"),
-    Lab("regularization", 2, "Dropout, layer norm, weight decay", "ablation grid of regularisers on the LM"),
-    Lab("bpe", 3, "BPE from scratch", "byte-level BPE trainer and encoder, merge-identical to HF tokenizers"),
-    Lab("tokenizers_compare", 3, "BPE vs WordPiece vs Unigram", "compression, fertility, unknown rate on English, code, multilingual"),
-    Lab("special_tokens", 3, "Special tokens, padding, masks", "templates, padding/truncation, attention masks, masked loss"),
-    Lab("word2vec", 4, "Word2Vec", "skip-gram with negative sampling and CBOW; similarity and analogy evaluation"),
-    Lab("embedding_viz", 4, "t-SNE visualisation", "t-SNE and PCA of trained and pretrained vectors"),
-    Lab("pretrained_embeddings", 4, "Pretrained and contextual embeddings", "word2vec subset; MiniLM encoder in Flax and torch"),
+    Lab(
+        "environment",
+        1,
+        "Reproducible environment, Hub",
+        "versions, devices, export a model as a Hub-style folder",
+    ),
+    Lab(
+        "training_loop",
+        2,
+        "Training loops",
+        "explicit loop for a character-level MLP LM: eval, sampling, checkpoint/resume",
+    ),
+    Lab(
+        "adamw", 2, "AdamW from scratch", "AdamW written from scratch against optax and torch.optim"
+    ),
+    Lab(
+        "regularization",
+        2,
+        "Dropout, layer norm, weight decay",
+        "ablation grid of regularisers on the LM",
+    ),
+    Lab(
+        "bpe",
+        3,
+        "BPE from scratch",
+        "byte-level BPE trainer and encoder, merge-identical to HF tokenizers",
+    ),
+    Lab(
+        "tokenizers_compare",
+        3,
+        "BPE vs WordPiece vs Unigram",
+        "compression, fertility, unknown rate on English, code, multilingual",
+    ),
+    Lab(
+        "special_tokens",
+        3,
+        "Special tokens, padding, masks",
+        "templates, padding/truncation, attention masks, masked loss",
+    ),
+    Lab(
+        "word2vec",
+        4,
+        "Word2Vec",
+        "skip-gram with negative sampling and CBOW; similarity and analogy evaluation",
+    ),
+    Lab(
+        "embedding_viz", 4, "t-SNE visualisation", "t-SNE and PCA of trained and pretrained vectors"
+    ),
+    Lab(
+        "pretrained_embeddings",
+        4,
+        "Pretrained and contextual embeddings",
+        "word2vec subset; MiniLM encoder in Flax and torch",
+    ),
     Lab("rnn", 5, "RNN, LSTM, GRU", "cells from scratch plus each framework's built-in"),
-    Lab("cnn_classifier", 5, "CNNs for text classification", "Kim-style CNN sentiment/topic classifier"),
-    Lab("long_range", 5, "Limits that led to Transformers", "copy/recall accuracy vs distance; gradient norm vs time step"),
-    Lab("lr_schedules", 6, "Warmup, cosine decay", "warmup+cosine, linear, constant-with-warmup, inverse-sqrt"),
-    Lab("grad_accumulation", 6, "Gradient accumulation", "k micro-batches == one k-times batch, token-count normalisation"),
-    Lab("mixed_precision", 6, "AMP, bf16/fp16", "bf16 policy, autocast, loss scaling, number formats"),
-    Lab("monitoring", 6, "Stability, monitoring, debugging", "grad norms, update ratio, clipping, NaN detection"),
+    Lab(
+        "cnn_classifier",
+        5,
+        "CNNs for text classification",
+        "Kim-style CNN sentiment/topic classifier",
+    ),
+    Lab(
+        "long_range",
+        5,
+        "Limits that led to Transformers",
+        "copy/recall accuracy vs distance; gradient norm vs time step",
+    ),
+    Lab(
+        "lr_schedules",
+        6,
+        "Warmup, cosine decay",
+        "warmup+cosine, linear, constant-with-warmup, inverse-sqrt",
+    ),
+    Lab(
+        "grad_accumulation",
+        6,
+        "Gradient accumulation",
+        "k micro-batches == one k-times batch, token-count normalisation",
+    ),
+    Lab(
+        "mixed_precision",
+        6,
+        "AMP, bf16/fp16",
+        "bf16 policy, autocast, loss scaling, number formats",
+    ),
+    Lab(
+        "monitoring",
+        6,
+        "Stability, monitoring, debugging",
+        "grad norms, update ratio, clipping, NaN detection",
+    ),
     Lab("profiling", 6, "Profiling", "jax.profiler and torch.profiler traces; step breakdown"),
-    Lab("gpu_basics", 7, "GPU architecture, number formats", "matmul throughput vs size and dtype (roofline)"),
+    Lab(
+        "gpu_basics",
+        7,
+        "GPU architecture, number formats",
+        "matmul throughput vs size and dtype (roofline)",
+    ),
     Lab("data_parallel", 7, "Data parallelism", "pmap, jit + NamedSharding, shard_map; torch DDP"),
     Lab("fsdp", 7, "FSDP", "torch FSDP2; JAX parameter sharding over an fsdp mesh axis"),
-    Lab("benchmark", 7, "Performance benchmarking", "every workload in JAX jit, torch eager and torch.compile"),
+    Lab(
+        "benchmark",
+        7,
+        "Performance benchmarking",
+        "every workload in JAX jit, torch eager and torch.compile",
+    ),
 )
 FRAMEWORKS = ("jax", "torch")
 
@@ -61,13 +150,13 @@ def get(lab_id: str) -> Lab:
     for lab in LABS:
         if lab.id == lab_id:
             return lab
-    raise UsageError(f"unknown lab {lab_id!r}; labs: {', '.join(l.id for l in LABS)}")
+    raise UsageError(f"unknown lab {lab_id!r}; labs: {', '.join(entry.id for entry in LABS)}")
 
 
 def require_implemented(lab_id: str) -> Lab:
     lab = get(lab_id)
     if not lab.implemented:
-        done = ", ".join(l.id for l in LABS if l.implemented)
+        done = ", ".join(entry.id for entry in LABS if entry.implemented)
         raise UsageError(f"lab {lab_id!r} is not implemented yet; implemented: {done}")
     return lab
 
@@ -78,7 +167,8 @@ def spec(lab_id: str):
 
 
 def framework_module(lab_id: str, framework: str):
-    """week1_jax.<id> or week1_torch.<id>, imported on demand (the CLI never imports both up front)."""
+    """week1_jax.<id> or week1_torch.<id>, imported on demand (the CLI never imports both up
+    front)."""
     if framework not in FRAMEWORKS:
         raise UsageError(f"unknown framework {framework!r}; allowed: {', '.join(FRAMEWORKS)}")
     lab = require_implemented(lab_id)
@@ -88,7 +178,16 @@ def framework_module(lab_id: str, framework: str):
     try:
         return importlib.import_module(f"{package}.{lab.id}")
     except ModuleNotFoundError as err:
-        if err.name and err.name.split(".")[0] in ("jax", "flax", "optax", "orbax", "chex", "torch"):
-            raise UsageError(f"framework {framework!r} needs {err.name!r}, which is not installed; "
-                             f"pip install 'week1[{framework}]'") from None
+        if err.name and err.name.split(".")[0] in (
+            "jax",
+            "flax",
+            "optax",
+            "orbax",
+            "chex",
+            "torch",
+        ):
+            raise UsageError(
+                f"framework {framework!r} needs {err.name!r}, which is not installed; pip "
+                f"install 'week1[{framework}]'"
+            ) from None
         raise

@@ -3,6 +3,7 @@
 Training labs share the field names `steps`, `batch_size`, `lr` and `seed`, so the
 same override means the same thing everywhere.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,7 +48,9 @@ def override(cfg, overrides: typing.Iterable[str]):
         key = key.replace("-", "_")
         if key not in fields:
             allowed = ", ".join(sorted(fields))
-            raise UsageError(f"unknown setting {key!r} for {type(cfg).__module__}; allowed: {allowed}")
+            raise UsageError(
+                f"unknown setting {key!r} for {type(cfg).__module__}; allowed: {allowed}"
+            )
         changes[key] = _parse(key, text, hints[key])
     new = dataclasses.replace(cfg, **changes)
     check = getattr(new, "check", None)

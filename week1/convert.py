@@ -4,23 +4,24 @@ Each table row is (torch name, flax path, how to turn the torch array into the
 Flax one). Linear: torch stores (out, in), Flax (in, out): a transpose. Conv1d:
 torch (out, in, k), Flax (k, in, out).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 SAME = "same"
-TRANSPOSE = "transpose"          # (out, in) <-> (in, out)
-CONV1D = "conv1d"                # (out, in, k) <-> (k, in, out)
+TRANSPOSE = "transpose"  # (out, in) <-> (in, out)
+CONV1D = "conv1d"  # (out, in, k) <-> (k, in, out)
 
 CHAR_MLP = (
     # torch            flax                 transform
-    ("wte.weight",     "wte.embedding",     SAME),
-    ("fc1.weight",     "fc1.kernel",        TRANSPOSE),
-    ("fc1.bias",       "fc1.bias",          SAME),
-    ("ln.weight",      "ln.scale",          SAME),
-    ("ln.bias",        "ln.bias",           SAME),
-    ("head.weight",    "head.kernel",       TRANSPOSE),
-    ("head.bias",      "head.bias",         SAME),
+    ("wte.weight", "wte.embedding", SAME),
+    ("fc1.weight", "fc1.kernel", TRANSPOSE),
+    ("fc1.bias", "fc1.bias", SAME),
+    ("ln.weight", "ln.scale", SAME),
+    ("ln.bias", "ln.bias", SAME),
+    ("head.weight", "head.kernel", TRANSPOSE),
+    ("head.bias", "head.bias", SAME),
 )
 
 _TO_FLAX = {SAME: lambda a: a, TRANSPOSE: lambda a: a.T, CONV1D: lambda a: a.transpose(2, 1, 0)}
@@ -30,15 +31,23 @@ _TO_TORCH = {SAME: lambda a: a, TRANSPOSE: lambda a: a.T, CONV1D: lambda a: a.tr
 def _check(names, table, column: int) -> None:
     want = {row[column] for row in table}
     if set(names) != want:
-        raise ValueError(f"weights do not match the table: missing {sorted(want - set(names))}, "
-                         f"unexpected {sorted(set(names) - want)}")
+        raise ValueError(
+            f"weights do not match the table: missing {sorted(want - set(names))}, "
+            f"unexpected {sorted(set(names) - want)}"
+        )
 
 
 def torch_to_flax(weights: dict[str, np.ndarray], table) -> dict[str, np.ndarray]:
     _check(weights, table, 0)
-    return {flax: np.ascontiguousarray(_TO_FLAX[how](np.asarray(weights[torch]))) for torch, flax, how in table}
+    return {
+        flax: np.ascontiguousarray(_TO_FLAX[how](np.asarray(weights[torch])))
+        for torch, flax, how in table
+    }
 
 
 def flax_to_torch(weights: dict[str, np.ndarray], table) -> dict[str, np.ndarray]:
     _check(weights, table, 1)
-    return {torch: np.ascontiguousarray(_TO_TORCH[how](np.asarray(weights[flax]))) for torch, flax, how in table}
+    return {
+        torch: np.ascontiguousarray(_TO_TORCH[how](np.asarray(weights[flax])))
+        for torch, flax, how in table
+    }

@@ -4,6 +4,7 @@ parallel model, the rules a device count and a batch must obey, and a config pas
 The model, data and optimizer are the training_loop lab's; `loop_config` turns a
 parallel config into that lab's config for the same run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,8 @@ CPU_HOST_DEVICES = 8  # simulated XLA devices when JAX runs on the CPU
 
 
 def host_device_flags(n: int = CPU_HOST_DEVICES) -> dict[str, str]:
-    """The environment that gives a *new* JAX process `n` CPU devices (XLA reads it once, at start-up).
+    """The environment that gives a *new* JAX process `n` CPU devices (XLA reads it once, at
+    start-up).
 
     Nothing sets this as a side effect of an import: the CLI passes it to the
     subprocess it starts (or sets it before its own first `import jax`).
@@ -42,13 +44,16 @@ def use_host_devices(n: int = CPU_HOST_DEVICES) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class ParallelConfig:
-    """The training_loop model trained on several devices: the fields data_parallel and fsdp share."""
+    """The training_loop model trained on several devices: the fields data_parallel and fsdp
+    share."""
 
     steps: int = 200
     batch_size: int = 64  # the global batch, split evenly over the devices
     lr: float = 3e-3
     seed: int = 0
-    devices: int = 0  # 0: every JAX device (8 simulated on a CPU); torch: 2 CPU processes or one per GPU
+    devices: int = (
+        0  # 0: every JAX device (8 simulated on a CPU); torch: 2 CPU processes or one per GPU
+    )
     block_size: int = 8
     n_embd: int = 24
     n_hidden: int = 256
@@ -58,7 +63,9 @@ class ParallelConfig:
     val_fraction: float = 0.1
 
     def check(self) -> None:
-        loop_config(self).check()  # the model, optimizer and data settings mean what they mean there
+        loop_config(
+            self
+        ).check()  # the model, optimizer and data settings mean what they mean there
         require(self.devices >= 0, f"devices={self.devices}: must be >= 0 (0: all available)")
         if self.devices:
             check_batch_split(self.batch_size, self.devices)
@@ -67,7 +74,11 @@ class ParallelConfig:
 def loop_config(cfg: ParallelConfig) -> training_loop.Config:
     """The training_loop lab's config for the same model, data and optimizer (dropout off:
     per-device dropout masks would differ from a single device's)."""
-    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(training_loop.Config) if hasattr(cfg, f.name)}
+    shared = {
+        f.name: getattr(cfg, f.name)
+        for f in dataclasses.fields(training_loop.Config)
+        if hasattr(cfg, f.name)
+    }
     return training_loop.Config(**shared, dropout=0.0)
 
 
@@ -82,10 +93,12 @@ def check_device_count(requested: int, available: int) -> None:
 def check_batch_split(batch_size: int, devices: int) -> None:
     require(
         batch_size % devices == 0,
-        f"batch_size={batch_size} does not split over {devices} devices: use a multiple of {devices}",
+        f"batch_size={batch_size} does not split over {devices} devices: use a multiple of "
+        f"{devices}",
     )
 
 
 def config_args(cfg) -> list[str]:
-    """cfg as `--key=value` arguments, to hand a config to worker processes on their command line."""
+    """cfg as `--key=value` arguments, to hand a config to worker processes on their command
+    line."""
     return [f"--{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)]

@@ -1,4 +1,5 @@
 """Tables (rich) and plots (matplotlib PNG, headless)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,29 +32,41 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def plot_lines(path: str | pathlib.Path, series: dict[str, tuple[Sequence, Sequence]], *,
-               title: str, xlabel: str, ylabel: str, logy: bool = False,
-               styles: dict[str, str] | None = None) -> pathlib.Path:
+def plot_lines(
+    path: str | pathlib.Path,
+    series: dict[str, tuple[Sequence, Sequence]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logy: bool = False,
+    styles: dict[str, str] | None = None,
+) -> pathlib.Path:
     """One PNG with a line per series (label -> (x, y)); returns its path."""
     return plot_panels(path, [Panel(series, ylabel, logy, styles)], title=title, xlabel=xlabel)
 
 
 @dataclasses.dataclass
 class Panel:
-    series: dict           # label -> (x, y)
+    series: dict  # label -> (x, y)
     ylabel: str
     logy: bool = False
-    styles: dict | None = None   # label -> matplotlib format string ("--", ":o", ...)
+    styles: dict | None = None  # label -> matplotlib format string ("--", ":o", ...)
 
 
-def plot_panels(path: str | pathlib.Path, panels: Sequence[Panel], *, title: str, xlabel: str) -> pathlib.Path:
+def plot_panels(
+    path: str | pathlib.Path, panels: Sequence[Panel], *, title: str, xlabel: str
+) -> pathlib.Path:
     """A PNG of panels stacked over a shared x axis; returns its path."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.2 * len(panels) + 1.3), sharex=True, squeeze=False)
-    for ax, panel in zip(axes[:, 0], panels):
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(8, 3.2 * len(panels) + 1.3), sharex=True, squeeze=False
+    )
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
         for label, (x, y) in panel.series.items():
             ax.plot(x, y, (panel.styles or {}).get(label, "-"), label=label, linewidth=1.4)
         ax.set_ylabel(panel.ylabel)
@@ -85,11 +98,25 @@ def progress(description: str, total: int, enabled: bool = True):
     if not enabled:
         yield lambda loss=None: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console) as bar:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(description, total=total, loss="-")
 
         def advance(loss=None):
             bar.update(task, advance=1, **({"loss": f"{loss:.4f}"} if loss is not None else {}))
+
         yield advance

@@ -6,6 +6,7 @@ ends, so bad input or an interrupted start never leaves a half-made folder that
 looks finished. A run that fails during training (a NaN, say) is kept, with
 its status, because its last good checkpoint is worth having.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -17,19 +18,29 @@ from week1.config import UsageError, as_dict
 
 
 class Run:
-    def __init__(self, lab: str, framework: str, cfg, root: str | pathlib.Path = "runs", tensorboard: bool = True):
+    def __init__(
+        self,
+        lab: str,
+        framework: str,
+        cfg,
+        root: str | pathlib.Path = "runs",
+        tensorboard: bool = True,
+    ):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         self.root = pathlib.Path(root)
         self.name = f"{lab}-{framework}-{stamp}"
         self.final = self.root / self.name
         self.dir = self.root / f".{self.name}.partial"
         self.dir.mkdir(parents=True)
-        (self.dir / "config.json").write_text(json.dumps(
-            {"lab": lab, "framework": framework, "config": as_dict(cfg)}, indent=2))
-        self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
+        (self.dir / "config.json").write_text(
+            json.dumps({"lab": lab, "framework": framework, "config": as_dict(cfg)}, indent=2)
+        )
+        # Held open for the run's life (one flushed line per log call); close() closes it.
+        self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._tb = None
         if tensorboard:
             from tensorboard.summary import Writer  # lazy: heavy import
+
             self._tb = Writer(str(self.dir / "tb"))
 
     def log(self, step: int, **metrics: float) -> None:
@@ -49,7 +60,9 @@ class Run:
         self._metrics.close()
         if self._tb is not None:
             self._tb.close()
-        (self.dir / "summary.json").write_text(json.dumps({"status": status, **(summary or {})}, indent=2))
+        (self.dir / "summary.json").write_text(
+            json.dumps({"status": status, **(summary or {})}, indent=2)
+        )
         self.dir.rename(self.final)
         self.dir = self.final
         return self.final

@@ -5,6 +5,7 @@ The caller passes `sync`, the framework's way to wait for the device
 harness itself stays framework-free. Speeds are reported as ratios measured in
 one run, never asserted as wall times.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,12 +16,14 @@ from collections.abc import Callable
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    first_s: float      # the first call: tracing/compilation plus one step
-    median_s: float     # median of the timed calls after warm-up
+    first_s: float  # the first call: tracing/compilation plus one step
+    median_s: float  # median of the timed calls after warm-up
     iters: int
-    memory: dict = dataclasses.field(default_factory=dict)  # what -> bytes, measured by the framework
+    memory: dict = dataclasses.field(
+        default_factory=dict
+    )  # what -> bytes, measured by the framework
 
-    def with_memory(self, memory: dict) -> "Timing":
+    def with_memory(self, memory: dict) -> Timing:
         return dataclasses.replace(self, memory=dict(memory))
 
     @property
@@ -28,8 +31,9 @@ class Timing:
         return 1.0 / self.median_s
 
 
-def time_calls(fn: Callable[[], object], sync: Callable[[object], object], *,
-               warmup: int = 3, iters: int = 20) -> Timing:
+def time_calls(
+    fn: Callable[[], object], sync: Callable[[object], object], *, warmup: int = 3, iters: int = 20
+) -> Timing:
     """Time `fn()`: first call (compile), `warmup` more, then the median of `iters` synced calls."""
     start = time.perf_counter()
     sync(fn())

@@ -3,6 +3,7 @@
 `assert_close` measures the max abs and max rel difference, records them (so
 `week1 parity` can print a table per check and tensor), then asserts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,12 +75,18 @@ def assert_close(check: str, tensor: str, actual, reference, tier: Tier) -> Diff
     """Compare, record, and fail with the numbers if `actual` is outside `tier` of `reference`."""
     diff = measure(actual, reference, tier, check, tensor)
     record(diff)
-    assert diff.ok, (f"{check}/{tensor}: outside {tier.name} (rtol={tier.rtol}, atol={tier.atol}): "
-                     f"max abs {diff.max_abs:.3g}, max rel {diff.max_rel:.3g}")
+    assert diff.ok, (
+        f"{check}/{tensor}: outside {tier.name} (rtol={tier.rtol}, atol={tier.atol}): "
+        f"max abs {diff.max_abs:.3g}, max rel {diff.max_rel:.3g}"
+    )
     return diff
 
 
 def assert_tree_close(check: str, actual: dict, reference: dict, tier: Tier) -> list[Diff]:
     """assert_close on every tensor of two name -> array dicts with the same keys."""
-    assert sorted(actual) == sorted(reference), f"{check}: keys {sorted(actual)} != {sorted(reference)}"
-    return [assert_close(check, name, actual[name], reference[name], tier) for name in sorted(reference)]
+    assert sorted(actual) == sorted(reference), (
+        f"{check}: keys {sorted(actual)} != {sorted(reference)}"
+    )
+    return [
+        assert_close(check, name, actual[name], reference[name], tier) for name in sorted(reference)
+    ]

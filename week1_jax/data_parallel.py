@@ -2,8 +2,10 @@
 
 Read beside week1_torch/data_parallel.py (DistributedDataParallel under torchrun).
 Multi-process worker (one per host, or two on one machine in the tests):
-    python -m week1_jax.data_parallel --coordinator=HOST:PORT --num-processes=P --process-id=I [--key=value]
+    python -m week1_jax.data_parallel --coordinator=HOST:PORT --num-processes=P --process-id=I
+    [--key=value]
 """
+
 from __future__ import annotations
 
 import json
@@ -12,68 +14,86 @@ import sys
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from labs import data_parallel as spec
 from labs import training_loop
 from week1.config import override
-from week1_jax.lib import parallel
-from week1_jax import training_loop as loop
 from week1.parallel import check_batch_split, loop_config
+from week1_jax import training_loop as loop
+from week1_jax.lib import parallel
 
 
 def pmap_strategy(graphdef, tx, devices: list) -> parallel.Strategy:
     """jax.pmap: per-device code; state stacked on a leading device axis, batch as (N, B/N, ...)."""
     n = len(devices)
 
-    def step(params, opt_state, x, y):                      # one device: x (B/N, T), its own replica
+    def step(params, opt_state, x, y):  # one device: x (B/N, T), its own replica
         loss, grads = parallel.loss_and_grads(graphdef, params, x, y)
-        loss, grads = lax.pmean((loss, grads), "data")      # equal shards: mean of means = global mean
+        loss, grads = lax.pmean((loss, grads), "data")  # equal shards: mean of means = global mean
         params, opt_state = parallel.apply_update(tx, params, opt_state, grads)
         return params, opt_state, loss, grads
 
     return parallel.Strategy(
         step=jax.pmap(step, axis_name="data", devices=devices),
-        put_state=lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *jnp.shape(a))), tree),  # (N, ...)
-        put_batch=lambda a: a.reshape(n, a.shape[0] // n, *a.shape[1:]),                               # (N, B/N, ...)
-        get=lambda tree: jax.tree.map(lambda a: a[0], tree))  # every replica holds the same value
+        put_state=lambda tree: jax.tree.map(
+            lambda a: jnp.broadcast_to(a, (n, *jnp.shape(a))), tree
+        ),  # (N, ...)
+        put_batch=lambda a: a.reshape(n, a.shape[0] // n, *a.shape[1:]),  # (N, B/N, ...)
+        get=lambda tree: jax.tree.map(lambda a: a[0], tree),
+    )  # every replica holds the same value
 
 
 def jit_strategy(graphdef, tx, devices: list) -> parallel.Strategy:
-    """jax.jit on NamedSharding: the single-device step; the batch sharded over `data`, state replicated."""
+    """jax.jit on NamedSharding: the single-device step; the batch sharded over `data`, state
+    replicated."""
     mesh = parallel.mesh_of(devices, {"data": len(devices)})
-    step = jax.jit(lambda params, opt_state, x, y: parallel.train_step(graphdef, tx, params, opt_state, x, y))
+    step = jax.jit(
+        lambda params, opt_state, x, y: parallel.train_step(graphdef, tx, params, opt_state, x, y)
+    )
     return parallel.Strategy(
         step=step,
         put_state=lambda tree: parallel.put_global(tree, NamedSharding(mesh, P())),
         put_batch=lambda a: parallel.put_batch_rows(a, NamedSharding(mesh, P("data"))),
-        get=lambda tree: tree)
+        get=lambda tree: tree,
+    )
 
 
 def shard_map_strategy(graphdef, tx, devices: list) -> parallel.Strategy:
-    """jax.shard_map: per-device code on a mesh; the gradient of the pmean'd loss is the global one."""
+    """jax.shard_map: per-device code on a mesh; the gradient of the pmean'd loss is the global
+    one."""
     mesh = parallel.mesh_of(devices, {"data": len(devices)})
 
-    def step(params, opt_state, x, y):                      # one device: x (B/N, T), params replicated
+    def step(params, opt_state, x, y):  # one device: x (B/N, T), params replicated
         def global_loss(params):
             return lax.pmean(parallel.loss_and_grads(graphdef, params, x, y)[0], "data")
-        loss, grads = jax.value_and_grad(global_loss)(params)  # not pmean(grads): they are global already
+
+        loss, grads = jax.value_and_grad(global_loss)(
+            params
+        )  # not pmean(grads): they are global already
         params, opt_state = parallel.apply_update(tx, params, opt_state, grads)
         return params, opt_state, loss, grads
 
-    sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(), P("data"), P("data")), out_specs=P())
+    sharded = jax.shard_map(
+        step, mesh=mesh, in_specs=(P(), P(), P("data"), P("data")), out_specs=P()
+    )
     return parallel.Strategy(
         step=jax.jit(sharded),
         put_state=lambda tree: parallel.put_global(tree, NamedSharding(mesh, P())),
         put_batch=lambda a: parallel.put_batch_rows(a, NamedSharding(mesh, P("data"))),
-        get=lambda tree: tree)
+        get=lambda tree: tree,
+    )
 
 
 STRATEGIES = {"pmap": pmap_strategy, "jit": jit_strategy, "shard_map": shard_map_strategy}
 
 
-def train(cfg: spec.Config, data: training_loop.Data, method: str, weights: dict | None = None, log=None):
-    """Train with one method on cfg.devices devices; returns (losses, first-step grads by Flax name)."""
+def train(
+    cfg: spec.Config, data: training_loop.Data, method: str, weights: dict | None = None, log=None
+):
+    """Train with one method on cfg.devices devices; returns (losses, first-step grads by Flax
+    name)."""
     devices = parallel.local_devices(cfg.devices)
     check_batch_split(cfg.batch_size, len(devices))
     loop_cfg = loop_config(cfg)
@@ -84,14 +104,20 @@ def train(cfg: spec.Config, data: training_loop.Data, method: str, weights: dict
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run data_parallel --framework jax`: each method, then one device, on the same batches."""
+    """`week1 run data_parallel --framework jax`: each method, then one device, on the same
+    batches."""
     data = training_loop.load_data(loop_config(cfg))
     n = len(parallel.local_devices(cfg.devices))
     summary = {"devices": n}
     for method in spec.METHODS if cfg.method == "all" else (cfg.method,):
-        losses, _ = train(cfg, data, method, log=lambda step, **m: run.log(step, **{f"{method}_{k}": v for k, v in m.items()}))
+        losses, _ = train(
+            cfg,
+            data,
+            method,
+            log=lambda step, **m: run.log(step, **{f"{method}_{k}": v for k, v in m.items()}),
+        )
         summary[f"{method} final loss"] = losses[-1]
-    _, single = loop.train(loop_config(cfg), data)              # the training_loop lab, one device
+    _, single = loop.train(loop_config(cfg), data)  # the training_loop lab, one device
     summary["1 device final loss"] = single.train_loss[-1]
     return summary
 
@@ -99,20 +125,33 @@ def run(cfg: spec.Config, run) -> dict:
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench data_parallel`: one jit data-parallel step vs device count."""
     data = training_loop.load_data(loop_config(cfg))
-    return parallel.bench_device_counts("jit", lambda graphdef, tx, devices, *_: jit_strategy(
-        graphdef, tx, devices), loop_config(cfg), data)
+    return parallel.bench_device_counts(
+        "jit",
+        lambda graphdef, tx, devices, *_: jit_strategy(graphdef, tx, devices),
+        loop_config(cfg),
+        data,
+    )
 
 
 def worker(argv: list[str]) -> None:
-    """One process of a multi-process run: join the coordinator, train with jit, print the losses."""
+    """One process of a multi-process run: join the coordinator, train with jit, print the
+    losses."""
     options = dict(arg[2:].split("=", 1) for arg in argv)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU collectives across processes
-    jax.distributed.initialize(coordinator_address=options.pop("coordinator"),
-                               num_processes=int(options.pop("num-processes")),
-                               process_id=int(options.pop("process-id")))
+    jax.config.update(
+        "jax_cpu_collectives_implementation", "gloo"
+    )  # CPU collectives across processes
+    jax.distributed.initialize(
+        coordinator_address=options.pop("coordinator"),
+        num_processes=int(options.pop("num-processes")),
+        process_id=int(options.pop("process-id")),
+    )
     cfg = override(spec.Config(), [f"--{k}={v}" for k, v in options.items()])
     losses, _ = train(cfg, training_loop.load_data(loop_config(cfg)), "jit")
-    print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(), "losses": losses}))
+    print(
+        json.dumps(
+            {"process": jax.process_index(), "devices": jax.device_count(), "losses": losses}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,21 +1,24 @@
-"""FSDP in JAX: parameters and optimizer state sharded over an `fsdp` mesh axis (ZeRO-3), by NamedSharding.
+"""FSDP in JAX: parameters and optimizer state sharded over an `fsdp` mesh axis (ZeRO-3), by
+NamedSharding.
 
 Read beside week1_torch/fsdp.py (torch FSDP2, fully_shard).
 """
+
 from __future__ import annotations
 
 import pathlib
 
 import jax
 import orbax.checkpoint as ocp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from labs import fsdp as spec
 from labs import training_loop
 from week1.config import require
-from week1_jax.lib import parallel
-from week1_jax import training_loop as loop
 from week1.parallel import check_batch_split, loop_config
+from week1_jax import training_loop as loop
+from week1_jax.lib import parallel
 
 
 def make_mesh(devices: list, data_axis: int = 1) -> jax.sharding.Mesh:
@@ -33,67 +36,105 @@ def param_spec(shape: tuple, n: int) -> P:
 
 
 def fsdp_shardings(tree, mesh: jax.sharding.Mesh):
-    """A NamedSharding for each array of `tree` (params, or optimizer state: moments shaped like params)."""
-    return jax.tree.map(lambda a: NamedSharding(mesh, param_spec(a.shape, mesh.shape["fsdp"])), tree)
+    """A NamedSharding for each array of `tree` (params, or optimizer state: moments shaped like
+    params)."""
+    return jax.tree.map(
+        lambda a: NamedSharding(mesh, param_spec(a.shape, mesh.shape["fsdp"])), tree
+    )
 
 
 def fsdp_strategy(graphdef, tx, mesh: jax.sharding.Mesh, params, opt_state) -> parallel.Strategy:
-    """jit with sharded state in and out; XLA all-gathers parameters where used, reduce-scatters gradients."""
+    """jit with sharded state in and out; XLA all-gathers parameters where used, reduce-scatters
+    gradients."""
     replicated = NamedSharding(mesh, P())
-    step = jax.jit(lambda params, opt_state, x, y: parallel.train_step(graphdef, tx, params, opt_state, x, y),
-                   out_shardings=(fsdp_shardings(params, mesh), fsdp_shardings(opt_state, mesh), replicated,
-                                  fsdp_shardings(params, mesh)))
+    step = jax.jit(
+        lambda params, opt_state, x, y: parallel.train_step(graphdef, tx, params, opt_state, x, y),
+        out_shardings=(
+            fsdp_shardings(params, mesh),
+            fsdp_shardings(opt_state, mesh),
+            replicated,
+            fsdp_shardings(params, mesh),
+        ),
+    )
     return parallel.Strategy(
         step=step,
         put_state=lambda tree: parallel.put_global(tree, fsdp_shardings(tree, mesh)),
-        put_batch=lambda a: parallel.put_batch_rows(a, NamedSharding(mesh, P(("data", "fsdp")))),  # all devices
-        get=lambda tree: tree)
+        put_batch=lambda a: parallel.put_batch_rows(
+            a, NamedSharding(mesh, P(("data", "fsdp")))
+        ),  # all devices
+        get=lambda tree: tree,
+    )
 
 
 def memory_bytes(params, opt_state, mesh: jax.sharding.Mesh) -> dict[str, int]:
     """Bytes on the mesh's first device: parameters and optimizer state, replicated vs sharded."""
     device = mesh.devices.flat[0]
     replicated = NamedSharding(mesh, P())
-    return {"params replicated": parallel.device_bytes(parallel.put_global(params, replicated), device),
-            "params sharded": parallel.device_bytes(parallel.put_global(params, fsdp_shardings(params, mesh)), device),
-            "optimizer replicated": parallel.device_bytes(parallel.put_global(opt_state, replicated), device),
-            "optimizer sharded": parallel.device_bytes(
-                parallel.put_global(opt_state, fsdp_shardings(opt_state, mesh)), device)}
+    return {
+        "params replicated": parallel.device_bytes(parallel.put_global(params, replicated), device),
+        "params sharded": parallel.device_bytes(
+            parallel.put_global(params, fsdp_shardings(params, mesh)), device
+        ),
+        "optimizer replicated": parallel.device_bytes(
+            parallel.put_global(opt_state, replicated), device
+        ),
+        "optimizer sharded": parallel.device_bytes(
+            parallel.put_global(opt_state, fsdp_shardings(opt_state, mesh)), device
+        ),
+    }
 
 
 def save_checkpoint(directory, step: int, params, opt_state) -> None:
     """Every device writes its own shards, with metadata on how they tile each array (orbax)."""
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(_step_path(directory, step), {"params": params, "opt_state": opt_state}, force=True)
+        checkpointer.save(
+            _step_path(directory, step), {"params": params, "opt_state": opt_state}, force=True
+        )
         checkpointer.wait_until_finished()
 
 
 def _step_path(directory, step: int) -> pathlib.Path:
-    return pathlib.Path(directory).absolute() / f"step_{step:08d}"   # orbax wants absolute paths
+    return pathlib.Path(directory).absolute() / f"step_{step:08d}"  # orbax wants absolute paths
 
 
 def restore_checkpoint(directory, step: int, params, opt_state, mesh: jax.sharding.Mesh):
-    """(params, opt_state) of `step`, read straight into this mesh's shardings (any device count)."""
+    """(params, opt_state) of `step`, read straight into this mesh's shardings (any device
+    count)."""
     checkpointer = ocp.StandardCheckpointer()
     saved = checkpointer.metadata(_step_path(directory, step)).item_metadata["params"]
-    spec.check_checkpoint_shapes(parallel.flat_names(saved, lambda m: m.shape),
-                                 parallel.flat_names(params, lambda a: a.shape))
+    spec.check_checkpoint_shapes(
+        parallel.flat_names(saved, lambda m: m.shape),
+        parallel.flat_names(params, lambda a: a.shape),
+    )
     target = {"params": params, "opt_state": opt_state}
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            target, fsdp_shardings(target, mesh))
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        target,
+        fsdp_shardings(target, mesh),
+    )
     restored = checkpointer.restore(_step_path(directory, step), abstract)
     return restored["params"], restored["opt_state"]
 
 
-def train(cfg: spec.Config, data: training_loop.Data, mesh: jax.sharding.Mesh, weights: dict | None = None,
-          checkpoint_dir=None, resume: bool = False, log=None):
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    mesh: jax.sharding.Mesh,
+    weights: dict | None = None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    log=None,
+):
     """Train on `mesh`; returns (losses, first-step grads by Flax name).
 
     checkpoint_dir: save a sharded checkpoint at spec.checkpoint_step(cfg), then go on.
     resume: start from that checkpoint instead (saved on any device count).
     """
-    require(not cfg.mixed_precision, "mixed_precision=true is torch's MixedPrecisionPolicy; the JAX version "
-                                     "trains in fp32 (bf16 policies in JAX: the mixed_precision lab)")
+    require(
+        not cfg.mixed_precision,
+        "mixed_precision=true is torch's MixedPrecisionPolicy; the JAX version "
+        "trains in fp32 (bf16 policies in JAX: the mixed_precision lab)",
+    )
     check_batch_split(cfg.batch_size, mesh.size)
     loop_cfg = loop_config(cfg)
     graphdef, params, tx, opt_state = parallel.init_state(loop_cfg, data.vocab_size, weights)
@@ -101,35 +142,61 @@ def train(cfg: spec.Config, data: training_loop.Data, mesh: jax.sharding.Mesh, w
     half = spec.checkpoint_step(cfg)
     if resume:
         params, opt_state = restore_checkpoint(checkpoint_dir, half, params, opt_state, mesh)
-        _, _, losses, grads = parallel.train(strategy, params, opt_state, data, loop_cfg, start=half, log=log)
+        _, _, losses, grads = parallel.train(
+            strategy, params, opt_state, data, loop_cfg, start=half, log=log
+        )
         return losses, parallel.flat_names(grads)
-    params, opt_state, losses, grads = parallel.train(strategy, params, opt_state, data, loop_cfg,
-                                                      end=half if checkpoint_dir else None, log=log)
+    params, opt_state, losses, grads = parallel.train(
+        strategy, params, opt_state, data, loop_cfg, end=half if checkpoint_dir else None, log=log
+    )
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, half, params, opt_state)
-        losses += parallel.train(strategy, params, opt_state, data, loop_cfg, start=half, log=log)[2]
+        losses += parallel.train(strategy, params, opt_state, data, loop_cfg, start=half, log=log)[
+            2
+        ]
     return losses, parallel.flat_names(grads)
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run fsdp --framework jax`: N devices with a checkpoint half way, resumed on N/2, vs one device."""
+    """`week1 run fsdp --framework jax`: N devices with a checkpoint half way, resumed on N/2, vs
+    one device."""
     devices = parallel.local_devices(cfg.devices)
     data = training_loop.load_data(loop_config(cfg))
-    losses, _ = train(cfg, data, make_mesh(devices, cfg.data_axis), checkpoint_dir=run.path("checkpoints"),
-                      log=run.log)
-    fewer = devices[:max(1, len(devices) // 2)]
-    resumed, _ = train(cfg, data, make_mesh(fewer, cfg.data_axis if len(fewer) % cfg.data_axis == 0 else 1),
-                       checkpoint_dir=run.path("checkpoints"), resume=True)
-    _, single = loop.train(loop_config(cfg), data)                  # the training_loop lab, one device
+    losses, _ = train(
+        cfg,
+        data,
+        make_mesh(devices, cfg.data_axis),
+        checkpoint_dir=run.path("checkpoints"),
+        log=run.log,
+    )
+    fewer = devices[: max(1, len(devices) // 2)]
+    resumed, _ = train(
+        cfg,
+        data,
+        make_mesh(fewer, cfg.data_axis if len(fewer) % cfg.data_axis == 0 else 1),
+        checkpoint_dir=run.path("checkpoints"),
+        resume=True,
+    )
+    _, single = loop.train(loop_config(cfg), data)  # the training_loop lab, one device
     _, params, _, opt_state = parallel.init_state(loop_config(cfg), data.vocab_size)
     memory = memory_bytes(params, opt_state, make_mesh(devices, cfg.data_axis))
-    return {"devices": len(devices), f"final loss x{len(devices)}": losses[-1],
-            f"final loss resumed on x{len(fewer)}": resumed[-1], "final loss 1 device": single.train_loss[-1],
-            **{f"{k} bytes/device": v for k, v in memory.items()}}
+    return {
+        "devices": len(devices),
+        f"final loss x{len(devices)}": losses[-1],
+        f"final loss resumed on x{len(fewer)}": resumed[-1],
+        "final loss 1 device": single.train_loss[-1],
+        **{f"{k} bytes/device": v for k, v in memory.items()},
+    }
 
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench fsdp`: one FSDP train step vs device count."""
     data = training_loop.load_data(loop_config(cfg))
-    return parallel.bench_device_counts("fsdp", lambda graphdef, tx, devices, params, opt_state: fsdp_strategy(
-        graphdef, tx, make_mesh(devices), params, opt_state), loop_config(cfg), data)
+    return parallel.bench_device_counts(
+        "fsdp",
+        lambda graphdef, tx, devices, params, opt_state: fsdp_strategy(
+            graphdef, tx, make_mesh(devices), params, opt_state
+        ),
+        loop_config(cfg),
+        data,
+    )

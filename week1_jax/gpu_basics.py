@@ -4,6 +4,7 @@ Read beside week1_torch/gpu_basics.py. fp32 and tf32 differ only in the dot
 algorithm XLA is asked for (`jax.lax.DotAlgorithmPreset`): F32_F32_F32 keeps
 full fp32 products, TF32_TF32_F32 rounds the inputs to tf32 on tensor cores.
 """
+
 from __future__ import annotations
 
 import jax
@@ -17,8 +18,12 @@ from week1_jax.lib import devices
 from week1_jax.lib.precision import number_formats
 
 STORAGE = {"fp32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
-ALGORITHM = {"fp32": jax.lax.DotAlgorithmPreset.F32_F32_F32, "tf32": jax.lax.DotAlgorithmPreset.TF32_TF32_F32,
-             "bf16": None, "fp16": None}   # None: the inputs' own dtype decides
+ALGORITHM = {
+    "fp32": jax.lax.DotAlgorithmPreset.F32_F32_F32,
+    "tf32": jax.lax.DotAlgorithmPreset.TF32_TF32_F32,
+    "bf16": None,
+    "fp16": None,
+}  # None: the inputs' own dtype decides
 
 
 def device_name() -> str:
@@ -27,10 +32,12 @@ def device_name() -> str:
 
 
 def unavailable(dtype: str) -> str | None:
-    """Why `dtype` cannot be measured here, or None. tf32 needs an NVIDIA GPU of compute capability 8.0+."""
+    """Why `dtype` cannot be measured here, or None. tf32 needs an NVIDIA GPU of compute
+    capability 8.0+."""
     device = devices.default_device()
-    if dtype == "tf32" and (device.platform != "gpu"
-                            or float(getattr(device, "compute_capability", "0")) < 8.0):
+    if dtype == "tf32" and (
+        device.platform != "gpu" or float(getattr(device, "compute_capability", "0")) < 8.0
+    ):
         return "tf32 needs an NVIDIA GPU with compute capability >= 8.0"
     return None
 
@@ -38,8 +45,10 @@ def unavailable(dtype: str) -> str | None:
 def operands(n: int, dtype: str, seed: int):
     """Two n x n matrices with entries in [-1, 1), stored in `dtype`'s storage type."""
     key_a, key_b = jax.random.split(jax.random.key(seed))
-    return (jax.random.uniform(key_a, (n, n), minval=-1.0, maxval=1.0).astype(STORAGE[dtype]),
-            jax.random.uniform(key_b, (n, n), minval=-1.0, maxval=1.0).astype(STORAGE[dtype]))
+    return (
+        jax.random.uniform(key_a, (n, n), minval=-1.0, maxval=1.0).astype(STORAGE[dtype]),
+        jax.random.uniform(key_b, (n, n), minval=-1.0, maxval=1.0).astype(STORAGE[dtype]),
+    )
 
 
 def matmul(dtype: str):
@@ -63,16 +72,22 @@ def measure(cfg: spec.Config) -> tuple[list, dict]:
 
 
 def bandwidth(cfg: spec.Config) -> float:
-    """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes it once."""
-    x = jnp.ones(cfg.bandwidth_mib * 2 ** 20 // 4, jnp.float32)
+    """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes
+    it once."""
+    x = jnp.ones(cfg.bandwidth_mib * 2**20 // 4, jnp.float32)
     double = jax.jit(lambda x: 2.0 * x)
     timing = time_calls(lambda: double(x), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
     return 2 * x.nbytes / timing.median_s
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run gpu_basics --framework jax`: the number formats, the sweep, its table and two plots."""
-    report.table("number formats (jnp.finfo)", mixed_precision.FORMAT_COLUMNS, number_formats(mixed_precision.FORMATS))
+    """`week1 run gpu_basics --framework jax`: the number formats, the sweep, its table and two
+    plots."""
+    report.table(
+        "number formats (jnp.finfo)",
+        mixed_precision.FORMAT_COLUMNS,
+        number_formats(mixed_precision.FORMATS),
+    )
     results, skipped = measure(cfg)
     for r in results:
         run.log(r.n, **{f"tflops/{r.dtype}": r.tflops})
@@ -86,6 +101,7 @@ def bench(cfg: spec.Config) -> dict:
     for dtype in cfg.dtype_list:
         if not unavailable(dtype):
             fn, (a, b) = matmul(dtype), operands(n, dtype, cfg.seed)
-            timings[f"jax {dtype} n={n}"] = time_calls(lambda: fn(a, b), devices.sync,
-                                                       warmup=cfg.warmup, iters=cfg.iters)
+            timings[f"jax {dtype} n={n}"] = time_calls(
+                lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters
+            )
     return timings

@@ -1,9 +1,11 @@
-"""Gradient accumulation lab in JAX: optax.MultiSteps, and a hand-written lax.scan in one jitted step.
+"""Gradient accumulation lab in JAX: optax.MultiSteps, and a hand-written lax.scan in one jitted
+step.
 
 Read beside week1_torch/grad_accumulation.py. The model, data, optimizer and
 schedule are the training_loop lab's; only the loss (masked, token-level) and
 the accumulation are new here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,16 +29,18 @@ from week1_jax.training_loop import build_model, evaluate, make_optimizer
 
 def micro_loss(model, x, y, n_norm):
     """Summed token cross-entropy of one micro-batch over n_norm (see spec.normalisers)."""
-    loss_sum, _ = masked_cross_entropy(model(x), y)                      # (B_j, V) logits
+    loss_sum, _ = masked_cross_entropy(model(x), y)  # (B_j, V) logits
     return loss_sum / n_norm
 
 
 @nnx.jit
 def big_batch_grads(model, x, y):
     """Loss and gradients of the whole batch at once: the reference accumulation must equal."""
+
     def loss_fn(model):
         loss_sum, n_tokens = masked_cross_entropy(model(x), y)
         return loss_sum / n_tokens
+
     return nnx.value_and_grad(loss_fn)(model)
 
 
@@ -48,7 +52,7 @@ def accumulate_grads(model, xs, ys, norms):
     grad(loss_sum_j / norms[j]). Only one micro-batch's activations are alive at
     a time, which is what accumulation is for.
     """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)   # lax.scan wants arrays, not a Module
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)  # lax.scan wants arrays, not a Module
 
     def micro_loss_of_params(params, x, y, n_norm):
         return micro_loss(nnx.merge(graphdef, params, rest), x, y, n_norm)
@@ -69,14 +73,18 @@ def make_scan_update(graphdef):
     k micro-batches through the scan above, then AdamW once (a jit of a pure
     function, as in the training_loop lab: lib/steps.py says why).
     """
+
     def update(model, optimizer, xs, ys, norms):
         loss, grads = accumulate_grads(model, xs, ys, norms)
         optimizer.update(model, grads)
         return loss
+
     return steps.jit_on_state(graphdef, update)
 
 
-def make_multisteps_optimizer(model, cfg: spec.Config, accumulator_dtype=jnp.float32) -> nnx.Optimizer:
+def make_multisteps_optimizer(
+    model, cfg: spec.Config, accumulator_dtype=jnp.float32
+) -> nnx.Optimizer:
     """The training_loop's AdamW wrapped in optax.MultiSteps: an update every `micro_batches` calls.
 
     use_grad_mean=False makes MultiSteps *sum* the micro-batch gradients: each
@@ -84,20 +92,27 @@ def make_multisteps_optimizer(model, cfg: spec.Config, accumulator_dtype=jnp.flo
     (The default, the mean, would need every micro-batch loss multiplied by k.)
     """
     tx = make_optimizer(model, cfg).tx
-    multi = optax.MultiSteps(tx, every_k_schedule=cfg.micro_batches, use_grad_mean=False,
-                             accumulator_dtype=accumulator_dtype)
+    multi = optax.MultiSteps(
+        tx,
+        every_k_schedule=cfg.micro_batches,
+        use_grad_mean=False,
+        accumulator_dtype=accumulator_dtype,
+    )
     return nnx.Optimizer(model, multi, wrt=nnx.Param)
 
 
 def make_multisteps_update(graphdef):
-    """The same update as k calls of one jitted micro-step through MultiSteps: state, xs, ys, norms -> state, loss.
+    """The same update as k calls of one jitted micro-step through MultiSteps: state, xs, ys,
+    norms -> state, loss.
 
     Each call accumulates one micro-batch's gradient; the k-th applies AdamW.
     """
+
     def micro_update(model, optimizer, x, y, n_norm):
         loss, grads = nnx.value_and_grad(micro_loss)(model, x, y, n_norm)
         optimizer.update(model, grads)
         return loss
+
     micro_step = steps.jit_on_state(graphdef, micro_update)
 
     def update(state, xs, ys, norms):
@@ -106,6 +121,7 @@ def make_multisteps_update(graphdef):
             state, micro = micro_step(state, xs[j], ys[j], norms[j])
             loss += micro
         return state, loss
+
     return update
 
 
@@ -114,12 +130,22 @@ def as_arrays(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
     return devices.to_device(xs, ys, norms)
 
 
-METHODS = {"scan": (make_optimizer, make_scan_update), "multisteps": (make_multisteps_optimizer, make_multisteps_update)}
+METHODS = {
+    "scan": (make_optimizer, make_scan_update),
+    "multisteps": (make_multisteps_optimizer, make_multisteps_update),
+}
 
 
-def train(cfg: spec.Config, data: training_loop.Data, *, method: str = "scan", weights: dict | None = None,
-          log=None):
-    """Train for cfg.steps with accumulation by `method` ("scan" or "multisteps"); returns (model, History)."""
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    *,
+    method: str = "scan",
+    weights: dict | None = None,
+    log=None,
+):
+    """Train for cfg.steps with accumulation by `method` ("scan" or "multisteps"); returns
+    (model, History)."""
     make_optimizer_for, make_update = METHODS[method]
     model = build_model(cfg, data.vocab_size, weights)
     optimizer = make_optimizer_for(model, cfg)
@@ -129,13 +155,15 @@ def train(cfg: spec.Config, data: training_loop.Data, *, method: str = "scan", w
     history = training_loop.History()
     for step in range(1, cfg.steps + 1):
         xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
-        norms = spec.normalisers(ys, cfg.normalise)                      # (k,)
+        norms = spec.normalisers(ys, cfg.normalise)  # (k,)
         t0 = time.perf_counter()
         state, loss = update(state, *as_arrays(xs, ys, norms))
         loss = float(loss)
-        history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
+        history.add_train(
+            step, loss, time.perf_counter() - t0
+        )  # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
-            nnx.update((model, optimizer), state)   # the objects see the new arrays
+            nnx.update((model, optimizer), state)  # the objects see the new arrays
             history.add_val(step, evaluate(model, val))
         if log:
             log(step, **{f"train_loss_{method}": loss})
@@ -145,50 +173,69 @@ def train(cfg: spec.Config, data: training_loop.Data, *, method: str = "scan", w
 
 def scaled_max_diff(grads, reference) -> float:
     """Largest max|a - b| / max|b| over the tensors of two gradient trees (per tensor: the largest
-    element-wise difference over the largest reference magnitude, so near-zero elements do not blow up)."""
-    return max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-               for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)))
+    element-wise difference over the largest reference magnitude, so near-zero elements do not
+    blow up)."""
+    return max(
+        float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(reference), strict=True)
+    )
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run grad_accumulation --framework jax`: the identity on one batch, then training both ways."""
+    """`week1 run grad_accumulation --framework jax`: the identity on one batch, then training
+    both ways."""
     data = training_loop.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
     x, y = spec.padded_batch(data, cfg, 1)
     xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
     _, reference = big_batch_grads(model, *devices.to_device(x, y))
-    summary = {f"grad scaled max diff ({normalise})":
-               scaled_max_diff(accumulate_grads(model, *as_arrays(xs, ys, spec.normalisers(ys, normalise)))[1],
-                            reference)
-               for normalise in spec.NORMALISATIONS}
+    summary = {
+        f"grad scaled max diff ({normalise})": scaled_max_diff(
+            accumulate_grads(model, *as_arrays(xs, ys, spec.normalisers(ys, normalise)))[1],
+            reference,
+        )
+        for normalise in spec.NORMALISATIONS
+    }
     histories = {method: train(cfg, data, method=method, log=run.log)[1] for method in METHODS}
     for method, history in histories.items():
         summary.update({f"{method}/{k}": v for k, v in history.summary().items()})
-    summary["max loss diff scan vs multisteps"] = float(np.max(np.abs(
-        np.array(histories["scan"].train_loss) - np.array(histories["multisteps"].train_loss))))
+    summary["max loss diff scan vs multisteps"] = float(
+        np.max(
+            np.abs(
+                np.array(histories["scan"].train_loss)
+                - np.array(histories["multisteps"].train_loss)
+            )
+        )
+    )
     return summary
 
 
 def bench(cfg: spec.Config) -> dict:
-    """`week1 bench grad_accumulation`: one update from k micro-batches, scan vs MultiSteps vs the big batch."""
+    """`week1 bench grad_accumulation`: one update from k micro-batches, scan vs MultiSteps vs
+    the big batch."""
     data = training_loop.load_data(cfg)
     x, y = spec.padded_batch(data, cfg, 1)
     timings = {}
-    for name, k, method in (("jax big batch", 1, "scan"), ("jax scan", cfg.micro_batches, "scan"),
-                            ("jax MultiSteps", cfg.micro_batches, "multisteps")):
+    for name, k, method in (
+        ("jax big batch", 1, "scan"),
+        ("jax scan", cfg.micro_batches, "scan"),
+        ("jax MultiSteps", cfg.micro_batches, "multisteps"),
+    ):
         step_cfg = dataclasses.replace(cfg, micro_batches=k)
         make_optimizer_for, make_update = METHODS[method]
         model = build_model(step_cfg, data.vocab_size)
         graphdef, state = nnx.split((model, make_optimizer_for(model, step_cfg)))
         xs, ys = spec.split_micro_batches(x, y, k)
         batch = as_arrays(xs, ys, spec.normalisers(ys, "total"))
-        timings[f"{name} (k={k})"] = time_calls(functools.partial(make_update(graphdef), state, *batch),
-                                                devices.sync)
+        timings[f"{name} (k={k})"] = time_calls(
+            functools.partial(make_update(graphdef), state, *batch), devices.sync
+        )
     return timings
 
 
 def profile_phases(cfg: spec.Config) -> profiler.Phases:
-    """`week1 profile grad_accumulation`: one scan-accumulated update as data / forward_backward / optimizer."""
+    """`week1 profile grad_accumulation`: one scan-accumulated update as data / forward_backward
+    / optimizer."""
     data = training_loop.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
     optimizer = make_optimizer(model, cfg)

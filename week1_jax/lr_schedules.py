@@ -2,6 +2,7 @@
 
 The schedules themselves are in week1_jax/schedules.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,12 +13,13 @@ import optax
 
 from labs import lr_schedules as spec
 from labs.training_loop import SCHEDULES, load_data
-from week1_jax.lib import schedules
 from week1_jax import training_loop as lm
+from week1_jax.lib import schedules
 
 
 def applied_lrs(schedule, n: int) -> np.ndarray:
-    """The lr optax applies at updates 0..n-1: SGD on one parameter with gradient 1 moves it by -lr."""
+    """The lr optax applies at updates 0..n-1: SGD on one parameter with gradient 1 moves it by
+    -lr."""
     tx = optax.sgd(schedule)
     param = jnp.zeros(())
     state = tx.init(param)
@@ -30,8 +32,15 @@ def applied_lrs(schedule, n: int) -> np.ndarray:
 
 def run(cfg: spec.Config, run) -> dict:
     data = load_data(cfg)
-    lrs = {name: applied_lrs(schedules.by_name(name, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr),
-                             max(spec.key_steps(cfg)) + 1) for name in SCHEDULES}
-    histories = {name: lm.train(dataclasses.replace(cfg, schedule=name), data, show_progress=True)[1]
-                 for name in SCHEDULES}
+    lrs = {
+        name: applied_lrs(
+            schedules.by_name(name, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr),
+            max(spec.key_steps(cfg)) + 1,
+        )
+        for name in SCHEDULES
+    }
+    histories = {
+        name: lm.train(dataclasses.replace(cfg, schedule=name), data, show_progress=True)[1]
+        for name in SCHEDULES
+    }
     return spec.report(lrs, histories, cfg, run, "JAX")

@@ -1,9 +1,11 @@
-"""Mixed precision lab in JAX: a bf16/fp16 compute policy on fp32 master weights, and dynamic loss scaling.
+"""Mixed precision lab in JAX: a bf16/fp16 compute policy on fp32 master weights, and dynamic
+loss scaling.
 
 Read beside week1_torch/mixed_precision.py. The model, data, optimizer and
 schedule are the training_loop lab's; week1_jax/precision.py applies the
 policy to the model from outside and holds the loss scaler.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,24 +17,27 @@ import optax
 from flax import nnx
 
 from labs import mixed_precision as spec
-from week1 import report
 from labs import training_loop
+from week1 import report
 from week1.timing import time_calls
-from week1_jax.lib import devices, precision, steps
 from week1_jax import training_loop as base
+from week1_jax.lib import devices, precision, steps
 
 
 def demos() -> dict:
     """spec.DEMOS computed in each format: {demo: {format: value}}."""
     out = {demo: {} for demo in spec.DEMOS}
     for fmt in spec.FORMATS:
+
         def v(x):
             return jnp.asarray(x, jnp.dtype(fmt))
+
         results = {
             "300 * 300": v(300.0) * v(300.0),
             "gradient 1e-8": v(1e-8),
-            "1e-8 scaled by 2^16, unscaled in fp32": v(1e-8 * spec.LOSS_SCALE).astype(jnp.float32) / spec.LOSS_SCALE,
-            "1 + 2^-8": v(1.0) + v(2.0 ** -8),
+            "1e-8 scaled by 2^16, unscaled in fp32": v(1e-8 * spec.LOSS_SCALE).astype(jnp.float32)
+            / spec.LOSS_SCALE,
+            "1 + 2^-8": v(1.0) + v(2.0**-8),
             "256 + 1": v(256.0) + v(1.0),
         }
         for demo, value in results.items():
@@ -40,19 +45,24 @@ def demos() -> dict:
     return out
 
 
-def build_model(cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None):
+def build_model(
+    cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None
+):
     """The training_loop model with the policy for `precision_name` applied (fp32 params always)."""
-    return precision.apply_policy(base.build_model(cfg, vocab_size, weights), precision.POLICIES[precision_name])
+    return precision.apply_policy(
+        base.build_model(cfg, vocab_size, weights), precision.POLICIES[precision_name]
+    )
 
 
 def loss_fn(model, x, y, policy: precision.Policy):
-    logits = model(x).astype(policy.output_dtype)     # (B, V): the softmax and loss in fp32
+    logits = model(x).astype(policy.output_dtype)  # (B, V): the softmax and loss in fp32
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 @nnx.jit(static_argnames="policy")
 def loss_and_grads(model, x, y, policy: precision.Policy):
-    """Loss and fp32 gradients of the master weights under `policy` (what the parity test compares)."""
+    """Loss and fp32 gradients of the master weights under `policy` (what the parity test
+    compares)."""
     return nnx.value_and_grad(loss_fn)(model, x, y, policy)
 
 
@@ -63,10 +73,12 @@ def make_train_step(graphdef, policy: precision.Policy):
     walk of the object graph would cost more than this small model's step and
     hide the difference between precisions.
     """
+
     def train_step(model, optimizer, x, y):
         loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, policy)
         optimizer.update(model, grads)
         return loss
+
     return steps.jit_on_state(graphdef, train_step)
 
 
@@ -77,19 +89,24 @@ def make_train_step_scaled(graphdef, policy: precision.Policy, scaler: precision
     a skipped step returns the old state whole (parameters, AdamW moments and
     count, hence the schedule position), as GradScaler skips optimizer.step().
     """
+
     @jax.jit
     def train_step(state, scale_state, x, y):
-        model, optimizer = nnx.merge(graphdef, state, copy=True)   # new Variables: `state` stays the old step
+        model, optimizer = nnx.merge(
+            graphdef, state, copy=True
+        )  # new Variables: `state` stays the old step
 
         def scaled_loss(model):
             loss = loss_fn(model, x, y, policy)
             return scaler.scale(scale_state, loss), loss
+
         (_, loss), grads = nnx.value_and_grad(scaled_loss, has_aux=True)(model)
         grads = scaler.unscale(scale_state, grads)
         finite = precision.all_finite(grads)
         optimizer.update(model, grads)
         new_state = precision.select_tree(finite, nnx.state((model, optimizer)), state)
         return new_state, loss, scaler.update(scale_state, finite), finite
+
     return train_step
 
 
@@ -98,8 +115,16 @@ def eval_loss(model, x, y, policy: precision.Policy):
     return loss_fn(model, x, y, policy)
 
 
-def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, weights: dict | None = None, log=None):
-    """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for fp16)."""
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    precision_name: str,
+    *,
+    weights: dict | None = None,
+    log=None,
+):
+    """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for
+    fp16)."""
     policy = precision.POLICIES[precision_name]
     model = build_model(cfg, data.vocab_size, precision_name, weights)
     optimizer = base.make_optimizer(model, cfg)
@@ -107,7 +132,11 @@ def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, we
     scale_state = scaler.init() if scaler else None
     scaling = {"scale": [], "skipped": []}
     graphdef, state = nnx.split((model, optimizer))
-    step_fn = make_train_step_scaled(graphdef, policy, scaler) if scaler else make_train_step(graphdef, policy)
+    step_fn = (
+        make_train_step_scaled(graphdef, policy, scaler)
+        if scaler
+        else make_train_step(graphdef, policy)
+    )
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
     for step in range(1, cfg.steps + 1):
@@ -122,11 +151,19 @@ def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, we
             scaling["scale"].append(float(scale_state.scale))
             if not finite:
                 scaling["skipped"].append(step)
-        history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
+        history.add_train(
+            step, loss, time.perf_counter() - t0
+        )  # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
-            nnx.update((model, optimizer), state)   # the objects see the new arrays
-            history.add_val(step, float(np.mean([float(eval_loss(model, *base.as_arrays(vx, vy), policy))
-                                                 for vx, vy in val])))
+            nnx.update((model, optimizer), state)  # the objects see the new arrays
+            history.add_val(
+                step,
+                float(
+                    np.mean(
+                        [float(eval_loss(model, *base.as_arrays(vx, vy), policy)) for vx, vy in val]
+                    )
+                ),
+            )
         if log:
             log(step, **{f"train_loss_{precision_name}": loss})
     nnx.update((model, optimizer), state)
@@ -134,19 +171,30 @@ def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, we
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run mixed_precision --framework jax`: formats, demos, then fp32/bf16/fp16 training curves."""
-    report.table("number formats (jnp.finfo)", spec.FORMAT_COLUMNS, precision.number_formats(spec.FORMATS))
+    """`week1 run mixed_precision --framework jax`: formats, demos, then fp32/bf16/fp16 training
+    curves."""
+    report.table(
+        "number formats (jnp.finfo)", spec.FORMAT_COLUMNS, precision.number_formats(spec.FORMATS)
+    )
     shown = demos()
-    report.table("demos (jnp)", ["demo", *spec.FORMATS, "what it shows"],
-                 [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()])
+    report.table(
+        "demos (jnp)",
+        ["demo", *spec.FORMATS, "what it shows"],
+        [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()],
+    )
     data = training_loop.load_data(cfg)
     results = {name: train(cfg, data, name, log=run.log) for name in cfg.precision_list}
-    return spec.summarise(run, "JAX", {name: r[1] for name, r in results.items()},
-                          results["fp16"][2] if "fp16" in results else None)
+    return spec.summarise(
+        run,
+        "JAX",
+        {name: r[1] for name, r in results.items()},
+        results["fp16"][2] if "fp16" in results else None,
+    )
 
 
 def saved_for_backward_bytes(model, x, y, policy: precision.Policy) -> int:
-    """Bytes the backward pass keeps from the forward (activations, casts): the residuals of jax.vjp."""
+    """Bytes the backward pass keeps from the forward (activations, casts): the residuals of
+    jax.vjp."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     _, vjp_fn = jax.vjp(lambda p: loss_fn(nnx.merge(graphdef, p, rest), x, y, policy), params)
     unique = {id(leaf): leaf for leaf in jax.tree.leaves(vjp_fn)}
@@ -165,13 +213,13 @@ def bench(cfg: spec.Config) -> dict:
         if name == "fp16":
             scaler = precision.DynamicLossScale(**cfg.loss_scale)
             step_fn, scale_state = make_train_step_scaled(graphdef, policy, scaler), scaler.init()
-            step = lambda: step_fn(state, scale_state, x, y)  # noqa: E731
+            step = lambda: step_fn(state, scale_state, x, y)
         else:
             step_fn = make_train_step(graphdef, policy)
-            step = lambda: step_fn(state, x, y)  # noqa: E731
+            step = lambda: step_fn(state, x, y)
         timing = time_calls(step, devices.sync)
         memory = {"saved for backward": saved_for_backward_bytes(model, x, y, policy)}
-        stats = jax.devices()[0].memory_stats()   # None on the CPU
+        stats = jax.devices()[0].memory_stats()  # None on the CPU
         if stats and "peak_bytes_in_use" in stats:
             memory["device peak (process)"] = stats["peak_bytes_in_use"]
         timings[f"jax {name}"] = timing.with_memory(memory)

@@ -4,6 +4,7 @@ Read beside week1_torch/monitoring.py. Model, data, optimizer and schedule are
 the training_loop lab's; the step is split in two jitted halves (gradients,
 then update) so the loop can look at the gradients in between.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,9 +33,12 @@ def grad_step(model, x, y):
 
 
 def inject_nan(grads, layer: str):
-    """The gradients with element 0 of each of `layer`'s tensors set to NaN (what an overflow would do)."""
+    """The gradients with element 0 of each of `layer`'s tensors set to NaN (what an overflow
+    would do)."""
+
     def poison(path, g):
         return g.at[(0,) * g.ndim].set(jnp.nan) if path[0].key == layer else g
+
     return jax.tree_util.tree_map_with_path(poison, grads)
 
 
@@ -44,7 +48,8 @@ def _finite_flags(loss, grads):
 
 
 def first_non_finite(loss, grads) -> str | None:
-    """'loss', 'gradient <name>' for the first gradient (forward order) holding a NaN/Inf, or None."""
+    """'loss', 'gradient <name>' for the first gradient (forward order) holding a NaN/Inf, or
+    None."""
     loss_ok, grads_ok = _finite_flags(loss, grads)
     if not loss_ok:
         return "loss"
@@ -56,7 +61,9 @@ def layer_norms(tree) -> dict:
     """{layer: sqrt(sum of squares over all the layer's tensors)}."""
     squares = {}
     for name, a in named(tree).items():
-        squares[spec.layer_of(name)] = squares.get(spec.layer_of(name), 0.0) + jnp.sum(jnp.square(a))
+        squares[spec.layer_of(name)] = squares.get(spec.layer_of(name), 0.0) + jnp.sum(
+            jnp.square(a)
+        )
     return {layer: jnp.sqrt(s) for layer, s in squares.items()}
 
 
@@ -83,8 +90,15 @@ def apply_update(model, optimizer, grads, clip_norm: float):
     return {layer: delta_norms[layer] / param_norms[layer] for layer in param_norms}
 
 
-def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = None, checkpoint_dir=None,
-          stop_at: int | None = None, log=None):
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    *,
+    weights: dict | None = None,
+    checkpoint_dir=None,
+    stop_at: int | None = None,
+    log=None,
+):
     """Train with every step watched; returns (model, History) or raises spec.TrainingStopped."""
     model = build_model(cfg, data.vocab_size, weights)
     optimizer = make_optimizer(model, cfg)
@@ -107,11 +121,16 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
         grad_norm = float(global_norm(grads))
         grad_norms = layer_norms(grads)
         ratios = apply_update(model, optimizer, grads, cfg.clip_norm)
-        history.add_train(step, float(loss), time.perf_counter() - start)   # the watching included
+        history.add_train(step, float(loss), time.perf_counter() - start)  # the watching included
         if log:
-            log(step, train_loss=loss, grad_norm=grad_norm, clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
+            log(
+                step,
+                train_loss=loss,
+                grad_norm=grad_norm,
+                clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
                 **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
-                **{f"update_ratio/{k}": v for k, v in ratios.items()})
+                **{f"update_ratio/{k}": v for k, v in ratios.items()},
+            )
         if training_loop.is_eval_step(cfg, step):
             history.add_val(step, evaluate(model, val), log)
         if mngr is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
@@ -121,10 +140,15 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run monitoring --framework jax`: train watched; a NaN or spike ends it with the reason."""
+    """`week1 run monitoring --framework jax`: train watched; a NaN or spike ends it with the
+    reason."""
     data = training_loop.load_data(cfg)
     try:
         _, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log)
     except spec.TrainingStopped as stop:
-        return {"stopped_at_step": stop.step, "last_good_checkpoint": stop.last_checkpoint or 0, "stopped": str(stop)}
+        return {
+            "stopped_at_step": stop.step,
+            "last_good_checkpoint": stop.last_checkpoint or 0,
+            "stopped": str(stop),
+        }
     return history.summary()

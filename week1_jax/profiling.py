@@ -5,6 +5,7 @@ Read beside week1_torch/profiling.py. Every phase ends in `devices.sync`
 time would show up in whichever later phase waits. The tracing is
 week1_jax/lib/profiler.py's, shared with `week1 profile <lab>`.
 """
+
 from __future__ import annotations
 
 import jax
@@ -44,5 +45,7 @@ def profile_phases(cfg: spec.Config) -> profiler.Phases:
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run profiling --framework jax`: trace and break down the training_loop step."""
-    breakdown, ops, trace_file = profile(profile_phases(cfg), cfg.profile_steps, run.path("trace"), cfg.top_ops)
+    breakdown, ops, trace_file = profile(
+        profile_phases(cfg), cfg.profile_steps, run.path("trace"), cfg.top_ops
+    )
     return profiler.summarise("jax", breakdown, ops, trace_file.relative_to(run.path("")))

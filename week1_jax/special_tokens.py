@@ -3,6 +3,7 @@
 Read beside week1_torch/special_tokens.py; the batch itself is built framework-free
 in labs/special_tokens.py (numpy), so both frameworks see the same ids.
 """
+
 from __future__ import annotations
 
 import jax
@@ -14,8 +15,9 @@ from week1_jax.lib.losses import masked_cross_entropy
 
 
 def as_arrays(batch: dict) -> dict:
-    """The numpy batch (ids, attention_mask, type_ids, labels) as int32 arrays on the default device."""
-    return dict(zip(batch, devices.to_device(*batch.values(), dtype=jnp.int32)))
+    """The numpy batch (ids, attention_mask, type_ids, labels) as int32 arrays on the default
+    device."""
+    return dict(zip(batch, devices.to_device(*batch.values(), dtype=jnp.int32), strict=True))
 
 
 def logits_fn(params: dict, ids):
@@ -25,7 +27,7 @@ def logits_fn(params: dict, ids):
 
 def loss_fn(params: dict, batch: dict):
     """Next-token cross-entropy over real tokens only, divided by their number."""
-    logits = logits_fn(params, batch["ids"][:, :-1])                  # predict token t+1 from t
+    logits = logits_fn(params, batch["ids"][:, :-1])  # predict token t+1 from t
     loss_sum, n_tokens = masked_cross_entropy(logits, batch["labels"][:, 1:], spec.IGNORE_INDEX)
     return loss_sum / n_tokens
 
@@ -46,4 +48,6 @@ def run(cfg: spec.Config, run) -> dict:
     batch = spec.lm_batch(tok, cfg)
     params = {k: jnp.asarray(v) for k, v in spec.init_params(cfg, len(tok.vocab)).items()}
     loss, _ = loss_and_grads(params, as_arrays(batch))
-    return spec.summarize(float(loss), float(loss_counting_padding(params, as_arrays(batch))), batch, tok)
+    return spec.summarize(
+        float(loss), float(loss_counting_padding(params, as_arrays(batch))), batch, tok
+    )

@@ -2,8 +2,10 @@
 
 The tokenizers themselves are framework-free (labs/tokenizers_compare.py); this is the
 step a JAX training job adds: ragged id lists -> padded (B, T) arrays per batch, as one
-jitted gather from the concatenated ids, then a slice per batch. Read beside week1_torch/tokenizers_compare.py.
+jitted gather from the concatenated ids, then a slice per batch. Read beside
+week1_torch/tokenizers_compare.py.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,36 +22,58 @@ from week1_jax.lib import devices
 @functools.partial(jax.jit, static_argnames="width")
 def pad_rows(flat, starts, lengths, pad_id, width: int):
     """Row r = flat[starts[r] : starts[r] + lengths[r]], right-padded to `width`: one gather."""
-    col = jnp.arange(width)                                                  # (T,)
+    col = jnp.arange(width)  # (T,)
     return jnp.where(col < lengths[:, None], flat[starts[:, None] + col], pad_id).astype(jnp.int32)
 
 
-def pipeline(tok: spec.Trained, texts: list[str], batch_size: int, max_length: int) -> list[jax.Array]:
+def pipeline(
+    tok: spec.Trained, texts: list[str], batch_size: int, max_length: int
+) -> list[jax.Array]:
     """Encode `texts`, truncate to max_length, right-pad each batch to its longest row (int32)."""
     rows = [row[:max_length] for row in tok.encode_batch(texts)]
     lengths = np.array([len(r) for r in rows])
     # Pad the ragged ids to a power-of-two length, so few shapes reach the compiler.
     flat = np.zeros(1 << int(lengths.sum()).bit_length(), np.int32)
-    flat[:lengths.sum()] = np.concatenate([np.asarray(r, np.int32) for r in rows] + [np.zeros(0, np.int32)])
+    flat[: lengths.sum()] = np.concatenate(
+        [np.asarray(r, np.int32) for r in rows] + [np.zeros(0, np.int32)]
+    )
     starts = np.cumsum(lengths) - lengths
-    padded = pad_rows(jnp.asarray(flat), jnp.asarray(starts), jnp.asarray(lengths), tok.pad_id, max_length)
-    return [padded[i:i + batch_size, :int(lengths[i:i + batch_size].max())]
-            for i in range(0, len(rows), batch_size)]
+    padded = pad_rows(
+        jnp.asarray(flat), jnp.asarray(starts), jnp.asarray(lengths), tok.pad_id, max_length
+    )
+    return [
+        padded[i : i + batch_size, : int(lengths[i : i + batch_size].max())]
+        for i in range(0, len(rows), batch_size)
+    ]
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run tokenizers_compare --framework jax`: train, evaluate, plot, batch."""
     corpus, toks = spec.trained(cfg)
     texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
-    batches = {name: pipeline(tok, texts, cfg.batch_size, cfg.max_length) for name, tok in toks.items()}
-    padding = {f"{name} padding share": float(sum((b == tok.pad_id).sum() for b in batches[name]) /
-                                              sum(b.size for b in batches[name])) for name, tok in toks.items()}
+    batches = {
+        name: pipeline(tok, texts, cfg.batch_size, cfg.max_length) for name, tok in toks.items()
+    }
+    padding = {
+        f"{name} padding share": float(
+            sum((b == tok.pad_id).sum() for b in batches[name]) / sum(b.size for b in batches[name])
+        )
+        for name, tok in toks.items()
+    }
     return spec.report(toks, corpus, cfg, run.path("fertility.png")) | padding
 
 
 def bench(cfg: spec.Config) -> dict:
-    """`week1 bench tokenizers_compare` (JAX half): held-out text -> padded arrays, per tokenizer."""
+    """`week1 bench tokenizers_compare` (JAX half): held-out text -> padded arrays, per
+    tokenizer."""
     corpus, toks = spec.trained(cfg)
     texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
-    return {f"jax {name}": time_calls(lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
-                                      devices.sync, warmup=1, iters=5) for name, tok in toks.items()}
+    return {
+        f"jax {name}": time_calls(
+            lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
+            devices.sync,
+            warmup=1,
+            iters=5,
+        )
+        for name, tok in toks.items()
+    }

@@ -2,6 +2,7 @@
 
 Read beside week1_torch/training_loop.py: the same functions in the same order.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,24 +14,33 @@ import optax
 from flax import nnx
 
 from labs import training_loop as spec
-from week1.timing import time_calls
 from week1.report import progress
+from week1.timing import time_calls
 from week1_jax.lib import checkpoint, devices, optim, schedules, steps
 from week1_jax.lib.models import CharMLP, set_weights
 
 
 def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
     """The model, initialised from cfg.seed, or from `weights` (Flax names) when given."""
-    model = CharMLP(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, dropout=cfg.dropout,
-                    rngs=nnx.Rngs(cfg.seed))
+    model = CharMLP(
+        vocab_size,
+        cfg.block_size,
+        cfg.n_embd,
+        cfg.n_hidden,
+        dropout=cfg.dropout,
+        rngs=nnx.Rngs(cfg.seed),
+    )
     if weights is not None:
         set_weights(model, weights)
     return model
 
 
 def make_optimizer(model: CharMLP, cfg: spec.Config) -> nnx.Optimizer:
-    """From-scratch AdamW on cfg.schedule (warmup-cosine by default); no decay on biases and norm scales."""
-    tx = optim.adamw(schedules.from_config(cfg), weight_decay=cfg.weight_decay, mask=optim.decay_mask)
+    """From-scratch AdamW on cfg.schedule (warmup-cosine by default); no decay on biases and norm
+    scales."""
+    tx = optim.adamw(
+        schedules.from_config(cfg), weight_decay=cfg.weight_decay, mask=optim.decay_mask
+    )
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
@@ -40,17 +50,19 @@ def as_arrays(x: np.ndarray, y: np.ndarray):
 
 
 def loss_fn(model: CharMLP, x, y, rngs: nnx.Rngs | None = None):
-    logits = model(x, rngs=rngs)                                          # (B, V)
+    logits = model(x, rngs=rngs)  # (B, V)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def make_train_step(graphdef):
     """A jitted step on the split (model, optimizer) state: state, x, y, key -> state, loss
     (lib/steps.py says why jax.jit of a pure function rather than nnx.jit)."""
+
     def train_step(model, optimizer, x, y, dropout_key):
         loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, nnx.Rngs(dropout=dropout_key))
         optimizer.update(model, grads)
         return loss
+
     return steps.jit_on_state(graphdef, train_step)
 
 
@@ -60,32 +72,43 @@ def eval_loss(model: CharMLP, x, y):
 
 
 def evaluate(model: CharMLP, batches) -> float:
-    model.eval()   # dropout off
+    model.eval()  # dropout off
     loss = float(np.mean([float(eval_loss(model, *as_arrays(x, y))) for x, y in batches]))
     model.train()
     return loss
 
 
 @nnx.jit
-def next_logits(model: CharMLP, context):   # context: (1, T)
-    return model(context)[0]                # (V,)
+def next_logits(model: CharMLP, context):  # context: (1, T)
+    return model(context)[0]  # (V,)
 
 
 def sample(model: CharMLP, prompt: np.ndarray, n: int, temperature: float, seed: int) -> np.ndarray:
-    """`n` characters drawn one at a time after `prompt`, each from softmax(logits / temperature)."""
+    """`n` characters drawn one at a time after `prompt`, each from softmax(logits /
+    temperature)."""
     model.eval()
     key = jax.random.key(seed)
     ids = list(prompt)
     for _ in range(n):
         key, sub = jax.random.split(key)
-        logits = next_logits(model, jnp.asarray(ids[-len(prompt):])[None, :])
+        logits = next_logits(model, jnp.asarray(ids[-len(prompt) :])[None, :])
         ids.append(int(jax.random.categorical(sub, logits / temperature)))
     model.train()
-    return np.array(ids[len(prompt):])
+    return np.array(ids[len(prompt) :])
 
 
-def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, optimizer_fn=None, checkpoint_dir=None,
-          resume: bool = False, stop_at: int | None = None, log=None, show_progress: bool = False):
+def train(
+    cfg: spec.Config,
+    data: spec.Data,
+    *,
+    weights: dict | None = None,
+    optimizer_fn=None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    stop_at: int | None = None,
+    log=None,
+    show_progress: bool = False,
+):
     """Train for cfg.steps (or until `stop_at`); returns (model, History).
 
     optimizer_fn: (model, cfg) -> optimizer, as make_optimizer (the default) returns it.
@@ -105,14 +128,16 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
     end = cfg.steps if stop_at is None else stop_at
     with progress("jax", total=end - start, enabled=show_progress) as advance:
         for step in range(start + 1, end + 1):
-            x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
+            x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
             t0 = time.perf_counter()
-            state, loss = train_step(state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step))
+            state, loss = train_step(
+                state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step)
+            )
             loss = float(loss)
             history.add_train(step, loss, time.perf_counter() - t0, log)
             save = mngr is not None and spec.is_checkpoint_step(cfg, step, stop_at)
             if save or spec.is_eval_step(cfg, step):
-                nnx.update((model, optimizer), state)   # the objects see the new arrays
+                nnx.update((model, optimizer), state)  # the objects see the new arrays
             if spec.is_eval_step(cfg, step):
                 history.add_val(step, evaluate(model, val), log)
             if save:
@@ -125,8 +150,12 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run training_loop --framework jax`: train, evaluate, sample, checkpoint."""
     data = spec.load_data(cfg)
-    model, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log, show_progress=True)
-    text = data.corpus.decode(sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed))
+    model, history = train(
+        cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log, show_progress=True
+    )
+    text = data.corpus.decode(
+        sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed)
+    )
     return {**history.summary(), "unigram_baseline": spec.unigram_baseline(data), "sample": text}
 
 

@@ -2,42 +2,55 @@
 
 The optimizer itself is week1_torch.lib.optim.AdamW; this module trains with it.
 """
+
 from __future__ import annotations
 
 import torch
 
 from labs import adamw as spec
-from week1.timing import time_calls
 from labs.training_loop import load_data
-from week1_torch.lib import devices, optim, schedules
+from week1.timing import time_calls
 from week1_torch import training_loop as lm
+from week1_torch.lib import devices, optim, schedules
 from week1_torch.lib.models import get_weights
 
 
 def library_optimizer(model, cfg: spec.Config):
-    """torch.optim.AdamW with our schedule, param groups (no decay on biases/norms) and weight decay."""
-    optimizer = torch.optim.AdamW(optim.param_groups(model, cfg.weight_decay), betas=(0.9, 0.999), eps=1e-8)
+    """torch.optim.AdamW with our schedule, param groups (no decay on biases/norms) and weight
+    decay."""
+    optimizer = torch.optim.AdamW(
+        optim.param_groups(model, cfg.weight_decay), betas=(0.9, 0.999), eps=1e-8
+    )
     return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """Train the LM with ours and with torch.optim.AdamW from the same weights; compare the curves."""
+    """Train the LM with ours and with torch.optim.AdamW from the same weights; compare the
+    curves."""
     data = load_data(cfg)
     weights = get_weights(lm.build_model(cfg, data.vocab_size))
-    histories = {"ours": lm.train(cfg, data, weights=weights, show_progress=True)[1],
-                 "torch.optim.AdamW": lm.train(cfg, data, weights=weights, optimizer_fn=library_optimizer,
-                                               show_progress=True)[1]}
+    histories = {
+        "ours": lm.train(cfg, data, weights=weights, show_progress=True)[1],
+        "torch.optim.AdamW": lm.train(
+            cfg, data, weights=weights, optimizer_fn=library_optimizer, show_progress=True
+        )[1],
+    }
     return spec.report_curves(histories, run, "torch")
 
 
 def bench(cfg: spec.Config) -> dict:
-    """`week1 bench adamw`: one optimizer update on the LM's parameters, ours vs torch.optim.AdamW."""
+    """`week1 bench adamw`: one optimizer update on the LM's parameters, ours vs
+    torch.optim.AdamW."""
     model = lm.build_model(cfg, load_data(cfg).vocab_size)
     for p in model.parameters():
         p.grad = torch.full_like(p, 1e-3)
     timings = {}
-    for name, optimizer in (("torch ours", optim.AdamW(optim.param_groups(model, cfg.weight_decay), lr=cfg.lr)),
-                            ("torch.optim.AdamW", torch.optim.AdamW(optim.param_groups(model, cfg.weight_decay),
-                                                                    lr=cfg.lr))):
+    for name, optimizer in (
+        ("torch ours", optim.AdamW(optim.param_groups(model, cfg.weight_decay), lr=cfg.lr)),
+        (
+            "torch.optim.AdamW",
+            torch.optim.AdamW(optim.param_groups(model, cfg.weight_decay), lr=cfg.lr),
+        ),
+    ):
         timings[name] = time_calls(optimizer.step, devices.sync)
     return timings

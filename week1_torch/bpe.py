@@ -8,6 +8,7 @@ tensors over positions of the flat word array (labs.bpe.flat_words):
 and over pair slots s: key = a * V + b, score = count << shift | (V*V - 1 - key), so the
 best pair (highest count, then smallest (a, b)) is argmax(score), one op per merge.
 """
+
 from __future__ import annotations
 
 import time
@@ -46,7 +47,8 @@ class Pairs:
         self.count_pairs()
 
     def keys_at(self, pos):
-        """Pair key starting at each position, or -1 where no pair starts (a sentinel on either side)."""
+        """Pair key starting at each position, or -1 where no pair starts (a sentinel on either
+        side)."""
         a, b = self.sym[pos], self.sym[self.nxt[pos]]
         return torch.where((a >= 0) & (b >= 0), a * self.V + b, -1)
 
@@ -65,36 +67,46 @@ class Pairs:
         self.add_pairs(pos)
 
     def add_pairs(self, pos):
-        """Give the pairs starting at `pos` (distinct positions) slots; count them. New keys only."""
+        """Give the pairs starting at `pos` (distinct positions) slots; count them. New keys
+        only."""
         keys = self.keys_at(pos)
         pos = pos[keys >= 0]
         ukeys, inv, sizes = torch.unique(keys[keys >= 0], return_inverse=True, return_counts=True)
         slots = torch.arange(self.n_slots, self.n_slots + len(ukeys), device=pos.device)
-        self.table[:, slots] = torch.stack([self.V * self.V - 1 - ukeys, ukeys,
-                                            self.n_order + torch.cumsum(sizes, 0) - sizes, sizes])
-        self.order[self.n_order:self.n_order + len(pos)] = pos[torch.argsort(inv, stable=True)]
+        self.table[:, slots] = torch.stack(
+            [
+                self.V * self.V - 1 - ukeys,
+                ukeys,
+                self.n_order + torch.cumsum(sizes, 0) - sizes,
+                sizes,
+            ]
+        )
+        self.order[self.n_order : self.n_order + len(pos)] = pos[torch.argsort(inv, stable=True)]
         self.n_slots += len(ukeys)
         self.n_order += len(pos)
         self.pslot[pos] = slots[inv]
         self.score.index_add_(0, slots[inv], self.weight[pos] << self.shift)
 
     def best(self) -> tuple[int, int, int, int, int, int]:
-        """(slot, count, a, b, start, size) of the most frequent pair, ties to the smallest (a, b)."""
+        """(slot, count, a, b, start, size) of the most frequent pair, ties to the smallest (a,
+        b)."""
         slot = int(torch.argmax(self.score))
         score, key, start, size = self.table[:, slot].tolist()
         return slot, score >> self.shift, key // self.V, key % self.V, start, size
 
-    def merge(self, slot: int, a: int, b: int, start: int, size: int, new: int, rebuild: bool) -> None:
+    def merge(
+        self, slot: int, a: int, b: int, start: int, size: int, new: int, rebuild: bool
+    ) -> None:
         """Replace every (a, b) by `new`: unlink b, move the counts of the neighbour pairs."""
-        occ = self.order[start:start + size]
-        occ = occ[self.pslot[occ] == slot].sort().values               # left positions of (a, b)
+        occ = self.order[start : start + size]
+        occ = occ[self.pslot[occ] == slot].sort().values  # left positions of (a, b)
         if a == b:  # in a run a a a a, merge positions 0, 2, ... of the run (left to right)
             linked = torch.zeros_like(occ, dtype=torch.bool)
             linked[1:] = self.nxt[occ[:-1]] == occ[1:]
             k = torch.arange(len(occ), device=occ.device)
             run_start = torch.where(linked, 0, k).cummax(0).values
             occ = occ[(k - run_start) % 2 == 0]
-        right, left = self.nxt[occ], self.prv[occ]                     # positions of b, and of x in [x a b y]
+        right, left = self.nxt[occ], self.prv[occ]  # positions of b, and of x in [x a b y]
         # [x a b a b y]: the second x is the first b; count each position once.
         shared = torch.zeros_like(occ, dtype=torch.bool)
         shared[1:] = left[1:] == right[:-1]
@@ -107,11 +119,15 @@ class Pairs:
         self.sym[occ] = new
         self.nxt[occ] = after
         self.prv[after] = occ
-        self.sym[right] = -1                                           # b is gone: a sentinel now
+        self.sym[right] = -1  # b is gone: a sentinel now
         # ... and pairs starting at x and at the new token appear.
         born = torch.cat([left, occ])
-        if rebuild or self.n_slots + len(born) > self.table.shape[1] or self.n_order + len(born) > len(self.order):
-            self.count_pairs()     # `new` was a token already (or the table is full): recount all
+        if (
+            rebuild
+            or self.n_slots + len(born) > self.table.shape[1]
+            or self.n_order + len(born) > len(self.order)
+        ):
+            self.count_pairs()  # `new` was a token already (or the table is full): recount all
         else:
             self.add_pairs(born)
         self.score[0] = NO_PAIR
@@ -135,10 +151,13 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=(), dev
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run bpe --framework torch`: train on Shakespeare (on a GPU if there is one), save, compare with HF."""
+    """`week1 run bpe --framework torch`: train on Shakespeare (on a GPU if there is one), save,
+    compare with HF."""
     texts = spec.corpus_texts(cfg)
     start = time.perf_counter()
-    bpe = train(texts, cfg.vocab_size, cfg.min_frequency, cfg.specials, device=devices.default_device())
+    bpe = train(
+        texts, cfg.vocab_size, cfg.min_frequency, cfg.specials, device=devices.default_device()
+    )
     return spec.summarize(bpe, time.perf_counter() - start, texts, cfg, run.path("tokenizer.json"))
 
 
@@ -146,10 +165,17 @@ def bench(cfg: spec.Config) -> dict:
     """`week1 bench bpe` (torch half): our torch trainer, the pure-Python one, the naive loop."""
     texts = spec.corpus_texts(cfg)
     args = (cfg.vocab_size, cfg.min_frequency, cfg.specials)
-    out = {f"torch ({devices.default_device()})": time_calls(lambda: train(texts, *args, device=devices.default_device()),
-                                                     lambda _: None, warmup=0, iters=1),
-           "pure-Python reference": time_calls(lambda: reference.train(texts, *args), lambda _: None,
-                                               warmup=0, iters=1)}
+    out = {
+        f"torch ({devices.default_device()})": time_calls(
+            lambda: train(texts, *args, device=devices.default_device()),
+            lambda _: None,
+            warmup=0,
+            iters=1,
+        ),
+        "pure-Python reference": time_calls(
+            lambda: reference.train(texts, *args), lambda _: None, warmup=0, iters=1
+        ),
+    }
     # The naive loop would take too long: time its first merges, scale to the whole run.
     start = time.perf_counter()
     naive = reference.train_naive(texts, *args, max_merges=cfg.naive_merges)
@@ -158,6 +184,14 @@ def bench(cfg: spec.Config) -> dict:
     out["naive recount loop (extrapolated)"] = Timing(per_merge * n_merges, per_merge * n_merges, 1)
     bpe, sample = reference.train(texts, *args), spec.encode_sample(texts)
     # A fresh BPE per call, so its word cache starts cold (as HF's does below).
-    out["encode 1 MB: ours (Python)"] = time_calls(lambda: [fresh.encode(line) for fresh in [BPE(
-        bpe.vocab, bpe.merges, bpe.special_tokens)] for line in sample], lambda _: None, warmup=0, iters=3)
+    out["encode 1 MB: ours (Python)"] = time_calls(
+        lambda: [
+            fresh.encode(line)
+            for fresh in [BPE(bpe.vocab, bpe.merges, bpe.special_tokens)]
+            for line in sample
+        ],
+        lambda _: None,
+        warmup=0,
+        iters=3,
+    )
     return out

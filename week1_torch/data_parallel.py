@@ -2,33 +2,36 @@
 
 Read beside week1_jax/data_parallel.py (pmap, jit + NamedSharding, shard_map).
 Worker processes (what `week1 run data_parallel --framework torch` launches):
-    torchrun --standalone --nproc-per-node=2 -m week1_torch.data_parallel --out=DIR [--mode=train|bench] [--key=value]
+    torchrun --standalone --nproc-per-node=2 -m week1_torch.data_parallel --out=DIR
+    [--mode=train|bench] [--key=value]
 """
+
 from __future__ import annotations
 
 import pathlib
 import sys
 
-import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from labs import data_parallel as spec
 from labs import training_loop
-from week1_torch.lib import devices, parallel
-from week1_torch import training_loop as loop
 from week1.parallel import check_batch_split, config_args, loop_config
+from week1_torch import training_loop as loop
+from week1_torch.lib import devices, parallel
 
 
 def ddp_model(cfg: spec.Config, vocab_size: int, device) -> DistributedDataParallel:
-    """The training_loop model (cfg.seed's init) on this rank's device, wrapped so backward all-reduces
+    """The training_loop model (cfg.seed's init) on this rank's device, wrapped so backward
+    all-reduces
     (averages) the gradients."""
     model = devices.place(loop.build_model(loop_config(cfg), vocab_size), device)
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def train(cfg: spec.Config, data: training_loop.Data, device, log=None):
-    """Train with DDP in the current process group; returns (global losses, first-step grads by state_dict name)."""
+    """Train with DDP in the current process group; returns (global losses, first-step grads by
+    state_dict name)."""
     check_batch_split(cfg.batch_size, dist.get_world_size())
     model = ddp_model(cfg, data.vocab_size, device)
     optimizer, scheduler = loop.make_optimizer(model.module, loop_config(cfg))
@@ -36,18 +39,27 @@ def train(cfg: spec.Config, data: training_loop.Data, device, log=None):
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run data_parallel --framework torch`: torchrun N DDP processes, then one device, same batches."""
+    """`week1 run data_parallel --framework torch`: torchrun N DDP processes, then one device,
+    same batches."""
     n = parallel.default_world_size(cfg.devices)
     check_batch_split(cfg.batch_size, n)
     out = run.path("ranks")
-    parallel.torchrun("week1_torch.data_parallel", n, [f"--out={out}", *config_args(cfg)],
-                      timeout_s=120 + cfg.steps)
+    parallel.torchrun(
+        "week1_torch.data_parallel",
+        n,
+        [f"--out={out}", *config_args(cfg)],
+        timeout_s=120 + cfg.steps,
+    )
     losses, _, _ = parallel.load_result(out / "train")
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
     data = training_loop.load_data(loop_config(cfg))
     _, single = loop.train(loop_config(cfg), data)
-    return {"processes": n, "DDP final loss": losses[-1], "1 device final loss": single.train_loss[-1]}
+    return {
+        "processes": n,
+        "DDP final loss": losses[-1],
+        "1 device final loss": single.train_loss[-1],
+    }
 
 
 def bench(cfg: spec.Config) -> dict:
@@ -56,14 +68,17 @@ def bench(cfg: spec.Config) -> dict:
 
 
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
-    """One rank started by torchrun: join the group, train (or time a step); rank 0 writes out_dir/<mode>/result.npz."""
+    """One rank started by torchrun: join the group, train (or time a step); rank 0 writes
+    out_dir/<mode>/result.npz."""
     device = parallel.init_process_group()
     try:
         data = training_loop.load_data(loop_config(cfg))
         if mode == "bench":
             model = ddp_model(cfg, data.vocab_size, device)
             optimizer, scheduler = loop.make_optimizer(model.module, loop_config(cfg))
-            timing = parallel.time_train_step(model, optimizer, scheduler, data, loop_config(cfg), device)
+            timing = parallel.time_train_step(
+                model, optimizer, scheduler, data, loop_config(cfg), device
+            )
             if dist.get_rank() == 0:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         else:

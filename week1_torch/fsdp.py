@@ -2,8 +2,10 @@
 
 Read beside week1_jax/fsdp.py (parameters sharded over an `fsdp` mesh axis by NamedSharding).
 Worker processes (what `week1 run fsdp --framework torch` launches):
-    torchrun --standalone --nproc-per-node=2 -m week1_torch.fsdp --out=DIR --mode=train|resume|bench [--key=value]
+    torchrun --standalone --nproc-per-node=2 -m week1_torch.fsdp --out=DIR
+    --mode=train|resume|bench [--key=value]
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -18,17 +20,21 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from labs import fsdp as spec
 from labs import training_loop
-from week1_torch.lib import devices, parallel
-from week1_torch import training_loop as loop
 from week1.parallel import check_batch_split, config_args, loop_config
+from week1_torch import training_loop as loop
+from week1_torch.lib import devices, parallel
 
 
 def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -> torch.nn.Module:
-    """fully_shard each large layer (the char MLP's stand-ins for transformer blocks), then the root,
+    """fully_shard each large layer (the char MLP's stand-ins for transformer blocks), then the
+    root,
     which takes the rest (embedding, LayerNorm). Parameters become DTensors sharded on dim 0."""
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision
-              else MixedPrecisionPolicy())
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if mixed_precision
+        else MixedPrecisionPolicy()
+    )
     for layer in (model.fc1, model.head):
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
@@ -36,74 +42,129 @@ def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -
 
 
 def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) -> dict[str, int]:
-    """What every rank holds without sharding (DDP): a whole model and its optimizer state after one step."""
+    """What every rank holds without sharding (DDP): a whole model and its optimizer state after
+    one step."""
     loop_cfg = loop_config(cfg)
     model = devices.place(loop.build_model(loop_cfg, data.vocab_size), device)
     optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
-    loop.train_step(model, optimizer, scheduler, *loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1), device))
+    loop.train_step(
+        model,
+        optimizer,
+        scheduler,
+        *loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1), device),
+    )
     return parallel.state_bytes(model, optimizer)
 
 
 def save_checkpoint(directory, model, optimizer, scheduler) -> None:
-    """Every rank writes its own shards, with metadata on how they tile each tensor (torch.distributed.checkpoint)."""
+    """Every rank writes its own shards, with metadata on how they tile each tensor
+    (torch.distributed.checkpoint)."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()},
-             checkpoint_id=directory)
+    dcp.save(
+        {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()},
+        checkpoint_id=directory,
+    )
 
 
 def restore_checkpoint(directory, model, optimizer, scheduler) -> None:
     """Load a checkpoint saved on any number of ranks into this group's shards."""
     saved = dcp.FileSystemReader(directory).read_metadata().state_dict_metadata
-    spec.check_checkpoint_shapes({k.removeprefix("model."): tuple(m.size) for k, m in saved.items()
-                                  if k.startswith("model.")},
-                                 {k: tuple(t.shape) for k, t in model.state_dict().items()})
+    spec.check_checkpoint_shapes(
+        {
+            k.removeprefix("model."): tuple(m.size)
+            for k, m in saved.items()
+            if k.startswith("model.")
+        },
+        {k: tuple(t.shape) for k, t in model.state_dict().items()},
+    )
     # The target: this group's shards. An optimizer with no state yet gets it from get_state_dict,
-    # which takes one zero-gradient step at lr 0 (harmless for AdamW: the loaded moments replace it).
+    # which takes one zero-gradient step at lr 0 (harmless for AdamW: the loaded moments replace
+    # it).
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
+    state = {
+        "model": model_state,
+        "optimizer": optimizer_state,
+        "scheduler": scheduler.state_dict(),
+    }
     dcp.load(state, checkpoint_id=directory)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+    )
     scheduler.load_state_dict(state["scheduler"])
 
 
-def train(cfg: spec.Config, data: training_loop.Data, device, checkpoint_dir=None, resume: bool = False, log=None):
-    """Train with FSDP in the current group, from cfg.seed's init; returns (losses, first-step grads, memory bytes on this rank).
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    device,
+    checkpoint_dir=None,
+    resume: bool = False,
+    log=None,
+):
+    """Train with FSDP in the current group, from cfg.seed's init; returns (losses, first-step
+    grads, memory bytes on this rank).
 
     checkpoint_dir: save a sharded checkpoint at spec.checkpoint_step(cfg), then go on.
     resume: start from that checkpoint instead (saved on any number of ranks).
     """
     check_batch_split(cfg.batch_size, dist.get_world_size())
     loop_cfg = loop_config(cfg)
-    model = shard_model(devices.place(loop.build_model(loop_cfg, data.vocab_size), device), device, cfg.mixed_precision)
+    model = shard_model(
+        devices.place(loop.build_model(loop_cfg, data.vocab_size), device),
+        device,
+        cfg.mixed_precision,
+    )
     optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
     half = spec.checkpoint_step(cfg)
     if resume:
         restore_checkpoint(checkpoint_dir, model, optimizer, scheduler)
-        losses, grads = parallel.train(model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log)
+        losses, grads = parallel.train(
+            model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log
+        )
         return losses, grads, parallel.state_bytes(model, optimizer)
-    losses, grads = parallel.train(model, optimizer, scheduler, data, loop_cfg, device,
-                                   end=half if checkpoint_dir else None, log=log)
+    losses, grads = parallel.train(
+        model,
+        optimizer,
+        scheduler,
+        data,
+        loop_cfg,
+        device,
+        end=half if checkpoint_dir else None,
+        log=log,
+    )
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, model, optimizer, scheduler)
-        losses += parallel.train(model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log)[0]
+        losses += parallel.train(
+            model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log
+        )[0]
     return losses, grads, parallel.state_bytes(model, optimizer)
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run fsdp --framework torch`: torchrun N ranks with a checkpoint half way, resume on N/2, vs one device."""
+    """`week1 run fsdp --framework torch`: torchrun N ranks with a checkpoint half way, resume on
+    N/2, vs one device."""
     n = parallel.default_world_size(cfg.devices)
     check_batch_split(cfg.batch_size, n)
     out = run.path("ranks")
     for mode, ranks in (("train", n), ("resume", max(1, n // 2))):
-        parallel.torchrun("week1_torch.fsdp", ranks, [f"--out={out}", f"--mode={mode}", *config_args(cfg)],
-                          timeout_s=120 + cfg.steps)
+        parallel.torchrun(
+            "week1_torch.fsdp",
+            ranks,
+            [f"--out={out}", f"--mode={mode}", *config_args(cfg)],
+            timeout_s=120 + cfg.steps,
+        )
     losses, _, memory = parallel.load_result(out / "train")
     resumed, _, _ = parallel.load_result(out / "resume")
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
     _, single = loop.train(loop_config(cfg), training_loop.load_data(loop_config(cfg)))
-    return {"ranks": n, f"final loss x{n}": losses[-1], f"final loss resumed on x{max(1, n // 2)}": resumed[-1],
-            "final loss 1 device": single.train_loss[-1], **{f"{k} bytes/rank": v for k, v in memory.items()}}
+    return {
+        "ranks": n,
+        f"final loss x{n}": losses[-1],
+        f"final loss resumed on x{max(1, n // 2)}": resumed[-1],
+        "final loss 1 device": single.train_loss[-1],
+        **{f"{k} bytes/rank": v for k, v in memory.items()},
+    }
 
 
 def bench(cfg: spec.Config) -> dict:
@@ -119,17 +180,25 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
         data = training_loop.load_data(loop_config(cfg))
         if mode == "bench":
             loop_cfg = loop_config(cfg)
-            model = shard_model(devices.place(loop.build_model(loop_cfg, data.vocab_size), device), device, cfg.mixed_precision)
+            model = shard_model(
+                devices.place(loop.build_model(loop_cfg, data.vocab_size), device),
+                device,
+                cfg.mixed_precision,
+            )
             optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
             timing = parallel.time_train_step(model, optimizer, scheduler, data, loop_cfg, device)
             if dist.get_rank() == 0:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         else:
-            losses, grads, sharded = train(cfg, data, device, pathlib.Path(out_dir) / "checkpoint",
-                                           resume=mode == "resume")
+            losses, grads, sharded = train(
+                cfg, data, device, pathlib.Path(out_dir) / "checkpoint", resume=mode == "resume"
+            )
             replicated = replicated_memory_bytes(cfg, data, device)
-            numbers = {f"{k} {how}": bytes_[k] for k in ("params", "optimizer")
-                       for how, bytes_ in (("replicated", replicated), ("sharded", sharded))}
+            numbers = {
+                f"{k} {how}": bytes_[k]
+                for k in ("params", "optimizer")
+                for how, bytes_ in (("replicated", replicated), ("sharded", sharded))
+            }
             if dist.get_rank() == 0:
                 parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads, **numbers)
     finally:

@@ -4,6 +4,7 @@ Read beside week1_jax/gpu_basics.py. fp32 and tf32 differ only in
 `torch.backends.cuda.matmul.allow_tf32`, switched for the tf32 case alone and
 restored after (the parity tests keep it off).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,12 @@ from week1.timing import time_calls
 from week1_torch.lib import devices
 from week1_torch.lib.precision import number_formats
 
-STORAGE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+STORAGE = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 def device_name() -> str:
@@ -25,8 +31,11 @@ def device_name() -> str:
 
 
 def unavailable(dtype: str) -> str | None:
-    """Why `dtype` cannot be measured here, or None. tf32 needs an NVIDIA GPU of compute capability 8.0+."""
-    if dtype == "tf32" and not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)):
+    """Why `dtype` cannot be measured here, or None. tf32 needs an NVIDIA GPU of compute
+    capability 8.0+."""
+    if dtype == "tf32" and not (
+        torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+    ):
         return "tf32 needs an NVIDIA GPU with compute capability >= 8.0"
     return None
 
@@ -34,12 +43,16 @@ def unavailable(dtype: str) -> str | None:
 def operands(n: int, dtype: str, seed: int):
     """Two n x n matrices with entries in [-1, 1), stored in `dtype`'s storage type."""
     generator = torch.Generator().manual_seed(seed)
-    return tuple((torch.rand(n, n, generator=generator) * 2 - 1).to(devices.default_device(), STORAGE[dtype]) for _ in range(2))
+    return tuple(
+        (torch.rand(n, n, generator=generator) * 2 - 1).to(devices.default_device(), STORAGE[dtype])
+        for _ in range(2)
+    )
 
 
 @contextlib.contextmanager
 def tf32_matmuls(allowed: bool):
-    """Let cuBLAS round fp32 matmul inputs to tf32 (or not) inside the block; restore the setting after."""
+    """Let cuBLAS round fp32 matmul inputs to tf32 (or not) inside the block; restore the setting
+    after."""
     before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = allowed
     try:
@@ -50,9 +63,11 @@ def tf32_matmuls(allowed: bool):
 
 def matmul(dtype: str):
     """a @ b computed as `dtype` asks."""
+
     def fn(a, b):
         with tf32_matmuls(dtype == "tf32"):
             return a @ b
+
     return fn
 
 
@@ -72,15 +87,21 @@ def measure(cfg: spec.Config) -> tuple[list, dict]:
 
 
 def bandwidth(cfg: spec.Config) -> float:
-    """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes it once."""
-    x = torch.ones(cfg.bandwidth_mib * 2 ** 20 // 4, device=devices.default_device())
+    """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes
+    it once."""
+    x = torch.ones(cfg.bandwidth_mib * 2**20 // 4, device=devices.default_device())
     timing = time_calls(lambda: 2.0 * x, devices.sync, warmup=cfg.warmup, iters=cfg.iters)
     return 2 * x.numel() * x.element_size() / timing.median_s
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run gpu_basics --framework torch`: the number formats, the sweep, its table and two plots."""
-    report.table("number formats (torch.finfo)", mixed_precision.FORMAT_COLUMNS, number_formats(mixed_precision.FORMATS))
+    """`week1 run gpu_basics --framework torch`: the number formats, the sweep, its table and two
+    plots."""
+    report.table(
+        "number formats (torch.finfo)",
+        mixed_precision.FORMAT_COLUMNS,
+        number_formats(mixed_precision.FORMATS),
+    )
     results, skipped = measure(cfg)
     for r in results:
         run.log(r.n, **{f"tflops/{r.dtype}": r.tflops})
@@ -94,5 +115,7 @@ def bench(cfg: spec.Config) -> dict:
     for dtype in cfg.dtype_list:
         if not unavailable(dtype):
             fn, (a, b) = matmul(dtype), operands(n, dtype, cfg.seed)
-            timings[f"torch {dtype} n={n}"] = time_calls(lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
+            timings[f"torch {dtype} n={n}"] = time_calls(
+                lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters
+            )
     return timings

@@ -4,6 +4,7 @@ Read beside week1_jax/grad_accumulation.py. The model, data, optimizer and
 schedule are the training_loop lab's; only the loss (masked, token-level) and
 the accumulation are new here.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,7 @@ from week1_torch.training_loop import build_model, evaluate, make_optimizer
 
 def micro_loss(model, x, y, n_norm):
     """Summed token cross-entropy of one micro-batch over n_norm (see spec.normalisers)."""
-    loss_sum, _ = masked_cross_entropy(model(x), y)                      # (B_j, V) logits
+    loss_sum, _ = masked_cross_entropy(model(x), y)  # (B_j, V) logits
     return loss_sum / n_norm
 
 
@@ -51,7 +52,9 @@ def accumulate_grads(model, xs, ys, norms):
     loss = torch.zeros((), dtype=norms.dtype, device=norms.device)
     for j in range(k):
         last = j == k - 1
-        no_sync = model.no_sync if hasattr(model, "no_sync") and not last else contextlib.nullcontext
+        no_sync = (
+            model.no_sync if hasattr(model, "no_sync") and not last else contextlib.nullcontext
+        )
         with no_sync():
             micro = micro_loss(model, xs[j], ys[j], norms[j])
             micro.backward()
@@ -68,8 +71,12 @@ def train_step(model, optimizer, scheduler, xs, ys, norms):
 
 
 def as_tensors(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
-    """Micro-batches (k, m, T) and labels (k, m) as int64, normalisers (k,) as float32, on the default device."""
-    return (*devices.to_device(xs, ys, dtype=torch.long), *devices.to_device(norms, dtype=torch.float32))
+    """Micro-batches (k, m, T) and labels (k, m) as int64, normalisers (k,) as float32, on the
+    default device."""
+    return (
+        *devices.to_device(xs, ys, dtype=torch.long),
+        *devices.to_device(norms, dtype=torch.float32),
+    )
 
 
 def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = None, log=None):
@@ -80,10 +87,12 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
     history = training_loop.History()
     for step in range(1, cfg.steps + 1):
         xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
-        norms = spec.normalisers(ys, cfg.normalise)                      # (k,)
+        norms = spec.normalisers(ys, cfg.normalise)  # (k,)
         t0 = time.perf_counter()
         loss = float(train_step(model, optimizer, scheduler, *as_tensors(xs, ys, norms)))
-        history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
+        history.add_train(
+            step, loss, time.perf_counter() - t0
+        )  # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
             history.add_val(step, evaluate(model, val))
         if log:
@@ -93,8 +102,11 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
 
 def scaled_max_diff(grads, reference) -> float:
     """Largest max|a - b| / max|b| over the tensors of two gradient dicts (per tensor: the largest
-    element-wise difference over the largest reference magnitude, so near-zero elements do not blow up)."""
-    return max(float((grads[n] - reference[n]).abs().max() / reference[n].abs().max()) for n in reference)
+    element-wise difference over the largest reference magnitude, so near-zero elements do not
+    blow up)."""
+    return max(
+        float((grads[n] - reference[n]).abs().max() / reference[n].abs().max()) for n in reference
+    )
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -104,10 +116,13 @@ def run(cfg: spec.Config, run) -> dict:
     x, y = spec.padded_batch(data, cfg, 1)
     xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
     _, reference = big_batch_grads(model, *devices.to_device(x, y, dtype=torch.long))
-    summary = {f"grad scaled max diff ({normalise})":
-               scaled_max_diff(accumulate_grads(model, *as_tensors(xs, ys, spec.normalisers(ys, normalise)))[1],
-                            reference)
-               for normalise in spec.NORMALISATIONS}
+    summary = {
+        f"grad scaled max diff ({normalise})": scaled_max_diff(
+            accumulate_grads(model, *as_tensors(xs, ys, spec.normalisers(ys, normalise)))[1],
+            reference,
+        )
+        for normalise in spec.NORMALISATIONS
+    }
     history = train(cfg, data, log=run.log)[1]
     summary.update({f"loop/{k}": v for k, v in history.summary().items()})
     return summary
@@ -124,13 +139,15 @@ def bench(cfg: spec.Config) -> dict:
         optimizer, scheduler = make_optimizer(model, step_cfg)
         xs, ys = spec.split_micro_batches(x, y, k)
         batch = as_tensors(xs, ys, spec.normalisers(ys, "total"))
-        timings[f"{name} (k={k})"] = time_calls(functools.partial(train_step, model, optimizer, scheduler, *batch),
-                                                devices.sync)
+        timings[f"{name} (k={k})"] = time_calls(
+            functools.partial(train_step, model, optimizer, scheduler, *batch), devices.sync
+        )
     return timings
 
 
 def profile_phases(cfg: spec.Config) -> profiler.Phases:
-    """`week1 profile grad_accumulation`: one loop-accumulated update as data / forward_backward / optimizer."""
+    """`week1 profile grad_accumulation`: one loop-accumulated update as data / forward_backward
+    / optimizer."""
     data = training_loop.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -144,7 +161,7 @@ def profile_phases(cfg: spec.Config) -> profiler.Phases:
     def forward_backward(batch):
         loss, _ = accumulate_grads(model, *batch)
         devices.sync(loss)
-        return loss, None   # the gradients stay in each p.grad
+        return loss, None  # the gradients stay in each p.grad
 
     def optimizer_step(_loss_and_grads):
         steps.apply_grads(optimizer, scheduler)

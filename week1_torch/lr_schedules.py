@@ -2,6 +2,7 @@
 
 The schedules themselves are in week1_torch/schedules.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,19 +12,20 @@ import torch
 
 from labs import lr_schedules as spec
 from labs.training_loop import SCHEDULES, load_data
-from week1_torch.lib import schedules
 from week1_torch import training_loop as lm
+from week1_torch.lib import schedules
 
 
 def applied_lrs(schedule, n: int) -> np.ndarray:
-    """The lr torch applies at updates 0..n-1: SGD on one parameter with gradient 1 moves it by -lr."""
+    """The lr torch applies at updates 0..n-1: SGD on one parameter with gradient 1 moves it by
+    -lr."""
     param = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.SGD([param], lr=1.0)
     scheduler = schedules.lambda_lr(optimizer, schedule)
     lrs = []
     for _ in range(n):
         with torch.no_grad():
-            param.zero_()    # from 0, the step is exactly -lr
+            param.zero_()  # from 0, the step is exactly -lr
         param.grad = torch.ones((), dtype=torch.float64)
         optimizer.step()
         scheduler.step()
@@ -33,8 +35,15 @@ def applied_lrs(schedule, n: int) -> np.ndarray:
 
 def run(cfg: spec.Config, run) -> dict:
     data = load_data(cfg)
-    lrs = {name: applied_lrs(schedules.by_name(name, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr),
-                             max(spec.key_steps(cfg)) + 1) for name in SCHEDULES}
-    histories = {name: lm.train(dataclasses.replace(cfg, schedule=name), data, show_progress=True)[1]
-                 for name in SCHEDULES}
+    lrs = {
+        name: applied_lrs(
+            schedules.by_name(name, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr),
+            max(spec.key_steps(cfg)) + 1,
+        )
+        for name in SCHEDULES
+    }
+    histories = {
+        name: lm.train(dataclasses.replace(cfg, schedule=name), data, show_progress=True)[1]
+        for name in SCHEDULES
+    }
     return spec.report(lrs, histories, cfg, run, "torch")

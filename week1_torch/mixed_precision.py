@@ -4,6 +4,7 @@ Read beside week1_jax/mixed_precision.py. The model, data, optimizer and
 schedule are the training_loop lab's; the parameters stay float32 and autocast
 lowers precision per operation.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,24 +14,27 @@ import torch
 import torch.nn.functional as F
 
 from labs import mixed_precision as spec
-from week1 import report
 from labs import training_loop
+from week1 import report
 from week1.timing import time_calls
-from week1_torch.lib import devices, precision
 from week1_torch import training_loop as base
+from week1_torch.lib import devices, precision
 
 
 def demos() -> dict:
     """spec.DEMOS computed in each format: {demo: {format: value}}."""
     out = {demo: {} for demo in spec.DEMOS}
     for fmt in spec.FORMATS:
+
         def v(x):
             return torch.tensor(x, dtype=getattr(torch, fmt))
+
         results = {
             "300 * 300": v(300.0) * v(300.0),
             "gradient 1e-8": v(1e-8),
-            "1e-8 scaled by 2^16, unscaled in fp32": v(1e-8 * spec.LOSS_SCALE).float() / spec.LOSS_SCALE,
-            "1 + 2^-8": v(1.0) + v(2.0 ** -8),
+            "1e-8 scaled by 2^16, unscaled in fp32": v(1e-8 * spec.LOSS_SCALE).float()
+            / spec.LOSS_SCALE,
+            "1 + 2^-8": v(1.0) + v(2.0**-8),
             "256 + 1": v(256.0) + v(1.0),
         }
         for demo, value in results.items():
@@ -38,19 +42,23 @@ def demos() -> dict:
     return out
 
 
-def build_model(cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None):
-    """The training_loop model on the default device, unchanged: autocast, not the model, carries the precision."""
+def build_model(
+    cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None
+):
+    """The training_loop model on the default device, unchanged: autocast, not the model, carries
+    the precision."""
     return base.build_model(cfg, vocab_size, weights)
 
 
 def loss_fn(model, x, y, precision_name: str):
     with precision.autocast(precision_name, x.device.type):
-        logits = model(x)                              # (B, V) in bf16/fp16 under autocast
-    return F.cross_entropy(logits.float(), y)          # the softmax and loss in fp32
+        logits = model(x)  # (B, V) in bf16/fp16 under autocast
+    return F.cross_entropy(logits.float(), y)  # the softmax and loss in fp32
 
 
 def loss_and_grads(model, x, y, precision_name: str):
-    """Loss and fp32 gradients of the master weights under autocast (what the parity test compares)."""
+    """Loss and fp32 gradients of the master weights under autocast (what the parity test
+    compares)."""
     model.zero_grad(set_to_none=True)
     loss = loss_fn(model, x, y, precision_name)
     loss.backward()
@@ -66,15 +74,20 @@ def train_step(model, optimizer, scheduler, x, y, precision_name: str):
     return loss.detach()
 
 
-def train_step_scaled(model, optimizer, scheduler, scaler: torch.amp.GradScaler, x, y, precision_name: str):
-    """fp16 step with GradScaler; returns (loss, finite). A skipped step does not advance the schedule."""
+def train_step_scaled(
+    model, optimizer, scheduler, scaler: torch.amp.GradScaler, x, y, precision_name: str
+):
+    """fp16 step with GradScaler; returns (loss, finite). A skipped step does not advance the
+    schedule."""
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, x, y, precision_name)
     scaler.scale(loss).backward()
     scale_before = scaler.get_scale()
-    scaler.step(optimizer)        # unscales, and skips optimizer.step() on a NaN/Inf gradient
+    scaler.step(optimizer)  # unscales, and skips optimizer.step() on a NaN/Inf gradient
     scaler.update()
-    finite = scaler.get_scale() >= scale_before   # the scale backs off exactly when the step was skipped
+    finite = (
+        scaler.get_scale() >= scale_before
+    )  # the scale backs off exactly when the step was skipped
     if finite:
         scheduler.step()
     return loss.detach(), finite
@@ -85,12 +98,22 @@ def eval_loss(model, x, y, precision_name: str):
     return loss_fn(model, x, y, precision_name)
 
 
-def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, weights: dict | None = None, log=None):
-    """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for fp16)."""
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    precision_name: str,
+    *,
+    weights: dict | None = None,
+    log=None,
+):
+    """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for
+    fp16)."""
     model = build_model(cfg, data.vocab_size, precision_name, weights)
     optimizer, scheduler = base.make_optimizer(model, cfg)
     device_type = devices.default_device().type
-    scaler = precision.grad_scaler(device_type, **cfg.loss_scale) if precision_name == "fp16" else None
+    scaler = (
+        precision.grad_scaler(device_type, **cfg.loss_scale) if precision_name == "fp16" else None
+    )
     scaling = {"scale": [], "skipped": []}
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
@@ -100,39 +123,64 @@ def train(cfg: spec.Config, data: training_loop.Data, precision_name: str, *, we
         if scaler is None:
             loss = float(train_step(model, optimizer, scheduler, x, y, precision_name))
         else:
-            loss, finite = train_step_scaled(model, optimizer, scheduler, scaler, x, y, precision_name)
+            loss, finite = train_step_scaled(
+                model, optimizer, scheduler, scaler, x, y, precision_name
+            )
             loss = float(loss)
             scaling["scale"].append(scaler.get_scale())
             if not finite:
                 scaling["skipped"].append(step)
-        history.add_train(step, loss, time.perf_counter() - t0)   # the first step's time includes compilation
+        history.add_train(
+            step, loss, time.perf_counter() - t0
+        )  # the first step's time includes compilation
         if training_loop.is_eval_step(cfg, step):
-            history.add_val(step, float(np.mean([float(eval_loss(model, *base.as_tensors(vx, vy), precision_name))
-                                                   for vx, vy in val])))
+            history.add_val(
+                step,
+                float(
+                    np.mean(
+                        [
+                            float(eval_loss(model, *base.as_tensors(vx, vy), precision_name))
+                            for vx, vy in val
+                        ]
+                    )
+                ),
+            )
         if log:
             log(step, **{f"train_loss_{precision_name}": loss})
     return model, history, scaling
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run mixed_precision --framework torch`: formats, demos, then fp32/bf16/fp16 training curves."""
-    report.table("number formats (torch.finfo)", spec.FORMAT_COLUMNS, precision.number_formats(spec.FORMATS))
+    """`week1 run mixed_precision --framework torch`: formats, demos, then fp32/bf16/fp16
+    training curves."""
+    report.table(
+        "number formats (torch.finfo)", spec.FORMAT_COLUMNS, precision.number_formats(spec.FORMATS)
+    )
     shown = demos()
-    report.table("demos (torch)", ["demo", *spec.FORMATS, "what it shows"],
-                 [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()])
+    report.table(
+        "demos (torch)",
+        ["demo", *spec.FORMATS, "what it shows"],
+        [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()],
+    )
     data = training_loop.load_data(cfg)
     results = {name: train(cfg, data, name, log=run.log) for name in cfg.precision_list}
-    return spec.summarise(run, "torch", {name: r[1] for name, r in results.items()},
-                          results["fp16"][2] if "fp16" in results else None)
+    return spec.summarise(
+        run,
+        "torch",
+        {name: r[1] for name, r in results.items()},
+        results["fp16"][2] if "fp16" in results else None,
+    )
 
 
 def saved_for_backward_bytes(model, x, y, precision_name: str) -> int:
-    """Bytes the backward pass keeps from the forward (activations, casts): autograd's saved tensors."""
+    """Bytes the backward pass keeps from the forward (activations, casts): autograd's saved
+    tensors."""
     saved = {}
 
     def pack(t):
         saved[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()
         return t
+
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss_fn(model, x, y, precision_name)
     return sum(saved.values())
@@ -148,9 +196,9 @@ def bench(cfg: spec.Config) -> dict:
         optimizer, scheduler = base.make_optimizer(model, cfg)
         if name == "fp16":
             scaler = precision.grad_scaler(devices.default_device().type, **cfg.loss_scale)
-            step = lambda: train_step_scaled(model, optimizer, scheduler, scaler, x, y, name)  # noqa: E731
+            step = lambda: train_step_scaled(model, optimizer, scheduler, scaler, x, y, name)
         else:
-            step = lambda: train_step(model, optimizer, scheduler, x, y, name)  # noqa: E731
+            step = lambda: train_step(model, optimizer, scheduler, x, y, name)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         timing = time_calls(step, devices.sync)

@@ -1,9 +1,11 @@
-"""Monitoring lab in PyTorch: gradient norms, update ratios, clipping, and a clean stop on NaN or spike.
+"""Monitoring lab in PyTorch: gradient norms, update ratios, clipping, and a clean stop on NaN or
+spike.
 
 Read beside week1_jax/monitoring.py. Model, data, optimizer and schedule are
 the training_loop lab's; the step is split in two (gradients, then update) so
 the loop can look at the gradients in between.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,10 +42,13 @@ def inject_nan(grads: dict, layer: str) -> dict:
 
 
 def first_non_finite(loss, grads: dict) -> str | None:
-    """'loss', 'gradient <name>' for the first gradient (forward order) holding a NaN/Inf, or None."""
+    """'loss', 'gradient <name>' for the first gradient (forward order) holding a NaN/Inf, or
+    None."""
     if not torch.isfinite(loss):
         return "loss"
-    return next((f"gradient {name}" for name, g in grads.items() if not torch.isfinite(g).all()), None)
+    return next(
+        (f"gradient {name}" for name, g in grads.items() if not torch.isfinite(g).all()), None
+    )
 
 
 @torch.no_grad()
@@ -62,7 +67,8 @@ def global_norm(grads: dict):
 
 
 def clip_grads(model, max_norm: float):
-    """torch.nn.utils.clip_grad_norm_: g * min(1, max_norm / ||g||), in place; returns ||g|| before."""
+    """torch.nn.utils.clip_grad_norm_: g * min(1, max_norm / ||g||), in place; returns ||g||
+    before."""
     return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
 
 
@@ -79,8 +85,15 @@ def apply_update(model, optimizer, scheduler, clip_norm: float) -> dict:
     return {layer: delta_norms[layer] / param_norms[layer] for layer in param_norms}
 
 
-def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = None, checkpoint_dir=None,
-          stop_at: int | None = None, log=None):
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    *,
+    weights: dict | None = None,
+    checkpoint_dir=None,
+    stop_at: int | None = None,
+    log=None,
+):
     """Train with every step watched; returns (model, History) or raises spec.TrainingStopped."""
     model = build_model(cfg, data.vocab_size, weights)
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -102,11 +115,16 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
         grad_norm = float(global_norm(grads))
         grad_norms = layer_norms(grads)
         ratios = apply_update(model, optimizer, scheduler, cfg.clip_norm)
-        history.add_train(step, float(loss), time.perf_counter() - start)   # the watching included
+        history.add_train(step, float(loss), time.perf_counter() - start)  # the watching included
         if log:
-            log(step, train_loss=loss, grad_norm=grad_norm, clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
+            log(
+                step,
+                train_loss=loss,
+                grad_norm=grad_norm,
+                clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
                 **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
-                **{f"update_ratio/{k}": v for k, v in ratios.items()})
+                **{f"update_ratio/{k}": v for k, v in ratios.items()},
+            )
         if training_loop.is_eval_step(cfg, step):
             history.add_val(step, evaluate(model, val), log)
         if checkpoint_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
@@ -116,10 +134,15 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run monitoring --framework torch`: train watched; a NaN or spike ends it with the reason."""
+    """`week1 run monitoring --framework torch`: train watched; a NaN or spike ends it with the
+    reason."""
     data = training_loop.load_data(cfg)
     try:
         _, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log)
     except spec.TrainingStopped as stop:
-        return {"stopped_at_step": stop.step, "last_good_checkpoint": stop.last_checkpoint or 0, "stopped": str(stop)}
+        return {
+            "stopped_at_step": stop.step,
+            "last_good_checkpoint": stop.last_checkpoint or 0,
+            "stopped": str(stop),
+        }
     return history.summary()

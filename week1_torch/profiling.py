@@ -5,6 +5,7 @@ Read beside week1_jax/profiling.py. Every phase ends in `devices.sync`
 synchronous already). The tracing is week1_torch/lib/profiler.py's, shared
 with `week1 profile <lab>`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,5 +50,7 @@ def profile_phases(cfg: spec.Config) -> profiler.Phases:
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run profiling --framework torch`: trace and break down the training_loop step."""
-    breakdown, ops, trace_file = profile(profile_phases(cfg), cfg.profile_steps, run.path("trace"), cfg.top_ops)
+    breakdown, ops, trace_file = profile(
+        profile_phases(cfg), cfg.profile_steps, run.path("trace"), cfg.top_ops
+    )
     return profiler.summarise("torch", breakdown, ops, trace_file.relative_to(run.path("")))

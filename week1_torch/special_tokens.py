@@ -3,6 +3,7 @@
 Read beside week1_jax/special_tokens.py; the batch itself is built framework-free
 in labs/special_tokens.py (numpy), so both frameworks see the same ids.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,9 @@ from week1_torch.lib.losses import masked_cross_entropy
 
 
 def as_arrays(batch: dict) -> dict:
-    """The numpy batch (ids, attention_mask, type_ids, labels) as int64 tensors on the default device."""
-    return dict(zip(batch, devices.to_device(*batch.values(), dtype=torch.long)))
+    """The numpy batch (ids, attention_mask, type_ids, labels) as int64 tensors on the default
+    device."""
+    return dict(zip(batch, devices.to_device(*batch.values(), dtype=torch.long), strict=True))
 
 
 def logits_fn(params: dict, ids):
@@ -24,7 +26,7 @@ def logits_fn(params: dict, ids):
 
 def loss_fn(params: dict, batch: dict):
     """Next-token cross-entropy over real tokens only, divided by their number."""
-    logits = logits_fn(params, batch["ids"][:, :-1])                  # predict token t+1 from t
+    logits = logits_fn(params, batch["ids"][:, :-1])  # predict token t+1 from t
     loss_sum, n_tokens = masked_cross_entropy(logits, batch["labels"][:, 1:], spec.IGNORE_INDEX)
     return loss_sum / n_tokens
 
@@ -41,7 +43,7 @@ def loss_and_grads(params: dict, batch: dict):
     params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     loss = loss_fn(params, batch)
     grads = torch.autograd.grad(loss, list(params.values()))
-    return loss.detach(), dict(zip(params, grads))
+    return loss.detach(), dict(zip(params, grads, strict=True))
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -49,7 +51,9 @@ def run(cfg: spec.Config, run) -> dict:
     tok = spec.tokenizer(cfg)
     batch = spec.lm_batch(tok, cfg)
     init = spec.init_params(cfg, len(tok.vocab))
-    params = dict(zip(init, devices.to_device(*init.values())))
+    params = dict(zip(init, devices.to_device(*init.values()), strict=True))
     loss, _ = loss_and_grads(params, as_arrays(batch))
     with torch.no_grad():
-        return spec.summarize(float(loss), float(loss_counting_padding(params, as_arrays(batch))), batch, tok)
+        return spec.summarize(
+            float(loss), float(loss_counting_padding(params, as_arrays(batch))), batch, tok
+        )

@@ -4,6 +4,7 @@ The tokenizers themselves are framework-free (labs/tokenizers_compare.py); this 
 step a torch training job adds: ragged id lists -> padded (B, T) tensors per batch.
 Read beside week1_jax/tokenizers_compare.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,29 +15,51 @@ from week1.timing import time_calls
 from week1_torch.lib import devices
 
 
-def pipeline(tok: spec.Trained, texts: list[str], batch_size: int, max_length: int) -> list[torch.Tensor]:
+def pipeline(
+    tok: spec.Trained, texts: list[str], batch_size: int, max_length: int
+) -> list[torch.Tensor]:
     """Encode `texts`, truncate to max_length, right-pad each batch to its longest row (int32),
     on the default device."""
     ids = tok.encode_batch(texts)
     device = devices.default_device()
-    return [pad_sequence([torch.tensor(row[:max_length], dtype=torch.int32) for row in ids[i:i + batch_size]],
-                         batch_first=True, padding_value=tok.pad_id).to(device)
-            for i in range(0, len(ids), batch_size)]
+    return [
+        pad_sequence(
+            [torch.tensor(row[:max_length], dtype=torch.int32) for row in ids[i : i + batch_size]],
+            batch_first=True,
+            padding_value=tok.pad_id,
+        ).to(device)
+        for i in range(0, len(ids), batch_size)
+    ]
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run tokenizers_compare --framework torch`: train, evaluate, plot, batch."""
     corpus, toks = spec.trained(cfg)
     texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
-    batches = {name: pipeline(tok, texts, cfg.batch_size, cfg.max_length) for name, tok in toks.items()}
-    padding = {f"{name} padding share": float(sum((b == tok.pad_id).sum() for b in batches[name]) /
-                                              sum(b.numel() for b in batches[name])) for name, tok in toks.items()}
+    batches = {
+        name: pipeline(tok, texts, cfg.batch_size, cfg.max_length) for name, tok in toks.items()
+    }
+    padding = {
+        f"{name} padding share": float(
+            sum((b == tok.pad_id).sum() for b in batches[name])
+            / sum(b.numel() for b in batches[name])
+        )
+        for name, tok in toks.items()
+    }
     return spec.report(toks, corpus, cfg, run.path("fertility.png")) | padding
 
 
 def bench(cfg: spec.Config) -> dict:
-    """`week1 bench tokenizers_compare` (torch half): held-out text -> padded tensors, per tokenizer."""
+    """`week1 bench tokenizers_compare` (torch half): held-out text -> padded tensors, per
+    tokenizer."""
     corpus, toks = spec.trained(cfg)
     texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
-    return {f"torch {name}": time_calls(lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
-                                        devices.sync, warmup=1, iters=5) for name, tok in toks.items()}
+    return {
+        f"torch {name}": time_calls(
+            lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
+            devices.sync,
+            warmup=1,
+            iters=5,
+        )
+        for name, tok in toks.items()
+    }

@@ -2,6 +2,7 @@
 
 Read beside week1_jax/training_loop.py: the same functions in the same order.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from labs import training_loop as spec
-from week1.timing import time_calls
 from week1.report import progress
+from week1.timing import time_calls
 from week1_torch.lib import checkpoint, devices, optim, schedules
 from week1_torch.lib.models import CharMLP, set_weights
 
@@ -28,7 +29,8 @@ def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) 
 
 
 def make_optimizer(model: CharMLP, cfg: spec.Config):
-    """From-scratch AdamW on cfg.schedule (warmup-cosine by default); no decay on biases and norm scales."""
+    """From-scratch AdamW on cfg.schedule (warmup-cosine by default); no decay on biases and norm
+    scales."""
     optimizer = optim.AdamW(optim.param_groups(model, cfg.weight_decay))
     return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
 
@@ -40,7 +42,7 @@ def as_tensors(x: np.ndarray, y: np.ndarray, device: torch.device | None = None)
 
 
 def loss_fn(model, x, y):
-    logits = model(x)                                                     # (B, V)
+    logits = model(x)  # (B, V)
     return F.cross_entropy(logits, y)
 
 
@@ -55,7 +57,7 @@ def train_step(model, optimizer, scheduler, x, y):
 
 @torch.no_grad()
 def evaluate(model, batches) -> float:
-    model.eval()   # dropout off
+    model.eval()  # dropout off
     device = next(model.parameters()).device
     loss = float(np.mean([float(loss_fn(model, *as_tensors(x, y, device))) for x, y in batches]))
     model.train()
@@ -64,22 +66,33 @@ def evaluate(model, batches) -> float:
 
 @torch.no_grad()
 def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> np.ndarray:
-    """`n` characters drawn one at a time after `prompt`, each from softmax(logits / temperature)."""
+    """`n` characters drawn one at a time after `prompt`, each from softmax(logits /
+    temperature)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     ids = list(prompt)
     for _ in range(n):
-        logits = model(torch.tensor(ids[-len(prompt):], device=device)[None, :])[0]    # (V,)
+        logits = model(torch.tensor(ids[-len(prompt) :], device=device)[None, :])[0]  # (V,)
         probs = torch.softmax(logits / temperature, dim=-1).cpu()
         ids.append(int(torch.multinomial(probs, 1, generator=generator)))
     model.train()
-    return np.array(ids[len(prompt):])
+    return np.array(ids[len(prompt) :])
 
 
-def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, optimizer_fn=None, checkpoint_dir=None,
-          resume: bool = False, stop_at: int | None = None, log=None, show_progress: bool = False,
-          compile: bool = False):
+def train(
+    cfg: spec.Config,
+    data: spec.Data,
+    *,
+    weights: dict | None = None,
+    optimizer_fn=None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    stop_at: int | None = None,
+    log=None,
+    show_progress: bool = False,
+    compile: bool = False,
+):
     """Train for cfg.steps (or until `stop_at`); returns (model, History).
 
     optimizer_fn: (model, cfg) -> optimizer, as make_optimizer (the default) returns it.
@@ -92,14 +105,18 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
     model = build_model(cfg, data.vocab_size, weights)
     optimizer, scheduler = (optimizer_fn or make_optimizer)(model, cfg)
     # Dropout draws from torch's global RNG: seeded by build_model, restored from a checkpoint.
-    start = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
+    start = (
+        checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
+    )
     step_model = torch.compile(model) if compile else model
     val = spec.val_batches(data, cfg)
     history = spec.History()
     end = cfg.steps if stop_at is None else stop_at
-    with progress("torch.compile" if compile else "torch", total=end - start, enabled=show_progress) as advance:
+    with progress(
+        "torch.compile" if compile else "torch", total=end - start, enabled=show_progress
+    ) as advance:
         for step in range(start + 1, end + 1):
-            x, y = spec.train_batch(data, cfg, step)                     # (B, T), (B,)
+            x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
             t0 = time.perf_counter()
             loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y)))
             history.add_train(step, loss, time.perf_counter() - t0, log)
@@ -112,16 +129,26 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, opt
 
 
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:
-    """`week1 run training_loop --framework torch [--compile]`: train, evaluate, sample, checkpoint."""
+    """`week1 run training_loop --framework torch [--compile]`: train, evaluate, sample,
+    checkpoint."""
     data = spec.load_data(cfg)
-    model, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log,
-                           show_progress=True, compile=compile)
-    text = data.corpus.decode(sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed))
+    model, history = train(
+        cfg,
+        data,
+        checkpoint_dir=run.path("checkpoints"),
+        log=run.log,
+        show_progress=True,
+        compile=compile,
+    )
+    text = data.corpus.decode(
+        sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed)
+    )
     return {**history.summary(), "unigram_baseline": spec.unigram_baseline(data), "sample": text}
 
 
 def bench(cfg: spec.Config) -> dict:
-    """`week1 bench training_loop`: one train step (forward, backward, AdamW), eager and compiled."""
+    """`week1 bench training_loop`: one train step (forward, backward, AdamW), eager and
+    compiled."""
     data = spec.load_data(cfg)
     x, y = as_tensors(*spec.train_batch(data, cfg, 1))
     timings = {}
@@ -129,5 +156,7 @@ def bench(cfg: spec.Config) -> dict:
         model = build_model(cfg, data.vocab_size)
         optimizer, scheduler = make_optimizer(model, cfg)
         step_model = torch.compile(model) if compile else model
-        timings[name] = time_calls(lambda: train_step(step_model, optimizer, scheduler, x, y), devices.sync)
+        timings[name] = time_calls(
+            lambda: train_step(step_model, optimizer, scheduler, x, y), devices.sync
+        )
     return timings

@@ -4,6 +4,7 @@ Each parity test compares through week1.tolerances.assert_close, which appends
 (check, tensor, tier, max abs, max rel, ok) to the file named by
 $WEEK1_PARITY_REPORT; this command sets it, runs pytest, and tabulates.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,29 @@ def run_parity(lab_id: str | None, pytest_args: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "parity.jsonl")
         env = dict(os.environ, **{REPORT_ENV: path})
-        code = subprocess.call([sys.executable, "-m", "pytest", "-q", target, *pytest_args],
-                               env=env, cwd=str(catalog.ROOT))
+        code = subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", target, *pytest_args],
+            env=env,
+            cwd=str(catalog.ROOT),
+        )
         diffs = []
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 diffs = [json.loads(line) for line in f]
-    rows = [(d["check"], d["tensor"], d["tier"], d["max_abs"], d["max_rel"], "ok" if d["ok"] else "FAIL")
-            for d in diffs]
-    report.table(f"parity: {lab_id or 'all labs'} ({len(rows)} comparisons)",
-                 ["check", "tensor", "tier", "max abs", "max rel", ""], rows)
+    rows = [
+        (
+            d["check"],
+            d["tensor"],
+            d["tier"],
+            d["max_abs"],
+            d["max_rel"],
+            "ok" if d["ok"] else "FAIL",
+        )
+        for d in diffs
+    ]
+    report.table(
+        f"parity: {lab_id or 'all labs'} ({len(rows)} comparisons)",
+        ["check", "tensor", "tier", "max abs", "max rel", ""],
+        rows,
+    )
     return code

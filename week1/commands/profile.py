@@ -5,6 +5,7 @@ returning its step as week1.profiler.Phases. The tracing is the framework
 library's (week1_jax/lib/profiler.py, week1_torch/lib/profiler.py); the trace
 and a summary go to a run folder.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -21,16 +22,23 @@ def profile_lab(lab_id: str, framework: str, overrides: list[str], runs_dir="run
         able = [
             entry.id
             for entry in catalog.LABS
-            if entry.implemented and hasattr(catalog.framework_module(entry.id, framework), "profile_phases")
+            if entry.implemented
+            and hasattr(catalog.framework_module(entry.id, framework), "profile_phases")
         ]
-        raise UsageError(f"lab {lab_id!r} has no profile workload; labs with one: {', '.join(able)}")
+        raise UsageError(
+            f"lab {lab_id!r} has no profile workload; labs with one: {', '.join(able)}"
+        )
     tracer = importlib.import_module(f"week1_{framework}.lib.profiler")
     # The profiling lab says how many steps to trace; other labs trace up to their own run length.
     steps = getattr(cfg, "profile_steps", max(2, min(profiler.PROFILE_STEPS, cfg.steps)))
     top_n = getattr(cfg, "top_ops", profiler.TOP_OPS)
     with Run(lab_id, f"{framework}-profile", cfg, root=runs_dir, tensorboard=False) as run:
-        breakdown, ops, trace_file = tracer.profile(lab.profile_phases(cfg), steps, run.path("trace"), top_n)
-        summary = profiler.summarise(f"{lab_id} ({framework})", breakdown, ops, trace_file.relative_to(run.dir))
+        breakdown, ops, trace_file = tracer.profile(
+            lab.profile_phases(cfg), steps, run.path("trace"), top_n
+        )
+        summary = profiler.summarise(
+            f"{lab_id} ({framework})", breakdown, ops, trace_file.relative_to(run.dir)
+        )
         run.close(summary=summary)
     report.console.print(f"trace: {run.final / summary['trace']}\nrun folder: {run.final}")
     return summary

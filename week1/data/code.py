@@ -3,6 +3,7 @@
 Files come in sorted-path order, so a slice of them is the same on every machine
 with the same Python version.
 """
+
 from __future__ import annotations
 
 import pathlib

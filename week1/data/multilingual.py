@@ -4,6 +4,7 @@ The package ships YAML files `data/<language>/<topic>.yml` whose `conversations`
 lists of short utterances; we read the files only (the package itself would import
 chatterbot), with PyYAML.
 """
+
 from __future__ import annotations
 
 import yaml

@@ -5,6 +5,7 @@ italic stage directions) so the text reads like the familiar tiny-shakespeare.
 Prepared ids are cached with a checksum of the source text: a changed corpus or
 a changed cleaning rule rebuilds the cache.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,10 +27,10 @@ def play_files() -> list:
 
 
 def clean(markdown: str) -> str:
-    text = re.sub(r"^#+ *", "", markdown, flags=re.M)       # headings
-    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text)            # **SPEAKER**
-    text = re.sub(r"(?<!\w)_(.+?)_(?!\w)", r"\1", text)      # _stage directions_
-    text = re.sub(r"[ \t]+$", "", text, flags=re.M)          # Markdown hard breaks
+    text = re.sub(r"^#+ *", "", markdown, flags=re.M)  # headings
+    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text)  # **SPEAKER**
+    text = re.sub(r"(?<!\w)_(.+?)_(?!\w)", r"\1", text)  # _stage directions_
+    text = re.sub(r"[ \t]+$", "", text, flags=re.M)  # Markdown hard breaks
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
@@ -39,8 +40,8 @@ def load_text() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class CharCorpus:
-    ids: np.ndarray   # (N,) uint8 character ids of the whole corpus
-    chars: str        # id -> character
+    ids: np.ndarray  # (N,) uint8 character ids of the whole corpus
+    chars: str  # id -> character
 
     @property
     def vocab_size(self) -> int:

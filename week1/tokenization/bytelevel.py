@@ -7,6 +7,7 @@ Each word's UTF-8 bytes are then written as printable characters: byte b becomes
 `BYTE_TO_CHAR[b]`, so ' ' is 'Ġ' and '\\n' is 'Ċ'. Every string maps to these 256
 symbols, so there is no unknown token, and decode is the inverse table.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -18,12 +19,18 @@ from week1.config import UsageError
 
 # GPT-2's split (tokenizers' ByteLevel uses the same one). \p{L} letters, \p{N} digits;
 # `\s+(?!\S)` leaves the last space of a run to the word that follows it.
-PATTERN = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+PATTERN = regex.compile(
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's table: printable bytes stand for themselves, the other 68 are shifted past 255."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table, shift = {}, 0
     for b in range(256):
         if b in keep:
@@ -77,8 +84,10 @@ def check_train_args(vocab_size, min_frequency, special_tokens) -> tuple[str, ..
     if len(set(specials)) != len(specials):
         raise UsageError(f"special_tokens {specials!r}: contain duplicates")
     if not isinstance(vocab_size, int) or vocab_size < len(ALPHABET) + len(specials):
-        raise UsageError(f"vocab_size={vocab_size!r}: must be an int >= {len(ALPHABET) + len(specials)} "
-                         f"(256 byte symbols + {len(specials)} special tokens)")
+        raise UsageError(
+            f"vocab_size={vocab_size!r}: must be an int >= {len(ALPHABET) + len(specials)} "
+            f"(256 byte symbols + {len(specials)} special tokens)"
+        )
     if not isinstance(min_frequency, int) or min_frequency < 0:
         raise UsageError(f"min_frequency={min_frequency!r}: must be an int >= 0")
     return specials

@@ -1,4 +1,5 @@
 """Step 4: the references from HF `tokenizers`, set up exactly as our trainers are."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,13 @@ def byte_level(model) -> Tokenizer:
 def train_bpe(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> Tokenizer:
     """HF's BpeTrainer with the full 256-symbol byte alphabet."""
     tok = byte_level(models.BPE())
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=list(special_tokens), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(special_tokens),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
     return tok
 

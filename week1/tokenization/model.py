@@ -8,8 +8,10 @@ Special tokens are cut out of the text first (longest match wins) and never spli
 `save` writes HF's `tokenizer.json` format by hand: a BPE model plus the ByteLevel
 pre-tokenizer and decoder, and the special tokens as added tokens.
 """
+
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 
@@ -18,7 +20,12 @@ import regex
 from week1.config import UsageError
 from week1.tokenization.bytelevel import CHAR_TO_BYTE, from_symbols, pretokenize
 
-_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_BYTE_LEVEL = {
+    "type": "ByteLevel",
+    "add_prefix_space": False,
+    "trim_offsets": True,
+    "use_regex": True,
+}
 
 
 class BPE:
@@ -28,14 +35,20 @@ class BPE:
         self.special_tokens = tuple(special_tokens)
         self.id_to_token = {i: t for t, i in self.vocab.items()}
         # (id_a, id_b) -> (rank, id of a+b)
-        self.ranks = {(self.vocab[a], self.vocab[b]): (r, self.vocab[a + b]) for r, (a, b) in enumerate(self.merges)}
+        self.ranks = {
+            (self.vocab[a], self.vocab[b]): (r, self.vocab[a + b])
+            for r, (a, b) in enumerate(self.merges)
+        }
         by_length = sorted(self.special_tokens, key=len, reverse=True)
-        self._special_split = regex.compile("(" + "|".join(map(regex.escape, by_length)) + ")") if by_length else None
+        self._special_split = (
+            regex.compile("(" + "|".join(map(regex.escape, by_length)) + ")") if by_length else None
+        )
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
     def from_training(cls, vocab: dict[str, int], merges: list[tuple[int, int]], specials) -> BPE:
-        """From a trainer's merges (pairs of ids). A pair merged twice keeps its later rank, as in HF."""
+        """From a trainer's merges (pairs of ids). A pair merged twice keeps its later rank, as
+        in HF."""
         last = {pair: r for r, pair in enumerate(merges)}
         id_to_token = {i: t for t, i in vocab.items()}
         ordered = sorted(last, key=last.get)
@@ -50,7 +63,9 @@ class BPE:
             return cached
         ids = [self.vocab[c] for c in word]
         while len(ids) > 1:
-            rank, pair = min((self.ranks.get(p, (float("inf"),))[0], p) for p in zip(ids, ids[1:]))
+            rank, pair = min(
+                (self.ranks.get(p, (float("inf"),))[0], p) for p in itertools.pairwise(ids)
+            )
             if rank == float("inf"):
                 break
             new, out, i = self.ranks[pair][1], [], 0
@@ -70,7 +85,7 @@ class BPE:
             raise UsageError(f"encode: expected str, got {type(text).__name__}")
         pieces = self._special_split.split(text) if self._special_split else [text]
         ids = []
-        for k, piece in enumerate(pieces):   # split() with a group alternates text, special, text...
+        for k, piece in enumerate(pieces):  # split() with a group alternates text, special, text...
             if k % 2:
                 ids.append(self.vocab[piece])
             elif piece:
@@ -84,7 +99,9 @@ class BPE:
         for i in ids:
             token = self.id_to_token.get(int(i))
             if token is None:
-                raise UsageError(f"decode: id {i} is not in the vocabulary (size {len(self.vocab)})")
+                raise UsageError(
+                    f"decode: id {i} is not in the vocabulary (size {len(self.vocab)})"
+                )
             if token in self.special_tokens:
                 out.append(run.decode("utf-8", errors="replace") + token)
                 run = bytearray()
@@ -95,14 +112,41 @@ class BPE:
     # -- tokenizer.json ----------------------------------------------------------------
 
     def to_json(self) -> dict:
-        added = [{"id": self.vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                  "normalized": False, "special": True} for t in self.special_tokens]
-        model = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                 "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                 "vocab": self.vocab, "merges": [list(m) for m in self.merges]}
-        return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-                "normalizer": None, "pre_tokenizer": _BYTE_LEVEL, "post_processor": None,
-                "decoder": _BYTE_LEVEL, "model": model}
+        added = [
+            {
+                "id": self.vocab[t],
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for t in self.special_tokens
+        ]
+        model = {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": self.vocab,
+            "merges": [list(m) for m in self.merges],
+        }
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": added,
+            "normalizer": None,
+            "pre_tokenizer": _BYTE_LEVEL,
+            "post_processor": None,
+            "decoder": _BYTE_LEVEL,
+            "model": model,
+        }
 
     def save(self, path) -> pathlib.Path:
         path = pathlib.Path(path)
@@ -123,24 +167,38 @@ class BPE:
         def need(ok, what):
             if not ok:
                 raise UsageError(f"{where}: {what}")
+
         need(isinstance(spec, dict) and isinstance(spec.get("model"), dict), "no 'model' object")
         model = spec["model"]
         need(model.get("type") == "BPE", f"model type {model.get('type')!r}, expected 'BPE'")
         pre = spec.get("pre_tokenizer") or {}
-        need(pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space"),
-             f"pre_tokenizer {pre.get('type')!r}, expected ByteLevel without a prefix space")
+        need(
+            pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space"),
+            f"pre_tokenizer {pre.get('type')!r}, expected ByteLevel without a prefix space",
+        )
         vocab, merges = model.get("vocab"), model.get("merges")
-        need(isinstance(vocab, dict) and all(isinstance(i, int) for i in vocab.values()), "vocab must map str -> int")
+        need(
+            isinstance(vocab, dict) and all(isinstance(i, int) for i in vocab.values()),
+            "vocab must map str -> int",
+        )
         need(set(CHAR_TO_BYTE) <= set(vocab), "vocab lacks some of the 256 byte symbols")
         need(isinstance(merges, list), "merges must be a list")
         pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
         for pair in pairs:
-            need(len(pair) == 2 and all(isinstance(t, str) and t in vocab for t in pair) and pair[0] + pair[1] in vocab,
-                 f"merge {pair!r} is not two vocabulary tokens whose join is in the vocabulary")
+            need(
+                len(pair) == 2
+                and all(isinstance(t, str) and t in vocab for t in pair)
+                and pair[0] + pair[1] in vocab,
+                f"merge {pair!r} is not two vocabulary tokens whose join is in the vocabulary",
+            )
         added = spec.get("added_tokens") or []
-        need(isinstance(added, list) and all(isinstance(t, dict) and t.get("content") in vocab for t in added),
-             "added_tokens must be objects whose content is in the vocabulary")
+        need(
+            isinstance(added, list)
+            and all(isinstance(t, dict) and t.get("content") in vocab for t in added),
+            "added_tokens must be objects whose content is in the vocabulary",
+        )
         return cls(vocab, pairs, [t["content"] for t in added if t.get("special")])
 
     def __repr__(self) -> str:
-        return f"BPE(vocab={len(self.vocab)}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
+        sizes = f"vocab={len(self.vocab)}, merges={len(self.merges)}"
+        return f"BPE({sizes}, special_tokens={self.special_tokens})"

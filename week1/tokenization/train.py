@@ -13,9 +13,11 @@ update the counts from the few pairs each touched word lost or gained. The best 
 comes from a max-heap whose entries may be stale: an entry popped with an outdated
 count is pushed back with the true one (lazy deletion), so only fresh entries win.
 """
+
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter, defaultdict
 
 from week1.tokenization.bytelevel import word_table
@@ -58,7 +60,7 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
     id_to_token = list(vocab)
     pair_counts, where = Counter(), defaultdict(set)
     for i, word in enumerate(words):
-        for pair in zip(word, word[1:]):
+        for pair in itertools.pairwise(word):
             pair_counts[pair] += counts[i]
             where[pair].add(i)
     # Max-heap on (count, then the smallest pair): heapq is a min-heap, so negate the count.
@@ -68,27 +70,29 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
     merges = []
     while heap and len(vocab) < vocab_size:
         neg, pair, pos = heapq.heappop(heap)
-        if -neg != pair_counts[pair]:            # stale: push back with today's count
+        if -neg != pair_counts[pair]:  # stale: push back with today's count
             heapq.heappush(heap, (-pair_counts[pair], pair, pos))
             continue
         if -neg < max(1, min_frequency):
             break
         new = add_token(vocab, id_to_token, *pair)
         merges.append(pair)
-        for i in pos:                            # only the words that contain the pair
+        for i in pos:  # only the words that contain the pair
             words[i], changes = merge_word(words[i], *pair, new)
             for p, change in changes:
                 pair_counts[p] += change * counts[i]
                 if change > 0:
                     where[p].add(i)
-        for p, pos in where.items():             # pairs that gained occurrences
+        for p, pos in where.items():  # pairs that gained occurrences
             if pair_counts[p] > 0:
                 heapq.heappush(heap, (-pair_counts[p], p, pos))
         where.clear()
     return BPE.from_training(vocab, merges, specials)
 
 
-def train_naive(texts, vocab_size: int, min_frequency: int = 0, special_tokens=(), max_merges=None) -> BPE:
+def train_naive(
+    texts, vocab_size: int, min_frequency: int = 0, special_tokens=(), max_merges=None
+) -> BPE:
     """The textbook loop: recount all pairs before every merge. Same result, O(corpus) per merge.
 
     `max_merges` stops early (the benchmark times a few merges and extrapolates).
@@ -98,8 +102,8 @@ def train_naive(texts, vocab_size: int, min_frequency: int = 0, special_tokens=(
     merges = []
     while len(vocab) < vocab_size and (max_merges is None or len(merges) < max_merges):
         pair_counts = Counter()
-        for word, n in zip(words, counts):
-            for pair in zip(word, word[1:]):
+        for word, n in zip(words, counts, strict=True):
+            for pair in itertools.pairwise(word):
                 pair_counts[pair] += n
         if not pair_counts:
             break

@@ -3,6 +3,7 @@
 Orbax wants absolute paths; the manager keeps the last `max_to_keep` steps and
 writes each one atomically (a crash mid-save leaves the previous one intact).
 """
+
 from __future__ import annotations
 
 import os
@@ -12,19 +13,29 @@ from flax import nnx
 
 
 def manager(directory, max_to_keep: int = 2) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, enable_async_checkpointing=False
+    )
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
-def save_train_state(mngr: ocp.CheckpointManager, step: int, model: nnx.Module, optimizer: nnx.Optimizer) -> None:
-    state = {"model": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
-             "optimizer": nnx.to_pure_dict(nnx.state(optimizer))}
+def save_train_state(
+    mngr: ocp.CheckpointManager, step: int, model: nnx.Module, optimizer: nnx.Optimizer
+) -> None:
+    state = {
+        "model": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+        "optimizer": nnx.to_pure_dict(nnx.state(optimizer)),
+    }
     mngr.save(step, args=ocp.args.StandardSave(state), force=True)
     mngr.wait_until_finished()
 
 
-def restore_train_state(mngr: ocp.CheckpointManager, model: nnx.Module, optimizer: nnx.Optimizer,
-                        step: int | None = None) -> int:
+def restore_train_state(
+    mngr: ocp.CheckpointManager,
+    model: nnx.Module,
+    optimizer: nnx.Optimizer,
+    step: int | None = None,
+) -> int:
     """Load checkpoint `step` (default: the latest) into model and optimizer; returns the step."""
     step = mngr.latest_step() if step is None else step
     if step is None:

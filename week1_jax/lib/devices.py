@@ -5,6 +5,7 @@ so labs need no `.to(device)`; what they do need is `to_device` for numpy
 batches and `sync` before reading a clock, because JAX dispatches
 asynchronously. Multi-device placement (meshes, shardings) is lib/parallel.py's.
 """
+
 from __future__ import annotations
 
 import jax

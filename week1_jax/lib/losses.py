@@ -1,4 +1,5 @@
 """Losses several JAX labs share."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ def masked_cross_entropy(logits, labels, ignore_index: int = IGNORE_INDEX):
     (loss_sum, n_tokens): divide by the n_tokens of the *whole* batch, not per
     micro-batch (see the grad_accumulation lab).
     """
-    real = labels != ignore_index                                          # (...)
-    safe = jnp.where(real, labels, 0)                                      # (...)
+    real = labels != ignore_index  # (...)
+    safe = jnp.where(real, labels, 0)  # (...)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, safe)  # (...)
     return jnp.sum(jnp.where(real, losses, 0.0)), jnp.sum(real)

@@ -3,6 +3,7 @@
 Model code knows nothing of devices or parallelism; `dtype` (compute) and
 `param_dtype` are the hooks the mixed-precision policy uses.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -18,8 +19,18 @@ class CharMLP(nnx.Module):
     unless `dropout > 0`.
     """
 
-    def __init__(self, vocab_size: int, block_size: int, n_embd: int, n_hidden: int, *,
-                 dropout: float = 0.0, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        n_embd: int,
+        n_hidden: int,
+        *,
+        dropout: float = 0.0,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.wte = nnx.Embed(vocab_size, n_embd, **kw)
         self.fc1 = nnx.Linear(block_size * n_embd, n_hidden, **kw)
@@ -29,27 +40,41 @@ class CharMLP(nnx.Module):
 
     def __call__(self, x, *, rngs: nnx.Rngs | None = None):  # x: (B, T) int
         B, T = x.shape
-        emb = self.wte(x)                # (B, T, C)
-        h = emb.reshape(B, -1)           # (B, T*C)
+        emb = self.wte(x)  # (B, T, C)
+        h = emb.reshape(B, -1)  # (B, T*C)
         h = jnp.tanh(self.ln(self.fc1(h)))  # (B, H)
         return self.head(self.drop(h, rngs=rngs))  # (B, V)
 
 
+def dotted(path) -> str:
+    """A pytree or nnx path as the dotted name the weight maps use: ("fc1", "kernel") ->
+    "fc1.kernel" (the dict keys of a pure pytree path count by their .key)."""
+    return ".".join(str(getattr(k, "key", k)) for k in path)
+
+
+def named_arrays(state: nnx.State) -> dict[str, np.ndarray]:
+    """An nnx State (parameters, gradients, ...) as {"fc1.kernel": numpy array, ...}."""
+    return {dotted(path): np.asarray(var[...]) for path, var in nnx.to_flat_state(state)}
+
+
 def get_weights(model: nnx.Module) -> dict[str, np.ndarray]:
     """The model's parameters as {"fc1.kernel": array, ...} (dotted Flax paths)."""
-    flat = nnx.state(model, nnx.Param).flat_state()
-    return {".".join(str(k) for k in path): np.asarray(var[...]) for path, var in flat}
+    return named_arrays(nnx.state(model, nnx.Param))
 
 
 def set_weights(model: nnx.Module, weights: dict[str, np.ndarray]) -> None:
-    """Load a get_weights()-style dict into the model; every parameter must be given, shapes must match."""
+    """Load a get_weights()-style dict into the model; every parameter must be given, shapes must
+    match."""
     flat = nnx.state(model, nnx.Param).flat_state()
-    names = {".".join(str(k) for k in path) for path, _ in flat}
+    names = {dotted(path) for path, _ in flat}
     if names != set(weights):
-        raise ValueError(f"weights do not match the model: missing {sorted(names - set(weights))}, "
-                         f"unexpected {sorted(set(weights) - names)}")
+        raise ValueError(
+            f"weights do not match the model: missing {sorted(names - set(weights))}, "
+            f"unexpected {sorted(set(weights) - names)}"
+        )
     for path, var in flat:
-        value = weights[".".join(str(k) for k in path)]
+        value = weights[dotted(path)]
         if value.shape != var[...].shape:
             raise ValueError(f"{path}: shape {value.shape} != {var[...].shape}")
-        var[...] = jnp.asarray(value, dtype=var[...].dtype)  # flat_state holds the model's own Variables
+        # flat_state holds the model's own Variables: this writes into the model
+        var[...] = jnp.asarray(value, dtype=var[...].dtype)

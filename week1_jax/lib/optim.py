@@ -2,6 +2,7 @@
 
 Checked against optax.adamw in parity_tests/test_adamw.py (F64 tier).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -12,13 +13,19 @@ import optax
 
 
 class AdamWState(NamedTuple):
-    count: jax.Array   # number of updates applied so far (int32)
+    count: jax.Array  # number of updates applied so far (int32)
     mu: optax.Updates  # first moment, like params
     nu: optax.Updates  # second moment, like params
 
 
-def adamw(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-          weight_decay: float = 0.01, mask=None) -> optax.GradientTransformation:
+def adamw(
+    learning_rate,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    mask=None,
+) -> optax.GradientTransformation:
     r"""AdamW (Loshchilov & Hutter, 2019): Adam with weight decay decoupled from the gradient.
 
     For gradient :math:`g_t` at update :math:`t = 1, 2, \dots` and learning rate
@@ -45,10 +52,13 @@ def adamw(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
       An ``optax.GradientTransformation``; its updates are added to the params
       (``optax.apply_updates``).
     """
+
     def init_fn(params):
-        return AdamWState(count=jnp.zeros([], jnp.int32),
-                          mu=jax.tree.map(jnp.zeros_like, params),
-                          nu=jax.tree.map(jnp.zeros_like, params))
+        return AdamWState(
+            count=jnp.zeros([], jnp.int32),
+            mu=jax.tree.map(jnp.zeros_like, params),
+            nu=jax.tree.map(jnp.zeros_like, params),
+        )
 
     def update_fn(grads, state, params):
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate

@@ -7,6 +7,7 @@ a plain dict of parameter arrays, so the same step can go through `jax.pmap`,
 of placing the state and the batch on devices with the step that runs there;
 `train` is the loop every strategy shares.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,33 +20,35 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 
 from labs import training_loop
-from week1.timing import time_calls
-from week1.report import console
-from week1_jax import training_loop as loop
-from week1_jax.lib import devices
 from week1.parallel import check_device_count
+from week1.report import console
+from week1.timing import time_calls
+from week1_jax import training_loop as loop
+from week1_jax.lib.models import dotted
 
 
 def local_devices(requested: int) -> list:
     """The first `requested` devices (0: all of them), or a UsageError naming the numbers."""
     available = jax.devices()
     check_device_count(requested, len(available))
-    return available[:requested or len(available)]
+    return available[: requested or len(available)]
 
 
 def mesh_of(devices: list, axes: dict[str, int]) -> jax.sharding.Mesh:
     """A mesh over `devices` with named axes (name -> size). Auto axes: the compiler propagates
     shardings (Explicit axes would make the model's embedding gather name its output sharding)."""
-    return jax.make_mesh(tuple(axes.values()), tuple(axes), axis_types=(AxisType.Auto,) * len(axes),
-                         devices=devices)
+    return jax.make_mesh(
+        tuple(axes.values()), tuple(axes), axis_types=(AxisType.Auto,) * len(axes), devices=devices
+    )
 
 
 def init_state(cfg: training_loop.Config, vocab_size: int, weights: dict | None = None):
-    """(graphdef, params, tx, opt_state): the training_loop lab's model and AdamW, as plain pytrees."""
+    """(graphdef, params, tx, opt_state): the training_loop lab's model and AdamW, as plain
+    pytrees."""
     model = loop.build_model(cfg, vocab_size, weights)
     tx = loop.make_optimizer(model, cfg).tx
     graphdef, state = nnx.split(model)
-    params = nnx.to_pure_dict(state)           # {"fc1": {"kernel": array, ...}, ...}
+    params = nnx.to_pure_dict(state)  # {"fc1": {"kernel": array, ...}, ...}
     return graphdef, params, tx, tx.init(params)
 
 
@@ -68,20 +71,23 @@ def train_step(graphdef, tx, params, opt_state, x, y):
 
 class Strategy(NamedTuple):
     """One way to run the train step on several devices."""
-    step: Callable       # (params, opt_state, x, y) -> (params, opt_state, loss, grads), placed values
+
+    step: Callable  # (params, opt_state, x, y) -> (params, opt_state, loss, grads), placed values
     put_state: Callable  # a global pytree (params or optimizer state) -> placed on the devices
     put_batch: Callable  # a global numpy batch array -> placed on the devices
-    get: Callable        # a placed output -> the global value
+    get: Callable  # a placed output -> the global value
 
 
 def put_global(tree, shardings):
     """Each array of `tree` as a global jax.Array with the given sharding(s). Every process holds
     the whole value and hands over its devices' pieces, so this works across processes too."""
+
     def put(a, sharding):
         if isinstance(a, jax.Array):
-            return jax.device_put(a, sharding)          # already on devices: reshard there
+            return jax.device_put(a, sharding)  # already on devices: reshard there
         a = np.asarray(a)
         return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
     if isinstance(shardings, jax.sharding.Sharding):
         return jax.tree.map(lambda a: put(a, shardings), tree)
     return jax.tree.map(put, tree, shardings)
@@ -90,19 +96,29 @@ def put_global(tree, shardings):
 def put_batch_rows(a: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A global batch (B, ...) split by rows: each process passes only the rows of its devices."""
     rows = a.shape[0] // jax.process_count()
-    mine = a[jax.process_index() * rows:(jax.process_index() + 1) * rows]
+    mine = a[jax.process_index() * rows : (jax.process_index() + 1) * rows]
     return jax.make_array_from_process_local_data(sharding, mine, a.shape)
 
 
-def train(strategy: Strategy, params, opt_state, data: training_loop.Data, cfg: training_loop.Config,
-          start: int = 0, end: int | None = None, log=None):
-    """Steps start+1..end (default cfg.steps); returns (params, opt_state, losses, grads of the first step)."""
+def train(
+    strategy: Strategy,
+    params,
+    opt_state,
+    data: training_loop.Data,
+    cfg: training_loop.Config,
+    start: int = 0,
+    end: int | None = None,
+    log=None,
+):
+    """Steps start+1..end (default cfg.steps); returns (params, opt_state, losses, grads of the
+    first step)."""
     params, opt_state = strategy.put_state(params), strategy.put_state(opt_state)
     losses, first_grads = [], None
     for step in range(start + 1, (cfg.steps if end is None else end) + 1):
-        x, y = training_loop.train_batch(data, cfg, step)                    # (B, T), (B,) global batch
-        params, opt_state, loss, grads = strategy.step(params, opt_state, strategy.put_batch(x),
-                                                       strategy.put_batch(y))
+        x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,) global batch
+        params, opt_state, loss, grads = strategy.step(
+            params, opt_state, strategy.put_batch(x), strategy.put_batch(y)
+        )
         losses.append(float(strategy.get(loss)))
         if first_grads is None:
             first_grads = jax.tree.map(np.asarray, strategy.get(grads))
@@ -111,14 +127,18 @@ def train(strategy: Strategy, params, opt_state, data: training_loop.Data, cfg: 
     return params, opt_state, losses, first_grads
 
 
-def bench_device_counts(lab: str, make_strategy, cfg: training_loop.Config, data: training_loop.Data) -> dict:
+def bench_device_counts(
+    lab: str, make_strategy, cfg: training_loop.Config, data: training_loop.Data
+) -> dict:
     """Time one train step on 1, 2, 4, 8 devices (those there are, that divide the batch).
     make_strategy(graphdef, tx, devices, params, opt_state) -> Strategy."""
     devices = jax.devices()
     simulated = devices[0].platform == "cpu"
     if simulated:
-        console.print(f"jax {lab}: simulated CPU devices share the same cores; these times check "
-                      "that the code runs, they are not a speed claim.")
+        console.print(
+            f"jax {lab}: simulated CPU devices share the same cores; these times check "
+            "that the code runs, they are not a speed claim."
+        )
     x, y = training_loop.train_batch(data, cfg, 1)
     timings = {}
     for n in [n for n in (1, 2, 4, 8) if n <= len(devices) and cfg.batch_size % n == 0]:
@@ -127,17 +147,23 @@ def bench_device_counts(lab: str, make_strategy, cfg: training_loop.Config, data
         state = strategy.put_state(params), strategy.put_state(opt_state)
         batch = strategy.put_batch(x), strategy.put_batch(y)
         label = f"jax {lab} x{n} ({'sim cpu' if simulated else devices[0].platform})"
-        timings[label] = time_calls(lambda: strategy.step(*state, *batch), devices.sync).with_memory(
-            {"params+AdamW/device": device_bytes(state, devices[0])})
+        timings[label] = time_calls(
+            lambda: strategy.step(*state, *batch), devices.sync
+        ).with_memory({"params+AdamW/device": device_bytes(state, devices[0])})
     return timings
 
 
 def device_bytes(tree, device) -> int:
     """Bytes of `tree`'s arrays that live on `device`, summed over the actual shards."""
-    return sum(shard.data.nbytes for a in jax.tree.leaves(tree)
-               for shard in a.addressable_shards if shard.device == device)
+    return sum(
+        shard.data.nbytes
+        for a in jax.tree.leaves(tree)
+        for shard in a.addressable_shards
+        if shard.device == device
+    )
 
 
 def flat_names(tree, value=np.asarray) -> dict:
-    """A nested params dict as {"fc1.kernel": value(leaf)}: the names week1.convert.CHAR_MLP uses."""
-    return {".".join(str(k.key) for k in path): value(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    """A nested params dict as {"fc1.kernel": value(leaf)}: the names week1.convert.CHAR_MLP
+    uses."""
+    return {dotted(path): value(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}

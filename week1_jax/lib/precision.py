@@ -7,6 +7,7 @@ through each layer's `dtype` / `param_dtype` attributes, so models.py stays
 ignorant of precision (torchtitan style). Also here: the number-format table
 and dynamic loss scaling for fp16 (`DynamicLossScale`), written out.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,9 @@ from flax import nnx
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    param_dtype: jnp.dtype     # master weights, what the optimizer updates
-    compute_dtype: jnp.dtype   # matmuls and activations
-    output_dtype: jnp.dtype    # logits and loss
+    param_dtype: jnp.dtype  # master weights, what the optimizer updates
+    compute_dtype: jnp.dtype  # matmuls and activations
+    output_dtype: jnp.dtype  # logits and loss
 
 
 FP32 = Policy(jnp.float32, jnp.float32, jnp.float32)
@@ -43,23 +44,30 @@ def apply_policy(model: nnx.Module, policy: Policy) -> nnx.Module:
             module.param_dtype = policy.param_dtype
         if hasattr(module, "dtype"):
             norm = isinstance(module, nnx.LayerNorm)
-            module.dtype = jnp.promote_types(policy.compute_dtype, jnp.float32) if norm else policy.compute_dtype
+            module.dtype = (
+                jnp.promote_types(policy.compute_dtype, jnp.float32)
+                if norm
+                else policy.compute_dtype
+            )
     params = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(lambda p: p.astype(policy.param_dtype), params))
     return model
 
 
 def number_formats(names) -> list[tuple]:
-    """(format, bits, max, smallest normal, machine epsilon) for each format name ("float16", ...), from jnp.finfo."""
+    """(format, bits, max, smallest normal, machine epsilon) for each format name ("float16",
+    ...), from jnp.finfo."""
     rows = []
     for name in names:
         info = jnp.finfo(jnp.dtype(name))
-        rows.append((name, info.bits, float(info.max), float(info.smallest_normal), float(info.eps)))
+        rows.append(
+            (name, info.bits, float(info.max), float(info.smallest_normal), float(info.eps))
+        )
     return rows
 
 
 class LossScaleState(NamedTuple):
-    scale: jax.Array        # float32: the loss is multiplied by this before the backward pass
+    scale: jax.Array  # float32: the loss is multiplied by this before the backward pass
     growth_tracker: jax.Array  # int32: consecutive steps with finite gradients (GradScaler's name)
 
 
@@ -79,7 +87,8 @@ class DynamicLossScale:
 
     The defaults are GradScaler's (init 2^16, x2 every 2000 good steps, /2 on overflow).
     """
-    init_scale: float = 2.0 ** 16
+
+    init_scale: float = 2.0**16
     growth_factor: float = 2.0
     backoff_factor: float = 0.5
     growth_interval: int = 2000
@@ -100,8 +109,11 @@ class DynamicLossScale:
         good = state.growth_tracker + 1
         grow = finite & (good == self.growth_interval)
         grown = state.scale * self.growth_factor
-        scale = jnp.where(finite, jnp.where(grow & jnp.isfinite(grown), grown, state.scale),
-                          state.scale * self.backoff_factor)
+        scale = jnp.where(
+            finite,
+            jnp.where(grow & jnp.isfinite(grown), grown, state.scale),
+            state.scale * self.backoff_factor,
+        )
         tracker = jnp.where(finite & ~grow, good, 0)
         return LossScaleState(scale.astype(jnp.float32), tracker.astype(jnp.int32))
 

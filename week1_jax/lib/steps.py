@@ -1,10 +1,12 @@
-"""Train steps as `jax.jit` of a pure function over split nnx state, and the profiler's halves of a step.
+"""Train steps as `jax.jit` of a pure function over split nnx state, and the profiler's halves of
+a step.
 
 `nnx.jit` walks the object graph in Python on every call; on the labs' small
 models that walk costs several times the step itself (measured: ~5x fewer
 steps/s on a 2-core CPU). The hot loops therefore `nnx.split` the (model,
 optimizer) pair once and jit a pure function of the state, merging inside.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

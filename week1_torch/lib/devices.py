@@ -6,6 +6,7 @@ never names a device. Labs call these through the module
 (`devices.default_device()`), never a copy imported by name, so a test can patch
 the device in one place and see every lab follow (tests/test_devices.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,11 +19,14 @@ def default_device() -> torch.device:
 
 
 def place(module: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
-    """The module's parameters and buffers moved to `device` (default: default_device()), in place."""
+    """The module's parameters and buffers moved to `device` (default: default_device()), in
+    place."""
     return module.to(device or default_device())
 
 
-def to_device(*arrays: np.ndarray, dtype: torch.dtype | None = None, device: torch.device | None = None):
+def to_device(
+    *arrays: np.ndarray, dtype: torch.dtype | None = None, device: torch.device | None = None
+):
     """numpy arrays as tensors on `device` (default: default_device()), optionally cast to `dtype`.
 
     Integer ids become int64 when dtype is torch.long (what nn.Embedding and
@@ -33,6 +37,7 @@ def to_device(*arrays: np.ndarray, dtype: torch.dtype | None = None, device: tor
 
 
 def sync(_result=None) -> None:
-    """Wait for queued device work: kernels run asynchronously on a GPU; the CPU is synchronous already."""
+    """Wait for queued device work: kernels run asynchronously on a GPU; the CPU is synchronous
+    already."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()

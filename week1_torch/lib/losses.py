@@ -1,7 +1,7 @@
 """Losses several torch labs share."""
+
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100  # label of a padding position: contributes nothing to the loss
@@ -15,7 +15,7 @@ def masked_cross_entropy(logits, labels, ignore_index: int = IGNORE_INDEX):
     micro-batch (see the grad_accumulation lab).
     """
     V = logits.shape[-1]
-    loss_sum = F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1),
-                               ignore_index=ignore_index, reduction="sum")
+    loss_sum = F.cross_entropy(
+        logits.reshape(-1, V), labels.reshape(-1), ignore_index=ignore_index, reduction="sum"
+    )
     return loss_sum, (labels != ignore_index).sum()
-

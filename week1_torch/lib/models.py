@@ -3,6 +3,7 @@
 Model code knows nothing of devices, precision or parallelism; separate
 functions in the labs apply them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,9 @@ class CharMLP(nn.Module):
     unless `dropout > 0`.
     """
 
-    def __init__(self, vocab_size: int, block_size: int, n_embd: int, n_hidden: int, *, dropout: float = 0.0):
+    def __init__(
+        self, vocab_size: int, block_size: int, n_embd: int, n_hidden: int, *, dropout: float = 0.0
+    ):
         super().__init__()
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.fc1 = nn.Linear(block_size * n_embd, n_hidden)
@@ -26,12 +29,12 @@ class CharMLP(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(n_hidden, vocab_size)
 
-    def forward(self, x):                # x: (B, T) int
+    def forward(self, x):  # x: (B, T) int
         B, T = x.shape
-        emb = self.wte(x)                # (B, T, C)
-        h = emb.reshape(B, -1)           # (B, T*C)
+        emb = self.wte(x)  # (B, T, C)
+        h = emb.reshape(B, -1)  # (B, T*C)
         h = torch.tanh(self.ln(self.fc1(h)))  # (B, H)
-        return self.head(self.drop(h))   # (B, V)
+        return self.head(self.drop(h))  # (B, V)
 
 
 def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
@@ -42,6 +45,10 @@ def get_weights(model: nn.Module) -> dict[str, np.ndarray]:
 def set_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
     """Load a get_weights()-style dict into the model (strict: every name, matching shapes)."""
     current = model.state_dict()
-    state = {name: torch.tensor(np.asarray(value), dtype=current[name].dtype if name in current else None)
-             for name, value in weights.items()}  # torch.tensor copies: the model owns its weights
+    state = {
+        name: torch.tensor(
+            np.asarray(value), dtype=current[name].dtype if name in current else None
+        )
+        for name, value in weights.items()
+    }  # torch.tensor copies: the model owns its weights
     model.load_state_dict(state, strict=True)

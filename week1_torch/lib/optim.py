@@ -2,6 +2,7 @@
 
 Checked against torch.optim.AdamW in parity_tests/test_adamw.py (F64 tier).
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,15 +30,23 @@ class AdamW(torch.optim.Optimizer):
       weight_decay: lambda, the decoupled decay rate.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ):
         if lr < 0.0:
             raise ValueError(f"lr={lr}: must be >= 0")
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas={betas}: each must be in [0, 1)")
         if eps < 0.0 or weight_decay < 0.0:
             raise ValueError(f"eps={eps}, weight_decay={weight_decay}: must be >= 0")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -52,7 +61,9 @@ class AdamW(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float64)  # a tensor: state_dict round-trips it
+                    state["step"] = torch.zeros(
+                        (), dtype=torch.float64
+                    )  # a tensor: state_dict round-trips it
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
@@ -61,13 +72,15 @@ class AdamW(torch.optim.Optimizer):
                 p.mul_(1 - lr * wd)
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v / (1 - b2 ** t)).sqrt_().add_(eps)
-                p.addcdiv_(m, denom, value=-lr / (1 - b1 ** t))
+                denom = (v / (1 - b2**t)).sqrt_().add_(eps)
+                p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
         return loss
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices (weights, embeddings); not biases and norm scales (ndim < 2)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]

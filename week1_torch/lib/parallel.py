@@ -6,6 +6,7 @@ Processes come from torchrun (`python -m torch.distributed.run`, env:// rendezvo
 on the CPU, nccl on GPUs. `train` is the loop DDP and FSDP share: every rank
 draws the same global batch and keeps its own rows.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,19 +20,19 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from labs import training_loop
-from week1.timing import Timing, time_calls
 from week1.config import override
+from week1.parallel import check_device_count, config_args
 from week1.report import console
+from week1.timing import Timing, time_calls
 from week1_torch import training_loop as loop
 from week1_torch.lib import devices
-from week1.parallel import check_device_count, config_args
 
-
-STATE_BYTES = "params+AdamW/device"   # the bench's memory column
+STATE_BYTES = "params+AdamW/device"  # the bench's memory column
 
 
 def default_world_size(requested: int) -> int:
-    """`requested` processes, or (0) one per GPU, or 2 on a CPU; a UsageError past the GPUs there are."""
+    """`requested` processes, or (0) one per GPU, or 2 on a CPU; a UsageError past the GPUs there
+    are."""
     if torch.cuda.is_available():
         check_device_count(requested, torch.cuda.device_count())
         return requested or torch.cuda.device_count()
@@ -42,22 +43,37 @@ def init_process_group():
     """Join the process group torchrun set up (env:// rendezvous); returns this rank's device."""
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # default_device() is now this rank's GPU
+        torch.cuda.set_device(
+            int(os.environ["LOCAL_RANK"])
+        )  # default_device() is now this rank's GPU
     else:
-        torch.set_num_threads(1)  # one core per rank, as torchrun's OMP_NUM_THREADS=1: N ranks use N cores
+        torch.set_num_threads(
+            1
+        )  # one core per rank, as torchrun's OMP_NUM_THREADS=1: N ranks use N cores
     device = devices.default_device()
-    return torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device
+    return (
+        torch.device(device.type, torch.cuda.current_device()) if device.type == "cuda" else device
+    )
 
 
 def torchrun(module: str, nproc: int, args: list[str], timeout_s: float) -> None:
     """`torchrun --standalone --nproc-per-node=N -m module args`: the real launcher, one machine."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", module, *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        module,
+        *args,
+    ]
     subprocess.run(command, check=True, timeout=timeout_s)
 
 
 def worker_main(worker, config_cls, argv: list[str]) -> None:
-    """`python -m week1_torch.<lab> --out=DIR [--mode=MODE] [--key=value ...]`, as torchrun starts each rank."""
+    """`python -m week1_torch.<lab> --out=DIR [--mode=MODE] [--key=value ...]`, as torchrun
+    starts each rank."""
     options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith(("--out=", "--mode=")))
     overrides = [arg for arg in argv if not arg.startswith(("--out=", "--mode="))]
     worker(override(config_cls(), overrides), options["out"], options.get("mode", "train"))
@@ -66,7 +82,7 @@ def worker_main(worker, config_cls, argv: list[str]) -> None:
 def local_rows(a: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """This rank's rows of a global batch (B, ...) -> (B/N, ...)."""
     rows = a.shape[0] // world_size
-    return a[rank * rows:(rank + 1) * rows]
+    return a[rank * rows : (rank + 1) * rows]
 
 
 def full_grads(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -78,16 +94,28 @@ def full_grads(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return grads
 
 
-def train(model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config, device,
-          start: int = 0, end: int | None = None, log=None):
-    """Steps start+1..end (default cfg.steps) with a DDP or FSDP model; returns (global losses, first grads)."""
+def train(
+    model,
+    optimizer,
+    scheduler,
+    data: training_loop.Data,
+    cfg: training_loop.Config,
+    device,
+    start: int = 0,
+    end: int | None = None,
+    log=None,
+):
+    """Steps start+1..end (default cfg.steps) with a DDP or FSDP model; returns (global losses,
+    first grads)."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
     losses, first_grads = [], None
     for step in range(start + 1, (cfg.steps if end is None else end) + 1):
-        x, y = training_loop.train_batch(data, cfg, step)                    # (B, T), (B,) global batch
-        x, y = loop.as_tensors(local_rows(x, rank, world_size), local_rows(y, rank, world_size), device)
-        loss = loop.train_step(model, optimizer, scheduler, x, y).float()    # this rank's mean loss
-        dist.all_reduce(loss, op=dist.ReduceOp.SUM)                          # for logging only
+        x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,) global batch
+        x, y = loop.as_tensors(
+            local_rows(x, rank, world_size), local_rows(y, rank, world_size), device
+        )
+        loss = loop.train_step(model, optimizer, scheduler, x, y).float()  # this rank's mean loss
+        dist.all_reduce(loss, op=dist.ReduceOp.SUM)  # for logging only
         losses.append(float(loss) / world_size)
         if first_grads is None:
             first_grads = full_grads(model)
@@ -96,8 +124,9 @@ def train(model, optimizer, scheduler, data: training_loop.Data, cfg: training_l
     return losses, first_grads
 
 
-def time_train_step(model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config,
-                    device) -> Timing:
+def time_train_step(
+    model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config, device
+) -> Timing:
     """Timing of one train step of a DDP or FSDP model on this rank's rows of batch 1, with the
     bytes of parameters and optimizer state this rank holds."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
@@ -108,19 +137,26 @@ def time_train_step(model, optimizer, scheduler, data: training_loop.Data, cfg: 
 
 
 def bench_process_counts(lab: str, module: str, cfg) -> dict[str, Timing]:
-    """Run `module`'s workers in bench mode under torchrun for 1, 2, 4, 8 processes (GPUs, or 1 and 2
+    """Run `module`'s workers in bench mode under torchrun for 1, 2, 4, 8 processes (GPUs, or 1
+    and 2
     on a CPU, that divide the batch); rank 0's timing of each."""
     gpus = torch.cuda.device_count()
     if not gpus:
-        console.print(f"torch {lab}: CPU processes share the machine's cores (one thread each); these times "
-                      "check that the code runs, they are not a speed claim.")
+        console.print(
+            f"torch {lab}: CPU processes share the machine's cores (one thread each); these times "
+            "check that the code runs, they are not a speed claim."
+        )
     timings = {}
     with tempfile.TemporaryDirectory() as out:
         for n in [n for n in (1, 2, 4, 8) if n <= (gpus or 2) and cfg.batch_size % n == 0]:
             torchrun(module, n, [f"--out={out}", "--mode=bench", *config_args(cfg)], timeout_s=300)
             numbers = load_result(os.path.join(out, "bench"))[2]
             timings[f"torch {lab} x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(
-                numbers["first_s"], numbers["median_s"], numbers["iters"], {STATE_BYTES: numbers["state_bytes"]})
+                numbers["first_s"],
+                numbers["median_s"],
+                numbers["iters"],
+                {STATE_BYTES: numbers["state_bytes"]},
+            )
     return timings
 
 
@@ -130,22 +166,34 @@ def device_bytes(tensors) -> int:
 
 
 def state_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
-    """Bytes on this rank: parameters and optimizer state, as held (a DTensor counts its local shard)."""
+    """Bytes on this rank: parameters and optimizer state, as held (a DTensor counts its local
+    shard)."""
     state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
     return {"params": device_bytes(model.parameters()), "optimizer": device_bytes(state)}
 
 
 def save_timing(out_dir, timing: Timing) -> None:
-    save_result(out_dir, [], first_s=timing.first_s, median_s=timing.median_s, iters=timing.iters,
-                state_bytes=timing.memory[STATE_BYTES])
+    save_result(
+        out_dir,
+        [],
+        first_s=timing.first_s,
+        median_s=timing.median_s,
+        iters=timing.iters,
+        state_bytes=timing.memory[STATE_BYTES],
+    )
 
 
 def save_result(out_dir, losses: list, grads: dict | None = None, **numbers) -> None:
-    """Rank 0's losses, first-step grads and figures, as out_dir/result.npz for the parent process."""
+    """Rank 0's losses, first-step grads and figures, as out_dir/result.npz for the parent
+    process."""
     os.makedirs(out_dir, exist_ok=True)
     arrays = {f"grad.{k}": v for k, v in (grads or {}).items()}
-    np.savez(os.path.join(out_dir, "result.npz"), losses=np.array(losses), **arrays,
-             **{f"number.{k}": np.array(v) for k, v in numbers.items()})
+    np.savez(
+        os.path.join(out_dir, "result.npz"),
+        losses=np.array(losses),
+        **arrays,
+        **{f"number.{k}": np.array(v) for k, v in numbers.items()},
+    )
 
 
 def load_result(out_dir) -> tuple[list, dict, dict]:

@@ -5,6 +5,7 @@ optimizer.step() uses it, and each scheduler.step() after an optimizer step
 moves to the next value, so update k uses schedule(k) exactly as in optax
 (week1_jax.lib.schedules). With linear warmup from zero the first update has lr 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,49 +20,59 @@ def _warmup(step: int, peak_lr: float, warmup_steps: int) -> float:
 
 def warmup_cosine(peak_lr: float, warmup_steps: int, total_steps: int, final_lr: float = 0.0):
     """Linear warmup, then cosine decay from peak_lr to final_lr at total_steps (held after)."""
+
     def schedule(step: int) -> float:
         if step < warmup_steps:
             return _warmup(step, peak_lr, warmup_steps)
         progress = min(max((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0), 1.0)
         return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
     return schedule
 
 
 def warmup_linear(peak_lr: float, warmup_steps: int, total_steps: int, final_lr: float = 0.0):
     """Linear warmup, then linear decay from peak_lr to final_lr at total_steps (held after)."""
+
     def schedule(step: int) -> float:
         if step < warmup_steps:
             return _warmup(step, peak_lr, warmup_steps)
         progress = min(max((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0), 1.0)
         return peak_lr + (final_lr - peak_lr) * progress
+
     return schedule
 
 
 def constant_with_warmup(peak_lr: float, warmup_steps: int):
     """Linear warmup, then peak_lr for ever."""
+
     def schedule(step: int) -> float:
         return _warmup(step, peak_lr, warmup_steps)
+
     return schedule
 
 
 def inverse_sqrt(peak_lr: float, warmup_steps: int):
     """Linear warmup, then peak_lr * sqrt(warmup_steps / step) (Vaswani et al. 2017, fairseq)."""
+
     def schedule(step: int) -> float:
         if step < warmup_steps:
             return _warmup(step, peak_lr, warmup_steps)
         return peak_lr * math.sqrt(max(warmup_steps, 1) / max(step, 1))
+
     return schedule
 
 
 def by_name(name: str, peak_lr: float, warmup_steps: int, total_steps: int, final_lr: float = 0.0):
-    """The schedule called `name` (one of labs.training_loop.SCHEDULES), given every argument any of them takes."""
+    """The schedule called `name` (one of labs.training_loop.SCHEDULES), given every argument any
+    of them takes."""
     if name in ("warmup_cosine", "warmup_linear"):
         return globals()[name](peak_lr, warmup_steps, total_steps, final_lr)
     return globals()[name](peak_lr, warmup_steps)
 
 
 def from_config(cfg):
-    """The schedule a training config asks for: cfg.schedule from cfg.lr, warmup_steps, steps, final_lr."""
+    """The schedule a training config asks for: cfg.schedule from cfg.lr, warmup_steps, steps,
+    final_lr."""
     return by_name(cfg.schedule, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr)
 
 
