@@ -1,4 +1,4 @@
-"""ruff (lint and format, configured in pyproject.toml) finds nothing: the same check pre-commit runs."""
+"""ruff (lint and format, configured in pyproject.toml) finds nothing: what pre-commit runs."""
 
 import pathlib
 import subprocess
