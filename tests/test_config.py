@@ -3,7 +3,7 @@
 import pytest
 
 from labs import training_loop
-from week1.config import UsageError, override
+from week1.config import UsageError, as_dict, describe, from_dict, override
 
 
 def test_overrides_are_parsed_to_the_field_type():
@@ -27,9 +27,16 @@ def test_config_is_frozen():
         (["--steps=three"], ["--steps='three'", "int"]),  # ill-typed
         (["--lr=fast"], ["--lr='fast'", "float"]),
         (["steps=3"], ["--key=value"]),  # not an override at all
-        (["--steps=0"], ["steps=0", "> 0"]),  # typed but out of range (Config.check)
+        (["--steps=0"], ["steps=0", ">= 1"]),  # typed but out of range
         (["--schedule=cosine"], ["schedule='cosine'", "warmup_cosine"]),
-        (["--warmup_steps=99999"], ["warmup_steps=99999"]),
+        (["--lr=inf"], ["lr=inf", "finite"]),
+        (["--lr=nan"], ["lr=nan", "finite"]),
+        (["--lr=-1e-3"], ["lr=-0.001", "> 0"]),
+        (["--seed=-1"], ["seed=-1", "in [0, 4294967295]"]),
+        (["--dropout=1"], ["dropout=1.0", "in [0, 1)"]),
+        (["--final_lr=0.1"], ["final_lr=0.1", "<= lr=0.003"]),
+        (["--steps=3", "--steps=4"], ["--steps", "twice"]),  # not silently last-wins
+        (["--block_size=1000000000"], ["GiB", "more than this machine"]),  # before allocating
     ],
 )
 def test_bad_overrides_name_the_value(arg, words):
@@ -51,3 +58,23 @@ def test_bool_parsing():
     assert override(C(), ["--flag=0"]).flag is False
     with pytest.raises(UsageError, match="bool"):
         override(C(), ["--flag=maybe"])
+
+
+def test_warmup_longer_than_the_run_is_clipped_with_a_note(capsys):
+    cfg = override(training_loop.Config(), ["--steps=5"])
+    assert (cfg.steps, cfg.warmup_steps) == (5, 5)
+    assert "warmup clipped to 5 steps" in capsys.readouterr().err
+
+
+def test_settings_table_lists_type_default_range_and_meaning():
+    rows = {row[0]: row for row in describe(training_loop.Config)}
+    assert rows["--lr"] == ("--lr", "float", "0.003", "> 0", "peak learning rate of the schedule")
+    assert rows["--seed"][3] == "in [0, 4294967295]"
+    assert set(rows) == {f"--{f}" for f in training_loop.Config.__dataclass_fields__}
+
+
+def test_saved_config_round_trips_and_is_validated():
+    cfg = override(training_loop.Config(), ["--steps=12", "--warmup_steps=2"])
+    assert from_dict(training_loop.Config, as_dict(cfg)) == cfg
+    with pytest.raises(UsageError, match="lr=inf"):
+        from_dict(training_loop.Config, {**as_dict(cfg), "lr": float("inf")})

@@ -4,19 +4,24 @@
     week1 env                                    versions, devices, bf16/TF32 support
     week1 prepare <lab> [--out DIR]              cache the lab's data as .npy
     week1 run <lab> --framework {jax,torch} [--compile] [--key=value ...]
+    week1 run <lab> --help                       the lab's settings: type, default, allowed range
+    week1 resume RUN_DIR [--steps=N]             continue an interrupted run from its checkpoint
     week1 compare <lab> [--key=value ...]        both frameworks, same start, one table + PNG
     week1 parity [lab]                           the parity tests, with a table of differences
-    week1 bench [lab ...]                        step times, JAX jit vs torch eager vs torch.compile
+    week1 bench [lab ...] [--json PATH]          step times, JAX jit vs torch eager vs torch.compile
     week1 profile <lab> --framework {jax,torch}  trace one training step; phase breakdown, top ops
 
-Bad input (unknown lab, framework or setting, a missing data package) ends with
-one line on stderr and exit status 2.
+Exit status: 0 done; 1 a run failed (its folder keeps the error); 2 bad input (one
+line on stderr, nothing left behind); 3 a run diverged (non-finite loss); 130 / 143
+interrupted by SIGINT / SIGTERM (a checkpoint written: `week1 resume` continues it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import pathlib
 import sys
 
 from week1 import catalog, report
@@ -24,6 +29,8 @@ from week1.config import UsageError, override
 
 # Keep the startup quiet: XLA's and TensorFlow-less TensorBoard's chatter is not for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+LAB_COMMANDS = ("run", "compare", "profile")  # take a lab and its --key=value settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,39 +66,127 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _drive(run, body, title: str) -> int:
+    """Run `body()` (a lab's run) inside `run`; report how it ended; return the exit status.
+
+    Bad input (UsageError) propagates: the run removed its folder and main() prints one line.
+    Anything else ends the run with its status (see week1/runs.py) and one line here.
+    """
+    from week1.runs import exit_code
+
+    summary = {}
+    try:
+        with run:
+            summary = body()
+            run.close(summary=summary)
+    except UsageError:
+        raise
+    except (Exception, KeyboardInterrupt):
+        pass  # recorded by the run: status, error (and error.log)
+    if run.status == "ok":
+        _print_summary(title, summary)
+        report.console.print(f"run folder: {run.dir}")
+    elif run.status == "interrupted":
+        print(
+            f"week1: {title}: interrupted ({run.summary['signal']}) after step {run.last_step}; "
+            f"continue with: week1 resume {run.dir}",
+            file=sys.stderr,
+        )
+    elif run.status == "diverged":
+        print(
+            f"week1: {title}: diverged: {run.summary['error']}; the last good checkpoint is kept "
+            f"in {run.dir}",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"week1: {title}: failed: {run.summary['error']} (traceback: {run.dir / 'error.log'})",
+            file=sys.stderr,
+        )
+    return exit_code(run.status, run.signum)
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    numbers = [(k, v) for k, v in summary.items() if isinstance(v, (int, float))]
+    report.table(title, ["metric", "value"], numbers)
+    for key, value in summary.items():
+        if isinstance(value, str):
+            report.console.rule(key)
+            report.console.print(value, markup=False, highlight=False)
+
+
+def _lab_kwargs(framework: str, compile: bool) -> dict:
+    if not compile:
+        return {}
+    if framework != "torch":
+        raise UsageError(
+            "--compile is for --framework torch (torch.compile); JAX always compiles with jit"
+        )
+    return {"compile": True}
+
+
 def cmd_run(args, overrides) -> int:
     from week1.runs import Run
 
     cfg = _config(args.lab, overrides)
     lab = catalog.framework_module(args.lab, args.framework)
-    kwargs = {}
-    if args.compile:
-        if args.framework != "torch":
-            raise UsageError(
-                "--compile is for --framework torch (torch.compile); JAX always compiles with jit"
-            )
-        kwargs["compile"] = True
-    with Run(
-        args.lab, args.framework + ("-compile" if args.compile else ""), cfg, root=args.runs_dir
-    ) as run:
-        summary = lab.run(cfg, run, **kwargs)
-        run.close(summary=summary)
-    numbers = [(k, v) for k, v in summary.items() if isinstance(v, (int, float))]
-    report.table(f"{args.lab} ({args.framework})", ["metric", "value"], numbers)
-    for key, value in summary.items():
-        if isinstance(value, str):
-            report.console.rule(key)
-            report.console.print(value, markup=False, highlight=False)
-    report.console.print(f"run folder: {run.final}")
-    return 0
+    kwargs = _lab_kwargs(args.framework, args.compile)
+    name = args.framework + ("-compile" if args.compile else "")
+    run = Run(args.lab, name, cfg, root=args.runs_dir)
+    return _drive(run, lambda: lab.run(cfg, run, **kwargs), f"{args.lab} ({name})")
+
+
+def cmd_resume(args, overrides) -> int:
+    """`week1 resume RUN_DIR [--steps=N]`: the run's own config (steps may grow), same folder."""
+    from week1 import checkpoints
+    from week1.config import from_dict
+    from week1.runs import Run
+
+    run_dir = pathlib.Path(args.run_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        lab_id, framework = saved["lab"], saved["framework"]
+    except (OSError, ValueError, KeyError):
+        raise UsageError(
+            f"{str(run_dir)!r} is not a run folder (no readable config.json)"
+        ) from None
+    if any(not item.startswith("--steps=") for item in overrides):
+        raise UsageError(f"resume takes only --steps=N; got {' '.join(overrides)}")
+    cfg = override(from_dict(catalog.spec(lab_id).Config, saved["config"]), overrides)
+    fw, _, compiled = framework.partition("-")
+    lab = catalog.framework_module(lab_id, fw)
+    found = checkpoints.latest_intact(_checkpoint_candidates(fw, run_dir / "checkpoints"))
+    if found is None:
+        raise UsageError(
+            f"{run_dir} has no checkpoint to resume from; start again: week1 run {lab_id} "
+            f"--framework {fw}"
+        )
+    if found[0] >= cfg.steps:
+        raise UsageError(
+            f"the checkpoint is at step {found[0]}, the run's last step is {cfg.steps}: nothing to "
+            f"do (give --steps=N with N > {found[0]} to train longer)"
+        )
+    report.console.print(f"resuming {lab_id} ({framework}) from step {found[0]} in {run_dir}")
+    run = Run.reopen(run_dir, cfg, from_step=found[0])
+    kwargs = _lab_kwargs(fw, compiled == "compile")
+    return _drive(run, lambda: lab.run(cfg, run, **kwargs), f"{lab_id} ({framework})")
+
+
+def _checkpoint_candidates(framework: str, directory: pathlib.Path) -> list:
+    """(step, path) of the checkpoints a run of `framework` wrote (orbax: <step>/, torch:
+    step_<step>.pt), read from the folder names alone (no framework import)."""
+    if not directory.is_dir():
+        return []
+    if framework == "jax":
+        return [(int(p.name), p) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()]
+    return [(int(p.stem[5:]), p) for p in directory.glob("step_*.pt") if p.stem[5:].isdigit()]
 
 
 def cmd_compare(args, overrides) -> int:
     from week1.commands.compare import compare
 
-    compare(
-        args.lab, _config(args.lab, overrides), runs_root=args.runs_dir, compile=not args.no_compile
-    )
+    cfg = _config(args.lab, overrides)
+    compare(args.lab, cfg, runs_root=args.runs_dir, compile=not args.no_compile)
     return 0
 
 
@@ -104,7 +199,7 @@ def cmd_parity(args) -> int:
 def cmd_bench(args, overrides) -> int:
     from week1.commands.bench import bench_labs
 
-    return bench_labs(args.labs, overrides)
+    return bench_labs(args.labs, overrides, json_path=args.json)
 
 
 def cmd_profile(args, overrides) -> int:
@@ -112,6 +207,22 @@ def cmd_profile(args, overrides) -> int:
 
     profile_lab(args.lab, args.framework, overrides, runs_dir=args.runs_dir)
     return 0
+
+
+def print_lab_settings(lab_id: str) -> None:
+    """`week1 run <lab> --help`: the handout's first line and every setting with its range."""
+    from week1.config import describe
+
+    spec = catalog.spec(lab_id)
+    report.console.print((spec.__doc__ or lab_id).strip().splitlines()[0])
+    report.table(
+        f"{lab_id} settings (--key=value)",
+        ["setting", "type", "default", "allowed", "meaning"],
+        describe(spec.Config),
+    )
+    report.console.print(
+        f"handout: python -c 'import labs.{lab_id}; help(labs.{lab_id})'", highlight=False
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,11 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="where to write (default: $WEEK1_DATA or ~/.cache/week1)"
     )
-    p = sub.add_parser("run", help="run one lab in one framework; settings as --key=value")
+    p = sub.add_parser(
+        "run",
+        help="run one lab in one framework; settings as --key=value (`week1 run LAB --help`)",
+    )
     p.add_argument("lab")
     p.add_argument("--framework", required=True, help="jax or torch")
     p.add_argument("--compile", action="store_true", help="torch only: torch.compile the model")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p = sub.add_parser(
+        "resume", help="continue an interrupted run from its newest intact checkpoint"
+    )
+    p.add_argument("run_dir", help="the run folder (runs/<lab>-<framework>-<time>)")
     p = sub.add_parser(
         "compare", help="both frameworks from the same weights: losses, speed ratios, PNG"
     )
@@ -151,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time each lab's workload in JAX jit, torch eager and torch.compile"
     )
     p.add_argument("labs", nargs="*", help="labs to bench (default: every lab with a workload)")
+    p.add_argument("--json", default=None, help="also write every figure and the machine here")
     p = sub.add_parser(
         "profile", help="profiler trace of a lab's step: phase breakdown, top operations"
     )
@@ -164,19 +283,36 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
+        wants_help = "-h" in argv or "--help" in argv
+        if wants_help and len(argv) > 1 and argv[0] in LAB_COMMANDS and argv[1][0] != "-":
+            print_lab_settings(argv[1])
+            return 0
         # --key=value settings are not known to argparse: they go to the lab's Config.
         args, overrides = parser.parse_known_args(argv)
-        if overrides and args.command not in ("run", "compare", "bench", "profile"):
+        if overrides and args.command not in ("run", "resume", "compare", "bench", "profile"):
             raise UsageError(f"unrecognised arguments: {' '.join(overrides)}")
         handlers = {"list": cmd_list, "env": cmd_env, "prepare": cmd_prepare, "parity": cmd_parity}
         if args.command in handlers:
             return handlers[args.command](args)
-        return {"run": cmd_run, "compare": cmd_compare, "bench": cmd_bench, "profile": cmd_profile}[
-            args.command
-        ](args, overrides)
+        commands = {
+            "run": cmd_run,
+            "resume": cmd_resume,
+            "compare": cmd_compare,
+            "bench": cmd_bench,
+            "profile": cmd_profile,
+        }
+        return commands[args.command](args, overrides)
     except UsageError as err:
         print(f"week1: error: {err}", file=sys.stderr)
         return 2
+    except (TypeError, ValueError) as err:
+        # A library's refusal of a value the user gave (a malformed tokenizer file, an id out
+        # of range): the library raises TypeError/ValueError, the command line says it in one line.
+        print(f"week1: error: {type(err).__name__}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("week1: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -98,6 +98,19 @@ def check_batch_split(batch_size: int, devices: int) -> None:
     )
 
 
+def counts_to_time(available: int, batch_size: int) -> tuple[list[int], str]:
+    """The device counts a bench times (1, 2, 4, 8: those there are that divide the batch), and a
+    sentence naming the ones left out and why ("" when none is)."""
+    counts = [n for n in (1, 2, 4, 8) if n <= available and batch_size % n == 0]
+    reasons = [
+        f"x{n} left out ({f'only {available} devices' if n > available else f'batch {batch_size}'}"
+        f"{'' if n > available else f' does not split {n} ways'})"
+        for n in (1, 2, 4, 8)
+        if n not in counts
+    ]
+    return counts, "; ".join(reasons)
+
+
 def config_args(cfg) -> list[str]:
     """cfg as `--key=value` arguments, to hand a config to worker processes on their command
     line."""

@@ -1,23 +1,100 @@
-"""Run folders: runs/<lab>-<framework>-<time>/ with config.json, metrics.jsonl and
-TensorBoard event files.
+"""Run folders: runs/<lab>-<framework>-<time>/ with config.json, metrics.jsonl, summary.json,
+TensorBoard event files and the lab's checkpoints; and what happens when a run is stopped.
 
-A run folder is written under a hidden `.partial` name and renamed when the run
-ends, so bad input or an interrupted start never leaves a half-made folder that
-looks finished. A run that fails during training (a NaN, say) is kept, with
-its status, because its last good checkpoint is worth having.
+A run's folder has its final name from the start, so a path taken from it
+(`run.path(...)`, `run.checkpoint_dir`) stays valid; summary.json says how far
+it got: "running" while it runs, then one of
+
+    ok           finished                                        exit 0
+    interrupted  SIGINT (Ctrl-C) / SIGTERM (a scheduler's         exit 130 / 143
+                 preemption): stopped at a step boundary, a
+                 checkpoint of that step written, `week1 resume`
+                 continues it
+    diverged     the loss or a gradient became non-finite         exit 3
+                 (Diverged): the last good checkpoint is kept
+    failed       any other error, in one line (the traceback       exit 1
+                 is in the folder's error.log)
+
+Bad input (a UsageError) found before the lab has done anything leaves no
+folder at all. The signal handling is cooperative: a training loop calls
+`run.should_stop()` after each step; once it has, the first SIGINT/SIGTERM only
+sets the flag and the loop saves and returns at the next step boundary. A lab
+that never asks (or a second signal) is stopped at once by `Interrupted`.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import pathlib
 import shutil
+import signal
+import sys
+import threading
+import traceback
 
 from week1.config import UsageError, as_dict
 
+EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 1, 2, 3
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Diverged(RuntimeError):
+    """The loss or a gradient became non-finite at `step`; `what` names the first such tensor."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"non-finite {what} at step {step}")
+        self.step, self.what = step, what
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised by the signal handler when a run must stop now (SIGINT or SIGTERM)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_code(status: str, signum: int | None = None) -> int:
+    """The process exit status of a run that ended with `status` (130 = 128 + SIGINT, ...)."""
+    if status == "interrupted":
+        return 128 + (signum or signal.SIGINT)
+    return {"ok": 0, "diverged": EXIT_DIVERGED}.get(status, EXIT_FAILED)
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line: its type and first line of message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def runs_root(root: str | pathlib.Path) -> pathlib.Path:
+    """`root` as a folder that exists and can be written, or a UsageError saying why not."""
+    root = pathlib.Path(root)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"runs directory {str(root)!r} is a file, not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(
+            f"runs directory {str(root)!r} cannot be created: {err.strerror}"
+        ) from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UsageError(f"runs directory {str(root)!r} is not writable")
+    return root
+
+
+def _write_json(path: pathlib.Path, value: dict) -> None:
+    """Write aside, then rename: a reader (or a crash) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
+
 
 class Run:
+    """One run of a lab in one framework: its folder, metrics and status (see the module doc)."""
+
     def __init__(
         self,
         lab: str,
@@ -25,16 +102,25 @@ class Run:
         cfg,
         root: str | pathlib.Path = "runs",
         tensorboard: bool = True,
+        *,
+        existing: pathlib.Path | None = None,
     ):
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        self.root = pathlib.Path(root)
-        self.name = f"{lab}-{framework}-{stamp}"
-        self.final = self.root / self.name
-        self.dir = self.root / f".{self.name}.partial"
-        self.dir.mkdir(parents=True)
-        (self.dir / "config.json").write_text(
-            json.dumps({"lab": lab, "framework": framework, "config": as_dict(cfg)}, indent=2)
-        )
+        self.lab, self.framework, self.cfg = lab, framework, cfg
+        self.resume = existing is not None
+        if existing is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+            self.dir = runs_root(root) / f"{lab}-{framework}-{stamp}"
+            self.dir.mkdir()
+            config = {"lab": lab, "framework": framework, "config": as_dict(cfg)}
+            _write_json(self.dir / "config.json", config)
+        else:
+            self.dir = pathlib.Path(existing)
+        self.status, self.summary = "running", {}
+        self.last_step = 0
+        self._stop_signal: int | None = None
+        self._cooperative = False
+        self._handlers: dict = {}
+        self._write_summary()
         # Held open for the run's life (one flushed line per log call); close() closes it.
         self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._tb = None
@@ -43,29 +129,85 @@ class Run:
 
             self._tb = Writer(str(self.dir / "tb"))
 
+    @classmethod
+    def reopen(cls, run_dir: str | pathlib.Path, cfg, from_step: int, tensorboard: bool = True):
+        """Continue an existing run folder from checkpoint `from_step` (`week1 resume`): the
+        metrics past that step are dropped, so the resumed steps are appended, not duplicated."""
+        run_dir = pathlib.Path(run_dir)
+        saved = json.loads((run_dir / "config.json").read_text())
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.exists():
+            kept = [row for row in read_metrics(run_dir) if row["step"] <= from_step]
+            tmp = metrics.with_name("metrics.jsonl.tmp")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            os.replace(tmp, metrics)
+        _write_json(run_dir / "config.json", {**saved, "config": as_dict(cfg)})
+        run = cls(saved["lab"], saved["framework"], cfg, tensorboard=tensorboard, existing=run_dir)
+        run.last_step = from_step
+        return run
+
+    @property
+    def final(self) -> pathlib.Path:
+        """The run's folder (its name never changes)."""
+        return self.dir
+
+    @property
+    def checkpoint_dir(self) -> pathlib.Path:
+        """Where the lab writes its checkpoints (created by the checkpoint code when it saves)."""
+        return self.dir / "checkpoints"
+
+    def path(self, name: str) -> pathlib.Path:
+        """A file or folder inside the run."""
+        return self.dir / name
+
     def log(self, step: int, **metrics: float) -> None:
         """One JSONL line and one TensorBoard scalar per metric."""
         clean = {k: float(v) for k, v in metrics.items()}
         self._metrics.write(json.dumps({"step": int(step), **clean}) + "\n")
         self._metrics.flush()
+        self.last_step = max(self.last_step, int(step))
         if self._tb is not None:
             for key, value in clean.items():
                 self._tb.add_scalar(key, value, step=int(step))
 
-    def path(self, name: str) -> pathlib.Path:
-        """A file or folder inside the run; it moves with the folder when close() renames it."""
-        return self.dir / name
+    def should_stop(self) -> bool:
+        """True once SIGINT or SIGTERM arrived. Calling it tells the run that this lab stops
+        cooperatively: from then on the first signal waits for the next step boundary."""
+        self._cooperative = True
+        return self._stop_signal is not None
 
-    def close(self, status: str = "ok", summary: dict | None = None) -> pathlib.Path:
+    @property
+    def signum(self) -> int | None:
+        return self._stop_signal
+
+    def _on_signal(self, signum, frame) -> None:
+        first = self._stop_signal is None
+        self._stop_signal = self._stop_signal or signum
+        if first and self._cooperative:
+            sys.stderr.write(
+                f"\nweek1: {signal.Signals(signum).name}: stopping after this step "
+                "(a checkpoint is written; send it again to stop at once)\n"
+            )
+            return
+        raise Interrupted(signum)
+
+    def _write_summary(self) -> None:
+        _write_json(self.dir / "summary.json", {"status": self.status, **self.summary})
+
+    def close(self, status: str | None = None, summary: dict | None = None) -> pathlib.Path:
+        """End the run: write summary.json with `status` (default: ok, or interrupted if a
+        signal stopped it) and the lab's summary."""
+        if status is None:
+            status = "interrupted" if self._stop_signal else "ok"
+        self.status = status
+        self.summary = {**self.summary, **(summary or {}), "step": self.last_step}
+        if status == "interrupted":
+            self.summary["signal"] = signal.Signals(self._stop_signal or signal.SIGINT).name
         self._metrics.close()
         if self._tb is not None:
             self._tb.close()
-        (self.dir / "summary.json").write_text(
-            json.dumps({"status": status, **(summary or {})}, indent=2)
-        )
-        self.dir.rename(self.final)
-        self.dir = self.final
-        return self.final
+        self._write_summary()
+        return self.dir
 
     def discard(self) -> None:
         self._metrics.close()
@@ -73,21 +215,39 @@ class Run:
             self._tb.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    @property
+    def closed(self) -> bool:
+        return self.status != "running"
+
     def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         return self
 
     def __exit__(self, kind, error, tb):
-        if self.dir == self.final:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        if self.closed:
             return False
         if kind is None:
             self.close()
-        elif issubclass(kind, (UsageError, KeyboardInterrupt)):
-            self.discard()
+        elif issubclass(kind, UsageError) and not self.resume and self.last_step == 0:
+            self.discard()  # bad input: nothing was done, nothing is left
+        elif issubclass(kind, KeyboardInterrupt):
+            self._stop_signal = self._stop_signal or getattr(error, "signum", signal.SIGINT)
+            self.close("interrupted")
+        elif issubclass(kind, Diverged):
+            self.close("diverged", {"error": str(error), "diverged_at_step": error.step})
         else:
-            self.close(status=f"failed: {error}")
+            (self.dir / "error.log").write_text("".join(traceback.format_exception(error)))
+            self.close("failed", {"error": one_line(error)})
         return False
 
 
 def read_metrics(run_dir: str | pathlib.Path) -> list[dict]:
     with open(pathlib.Path(run_dir) / "metrics.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+def read_summary(run_dir: str | pathlib.Path) -> dict:
+    return json.loads((pathlib.Path(run_dir) / "summary.json").read_text())

@@ -5,6 +5,7 @@ Read beside week1_torch/training_loop.py: the same functions in the same order.
 
 from __future__ import annotations
 
+import math
 import time
 
 import jax
@@ -15,9 +16,10 @@ from flax import nnx
 
 from labs import training_loop as spec
 from week1.report import progress
+from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_jax.lib import checkpoint, devices, optim, schedules, steps
-from week1_jax.lib.models import CharMLP, set_weights
+from week1_jax.lib.models import CharMLP, get_weights, set_weights
 
 
 def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
@@ -107,14 +109,17 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
     log=None,
+    should_stop=None,
     show_progress: bool = False,
 ):
     """Train for cfg.steps (or until `stop_at`); returns (model, History).
 
     optimizer_fn: (model, cfg) -> optimizer, as make_optimizer (the default) returns it.
-    checkpoint_dir: save every cfg.checkpoint_every steps, and at `stop_at`.
-    resume: continue from the latest checkpoint in checkpoint_dir.
+    checkpoint_dir: save every cfg.checkpoint_every steps, at `stop_at`, and where a stop is asked.
+    resume: continue from the newest intact checkpoint in checkpoint_dir.
     log: called as log(step, **metrics) for train and validation losses.
+    should_stop: () -> bool, asked after every step (a signal arrived): if True, checkpoint this
+      step and return. A non-finite loss raises Diverged (the last good checkpoint stays).
     """
     model = build_model(cfg, data.vocab_size, weights)
     optimizer = (optimizer_fn or make_optimizer)(model, cfg)
@@ -134,8 +139,12 @@ def train(
                 state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step)
             )
             loss = float(loss)
+            if not math.isfinite(loss):
+                nnx.update((model, optimizer), state)
+                raise Diverged(step, spec.non_finite_what(get_weights(model)))
             history.add_train(step, loss, time.perf_counter() - t0, log)
-            save = mngr is not None and spec.is_checkpoint_step(cfg, step, stop_at)
+            stopping = should_stop is not None and should_stop()
+            save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step, stop_at))
             if save or spec.is_eval_step(cfg, step):
                 nnx.update((model, optimizer), state)  # the objects see the new arrays
             if spec.is_eval_step(cfg, step):
@@ -143,6 +152,8 @@ def train(
             if save:
                 checkpoint.save_train_state(mngr, step, model, optimizer)
             advance(loss)
+            if stopping:
+                break
     nnx.update((model, optimizer), state)
     return model, history
 
@@ -151,8 +162,16 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run training_loop --framework jax`: train, evaluate, sample, checkpoint."""
     data = spec.load_data(cfg)
     model, history = train(
-        cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log, show_progress=True
+        cfg,
+        data,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        log=run.log,
+        should_stop=run.should_stop,
+        show_progress=True,
     )
+    if run.should_stop():
+        return history.summary()
     text = data.corpus.decode(
         sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed)
     )

@@ -5,6 +5,7 @@ Read beside week1_jax/training_loop.py: the same functions in the same order.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -13,9 +14,10 @@ import torch.nn.functional as F
 
 from labs import training_loop as spec
 from week1.report import progress
+from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_torch.lib import checkpoint, devices, optim, schedules
-from week1_torch.lib.models import CharMLP, set_weights
+from week1_torch.lib.models import CharMLP, get_weights, set_weights
 
 
 def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
@@ -90,15 +92,18 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
     log=None,
+    should_stop=None,
     show_progress: bool = False,
     compile: bool = False,
 ):
     """Train for cfg.steps (or until `stop_at`); returns (model, History).
 
     optimizer_fn: (model, cfg) -> optimizer, as make_optimizer (the default) returns it.
-    checkpoint_dir: save every cfg.checkpoint_every steps, and at `stop_at`.
-    resume: continue from the latest checkpoint in checkpoint_dir.
+    checkpoint_dir: save every cfg.checkpoint_every steps, at `stop_at`, and where a stop is asked.
+    resume: continue from the newest intact checkpoint in checkpoint_dir.
     log: called as log(step, **metrics) for train and validation losses.
+    should_stop: () -> bool, asked after every step (a signal arrived): if True, checkpoint this
+      step and return. A non-finite loss raises Diverged (the last good checkpoint stays).
     compile: run the model through torch.compile (the optimizer stays eager).
     The model and batches go to the default device (the GPU when there is one).
     """
@@ -119,12 +124,18 @@ def train(
             x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
             t0 = time.perf_counter()
             loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y)))
+            if not math.isfinite(loss):
+                raise Diverged(step, spec.non_finite_what(get_weights(model)))
             history.add_train(step, loss, time.perf_counter() - t0, log)
+            stopping = should_stop is not None and should_stop()
             if spec.is_eval_step(cfg, step):
                 history.add_val(step, evaluate(model, val), log)
-            if checkpoint_dir is not None and spec.is_checkpoint_step(cfg, step, stop_at):
+            save = stopping or spec.is_checkpoint_step(cfg, step, stop_at)
+            if checkpoint_dir is not None and save:
                 checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
             advance(loss)
+            if stopping:
+                break
     return model, history
 
 
@@ -135,11 +146,15 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     model, history = train(
         cfg,
         data,
-        checkpoint_dir=run.path("checkpoints"),
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
         log=run.log,
+        should_stop=run.should_stop,
         show_progress=True,
         compile=compile,
     )
+    if run.should_stop():
+        return history.summary()
     text = data.corpus.decode(
         sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed)
     )

@@ -6,6 +6,7 @@ Each framework is imported only here, at call time, and may be missing.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 
 
@@ -16,8 +17,34 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_rows() -> list[tuple[str, str]]:
+    """The machine, without importing a framework: what a published figure must carry."""
+    from week1.config import machine_memory_bytes
+
+    return [
+        ("python", platform.python_version()),
+        ("platform", platform.platform()),
+        ("cpu", cpu_model()),
+        ("cores", str(os.cpu_count())),
+        ("memory", f"{machine_memory_bytes() / 2**30:.1f} GiB"),
+        ("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "unset")),
+    ]
+
+
 def rows() -> list[tuple[str, str]]:
-    out = [("python", platform.python_version()), ("platform", platform.platform())]
+    out = machine_rows()
     for dist in (
         "numpy",
         "jax",

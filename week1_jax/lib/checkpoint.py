@@ -1,15 +1,21 @@
 """Checkpoints with orbax: model parameters, optimizer state (moments, count) and the step.
 
 Orbax wants absolute paths; the manager keeps the last `max_to_keep` steps and
-writes each one atomically (a crash mid-save leaves the previous one intact).
+writes each one atomically (a temporary folder renamed into place). Each
+finished step is then sealed with a sha256 manifest (week1/checkpoints.py), so
+a corrupted or truncated checkpoint is detected before loading and skipped for
+the one before it.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from week1 import checkpoints
 
 
 def manager(directory, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -19,6 +25,33 @@ def manager(directory, max_to_keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+def candidates(mngr: ocp.CheckpointManager) -> list[tuple[int, pathlib.Path]]:
+    """Every (step, folder) the manager holds, intact or not."""
+    return [(step, pathlib.Path(mngr.directory) / str(step)) for step in mngr.all_steps()]
+
+
+def latest_step(mngr: ocp.CheckpointManager) -> int | None:
+    """The newest intact checkpoint's step (broken newer ones are reported and skipped), or None."""
+    found = checkpoints.latest_intact(candidates(mngr))
+    return found[0] if found else None
+
+
+def save_state(mngr: ocp.CheckpointManager, step: int, state) -> None:
+    """Save a pytree of arrays as checkpoint `step`, wait for it, and seal it."""
+    mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+    mngr.wait_until_finished()
+    checkpoints.seal(pathlib.Path(mngr.directory) / str(step))
+    checkpoints.prune(mngr.directory)
+
+
+def load_state(mngr: ocp.CheckpointManager, target, step: int | None = None) -> tuple[int, dict]:
+    """(step, state) of checkpoint `step` (default: the newest intact one), shaped like `target`."""
+    step = latest_step(mngr) if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    return step, mngr.restore(step, args=ocp.args.StandardRestore(target))
+
+
 def save_train_state(
     mngr: ocp.CheckpointManager, step: int, model: nnx.Module, optimizer: nnx.Optimizer
 ) -> None:
@@ -26,8 +59,7 @@ def save_train_state(
         "model": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
         "optimizer": nnx.to_pure_dict(nnx.state(optimizer)),
     }
-    mngr.save(step, args=ocp.args.StandardSave(state), force=True)
-    mngr.wait_until_finished()
+    save_state(mngr, step, state)
 
 
 def restore_train_state(
@@ -36,13 +68,11 @@ def restore_train_state(
     optimizer: nnx.Optimizer,
     step: int | None = None,
 ) -> int:
-    """Load checkpoint `step` (default: the latest) into model and optimizer; returns the step."""
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    """Load checkpoint `step` (default: the newest intact one) into model and optimizer;
+    returns the step."""
     model_state, opt_state = nnx.state(model, nnx.Param), nnx.state(optimizer)
     target = {"model": nnx.to_pure_dict(model_state), "optimizer": nnx.to_pure_dict(opt_state)}
-    restored = mngr.restore(step, args=ocp.args.StandardRestore(target))
+    step, restored = load_state(mngr, target, step)
     nnx.replace_by_pure_dict(model_state, restored["model"])
     nnx.replace_by_pure_dict(opt_state, restored["optimizer"])
     nnx.update(model, model_state)

@@ -20,10 +20,11 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 
 from labs import training_loop
-from week1.parallel import check_device_count
+from week1.parallel import check_device_count, counts_to_time
 from week1.report import console
 from week1.timing import time_calls
 from week1_jax import training_loop as loop
+from week1_jax.lib import devices
 from week1_jax.lib.models import dotted
 
 
@@ -130,26 +131,30 @@ def train(
 def bench_device_counts(
     lab: str, make_strategy, cfg: training_loop.Config, data: training_loop.Data
 ) -> dict:
-    """Time one train step on 1, 2, 4, 8 devices (those there are, that divide the batch).
-    make_strategy(graphdef, tx, devices, params, opt_state) -> Strategy."""
-    devices = jax.devices()
-    simulated = devices[0].platform == "cpu"
+    """Time one train step on 1, 2, 4, 8 devices (those there are, that divide the batch); a
+    count left out is named with the reason. make_strategy(graphdef, tx, devices, params,
+    opt_state) -> Strategy."""
+    available = jax.devices()
+    simulated = available[0].platform == "cpu"
     if simulated:
         console.print(
             f"jax {lab}: simulated CPU devices share the same cores; these times check "
             "that the code runs, they are not a speed claim."
         )
+    counts, left_out = counts_to_time(len(available), cfg.batch_size)
+    if left_out:
+        console.print(f"jax {lab}: {left_out}")
     x, y = training_loop.train_batch(data, cfg, 1)
     timings = {}
-    for n in [n for n in (1, 2, 4, 8) if n <= len(devices) and cfg.batch_size % n == 0]:
+    for n in counts:
         graphdef, params, tx, opt_state = init_state(cfg, data.vocab_size)
-        strategy = make_strategy(graphdef, tx, devices[:n], params, opt_state)
+        strategy = make_strategy(graphdef, tx, available[:n], params, opt_state)
         state = strategy.put_state(params), strategy.put_state(opt_state)
         batch = strategy.put_batch(x), strategy.put_batch(y)
-        label = f"jax {lab} x{n} ({'sim cpu' if simulated else devices[0].platform})"
+        label = f"jax x{n} ({'sim cpu' if simulated else available[0].platform})"
         timings[label] = time_calls(
             lambda: strategy.step(*state, *batch), devices.sync
-        ).with_memory({"params+AdamW/device": device_bytes(state, devices[0])})
+        ).with_memory({"state/device": device_bytes(state, available[0])})
     return timings
 
 

@@ -21,13 +21,13 @@ from torch.distributed.tensor import DTensor
 
 from labs import training_loop
 from week1.config import override
-from week1.parallel import check_device_count, config_args
+from week1.parallel import check_device_count, config_args, counts_to_time
 from week1.report import console
 from week1.timing import Timing, time_calls
 from week1_torch import training_loop as loop
 from week1_torch.lib import devices
 
-STATE_BYTES = "params+AdamW/device"  # the bench's memory column
+STATE_BYTES = "state/device"  # the bench memory column: parameters + AdamW state
 
 
 def default_world_size(requested: int) -> int:
@@ -138,20 +138,23 @@ def time_train_step(
 
 def bench_process_counts(lab: str, module: str, cfg) -> dict[str, Timing]:
     """Run `module`'s workers in bench mode under torchrun for 1, 2, 4, 8 processes (GPUs, or 1
-    and 2
-    on a CPU, that divide the batch); rank 0's timing of each."""
+    and 2 on a CPU, that divide the batch; a count left out is named with the reason); rank 0's
+    timing of each."""
     gpus = torch.cuda.device_count()
     if not gpus:
         console.print(
             f"torch {lab}: CPU processes share the machine's cores (one thread each); these times "
             "check that the code runs, they are not a speed claim."
         )
+    counts, left_out = counts_to_time(gpus or 2, cfg.batch_size)
+    if left_out:
+        console.print(f"torch {lab}: {left_out}")
     timings = {}
     with tempfile.TemporaryDirectory() as out:
-        for n in [n for n in (1, 2, 4, 8) if n <= (gpus or 2) and cfg.batch_size % n == 0]:
+        for n in counts:
             torchrun(module, n, [f"--out={out}", "--mode=bench", *config_args(cfg)], timeout_s=300)
             numbers = load_result(os.path.join(out, "bench"))[2]
-            timings[f"torch {lab} x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(
+            timings[f"torch x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(
                 numbers["first_s"],
                 numbers["median_s"],
                 numbers["iters"],
