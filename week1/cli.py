@@ -193,7 +193,18 @@ def cmd_compare(args, overrides) -> int:
 def cmd_parity(args) -> int:
     from week1.commands.parity import run_parity
 
-    return run_parity(args.lab, args.pytest_args)
+    lab, pytest_args = args.lab, args.pytest_args
+    if lab is not None and lab.startswith("-"):  # `week1 parity -- -m slow`: no lab, all pytest's
+        lab, pytest_args = None, [lab, *pytest_args]
+    return run_parity(
+        lab,
+        pytest_args,
+        detail=args.detail,
+        json_path=args.json,
+        markdown_path=args.markdown,
+        gpu_path=args.gpu,
+        from_path=args.from_path,
+    )
 
 
 def cmd_bench(args, overrides) -> int:
@@ -261,10 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     p = sub.add_parser(
-        "parity", help="run the parity tests and print max abs/rel differences per tensor"
+        "parity", help="run the parity tests; per lab and check: differences and headroom"
     )
     p.add_argument("lab", nargs="?", default=None)
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    p.add_argument("--detail", nargs="?", const="all", metavar="LAB", help="per-tensor rows")
+    p.add_argument("--json", metavar="PATH", help="write every comparison, machine and versions")
+    p.add_argument("--markdown", metavar="PATH", help="write a report (and a headroom PNG beside)")
+    p.add_argument("--gpu", metavar="PATH", help="a GPU run's --json (default: gpu_report/)")
+    p.add_argument("--from", dest="from_path", metavar="PATH", help="report a saved --json")
     p = sub.add_parser(
         "bench", help="time each lab's workload in JAX jit, torch eager and torch.compile"
     )

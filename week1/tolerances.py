@@ -1,7 +1,11 @@
 """The parity tiers of DESIGN.md, and the one function every parity test compares through.
 
-`assert_close` measures the max abs and max rel difference, records them (so
-`week1 parity` can print a table per check and tensor), then asserts.
+`assert_close` measures the max abs and max rel difference and the headroom, records them
+(so `week1 parity` can print a table per check and tensor), then asserts.
+
+Headroom is the quantity the tier's assert compares, as a ratio: the worst element's
+|a - b| / (atol + rtol * |b|), so 1.0 is exactly at the tier's limit and anything above
+fails. It is what tells a comfortable check from one that passes by a hair.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 
 import numpy as np
 
@@ -39,36 +44,55 @@ class Diff:
     max_abs: float
     max_rel: float
     ok: bool
+    headroom: float  # worst |a - b| / (atol + rtol * |b|): 1.0 = at the tier's limit
+    rtol: float
+    atol: float
 
 
 def measure(a, b, tier: Tier, check: str = "", tensor: str = "") -> Diff:
-    """Max abs and max rel difference of a vs b (b is the reference) under `tier`."""
+    """Max abs and max rel difference of a vs b (b is the reference) and the headroom under
+    `tier`. ok is exactly headroom <= 1 (an element with 0 allowed passes only when equal)."""
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
         raise AssertionError(f"{check}/{tensor}: shape {a.shape} != {b.shape}")
-    if tier is EXACT:
+    if a.dtype.kind not in "fiub" or b.dtype.kind not in "fiub":  # strings, objects: EXACT only
         ok = bool(np.array_equal(a, b))
-        if a.dtype.kind in "fiub":
-            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-            max_abs = float(diff.max(initial=0.0))
-        else:
-            max_abs = 0.0 if ok else float("inf")
-        return Diff(check, tensor, tier.name, max_abs, max_abs, ok)
+        gap = 0.0 if ok else float("inf")
+        return Diff(check, tensor, tier.name, gap, gap, ok, gap, tier.rtol, tier.atol)
     a64 = a.astype(np.float64)
     b64 = b.astype(np.float64)
     diff = np.abs(a64 - b64)
     max_abs = float(diff.max(initial=0.0))
     max_rel = float((diff / np.maximum(np.abs(b64), np.finfo(np.float64).tiny)).max(initial=0.0))
-    ok = bool(np.all(diff <= tier.atol + tier.rtol * np.abs(b64)))
-    return Diff(check, tensor, tier.name, max_abs, max_rel, ok)
+    allowed = tier.atol + tier.rtol * np.abs(b64)
+    # diff / allowed, with 0/0 = 0 (equal where nothing is allowed) and NaN = inf (never ok).
+    ratio = np.divide(diff, allowed, out=np.where(diff > 0, np.inf, 0.0), where=allowed > 0)
+    headroom = float(np.where(np.isnan(diff), np.inf, ratio).max(initial=0.0))
+    if tier is EXACT:
+        ok = bool(np.array_equal(a, b))
+    else:
+        ok = bool(np.all(diff <= allowed))
+    return Diff(check, tensor, tier.name, max_abs, max_rel, ok, headroom, tier.rtol, tier.atol)
+
+
+def current_test() -> tuple[str, str]:
+    """(lab, pytest node id) of the running parity test, from pytest's PYTEST_CURRENT_TEST
+    ("parity_tests/test_<lab>.py::test_x[param] (call)"; inherited by worker processes);
+    ("", "") outside pytest."""
+    node = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    stem = pathlib.PurePath(node.split("::", 1)[0]).stem
+    return (stem[len("test_") :] if stem.startswith("test_") else ""), node
 
 
 def record(diff: Diff) -> None:
+    """Append the comparison, with its lab and test, as one JSON line to $WEEK1_PARITY_REPORT."""
     path = os.environ.get(REPORT_ENV)
     if path:
+        lab, test = current_test()
+        line = json.dumps({**dataclasses.asdict(diff), "lab": lab, "test": test})
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(dataclasses.asdict(diff)) + "\n")
+            f.write(line + "\n")
 
 
 def assert_close(check: str, tensor: str, actual, reference, tier: Tier) -> Diff:

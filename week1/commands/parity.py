@@ -1,53 +1,607 @@
-"""`week1 parity [lab]`: run the parity tests, then print every recorded comparison.
+"""`week1 parity [lab]`: run the parity tests, then report every recorded comparison.
 
-Each parity test compares through week1.tolerances.assert_close, which appends
-(check, tensor, tier, max abs, max rel, ok) to the file named by
-$WEEK1_PARITY_REPORT; this command sets it, runs pytest, and tabulates.
+Where the numbers come from. Each parity test compares through
+week1.tolerances.assert_close, which appends one JSON line per tensor to the file
+named by $WEEK1_PARITY_REPORT: check, tensor, tier, rtol, atol, max_abs, max_rel,
+headroom, ok, lab, test. This command sets the variable, runs pytest in a subprocess
+with this module loaded as a plugin (`-p week1.commands.parity`: at the end of the
+session it appends one line {"devices": {...}} naming the devices the tests ran
+on), and reads the file back.
+
+What it prints. By default one row per lab and check family (the checks of a lab
+and tier whose names differ only in numbers, "... step 1", "... step 51", are one
+family; the EXACT checks of a lab that all passed are one row, "equal: ..."), with
+the worst max abs, max rel and headroom: the worst |a - b| / (atol + rtol * |b|)
+under the row's own tier, the very quantity its assert compares (1.0 = at the limit,
+above 1 fails). Labs and rows are sorted by headroom, the closest to failing first,
+and coloured. `--detail [LAB]` prints the per-tensor rows; `--json PATH` writes the
+document below; `--markdown PATH` writes a report for docs/ with its provenance and
+a PNG of headroom per lab and tier beside it (PATH's stem + "_headroom.png");
+`--from PATH` reports a saved document instead of running the tests.
+
+The JSON document (FORMAT below; read back by --from and --gpu):
+    {"format": "week1-parity/1", "command": "week1 parity ...", "date": ISO 8601 UTC,
+     "exit_status": pytest's, "device": "CPU" or the GPU's name,
+     "devices": {"jax": "gpu:NVIDIA H200 x1", "torch": "NVIDIA H200"},
+     "machine": {"cpu": ..., "cores": ..., ...}, "versions": {"jax": ..., ...},
+     "comparisons": [one record as above, ...]}
+
+The GPU column. scripts/gpu_check.sh runs the suite on the GPU machine through this
+command, so that its comparisons come back as such a document:
+    $py -m week1 parity --json "$out/parity.json" -- -m "slow or not slow" "${skip[@]}"
+Its default place, gpu_report/parity.json in the checkout (GPU_RESULTS), is where the
+summary looks for it (`--gpu PATH` names another, e.g. a copy kept in docs/); the
+column shows each family's headroom on that device, matched by lab, family and tier.
+Until such a file exists the column says there is no GPU run yet.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import importlib.metadata
 import json
+import math
 import os
+import pathlib
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
 
 from week1 import catalog, report
+from week1.config import UsageError
 from week1.tolerances import REPORT_ENV
 
+FORMAT = "week1-parity/1"
+GPU_RESULTS = "gpu_report/parity.json"  # relative to the checkout: gpu_check.sh's default OUT
+VERSIONS = ("numpy", "jax", "jaxlib", "flax", "optax", "torch", "transformers", "tokenizers")
+NO_GPU = "no GPU run yet"
 
-def run_parity(lab_id: str | None, pytest_args: list[str]) -> int:
+
+# ---------------------------------------------------------------- running the suite
+
+
+def run_parity(
+    lab_id: str | None,
+    pytest_args: list[str],
+    *,
+    detail: str | None = None,
+    json_path: str | None = None,
+    markdown_path: str | None = None,
+    gpu_path: str | None = None,
+    from_path: str | None = None,
+) -> int:
+    """Run (or load) the parity comparisons and report them; returns pytest's exit status."""
+    if detail not in (None, "all"):
+        catalog.require_implemented(detail)
+        lab_id = lab_id or detail  # `--detail adamw` alone runs adamw's tests only
+    if from_path is not None:
+        doc = load(from_path)
+        code = 0
+    else:
+        command = ["week1", "parity", *([lab_id] if lab_id else [])]
+        command += _flag("--detail", detail) + _flag("--json", json_path)
+        command += _flag("--markdown", markdown_path) + _flag("--gpu", gpu_path)
+        command += ["--", *pytest_args] if pytest_args else []
+        code, doc = run_tests(lab_id, pytest_args, shlex.join(command))
+    gpu = load(gpu_path) if gpu_path else _default_gpu()
+    if lab_id and gpu:
+        gpu = {**gpu, "comparisons": [c for c in gpu["comparisons"] if c["lab"] == lab_id]}
+    rows = merge(families(doc["comparisons"]), families(gpu["comparisons"]) if gpu else [])
+    if detail:
+        print_detail(doc, None if detail == "all" else detail)
+    else:
+        print_summary(doc, rows, gpu)
+    if json_path:
+        _write(json_path, json.dumps(doc, indent=1) + "\n")
+        report.console.print(f"wrote {json_path}", highlight=False)
+    if markdown_path:
+        png = pathlib.Path(markdown_path).with_name(pathlib.Path(markdown_path).stem + "_headroom")
+        png = plot_headroom(png.with_suffix(".png"), rows, doc, gpu)
+        _write(markdown_path, markdown(doc, rows, gpu, png.name))
+        report.console.print(f"wrote {markdown_path} and {png}", highlight=False)
+    return code
+
+
+def _flag(name: str, value: str | None) -> list[str]:
+    return [] if value is None else [name] if value == "all" else [name, value]
+
+
+def run_tests(lab_id: str | None, pytest_args: list[str], command: str) -> tuple[int, dict]:
+    """pytest over parity_tests/ (or one lab's file) in a subprocess; its records as a document."""
     target = os.path.join(str(catalog.ROOT), "parity_tests")
     if lab_id is not None:
         catalog.require_implemented(lab_id)
         target = os.path.join(target, f"test_{lab_id}.py")
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "parity.jsonl")
-        env = dict(os.environ, **{REPORT_ENV: path})
         code = subprocess.call(
-            [sys.executable, "-m", "pytest", "-q", target, *pytest_args],
-            env=env,
+            [sys.executable, "-m", "pytest", "-q", "-p", __name__, target, *pytest_args],
+            env=dict(os.environ, **{REPORT_ENV: path}),
             cwd=str(catalog.ROOT),
         )
-        diffs = []
+        lines = []
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                diffs = [json.loads(line) for line in f]
-    rows = [
-        (
-            d["check"],
-            d["tensor"],
-            d["tier"],
-            d["max_abs"],
-            d["max_rel"],
-            "ok" if d["ok"] else "FAIL",
+                lines = [json.loads(line) for line in f]
+    devices = {}
+    for line in lines:
+        devices.update(line.get("devices", {}))
+    return code, document([line for line in lines if "check" in line], devices, command, date, code)
+
+
+def document(comparisons: list[dict], devices: dict, command: str, date: str, code: int) -> dict:
+    """The JSON document of one parity run (the module docstring's format)."""
+    from week1.commands.env import machine_rows
+
+    versions = {}
+    for dist in VERSIONS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    gpus = [name for name in devices.values() if not name.startswith("cpu")]
+    return {
+        "format": FORMAT,
+        "command": command,
+        "date": date,
+        "exit_status": code,
+        "device": gpus[0].split(":", 1)[-1].split(" x")[0] if gpus else "CPU",
+        "devices": devices,
+        "machine": dict(machine_rows()),
+        "versions": versions,
+        "comparisons": comparisons,
+    }
+
+
+def pytest_sessionfinish(session) -> None:
+    """Plugin hook (in the pytest subprocess): record the devices the tests ran on."""
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"devices": _devices()}) + "\n")
+
+
+def _devices() -> dict:
+    """Each framework the tests imported: its default device ("cpu:cpu x8", "NVIDIA H200")."""
+    found = {}
+    if "jax" in sys.modules:
+        import jax
+
+        device = jax.devices()[0]
+        found["jax"] = f"{device.platform}:{device.device_kind} x{jax.device_count()}"
+    if "torch" in sys.modules:
+        import torch
+
+        from week1_torch.lib import devices
+
+        device = devices.default_device()
+        found["torch"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return found
+
+
+def load(path: str) -> dict:
+    """A document written by --json (this machine's or a GPU machine's)."""
+    try:
+        doc = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not a readable parity document ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise UsageError(f"{path}: not a {FORMAT} document (write one with week1 parity --json)")
+    return doc
+
+
+def _default_gpu() -> dict | None:
+    path = catalog.ROOT / GPU_RESULTS
+    return load(str(path)) if path.exists() else None
+
+
+def _write(path: str, text: str) -> None:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- families
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """The worst of a group of comparisons: one row of the summary."""
+
+    lab: str
+    compared: str
+    tier: str
+    n: int
+    max_abs: float
+    max_rel: float
+    headroom: float
+    failed: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What a CPU row and a GPU row must share to be one line."""
+        return (
+            self.lab,
+            self.tier,
+            "equal" if self.compared.startswith("equal:") else self.compared,
         )
-        for d in diffs
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A summary line: the family measured here (cpu) and on the GPU run, either may be None."""
+
+    cpu: Family | None
+    gpu: Family | None
+
+    @property
+    def any(self) -> Family:
+        return self.cpu or self.gpu
+
+    @property
+    def worst(self) -> float:
+        return max(f.headroom for f in (self.cpu, self.gpu) if f is not None)
+
+
+def lab_of(comparison: dict) -> str:
+    """The record's lab (its test file); records without one: the check's first word."""
+    return comparison.get("lab") or comparison["check"].split(" ", 1)[0]
+
+
+def families(comparisons: list[dict]) -> list[Family]:
+    """Group comparisons into families: same lab, tier, and check name up to its numbers.
+
+    The check's leading lab name is dropped (the lab is a column). Numbers that differ
+    within a family read N ("step N"); numbers shared by all its checks stay. A lab's
+    EXACT families that all passed become one row "equal: a, b, ...": equality has no
+    headroom to show, and --detail lists them.
+    """
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for c in comparisons:
+        lab = lab_of(c)
+        c = {**c, "check": c["check"].removeprefix(lab + " ").strip() or c["check"]}
+        groups.setdefault((lab, c["tier"], re.sub(r"\d+", "#", c["check"])), []).append(c)
+    named = {key: (_common_name(group), group) for key, group in groups.items()}
+    equal: dict[str, list[tuple[str, list[dict]]]] = {}
+    for (lab, tier, _), (name, group) in list(named.items()):
+        if tier == "EXACT" and all(c["ok"] for c in group):
+            equal.setdefault(lab, []).append((name, group))
+            del named[(lab, tier, _)]
+    out = [_family(lab, tier, name, group) for (lab, tier, _), (name, group) in named.items()]
+    for lab, parts in equal.items():
+        names = ", ".join(sorted(name for name, _ in parts))
+        out.append(_family(lab, "EXACT", "equal: " + names, [c for _, g in parts for c in g]))
+    return out
+
+
+def _common_name(group: list[dict]) -> str:
+    """The checks' shared name: each number that differs between them becomes N."""
+    parts = [re.split(r"(\d+)", c["check"]) for c in group]
+    return "".join(p[0] if len(set(p)) == 1 else "N" for p in zip(*parts, strict=True))
+
+
+def _family(lab: str, tier: str, compared: str, group: list[dict]) -> Family:
+    """The worst max abs, max rel and headroom of a group (an unknown value counts as worst)."""
+    worst = [
+        max((_float(c.get(k)) for c in group), key=_order)
+        for k in ("max_abs", "max_rel", "headroom")
     ]
-    report.table(
-        f"parity: {lab_id or 'all labs'} ({len(rows)} comparisons)",
-        ["check", "tensor", "tier", "max abs", "max rel", ""],
-        rows,
+    return Family(lab, compared, tier, len(group), *worst, sum(not c["ok"] for c in group))
+
+
+def _float(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _order(x: float) -> float:
+    return math.inf if math.isnan(x) else x  # NaN (unknown) sorts as the worst
+
+
+def merge(cpu: list[Family], gpu: list[Family]) -> list[Row]:
+    """Rows of both runs matched by Family.key, the closest to failing first (labs grouped,
+    the lab with the worst row first)."""
+    by_key = {f.key: Row(f, None) for f in cpu}
+    for f in gpu:
+        row = by_key.get(f.key)
+        by_key[f.key] = Row(row.cpu if row else None, f)
+    lab_worst: dict[str, float] = {}
+    for row in by_key.values():
+        lab_worst[row.any.lab] = max(lab_worst.get(row.any.lab, -1.0), _order(row.worst))
+    return sorted(
+        by_key.values(),
+        key=lambda r: (-lab_worst[r.any.lab], r.any.lab, -_order(r.worst), r.any.compared),
     )
-    return code
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt(x: float | None) -> str:
+    """A difference in 2 significant digits and at most 7 characters: 0, 0.33, 9.8e-4, inf."""
+    if x is None or math.isnan(x):
+        return "?"
+    if x == 0 or math.isinf(x):
+        return "0" if x == 0 else "inf"
+    if 1e-3 <= x < 1e4:
+        return f"{x:.2g}"
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def fmt_headroom(h: float | None) -> str:
+    if h is not None and 0.01 <= h < 100:
+        return f"{h:.2f}"
+    return fmt(h)
+
+
+def style(h: float | None) -> str:
+    """Colour by how close to the limit: failed, within 2x, within 10x, comfortable."""
+    if h is None or math.isnan(h) or h > 1:
+        return "bold white on red"
+    return "bold red" if h >= 0.5 else "yellow" if h >= 0.1 else "green"
+
+
+def _cut(text: str, style: str = ""):
+    """A cell that never wraps: in a column too narrow for it, it ends in an ellipsis."""
+    from rich.text import Text
+
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def summary_table(rows: list[Row], gpu: dict | None):
+    """The summary as a rich Table that fits 80 columns: labs as bold section lines, one line
+    per family (long names end in an ellipsis rather than wrap)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    t.add_column("lab / compared", min_width=12)  # the one column that gives way: "..."
+    t.add_column("tier", no_wrap=True)
+    for name in ("n", "max\nabs", "max\nrel", "head-\nroom"):
+        t.add_column(name, justify="right", no_wrap=True)
+    header = "GPU\n" + gpu["device"].removeprefix("NVIDIA ")[:8] if gpu else "no GPU\nrun yet"
+    t.add_column(header, justify="right", no_wrap=True)
+    lab = None
+    for row in rows:
+        f = row.any
+        if f.lab != lab:
+            lab = f.lab
+            t.add_row(_cut(lab, style="bold"))
+        cpu = row.cpu
+        t.add_row(
+            _cut("  " + f.compared),
+            f.tier,
+            str(cpu.n) if cpu else "-",
+            fmt(cpu.max_abs) if cpu else "-",
+            fmt(cpu.max_rel) if cpu else "-",
+            Text(fmt_headroom(cpu.headroom), style=style(cpu.headroom)) if cpu else "-",
+            Text(fmt_headroom(row.gpu.headroom), style=style(row.gpu.headroom))
+            if row.gpu
+            else ("-" if gpu else ""),
+        )
+    return t
+
+
+def summary_lines(doc: dict, rows: list[Row], gpu: dict | None) -> list[str]:
+    """The lines printed under the summary: totals, the closest row, what headroom is."""
+    comparisons = doc["comparisons"]
+    failed = sum(not c["ok"] for c in comparisons)
+    labs = sorted({lab_of(c) for c in comparisons})
+    scope = labs[0] if len(labs) == 1 else f"{len(labs)} labs"
+    lines = [
+        f"{scope} ({len(comparisons)} comparisons in {len(rows)} rows, on {doc['device']}): "
+        + (f"{failed} outside their tier" if failed else "all within their tier")
+    ]
+    if rows:
+        top = rows[0].any
+        lines.append(
+            f"closest to its limit: {fmt_headroom(rows[0].worst)}, {top.lab} {top.compared} "
+            f"({top.tier})"
+        )
+    lines.append("headroom: worst |a-b| / (atol + rtol*|b|) of the tier; 1 = at its limit")
+    lines.append(
+        f"GPU: {gpu['device']}, run {gpu['date'][:10]}"
+        if gpu
+        else f"GPU: {NO_GPU} (scripts/gpu_check.sh writes {GPU_RESULTS})"
+    )
+    return lines
+
+
+def print_summary(doc: dict, rows: list[Row], gpu: dict | None, console=None) -> None:
+    console = console or report.console
+    console.print(summary_table(rows, gpu))
+    for line in summary_lines(doc, rows, gpu):
+        console.print(line, highlight=False, no_wrap=True, overflow="ellipsis")
+
+
+def print_detail(doc: dict, lab: str | None, console=None) -> None:
+    """Every comparison, one line per tensor, grouped by lab in the order recorded."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or report.console
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    t.add_column("lab / check", min_width=12)  # these two give way: their cells end in "..."
+    t.add_column("tensor", min_width=8)
+    t.add_column("tier", no_wrap=True)
+    for name in ("max\nabs", "max\nrel", "head-\nroom"):
+        t.add_column(name, justify="right", no_wrap=True)
+    by_lab: dict[str, list[dict]] = {}
+    for c in doc["comparisons"]:
+        by_lab.setdefault(lab_of(c), []).append(c)
+    for name, group in by_lab.items():
+        if lab not in (None, name):
+            continue
+        t.add_row(_cut(name, style="bold"))
+        for c in group:
+            h = _float(c.get("headroom"))
+            t.add_row(
+                _cut("  " + c["check"].removeprefix(name + " ")),
+                _cut(c["tensor"]),
+                c["tier"],
+                fmt(c["max_abs"]),
+                fmt(c["max_rel"]),
+                Text(fmt_headroom(h), style=style(h)),
+            )
+    console.print(t)
+
+
+# ---------------------------------------------------------------- Markdown and PNG
+
+
+def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str:
+    """The report for docs/: provenance, the summary, the tensors closest to their limit."""
+    m = doc["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in doc["versions"].items())
+    devices = ", ".join(f"{k} {v}" for k, v in doc["devices"].items()) or "not recorded"
+    gpu_line = (
+        f"`{gpu['command']}` on {gpu['date']}, device {gpu['device']} "
+        f"({', '.join(f'{k} {v}' for k, v in gpu['devices'].items())}), "
+        f"versions {', '.join(f'{k} {v}' for k, v in gpu['versions'].items())}"
+        if gpu
+        else f"{NO_GPU} (`bash scripts/gpu_check.sh` writes `{GPU_RESULTS}`)"
+    )
+    out = [
+        "# Parity report",
+        "",
+        "Every number below was measured by the command named here; regenerate this file with",
+        "`week1 parity --markdown docs/parity.md` (all labs: a few minutes on two cores).",
+        "",
+        f"- command: `{doc['command']}` (pytest exit status {doc['exit_status']})",
+        f"- date: {doc['date']}",
+        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory')}, "
+        f"{m.get('platform')}, Python {m.get('python')}",
+        f"- devices: {devices}",
+        f"- versions: {versions}",
+        f"- GPU column: {gpu_line}",
+        "",
+        "## Summary",
+        "",
+        *(f"- {line}" for line in summary_lines(doc, rows, gpu)[:2]),
+        "",
+        "Headroom is the worst ratio, over a family's tensors and their elements, of the",
+        "observed difference to what the row's tier allows: |a - b| / (atol + rtol |b|), the",
+        "quantity the tier's assert compares. 1.0 is at the limit; above 1 fails. One row per",
+        "lab and check family (checks differing only in numbers: N), closest to failing first.",
+        "",
+        "| lab | compared | tier | n | max abs | max rel | headroom | GPU |",
+        "|---|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for row in sorted(rows, key=lambda r: -_order(r.worst)):
+        f, cpu = row.any, row.cpu
+        cells = (
+            [fmt(cpu.max_abs), fmt(cpu.max_rel), _md_headroom(cpu.headroom)] if cpu else ["-"] * 3
+        )
+        gpu_cell = _md_headroom(row.gpu.headroom) if row.gpu else "-" if gpu else "no run"
+        compared = f.compared.replace("|", "/")
+        out.append(
+            f"| {f.lab} | {compared} | {f.tier} | {cpu.n if cpu else '-'} | "
+            + " | ".join([*cells, gpu_cell])
+            + " |"
+        )
+    out += [
+        "",
+        f"![headroom per lab and tier]({png_name})",
+        "",
+        "## Tensors closest to their limit",
+        "",
+    ]
+    out += [
+        "| lab | check | tensor | tier | max abs | max rel | headroom |",
+        "|---|---|---|---|--:|--:|--:|",
+    ]
+    closest = sorted(doc["comparisons"], key=lambda c: -_order(_float(c.get("headroom"))))[:15]
+    for c in closest:
+        out.append(
+            f"| {lab_of(c)} | {c['check'].replace('|', '/')} | {c['tensor'].replace('|', '/')} | "
+            f"{c['tier']} | {fmt(c['max_abs'])} | {fmt(c['max_rel'])} | "
+            f"{_md_headroom(_float(c.get('headroom')))} |"
+        )
+    tiers = {c["tier"]: (c.get("rtol"), c.get("atol")) for c in doc["comparisons"]}
+    out += ["", "## Tiers", "", "| tier | rtol | atol |", "|---|--:|--:|"]
+    out += [f"| {name} | {rtol} | {atol} |" for name, (rtol, atol) in sorted(tiers.items())]
+    out += [
+        "",
+        "Per-tensor rows: `week1 parity --detail [LAB]`; every comparison as JSON:",
+        "`week1 parity --json PATH`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _md_headroom(h: float) -> str:
+    text = fmt_headroom(h)
+    return f"**{text} FAIL**" if _order(h) > 1 else f"**{text}**" if h >= 0.5 else text
+
+
+def plot_headroom(path: pathlib.Path, rows: list[Row], doc: dict, gpu: dict | None) -> pathlib.Path:
+    """Headroom per lab and tier on a log scale, the limit line at 1: the worst family of each
+    (lab, tier), this run filled, the GPU run hollow. EXACT (equality) has nothing to plot;
+    a difference of exactly 0 is drawn at the floor as a triangle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    worst: dict[tuple[str, str, str], float] = {}
+    for row in rows:
+        for where, f in (("cpu", row.cpu), ("gpu", row.gpu)):
+            if f is not None and f.tier != "EXACT":
+                key = (f.lab, f.tier, where)
+                worst[key] = max(worst.get(key, -1.0), _order(f.headroom))
+    labs = [lab.id for lab in catalog.LABS if any(k[0] == lab.id for k in worst)]
+    labs += sorted({k[0] for k in worst} - set(labs))
+    tiers = sorted({k[1] for k in worst})
+    positive = [h for h in worst.values() if 0 < h < math.inf]
+    floor = 10 ** math.floor(math.log10(min(positive, default=1e-3)) - 1)
+    top = 10 ** math.ceil(math.log10(max([*positive, 1.0]) * 3))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(labs) + 2.5), 4.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, tier in enumerate(tiers):
+        offset = (j - (len(tiers) - 1) / 2) * 0.12
+        for where in ("cpu", "gpu") if gpu else ("cpu",):
+            xs, ys, zero = [], [], []
+            for i, lab in enumerate(labs):
+                h = worst.get((lab, tier, where))
+                if h is not None:
+                    (zero if h == 0 else xs).append(i + offset + (0.04 if where == "gpu" else 0))
+                    if h != 0:
+                        ys.append(min(h, top))
+            label = tier if where == "cpu" else f"{tier} ({gpu['device']})"
+            face = colors[j % len(colors)] if where == "cpu" else "none"
+            ax.scatter(
+                xs,
+                ys,
+                marker="o",
+                s=36,
+                label=label,
+                facecolors=face,
+                edgecolors=colors[j % len(colors)],
+            )
+            ax.scatter(
+                zero,
+                [floor] * len(zero),
+                marker="v",
+                s=36,
+                facecolors=face,
+                edgecolors=colors[j % len(colors)],
+            )
+    ax.axhline(1.0, color="red", linestyle="--", linewidth=1.2, label="tolerance limit")
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2, top)
+    ax.set_xticks(range(len(labs)), labs, rotation=40, ha="right")
+    ax.set_ylabel("headroom: |a-b| / (atol + rtol|b|)")
+    ax.set_title(f"parity headroom per lab and tier ({doc['device']}, {doc['date'][:10]})")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
