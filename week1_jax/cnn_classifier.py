@@ -1,0 +1,237 @@
+"""CNN text classifier lab in JAX/Flax: Kim (2014), trained with the loop written out.
+
+Read beside week1_torch/cnn_classifier.py: the same functions in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from labs import cnn_classifier as spec
+from week1.report import progress
+from week1.runs import Diverged
+from week1.timing import time_calls
+from week1_jax.lib import checkpoint, devices, optim, schedules, steps
+from week1_jax.lib.models import get_weights, set_weights
+
+
+def _uniform_embedding(key, shape, dtype=jnp.float32):
+    """U[-0.25, 0.25] (Kim 2014's range for words without a pretrained vector)."""
+    return jax.random.uniform(key, shape, dtype, -spec.UNKNOWN_RANGE, spec.UNKNOWN_RANGE)
+
+
+# U[-1/sqrt(fan_in), 1/sqrt(fan_in)], torch's default for Conv1d and Linear weights (fan_in of a
+# conv kernel: k * in). Flax's default (truncated normal) also compiles slowly, once per shape.
+_KERNEL_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class KimCNN(nnx.Module):
+    """Kim (2014): embeddings, 1-D convolutions of widths 3/4/5 (n_maps each), ReLU,
+    max-over-time pooling over the windows inside each text, dropout, a linear head.
+
+    Inputs are NLC (B, T, E): nnx.Conv's layout, kernels (k, E, n_maps).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_embd: int,
+        n_maps: int,
+        num_classes: int,
+        *,
+        dropout: float,
+        rngs: nnx.Rngs,
+    ):
+        self.wte = nnx.Embed(vocab_size, n_embd, embedding_init=_uniform_embedding, rngs=rngs)
+        self.convs = nnx.List(
+            [nnx.Conv(n_embd, n_maps, kernel_size=(k,), padding="VALID",
+                      kernel_init=_KERNEL_INIT, rngs=rngs)
+             for k in spec.WIDTHS]
+        )  # fmt: skip
+        self.drop = nnx.Dropout(dropout)  # its key comes with each call
+        self.head = nnx.Linear(
+            len(spec.WIDTHS) * n_maps, num_classes, kernel_init=_KERNEL_INIT, rngs=rngs
+        )
+
+    def __call__(self, ids, lengths, *, rngs: nnx.Rngs | None = None):  # ids (B, T), lengths (B,)
+        B, T = ids.shape
+        inside = jnp.arange(T)[None, :] < lengths[:, None]  # (B, T)
+        x = self.wte(ids) * inside[..., None]  # (B, T, E): padding is the zero vector
+        pooled = []
+        for k, conv in zip(spec.WIDTHS, self.convs, strict=True):
+            c = conv(x)  # (B, T-k+1, M): window p covers words p..p+k-1
+            # A window counts if it ends inside the text; window 0 always counts (short texts).
+            ok = jnp.arange(T - k + 1)[None, :] <= jnp.maximum(lengths - k, 0)[:, None]
+            c = jnp.where(ok[..., None], c, -jnp.inf)  # (B, T-k+1, M)
+            pooled.append(jax.nn.relu(c.max(axis=1)))  # (B, M); relu(max) == max(relu)
+        h = jnp.concatenate(pooled, axis=-1)  # (B, 3M)
+        return self.head(self.drop(h, rngs=rngs))  # (B, C)
+
+
+def build_model(cfg: spec.Config, data: spec.Data, weights: dict | None = None) -> KimCNN:
+    """The model from cfg.seed, its embeddings from data.embeddings when the run uses vectors,
+    or every parameter from `weights` (Flax names) when given."""
+    model = KimCNN(
+        data.vocab_size,
+        cfg.n_embd,
+        cfg.n_maps,
+        data.num_classes,
+        dropout=cfg.dropout,
+        rngs=nnx.Rngs(cfg.seed),
+    )
+    if data.embeddings is not None:
+        model.wte.embedding[...] = jnp.asarray(data.embeddings)
+    if weights is not None:
+        set_weights(model, weights)
+    return model
+
+
+def trainable(cfg: spec.Config):
+    """The parameters the optimizer updates: all of them, but the embeddings in CNN-static."""
+    if cfg.embeddings == "static":
+        return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("wte")))
+    return nnx.Param
+
+
+def make_optimizer(model: KimCNN, cfg: spec.Config) -> nnx.Optimizer:
+    """From-scratch AdamW on cfg.schedule; no decay on biases."""
+    tx = optim.adamw(
+        schedules.from_config(cfg), weight_decay=cfg.weight_decay, mask=optim.decay_mask
+    )
+    return nnx.Optimizer(model, tx, wrt=trainable(cfg))
+
+
+def as_arrays(batch):
+    """A numpy Batch (ids, lengths, labels) as int32 jax arrays on the default device."""
+    return devices.to_device(*batch, dtype=jnp.int32)
+
+
+def loss_fn(model: KimCNN, ids, lengths, labels, rngs: nnx.Rngs | None = None):
+    logits = model(ids, lengths, rngs=rngs)  # (B, C)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_train_step(graphdef, cfg: spec.Config):
+    """A jitted step on the split (model, optimizer) state: state, ids, lengths, labels, key ->
+    state, loss. Gradients only for what the optimizer trains (not frozen embeddings)."""
+    grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable(cfg)))
+
+    def train_step(model, optimizer, ids, lengths, labels, dropout_key):
+        loss, grads = grad_fn(model, ids, lengths, labels, nnx.Rngs(dropout=dropout_key))
+        optimizer.update(model, grads)
+        return loss
+
+    return steps.jit_on_state(graphdef, train_step)
+
+
+@nnx.jit
+def _eval_logits(model: KimCNN, ids, lengths):
+    return model(ids, lengths)
+
+
+def evaluate(model: KimCNN, batches) -> tuple[float, float, np.ndarray]:
+    """(mean loss, accuracy, class probabilities (N, C)) over `batches`, dropout off."""
+    model.eval()
+    logits = np.concatenate(
+        [np.asarray(_eval_logits(model, *as_arrays(b)[:2])) for b in batches]
+    )  # (N, C)
+    model.train()
+    labels = np.concatenate([b.labels for b in batches])  # (N,)
+    log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    return loss, spec.accuracy(labels, logits.argmax(axis=1)), np.exp(log_probs)
+
+
+def train(
+    cfg: spec.Config,
+    data: spec.Data,
+    *,
+    weights: dict | None = None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    stop_at: int | None = None,
+    log=None,
+    should_stop=None,
+    show_progress: bool = False,
+):
+    """Train for cfg.steps (or until `stop_at`); returns (model, History).
+
+    checkpoint_dir: save every cfg.checkpoint_every steps, at `stop_at`, and where a stop is asked.
+    resume: continue from the newest intact checkpoint in checkpoint_dir.
+    log: called as log(step, **metrics) for train loss, validation loss and accuracy.
+    should_stop: () -> bool, asked after every step: if True, checkpoint this step and return.
+    A non-finite loss raises Diverged (the last good checkpoint stays).
+    """
+    model = build_model(cfg, data, weights)
+    optimizer = make_optimizer(model, cfg)
+    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
+    start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
+    dropout_root = jax.random.key(cfg.seed)
+    graphdef, state = nnx.split((model, optimizer))
+    train_step = make_train_step(graphdef, cfg)
+    val = spec.eval_batches(data, cfg, "validation")
+    history = spec.History()
+    end = cfg.steps if stop_at is None else stop_at
+    with progress(f"jax {cfg.variant}", total=end - start, enabled=show_progress) as advance:
+        for step in range(start + 1, end + 1):
+            batch = spec.train_batch(data, cfg, step)  # ids (B, T), lengths (B,), labels (B,)
+            t0 = time.perf_counter()
+            state, loss = train_step(
+                state, *as_arrays(batch), jax.random.fold_in(dropout_root, step)
+            )
+            loss = float(loss)
+            if not math.isfinite(loss):
+                nnx.update((model, optimizer), state)
+                raise Diverged(step, spec.non_finite_what(get_weights(model)))
+            history.add_train(step, loss, time.perf_counter() - t0, log)
+            stopping = should_stop is not None and should_stop()
+            save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step, stop_at))
+            if save or spec.is_eval_step(cfg, step):
+                nnx.update((model, optimizer), state)  # the objects see the new arrays
+            if spec.is_eval_step(cfg, step):
+                history.add_eval(step, *evaluate(model, val)[:2], log)
+            if save:
+                checkpoint.save_train_state(mngr, step, model, optimizer)
+            advance(loss)
+            if stopping:
+                break
+    nnx.update((model, optimizer), state)
+    return model, history
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run cnn_classifier --framework jax`: train, then the test-split table, confusion
+    matrix, curves and misclassified examples."""
+    data = spec.load_data(cfg)
+    model, history = train(
+        cfg,
+        data,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        log=run.log,
+        should_stop=run.should_stop,
+        show_progress=True,
+    )
+    if run.should_stop():
+        return history.summary()
+    _, _, probs = evaluate(model, spec.eval_batches(data, cfg, "test"))
+    return spec.report_run(cfg, data, history, probs, run, "jax")
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench cnn_classifier`: one jitted train step (forward, backward, AdamW) on
+    training batch 1."""
+    data = spec.load_data(cfg)
+    model = build_model(cfg, data)
+    graphdef, state = nnx.split((model, make_optimizer(model, cfg)))
+    train_step = make_train_step(graphdef, cfg)
+    batch = as_arrays(spec.train_batch(data, cfg, 1))
+    key = jax.random.key(cfg.seed)
+    return {"jax jit": time_calls(lambda: train_step(state, *batch, key), devices.sync)}

@@ -1,0 +1,206 @@
+"""CNN text classifier lab in PyTorch: Kim (2014), trained with the loop written out.
+
+Read beside week1_jax/cnn_classifier.py: the same functions in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labs import cnn_classifier as spec
+from week1.report import progress
+from week1.runs import Diverged
+from week1.timing import time_calls
+from week1_torch.lib import checkpoint, devices, optim, schedules
+from week1_torch.lib.models import get_weights, set_weights
+
+
+class KimCNN(nn.Module):
+    """Kim (2014): embeddings, 1-D convolutions of widths 3/4/5 (n_maps each), ReLU,
+    max-over-time pooling over the windows inside each text, dropout, a linear head.
+
+    Conv1d takes NCL (B, E, T): the embeddings are transposed; weights (n_maps, E, k).
+    """
+
+    def __init__(
+        self, vocab_size: int, n_embd: int, n_maps: int, num_classes: int, *, dropout: float
+    ):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        nn.init.uniform_(self.wte.weight, -spec.UNKNOWN_RANGE, spec.UNKNOWN_RANGE)
+        self.convs = nn.ModuleList(nn.Conv1d(n_embd, n_maps, k) for k in spec.WIDTHS)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(len(spec.WIDTHS) * n_maps, num_classes)
+
+    def forward(self, ids, lengths):  # ids (B, T), lengths (B,)
+        B, T = ids.shape
+        inside = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]  # (B, T)
+        x = self.wte(ids) * inside[..., None]  # (B, T, E): padding is the zero vector
+        x = x.transpose(1, 2)  # (B, E, T): Conv1d's NCL
+        pooled = []
+        for k, conv in zip(spec.WIDTHS, self.convs, strict=True):
+            c = conv(x)  # (B, M, T-k+1): window p covers words p..p+k-1
+            # A window counts if it ends inside the text; window 0 always counts (short texts).
+            windows = torch.arange(T - k + 1, device=ids.device)[None, :]  # (1, T-k+1)
+            ok = windows <= (lengths - k).clamp(min=0)[:, None]  # (B, T-k+1)
+            c = c.masked_fill(~ok[:, None, :], float("-inf"))  # (B, M, T-k+1)
+            # amax splits the gradient among tied maxima, as jnp.max does (max(dim) picks one).
+            pooled.append(torch.relu(c.amax(dim=2)))  # (B, M); relu(max) == max(relu)
+        h = torch.cat(pooled, dim=1)  # (B, 3M)
+        return self.head(self.drop(h))  # (B, C)
+
+
+def build_model(cfg: spec.Config, data: spec.Data, weights: dict | None = None) -> KimCNN:
+    """The model on the default device from cfg.seed (initialised on the CPU), its embeddings
+    from data.embeddings when the run uses vectors, or every parameter from `weights`
+    (state_dict names) when given; CNN-static's embeddings do not train."""
+    torch.manual_seed(cfg.seed)
+    model = KimCNN(data.vocab_size, cfg.n_embd, cfg.n_maps, data.num_classes, dropout=cfg.dropout)
+    if data.embeddings is not None:
+        with torch.no_grad():
+            model.wte.weight.copy_(torch.from_numpy(data.embeddings))
+    if weights is not None:
+        set_weights(model, weights)
+    is_trainable = trainable(cfg)
+    for name, p in model.named_parameters():
+        p.requires_grad_(is_trainable(name))
+    return devices.place(model)
+
+
+def trainable(cfg: spec.Config):
+    """name -> whether the optimizer updates it: all of them, but the embeddings in CNN-static."""
+    return lambda name: not (cfg.embeddings == "static" and name.startswith("wte."))
+
+
+def make_optimizer(model: KimCNN, cfg: spec.Config):
+    """From-scratch AdamW on cfg.schedule; no decay on biases; frozen parameters left out."""
+    optimizer = optim.AdamW(optim.param_groups(model, cfg.weight_decay))
+    return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
+
+
+def as_tensors(batch, device: torch.device | None = None):
+    """A numpy Batch (ids, lengths, labels) as int64 tensors on `device` (default: the default
+    device)."""
+    return devices.to_device(*batch, dtype=torch.long, device=device)
+
+
+def loss_fn(model, ids, lengths, labels):
+    logits = model(ids, lengths)  # (B, C)
+    return F.cross_entropy(logits, labels)
+
+
+def train_step(model, optimizer, scheduler, ids, lengths, labels):
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, ids, lengths, labels)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model: KimCNN, batches) -> tuple[float, float, np.ndarray]:
+    """(mean loss, accuracy, class probabilities (N, C)) over `batches`, dropout off."""
+    model.eval()
+    device = next(model.parameters()).device
+    logits = torch.cat([model(*as_tensors(b, device)[:2]).cpu() for b in batches]).numpy()  # (N, C)
+    model.train()
+    labels = np.concatenate([b.labels for b in batches])  # (N,)
+    log_probs = torch.log_softmax(torch.from_numpy(logits), dim=-1).numpy()
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    return loss, spec.accuracy(labels, logits.argmax(axis=1)), np.exp(log_probs)
+
+
+def train(
+    cfg: spec.Config,
+    data: spec.Data,
+    *,
+    weights: dict | None = None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    stop_at: int | None = None,
+    log=None,
+    should_stop=None,
+    show_progress: bool = False,
+    compile: bool = False,
+):
+    """Train for cfg.steps (or until `stop_at`); returns (model, History).
+
+    checkpoint_dir: save every cfg.checkpoint_every steps, at `stop_at`, and where a stop is asked.
+    resume: continue from the newest intact checkpoint in checkpoint_dir.
+    log: called as log(step, **metrics) for train loss, validation loss and accuracy.
+    should_stop: () -> bool, asked after every step: if True, checkpoint this step and return.
+    A non-finite loss raises Diverged (the last good checkpoint stays).
+    compile: run the model through torch.compile (the optimizer stays eager).
+    """
+    model = build_model(cfg, data, weights)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    # Dropout draws from torch's global RNG: seeded by build_model, restored from a checkpoint.
+    start = (
+        checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
+    )
+    step_model = torch.compile(model) if compile else model
+    val = spec.eval_batches(data, cfg, "validation")
+    history = spec.History()
+    end = cfg.steps if stop_at is None else stop_at
+    label = f"{'torch.compile' if compile else 'torch'} {cfg.variant}"
+    with progress(label, total=end - start, enabled=show_progress) as advance:
+        for step in range(start + 1, end + 1):
+            batch = spec.train_batch(data, cfg, step)  # ids (B, T), lengths (B,), labels (B,)
+            t0 = time.perf_counter()
+            loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(batch)))
+            if not math.isfinite(loss):
+                raise Diverged(step, spec.non_finite_what(get_weights(model)))
+            history.add_train(step, loss, time.perf_counter() - t0, log)
+            stopping = should_stop is not None and should_stop()
+            if spec.is_eval_step(cfg, step):
+                history.add_eval(step, *evaluate(model, val)[:2], log)
+            save = stopping or spec.is_checkpoint_step(cfg, step, stop_at)
+            if checkpoint_dir is not None and save:
+                checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
+            advance(loss)
+            if stopping:
+                break
+    return model, history
+
+
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
+    """`week1 run cnn_classifier --framework torch [--compile]`: train, then the test-split
+    table, confusion matrix, curves and misclassified examples."""
+    data = spec.load_data(cfg)
+    model, history = train(
+        cfg,
+        data,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        log=run.log,
+        should_stop=run.should_stop,
+        show_progress=True,
+        compile=compile,
+    )
+    if run.should_stop():
+        return history.summary()
+    _, _, probs = evaluate(model, spec.eval_batches(data, cfg, "test"))
+    return spec.report_run(cfg, data, history, probs, run, "torch")
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench cnn_classifier`: one train step (forward, backward, AdamW) on training
+    batch 1, eager and compiled."""
+    data = spec.load_data(cfg)
+    batch = as_tensors(spec.train_batch(data, cfg, 1))
+    timings = {}
+    for name, compile in (("torch eager", False), ("torch.compile", True)):
+        model = build_model(cfg, data)
+        optimizer, scheduler = make_optimizer(model, cfg)
+        step_model = torch.compile(model) if compile else model
+        timings[name] = time_calls(
+            lambda: train_step(step_model, optimizer, scheduler, *batch), devices.sync
+        )
+    return timings
