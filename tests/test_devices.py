@@ -1,0 +1,127 @@
+"""Every torch lab puts its model, batches and optimizer state on `devices.default_device()`.
+
+On a CPU machine the CPU is also the default device, so nothing would show a lab that builds a
+tensor on the CPU behind the device module's back. Here the default device is patched to torch's
+`meta` device (tensors with shapes and no data), and a TorchDispatchMode watches every operation:
+an operation that mixes a meta tensor with a non-scalar CPU tensor is a placement bug (torch's
+meta kernels do not always refuse it: a meta embedding happily takes CPU indices). Reads of values
+(`float(loss)`, `.cpu()`) get ones, so each lab's run and bench go through to the end; the numbers
+are meaningless, the placement is what is checked. At the end every parameter is on `meta`.
+"""
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from week1 import catalog
+from week1.runs import Run
+from week1_torch.lib import devices, precision
+
+META = torch.device("meta")
+
+# What each lab's run and bench do is shrunk to seconds with the settings its Config has of these.
+SMALL = dict(
+    steps=3, batch_size=8, n_hidden=16, warmup_steps=1, eval_every=2, eval_batches=2,
+    checkpoint_every=0, sample_chars=4, profile_steps=2, micro_batches=2, iters=2, warmup=1,
+    sizes="64", bandwidth_mib=1,
+)  # fmt: skip
+PER_LAB = {"tokenizers_compare": dict(vocab_size=4000, chars_per_kind=30_000)}
+# Labs whose torch side cannot run on a data-less device, and why.
+NOT_ON_META = {
+    "bpe": "the trainer's merge loop reads the pair counts it computes (data-dependent control)",
+    "data_parallel": "torchrun starts real processes; their device is the rank's default device",
+    "fsdp": "torchrun starts real processes; their device is the rank's default device",
+}
+
+
+class PlacementWatch(TorchDispatchMode):
+    """Records every operation that mixes meta and CPU tensors; answers value reads with ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.mixed = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        kinds = {t.device.type for t in tensors if t.dim() > 0}  # 0-d CPU scalars may mix
+        if "meta" in kinds and "cpu" in kinds:
+            self.mixed.append(str(func))
+        source = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if source is not None and source.device.type == "meta":
+            if func.__name__.split(".")[0] in ("_local_scalar_dense", "is_nonzero", "item"):
+                return True if source.dtype == torch.bool else 1
+            wanted = kwargs.get("device") or next(
+                (a for a in args[1:] if isinstance(a, torch.device)), None
+            )
+            if func.__name__.startswith(("_to_copy", "to.")) and wanted == torch.device("cpu"):
+                dtype = kwargs.get("dtype") or next(
+                    (a for a in args[1:] if isinstance(a, torch.dtype)), source.dtype
+                )
+                return torch.ones(source.shape, dtype=dtype)
+        return func(*args, **kwargs)
+
+
+def small_config(lab_id: str):
+    cls = catalog.spec(lab_id).Config
+    names = {f.name for f in dataclasses.fields(cls)}
+    small = {k: v for k, v in SMALL.items() if k in names}
+    return cls(**{**small, **PER_LAB.get(lab_id, {})})
+
+
+# Labs whose run spends most of a minute outside torch (training tokenizers, loading BERT three
+# ways): checked with the slow cases (scripts/gpu_check.sh, `pytest -m slow`), not in CI.
+SLOW = {"tokenizers_compare", "pretrained_embeddings"}
+LABS = [
+    pytest.param(lab.id, marks=[pytest.mark.slow] if lab.id in SLOW else [])
+    for lab in catalog.LABS
+    if lab.implemented and lab.id not in NOT_ON_META
+]
+
+
+@pytest.fixture
+def on_meta(monkeypatch):
+    monkeypatch.setattr(devices, "default_device", lambda: META)
+    # meta has no compiler, no autocast and no .item(): the first two become no-ops, the last
+    # answers 1 (numerics are not what this test checks).
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)
+    monkeypatch.setattr(precision, "autocast", lambda *args, **kwargs: contextlib.nullcontext())
+    monkeypatch.setattr(
+        precision, "grad_scaler", lambda *args, **kwargs: torch.amp.GradScaler("cpu", enabled=False)
+    )
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: 1 if t.device.type == "meta" else item(t))
+    with PlacementWatch() as watch:
+        yield watch
+
+
+@pytest.mark.parametrize("lab_id", LABS)
+def test_torch_lab_places_everything_on_the_default_device(lab_id, on_meta, tmp_path):
+    lab = catalog.framework_module(lab_id, "torch")
+    cfg = small_config(lab_id)
+    with Run(lab_id, "torch", cfg, root=tmp_path, tensorboard=False) as run:
+        lab.run(cfg, run)
+    if hasattr(lab, "bench"):
+        lab.bench(cfg)
+    assert on_meta.mixed == [], f"{lab_id}: CPU tensors met device tensors in {on_meta.mixed[:5]}"
+
+
+def test_the_watch_catches_a_batch_left_on_the_cpu(on_meta):
+    """The check can fail: a model on the device fed a CPU batch is caught."""
+    model = devices.place(torch.nn.Embedding(10, 4))
+    model(torch.zeros(2, 3, dtype=torch.long))
+    assert on_meta.mixed == ["aten.embedding.default"]
+
+
+def test_the_training_loop_model_and_optimizer_state_end_on_the_device(on_meta):
+    from labs import training_loop as spec
+    from week1_torch import training_loop as lab
+
+    cfg = small_config("training_loop")
+    model, _ = lab.train(cfg, spec.load_data(cfg))
+    assert {p.device for p in model.parameters()} == {META}
+    assert on_meta.mixed == []
