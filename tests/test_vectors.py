@@ -60,12 +60,12 @@ def test_word_pairs_equal_gensim(pretrained, name):
 
 
 def test_analogies_equal_gensim(pretrained):
-    # The first 3,000 words (case variants among them) keep gensim's per-question loop short.
-    small = vectors.WordVectors(pretrained.words[:3000], pretrained.vectors[:3000])
+    # The first 1,500 words (case variants among them) keep gensim's per-question loop short.
+    small = vectors.WordVectors(pretrained.words[:1500], pretrained.vectors[:1500])
     path = vectors.eval_path(vectors.ANALOGIES)
     ours = vectors.evaluate_word_analogies(small, path)
     score, sections = as_gensim(small).evaluate_word_analogies(str(path))
-    assert ours.total > 300
+    assert ours.total > 300 and 0 < ours.correct < ours.total
     assert ours.accuracy == score
     for section in sections[:-1]:
         correct, total = (
