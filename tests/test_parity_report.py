@@ -40,6 +40,8 @@ def test_headroom_at_the_edges():
     assert measure(np.array([1, 2]), np.array([1, 2]), EXACT).headroom == 0.0
     assert measure(np.array([1, 2]), np.array([1, 3]), EXACT).headroom == np.inf
     assert measure(np.array([2.0]), np.array([4.0]), EXACT).max_rel == 0.5  # not max_abs
+    inf = np.array([np.inf, 1.0])
+    assert measure(inf, inf, EXACT).headroom == 0.0  # equal infinities are equal
 
 
 def test_records_carry_lab_test_and_the_tiers_limits(tmp_path, monkeypatch):
@@ -167,7 +169,8 @@ def test_not_a_parity_document_is_one_line(tmp_path, capsys):
 def test_end_to_end_on_a_small_subset(tmp_path):
     """The real command over one parity test file: records, devices, the document."""
     out = tmp_path / "parity.json"
-    assert main(["parity", "lr_schedules", "--json", str(out), "--", "-k", "optax_builtins"]) == 0
+    # Options before LAB when pytest arguments follow `--` (argparse places positionals once).
+    assert main(["parity", "--json", str(out), "lr_schedules", "--", "-k", "optax_builtins"]) == 0
     doc = json.loads(out.read_text())
     assert doc["device"] == "CPU" and doc["devices"]["torch"] == "cpu"
     assert doc["comparisons"] and all(c["lab"] == "lr_schedules" for c in doc["comparisons"])

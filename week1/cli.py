@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "parity", help="run the parity tests; per lab and check: differences and headroom"
     )
     p.add_argument("lab", nargs="?", default=None)
-    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    p.add_argument("pytest_args", nargs="*", help="pytest arguments, after -- (options before LAB)")
     p.add_argument("--detail", nargs="?", const="all", metavar="LAB", help="per-tensor rows")
     p.add_argument("--json", metavar="PATH", help="write every comparison, machine and versions")
     p.add_argument("--markdown", metavar="PATH", help="write a report (and a headroom PNG beside)")

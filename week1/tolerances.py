@@ -62,17 +62,20 @@ def measure(a, b, tier: Tier, check: str = "", tensor: str = "") -> Diff:
         return Diff(check, tensor, tier.name, gap, gap, ok, gap, tier.rtol, tier.atol)
     a64 = a.astype(np.float64)
     b64 = b.astype(np.float64)
-    diff = np.abs(a64 - b64)
-    max_abs = float(diff.max(initial=0.0))
-    max_rel = float((diff / np.maximum(np.abs(b64), np.finfo(np.float64).tiny)).max(initial=0.0))
-    allowed = tier.atol + tier.rtol * np.abs(b64)
-    # diff / allowed, with 0/0 = 0 (equal where nothing is allowed) and NaN = inf (never ok).
-    ratio = np.divide(diff, allowed, out=np.where(diff > 0, np.inf, 0.0), where=allowed > 0)
-    headroom = float(np.where(np.isnan(diff), np.inf, ratio).max(initial=0.0))
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, handled below
+        diff = np.abs(a64 - b64)
     if tier is EXACT:
         ok = bool(np.array_equal(a, b))
+        diff = np.where(a == b, 0.0, diff)  # equal infinities differ by 0, not inf - inf = NaN
+        headroom = 0.0 if ok else float("inf")  # nothing allowed: any difference is too far
     else:
+        allowed = tier.atol + tier.rtol * np.abs(b64)
         ok = bool(np.all(diff <= allowed))
+        # diff / allowed, with 0/0 = 0 (equal where nothing is allowed) and NaN = inf (never ok).
+        ratio = np.divide(diff, allowed, out=np.where(diff > 0, np.inf, 0.0), where=allowed > 0)
+        headroom = float(np.where(np.isnan(diff), np.inf, ratio).max(initial=0.0))
+    max_abs = float(diff.max(initial=0.0))
+    max_rel = float((diff / np.maximum(np.abs(b64), np.finfo(np.float64).tiny)).max(initial=0.0))
     return Diff(check, tensor, tier.name, max_abs, max_rel, ok, headroom, tier.rtol, tier.atol)
 
 

@@ -17,7 +17,9 @@ above 1 fails). Labs and rows are sorted by headroom, the closest to failing fir
 and coloured. `--detail [LAB]` prints the per-tensor rows; `--json PATH` writes the
 document below; `--markdown PATH` writes a report for docs/ with its provenance and
 a PNG of headroom per lab and tier beside it (PATH's stem + "_headroom.png");
-`--from PATH` reports a saved document instead of running the tests.
+`--from PATH` reports a saved document instead of running the tests. Arguments for
+pytest go last, after `--`, with the options before LAB (argparse fills positionals
+once): `week1 parity --json out.json adamw -- -k optax`.
 
 The JSON document (FORMAT below; read back by --from and --gpu):
     {"format": "week1-parity/1", "command": "week1 parity ...", "date": ISO 8601 UTC,
@@ -321,19 +323,22 @@ def merge(cpu: list[Family], gpu: list[Family]) -> list[Row]:
 
 
 def fmt(x: float | None) -> str:
-    """A difference in 2 significant digits and at most 7 characters: 0, 0.33, 9.8e-4, inf."""
+    """A difference in at most 6 characters: 0, 0.33, 9.8e-4, 6e-15, inf."""
     if x is None or math.isnan(x):
         return "?"
     if x == 0 or math.isinf(x):
         return "0" if x == 0 else "inf"
-    if 1e-3 <= x < 1e4:
+    if 10 <= x < 1e4:
+        return f"{x:.0f}"
+    if 1e-3 <= x < 10:
         return f"{x:.2g}"
     mantissa, exponent = f"{x:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+    text = f"{mantissa}e{int(exponent)}"
+    return text if len(text) <= 6 else f"{float(mantissa):.0f}e{int(exponent)}"
 
 
 def fmt_headroom(h: float | None) -> str:
-    if h is not None and 0.01 <= h < 100:
+    if h is not None and 0.01 <= h < 10:
         return f"{h:.2f}"
     return fmt(h)
 
@@ -359,7 +364,7 @@ def summary_table(rows: list[Row], gpu: dict | None):
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
     t.add_column("lab / compared", min_width=12)  # the one column that gives way: "..."
     t.add_column("tier", no_wrap=True)
     for name in ("n", "max\nabs", "max\nrel", "head-\nroom"):
@@ -393,10 +398,8 @@ def summary_lines(doc: dict, rows: list[Row], gpu: dict | None) -> list[str]:
     failed = sum(not c["ok"] for c in comparisons)
     labs = sorted({lab_of(c) for c in comparisons})
     scope = labs[0] if len(labs) == 1 else f"{len(labs)} labs"
-    lines = [
-        f"{scope} ({len(comparisons)} comparisons in {len(rows)} rows, on {doc['device']}): "
-        + (f"{failed} outside their tier" if failed else "all within their tier")
-    ]
+    verdict = f"{failed} outside their tier" if failed else "all within their tier"
+    lines = [f"{scope} ({len(comparisons)} comparisons): {verdict}; on {doc['device']}"]
     if rows:
         top = rows[0].any
         lines.append(
@@ -426,7 +429,7 @@ def print_detail(doc: dict, lab: str | None, console=None) -> None:
     from rich.text import Text
 
     console = console or report.console
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
     t.add_column("lab / check", min_width=12)  # these two give way: their cells end in "..."
     t.add_column("tensor", min_width=8)
     t.add_column("tier", no_wrap=True)
