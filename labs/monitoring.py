@@ -43,6 +43,7 @@ import math
 
 from labs import training_loop
 from week1.config import require
+from week1.runs import Diverged
 
 LAYERS = ("wte", "fc1", "ln", "head")  # the CharMLP's layers, in forward order
 
@@ -85,8 +86,9 @@ def forward_order(names) -> list[str]:
     return sorted(names, key=lambda name: LAYERS.index(layer_of(name)))
 
 
-class TrainingStopped(RuntimeError):
-    """The run stopped itself: a non-finite tensor or a loss spike at `step`."""
+class TrainingStopped(Diverged):
+    """The run stopped itself: a non-finite tensor or a loss spike at `step`. A Diverged: the run
+    ends with status "diverged" and exit status 3, this message in its summary."""
 
     def __init__(self, step: int, reason: str, last_checkpoint: int | None):
         kept = (
@@ -94,8 +96,9 @@ class TrainingStopped(RuntimeError):
             if last_checkpoint
             else "no checkpoint yet"
         )
-        super().__init__(f"step {step}: {reason}; stopped before the update ({kept})")
-        self.step, self.reason, self.last_checkpoint = step, reason, last_checkpoint
+        RuntimeError.__init__(self, f"step {step}: {reason}; stopped before the update ({kept})")
+        self.step, self.what, self.reason = step, reason, reason
+        self.last_checkpoint = last_checkpoint
 
 
 class SpikeDetector:

@@ -14,7 +14,7 @@ import torch
 from labs import monitoring as spec
 from labs import training_loop
 from week1 import convert
-from week1.runs import Run
+from week1.runs import Run, exit_code
 from week1.tolerances import EXACT, F32, assert_close, assert_tree_close
 from week1_jax import monitoring as jmon
 from week1_jax import training_loop as jtl
@@ -117,14 +117,17 @@ def test_injected_nan_stops_run_and_keeps_last_good_checkpoint(framework, data, 
         "torch": (tmon, torch_checkpoint_weights, tmodels.get_weights, "fc1.weight"),
     }[framework]
     cfg = dataclasses.replace(CFG, nan_step=5, nan_layer="fc1")
-    with Run("monitoring", framework, cfg, root=tmp_path, tensorboard=False) as run:
-        summary = lab.run(cfg, run)
-        run.close(summary=summary)
-    assert summary["stopped_at_step"] == 5 and summary["last_good_checkpoint"] == 4
-    assert summary["stopped"].startswith(f"step 5: non-finite gradient {tensor};"), summary[
-        "stopped"
-    ]
-    assert json.loads((run.final / "summary.json").read_text())["stopped"] == summary["stopped"]
+    with (
+        pytest.raises(spec.TrainingStopped) as stop,
+        Run("monitoring", framework, cfg, root=tmp_path, tensorboard=False) as run,
+    ):
+        lab.run(cfg, run)
+    assert stop.value.step == 5 and stop.value.last_checkpoint == 4
+    message = f"step 5: non-finite gradient {tensor}; stopped before the update"
+    assert str(stop.value).startswith(message), str(stop.value)
+    summary = json.loads((run.final / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["error"] == str(stop.value)
+    assert exit_code(summary["status"]) == 3
     logged = [
         row["step"]
         for row in map(json.loads, (run.final / "metrics.jsonl").read_text().splitlines())

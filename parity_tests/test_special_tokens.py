@@ -83,7 +83,7 @@ def losses_and_grads(batch):
         {k: jnp.asarray(v) for k, v in params.items()}, jax_lab.as_arrays(batch)
     )
     tl, tg = torch_lab.loss_and_grads(
-        {k: torch.from_numpy(v) for k, v in params.items()}, torch_lab.as_arrays(batch)
+        {k: torch.from_numpy(v) for k, v in params.items()}, torch_lab.as_tensors(batch)
     )
     return (np.asarray(jl), {k: np.asarray(v) for k, v in jg.items()}), (
         tl.numpy(),
@@ -122,7 +122,7 @@ def test_padding_contributes_nothing():
         params = {
             k: torch.from_numpy(v) for k, v in spec.init_params(CFG, len(tok().vocab)).items()
         }
-        rows.append(torch_lab.loss_and_grads(params, torch_lab.as_arrays(one))[0].numpy())
+        rows.append(torch_lab.loss_and_grads(params, torch_lab.as_tensors(one))[0].numpy())
         weights.append(n - 1)  # n tokens give n - 1 next-token targets
     assert_close(
         "special_tokens row-weighted", "torch loss", tl, np.average(rows, weights=weights), F32

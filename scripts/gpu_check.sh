@@ -26,7 +26,7 @@ $py -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) for p i
         --ignore=parity_tests/test_special_tokens.py)
 }
 # Parity on the GPU: every test, the gpu- and slow-marked cases included.
-$py -m pytest -q -m "slow or not slow" parity_tests "${skip[@]}" 2>&1 | tee "$out/parity.txt" || status=1
+$py -m pytest -q -m "slow or not slow" parity_tests tests/test_devices.py "${skip[@]}" 2>&1 | tee "$out/parity.txt" || status=1
 # The main job on the GPU, then the benchmark of the labs that run from prepared arrays.
 $py -m week1 compare training_loop --runs-dir "$out/runs" 2>&1 | tee "$out/compare_training_loop.txt" || status=1
 $py -m week1 bench training_loop adamw grad_accumulation mixed_precision gpu_basics 2>&1 \

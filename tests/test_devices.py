@@ -84,7 +84,20 @@ LABS = [
 
 
 @pytest.fixture
-def on_meta(monkeypatch):
+def placed(monkeypatch):
+    """Every module a lab hands to devices.place (checked after the run: all parameters there)."""
+    modules, place = [], devices.place
+
+    def recording_place(module, device=None):
+        modules.append(module)
+        return place(module, device)
+
+    monkeypatch.setattr(devices, "place", recording_place)
+    return modules
+
+
+@pytest.fixture
+def on_meta(monkeypatch, placed):
     monkeypatch.setattr(devices, "default_device", lambda: META)
     # meta has no compiler, no autocast and no .item(): the first two become no-ops, the last
     # answers 1 (numerics are not what this test checks).
@@ -99,15 +112,30 @@ def on_meta(monkeypatch):
         yield watch
 
 
-@pytest.mark.parametrize("lab_id", LABS)
-def test_torch_lab_places_everything_on_the_default_device(lab_id, on_meta, tmp_path):
+def run_and_bench(lab_id: str, root) -> None:
     lab = catalog.framework_module(lab_id, "torch")
     cfg = small_config(lab_id)
-    with Run(lab_id, "torch", cfg, root=tmp_path, tensorboard=False) as run:
+    with Run(lab_id, "torch", cfg, root=root, tensorboard=False) as run:
         lab.run(cfg, run)
     if hasattr(lab, "bench"):
         lab.bench(cfg)
+
+
+@pytest.mark.parametrize("lab_id", LABS)
+def test_torch_lab_places_everything_on_the_default_device(lab_id, on_meta, placed, tmp_path):
+    run_and_bench(lab_id, tmp_path)
     assert on_meta.mixed == [], f"{lab_id}: CPU tensors met device tensors in {on_meta.mixed[:5]}"
+    assert {p.device for m in placed for p in m.parameters()} <= {META}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("lab_id", [lab.id for lab in catalog.LABS if lab.implemented])
+def test_on_a_gpu_no_torch_lab_keeps_parameters_on_the_cpu(lab_id, placed, tmp_path):
+    """scripts/gpu_check.sh runs this: the real device, real numbers, every lab."""
+    run_and_bench(lab_id, tmp_path)
+    assert placed or lab_id in ("bpe", "tokenizers_compare", "special_tokens", "gpu_basics")
+    assert {p.device.type for m in placed for p in m.parameters()} <= {"cuda"}
 
 
 def test_the_watch_catches_a_batch_left_on_the_cpu(on_meta):

@@ -1,6 +1,8 @@
-"""The walls of DESIGN.md: week1_jax never imports torch, week1_torch never imports jax or
-flax, and the spine imports neither. Each module is imported in a fresh interpreter in
-which the forbidden packages cannot be imported at all."""
+"""The walls of docs/design.md: week1_jax never imports torch, week1_torch never imports jax or
+flax, and the framework-free core (week1/, labs/) imports neither. Each module, subpackages
+included, is imported in a fresh interpreter in which the forbidden packages cannot be imported
+at all. And importing a module changes no environment variable (XLA_FLAGS above all: XLA reads
+it once, so a module that set it on import would silently do nothing or change other labs)."""
 
 import pathlib
 import subprocess
@@ -12,9 +14,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def modules(package):
-    return sorted(
-        f"{package}.{p.stem}" for p in (ROOT / package).glob("*.py") if p.stem != "__main__"
-    )
+    """Every module of `package`, subpackages included (week1/commands, week1_jax/lib, ...)."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__main__":
+            continue
+        found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return found
 
 
 BLOCK = """
@@ -34,6 +41,7 @@ CASES = [
     ("week1_jax", {"torch"}),
     ("week1_torch", {"jax", "flax", "optax", "orbax", "chex"}),
     ("labs", {"jax", "flax", "optax", "orbax", "chex", "torch"}),
+    ("week1", {"jax", "flax", "optax", "orbax", "chex", "torch"}),
 ]
 
 
@@ -44,3 +52,23 @@ def test_package_imports_without_the_other_framework(package, blocked):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_no_module_changes_the_environment_when_imported():
+    mods = [m for package, _ in CASES for m in modules(package)]
+    code = (
+        "import os, importlib, json\n"
+        # The frameworks may set their own variables (jax: TPU_SKIP_MDS_QUERY): not ours to judge.
+        "import jax, flax.nnx, optax, orbax.checkpoint, chex, torch, transformers, datasets\n"
+        "before = dict(os.environ)\n"
+        f"for m in {mods!r}: importlib.import_module(m)\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "print(json.dumps(changed))\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"  # the CLI's own default; set here so it is not a change
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:]

@@ -24,8 +24,9 @@ CHAR_MLP = (
     ("head.bias", "head.bias", SAME),
 )
 
-_TO_FLAX = {SAME: lambda a: a, TRANSPOSE: lambda a: a.T, CONV1D: lambda a: a.transpose(2, 1, 0)}
-_TO_TORCH = {SAME: lambda a: a, TRANSPOSE: lambda a: a.T, CONV1D: lambda a: a.transpose(2, 1, 0)}
+# Each transform is its own inverse (reversing the axes twice restores them): one table serves
+# both directions.
+_TRANSFORM = {SAME: lambda a: a, TRANSPOSE: lambda a: a.T, CONV1D: lambda a: a.transpose(2, 1, 0)}
 
 
 def _check(names, table, column: int) -> None:
@@ -40,7 +41,7 @@ def _check(names, table, column: int) -> None:
 def torch_to_flax(weights: dict[str, np.ndarray], table) -> dict[str, np.ndarray]:
     _check(weights, table, 0)
     return {
-        flax: np.ascontiguousarray(_TO_FLAX[how](np.asarray(weights[torch])))
+        flax: np.ascontiguousarray(_TRANSFORM[how](np.asarray(weights[torch])))
         for torch, flax, how in table
     }
 
@@ -48,6 +49,6 @@ def torch_to_flax(weights: dict[str, np.ndarray], table) -> dict[str, np.ndarray
 def flax_to_torch(weights: dict[str, np.ndarray], table) -> dict[str, np.ndarray]:
     _check(weights, table, 1)
     return {
-        torch: np.ascontiguousarray(_TO_TORCH[how](np.asarray(weights[flax])))
+        torch: np.ascontiguousarray(_TRANSFORM[how](np.asarray(weights[flax])))
         for torch, flax, how in table
     }

@@ -19,12 +19,14 @@ import jax
 import jax.numpy as jnp
 
 from labs import bpe as spec
-from week1.config import UsageError
 from week1.timing import time_calls
 from week1.tokenization import hf
 from week1.tokenization.bytelevel import word_table
 from week1.tokenization.model import BPE
 from week1.tokenization.train import add_token
+
+# No counterpart in the other framework (the jitted kernels; torch keeps them as methods of Pairs).
+FRAMEWORK_ONLY = ("keys_at", "add_pairs", "count_pairs", "recount", "best", "merge")
 
 NONE = jnp.iinfo(jnp.int32).max  # key of "no pair": larger than every real key
 SLOTS = 1 << 16  # pair slots; when they run out, all pairs are recounted
@@ -167,7 +169,7 @@ def train(texts, vocab_size: int, min_frequency: int = 0, special_tokens=()) -> 
     """Byte-level BPE with jnp pair counts; the same merges as week1.tokenization.train."""
     specials, vocab, words, counts = word_table(texts, vocab_size, min_frequency, special_tokens)
     if vocab_size * vocab_size > int(NONE):
-        raise UsageError(
+        raise ValueError(
             f"vocab_size={vocab_size}: the JAX trainer's int32 pair keys allow at most 46340"
         )
     id_to_token = list(vocab)

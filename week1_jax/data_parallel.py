@@ -24,6 +24,9 @@ from week1.parallel import check_batch_split, loop_config
 from week1_jax import training_loop as loop
 from week1_jax.lib import parallel
 
+# No counterpart in the other framework (JAX's three ways; torch has one (DDP)).
+FRAMEWORK_ONLY = ("pmap_strategy", "jit_strategy", "shard_map_strategy")
+
 
 def pmap_strategy(graphdef, tx, devices: list) -> parallel.Strategy:
     """jax.pmap: per-device code; state stacked on a leading device axis, batch as (N, B/N, ...)."""

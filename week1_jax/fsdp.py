@@ -20,6 +20,9 @@ from week1.parallel import check_batch_split, loop_config
 from week1_jax import training_loop as loop
 from week1_jax.lib import parallel
 
+# No counterpart in the other framework (meshes and shardings: how JAX expresses FSDP).
+FRAMEWORK_ONLY = ("make_mesh", "param_spec", "fsdp_shardings", "fsdp_strategy", "memory_bytes")
+
 
 def make_mesh(devices: list, data_axis: int = 1) -> jax.sharding.Mesh:
     """A (data, fsdp) mesh; data_axis=1 is plain FSDP over every device."""

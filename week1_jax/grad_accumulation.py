@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 
 import jax
@@ -21,10 +22,14 @@ from flax import nnx
 from labs import grad_accumulation as spec
 from labs import training_loop
 from week1 import profiler
+from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_jax.lib import devices, steps
 from week1_jax.lib.losses import masked_cross_entropy
 from week1_jax.training_loop import build_model, evaluate, make_optimizer
+
+# No counterpart in the other framework (optax.MultiSteps, a second JAX way to accumulate).
+FRAMEWORK_ONLY = ("make_multisteps_optimizer", "make_multisteps_update")
 
 
 def micro_loss(model, x, y, n_norm):
@@ -67,7 +72,7 @@ def accumulate_grads(model, xs, ys, norms):
     return loss, grads
 
 
-def make_scan_update(graphdef):
+def make_train_step(graphdef):
     """A jitted update on the split (model, optimizer) state: state, xs, ys, norms -> state, loss.
 
     k micro-batches through the scan above, then AdamW once (a jit of a pure
@@ -131,7 +136,7 @@ def as_arrays(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
 
 
 METHODS = {
-    "scan": (make_optimizer, make_scan_update),
+    "scan": (make_optimizer, make_train_step),
     "multisteps": (make_multisteps_optimizer, make_multisteps_update),
 }
 
@@ -159,6 +164,8 @@ def train(
         t0 = time.perf_counter()
         state, loss = update(state, *as_arrays(xs, ys, norms))
         loss = float(loss)
+        if not math.isfinite(loss):
+            raise Diverged(step, "loss")
         history.add_train(
             step, loss, time.perf_counter() - t0
         )  # the first step's time includes compilation

@@ -8,6 +8,7 @@ policy to the model from outside and holds the loss scaler.
 
 from __future__ import annotations
 
+import math
 import time
 
 import jax
@@ -19,6 +20,7 @@ from flax import nnx
 from labs import mixed_precision as spec
 from labs import training_loop
 from week1 import report
+from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_jax import training_loop as base
 from week1_jax.lib import devices, precision, steps
@@ -151,6 +153,8 @@ def train(
             scaling["scale"].append(float(scale_state.scale))
             if not finite:
                 scaling["skipped"].append(step)
+        if not math.isfinite(loss):
+            raise Diverged(step, "loss")
         history.add_train(
             step, loss, time.perf_counter() - t0
         )  # the first step's time includes compilation

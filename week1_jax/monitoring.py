@@ -96,18 +96,25 @@ def train(
     *,
     weights: dict | None = None,
     checkpoint_dir=None,
+    resume: bool = False,
     stop_at: int | None = None,
     log=None,
+    should_stop=None,
 ):
-    """Train with every step watched; returns (model, History) or raises spec.TrainingStopped."""
+    """Train with every step watched; returns (model, History) or raises spec.TrainingStopped.
+
+    resume, should_stop: as in the training_loop lab (continue from the newest intact
+    checkpoint; checkpoint and return when a stop is asked). The spike detector's running mean
+    starts afresh on a resume."""
     model = build_model(cfg, data.vocab_size, weights)
     optimizer = make_optimizer(model, cfg)
     mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
+    first = checkpoint.restore_train_state(mngr, model, optimizer) + 1 if resume else 1
     spikes = spec.SpikeDetector(cfg.spike_factor, cfg.spike_warmup)
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
-    last_checkpoint = None
-    for step in range(1, (stop_at or cfg.steps) + 1):
+    last_checkpoint = first - 1 or None
+    for step in range(first, (stop_at or cfg.steps) + 1):
         start = time.perf_counter()
         loss, grads = grad_step(model, *as_arrays(*training_loop.train_batch(data, cfg, step)))
         if step == cfg.nan_step:
@@ -133,22 +140,26 @@ def train(
             )
         if training_loop.is_eval_step(cfg, step):
             history.add_val(step, evaluate(model, val), log)
-        if mngr is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+        stopping = should_stop is not None and should_stop()
+        due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+        if mngr is not None and (due or stopping):
             checkpoint.save_train_state(mngr, step, model, optimizer)
             last_checkpoint = step
+        if stopping:
+            break
     return model, history
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run monitoring --framework jax`: train watched; a NaN or spike ends it with the
-    reason."""
+    """`week1 run monitoring --framework jax`: train watched; a NaN or a spike ends the run as
+    diverged (exit status 3) with the reason and the last good checkpoint."""
     data = training_loop.load_data(cfg)
-    try:
-        _, history = train(cfg, data, checkpoint_dir=run.path("checkpoints"), log=run.log)
-    except spec.TrainingStopped as stop:
-        return {
-            "stopped_at_step": stop.step,
-            "last_good_checkpoint": stop.last_checkpoint or 0,
-            "stopped": str(stop),
-        }
+    _, history = train(
+        cfg,
+        data,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        log=run.log,
+        should_stop=run.should_stop,
+    )
     return history.summary()

@@ -46,7 +46,8 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run special_tokens --framework jax`: build the batch, report both losses."""
     tok = spec.tokenizer(cfg)
     batch = spec.lm_batch(tok, cfg)
-    params = {k: jnp.asarray(v) for k, v in spec.init_params(cfg, len(tok.vocab)).items()}
+    init = spec.init_params(cfg, len(tok.vocab))
+    params = dict(zip(init, devices.to_device(*init.values()), strict=True))
     loss, _ = loss_and_grads(params, as_arrays(batch))
     return spec.summarize(
         float(loss), float(loss_counting_padding(params, as_arrays(batch))), batch, tok

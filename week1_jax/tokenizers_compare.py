@@ -20,7 +20,7 @@ from week1_jax.lib import devices
 
 
 @functools.partial(jax.jit, static_argnames="width")
-def pad_rows(flat, starts, lengths, pad_id, width: int):
+def _pad_rows(flat, starts, lengths, pad_id, width: int):
     """Row r = flat[starts[r] : starts[r] + lengths[r]], right-padded to `width`: one gather."""
     col = jnp.arange(width)  # (T,)
     return jnp.where(col < lengths[:, None], flat[starts[:, None] + col], pad_id).astype(jnp.int32)
@@ -38,7 +38,7 @@ def pipeline(
         [np.asarray(r, np.int32) for r in rows] + [np.zeros(0, np.int32)]
     )
     starts = np.cumsum(lengths) - lengths
-    padded = pad_rows(
+    padded = _pad_rows(
         jnp.asarray(flat), jnp.asarray(starts), jnp.asarray(lengths), tok.pad_id, max_length
     )
     return [

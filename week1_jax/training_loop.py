@@ -69,19 +69,19 @@ def make_train_step(graphdef):
 
 
 @nnx.jit
-def eval_loss(model: CharMLP, x, y):
+def _eval_loss(model: CharMLP, x, y):
     return loss_fn(model, x, y)
 
 
 def evaluate(model: CharMLP, batches) -> float:
     model.eval()  # dropout off
-    loss = float(np.mean([float(eval_loss(model, *as_arrays(x, y))) for x, y in batches]))
+    loss = float(np.mean([float(_eval_loss(model, *as_arrays(x, y))) for x, y in batches]))
     model.train()
     return loss
 
 
 @nnx.jit
-def next_logits(model: CharMLP, context):  # context: (1, T)
+def _next_logits(model: CharMLP, context):  # context: (1, T)
     return model(context)[0]  # (V,)
 
 
@@ -93,7 +93,7 @@ def sample(model: CharMLP, prompt: np.ndarray, n: int, temperature: float, seed:
     ids = list(prompt)
     for _ in range(n):
         key, sub = jax.random.split(key)
-        logits = next_logits(model, jnp.asarray(ids[-len(prompt) :])[None, :])
+        logits = _next_logits(model, jnp.asarray(ids[-len(prompt) :])[None, :])
         ids.append(int(jax.random.categorical(sub, logits / temperature)))
     model.train()
     return np.array(ids[len(prompt) :])

@@ -20,6 +20,9 @@ from week1.parallel import check_batch_split, config_args, loop_config
 from week1_torch import training_loop as loop
 from week1_torch.lib import devices, parallel
 
+# No counterpart in JAX: the DDP wrapper (JAX shards arrays instead of wrapping a model).
+FRAMEWORK_ONLY = ("ddp_model",)
+
 
 def ddp_model(cfg: spec.Config, vocab_size: int, device) -> DistributedDataParallel:
     """The training_loop model (cfg.seed's init) on this rank's device, wrapped so backward

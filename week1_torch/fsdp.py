@@ -24,6 +24,10 @@ from week1.parallel import check_batch_split, config_args, loop_config
 from week1_torch import training_loop as loop
 from week1_torch.lib import devices, parallel
 
+# No counterpart in JAX: fully_shard, and the rank entry point torchrun starts (JAX runs in
+# one process).
+FRAMEWORK_ONLY = ("shard_model", "replicated_memory_bytes", "worker")
+
 
 def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -> torch.nn.Module:
     """fully_shard each large layer (the char MLP's stand-ins for transformer blocks), then the

@@ -18,6 +18,9 @@ from week1.timing import time_calls
 from week1_torch.lib import devices
 from week1_torch.lib.precision import number_formats
 
+# No counterpart in JAX: torch switches TF32 globally, JAX asks per matmul (precision=).
+FRAMEWORK_ONLY = ("tf32_matmuls",)
+
 STORAGE = {
     "fp32": torch.float32,
     "tf32": torch.float32,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from labs import grad_accumulation as spec
 from labs import training_loop
 from week1 import profiler
+from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_torch.lib import devices, steps
 from week1_torch.lib.losses import masked_cross_entropy
@@ -90,6 +92,8 @@ def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = 
         norms = spec.normalisers(ys, cfg.normalise)  # (k,)
         t0 = time.perf_counter()
         loss = float(train_step(model, optimizer, scheduler, *as_tensors(xs, ys, norms)))
+        if not math.isfinite(loss):
+            raise Diverged(step, "loss")
         history.add_train(
             step, loss, time.perf_counter() - t0
         )  # the first step's time includes compilation

@@ -7,6 +7,7 @@ lowers precision per operation.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from labs import mixed_precision as spec
 from labs import training_loop
 from week1 import report
+from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_torch import training_loop as base
 from week1_torch.lib import devices, precision
@@ -130,6 +132,8 @@ def train(
             scaling["scale"].append(scaler.get_scale())
             if not finite:
                 scaling["skipped"].append(step)
+        if not math.isfinite(loss):
+            raise Diverged(step, "loss")
         history.add_train(
             step, loss, time.perf_counter() - t0
         )  # the first step's time includes compilation

@@ -13,7 +13,7 @@ from week1_torch.lib import devices
 from week1_torch.lib.losses import masked_cross_entropy
 
 
-def as_arrays(batch: dict) -> dict:
+def as_tensors(batch: dict) -> dict:
     """The numpy batch (ids, attention_mask, type_ids, labels) as int64 tensors on the default
     device."""
     return dict(zip(batch, devices.to_device(*batch.values(), dtype=torch.long), strict=True))
@@ -52,8 +52,8 @@ def run(cfg: spec.Config, run) -> dict:
     batch = spec.lm_batch(tok, cfg)
     init = spec.init_params(cfg, len(tok.vocab))
     params = dict(zip(init, devices.to_device(*init.values()), strict=True))
-    loss, _ = loss_and_grads(params, as_arrays(batch))
+    loss, _ = loss_and_grads(params, as_tensors(batch))
     with torch.no_grad():
         return spec.summarize(
-            float(loss), float(loss_counting_padding(params, as_arrays(batch))), batch, tok
+            float(loss), float(loss_counting_padding(params, as_tensors(batch))), batch, tok
         )

@@ -89,8 +89,8 @@ def run_parity(
         command += ["--", *pytest_args] if pytest_args else []
         code, doc = run_tests(lab_id, pytest_args, shlex.join(command))
     gpu = load(gpu_path) if gpu_path else _default_gpu()
-    if lab_id and gpu:
-        gpu = {**gpu, "comparisons": [c for c in gpu["comparisons"] if c["lab"] == lab_id]}
+    if lab_id:  # one lab's report (a saved or GPU document holds every lab)
+        doc, gpu = _only(doc, lab_id), gpu and _only(gpu, lab_id)
     rows = merge(families(doc["comparisons"]), families(gpu["comparisons"]) if gpu else [])
     if detail:
         print_detail(doc, None if detail == "all" else detail)
@@ -105,6 +105,10 @@ def run_parity(
         _write(markdown_path, markdown(doc, rows, gpu, png.name))
         report.console.print(f"wrote {markdown_path} and {png}", highlight=False)
     return code
+
+
+def _only(doc: dict, lab: str) -> dict:
+    return {**doc, "comparisons": [c for c in doc["comparisons"] if lab_of(c) == lab]}
 
 
 def _flag(name: str, value: str | None) -> list[str]:
@@ -246,7 +250,7 @@ class Row:
 
     @property
     def worst(self) -> float:
-        return max(f.headroom for f in (self.cpu, self.gpu) if f is not None)
+        return max(_order(f.headroom) for f in (self.cpu, self.gpu) if f is not None)
 
 
 def lab_of(comparison: dict) -> str:
@@ -269,10 +273,10 @@ def families(comparisons: list[dict]) -> list[Family]:
         groups.setdefault((lab, c["tier"], re.sub(r"\d+", "#", c["check"])), []).append(c)
     named = {key: (_common_name(group), group) for key, group in groups.items()}
     equal: dict[str, list[tuple[str, list[dict]]]] = {}
-    for (lab, tier, _), (name, group) in list(named.items()):
+    for (lab, tier, pattern), (name, group) in list(named.items()):
         if tier == "EXACT" and all(c["ok"] for c in group):
             equal.setdefault(lab, []).append((name, group))
-            del named[(lab, tier, _)]
+            del named[(lab, tier, pattern)]
     out = [_family(lab, tier, name, group) for (lab, tier, _), (name, group) in named.items()]
     for lab, parts in equal.items():
         names = ", ".join(sorted(name for name, _ in parts))
@@ -312,10 +316,10 @@ def merge(cpu: list[Family], gpu: list[Family]) -> list[Row]:
         by_key[f.key] = Row(row.cpu if row else None, f)
     lab_worst: dict[str, float] = {}
     for row in by_key.values():
-        lab_worst[row.any.lab] = max(lab_worst.get(row.any.lab, -1.0), _order(row.worst))
+        lab_worst[row.any.lab] = max(lab_worst.get(row.any.lab, -1.0), row.worst)
     return sorted(
         by_key.values(),
-        key=lambda r: (-lab_worst[r.any.lab], r.any.lab, -_order(r.worst), r.any.compared),
+        key=lambda r: (-lab_worst[r.any.lab], r.any.lab, -r.worst, r.any.compared),
     )
 
 
@@ -350,11 +354,11 @@ def style(h: float | None) -> str:
     return "bold red" if h >= 0.5 else "yellow" if h >= 0.1 else "green"
 
 
-def _cut(text: str, style: str = ""):
+def _cut(text: str, emphasis: str = ""):
     """A cell that never wraps: in a column too narrow for it, it ends in an ellipsis."""
     from rich.text import Text
 
-    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+    return Text(text, style=emphasis, no_wrap=True, overflow="ellipsis")
 
 
 def summary_table(rows: list[Row], gpu: dict | None):
@@ -376,7 +380,7 @@ def summary_table(rows: list[Row], gpu: dict | None):
         f = row.any
         if f.lab != lab:
             lab = f.lab
-            t.add_row(_cut(lab, style="bold"))
+            t.add_row(_cut(lab, "bold"))
         cpu = row.cpu
         t.add_row(
             _cut("  " + f.compared),
@@ -441,7 +445,7 @@ def print_detail(doc: dict, lab: str | None, console=None) -> None:
     for name, group in by_lab.items():
         if lab not in (None, name):
             continue
-        t.add_row(_cut(name, style="bold"))
+        t.add_row(_cut(name, "bold"))
         for c in group:
             h = _float(c.get("headroom"))
             t.add_row(

@@ -14,9 +14,21 @@ import pathlib
 from week1.config import UsageError
 
 
-def cache_dir() -> pathlib.Path:
-    path = pathlib.Path(os.environ.get("WEEK1_DATA", pathlib.Path.home() / ".cache" / "week1"))
-    path.mkdir(parents=True, exist_ok=True)
+def cache_dir(path: str | pathlib.Path | None = None) -> pathlib.Path:
+    """`path`, else $WEEK1_DATA, else ~/.cache/week1, as a folder that exists and can be written;
+    a UsageError naming it otherwise."""
+    if path is None:
+        path = os.environ.get("WEEK1_DATA", pathlib.Path.home() / ".cache" / "week1")
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"data directory {str(path)!r} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror
+        raise UsageError(f"data directory {str(path)!r} cannot be created: {why}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"data directory {str(path)!r} is not writable")
     return path
 
 

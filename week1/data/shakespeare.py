@@ -13,9 +13,11 @@ import hashlib
 import json
 import pathlib
 import re
+import sys
 
 import numpy as np
 
+from week1.config import UsageError
 from week1.data import cache_dir, package_dir
 
 PREP_VERSION = 1  # bump when clean() changes
@@ -60,22 +62,52 @@ class CharCorpus:
         return self.ids[:cut], self.ids[cut:]
 
 
+def _ids_sha256(ids: np.ndarray) -> str:
+    return hashlib.sha256(ids.tobytes()).hexdigest()
+
+
+def _load_cache(ids_path: pathlib.Path, meta_path: pathlib.Path) -> tuple[CharCorpus, dict] | None:
+    """The cached corpus and its metadata if both files are there and the ids match their
+    checksum; None when there is no cache; a ValueError saying what is wrong when it is corrupt."""
+    if not (ids_path.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        ids = np.load(ids_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:  # truncated .npy, bad JSON, bad header
+        raise ValueError(f"unreadable ({type(err).__name__})") from None
+    if meta.get("ids_sha256") != _ids_sha256(ids):
+        raise ValueError("ids do not match their checksum")
+    return CharCorpus(ids, meta["chars"]), meta
+
+
 def prepare(out_dir=None) -> CharCorpus:
-    """Character ids of the corpus, from the cache when it matches the source, else rebuilt."""
-    out = cache_dir() if out_dir is None else pathlib.Path(out_dir)
+    """Character ids of the corpus, from the cache when it matches the source, else rebuilt.
+
+    A corrupt cache (truncated, edited, unreadable) is detected by the checksum of its ids,
+    reported in one line and rebuilt. Without the data package (a GPU box), an intact cache
+    carried from elsewhere is used as it is.
+    """
+    out = cache_dir(out_dir)
     ids_path, meta_path = out / "shakespeare_chars.npy", out / "shakespeare_chars.json"
     try:
+        cached = _load_cache(ids_path, meta_path)
+    except ValueError as err:
+        print(
+            f"week1: the Shakespeare cache in {out} is corrupt ({err}): rebuilding it",
+            file=sys.stderr,
+        )
+        cached = None
+    try:
         text = load_text()
-    except Exception:
+    except UsageError:
         # No data package here (a GPU box): trust prepared arrays if they were carried.
-        if ids_path.exists() and meta_path.exists():
-            return CharCorpus(np.load(ids_path), json.loads(meta_path.read_text())["chars"])
+        if cached is not None:
+            return cached[0]
         raise
     checksum = hashlib.sha256(f"{PREP_VERSION}\n{text}".encode()).hexdigest()
-    if ids_path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("sha256") == checksum:
-            return CharCorpus(np.load(ids_path), meta["chars"])
+    if cached is not None and cached[1].get("sha256") == checksum:
+        return cached[0]
     chars = "".join(sorted(set(text)))
     corpus = CharCorpus(np.zeros(0, np.uint8), chars)
     corpus = dataclasses.replace(corpus, ids=corpus.encode(text))
@@ -83,5 +115,13 @@ def prepare(out_dir=None) -> CharCorpus:
     tmp = ids_path.with_suffix(".tmp.npy")
     np.save(tmp, corpus.ids)
     tmp.replace(ids_path)  # atomic: a reader never sees half an array
-    meta_path.write_text(json.dumps({"sha256": checksum, "chars": chars, "n": len(corpus.ids)}))
+    meta = {
+        "sha256": checksum,
+        "ids_sha256": _ids_sha256(corpus.ids),
+        "chars": chars,
+        "n": len(corpus.ids),
+    }
+    tmp_meta = meta_path.with_suffix(".tmp.json")
+    tmp_meta.write_text(json.dumps(meta))
+    tmp_meta.replace(meta_path)
     return corpus

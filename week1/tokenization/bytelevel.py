@@ -15,8 +15,6 @@ from collections.abc import Iterable
 
 import regex
 
-from week1.config import UsageError
-
 # GPT-2's split (tokenizers' ByteLevel uses the same one). \p{L} letters, \p{N} digits;
 # `\s+(?!\S)` leaves the last space of a run to the word that follows it.
 PATTERN = regex.compile(
@@ -48,8 +46,16 @@ ALPHABET = sorted(BYTE_TO_CHAR.values())
 
 
 def to_symbols(piece: str) -> str:
-    """A piece of text as byte-level characters: 'Hi there' -> 'HiĠthere'."""
-    return "".join(BYTE_TO_CHAR[b] for b in piece.encode("utf-8"))
+    """A piece of text as byte-level characters: 'Hi there' -> 'HiĠthere'. A string UTF-8
+    cannot encode (a lone surrogate such as '\\ud800') is a ValueError naming the position."""
+    try:
+        data = piece.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"cannot encode {piece[err.start : err.end]!r} at {err.start}: not valid Unicode text "
+            "(a lone surrogate has no UTF-8 bytes)"
+        ) from None
+    return "".join(BYTE_TO_CHAR[b] for b in data)
 
 
 def from_symbols(symbols: str) -> bytes:
@@ -64,14 +70,14 @@ def pretokenize(text: str) -> list[str]:
 def count_words(texts: Iterable[str]) -> Counter:
     """word -> number of occurrences over all texts (each text is split on its own, like HF)."""
     if isinstance(texts, str):
-        raise UsageError("texts must be an iterable of str, not one str (wrap it: [text])")
+        raise TypeError("texts must be an iterable of str, not one str (wrap it: [text])")
     counts = Counter()
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise UsageError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}), expected str")
+            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}), expected str")
         counts.update(PATTERN.findall(text))
     if not counts:
-        raise UsageError("empty corpus: texts held no characters to train on")
+        raise ValueError("empty corpus: texts held no characters to train on")
     return Counter({to_symbols(w): n for w, n in counts.items()})
 
 
@@ -80,16 +86,16 @@ def check_train_args(vocab_size, min_frequency, special_tokens) -> tuple[str, ..
     specials = tuple(special_tokens)
     for tok in specials:
         if not isinstance(tok, str) or not tok:
-            raise UsageError(f"special token {tok!r}: must be a non-empty str")
+            raise ValueError(f"special token {tok!r}: must be a non-empty str")
     if len(set(specials)) != len(specials):
-        raise UsageError(f"special_tokens {specials!r}: contain duplicates")
+        raise ValueError(f"special_tokens {specials!r}: contain duplicates")
     if not isinstance(vocab_size, int) or vocab_size < len(ALPHABET) + len(specials):
-        raise UsageError(
+        raise ValueError(
             f"vocab_size={vocab_size!r}: must be an int >= {len(ALPHABET) + len(specials)} "
             f"(256 byte symbols + {len(specials)} special tokens)"
         )
     if not isinstance(min_frequency, int) or min_frequency < 0:
-        raise UsageError(f"min_frequency={min_frequency!r}: must be an int >= 0")
+        raise ValueError(f"min_frequency={min_frequency!r}: must be an int >= 0")
     return specials
 
 

@@ -11,13 +11,14 @@ pre-tokenizer and decoder, and the special tokens as added tokens.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
+import numbers
 import pathlib
 
 import regex
 
-from week1.config import UsageError
 from week1.tokenization.bytelevel import CHAR_TO_BYTE, from_symbols, pretokenize
 
 _BYTE_LEVEL = {
@@ -82,7 +83,7 @@ class BPE:
 
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
-            raise UsageError(f"encode: expected str, got {type(text).__name__}")
+            raise TypeError(f"encode: expected str, got {type(text).__name__}")
         pieces = self._special_split.split(text) if self._special_split else [text]
         ids = []
         for k, piece in enumerate(pieces):  # split() with a group alternates text, special, text...
@@ -97,9 +98,11 @@ class BPE:
         """Text of `ids`; special tokens come back as their text; invalid UTF-8 becomes U+FFFD."""
         out, run = [], bytearray()
         for i in ids:
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+                raise TypeError(f"decode: id {i!r} is {type(i).__name__}, expected an int")
             token = self.id_to_token.get(int(i))
             if token is None:
-                raise UsageError(
+                raise ValueError(
                     f"decode: id {i} is not in the vocabulary (size {len(self.vocab)})"
                 )
             if token in self.special_tokens:
@@ -155,18 +158,19 @@ class BPE:
 
     @classmethod
     def load(cls, path) -> BPE:
-        """Read a byte-level BPE tokenizer.json (ours or HF's); anything else is a UsageError."""
+        """Read a byte-level BPE tokenizer.json (ours or HF's); anything else is a ValueError
+        naming what is wrong."""
         try:
             spec = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise UsageError(f"{path}: not a readable tokenizer.json ({err})") from None
+            raise ValueError(f"{path}: not a readable tokenizer.json ({err})") from None
         return cls.from_json(spec, str(path))
 
     @classmethod
     def from_json(cls, spec, where: str = "tokenizer.json") -> BPE:
         def need(ok, what):
             if not ok:
-                raise UsageError(f"{where}: {what}")
+                raise ValueError(f"{where}: {what}")
 
         need(isinstance(spec, dict) and isinstance(spec.get("model"), dict), "no 'model' object")
         model = spec["model"]
@@ -178,9 +182,12 @@ class BPE:
         )
         vocab, merges = model.get("vocab"), model.get("merges")
         need(
-            isinstance(vocab, dict) and all(isinstance(i, int) for i in vocab.values()),
-            "vocab must map str -> int",
+            isinstance(vocab, dict)
+            and all(type(i) is int and i >= 0 for i in vocab.values()),  # bool is not an id
+            "vocab must map str -> int >= 0",
         )
+        repeated = sorted(i for i, n in collections.Counter(vocab.values()).items() if n > 1)
+        need(not repeated, f"vocab gives the same id to several tokens (ids {repeated[:5]})")
         need(set(CHAR_TO_BYTE) <= set(vocab), "vocab lacks some of the 256 byte symbols")
         need(isinstance(merges, list), "merges must be a list")
         pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]

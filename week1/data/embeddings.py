@@ -1,0 +1,403 @@
+"""The data side of the static embedding models (word2vec skip-gram and CBOW, FastText, GloVe),
+in numpy: what both frameworks' updates consume, byte-identical for a seed.
+
+word2vec (Mikolov et al. 2013; gensim's defaults and names)
+-----------------------------------------------------------
+- vocabulary: words seen at least `min_count` times, most frequent first (ties: first seen);
+  other words are dropped from the sentences before anything else, as gensim does.
+- subsampling: each occurrence of word w is kept with probability
+      p(w) = (sqrt(c(w) / t) + 1) * t / c(w),   t = sample * (total count of the vocabulary)
+  (gensim's formula, capped at 1): frequent words ("the", "and") mostly go, rare ones stay.
+- window: per kept centre word, a reach r drawn uniformly from 1..window (gensim's
+  `reduced_window`); its contexts are the kept words at distance <= r in the same sentence.
+  Near words are thus seen more often than far ones (weight (window - d + 1) / window).
+- negatives: drawn from the unigram distribution raised to 0.75, P(w) ~ c(w)^0.75, by
+  inverting its cumulative table (gensim's cum_table) with uniform numbers.
+- learning rate: alpha decays linearly to min_alpha over all epochs, by the position in the
+  corpus of each batch's first centre.
+
+Every random choice of epoch e comes from numpy's Generator seeded with (seed, e): the batches of
+an epoch depend on nothing else, and are the same arrays for JAX and torch.
+
+One batch layout for the three negative-sampling models (`Batch`): an input vector per row
+    h_b = sum_s in_weights[b, s] * W_in[inputs[b, s]]                          (B, C)
+scored against output rows, f_bt = h_b . W_out[outputs[b, t]], with a logistic loss
+    L = - sum_bt out_weights[b, t] * log sigmoid((2 labels[b, t] - 1) f_bt)
+    sgns      input: the centre word;            outputs: its contexts (label 1, weight 1) and
+              `negative` words (label 0) shared by the whole window, each weighted by the
+              number of contexts it stands against (the HogBatch idea of Ji et al. 2016:
+              one set of negatives per window instead of one per pair, same expected loss)
+    cbow      input: the mean of the contexts;   outputs: the centre (1) and the negatives (0)
+    fasttext  input: the mean of the centre word's vector and its character n-gram vectors
+              (rows V.. of W_in); outputs as sgns (Bojanowski et al. 2017)
+A negative that equals the positive it stands against counts nothing (gensim skips it).
+
+GloVe (Pennington et al. 2014): the co-occurrence counts X_ij within `window` words (each pair
+weighted 1/distance, both directions, as glove's cooccur.c), and batches of (i, j) entries with
+f(X_ij) = min(1, (X_ij / x_max)^power) and log X_ij, shuffled per epoch.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from collections.abc import Iterator
+
+import numpy as np
+
+MODELS = ("sgns", "cbow", "fasttext")  # the negative-sampling models; GloVe has its own batches
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Vocab:
+    words: list  # index -> word, most frequent first
+    counts: np.ndarray  # (V,) int64 corpus counts
+
+    @functools.cached_property
+    def index(self) -> dict:
+        return {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+def build_vocab(sentences, min_count: int) -> Vocab:
+    """Words seen >= min_count times, by decreasing count (ties: the first seen first)."""
+    counts = collections.Counter(w for sentence in sentences for w in sentence)  # insertion order
+    kept = [(w, c) for w, c in counts.items() if c >= min_count]
+    kept.sort(key=lambda wc: -wc[1])  # stable: ties keep first-seen order
+    return Vocab([w for w, _ in kept], np.array([c for _, c in kept], dtype=np.int64))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Encoded:
+    ids: np.ndarray  # (N,) int32 vocabulary ids of the corpus, unknown words dropped
+    sentence: np.ndarray  # (N,) int32 the sentence each id belongs to
+    raw_words: int  # words before dropping the unknown ones (what words/s counts)
+
+
+def encode(sentences, vocab: Vocab) -> Encoded:
+    index = vocab.index
+    lengths = np.array([len(s) for s in sentences], dtype=np.int64)  # (S,)
+    raw = int(lengths.sum())
+    ids = np.fromiter((index.get(w, -1) for s in sentences for w in s), np.int32, raw)  # (R,)
+    sentence = np.repeat(np.arange(len(sentences), dtype=np.int32), lengths)  # (R,)
+    known = ids >= 0
+    return Encoded(ids[known], sentence[known], raw)
+
+
+def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
+    """(V,) the probability that one occurrence survives subsampling (1 with sample=0)."""
+    if sample <= 0:
+        return np.ones(len(counts))
+    threshold = sample * counts.sum()
+    return np.minimum(1.0, (np.sqrt(counts / threshold) + 1) * threshold / counts)
+
+
+def unigram_table(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
+    """(V,) the cumulative sum of counts^power: negatives are drawn by inverting it."""
+    return np.cumsum(counts.astype(np.float64) ** power)
+
+
+def draw_negatives(rng: np.random.Generator, table: np.ndarray, shape) -> np.ndarray:
+    """Word ids with P(w) = table's increments / its total."""
+    return np.searchsorted(table, rng.random(shape) * table[-1], side="right").astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Windows:
+    """One epoch of centre words, in corpus order, with their contexts and negatives."""
+
+    centres: np.ndarray  # (M,) int32
+    contexts: np.ndarray  # (M, 2W) int32 word ids, 0 where not valid
+    valid: np.ndarray  # (M, 2W) bool, offsets -W..-1, 1..W
+    negatives: np.ndarray  # (M, K) int32
+    position: np.ndarray  # (M,) int64 index of each centre in Encoded.ids
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+
+def epoch_windows(
+    corpus: Encoded,
+    keep: np.ndarray,
+    table: np.ndarray,
+    *,
+    window: int,
+    negative: int,
+    seed: int,
+    epoch: int,
+) -> Windows:
+    """Subsample, draw each centre's reach, gather its contexts, draw its negatives: epoch
+    `epoch`'s windows, from numpy's Generator seeded with (seed, epoch) alone."""
+    rng = np.random.default_rng([seed, epoch])
+    survives = rng.random(len(corpus.ids)) < keep[corpus.ids]  # (N,)
+    position = np.flatnonzero(survives)  # (M,)
+    ids, sentence = corpus.ids[position], corpus.sentence[position]  # (M,), (M,)
+    reach = window - rng.integers(0, window, len(ids))  # (M,) in 1..window
+    offsets = np.r_[-window:0, 1 : window + 1]  # (2W,)
+    at = np.arange(len(ids))[:, None] + offsets[None, :]  # (M, 2W)
+    inside = (at >= 0) & (at < len(ids))
+    at = np.clip(at, 0, max(len(ids) - 1, 0))
+    valid = (
+        inside & (np.abs(offsets)[None, :] <= reach[:, None]) & (sentence[at] == sentence[:, None])
+    )
+    has_context = valid.any(axis=1)  # a one-word sentence has nothing to predict
+    valid, at = valid[has_context], at[has_context]
+    contexts = np.where(valid, ids[at], 0).astype(np.int32)  # (M', 2W)
+    centres = ids[has_context]
+    negatives = draw_negatives(rng, table, (len(centres), negative))  # (M', K)
+    return Windows(centres, contexts, valid, negatives, position[has_context])
+
+
+# ---------------------------------------------------------------------------------------------
+# FastText's character n-grams
+
+
+def ngrams_bytes(word: str, min_n: int, max_n: int) -> list[bytes]:
+    """The UTF-8 n-grams (n counted in characters) of "<word>", as fastText and gensim's
+    compute_ngrams_bytes take them (single boundary characters "<" and ">" excluded)."""
+    data = f"<{word}>".encode()
+    out = []
+    for i in range(len(data)):
+        if data[i] & 0xC0 == 0x80:  # inside a multi-byte character
+            continue
+        j, n = i, 1
+        while j < len(data) and n <= max_n:
+            j += 1
+            while j < len(data) and data[j] & 0xC0 == 0x80:
+                j += 1
+            if n >= min_n and not (n == 1 and (i == 0 or j == len(data))):
+                out.append(data[i:j])
+            n += 1
+    return out
+
+
+def ft_hash(data: bytes) -> int:
+    """fastText's 32-bit FNV-1a over the bytes read as *signed* chars (gensim's ft_hash_bytes)."""
+    h = 2166136261
+    for b in data:
+        h = ((h ^ ((b - 256) & 0xFFFFFFFF if b >= 128 else b)) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def ngram_buckets(word: str, min_n: int, max_n: int, bucket: int) -> list[int]:
+    """gensim's ft_ngram_hashes: each n-gram's bucket (duplicates kept)."""
+    return [ft_hash(g) % bucket for g in ngrams_bytes(word, min_n, max_n)]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Subwords:
+    """The vocabulary's n-grams as rows of the input matrix: rows 0..V-1 are the words, row
+    V + k is the k-th distinct bucket that some vocabulary word uses. Buckets no vocabulary word
+    uses are never trained, so they get no row (gensim allocates all `bucket` of them)."""
+
+    rows: np.ndarray  # (V, G) int32 input rows of each word's n-grams, 0 as padding
+    count: np.ndarray  # (V,) int32 n-grams per word
+    buckets: np.ndarray  # (U,) int64 the bucket of row V + k
+    min_n: int
+    max_n: int
+    bucket: int
+
+    @functools.cached_property
+    def row_of_bucket(self) -> dict:
+        V = len(self.rows)
+        return {int(b): V + k for k, b in enumerate(self.buckets)}
+
+    def oov_rows(self, word: str) -> list[int]:
+        """Input rows of an unseen word's n-grams that were trained (the others are zero)."""
+        found = self.row_of_bucket
+        buckets = ngram_buckets(word, self.min_n, self.max_n, self.bucket)
+        return [found[b] for b in buckets if b in found]
+
+
+def subwords(words: list, min_n: int, max_n: int, bucket: int) -> Subwords:
+    per_word = [ngram_buckets(w, min_n, max_n, bucket) for w in words]
+    count = np.array([len(b) for b in per_word], dtype=np.int32)  # (V,)
+    flat = np.fromiter((b for bs in per_word for b in bs), np.int64, int(count.sum()))
+    buckets, compact = np.unique(flat, return_inverse=True)  # (U,), (sum count,)
+    rows = np.zeros((len(words), max(int(count.max(initial=0)), 1)), np.int32)  # (V, G)
+    mask = np.arange(rows.shape[1])[None, :] < count[:, None]
+    rows[mask] = len(words) + compact  # row-major fill matches the flat order
+    return Subwords(rows, count, buckets, min_n, max_n, bucket)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches of the negative-sampling models
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Batch:
+    inputs: np.ndarray  # (B, S) int32 rows of W_in
+    in_weights: np.ndarray  # (B, S) float32 how each input row mixes into h (0: padding)
+    outputs: np.ndarray  # (B, T) int32 rows of W_out
+    labels: np.ndarray  # (B, T) float32 1 for a true context, 0 for a negative
+    out_weights: np.ndarray  # (B, T) float32 pairs this entry stands for (0: padding)
+    lr: float  # learning rate of this step
+    centres: int  # real (unpadded) rows
+
+    def arrays(self) -> tuple:
+        """The five arrays in the update functions' argument order."""
+        return self.inputs, self.in_weights, self.outputs, self.labels, self.out_weights
+
+    @property
+    def pairs(self) -> float:
+        """(input, output) pairs scored: the sum of the positive entries' weights."""
+        return float((self.out_weights * self.labels).sum())
+
+
+def linear_lr(alpha: float, min_alpha: float, progress: float) -> float:
+    """gensim's learning rate: alpha at progress 0 falling linearly to min_alpha at 1."""
+    return alpha - (alpha - min_alpha) * progress
+
+
+def _skipgram_outputs(w: Windows, rows: slice):
+    contexts, valid, negatives = w.contexts[rows], w.valid[rows], w.negatives[rows]
+    n = valid.sum(axis=1, dtype=np.float32)  # (B,) contexts in each window
+    # A negative stands against every context of its window, except one equal to it.
+    clashes = (valid[:, :, None] & (contexts[:, :, None] == negatives[:, None, :])).sum(axis=1)
+    outputs = np.concatenate([contexts, negatives], axis=1)  # (B, 2W+K)
+    labels = np.concatenate([np.ones_like(contexts), np.zeros_like(negatives)], axis=1)
+    weights = np.concatenate([valid, n[:, None] - clashes], axis=1)
+    return outputs, labels.astype(np.float32), weights.astype(np.float32)
+
+
+def make_batch(
+    model: str, w: Windows, rows: slice, lr: float, sub: Subwords | None = None
+) -> Batch:
+    """Windows `rows` as one update of `model` (see the module docstring for the layouts)."""
+    centres = w.centres[rows]  # (B,)
+    if model == "cbow":
+        valid = w.valid[rows]
+        inputs = w.contexts[rows]  # (B, 2W)
+        in_weights = valid / valid.sum(axis=1, keepdims=True)  # the mean of the contexts
+        negatives = w.negatives[rows]
+        outputs = np.concatenate([centres[:, None], negatives], axis=1)  # (B, 1+K)
+        labels = np.zeros(outputs.shape, np.float32)
+        labels[:, 0] = 1
+        out_weights = np.concatenate(
+            [np.ones((len(centres), 1), bool), negatives != centres[:, None]], axis=1
+        )
+    else:
+        outputs, labels, out_weights = _skipgram_outputs(w, rows)
+        if model == "fasttext":
+            grams = sub.rows[centres]  # (B, G)
+            count = sub.count[centres][:, None]  # (B, 1)
+            inputs = np.concatenate([centres[:, None], grams], axis=1)  # (B, 1+G)
+            real = np.concatenate(
+                [np.ones_like(count, bool), np.arange(grams.shape[1])[None, :] < count], axis=1
+            )
+            in_weights = real / (1.0 + count)  # the mean of the word and its n-grams
+        else:
+            inputs, in_weights = centres[:, None], np.ones((len(centres), 1))
+    return Batch(
+        inputs.astype(np.int32),
+        in_weights.astype(np.float32),
+        outputs.astype(np.int32),
+        labels.astype(np.float32),
+        out_weights.astype(np.float32),
+        float(lr),
+        len(centres),
+    )
+
+
+def pad(batch: Batch, size: int) -> Batch:
+    """`batch` with zero-weight rows appended up to `size` rows (one shape per run: JAX traces
+    its update once)."""
+    extra = size - batch.centres
+    if extra <= 0:
+        return batch
+    grow = lambda a: np.concatenate([a, np.zeros((extra, a.shape[1]), a.dtype)])
+    return dataclasses.replace(
+        batch,
+        **{
+            name: grow(getattr(batch, name))
+            for name in ("inputs", "in_weights", "outputs", "labels", "out_weights")
+        },
+    )
+
+
+def epoch_batches(
+    model: str,
+    w: Windows,
+    *,
+    batch_size: int,
+    epoch: int,
+    epochs: int,
+    corpus_len: int,
+    alpha: float,
+    min_alpha: float,
+    sub: Subwords | None = None,
+) -> Iterator[Batch]:
+    """The epoch's windows, `batch_size` centres at a time (the last batch padded), each with
+    the learning rate at the corpus position of its first centre."""
+    for start in range(0, len(w), batch_size):
+        progress = (epoch + w.position[start] / corpus_len) / epochs
+        lr = linear_lr(alpha, min_alpha, progress)
+        yield pad(make_batch(model, w, slice(start, start + batch_size), lr, sub), batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# GloVe
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Cooccurrence:
+    rows: np.ndarray  # (E,) int32 word i
+    cols: np.ndarray  # (E,) int32 context word j
+    counts: np.ndarray  # (E,) float64 X_ij, summed 1/distance
+
+
+def cooccurrence(corpus: Encoded, vocab_size: int, window: int) -> Cooccurrence:
+    """X_ij: for each pair of words at distance d <= window in one sentence, 1/d, both ways."""
+    keys, weights = [], []
+    for d in range(1, window + 1):
+        same = corpus.sentence[d:] == corpus.sentence[:-d]  # (N-d,)
+        left, right = corpus.ids[:-d][same].astype(np.int64), corpus.ids[d:][same]
+        keys += [left * vocab_size + right, right * vocab_size + left]
+        weights += [np.full(2 * len(left), 1.0 / d)]
+    keys = np.concatenate(keys)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    counts = np.bincount(inverse, weights=np.concatenate(weights))
+    rows, cols = np.divmod(unique, vocab_size)
+    return Cooccurrence(rows.astype(np.int32), cols.astype(np.int32), counts)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GloveBatch:
+    rows: np.ndarray  # (B,) int32
+    cols: np.ndarray  # (B,) int32
+    weights: np.ndarray  # (B,) float32 f(X_ij); 0 on padding
+    log_counts: np.ndarray  # (B,) float32 log X_ij; 0 on padding
+    entries: int  # real (unpadded) entries
+
+    def arrays(self) -> tuple:
+        return self.rows, self.cols, self.weights, self.log_counts
+
+
+def glove_weight(counts: np.ndarray, x_max: float, power: float) -> np.ndarray:
+    """f(x) = (x / x_max)^power below x_max, 1 above: rare pairs count less, frequent ones are
+    capped."""
+    return np.minimum(1.0, (counts / x_max) ** power)
+
+
+def glove_batches(
+    co: Cooccurrence, *, batch_size: int, x_max: float, power: float, seed: int, epoch: int
+) -> Iterator[GloveBatch]:
+    """The co-occurrence entries in a fresh order (seeded by (seed, epoch)), `batch_size` at a
+    time, the last batch padded with zero-weight entries."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(co.counts))
+    weights = glove_weight(co.counts, x_max, power).astype(np.float32)
+    logs = np.log(co.counts).astype(np.float32)
+    for start in range(0, len(order), batch_size):
+        take = order[start : start + batch_size]
+        extra = batch_size - len(take)
+        fill = lambda a, dtype: np.concatenate([a[take], np.zeros(extra, dtype)]).astype(dtype)
+        yield GloveBatch(
+            fill(co.rows, np.int32),
+            fill(co.cols, np.int32),
+            fill(weights, np.float32),
+            fill(logs, np.float32),
+            len(take),
+        )

