@@ -22,23 +22,31 @@ the same folder.
 
 How to read the results
 -----------------------
-- "one word, many vectors": per word, the cosine of its contextual vectors (the
-  mean of the last layer over the word's WordPiece tokens) between sentences.
-  Sentences 1-2 use one sense, 3-4 the other: within-sense cosines are clearly
-  higher than across-sense ones. The static vector is one and the same in all
-  four sentences (cosine 1 everywhere). The Google News subset is case-sensitive
-  and has "Apple" but not "apple": one string, one vector, and in news text the
-  company wins.
-- semantic search: the sentences ranked by cosine with each query. The query
-  shares few words with its best match; similarity is in meaning, not spelling.
-- static vectors: Spearman rho on WordSim353 and SimLex-999 and 3CosAdd analogy
-  accuracy of the 300-d Google News vectors (trained on ~100 billion words) on
-  the pairs both vocabularies cover, next to vectors you trained with the word2vec
-  lab (`--vectors=PATH`, a word2vec text or binary file) on a corpus of about a
-  million words. Where they disagree most, the trained vectors' words are rare in
-  their corpus: a vector learnt from a handful of contexts is mostly noise.
-  SimLex (similarity, not relatedness) is low for both: co-occurrence puts
-  antonyms and associates together.
+- "one word, many vectors": per word, the cosine between sentences of its
+  last-layer vectors (the mean over the word's WordPiece tokens). Sentences 1-2
+  use one sense, 3-4 the other: the within-sense cosines are higher on average
+  than the across-sense ones, not for every pair (this encoder was trained for
+  sentence meaning, not word senses). The static vector is one and the same in
+  all four sentences; its nearest neighbours (printed under the tables) mix the
+  senses or follow the one its corpus prefers: Google News is case-sensitive and
+  has "Apple" but not "apple", and its "Apple" neighbours are companies.
+- "where the sense is resolved": the same within/across cosines layer by layer.
+  At layer 0 (embeddings: the word's vector plus its position) the occurrences
+  are almost identical; attention pulls them apart in the layers above.
+- semantic search: the sentences ranked by cosine with each query. The best match
+  shares few words with the query: the similarity is of meaning, not spelling.
+- static vectors: Spearman rho on WordSim353 (relatedness) and SimLex-999
+  (similarity) and 3CosAdd analogy accuracy, scored as gensim scores them. With
+  `--vectors=PATH` (a word2vec text or binary file, e.g. from the word2vec lab)
+  both sets are scored again on the words both know ("shared words"): the same
+  pairs, the same questions, the same candidate answers. Google News was trained
+  on about 100 billion words, the word2vec lab's corpora have about a million.
+  By Zipf's law a word of frequency rank r in an N-word corpus occurs about
+  N / (r ln V) times: rank 3,000 is a few dozen occurrences in a million words,
+  millions in Google News. The last two tables show where the two sets rank a
+  pair's similarity most differently, and their agreement by the trained corpus'
+  frequency of the rarer word: a vector learnt from a few dozen contexts is mostly
+  noise, so expect the rare third to agree least.
 - sentences/s: the same batches (Shakespeare lines, padded to one length)
   through JAX jit (`--framework jax`), torch eager, torch.compile and
   transformers' own BertModel (`--framework torch`); `week1 bench
@@ -46,7 +54,7 @@ How to read the results
   the absolute numbers move; compare ratios from one run.
 
 Run it:  week1 run pretrained_embeddings --framework jax     (or torch)
-         week1 run pretrained_embeddings --framework torch --vectors=runs/<word2vec run>/vectors.bin
+         week1 run pretrained_embeddings --framework torch --vectors=PATH  (word2vec file)
          week1 bench pretrained_embeddings
          week1 parity pretrained_embeddings
 """
@@ -54,6 +62,7 @@ Run it:  week1 run pretrained_embeddings --framework jax     (or torch)
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import re
 
 import numpy as np
@@ -61,7 +70,7 @@ import numpy as np
 from week1 import report
 from week1.config import require
 from week1.convert import SAME, TRANSPOSE
-from week1.data import minilm, shakespeare
+from week1.data import minilm, shakespeare, vectors
 from week1.timing import time_calls
 
 # One encoder layer of the checkpoint (transformers' BertModel names, {i} = 0..5) and the
@@ -267,10 +276,10 @@ def within_across(sim: np.ndarray) -> tuple[float, float]:
 def report_senses(contextual: dict, static=None) -> dict:
     """Per word, the last layer's cosine table between its sentences; per layer, the mean
     within-sense and across-sense cosines over the words. `contextual`: word -> (L + 1, 4, C);
-    `static`: a gensim KeyedVectors (one vector per word, whatever the sentence) or None."""
+    `static`: a week1.data.vectors.WordVectors (one vector per word, whatever the sentence)."""
     summary = {}
-    for word, vectors in contextual.items():
-        sim = cosines(vectors[-1])  # (4, 4)
+    for word, layers in contextual.items():
+        sim = cosines(layers[-1])  # (4, 4)
         rows = [
             (f"{i + 1}: {_clip(sentence, 32)}", *(float(v) for v in sim[i]))
             for i, sentence in enumerate(SENSES[word])
@@ -290,7 +299,7 @@ def report_senses(contextual: dict, static=None) -> dict:
             sim
         )
         if key:
-            neighbours = static.most_similar(key, topn=8)
+            neighbours = static.most_similar([key], topn=8)
             summary[f"static neighbours of {key!r}"] = ", ".join(w for w, _ in neighbours)
     layers = len(next(iter(contextual.values())))
     rows = []
@@ -327,6 +336,147 @@ def report_search(hits: list[list[tuple]]) -> dict:
         f"search top-1 cos: {q}": ranked[0][1]
         for q, ranked in zip(SEARCH_QUERIES, hits, strict=True)
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Static vectors: Google News against vectors trained by the word2vec lab
+
+
+def load_static(cfg: Config) -> dict:
+    """{"Google News": the 13k x 300 wefe subset, "trained": cfg.vectors (if given)}."""
+    sets = {"Google News": vectors.load_pretrained()}
+    if cfg.vectors:
+        require(pathlib.Path(cfg.vectors).is_file(), f"vectors={cfg.vectors!r}: no such file")
+        sets["trained"] = vectors.load_word2vec_format(cfg.vectors)
+    return sets
+
+
+def _folded_index(wv) -> dict:
+    """Upper-cased word -> index, the most frequent case variant winning (as the evaluation
+    folds case)."""
+    return {w.upper(): i for i, w in reversed(list(enumerate(wv.words)))}
+
+
+def shared_vocabulary(a, b) -> tuple:
+    """`a` and `b` restricted to the words both know (case-blind, as the evaluation is), each in
+    its own frequency order: the same pairs and questions get scored for both, and analogy
+    answers are searched among the same words."""
+    folded_a, folded_b = _folded_index(a), _folded_index(b)
+
+    def keep(wv, other):
+        rows = [i for i, w in enumerate(wv.words) if w.upper() in other]
+        return vectors.WordVectors([wv.words[i] for i in rows], wv.vectors[rows])
+
+    return keep(a, folded_b), keep(b, folded_a)
+
+
+def pair_cosines(a, b) -> list[tuple]:
+    """(set, word, word, human score, cos in a, cos in b, frequency rank in b of the rarer word)
+    for the WordSim353 and SimLex pairs both know; `b` is the trained set (most frequent
+    first)."""
+    index_a, index_b = _folded_index(a), _folded_index(b)
+    rows, seen = [], set()
+    for name, file in vectors.PAIR_SETS.items():
+        for x, y, human in vectors.read_pairs(vectors.eval_path(file)):
+            X, Y = x.upper(), y.upper()
+            if (name, X, Y) in seen:  # WordSim353's file repeats a few pairs
+                continue
+            seen.add((name, X, Y))
+            if all(w in index_a and w in index_b for w in (X, Y)):
+                cos_a = float(a.unit[index_a[X]] @ a.unit[index_a[Y]])
+                cos_b = float(b.unit[index_b[X]] @ b.unit[index_b[Y]])
+                rows.append((name, x, y, human, cos_a, cos_b, max(index_b[X], index_b[Y]) + 1))
+    return rows
+
+
+def report_static(sets: dict, probes=("king", "computer", "river", "happy")) -> dict:
+    """Each set's scores (whole vocabulary, and on the shared one when a trained set is given),
+    nearest neighbours of a few probes, and where the two sets disagree and why."""
+    evaluated = {f"{name} (all its words)": wv for name, wv in sets.items()}
+    if "trained" in sets:
+        shared = shared_vocabulary(sets["Google News"], sets["trained"])
+        evaluated |= {f"{name} (shared words)": wv for name, wv in zip(sets, shared, strict=True)}
+    summary, rows = {}, []
+    for label, wv in evaluated.items():
+        score = vectors.evaluate(wv)
+        rows.append(
+            (
+                label,
+                len(wv),
+                score["ws353"],
+                score["ws353_pairs"],
+                score["simlex"],
+                score["simlex_pairs"],
+                score["analogies"],
+                score["analogy_questions"],
+            )
+        )
+        summary |= {
+            f"{label} {k}": v for k, v in score.items() if k in ("ws353", "simlex", "analogies")
+        }
+    report.table(
+        "static vectors: Spearman rho (pairs) and 3CosAdd accuracy (questions)",
+        ["vectors", "words", "WS353", "n", "SimLex", "n", "analogies", "n"],
+        rows,
+    )
+    for name, wv in sets.items():
+        near = wv.nearest(list(probes), topn=5)
+        report.table(
+            f"{name}: nearest neighbours",
+            ["word", "neighbours (cosine)"],
+            [(w, ", ".join(f"{n} {c:.2f}" for n, c in ns)) for w, ns in near.items()],
+        )
+    if "trained" in sets:
+        summary |= report_disagreement(pair_cosines(*shared))
+    return summary
+
+
+def report_disagreement(rows: list[tuple]) -> dict:
+    """Where the trained vectors' similarity ranking departs most from Google News's, and how
+    that depends on how frequent the words were in the trained corpus."""
+    if len(rows) < 6:
+        report.console.print("too few pairs known to both sets to compare them")
+        return {}
+    cos_a, cos_b = np.array([r[4] for r in rows]), np.array([r[5] for r in rows])
+    rarity = np.array([r[6] for r in rows])  # (P,) frequency rank of the rarer word
+    # Disagreement: how far apart the pair sits in the two rankings, as a fraction of all pairs.
+    ranks_a, ranks_b = (np.argsort(np.argsort(c, kind="stable")) for c in (cos_a, cos_b))
+    gap = np.abs(ranks_a - ranks_b) / len(rows)  # (P,)
+    worst = np.argsort(-gap, kind="stable")[:8]
+    report.table(
+        "pairs ranked most differently (rank gap: as a fraction of the pairs)",
+        ["pair", "human", "cos GN", "cos trained", "rank gap", "rarer word's rank"],
+        [
+            (
+                f"{rows[i][1]}-{rows[i][2]}",
+                rows[i][3],
+                *map(float, (cos_a[i], cos_b[i], gap[i])),
+                int(rarity[i]),
+            )
+            for i in worst
+        ],
+    )
+    # Split the pairs into thirds by the rarer word's frequency rank in the trained corpus.
+    order = np.argsort(rarity, kind="stable")
+    summary, table = {}, []
+    for label, part in zip(("frequent", "middle", "rare"), np.array_split(order, 3), strict=True):
+        rho = vectors.spearman(cos_a[part], cos_b[part])
+        table.append(
+            (
+                label,
+                f"{rarity[part].min()}-{rarity[part].max()}",
+                len(part),
+                rho,
+                float(np.median(gap[part])),
+            )
+        )
+        summary[f"GN vs trained rho, {label} words"] = rho
+    report.table(
+        "agreement of the two sets by word frequency in the trained corpus",
+        ["thirds", "rank of rarer word", "pairs", "rho(cos GN, cos trained)", "median rank gap"],
+        table,
+    )
+    return summary
 
 
 def bench_texts(cfg: Config) -> list[str]:

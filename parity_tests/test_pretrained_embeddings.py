@@ -22,6 +22,9 @@ pooling skips them).
   (gpu mark) on a CUDA device with TF32 off.
 """
 
+import dataclasses
+import importlib.util
+
 import jax
 import numpy as np
 import pytest
@@ -29,7 +32,7 @@ import torch
 
 from labs import pretrained_embeddings as spec
 from week1 import convert
-from week1.data import minilm
+from week1.data import minilm, vectors
 from week1.tolerances import BF16, EXACT, F32, F64, assert_close
 from week1_jax import pretrained_embeddings as jpe
 from week1_jax.lib import bert as jbert
@@ -48,7 +51,11 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA dev
 
 @pytest.fixture(scope="module")
 def packaged():
-    return spec.pretrained(CFG)  # (BertConfig, weights, tokenizer)
+    """(BertConfig, weights, tokenizer) of the packaged model; a GPU box without the package
+    still runs the random-weight GPU case below."""
+    if importlib.util.find_spec(minilm.PACKAGE) is None:
+        pytest.skip(f"{minilm.PIP_NAME} is not installed")
+    return spec.pretrained(CFG)
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +65,17 @@ def batch(packaged):
     return out
 
 
-def transformers_outputs(batch, dtype, device):
-    """transformers' BertModel from the same folder (eager attention: the written-out
-    softmax), in `dtype` on `device`: (hidden states, pooled, sentence embeddings), numpy."""
+def packaged_transformers():
+    """transformers' BertModel from the packaged folder, with eager attention (the written-out
+    softmax; its default, SDPA, is a fused kernel)."""
     from transformers import BertModel
 
-    model = BertModel.from_pretrained(str(minilm.model_dir()), attn_implementation="eager")
+    return BertModel.from_pretrained(str(minilm.model_dir()), attn_implementation="eager")
+
+
+def transformers_outputs(model, batch, dtype, device):
+    """(hidden states, pooled, sentence embeddings) of transformers' `model` in `dtype` on
+    `device`, as numpy."""
     model = model.to(device=device, dtype=dtype).eval()
     ids, type_ids, mask = tdevices.to_device(
         batch.ids, batch.type_ids, batch.mask, dtype=torch.long, device=device
@@ -77,17 +89,15 @@ def transformers_outputs(batch, dtype, device):
     return hidden, out.pooler_output.cpu().numpy(), sentence.cpu().numpy()
 
 
-def torch_outputs(packaged, batch, dtype):
-    config, weights, _ = packaged
+def torch_outputs(config, weights, batch, dtype):
     model = tpe.build_model(config, weights).to(dtype)
     hidden, pooled = tpe.forward_fn(model)(batch)
     return hidden, pooled, tpe.embed_fn(model)(batch).cpu().numpy()
 
 
-def jax_outputs(packaged, batch, policy):
+def jax_outputs(config, weights, batch, policy):
     """(embed_fn's jitted path is checked by the encode tests; pooling here is eager: one
     compilation fewer.)"""
-    config, weights, _ = packaged
     model = jprec.apply_policy(jpe.build_model(config, weights), policy)
     hidden, pooled = jpe.forward_fn(model)(batch)
     sentence = jbert.sentence_embeddings(hidden[-1], batch.mask.astype(hidden[-1].dtype))
@@ -119,41 +129,45 @@ def test_weight_map_covers_the_checkpoint_and_round_trips(packaged):
 
 
 def test_float64_jax_torch_transformers_agree_at_every_layer(packaged, batch):
-    reference = transformers_outputs(batch, torch.float64, CPU)
+    config, weights, _ = packaged
+    reference = transformers_outputs(packaged_transformers(), batch, torch.float64, CPU)
     compare(
         "bert f64 torch vs transformers",
-        torch_outputs(packaged, batch, torch.float64),
+        torch_outputs(config, weights, batch, torch.float64),
         reference,
         batch.mask,
         F64,
     )
     with jax.enable_x64(True):
-        jax64 = jax_outputs(packaged, batch, jprec.FP64)
+        jax64 = jax_outputs(config, weights, batch, jprec.FP64)
     assert jax64[0][-1].dtype == np.float64
     compare("bert f64 jax vs transformers", jax64, reference, batch.mask, F64)
 
 
 def test_float32_jax_torch_transformers_agree(packaged, batch):
-    reference = transformers_outputs(batch, torch.float32, CPU)
-    torch32 = torch_outputs(packaged, batch, torch.float32)
-    jax32 = jax_outputs(packaged, batch, jprec.FP32)
+    config, weights, _ = packaged
+    reference = transformers_outputs(packaged_transformers(), batch, torch.float32, CPU)
+    torch32 = torch_outputs(config, weights, batch, torch.float32)
+    jax32 = jax_outputs(config, weights, batch, jprec.FP32)
     compare("bert f32 torch vs transformers", torch32, reference, batch.mask, F32)
     compare("bert f32 jax vs transformers", jax32, reference, batch.mask, F32, normwise=True)
     compare("bert f32 jax vs torch", jax32, torch32, batch.mask, F32, normwise=True)
 
 
 @pytest.mark.parametrize("lab", [jpe, tpe], ids=["jax", "torch"])
-def test_encode_interface_and_batched_equals_alone(lab):
+def test_encode_interface_and_batched_equals_alone(lab, packaged):
+    name = lab.__name__.split(".")[0].removeprefix("week1_")
     together = lab.encode(TEXTS)
     assert isinstance(together, np.ndarray) and together.shape == (len(TEXTS), 384)
     assert together.dtype == np.float32
-    assert_close("encode", "row norms", np.linalg.norm(together, axis=1), np.ones(len(TEXTS)), F32)
+    norms = np.linalg.norm(together, axis=1)
+    assert_close(f"encode {name}", "row norms", norms, np.ones(len(TEXTS)), F32)
     alone = np.concatenate([lab.encode([t]) for t in TEXTS])
-    assert_close(f"encode {lab.__name__}", "batched vs alone", together, alone, F32)
+    assert_close(f"encode {name}", "batched vs alone", together, alone, F32)
     assert lab.encode([]).shape == (0, 384)
 
 
-def test_encode_jax_equals_torch():
+def test_encode_jax_equals_torch(packaged):
     assert_close("encode", "jax vs torch", jpe.encode(TEXTS), tpe.encode(TEXTS), F32)
 
 
@@ -194,14 +208,84 @@ def test_bf16_similarities_within_the_bf16_tier(packaged, device, monkeypatch):
 
 @pytest.mark.gpu
 @gpu
-def test_float32_on_the_gpu_tf32_off(packaged, batch, monkeypatch):
-    """The F32 checks on a CUDA device (conftest turns TF32 off on both sides)."""
+def test_float32_on_the_gpu_tf32_off(monkeypatch):
+    """The F32 checks on a CUDA device (conftest turns TF32 off on both sides), from
+    transformers' own random init (BERT's N(0, 0.02)) and random ids: no packaged files needed."""
+    import transformers
+
     device = torch.device("cuda")
     monkeypatch.setattr(tdevices, "default_device", lambda: device)
     assert not torch.backends.cuda.matmul.allow_tf32
     assert jax.default_backend() == "gpu", "jax has no CUDA plugin here"
-    reference = transformers_outputs(batch, torch.float32, device)
-    torch32 = torch_outputs(packaged, batch, torch.float32)
-    jax32 = jax_outputs(packaged, batch, jprec.FP32)
-    compare("bert gpu f32 torch vs transformers", torch32, reference, batch.mask, F32)
-    compare("bert gpu f32 jax vs torch", jax32, torch32, batch.mask, F32, normwise=True)
+    config = minilm.BertConfig()
+    torch.manual_seed(0)
+    hf_config = transformers.BertConfig(
+        **dataclasses.asdict(config), hidden_act="gelu", attn_implementation="eager"
+    )
+    model = transformers.BertModel(hf_config)
+    weights = {name: t.numpy() for name, t in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    mask = (np.arange(32)[None, :] < np.array([[32], [20], [9], [3]])).astype(np.int32)  # (4, 32)
+    ids = np.where(mask == 1, rng.integers(1000, config.vocab_size, mask.shape), minilm.PAD_ID)
+    batch = minilm.Batch(ids.astype(np.int32), np.zeros_like(mask), mask)
+    reference = transformers_outputs(model, batch, torch.float32, device)
+    torch32 = torch_outputs(config, weights, batch, torch.float32)
+    jax32 = jax_outputs(config, weights, batch, jprec.FP32)
+    compare("bert gpu f32 torch vs transformers", torch32, reference, mask, F32)
+    compare("bert gpu f32 jax vs transformers", jax32, reference, mask, F32, normwise=True)
+    compare("bert gpu f32 jax vs torch", jax32, torch32, mask, F32, normwise=True)
+
+
+@pytest.fixture(scope="module")
+def static_subset(tmp_path_factory):
+    """Google News's 3,000 most frequent words written as a word2vec file: a "trained" set whose
+    answers are known (the same vectors)."""
+    google = vectors.load_pretrained()
+    path = tmp_path_factory.mktemp("vectors") / "subset.bin"
+    vectors.save_word2vec_format(path, google.words[:3000], google.vectors[:3000], binary=True)
+    return path
+
+
+def test_static_sets_are_scored_on_the_same_pairs_and_questions(static_subset):
+    sets = spec.load_static(dataclasses.replace(CFG, vectors=str(static_subset)))
+    google, trained = spec.shared_vocabulary(sets["Google News"], sets["trained"])
+    for name, file in vectors.PAIR_SETS.items():
+        scores = [
+            vectors.evaluate_word_pairs(wv, vectors.eval_path(file)) for wv in (google, trained)
+        ]
+        assert scores[0].pairs == scores[1].pairs > 0, name
+        assert_close(
+            "static same vectors", f"{name} rho", scores[1].spearman, scores[0].spearman, EXACT
+        )
+    questions = vectors.eval_path(vectors.ANALOGIES)
+    scores = [vectors.evaluate_word_analogies(wv, questions) for wv in (google, trained)]
+    assert scores[0].total == scores[1].total > 0
+    rows = spec.pair_cosines(google, trained)
+    cos_google, cos_trained = (np.array([r[k] for r in rows]) for k in (4, 5))
+    assert_close("static same vectors", "pair cosines", cos_trained, cos_google, EXACT)
+    agreement = spec.report_disagreement(rows)  # identical vectors: perfect agreement
+    assert_close(
+        "static same vectors",
+        "rho by frequency",
+        np.array(list(agreement.values())),
+        np.ones(3),
+        F64,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_cli_run_writes_its_tables(framework, static_subset, tmp_path, capsys):
+    from week1 import cli
+    from week1.runs import read_summary
+
+    code = cli.main(["run", "pretrained_embeddings", "--framework", framework,
+                     "--runs-dir", str(tmp_path), f"--vectors={static_subset}",
+                     "--bench_sentences=16", "--batch_size=8", "--iters=1"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (folder,) = tmp_path.iterdir()
+    summary = read_summary(folder)
+    assert summary["status"] == "ok"
+    out = capsys.readouterr().out
+    assert "where the sense is resolved" in out and "semantic search" in out
+    assert "agreement of the two sets" in out and "sentences/s" in out

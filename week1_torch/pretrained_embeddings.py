@@ -117,10 +117,12 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         word: spec.word_vectors(forward(batch)[0], positions)
         for word, (batch, positions) in spec.sense_batches(cfg, tokenizer).items()
     }
-    summary = spec.report_senses(contextual)
+    static = spec.load_static(cfg)
+    summary = spec.report_senses(contextual, static["Google News"])
     queries = embed_texts(embed, tokenizer, list(spec.SEARCH_QUERIES), cfg)
     corpus = embed_texts(embed, tokenizer, list(spec.SEARCH_CORPUS), cfg)
     summary |= spec.report_search(spec.search(queries, corpus, cfg.top_k))
+    summary |= spec.report_static(static)
     batches = spec.bench_batches(cfg, tokenizer)
     timings = spec.time_variants(_variants(model), batches, cfg, devices.sync, True)
     summary |= spec.report_throughput(timings, batches)
