@@ -1,0 +1,229 @@
+"""Regularisation lab in JAX/Flax: dropout and LayerNorm from scratch, weight decay vs an L2
+penalty, on the training_loop LM made to overfit.
+
+Read beside week1_torch/regularization.py: the same functions in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from labs import regularization as spec
+from week1.report import progress
+from week1.runs import Diverged
+from week1_jax.lib import checkpoint, devices, optim, schedules, steps
+from week1_jax.lib.models import get_weights, set_weights
+
+
+class LayerNorm(nnx.Module):
+    r"""Layer normalisation over the last axis (Ba et al. 2016), from scratch::
+
+        mu = mean(x),  var = mean((x - mu)^2)          (biased variance)
+        y  = (x - mu) / sqrt(var + eps) * scale + bias
+
+    The maths of nnx.LayerNorm(epsilon=eps) and torch.nn.LayerNorm(eps=eps); their default
+    eps differ (1e-6 vs 1e-5), so eps has no default here.
+    """
+
+    def __init__(self, n: int, *, eps: float):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((n,)))
+        self.bias = nnx.Param(jnp.zeros((n,)))
+
+    def __call__(self, x):  # x: (..., n)
+        mu = x.mean(axis=-1, keepdims=True)  # (..., 1)
+        var = jnp.square(x - mu).mean(axis=-1, keepdims=True)  # (..., 1)
+        return (x - mu) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+
+
+class Dropout(nnx.Module):
+    r"""Inverted dropout (Srivastava et al. 2014), from scratch::
+
+        y = x * m / (1 - p),   m ~ Bernoulli(1 - p) per element,   so E[y] = x
+
+    and y = x in eval mode (`model.eval()` sets `deterministic`). `keep` injects the mask m
+    (bool, like x) instead of drawing it from `rngs.dropout`.
+    """
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.deterministic = False
+
+    def __call__(self, x, *, rngs: nnx.Rngs | None = None, keep=None):
+        if self.deterministic or self.rate == 0.0:
+            return x
+        if keep is None:
+            keep = jax.random.bernoulli(rngs.dropout(), 1.0 - self.rate, x.shape)
+        return jnp.where(keep, x / (1.0 - self.rate), 0.0)
+
+
+class RegularizedMLP(nnx.Module):
+    """The training_loop's char MLP with each regulariser optional: embed a window, concatenate,
+    fc1, [LayerNorm], tanh, [dropout], head."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        n_embd: int,
+        n_hidden: int,
+        *,
+        dropout: float,
+        layernorm: bool,
+        ln_eps: float,
+        rngs: nnx.Rngs,
+    ):
+        self.wte = nnx.Embed(vocab_size, n_embd, rngs=rngs)
+        self.fc1 = nnx.Linear(block_size * n_embd, n_hidden, rngs=rngs)
+        self.ln = LayerNorm(n_hidden, eps=ln_eps) if layernorm else None
+        self.drop = Dropout(dropout)
+        self.head = nnx.Linear(n_hidden, vocab_size, rngs=rngs)
+
+    def __call__(self, x, *, rngs: nnx.Rngs | None = None, keep=None):  # x: (B, T) int
+        B, T = x.shape
+        h = self.wte(x).reshape(B, -1)  # (B, T*C)
+        h = self.fc1(h)  # (B, H)
+        if self.ln is not None:
+            h = self.ln(h)
+        h = jnp.tanh(h)
+        return self.head(self.drop(h, rngs=rngs, keep=keep))  # (B, V)
+
+
+def build_model(
+    cfg: spec.Config, arm: spec.Arm, vocab_size: int, weights: dict | None = None
+) -> RegularizedMLP:
+    """The arm's model from cfg.seed (every arm starts from the same wte/fc1/head), or from
+    `weights` (Flax names)."""
+    model = RegularizedMLP(
+        vocab_size,
+        cfg.block_size,
+        cfg.n_embd,
+        cfg.n_hidden,
+        dropout=arm.dropout,
+        layernorm=arm.layernorm,
+        ln_eps=cfg.ln_eps,
+        rngs=nnx.Rngs(cfg.seed),
+    )
+    if weights is not None:
+        set_weights(model, weights)
+    return model
+
+
+def make_optimizer(model: RegularizedMLP, cfg: spec.Config, arm: spec.Arm) -> nnx.Optimizer:
+    """From-scratch AdamW on cfg.schedule, decoupled decay arm.weight_decay on matrices only."""
+    tx = optim.adamw(
+        schedules.from_config(cfg), weight_decay=arm.weight_decay, mask=optim.decay_mask
+    )
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def as_arrays(x: np.ndarray, y: np.ndarray):
+    return devices.to_device(x, y, dtype=jnp.int32)
+
+
+def l2_penalty(model: RegularizedMLP):
+    """0.5 * sum of squares of the matrices (ndim >= 2: the weights AdamW's mask decays)."""
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    return 0.5 * sum(jnp.sum(jnp.square(p)) for p in leaves if p.ndim >= 2)
+
+
+def loss_fn(model: RegularizedMLP, x, y, l2: float, rngs: nnx.Rngs | None = None, keep=None):
+    """(cross-entropy + l2 * l2_penalty, cross-entropy): the optimised loss and the logged one."""
+    logits = model(x, rngs=rngs, keep=keep)  # (B, V)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return (ce + l2 * l2_penalty(model) if l2 else ce), ce
+
+
+def make_train_step(graphdef, arm: spec.Arm):
+    """A jitted step on the split (model, optimizer) state: state, x, y, key -> state,
+    cross-entropy."""
+
+    def train_step(model, optimizer, x, y, dropout_key):
+        grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+        (_, ce), grads = grad_fn(model, x, y, arm.l2, nnx.Rngs(dropout=dropout_key))
+        optimizer.update(model, grads)
+        return ce
+
+    return steps.jit_on_state(graphdef, train_step)
+
+
+@nnx.jit
+def _eval_loss(model: RegularizedMLP, x, y):
+    return loss_fn(model, x, y, 0.0)[1]
+
+
+def evaluate(model: RegularizedMLP, batches) -> float:
+    """Mean cross-entropy over `batches`, dropout off."""
+    model.eval()
+    loss = float(np.mean([float(_eval_loss(model, *as_arrays(x, y))) for x, y in batches]))
+    model.train()
+    return loss
+
+
+def train(
+    cfg: spec.Config,
+    arm: spec.Arm,
+    data,
+    *,
+    weights: dict | None = None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    stop_at: int | None = None,
+    log=None,
+    should_stop=None,
+    show_progress: bool = False,
+):
+    """Train one arm for cfg.steps (or until `stop_at`); returns (model, History). The
+    arguments are training_loop.train's: checkpoints, resume, log, should_stop, Diverged."""
+    model = build_model(cfg, arm, data.vocab_size, weights)
+    optimizer = make_optimizer(model, cfg, arm)
+    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
+    start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
+    dropout_root = jax.random.key(cfg.seed)
+    graphdef, state = nnx.split((model, optimizer))
+    train_step = make_train_step(graphdef, arm)
+    val = spec.val_batches(data, cfg)
+    history = spec.History()
+    end = cfg.steps if stop_at is None else stop_at
+    with progress(f"jax {arm.name}", total=end - start, enabled=show_progress) as advance:
+        for step in range(start + 1, end + 1):
+            x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
+            t0 = time.perf_counter()
+            state, loss = train_step(
+                state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step)
+            )
+            loss = float(loss)
+            if not math.isfinite(loss):
+                nnx.update((model, optimizer), state)
+                raise Diverged(step, spec.non_finite_what(get_weights(model)))
+            history.add_train(step, loss, time.perf_counter() - t0, log)
+            stopping = should_stop is not None and should_stop()
+            save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step, stop_at))
+            if save or spec.is_eval_step(cfg, step):
+                nnx.update((model, optimizer), state)  # the objects see the new arrays
+            if spec.is_eval_step(cfg, step):
+                history.add_val(step, evaluate(model, val), log)
+            if save:
+                checkpoint.save_train_state(mngr, step, model, optimizer)
+            advance(loss)
+            if stopping:
+                break
+    nnx.update((model, optimizer), state)
+    return model, history
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run regularization --framework jax`: the ablation grid, gap.png and its table."""
+    data = spec.load_data(cfg)
+
+    def train_arm(arm, **kwargs):
+        return train(cfg, arm, data, show_progress=True, **kwargs)[1]
+
+    return spec.run_grid(cfg, run, train_arm)
