@@ -1,0 +1,253 @@
+"""RNN lab in PyTorch: from-scratch RNN/LSTM/GRU (week1_torch/lib/recurrent.py), a character
+LSTM LM on Shakespeare and a polarity classifier, against torch.nn's built-in layers.
+
+Read beside week1_jax/rnn.py: the same functions in the same order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from labs import rnn as spec
+from week1.report import progress
+from week1.runs import Diverged
+from week1.timing import time_calls
+from week1_torch import training_loop as mlp_lab
+from week1_torch.lib import checkpoint, devices, optim, schedules
+from week1_torch.lib.models import set_weights
+from week1_torch.lib.recurrent import (  # noqa: F401  (the lab's layers: week1_torch.rnn.LSTM, ...)
+    GRU,
+    LSTM,
+    LSTMLM,
+    RNN,
+    RNNClassifier,
+    compile_cells,
+    lm_loss,
+)
+
+
+def build_model(cfg: spec.Config, vocab_size: int, num_classes: int = 0, weights=None):
+    """The task's model on the default device, initialised from cfg.seed (on the CPU, so every
+    device starts from the same numbers), or from `weights` (state_dict names, numpy)."""
+    torch.manual_seed(cfg.seed)
+    if cfg.task == "lm":
+        model = LSTMLM(vocab_size, cfg.n_embd, cfg.hidden_size, cfg.num_layers)
+    else:
+        model = RNNClassifier(
+            vocab_size,
+            cfg.n_embd,
+            cfg.hidden_size,
+            num_classes,
+            cell=cfg.cell,
+            num_layers=cfg.num_layers,
+            bidirectional=cfg.bidirectional,
+            pooling=cfg.pooling,
+        )
+    if weights is not None:
+        set_weights(model, weights)
+    return devices.place(model)
+
+
+def make_optimizer(model, cfg: spec.Config):
+    """From-scratch AdamW on warmup-cosine, no decay on biases (clipping is in train_step)."""
+    optimizer = optim.AdamW(optim.param_groups(model, cfg.weight_decay))
+    return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
+
+
+def as_tensors(*arrays: np.ndarray):
+    """A numpy batch as int64 tensors (what nn.Embedding and cross_entropy take) on the default
+    device."""
+    return devices.to_device(*arrays, dtype=torch.long)
+
+
+def classifier_loss(model: RNNClassifier, ids, lengths, labels):
+    """Mean cross-entropy of the class labels: ids (B, T), lengths (B,), labels (B,)."""
+    logits = model(ids, lengths)  # (B, C)
+    return F.cross_entropy(logits, labels)
+
+
+def loss_fn(cfg: spec.Config):
+    """The task's loss: lm_loss(model, x, y) or classifier_loss(model, ids, lengths, labels)."""
+    return lm_loss if cfg.task == "lm" else classifier_loss
+
+
+def train_batch(cfg: spec.Config, data, step: int) -> tuple:
+    """Training batch `step` as numpy arrays, the loss function's arguments after the model."""
+    if cfg.task == "lm":
+        return spec.lm_batch(data, cfg, step)  # x (B, T), y (B, T)
+    batch = spec.sentiment_batch(data, cfg, step)
+    return batch.ids, batch.lengths, batch.labels
+
+
+def train_step(model, optimizer, scheduler, loss, batch, clip_norm: float):
+    """Backward, clip the global gradient norm (0: off), AdamW step; returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    value = loss(model, *batch)
+    value.backward()
+    if clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    scheduler.step()
+    return value.detach()
+
+
+@torch.no_grad()
+def evaluate(model, cfg: spec.Config, batches) -> tuple[float, float | None]:
+    """(mean loss, accuracy or None for the LM) over fixed evaluation batches."""
+    if cfg.task == "lm":
+        return float(np.mean([float(lm_loss(model, *as_tensors(*b))) for b in batches])), None
+    total, predictions = 0.0, []
+    for b in batches:
+        ids, lengths, labels = as_tensors(b.ids, b.lengths, b.labels)
+        logits = model(ids, lengths)  # (B, C)
+        total += float(F.cross_entropy(logits, labels, reduction="sum"))
+        predictions.append(logits.argmax(-1).cpu().numpy())
+    rows = sum(len(b.labels) for b in batches)
+    return total / rows, spec.accuracy(predictions, batches)
+
+
+def eval_batches(cfg: spec.Config, data, split: str = "validation") -> list:
+    if cfg.task == "lm":
+        return spec.lm_val_batches(data, cfg)
+    return spec.sentiment_eval_batches(data, cfg, split)
+
+
+@torch.no_grad()
+def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> np.ndarray:
+    """`n` characters after `prompt`: the prompt sets the state once, then one character at a
+    time, each drawn from softmax(logits / temperature) and fed back with the state."""
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    logits, state = model(torch.tensor(prompt, dtype=torch.long, device=device)[None, :])
+    ids = []
+    for _ in range(n):
+        probs = torch.softmax(logits[0, -1] / temperature, dim=-1).cpu()  # (V,)
+        ids.append(int(torch.multinomial(probs, 1, generator=generator)))
+        logits, state = model(torch.tensor([[ids[-1]]], device=device), hx=state)
+    return np.array(ids)
+
+
+def train(
+    cfg: spec.Config,
+    data,
+    *,
+    weights: dict | None = None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    stop_at: int | None = None,
+    log=None,
+    should_stop=None,
+    show_progress: bool = False,
+    compile: bool = False,
+):
+    """Train the task's model for cfg.steps (or until `stop_at`); returns (model, history).
+
+    data: spec.load_lm_data(cfg) (lm) or spec.load_sentiment(cfg) (sentiment).
+    weights: start from these (state_dict names, numpy) instead of cfg.seed's init.
+    checkpoint_dir / resume / stop_at / log / should_stop: as in the training_loop lab; a
+    non-finite loss raises Diverged. compile: torch.compile each recurrent cell.
+    """
+    if cfg.task == "lm":
+        model = build_model(cfg, data.vocab_size, weights=weights)
+    else:
+        model = build_model(cfg, data.vocab.size, data.num_classes, weights)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    start = (
+        checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
+    )
+    if compile:
+        compile_cells(model)
+    loss = loss_fn(cfg)
+    val = eval_batches(cfg, data)
+    history = spec.ClassifierHistory()
+    end = cfg.steps if stop_at is None else stop_at
+    label = f"torch{'.compile' if compile else ''} {cfg.task}"
+    with progress(label, total=end - start, enabled=show_progress) as advance:
+        for step in range(start + 1, end + 1):
+            batch = as_tensors(*train_batch(cfg, data, step))
+            t0 = time.perf_counter()
+            value = float(train_step(model, optimizer, scheduler, loss, batch, cfg.clip_norm))
+            if not math.isfinite(value):
+                raise Diverged(step, "loss")
+            history.add_train(step, value, time.perf_counter() - t0, log)
+            stopping = should_stop is not None and should_stop()
+            if spec.is_eval_step(cfg, step):
+                val_loss, val_accuracy = evaluate(model, cfg, val)
+                history.add_val(step, val_loss, log)
+                if val_accuracy is not None:
+                    history.add_accuracy(step, val_accuracy, log)
+            save = stopping or spec.is_checkpoint_step(cfg, step, stop_at)
+            if checkpoint_dir is not None and save:
+                checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
+            advance(value)
+            if stopping:
+                break
+    return model, history
+
+
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
+    """`week1 run rnn --framework torch [--compile] [--task=sentiment]`."""
+    if cfg.task == "lm":
+        data = spec.load_lm_data(cfg)
+        mlp = spec.mlp_baseline(
+            run, cfg, lambda mlp_cfg: mlp_lab.train(mlp_cfg, data, **spec.mlp_kwargs(run))[1]
+        )
+        if mlp is None:  # stopped while the baseline trained
+            return {}
+    else:
+        data = spec.load_sentiment(cfg)
+    model, history = train(
+        cfg,
+        data,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        log=run.log,
+        should_stop=run.should_stop,
+        show_progress=True,
+        compile=compile,
+    )
+    if run.should_stop():
+        return history.summary()
+    if cfg.task == "lm":
+        text = data.corpus.decode(
+            sample(model, spec.prompt_ids(data), cfg.sample_chars, cfg.temperature, cfg.seed)
+        )
+        return spec.lm_summary(run, cfg, data, history, mlp, text)
+    test = evaluate(model, cfg, eval_batches(cfg, data, "test"))
+    return spec.sentiment_summary(run, cfg, data, history, test)
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench rnn`: one LSTM LM training step (forward, backward, clip, AdamW) at each of
+    spec.BENCH_SIZES, our LSTM and torch.nn.LSTM, eager; and at the largest size both under
+    torch.compile (ours: each cell compiled, the time loop in Python)."""
+    data = spec.load_lm_data(cfg)
+    timings = {}
+    for B, T, H in spec.BENCH_SIZES:
+        size = dataclasses.replace(cfg, batch_size=B, seq_len=T, hidden_size=H)
+        batch = as_tensors(*spec.lm_batch(data, size, 1))
+        variants = [("torch ours", False, False), ("torch.nn", True, False)]
+        if spec.BENCH_SIZES[-1] == (B, T, H):
+            variants += [("compile ours", False, True), ("compile nn", True, True)]
+        for name, builtin, compiled in variants:
+            torch.manual_seed(0)
+            model = LSTMLM(data.vocab_size, cfg.n_embd, H, cfg.num_layers, builtin=builtin)
+            model = devices.place(model)
+            optimizer, scheduler = make_optimizer(model, size)
+            step_model = model
+            if compiled:
+                step_model = compile_cells(model) if not builtin else torch.compile(model)
+            timings[f"{name} H={H}"] = time_calls(
+                lambda m=step_model, o=optimizer, s=scheduler: train_step(
+                    m, o, s, lm_loss, batch, cfg.clip_norm
+                ),
+                devices.sync,
+                **spec.bench_iters(B, T, H),
+            )
+    return timings
