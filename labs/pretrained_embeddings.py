@@ -180,6 +180,10 @@ class Config:
             1 <= self.top_k <= len(SEARCH_CORPUS),
             f"top_k={self.top_k}: must be in [1, {len(SEARCH_CORPUS)}]",
         )
+        require(
+            not self.vectors or pathlib.Path(self.vectors).is_file(),
+            f"vectors={self.vectors!r}: no such file (a word2vec text or binary file)",
+        )
 
 
 def pretrained(cfg: Config):
@@ -187,9 +191,9 @@ def pretrained(cfg: Config):
     return minilm.load_config(), checkpoint_weights(), minilm.load_tokenizer(cfg.max_length)
 
 
-def checkpoint_weights(folder=None) -> dict[str, np.ndarray]:
+def checkpoint_weights() -> dict[str, np.ndarray]:
     """model.safetensors as the table's torch names, checked against WEIGHT_MAP."""
-    weights = minilm.load_weights(folder)
+    weights = minilm.load_weights()
     want = {torch for torch, _, _ in WEIGHT_MAP}
     require(
         set(weights) == want,
@@ -199,22 +203,21 @@ def checkpoint_weights(folder=None) -> dict[str, np.ndarray]:
     return weights
 
 
-def embed_in_batches(embed, tokenizer, texts: list[str], cfg: Config, hidden: int) -> np.ndarray:
-    """`embed(Batch) -> (B, C) numpy` over `texts`, `cfg.batch_size` at a time: (len(texts), C).
+def embed_in_batches(embed, tokenizer, texts: list[str], cfg: Config) -> np.ndarray:
+    """`embed(Batch) -> (B, C) numpy` over `texts` (at least one), `cfg.batch_size` at a time:
+    (len(texts), C) float32.
 
     Texts are sorted by length first (as sentence-transformers does), so each
     batch pads little; the rows come back in the order of `texts`.
     """
-    if not texts:
-        return np.zeros((0, hidden), np.float32)
     lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
-    order = np.argsort(lengths, kind="stable")  # (N,)
-    out = np.zeros((len(texts), hidden), np.float32)  # (N, C)
-    for start in range(0, len(texts), cfg.batch_size):
-        rows = order[start : start + cfg.batch_size]
-        batch = minilm.batch(tokenizer, [texts[i] for i in rows], cfg.max_length)
-        out[rows] = embed(batch)
-    return out
+    order = np.argsort(lengths, kind="stable")  # (N,): shortest first
+    parts = [
+        embed(minilm.batch(tokenizer, [texts[i] for i in rows], cfg.max_length))
+        for rows in np.array_split(order, range(cfg.batch_size, len(texts), cfg.batch_size))
+    ]
+    by_length = np.concatenate(parts).astype(np.float32)  # (N, C), in `order`
+    return by_length[np.argsort(order)]  # (N, C), in the order of `texts`
 
 
 def word_positions(tokenizer, sentence: str, word: str) -> list[int]:
@@ -251,8 +254,9 @@ def word_vectors(hidden: list, positions: list[list[int]]) -> np.ndarray:
     )
 
 
-def cosines(vectors: np.ndarray) -> np.ndarray:
-    unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)  # (..., S, C)
+def cosines(rows: np.ndarray) -> np.ndarray:
+    """Cosine of every pair of rows (over the last two axes)."""
+    unit = rows / np.linalg.norm(rows, axis=-1, keepdims=True)  # (..., S, C)
     return unit @ np.swapaxes(unit, -1, -2)  # (..., S, S)
 
 
@@ -346,7 +350,6 @@ def load_static(cfg: Config) -> dict:
     """{"Google News": the 13k x 300 wefe subset, "trained": cfg.vectors (if given)}."""
     sets = {"Google News": vectors.load_pretrained()}
     if cfg.vectors:
-        require(pathlib.Path(cfg.vectors).is_file(), f"vectors={cfg.vectors!r}: no such file")
         sets["trained"] = vectors.load_word2vec_format(cfg.vectors)
     return sets
 

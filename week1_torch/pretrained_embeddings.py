@@ -59,23 +59,23 @@ def embed_fn(model: bert.BertModel, compile: bool = False):
 
 
 def embed_texts(embed, tokenizer, texts: list[str], cfg: spec.Config) -> np.ndarray:
-    """(len(texts), C) float32 numpy sentence embeddings, batched with padding."""
-    hidden = minilm.BertConfig().hidden_size
-    return spec.embed_in_batches(
-        lambda b: embed(b).float().cpu().numpy(), tokenizer, texts, cfg, hidden
-    )
+    """(len(texts), C) float32 numpy sentence embeddings (texts: at least one), batched with
+    padding."""
+    return spec.embed_in_batches(lambda b: embed(b).float().cpu().numpy(), tokenizer, texts, cfg)
 
 
 @functools.cache
 def _pretrained_encoder():
     cfg = spec.Config()
     config, weights, tokenizer = spec.pretrained(cfg)
-    return embed_fn(build_model(config, weights)), tokenizer, cfg
+    return embed_fn(build_model(config, weights)), tokenizer, cfg, config.hidden_size
 
 
 def encode(texts: list[str]) -> np.ndarray:
     """all-MiniLM-L6-v2 sentence embeddings of `texts`: (len(texts), 384) float32, unit rows."""
-    embed, tokenizer, cfg = _pretrained_encoder()
+    embed, tokenizer, cfg, hidden = _pretrained_encoder()
+    if not texts:
+        return np.zeros((0, hidden), np.float32)
     return embed_texts(embed, tokenizer, list(texts), cfg)
 
 
@@ -111,13 +111,13 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run pretrained_embeddings --framework torch [--compile]`: the demos (through
     torch.compile with --compile), the static vectors, the throughput of every variant."""
     config, weights, tokenizer = spec.pretrained(cfg)
+    static = spec.load_static(cfg)
     model = build_model(config, weights)
     forward, embed = forward_fn(model), embed_fn(model, compile=compile)
     contextual = {
         word: spec.word_vectors(forward(batch)[0], positions)
         for word, (batch, positions) in spec.sense_batches(cfg, tokenizer).items()
     }
-    static = spec.load_static(cfg)
     summary = spec.report_senses(contextual, static["Google News"])
     queries = embed_texts(embed, tokenizer, list(spec.SEARCH_QUERIES), cfg)
     corpus = embed_texts(embed, tokenizer, list(spec.SEARCH_CORPUS), cfg)
