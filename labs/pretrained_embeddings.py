@@ -54,7 +54,7 @@ How to read the results
   the absolute numbers move; compare ratios from one run.
 
 Run it:  week1 run pretrained_embeddings --framework jax     (or torch)
-         week1 run pretrained_embeddings --framework torch --vectors=PATH  (word2vec file)
+         week1 run pretrained_embeddings --framework torch --vectors=runs/<word2vec run>/vectors.bin
          week1 bench pretrained_embeddings
          week1 parity pretrained_embeddings
 """
