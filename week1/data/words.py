@@ -15,7 +15,7 @@ machine without the data packages (a GPU box) runs on the carried file.
 
 from __future__ import annotations
 
-import hashlib
+import pathlib
 import re
 
 from week1.config import UsageError
@@ -48,8 +48,11 @@ def wiki_sentences() -> list[list[str]]:
     ]
 
 
-def _cached(name: str, build) -> list[list[str]]:
-    path = cache_dir() / f"words_{name}_v{PREP_VERSION}.txt"
+def _cached(name: str, folder=None) -> list[list[str]]:
+    build = shakespeare_sentences if name == "shakespeare" else wiki_sentences
+    path = (
+        cache_dir() if folder is None else pathlib.Path(folder)
+    ) / f"words_{name}_v{PREP_VERSION}.txt"
     if not path.exists():
         text = "\n".join(" ".join(sentence) for sentence in build())
         tmp = path.with_suffix(".tmp")
@@ -66,7 +69,7 @@ def sentences(name: str, max_words: int = 0) -> list[list[str]]:
     if name == "both":
         out = sentences("shakespeare") + sentences("wiki")
     else:
-        out = _cached(name, shakespeare_sentences if name == "shakespeare" else wiki_sentences)
+        out = _cached(name)
     if max_words > 0:
         kept, total = [], 0
         for sentence in out:
@@ -78,9 +81,13 @@ def sentences(name: str, max_words: int = 0) -> list[list[str]]:
     return out
 
 
-def fingerprint(corpus: list[list[str]]) -> str:
-    """A short hash of a tokenised corpus (what a cached artefact was built from)."""
-    digest = hashlib.sha256()
-    for sentence in corpus:
-        digest.update(" ".join(sentence).encode() + b"\n")
-    return digest.hexdigest()[:16]
+def prepare(out_dir=None) -> list[str]:
+    """Tokenise both corpora into `out_dir` (default: the cache); a line about each."""
+    lines = []
+    for name in ("shakespeare", "wiki"):
+        corpus = _cached(name, out_dir)
+        lines.append(
+            f"words_{name}_v{PREP_VERSION}.txt: {len(corpus):,} sentences, "
+            f"{sum(map(len, corpus)):,} words"
+        )
+    return lines

@@ -1,0 +1,464 @@
+"""Lab: word2vec (skip-gram and CBOW with negative sampling), GloVe and FastText, trained from
+scratch in JAX and in torch, scored next to gensim on the same corpus.
+
+What it teaches
+---------------
+A word is known by the company it keeps. Skip-gram trains each word's vector to tell the words
+that really occur around it from `negative` words drawn at random; CBOW predicts the word from
+the mean of its context. What makes it work is in the data pipeline (week1/data/embeddings.py,
+framework-free numpy, identical for both frameworks): frequent words subsampled, a window
+shrunk at random (near words count more), negatives drawn from unigram^0.75, the learning rate
+decaying linearly to `min_alpha`, rare words pruned by `min_count`. The update
+(week1_*/lib/embeddings.py) is a few gathers, two small batched products and two sparse row
+updates (`index_add_` / `.at[].add`): gradients touch only the rows of the words in the batch.
+
+Where gensim (like word2vec.c) updates one (word, context) pair at a time on a CPU thread, this
+lab updates `batch_size` centre words at once, all gradients taken at the same weights and
+summed into the rows: that is what a GPU needs, and on a CPU it replaces gensim's C loop by a few
+large array operations. The negatives are shared by a window (Ji et al. 2016, HogBatch), each
+weighted by the number of contexts it stands against: the same expected loss for one draw
+instead of one per pair.
+
+- `--model=glove`: GloVe (Pennington et al. 2014) fits w_i . w~_j + b_i + b~_j to log X_ij on
+  the co-occurrence counts X (pairs within `window`, weighted 1/distance), weighted by
+  f(X) = min(1, (X/x_max)^0.75), with glove.c's AdaGrad; the vectors are W + W~.
+- `--model=fasttext`: skip-gram whose input vector is the mean of the word's vector and the
+  vectors of its character n-grams (3-6 characters of "<word>", hashed into `bucket` buckets
+  exactly as gensim and fastText hash them), so a word never seen still gets a vector from its
+  n-grams (Bojanowski et al. 2017).
+
+How to read the results
+-----------------------
+- The table: words/s (corpus words x epochs / training seconds; for GloVe, corpus words over
+  the counting and training time), the ratio to gensim's one-worker speed measured in the same
+  run, Spearman rho on WordSim353 (relatedness) and SimLex-999 (similarity), and 3CosAdd
+  accuracy on Google's analogies, all on the pairs and questions the vocabulary covers
+  (scored as gensim's evaluate_word_pairs / evaluate_word_analogies score them; the parity
+  tests check they agree). On a million words of Shakespeare these scores are low for every
+  implementation: compare ours with gensim's, not with published numbers from billions of words.
+- Two gensim runs with the same settings (one worker, all cores) give the reference and show
+  the noise: two runs of the same algorithm differ by a few hundredths of rho.
+- Nearest neighbours of the probe words: names near names, titles near titles.
+- FastText: neighbours of words that are not in the vocabulary, ours next to gensim's.
+- The torch update runs on `threads` CPU threads (default 1): on a busy machine torch's OpenMP
+  threads spin against each other and a batch runs many times slower.
+
+The parity tests compare JAX and torch step by step from the same matrices and batches (F32),
+check the pipeline against gensim's own formulas (subsampling, negative table, n-gram hashes),
+and check each update against the gradient of its loss.
+
+Run it:  week1 run word2vec --framework torch            (or jax; --model=cbow|glove|fasttext,
+         week1 run word2vec --framework jax --corpus=wiki  --corpus=wiki|both, --reference=false)
+         week1 bench word2vec
+         week1 parity word2vec
+The vectors are saved in the run folder as vectors.txt and vectors.bin (word2vec formats that
+gensim's KeyedVectors.load_word2vec_format reads); the embedding_viz and pretrained_embeddings
+labs take them with --vectors=PATH.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import numpy as np
+
+from week1 import report
+from week1.config import Range, require, validate
+from week1.data import embeddings, vectors, words
+
+MODELS = ("sgns", "cbow", "glove", "fasttext")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: str = "sgns"  # sgns | cbow | glove | fasttext
+    corpus: str = "shakespeare"  # shakespeare | wiki | both
+    max_words: int = 0  # train on the corpus's first N words only (0: all of it)
+    vector_size: int = 100
+    window: int = 5  # largest distance of a context word (GloVe: of a co-occurrence)
+    negative: int = 5  # negative words per window
+    min_count: int = 5  # words seen fewer times are dropped
+    sample: float = 1e-3  # subsampling threshold (0: keep every word)
+    epochs: int = 5  # passes over the corpus (sgns, cbow, fasttext)
+    alpha: float = 0.025  # initial learning rate, falling linearly to min_alpha
+    min_alpha: float = 1e-4
+    seed: int = 0
+    batch_size: int = 1024  # centre words per update (GloVe: co-occurrence entries)
+    min_n: int = 3  # FastText: shortest character n-gram
+    max_n: int = 6  # FastText: longest character n-gram
+    bucket: int = 2_000_000  # FastText: hash buckets of the n-grams (gensim's default)
+    glove_epochs: int = 25  # GloVe: passes over the co-occurrence entries
+    glove_alpha: float = 0.05  # GloVe: AdaGrad's learning rate
+    x_max: float = 100.0  # GloVe: counts above x_max get full weight
+    power: float = 0.75  # GloVe: weight f(x) = (x / x_max)^power below x_max
+    threads: int = 1  # torch's CPU threads (0: torch's default)
+    log_every: int = 100  # updates between logged losses (each log syncs the device)
+    reference: bool = True  # also train gensim with these settings (1 worker, all cores)
+    probes: str = "king,love,death,france,good,night"  # words whose neighbours are shown
+    oov_probes: str = "kingliness,lovesick,deathward,frenchwoman"  # FastText: unseen words
+
+    RANGES = {
+        "vector_size": Range(1, 4096),
+        "window": Range(1, 100),
+        "negative": Range(1, 100),
+        "min_count": Range(1),
+        "sample": Range(0, 1),
+        "epochs": Range(1, 1000),
+        "alpha": Range(0, 10, low_open=True),
+        "min_alpha": Range(0, 10),
+        "batch_size": Range(1, 1 << 20),
+        "min_n": Range(1, 20),
+        "max_n": Range(1, 20),
+        "bucket": Range(1, 1 << 31),
+        "glove_epochs": Range(1, 1000),
+        "glove_alpha": Range(0, 10, low_open=True),
+        "x_max": Range(0, low_open=True),
+        "power": Range(0, 10),
+        "threads": Range(0, 1024),
+        "log_every": Range(1),
+    }
+
+    def check(self) -> None:
+        require(self.model in MODELS, f"model={self.model!r}: allowed: {', '.join(MODELS)}")
+        require(
+            self.corpus in words.NAMES, f"corpus={self.corpus!r}: allowed: {', '.join(words.NAMES)}"
+        )
+        require(
+            self.min_alpha <= self.alpha,
+            f"min_alpha={self.min_alpha}: must be <= alpha={self.alpha}",
+        )
+        require(self.min_n <= self.max_n, f"min_n={self.min_n}: must be <= max_n={self.max_n}")
+
+
+def word2vec_config(*, sg: int, **settings) -> Config:
+    """The Config of the `train(sentences, ...)` interface (gensim's names): sg=1 skip-gram,
+    sg=0 CBOW; the run-only parts (gensim reference, probes) off."""
+    require(sg in (0, 1), f"sg={sg}: must be 0 (CBOW) or 1 (skip-gram)")
+    cfg = Config(model="sgns" if sg else "cbow", reference=False, **settings)
+    validate(cfg)
+    return cfg
+
+
+def load_sentences(cfg: Config) -> list[list[str]]:
+    return words.sentences(cfg.corpus, cfg.max_words)
+
+
+def prepare(out_dir=None) -> list:
+    """`week1 prepare word2vec`: tokenise both corpora into the cache (carry to a GPU box)."""
+    return words.prepare(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data, shared by both frameworks
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Setup:
+    """Everything the training loop needs before its first step, built once from the corpus."""
+
+    vocab: embeddings.Vocab
+    corpus: embeddings.Encoded
+    keep: np.ndarray  # (V,) subsampling keep probabilities
+    table: np.ndarray  # (V,) cumulative unigram^0.75 table
+    sub: embeddings.Subwords | None  # FastText's n-gram rows
+    cooc: embeddings.Cooccurrence | None  # GloVe's counts
+    seconds: float  # building it (GloVe's counting is part of its training time)
+
+    @property
+    def input_rows(self) -> int:
+        """Rows of the input matrix: the words, then FastText's n-grams."""
+        return len(self.vocab) + (len(self.sub.buckets) if self.sub is not None else 0)
+
+
+def setup(sentences, cfg: Config) -> Setup:
+    start = time.perf_counter()
+    vocab = embeddings.build_vocab(sentences, cfg.min_count)
+    require(len(vocab) >= 2, f"min_count={cfg.min_count}: fewer than 2 words are that frequent")
+    corpus = embeddings.encode(sentences, vocab)
+    sub = cooc = None
+    if cfg.model == "fasttext":
+        sub = embeddings.subwords(vocab.words, cfg.min_n, cfg.max_n, cfg.bucket)
+    if cfg.model == "glove":
+        cooc = embeddings.cooccurrence(corpus, len(vocab), cfg.window)
+    return Setup(
+        vocab,
+        corpus,
+        embeddings.keep_probabilities(vocab.counts, cfg.sample),
+        embeddings.unigram_table(vocab.counts),
+        sub,
+        cooc,
+        time.perf_counter() - start,
+    )
+
+
+def init_weights(s: Setup, cfg: Config) -> dict[str, np.ndarray]:
+    """The starting matrices, seeded, the same numbers for both frameworks. word2vec's: input
+    rows uniform in +-0.5 / vector_size, output rows zero; GloVe's (glove.c): every parameter
+    uniform in +-0.5 / vector_size, AdaGrad's accumulators at 1."""
+    rng = np.random.default_rng([cfg.seed, 1 << 20])  # apart from the epochs' streams
+    C, V = cfg.vector_size, len(s.vocab)
+    uniform = lambda *shape: ((rng.random(shape) - 0.5) / C).astype(np.float32)
+    if cfg.model == "glove":
+        params = {"w": uniform(V, C), "wc": uniform(V, C), "b": uniform(V), "bc": uniform(V)}
+        return {**params, **{f"g_{k}": np.ones_like(v) for k, v in params.items()}}
+    return {"w_in": uniform(s.input_rows, C), "w_out": np.zeros((V, C), np.float32)}
+
+
+GLOVE_PARAMS = ("w", "wc", "b", "bc")
+
+
+def epochs(cfg: Config) -> int:
+    return cfg.glove_epochs if cfg.model == "glove" else cfg.epochs
+
+
+def batches(s: Setup, cfg: Config, epoch: int):
+    """Epoch `epoch`'s batches (embeddings.Batch, or GloveBatch for GloVe), from (seed, epoch)."""
+    if cfg.model == "glove":
+        return embeddings.glove_batches(
+            s.cooc,
+            batch_size=cfg.batch_size,
+            x_max=cfg.x_max,
+            power=cfg.power,
+            seed=cfg.seed,
+            epoch=epoch,
+        )
+    w = embeddings.epoch_windows(
+        s.corpus,
+        s.keep,
+        s.table,
+        window=cfg.window,
+        negative=cfg.negative,
+        seed=cfg.seed,
+        epoch=epoch,
+    )
+    return embeddings.epoch_batches(
+        cfg.model,
+        w,
+        batch_size=cfg.batch_size,
+        epoch=epoch,
+        epochs=cfg.epochs,
+        corpus_len=len(s.corpus.ids),
+        alpha=cfg.alpha,
+        min_alpha=cfg.min_alpha,
+        sub=s.sub,
+    )
+
+
+def stream(s: Setup, cfg: Config):
+    """All epochs' batches in order, prepared on a background thread (embeddings.prefetch)."""
+    return embeddings.prefetch(b for epoch in range(epochs(cfg)) for b in batches(s, cfg, epoch))
+
+
+def expected_steps(s: Setup, cfg: Config) -> int:
+    """About how many updates a run makes (the progress bar's total)."""
+    if cfg.model == "glove":
+        per_epoch = math.ceil(len(s.cooc.counts) / cfg.batch_size)
+    else:
+        kept = float(s.keep[s.corpus.ids].sum())
+        per_epoch = math.ceil(kept / cfg.batch_size) + cfg.window  # a partial batch per reach
+    return per_epoch * epochs(cfg)
+
+
+def export(s: Setup, cfg: Config, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """The word vectors (V, C) float32: word2vec's input rows; FastText's mean of each word's row
+    and its n-gram rows (what gensim's FastText returns for a known word); GloVe's W + W~."""
+    V = len(s.vocab)
+    if cfg.model == "glove":
+        return (weights["w"] + weights["wc"]).astype(np.float32)
+    w_in = weights["w_in"]
+    if cfg.model != "fasttext":
+        return np.ascontiguousarray(w_in[:V])
+    real = np.arange(s.sub.rows.shape[1])[None, :] < s.sub.count[:, None]  # (V, G)
+    grams = (w_in[s.sub.rows] * real[..., None]).sum(axis=1)  # (V, C)
+    return ((w_in[:V] + grams) / (1.0 + s.sub.count[:, None])).astype(np.float32)
+
+
+def oov_vector(s: Setup, weights: dict[str, np.ndarray], word: str) -> np.ndarray:
+    """FastText's vector of a word outside the vocabulary: the sum of its trained n-gram rows
+    over its number of n-grams (untrained buckets count as zero); zero if it has none."""
+    rows = s.sub.oov_rows(word)
+    total = len(embeddings.ngram_buckets(word, s.sub.min_n, s.sub.max_n, s.sub.bucket))
+    if not total:
+        return np.zeros(weights["w_in"].shape[1], np.float32)
+    return weights["w_in"][rows].sum(axis=0) / total
+
+
+@dataclasses.dataclass
+class History:
+    """Logged mean loss per scored pair (per entry for GloVe), and the training time."""
+
+    steps: list = dataclasses.field(default_factory=list)
+    loss: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0  # training loop wall time (data preparation included)
+    updates: int = 0
+    stopped: bool = False  # a stop was asked before the last epoch ended
+
+    def add(self, step: int, loss: float, log=None) -> None:
+        self.steps.append(step)
+        self.loss.append(loss)
+        if log:
+            log(step, loss=loss)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trained:
+    words: list
+    vectors: np.ndarray  # (V, C) float32
+    weights: dict  # the final matrices, numpy
+    setup: Setup
+    history: History
+
+    def words_per_s(self, cfg: Config) -> float:
+        """Corpus words x epochs per second of training (GloVe: corpus words per second of
+        counting and training)."""
+        raw = self.setup.corpus.raw_words
+        if cfg.model == "glove":
+            return raw / (self.setup.seconds + self.history.seconds)
+        return raw * cfg.epochs / self.history.seconds
+
+
+def pairs_of(batch) -> float:
+    """What a batch's loss is averaged over: scored pairs (GloVe: real entries)."""
+    return batch.pairs if isinstance(batch, embeddings.Batch) else float(batch.entries)
+
+
+# ---------------------------------------------------------------------------------------------
+# The gensim reference and the report
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Reference:
+    name: str
+    words_per_s: float
+    wv: vectors.WordVectors
+    model: object  # the gensim model (FastText's answers unseen words)
+
+
+def gensim_reference(sentences, cfg: Config, workers: int) -> Reference:
+    """gensim with the same settings (GloVe has none in gensim: skip-gram stands in), timed
+    over train() alone, as ours is over its training loop."""
+    from gensim.models import FastText, Word2Vec
+
+    kind = FastText if cfg.model == "fasttext" else Word2Vec
+    extra = (
+        {"min_n": cfg.min_n, "max_n": cfg.max_n, "bucket": cfg.bucket} if kind is FastText else {}
+    )
+    model = kind(
+        vector_size=cfg.vector_size,
+        window=cfg.window,
+        negative=cfg.negative,
+        min_count=cfg.min_count,
+        sample=cfg.sample,
+        epochs=cfg.epochs,
+        alpha=cfg.alpha,
+        min_alpha=cfg.min_alpha,
+        sg=0 if cfg.model == "cbow" else 1,
+        hs=0,
+        seed=cfg.seed,
+        workers=workers,
+        **extra,
+    )
+    model.build_vocab(sentences)
+    start = time.perf_counter()
+    model.train(sentences, total_examples=model.corpus_count, epochs=cfg.epochs)
+    seconds = time.perf_counter() - start
+    raw = sum(len(s) for s in sentences)
+    label = "gensim " + ("sgns " if cfg.model == "glove" else "")
+    name = f"{label}{workers} worker{'s' if workers > 1 else ''}"
+    wv = vectors.WordVectors([str(w) for w in model.wv.index_to_key], model.wv.vectors)
+    return Reference(name, raw * cfg.epochs / seconds, wv, model)
+
+
+def references(sentences, cfg: Config) -> list[Reference]:
+    """gensim at one worker and at all cores (one worker only on a one-core machine)."""
+    if not cfg.reference:
+        return []
+    cores = os.cpu_count() or 1
+    return [gensim_reference(sentences, cfg, w) for w in sorted({1, cores})]
+
+
+def _probe_words(text: str) -> list[str]:
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+def report_run(run, cfg: Config, sentences, trained: Trained, framework: str) -> dict:
+    """Save the vectors, score them next to gensim's, print the tables, plot the loss; the
+    run's summary."""
+    vectors.save_word2vec_format(run.path("vectors.txt"), trained.words, trained.vectors)
+    vectors.save_word2vec_format(
+        run.path("vectors.bin"), trained.words, trained.vectors, binary=True
+    )
+    ours = vectors.WordVectors(trained.words, trained.vectors)
+    refs = references(sentences, cfg)
+    name = f"{framework} {cfg.model}"
+    scored = [(name, trained.words_per_s(cfg), ours)] + [
+        (r.name, r.words_per_s, r.wv) for r in refs
+    ]
+    base = refs[0].words_per_s if refs else None
+    rows, summary = [], {}
+    for label, speed, wv in scored:
+        scores = vectors.evaluate(wv)
+        ratio = speed / base if base else float("nan")
+        rows.append((label, speed, ratio, scores["ws353"], scores["simlex"], scores["analogies"]))
+        key = "ours" if label == name else label.replace(" ", "_")
+        summary.update(
+            {
+                f"{key}_words_per_s": speed,
+                f"{key}_ws353": scores["ws353"],
+                f"{key}_simlex": scores["simlex"],
+                f"{key}_analogies": scores["analogies"],
+            }
+        )
+    corpus = f"{cfg.corpus}: {trained.setup.corpus.raw_words:,} words, vocabulary {len(ours):,}"
+    report.table(
+        f"{cfg.model} on {corpus}",
+        ["run", "words/s", "x gensim", "WS353 rho", "SimLex rho", "analogies"],
+        rows,
+    )
+    summary["x_gensim"] = rows[0][2]
+    summary["vocabulary"] = len(ours)
+    report_neighbours(ours, [(r.name, r.wv) for r in refs[:1]], _probe_words(cfg.probes))
+    if cfg.model == "fasttext":
+        report_oov(trained, cfg, refs[:1])
+    if trained.history.steps:
+        report.plot_lines(
+            run.path("loss.png"),
+            {name: (trained.history.steps, trained.history.loss)},
+            title=f"{cfg.model} on {cfg.corpus}: training loss",
+            xlabel="update",
+            ylabel="loss per pair" if cfg.model != "glove" else "loss per entry",
+        )
+    summary["final_loss"] = trained.history.loss[-1] if trained.history.loss else float("nan")
+    return summary
+
+
+def report_neighbours(ours: vectors.WordVectors, others: list, probes: list[str]) -> None:
+    found = ours.nearest(probes, topn=5)
+    theirs = {name: wv.nearest(probes, topn=5) for name, wv in others}
+    rows = []
+    for word, near in found.items():
+        rows.append((word, "ours", ", ".join(w for w, _ in near)))
+        for name, table in theirs.items():
+            rows.append(("", name, ", ".join(w for w, _ in table.get(word, []))))
+    report.table("nearest neighbours (cosine)", ["word", "vectors", "5 nearest"], rows)
+
+
+def report_oov(trained: Trained, cfg: Config, refs: list) -> None:
+    """FastText: neighbours of unseen words, from their n-grams alone."""
+    ours = vectors.WordVectors(trained.words, trained.vectors)
+    rows = []
+    for word in _probe_words(cfg.oov_probes):
+        seen = "in vocabulary" if word in ours else "unseen"
+        v = ours[word] if word in ours else oov_vector(trained.setup, trained.weights, word)
+        sims = ours.unit @ (v / max(np.linalg.norm(v), 1e-12))  # (V,)
+        best = [ours.words[i] for i in np.argsort(-sims)[:5]]
+        rows.append((word, seen, "ours", ", ".join(best)))
+        for ref in refs:
+            near = ref.model.wv.most_similar(word, topn=5)
+            rows.append(("", "", ref.name, ", ".join(str(w) for w, _ in near)))
+    report.table(
+        "FastText: words from their character n-grams", ["word", "", "vectors", "5 nearest"], rows
+    )
