@@ -35,7 +35,7 @@ def week1(*args, cwd=None):
         (["run", "training_loop", "--framework", "jax", "--stepz=3"], ["'stepz'", "steps"]),
         (["run", "training_loop", "--framework", "torch", "--steps=x"], ["--steps='x'", "int"]),
         (["run", "training_loop", "--framework", "jax", "--compile"], ["--compile", "torch"]),
-        (["run", "word2vec", "--framework", "jax"], ["'word2vec'", "not implemented"]),
+        (["run", "benchmark", "--framework", "jax"], ["'benchmark'", "not implemented"]),
         (["frobnicate"], ["frobnicate"]),
         (["list", "--steps=3"], ["--steps=3"]),
     ],

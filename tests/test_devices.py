@@ -29,7 +29,10 @@ SMALL = dict(
     checkpoint_every=0, sample_chars=4, profile_steps=2, micro_batches=2, iters=2, warmup=1,
     sizes="64", bandwidth_mib=1,
 )  # fmt: skip
-PER_LAB = {"tokenizers_compare": dict(vocab_size=4000, chars_per_kind=30_000)}
+PER_LAB = {
+    "tokenizers_compare": dict(vocab_size=4000, chars_per_kind=30_000),
+    "word2vec": dict(max_words=3000, epochs=1, window=2, reference=False),
+}
 # Labs whose torch side cannot run on a data-less device, and why.
 NOT_ON_META = {
     "bpe": "the trainer's merge loop reads the pair counts it computes (data-dependent control)",
