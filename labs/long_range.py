@@ -1,0 +1,296 @@
+"""Lab: the limits of recurrent networks that led to Transformers, measured.
+
+What it teaches
+---------------
+A recurrent network must carry what it needs through every step in between;
+the gradient that teaches it to do so is a product of one Jacobian per step,
+which shrinks (or grows) geometrically with the distance (Bengio et al. 1994;
+Hochreiter 1991; Pascanu et al. 2013). Two synthetic tasks make the distance a
+knob, T:
+
+- Copy memory (Hochreiter & Schmidhuber 1997; the form of Arjovsky et al. 2016):
+  10 symbols from an alphabet of 8, then T-1 blanks, a delimiter, 10 more blanks;
+  the target is blanks until the delimiter's 10 steps are over, then the 10
+  symbols in order. A model that outputs blanks and then guesses uniformly (it
+  remembers nothing) scores 10 log 8 / (T + 20) nats per step: the memoryless
+  baseline, drawn on the plot.
+- Adding problem (Hochreiter & Schmidhuber 1997; Le et al. 2015): T pairs (a
+  value uniform in [0, 1], a marker); two steps are marked, one in each half; the
+  target is the sum of their values. Always answering 1 gives the variance of the
+  sum of two uniforms, 2/12 = 0.167 (mean squared error): the baseline.
+
+Each of the Elman RNN, LSTM and GRU (the rnn lab's from-scratch layers, from
+the library) with a linear head is trained on each task at each delay T, in
+both frameworks; a one-layer causal self-attention model (a preview of next
+week, from scratch in both) is trained beside them: it reaches any earlier step
+in one hop, so its difficulty does not grow with T.
+
+How to read the results
+-----------------------
+- long_range_loss.png: final validation loss against T, one line per model,
+  baseline dashed. A model on the baseline has learnt nothing about the past:
+  the Elman RNN reaches it first as T grows, the gated cells later, attention
+  not at all (given its steps). Lines below the baseline at small T and on it at
+  large T are the vanishing gradient at work.
+- long_range_grad_norms.png: the norm of the gradient of the adding loss (read at
+  the last step) with respect to the input at each time step, on a log axis, at
+  initialisation and after training, at the largest T. The Elman RNN's decays
+  geometrically with the distance from the end (a straight line on the log axis);
+  the LSTM's cell path and the GRU's update gate keep it flatter; attention's
+  does not depend on the distance.
+- long_range_clipping.png: a plain RNN started with its recurrent weights
+  scaled up (spectral radius above 1: exploding gradients) and a large learning
+  rate, on the adding task, trained with and without clipping the global
+  gradient norm. Unclipped, gradient norms spike by orders of magnitude and the
+  loss jumps (or becomes NaN: that curve then ends, and the summary says at which
+  step); clipped, the same steps are bounded.
+
+On a 2-core CPU the default (T up to 50, a few hundred steps) takes minutes per
+framework. T = 100 and beyond, and the thousands of steps the gated cells need
+to beat the copy baseline there (Arjovsky et al. train for 10^4+ steps), want a
+GPU: `week1 run long_range --framework jax --delays=100,200,500 --steps=5000`.
+
+No checkpoints: the grid is many short trainings; a stop (Ctrl-C) ends the run
+after the current step, with the finished cells in its summary.
+
+Run it:  week1 run long_range --framework jax   (or torch)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from week1 import convert
+from week1.config import Range, require
+
+TASKS = ("copy", "adding")
+MODELS = ("rnn", "lstm", "gru", "attention")
+N_SYMBOLS, COPY_LENGTH = 8, 10  # symbols 1..8 in the input, 10 of them to copy
+BLANK, DELIMITER = 0, N_SYMBOLS + 1  # input tokens: 0 blank, 1..8 symbols, 9 delimiter
+COPY_INPUTS, COPY_CLASSES = N_SYMBOLS + 2, N_SYMBOLS + 1  # one-hot inputs; outputs 0..8
+ADDING_BASELINE = 2.0 / 12.0  # Var(U1 + U2): the MSE of always answering 1
+
+# torch state_dict <-> Flax, beside the recurrent layer's table (week1_jax.lib.recurrent).
+HEAD_MAP = (
+    ("head.weight", "head.kernel", convert.TRANSPOSE),
+    ("head.bias", "head.bias", convert.SAME),
+)
+ATTENTION_MAP = (
+    ("inp.weight", "inp.kernel", convert.TRANSPOSE),
+    ("inp.bias", "inp.bias", convert.SAME),
+    ("pos", "pos", convert.SAME),  # (max_len, d) learned positions
+    ("qkv.weight", "qkv.kernel", convert.TRANSPOSE),
+    ("qkv.bias", "qkv.bias", convert.SAME),
+    ("proj.weight", "proj.kernel", convert.TRANSPOSE),
+    ("proj.bias", "proj.bias", convert.SAME),
+    *HEAD_MAP,
+)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    tasks: str = "copy,adding"  # comma-separated, from TASKS
+    models: str = "rnn,lstm,gru,attention"  # comma-separated, from MODELS
+    delays: str = "10,20,50"  # comma-separated T values
+    steps: int = 400  # training steps per (task, model, T)
+    batch_size: int = 64
+    lr: float = 3e-3  # Adam (AdamW without decay), constant
+    clip_norm: float = 1.0  # global gradient norm clipping in the grid (0: off)
+    hidden_size: int = 64  # recurrent state; attention's model width
+    n_heads: int = 4  # attention
+    seed: int = 0
+    eval_batches: int = 4  # fixed validation batches for the final loss
+    clip_demo_steps: int = 300  # the clipping experiment (plain RNN, adding task)
+    clip_demo_delay: int = 50
+    clip_demo_lr: float = 1e-2
+    clip_demo_gain: float = 4.0  # recurrent weights scaled by this at the start
+
+    RANGES = {
+        "hidden_size": Range(1, 4096),
+        "n_heads": Range(1, 64),
+        "clip_norm": Range(0),
+        "clip_demo_steps": Range(1),
+        "clip_demo_delay": Range(2, 10_000),
+        "clip_demo_lr": Range(0, low_open=True),
+        "clip_demo_gain": Range(0, low_open=True),
+    }
+
+    @property
+    def task_list(self) -> tuple[str, ...]:
+        return _names(self.tasks)
+
+    @property
+    def model_list(self) -> tuple[str, ...]:
+        return _names(self.models)
+
+    @property
+    def delay_list(self) -> tuple[int, ...]:
+        return tuple(sorted(int(d) for d in _names(self.delays)))
+
+    def check(self) -> None:
+        for task in self.task_list:
+            require(task in TASKS, f"tasks={self.tasks!r}: {task!r} is not one of {TASKS}")
+        for model in self.model_list:
+            require(model in MODELS, f"models={self.models!r}: {model!r} is not one of {MODELS}")
+        require(self.task_list, f"tasks={self.tasks!r}: name at least one of {TASKS}")
+        require(self.model_list, f"models={self.models!r}: name at least one of {MODELS}")
+        names = _names(self.delays)
+        require(
+            names and all(n.isdigit() and 2 <= int(n) <= 10_000 for n in names),
+            f"delays={self.delays!r}: must be comma-separated integers in [2, 10000]",
+        )
+        require(
+            self.hidden_size % self.n_heads == 0,
+            f"hidden_size={self.hidden_size}: must be a multiple of n_heads={self.n_heads}",
+        )
+
+
+# --- the tasks -----------------------------------------------------------------------------
+
+
+def sequence_length(task: str, T: int) -> int:
+    """Steps in one sequence: T + 20 for copy (10 symbols, T-1 blanks, delimiter, 10 blanks),
+    T for adding."""
+    return T + 2 * COPY_LENGTH if task == "copy" else T
+
+
+def copy_batch(T: int, batch_size: int, seed: int, step: int):
+    """Copy memory: x (B, T+20, 10) one-hot float32, y (B, T+20) int32 targets."""
+    rng = np.random.default_rng([seed, step, 1])
+    L = T + 2 * COPY_LENGTH
+    symbols = rng.integers(1, N_SYMBOLS + 1, size=(batch_size, COPY_LENGTH))  # (B, 10)
+    tokens = np.full((batch_size, L), BLANK)  # (B, L)
+    tokens[:, :COPY_LENGTH] = symbols
+    tokens[:, T + COPY_LENGTH - 1] = DELIMITER  # after the T-1 blanks
+    targets = np.full((batch_size, L), BLANK)
+    targets[:, -COPY_LENGTH:] = symbols
+    x = np.eye(COPY_INPUTS, dtype=np.float32)[tokens]  # (B, L, 10)
+    return x, targets.astype(np.int32)
+
+
+def adding_batch(T: int, batch_size: int, seed: int, step: int):
+    """Adding problem: x (B, T, 2) float32 (value, marker), y (B,) float32 the marked sum."""
+    rng = np.random.default_rng([seed, step, 2])
+    values = rng.uniform(0.0, 1.0, size=(batch_size, T))  # (B, T)
+    first = rng.integers(0, T // 2, size=batch_size)  # (B,) in the first half
+    second = rng.integers(T // 2, T, size=batch_size)  # (B,) in the second half
+    markers = np.zeros((batch_size, T))
+    rows = np.arange(batch_size)
+    markers[rows, first] = markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=-1).astype(np.float32)  # (B, T, 2)
+    y = values[rows, first] + values[rows, second]
+    return x, y.astype(np.float32)
+
+
+def batch(task: str, T: int, cfg: Config, step: int, seed: int | None = None):
+    make = copy_batch if task == "copy" else adding_batch
+    return make(T, cfg.batch_size, cfg.seed if seed is None else seed, step)
+
+
+def val_batches(task: str, T: int, cfg: Config) -> list:
+    """Fixed validation batches, seeded apart from training."""
+    return [batch(task, T, cfg, k, seed=cfg.seed + 1_000_003) for k in range(cfg.eval_batches)]
+
+
+def baseline(task: str, T: int) -> float:
+    """The memoryless loss: copy 10 log 8 / (T + 20) nats per step; adding 1/6."""
+    if task == "copy":
+        return COPY_LENGTH * math.log(N_SYMBOLS) / (T + 2 * COPY_LENGTH)
+    return ADDING_BASELINE
+
+
+def io_sizes(task: str) -> tuple[int, int]:
+    """(input features, outputs per step) of a task's model."""
+    return (COPY_INPUTS, COPY_CLASSES) if task == "copy" else (2, 1)
+
+
+def cell_key(task: str, model: str, T: int) -> str:
+    return f"{task}/{model}/T={T}"
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+def plot_losses(path, cfg: Config, final: dict):
+    """Final validation loss against T per model, one panel per task, baselines dashed."""
+    from week1.report import Panel, plot_panels
+
+    panels = []
+    for task in cfg.task_list:
+        delays = cfg.delay_list
+        series = {
+            model: (delays, [final[cell_key(task, model, T)] for T in delays])
+            for model in cfg.model_list
+            if all(cell_key(task, model, T) in final for T in delays)
+        }
+        series["memoryless baseline"] = (delays, [baseline(task, T) for T in delays])
+        ylabel = "cross-entropy (nats/step)" if task == "copy" else "mean squared error"
+        styles = {m: "-o" for m in cfg.model_list} | {"memoryless baseline": "--"}
+        panels.append(Panel(series, f"{task}: {ylabel}", logy=True, styles=styles))
+    return plot_panels(path, panels, title="Final validation loss against the delay T", xlabel="T")
+
+
+def plot_grad_norms(path, T: int, at_init: dict, trained: dict):
+    """||dL/dx_t|| against t for each model, at initialisation and after training."""
+    from week1.report import Panel, plot_panels
+
+    steps = np.arange(T)
+    return plot_panels(
+        path,
+        [
+            Panel({m: (steps, v) for m, v in at_init.items()}, "at initialisation", logy=True),
+            Panel({m: (steps, v) for m, v in trained.items()}, "after training", logy=True),
+        ],
+        title=f"Adding problem, T={T}: gradient norm of the final loss w.r.t. input step t",
+        xlabel="input time step t (the loss is read at t = T-1)",
+    )
+
+
+def plot_clipping(path, curves: dict):
+    """Loss and pre-clipping gradient norm per step, with and without clipping."""
+    from week1.report import Panel, plot_panels
+
+    loss = {name: (c["steps"], c["loss"]) for name, c in curves.items()}
+    norms = {name: (c["steps"], c["grad_norm"]) for name, c in curves.items()}
+    return plot_panels(
+        path,
+        [Panel(loss, "training MSE", logy=True), Panel(norms, "gradient norm", logy=True)],
+        title="Plain RNN with exploding gradients (adding task): clipping",
+        xlabel="training step",
+    )
+
+
+def grad_norm_delay(cfg: Config) -> int:
+    """The T of the gradient-norm plot: the largest trained delay."""
+    return cfg.delay_list[-1]
+
+
+def first_non_finite(losses: list) -> int | None:
+    """The 1-based step of the first NaN or Inf loss, or None."""
+    bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+    return bad[0] + 1 if bad else None
+
+
+def summary(cfg: Config, final: dict, curves: dict) -> dict:
+    """The run's summary: each cell's final loss with its baseline beside, the clipping
+    experiment's largest gradient norm per arm and where an arm stopped (non-finite)."""
+    out = {}
+    for key, value in final.items():
+        task, _, T = key.split("/")
+        out[key] = value
+        out[f"{task}/baseline/{T}"] = baseline(task, int(T[2:]))
+    for name, c in curves.items():
+        finite = [g for g in c["grad_norm"] if math.isfinite(g)]
+        out[f"clipping/{name}/max_grad_norm"] = max(finite, default=float("nan"))
+        out[f"clipping/{name}/final_loss"] = c["loss"][-1] if c["loss"] else float("nan")
+        stopped = first_non_finite(c["loss"])
+        if stopped is not None:
+            out[f"clipping/{name}/non_finite_at_step"] = stopped
+    return out

@@ -1,0 +1,120 @@
+"""long_range parity: the same task batches, losses, gradient-norm curves and short trainings in
+both frameworks, from the same weights.
+
+- batches are numpy (EXACT, deterministic in (seed, step)) and are what the handout says:
+  the copy target is the first 10 symbols after T + 10 blanks, the adding target the sum of
+  the two marked values, one in each half; the baselines are the memoryless losses;
+- for each task x model (RNN, LSTM, GRU, attention): the loss and ||dL/dx_t|| at every input
+  step from torch's init converted to JAX (F32);
+- short trainings, clipped and (exploding, unclipped) not: losses and gradient norms per step
+  (TRAJECTORY).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from labs import long_range as spec
+from week1.tolerances import EXACT, F32, TRAJECTORY, assert_close
+from week1_jax import long_range as jax_lab
+from week1_torch import long_range as torch_lab
+from week1_torch.lib.models import get_weights
+
+CFG = spec.Config(batch_size=8, hidden_size=8, n_heads=2, eval_batches=1)
+T = 6
+
+
+def test_copy_batches():
+    x, y = spec.copy_batch(T, 4, seed=0, step=3)
+    again = spec.copy_batch(T, 4, seed=0, step=3)
+    assert_close("long_range batches", "copy x", again[0], x, EXACT)
+    tokens = x.argmax(-1)  # (B, L)
+    L = spec.sequence_length("copy", T)
+    assert x.shape == (4, L, spec.COPY_INPUTS) and y.shape == (4, L)
+    symbols = tokens[:, : spec.COPY_LENGTH]
+    assert np.all((symbols >= 1) & (symbols <= spec.N_SYMBOLS))
+    assert np.all(tokens[:, T + spec.COPY_LENGTH - 1] == spec.DELIMITER)
+    blanks = np.delete(np.arange(spec.COPY_LENGTH, L), T - 1)  # all but the delimiter
+    assert np.all(tokens[:, blanks] == spec.BLANK)
+    assert np.all(y[:, : L - spec.COPY_LENGTH] == spec.BLANK)
+    assert_close("long_range batches", "copy target", y[:, -spec.COPY_LENGTH :], symbols, EXACT)
+
+
+def test_copy_baseline_is_the_memoryless_loss():
+    """Blanks with certainty until the last 10 steps, then uniform over the 8 symbols: the
+    cross-entropy is 10 log 8 / (T + 20)."""
+    _, y = spec.copy_batch(T, 16, seed=0, step=1)
+    L = spec.sequence_length("copy", T)
+    probs = np.zeros((L, spec.COPY_CLASSES))
+    probs[: L - spec.COPY_LENGTH, spec.BLANK] = 1.0
+    probs[L - spec.COPY_LENGTH :, 1:] = 1.0 / spec.N_SYMBOLS
+    loss = -np.mean(np.log(probs[np.arange(L)[None, :], y]))
+    assert_close("long_range baselines", "copy", loss, spec.baseline("copy", T), F32)
+
+
+def test_adding_batches_and_baseline():
+    x, y = spec.adding_batch(T, 4, seed=0, step=2)
+    assert x.shape == (4, T, 2) and y.shape == (4,)
+    marked = x[..., 1] == 1.0  # (B, T)
+    assert np.all(marked[:, : T // 2].sum(1) == 1) and np.all(marked[:, T // 2 :].sum(1) == 1)
+    assert_close("long_range batches", "adding y", y, (x[..., 0] * marked).sum(1), F32)
+    # Always answering 1 scores E[(S - 1)^2] = Var(S) = 1/6 for S = U1 + U2 (triangular on
+    # [0, 2]); over n sums the mean is within 4 standard errors of it, the squared error's
+    # variance being E[(S - 1)^4] - 1/36 = 1/15 - 1/36.
+    n = 100_000
+    _, many = spec.adding_batch(T, n, seed=0, step=1)
+    error = abs(np.mean((many - 1.0) ** 2) - spec.ADDING_BASELINE)
+    assert error < 4 * math.sqrt((1 / 15 - 1 / 36) / n)
+
+
+def weights_from_torch(task: str, kind: str) -> dict:
+    return get_weights(torch_lab.build_model(CFG, task, kind, T))
+
+
+@pytest.mark.parametrize("task", spec.TASKS)
+@pytest.mark.parametrize("kind", spec.MODELS)
+def test_loss_and_gradient_norm_curve(task, kind):
+    """From the same weights: the loss and ||dL/dx_t|| for every input step t (F32)."""
+    weights = weights_from_torch(task, kind)
+    x, y = spec.val_batches(task, T, CFG)[0]
+    torch_model = torch_lab.build_model(CFG, task, kind, T, weights)
+    jax_model = jax_lab.build_model(CFG, task, kind, T, weights)
+    check = f"long_range {task} {kind}"
+    assert_close(
+        check,
+        "loss",
+        jax_lab.evaluate(jax_model, jax_lab.task_loss(task), [(x, y)]),
+        torch_lab.evaluate(torch_model, torch_lab.task_loss(task), [(x, y)]),
+        F32,
+    )
+    assert_close(
+        check,
+        "||dL/dx_t||",
+        jax_lab.input_grad_norms(jax_model, task, x, y),
+        torch_lab.input_grad_norms(torch_model, task, x, y),
+        F32,
+    )
+
+
+@pytest.mark.parametrize(
+    "task, kind, gain, lr, clip_norm",
+    [("copy", "lstm", 1.0, 3e-3, 1.0), ("adding", "rnn", 4.0, 1e-2, 0.0)],
+    ids=["copy-lstm-clipped", "adding-rnn-exploding-unclipped"],
+)
+def test_short_training(task, kind, gain, lr, clip_norm):
+    """10 steps from the same start: losses and gradient norms before clipping (TRAJECTORY)."""
+    weights = weights_from_torch(task, kind)
+    if gain != 1.0:
+        weights["rnn.weight_hh_l0"] = weights["rnn.weight_hh_l0"] * gain
+    runs = {
+        lab: lab.train_cell(
+            CFG, task, kind, T, weights=weights, lr=lr, clip_norm=clip_norm, n_steps=10
+        )
+        for lab in (jax_lab, torch_lab)
+    }
+    (_, jax_loss, jax_norm), (_, torch_loss, torch_norm) = runs.values()
+    check = f"long_range {task} {kind} 10 steps (clip {clip_norm})"
+    assert len(jax_loss) == 10
+    assert_close(check, "loss", jax_loss, torch_loss, TRAJECTORY)
+    assert_close(check, "gradient norm", jax_norm, torch_norm, TRAJECTORY)

@@ -1,0 +1,242 @@
+"""Long-range lab in JAX/Flax: copy memory and adding problem against the delay T, for the
+from-scratch RNN/LSTM/GRU (week1_jax/lib/recurrent.py) and one layer of causal self-attention.
+
+Read beside week1_torch/long_range.py: the same functions in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from labs import long_range as spec
+from week1 import convert
+from week1.report import progress
+from week1.runs import Diverged
+from week1_jax.lib import devices, optim, recurrent, steps
+from week1_jax.lib.models import set_weights
+
+
+class SequenceModel(nnx.Module):
+    """A recurrent layer (ours: "rnn", "lstm" or "gru") and a linear head at every step:
+    x (B, L, in) -> (B, L, out)."""
+
+    TORCH_ROWS = spec.HEAD_MAP
+
+    def __init__(self, kind: str, in_features: int, hidden: int, out_features: int, *, rngs):
+        self.rnn = recurrent.LAYERS[kind](in_features, hidden, rngs=rngs)
+        self.head = nnx.Linear(hidden, out_features, rngs=rngs)
+
+    def __call__(self, x):
+        out, _ = self.rnn(x)  # (B, L, H)
+        return self.head(out)  # (B, L, out)
+
+
+class CausalSelfAttention(nnx.Module):
+    r"""One layer of causal multi-head self-attention (Vaswani et al. 2017), residual, with a
+    linear head at every step: x (B, L, in) -> (B, L, out).
+
+        h = x W_in + b_in + P[:L]                     (P: learned positions, (max_len, d))
+        q, k, v = h W_q, h W_k, h W_v                 (split into n_heads of d / n_heads)
+        A = softmax(q k^T / sqrt(d / n_heads) + M)    (M: -inf above the diagonal: causal)
+        out = (h + (A v) W_o) W_head
+
+    Step t reads step s <= t through one attention weight, whatever t - s is: no
+    product of per-step Jacobians stands between them.
+    """
+
+    def __init__(
+        self, in_features: int, d: int, out_features: int, max_len: int, n_heads: int, *, rngs
+    ):
+        self.n_heads = n_heads
+        self.inp = nnx.Linear(in_features, d, rngs=rngs)
+        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_len, d)))
+        self.qkv = nnx.Linear(d, 3 * d, rngs=rngs)
+        self.proj = nnx.Linear(d, d, rngs=rngs)
+        self.head = nnx.Linear(d, out_features, rngs=rngs)
+
+    def __call__(self, x):
+        B, L, _ = x.shape
+        h = self.inp(x) + self.pos[:L]  # (B, L, d)
+        d = h.shape[-1]
+        q, k, v = jnp.split(self.qkv(h), 3, axis=-1)  # 3 x (B, L, d)
+        heads = lambda a: a.reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)  # (B, nh, L, hd)
+        q, k, v = heads(q), heads(k), heads(v)
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d // self.n_heads)  # (B, nh, L, L)
+        causal = jnp.tril(jnp.ones((L, L), dtype=bool))
+        weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+        y = (weights @ v).transpose(0, 2, 1, 3).reshape(B, L, d)  # (B, L, d)
+        return self.head(h + self.proj(y))  # (B, L, out)
+
+
+def build_model(cfg: spec.Config, task: str, kind: str, T: int, weights: dict | None = None):
+    """The model of one grid cell, from cfg.seed, or from `weights` (torch names, numpy)."""
+    n_in, n_out = spec.io_sizes(task)
+    rngs = nnx.Rngs(cfg.seed)
+    if kind == "attention":
+        max_len = spec.sequence_length(task, T)
+        model = CausalSelfAttention(n_in, cfg.hidden_size, n_out, max_len, cfg.n_heads, rngs=rngs)
+        table = spec.ATTENTION_MAP
+    else:
+        model = SequenceModel(kind, n_in, cfg.hidden_size, n_out, rngs=rngs)
+        table = recurrent.weight_map(model)
+    if weights is not None:
+        set_weights(model, convert.torch_to_flax(weights, table))
+    return model
+
+
+def task_loss(task: str):
+    """The task's loss(model, x, y): copy, cross-entropy averaged over every step; adding, the
+    squared error of the output at the last step."""
+
+    def copy(model, x, y):
+        logits = model(x)  # (B, L, 9)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    def adding(model, x, y):
+        prediction = model(x)[:, -1, 0]  # (B,)
+        return jnp.mean((prediction - y) ** 2)
+
+    return copy if task == "copy" else adding
+
+
+def make_optimizer(model, lr: float, clip_norm: float) -> nnx.Optimizer:
+    """Adam (our AdamW without decay) at a constant lr, after global-norm clipping (0: off)."""
+    adam = optim.adamw(lr, weight_decay=0.0)
+    tx = optax.chain(optax.clip_by_global_norm(clip_norm), adam) if clip_norm else adam
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def make_train_step(graphdef, loss):
+    """A jitted step: state, x, y -> state, (loss, gradient norm before clipping)."""
+
+    def train_step(model, optimizer, x, y):
+        value, grads = nnx.value_and_grad(loss)(model, x, y)
+        optimizer.update(model, grads)
+        return value, optax.global_norm(grads)
+
+    return steps.jit_on_state(graphdef, train_step)
+
+
+def evaluate(model, loss, batches) -> float:
+    """Mean loss over fixed batches."""
+    graphdef, state = nnx.split(model)
+    value = jax.jit(lambda s, x, y: loss(nnx.merge(graphdef, s), x, y))
+    return float(np.mean([float(value(state, *devices.to_device(x, y))) for x, y in batches]))
+
+
+def train_cell(
+    cfg: spec.Config,
+    task: str,
+    kind: str,
+    T: int,
+    *,
+    weights: dict | None = None,
+    lr: float | None = None,
+    clip_norm: float | None = None,
+    n_steps: int | None = None,
+    log=None,
+    should_stop=None,
+    advance=None,
+):
+    """Train one (task, model, T) cell; returns (model, losses, gradient norms).
+
+    lr, clip_norm, n_steps: override cfg's (the clipping experiment). A non-finite loss raises
+    Diverged when clipping is on; unclipped (the experiment that shows why clipping exists) it
+    ends the curve, the non-finite loss last.
+    """
+    lr = cfg.lr if lr is None else lr
+    clip_norm = cfg.clip_norm if clip_norm is None else clip_norm
+    model = build_model(cfg, task, kind, T, weights)
+    optimizer = make_optimizer(model, lr, clip_norm)
+    graphdef, state = nnx.split((model, optimizer))
+    train_step = make_train_step(graphdef, task_loss(task))
+    losses, norms = [], []
+    for step in range(1, (n_steps or cfg.steps) + 1):
+        x, y = devices.to_device(*spec.batch(task, T, cfg, step))
+        state, (loss, norm) = train_step(state, x, y)
+        losses.append(float(loss))
+        norms.append(float(norm))
+        if not math.isfinite(losses[-1]):
+            if clip_norm:
+                raise Diverged(step, f"loss ({spec.cell_key(task, kind, T)})")
+            break
+        if log and step % 10 == 0:
+            log(step, **{f"{spec.cell_key(task, kind, T)}/train_loss": losses[-1]})
+        if advance:
+            advance(losses[-1])
+        if should_stop is not None and should_stop():
+            break
+    nnx.update((model, optimizer), state)
+    return model, losses, norms
+
+
+def input_grad_norms(model, task: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """||dL/dx_t|| for each input step t (the norm over the batch and features): (L,)."""
+    loss = task_loss(task)
+    graphdef, state = nnx.split(model)
+    grad = jax.jit(jax.grad(lambda s, inputs, y: loss(nnx.merge(graphdef, s), inputs, y), 1))
+    grads = grad(state, *devices.to_device(x, y))  # (B, L, in)
+    return np.sqrt(np.sum(np.asarray(grads) ** 2, axis=(0, 2)))
+
+
+def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = False) -> dict:
+    """The plain RNN on the adding task with its recurrent weights scaled by clip_demo_gain
+    (exploding gradients) and clip_demo_lr: trained unclipped and clipped at 1, from the same
+    start. Returns {arm: {"steps", "loss", "grad_norm"}}."""
+    T = cfg.clip_demo_delay
+    start = build_model(cfg, "adding", "rnn", T)
+    start.rnn.kernel_hh_l0[...] = start.rnn.kernel_hh_l0[...] * cfg.clip_demo_gain
+    weights = recurrent.torch_state_dict(start)
+    curves = {}
+    for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
+        with progress(f"jax clipping: {arm}", cfg.clip_demo_steps, show_progress) as advance:
+            _, losses, norms = train_cell(
+                cfg,
+                "adding",
+                "rnn",
+                T,
+                weights=weights,
+                lr=cfg.clip_demo_lr,
+                clip_norm=clip_norm,
+                n_steps=cfg.clip_demo_steps,
+                should_stop=should_stop,
+                advance=advance,
+            )
+        curves[arm] = {"steps": list(range(1, len(losses) + 1)), "loss": losses, "grad_norm": norms}
+    return curves
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run long_range --framework jax`: the grid, the gradient norms, clipping."""
+    cells = [(t, m, T) for t in cfg.task_list for m in cfg.model_list for T in cfg.delay_list]
+    final, trained = {}, {}
+    with progress("jax grid", total=len(cells) * cfg.steps) as advance:
+        for task, kind, T in cells:
+            model, _, _ = train_cell(
+                cfg, task, kind, T, log=run.log, should_stop=run.should_stop, advance=advance
+            )
+            if run.should_stop():
+                return spec.summary(cfg, final, {})
+            final[spec.cell_key(task, kind, T)] = evaluate(
+                model, task_loss(task), spec.val_batches(task, T, cfg)
+            )
+            if task == "adding" and spec.grad_norm_delay(cfg) == T:
+                trained[kind] = model
+    spec.plot_losses(run.path("long_range_loss.png"), cfg, final)
+    if trained:
+        T = spec.grad_norm_delay(cfg)
+        x, y = spec.val_batches("adding", T, cfg)[0]
+        at_init = {
+            k: input_grad_norms(build_model(cfg, "adding", k, T), "adding", x, y) for k in trained
+        }
+        after = {k: input_grad_norms(m, "adding", x, y) for k, m in trained.items()}
+        spec.plot_grad_norms(run.path("long_range_grad_norms.png"), T, at_init, after)
+    curves = clipping_demo(cfg, run.should_stop, show_progress=True)
+    spec.plot_clipping(run.path("long_range_clipping.png"), curves)
+    return spec.summary(cfg, final, curves)

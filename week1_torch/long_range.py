@@ -1,0 +1,233 @@
+"""Long-range lab in PyTorch: copy memory and adding problem against the delay T, for the
+from-scratch RNN/LSTM/GRU (week1_torch/lib/recurrent.py) and one layer of causal self-attention.
+
+Read beside week1_jax/long_range.py: the same functions in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labs import long_range as spec
+from week1.report import progress
+from week1.runs import Diverged
+from week1_torch.lib import devices, optim, recurrent
+from week1_torch.lib.models import get_weights, set_weights
+
+
+class SequenceModel(nn.Module):
+    """A recurrent layer (ours: "rnn", "lstm" or "gru") and a linear head at every step:
+    x (B, L, in) -> (B, L, out)."""
+
+    def __init__(self, kind: str, in_features: int, hidden: int, out_features: int):
+        super().__init__()
+        self.rnn = recurrent.LAYERS[kind](in_features, hidden)
+        self.head = nn.Linear(hidden, out_features)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)  # (B, L, H)
+        return self.head(out)  # (B, L, out)
+
+
+class CausalSelfAttention(nn.Module):
+    r"""One layer of causal multi-head self-attention (Vaswani et al. 2017), residual, with a
+    linear head at every step: x (B, L, in) -> (B, L, out).
+
+        h = x W_in + b_in + P[:L]                     (P: learned positions, (max_len, d))
+        q, k, v = h W_q, h W_k, h W_v                 (split into n_heads of d / n_heads)
+        A = softmax(q k^T / sqrt(d / n_heads) + M)    (M: -inf above the diagonal: causal)
+        out = (h + (A v) W_o) W_head
+
+    Step t reads step s <= t through one attention weight, whatever t - s is: no
+    product of per-step Jacobians stands between them.
+    """
+
+    def __init__(self, in_features: int, d: int, out_features: int, max_len: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.inp = nn.Linear(in_features, d)
+        self.pos = nn.Parameter(0.02 * torch.randn(max_len, d))
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.head = nn.Linear(d, out_features)
+
+    def forward(self, x):
+        B, L, _ = x.shape
+        h = self.inp(x) + self.pos[:L]  # (B, L, d)
+        d = h.shape[-1]
+        q, k, v = self.qkv(h).chunk(3, dim=-1)  # 3 x (B, L, d)
+        heads = lambda a: a.reshape(B, L, self.n_heads, -1).transpose(1, 2)  # (B, nh, L, hd)
+        q, k, v = heads(q), heads(k), heads(v)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.n_heads)  # (B, nh, L, L)
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        weights = torch.softmax(scores.masked_fill(~causal, -math.inf), dim=-1)
+        y = (weights @ v).transpose(1, 2).reshape(B, L, d)  # (B, L, d)
+        return self.head(h + self.proj(y))  # (B, L, out)
+
+
+def build_model(cfg: spec.Config, task: str, kind: str, T: int, weights: dict | None = None):
+    """The model of one grid cell on the default device, from cfg.seed, or from `weights`
+    (state_dict names, numpy)."""
+    n_in, n_out = spec.io_sizes(task)
+    torch.manual_seed(cfg.seed)
+    if kind == "attention":
+        max_len = spec.sequence_length(task, T)
+        model = CausalSelfAttention(n_in, cfg.hidden_size, n_out, max_len, cfg.n_heads)
+    else:
+        model = SequenceModel(kind, n_in, cfg.hidden_size, n_out)
+    if weights is not None:
+        set_weights(model, weights)
+    return devices.place(model)
+
+
+def task_loss(task: str):
+    """The task's loss(model, x, y): copy, cross-entropy averaged over every step; adding, the
+    squared error of the output at the last step."""
+
+    def copy(model, x, y):
+        logits = model(x)  # (B, L, 9)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten().long())  # (B*L, 9), (B*L,)
+
+    def adding(model, x, y):
+        prediction = model(x)[:, -1, 0]  # (B,)
+        return torch.mean((prediction - y) ** 2)
+
+    return copy if task == "copy" else adding
+
+
+def make_optimizer(model, lr: float) -> optim.AdamW:
+    """Adam (our AdamW without decay) at a constant lr (clipping is in train_step)."""
+    return optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+
+def train_step(model, optimizer, loss, x, y, clip_norm: float):
+    """One step, clipping the global gradient norm to clip_norm (0: off): returns (loss,
+    gradient norm before clipping)."""
+    optimizer.zero_grad(set_to_none=True)
+    value = loss(model, x, y)
+    value.backward()
+    # clip_grad_norm_ returns the norm before clipping; an infinite bound leaves grads alone
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or math.inf)
+    optimizer.step()
+    return value.detach(), norm
+
+
+@torch.no_grad()
+def evaluate(model, loss, batches) -> float:
+    """Mean loss over fixed batches."""
+    return float(np.mean([float(loss(model, *devices.to_device(x, y))) for x, y in batches]))
+
+
+def train_cell(
+    cfg: spec.Config,
+    task: str,
+    kind: str,
+    T: int,
+    *,
+    weights: dict | None = None,
+    lr: float | None = None,
+    clip_norm: float | None = None,
+    n_steps: int | None = None,
+    log=None,
+    should_stop=None,
+    advance=None,
+):
+    """Train one (task, model, T) cell; returns (model, losses, gradient norms).
+
+    lr, clip_norm, n_steps: override cfg's (the clipping experiment). A non-finite loss raises
+    Diverged when clipping is on; unclipped (the experiment that shows why clipping exists) it
+    ends the curve, the non-finite loss last.
+    """
+    lr = cfg.lr if lr is None else lr
+    clip_norm = cfg.clip_norm if clip_norm is None else clip_norm
+    model = build_model(cfg, task, kind, T, weights)
+    optimizer = make_optimizer(model, lr)
+    loss_fn = task_loss(task)
+    losses, norms = [], []
+    for step in range(1, (n_steps or cfg.steps) + 1):
+        x, y = devices.to_device(*spec.batch(task, T, cfg, step))
+        loss, norm = train_step(model, optimizer, loss_fn, x, y, clip_norm)
+        losses.append(float(loss))
+        norms.append(float(norm))
+        if not math.isfinite(losses[-1]):
+            if clip_norm:
+                raise Diverged(step, f"loss ({spec.cell_key(task, kind, T)})")
+            break
+        if log and step % 10 == 0:
+            log(step, **{f"{spec.cell_key(task, kind, T)}/train_loss": losses[-1]})
+        if advance:
+            advance(losses[-1])
+        if should_stop is not None and should_stop():
+            break
+    return model, losses, norms
+
+
+def input_grad_norms(model, task: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """||dL/dx_t|| for each input step t (the norm over the batch and features): (L,)."""
+    x, y = devices.to_device(x, y)
+    x.requires_grad_(True)
+    task_loss(task)(model, x, y).backward()
+    return torch.sqrt(torch.sum(x.grad**2, dim=(0, 2))).cpu().numpy()  # (B, L, in) -> (L,)
+
+
+def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = False) -> dict:
+    """The plain RNN on the adding task with its recurrent weights scaled by clip_demo_gain
+    (exploding gradients) and clip_demo_lr: trained unclipped and clipped at 1, from the same
+    start. Returns {arm: {"steps", "loss", "grad_norm"}}."""
+    T = cfg.clip_demo_delay
+    start = build_model(cfg, "adding", "rnn", T)
+    with torch.no_grad():
+        start.rnn.weight_hh_l0.mul_(cfg.clip_demo_gain)
+    weights = get_weights(start)
+    curves = {}
+    for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
+        with progress(f"torch clipping: {arm}", cfg.clip_demo_steps, show_progress) as advance:
+            _, losses, norms = train_cell(
+                cfg,
+                "adding",
+                "rnn",
+                T,
+                weights=weights,
+                lr=cfg.clip_demo_lr,
+                clip_norm=clip_norm,
+                n_steps=cfg.clip_demo_steps,
+                should_stop=should_stop,
+                advance=advance,
+            )
+        curves[arm] = {"steps": list(range(1, len(losses) + 1)), "loss": losses, "grad_norm": norms}
+    return curves
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run long_range --framework torch`: the grid, the gradient norms, clipping."""
+    cells = [(t, m, T) for t in cfg.task_list for m in cfg.model_list for T in cfg.delay_list]
+    final, trained = {}, {}
+    with progress("torch grid", total=len(cells) * cfg.steps) as advance:
+        for task, kind, T in cells:
+            model, _, _ = train_cell(
+                cfg, task, kind, T, log=run.log, should_stop=run.should_stop, advance=advance
+            )
+            if run.should_stop():
+                return spec.summary(cfg, final, {})
+            final[spec.cell_key(task, kind, T)] = evaluate(
+                model, task_loss(task), spec.val_batches(task, T, cfg)
+            )
+            if task == "adding" and spec.grad_norm_delay(cfg) == T:
+                trained[kind] = model
+    spec.plot_losses(run.path("long_range_loss.png"), cfg, final)
+    if trained:
+        T = spec.grad_norm_delay(cfg)
+        x, y = spec.val_batches("adding", T, cfg)[0]
+        at_init = {
+            k: input_grad_norms(build_model(cfg, "adding", k, T), "adding", x, y) for k in trained
+        }
+        after = {k: input_grad_norms(m, "adding", x, y) for k, m in trained.items()}
+        spec.plot_grad_norms(run.path("long_range_grad_norms.png"), T, at_init, after)
+    curves = clipping_demo(cfg, run.should_stop, show_progress=True)
+    spec.plot_clipping(run.path("long_range_clipping.png"), curves)
+    return spec.summary(cfg, final, curves)
