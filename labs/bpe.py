@@ -6,15 +6,18 @@ How a GPT-2-style tokenizer is learned. Text is split into words by a regex, eac
 word becomes its UTF-8 bytes (written as 256 printable symbols, so nothing is ever
 unknown), and the trainer repeatedly fuses the most frequent adjacent pair into a
 new token until the vocabulary is full. Encoding replays the merges in the order
-they were learned. Read labs/tokenization/ in order: bytelevel.py, train.py
+they were learned. Read week1/tokenization/ in order: bytelevel.py, train.py
 (the pure-Python reference, with the naive loop beside it), model.py, hf.py.
 
 The JAX and torch trainers keep every word back to back in one flat array and do
 the per-merge work as array operations: find the occurrences of the best pair,
 drop the neighbour pairs they destroy, insert the pairs they create, and keep a
-score per pair slot (count, then the smallest pair) so that the next pair is one
-argmax. Like the reference, they touch only the occurrences of the merged pair,
-never recount the corpus.
+count per pair slot, so that the next pair comes from a few reductions over the
+slots (the highest count, then the smallest pair among the ties). Like the
+reference, a merge touches only the occurrences of the merged pair, with two
+exceptions where every pair is counted afresh: the table of pair slots is full,
+or a merge creates a token that already exists (rare: Shakespeare and code never
+hit it; a test forces it).
 
 How to read the results
 -----------------------

@@ -67,49 +67,14 @@ import re
 
 import numpy as np
 
-from week1 import report
+from week1 import convert, report
 from week1.config import require
-from week1.convert import SAME, TRANSPOSE
 from week1.data import minilm, shakespeare, vectors
 from week1.timing import time_calls
 
-# One encoder layer of the checkpoint (transformers' BertModel names, {i} = 0..5) and the
-# Flax path of the same tensor in week1_jax.lib.bert; Linear weights transpose, (out, in) -> (in,
-# out). The torch encoder (week1_torch.lib.bert) uses the checkpoint's names as they are.
-_LAYER = (
-    # torch (checkpoint)                                 flax                              transform
-    ("attention.self.query.weight", "attention.self.query.kernel", TRANSPOSE),
-    ("attention.self.query.bias", "attention.self.query.bias", SAME),
-    ("attention.self.key.weight", "attention.self.key.kernel", TRANSPOSE),
-    ("attention.self.key.bias", "attention.self.key.bias", SAME),
-    ("attention.self.value.weight", "attention.self.value.kernel", TRANSPOSE),
-    ("attention.self.value.bias", "attention.self.value.bias", SAME),
-    ("attention.output.dense.weight", "attention.output.dense.kernel", TRANSPOSE),
-    ("attention.output.dense.bias", "attention.output.dense.bias", SAME),
-    ("attention.output.LayerNorm.weight", "attention.output.LayerNorm.scale", SAME),
-    ("attention.output.LayerNorm.bias", "attention.output.LayerNorm.bias", SAME),
-    ("intermediate.dense.weight", "intermediate.dense.kernel", TRANSPOSE),
-    ("intermediate.dense.bias", "intermediate.dense.bias", SAME),
-    ("output.dense.weight", "output.dense.kernel", TRANSPOSE),
-    ("output.dense.bias", "output.dense.bias", SAME),
-    ("output.LayerNorm.weight", "output.LayerNorm.scale", SAME),
-    ("output.LayerNorm.bias", "output.LayerNorm.bias", SAME),
-)
-N_LAYERS = 6  # all-MiniLM-L6-v2
-WEIGHT_MAP = (
-    ("embeddings.word_embeddings.weight", "embeddings.word_embeddings.embedding", SAME),
-    ("embeddings.position_embeddings.weight", "embeddings.position_embeddings.embedding", SAME),
-    ("embeddings.token_type_embeddings.weight", "embeddings.token_type_embeddings.embedding", SAME),
-    ("embeddings.LayerNorm.weight", "embeddings.LayerNorm.scale", SAME),
-    ("embeddings.LayerNorm.bias", "embeddings.LayerNorm.bias", SAME),
-    *(
-        (f"encoder.layer.{i}.{torch}", f"encoder.layer.{i}.{flax}", how)
-        for i in range(N_LAYERS)
-        for torch, flax, how in _LAYER
-    ),
-    ("pooler.dense.weight", "pooler.dense.kernel", TRANSPOSE),
-    ("pooler.dense.bias", "pooler.dense.bias", SAME),
-)
+N_LAYERS = convert.MINILM_LAYERS  # all-MiniLM-L6-v2
+# Checkpoint names <-> Flax paths: a table of week1/convert.py, which other labs reuse.
+WEIGHT_MAP = convert.MINILM
 
 # The same word in sentences 1-2 in one sense, 3-4 in another.
 SENSES = {

@@ -107,8 +107,10 @@ class Run:
     ):
         self.lab, self.framework, self.cfg = lab, framework, cfg
         self.resume = existing is not None
+        self._made_root = None  # a runs directory this run created (removed again on discard)
         if existing is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+            self._made_root = None if pathlib.Path(root).exists() else pathlib.Path(root)
             self.dir = runs_root(root) / f"{lab}-{framework}-{stamp}"
             self.dir.mkdir()
             config = {"lab": lab, "framework": framework, "config": as_dict(cfg)}
@@ -214,6 +216,8 @@ class Run:
         if self._tb is not None:
             self._tb.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self._made_root is not None and not any(self._made_root.iterdir()):
+            self._made_root.rmdir()
 
     @property
     def closed(self) -> bool:

@@ -52,6 +52,7 @@ def run(cfg: spec.Config, run) -> dict:
         n,
         [f"--out={out}", *config_args(cfg)],
         timeout_s=120 + cfg.steps,
+        log_path=run.path("torchrun.log"),
     )
     losses, _, _ = parallel.load_result(out / "train")
     for step, loss in enumerate(losses, start=1):
@@ -73,8 +74,7 @@ def bench(cfg: spec.Config) -> dict:
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One rank started by torchrun: join the group, train (or time a step); rank 0 writes
     out_dir/<mode>/result.npz."""
-    device = parallel.init_process_group()
-    try:
+    with parallel.process_group() as device:
         data = training_loop.load_data(loop_config(cfg))
         if mode == "bench":
             model = ddp_model(cfg, data.vocab_size, device)
@@ -88,8 +88,6 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
             losses, grads = train(cfg, data, device)
             if dist.get_rank() == 0:
                 parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads)
-    finally:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -156,6 +156,7 @@ def run(cfg: spec.Config, run) -> dict:
             ranks,
             [f"--out={out}", f"--mode={mode}", *config_args(cfg)],
             timeout_s=120 + cfg.steps,
+            log_path=run.path(f"torchrun_{mode}.log"),
         )
     losses, _, memory = parallel.load_result(out / "train")
     resumed, _, _ = parallel.load_result(out / "resume")
@@ -179,8 +180,7 @@ def bench(cfg: spec.Config) -> dict:
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One rank started by torchrun. train: train with a checkpoint half way, in out_dir/checkpoint;
     resume: continue from it; bench: time a step. Rank 0 writes out_dir/<mode>/result.npz."""
-    device = parallel.init_process_group()
-    try:
+    with parallel.process_group() as device:
         data = training_loop.load_data(loop_config(cfg))
         if mode == "bench":
             loop_cfg = loop_config(cfg)
@@ -205,8 +205,6 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
             }
             if dist.get_rank() == 0:
                 parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads, **numbers)
-    finally:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ draws the same global batch and keeps its own rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -56,8 +57,29 @@ def init_process_group():
     )
 
 
-def torchrun(module: str, nproc: int, args: list[str], timeout_s: float) -> None:
-    """`torchrun --standalone --nproc-per-node=N -m module args`: the real launcher, one machine."""
+@contextlib.contextmanager
+def process_group():
+    """The process group of a torchrun rank, and this rank's device; torn down cleanly.
+
+    On the way out every rank waits at a barrier, so none destroys its group while another
+    still talks to it: a rank that exits mid-collective leaves gloo threads behind, which
+    abort the process at exit ("terminate called without an active exception").
+    """
+    device = init_process_group()
+    try:
+        yield device
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def torchrun(module: str, nproc: int, args: list[str], timeout_s: float, log_path=None) -> None:
+    """`torchrun --standalone --nproc-per-node=N -m module args`: the real launcher, one machine.
+
+    --standalone rendezvous on a free port of its own (a busy 29500 does not matter). The
+    launcher's and ranks' output goes to `log_path` (a temporary file by default); a failure is
+    one line naming the exit status and the last line the ranks printed, with the log's path.
+    """
     command = [
         sys.executable,
         "-m",
@@ -68,7 +90,25 @@ def torchrun(module: str, nproc: int, args: list[str], timeout_s: float) -> None
         module,
         *args,
     ]
-    subprocess.run(command, check=True, timeout=timeout_s)
+    with contextlib.ExitStack() as stack:
+        if log_path is None:
+            log = stack.enter_context(
+                tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+            )
+        else:
+            log = stack.enter_context(open(log_path, "w+", encoding="utf-8"))
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+        if done.returncode != 0:
+            log.seek(0)
+            lines = [line.strip() for line in log if line.strip()]
+            cause = next(
+                (line for line in lines if "terminate called" in line or "Error" in line),
+                lines[-1] if lines else "no output",
+            )
+            raise RuntimeError(
+                f"torchrun {module} x{nproc} exited with {done.returncode}: {cause[:160]} "
+                f"(log: {log.name})"
+            )
 
 
 def worker_main(worker, config_cls, argv: list[str]) -> None:
