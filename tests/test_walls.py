@@ -62,7 +62,8 @@ def test_no_module_changes_the_environment_when_imported():
         "import jax, flax.nnx, optax, orbax.checkpoint, chex, torch, transformers, datasets\n"
         "before = dict(os.environ)\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"
-        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "keys = set(before) | set(os.environ)\n"
+        "changed = sorted(k for k in keys if before.get(k) != os.environ.get(k))\n"
         "print(json.dumps(changed))\n"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
