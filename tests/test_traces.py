@@ -59,3 +59,14 @@ def test_grad_accumulation_step_traces_once(traced_once, data, method):
 def test_mixed_precision_step_traces_once(traced_once, data):
     _, history, _ = jmp.train(mixed_precision.Config(**SMALL), data, "bf16")
     assert len(history.steps) == SMALL["steps"] and len(traced_once) == 1
+
+
+def test_the_model_checks_its_input_shape():
+    """chex shape assertions in the model: a context of the wrong length fails while tracing,
+    with the numbers, instead of a matmul shape error deep inside."""
+    from week1_jax.lib.models import CharMLP
+
+    model = CharMLP(10, 8, 4, 16, rngs=nnx.Rngs(0))
+    assert model(jax.numpy.zeros((2, 8), jax.numpy.int32)).shape == (2, 10)
+    with pytest.raises(AssertionError, match="dimension equal to '8' on axis '1' but got '7'"):
+        model(jax.numpy.zeros((2, 7), jax.numpy.int32))

@@ -6,6 +6,7 @@ Model code knows nothing of devices or parallelism; `dtype` (compute) and
 
 from __future__ import annotations
 
+import chex
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -39,6 +40,8 @@ class CharMLP(nnx.Module):
         self.head = nnx.Linear(n_hidden, vocab_size, **kw)
 
     def __call__(self, x, *, rngs: nnx.Rngs | None = None):  # x: (B, T) int
+        chex.assert_rank(x, 2)  # checked while tracing: costs nothing per jitted call
+        chex.assert_axis_dimension(x, 1, self.fc1.in_features // self.wte.features)
         B, T = x.shape
         emb = self.wte(x)  # (B, T, C)
         h = emb.reshape(B, -1)  # (B, T*C)
