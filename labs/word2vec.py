@@ -59,7 +59,6 @@ labs take them with --vectors=PATH.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 
@@ -69,7 +68,7 @@ from week1 import report
 from week1.config import Range, require, validate
 from week1.data import embeddings, vectors, words
 
-MODELS = ("sgns", "cbow", "glove", "fasttext")
+MODELS = embeddings.MODELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,180 +151,6 @@ def prepare(out_dir=None) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training data, shared by both frameworks
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Setup:
-    """Everything the training loop needs before its first step, built once from the corpus."""
-
-    vocab: embeddings.Vocab
-    corpus: embeddings.Encoded
-    keep: np.ndarray  # (V,) subsampling keep probabilities
-    table: np.ndarray  # (V,) cumulative unigram^0.75 table
-    sub: embeddings.Subwords | None  # FastText's n-gram rows
-    cooc: embeddings.Cooccurrence | None  # GloVe's counts
-    seconds: float  # building it (GloVe's counting is part of its training time)
-
-    @property
-    def input_rows(self) -> int:
-        """Rows of the input matrix: the words, then FastText's n-grams."""
-        return len(self.vocab) + (len(self.sub.buckets) if self.sub is not None else 0)
-
-
-def setup(sentences, cfg: Config) -> Setup:
-    start = time.perf_counter()
-    vocab = embeddings.build_vocab(sentences, cfg.min_count)
-    require(len(vocab) >= 2, f"min_count={cfg.min_count}: fewer than 2 words are that frequent")
-    corpus = embeddings.encode(sentences, vocab)
-    sub = cooc = None
-    if cfg.model == "fasttext":
-        sub = embeddings.subwords(vocab.words, cfg.min_n, cfg.max_n, cfg.bucket)
-    if cfg.model == "glove":
-        cooc = embeddings.cooccurrence(corpus, len(vocab), cfg.window)
-    return Setup(
-        vocab,
-        corpus,
-        embeddings.keep_probabilities(vocab.counts, cfg.sample),
-        embeddings.unigram_table(vocab.counts),
-        sub,
-        cooc,
-        time.perf_counter() - start,
-    )
-
-
-def init_weights(s: Setup, cfg: Config) -> dict[str, np.ndarray]:
-    """The starting matrices, seeded, the same numbers for both frameworks. word2vec's: input
-    rows uniform in +-0.5 / vector_size, output rows zero; GloVe's (glove.c): every parameter
-    uniform in +-0.5 / vector_size, AdaGrad's accumulators at 1."""
-    rng = np.random.default_rng([cfg.seed, 1 << 20])  # apart from the epochs' streams
-    C, V = cfg.vector_size, len(s.vocab)
-    uniform = lambda *shape: ((rng.random(shape) - 0.5) / C).astype(np.float32)
-    if cfg.model == "glove":
-        params = {"w": uniform(V, C), "wc": uniform(V, C), "b": uniform(V), "bc": uniform(V)}
-        return {**params, **{f"g_{k}": np.ones_like(v) for k, v in params.items()}}
-    return {"w_in": uniform(s.input_rows, C), "w_out": np.zeros((V, C), np.float32)}
-
-
-GLOVE_PARAMS = ("w", "wc", "b", "bc")
-
-
-def epochs(cfg: Config) -> int:
-    return cfg.glove_epochs if cfg.model == "glove" else cfg.epochs
-
-
-def batches(s: Setup, cfg: Config, epoch: int):
-    """Epoch `epoch`'s batches (embeddings.Batch, or GloveBatch for GloVe), from (seed, epoch)."""
-    if cfg.model == "glove":
-        return embeddings.glove_batches(
-            s.cooc,
-            batch_size=cfg.batch_size,
-            x_max=cfg.x_max,
-            power=cfg.power,
-            seed=cfg.seed,
-            epoch=epoch,
-        )
-    w = embeddings.epoch_windows(
-        s.corpus,
-        s.keep,
-        s.table,
-        window=cfg.window,
-        negative=cfg.negative,
-        seed=cfg.seed,
-        epoch=epoch,
-    )
-    return embeddings.epoch_batches(
-        cfg.model,
-        w,
-        batch_size=cfg.batch_size,
-        epoch=epoch,
-        epochs=cfg.epochs,
-        corpus_len=len(s.corpus.ids),
-        alpha=cfg.alpha,
-        min_alpha=cfg.min_alpha,
-        sub=s.sub,
-    )
-
-
-def stream(s: Setup, cfg: Config):
-    """All epochs' batches in order, prepared on a background thread (embeddings.prefetch)."""
-    return embeddings.prefetch(b for epoch in range(epochs(cfg)) for b in batches(s, cfg, epoch))
-
-
-def expected_steps(s: Setup, cfg: Config) -> int:
-    """About how many updates a run makes (the progress bar's total)."""
-    if cfg.model == "glove":
-        per_epoch = math.ceil(len(s.cooc.counts) / cfg.batch_size)
-    else:
-        kept = float(s.keep[s.corpus.ids].sum())
-        per_epoch = math.ceil(kept / cfg.batch_size) + cfg.window  # a partial batch per reach
-    return per_epoch * epochs(cfg)
-
-
-def export(s: Setup, cfg: Config, weights: dict[str, np.ndarray]) -> np.ndarray:
-    """The word vectors (V, C) float32: word2vec's input rows; FastText's mean of each word's row
-    and its n-gram rows (what gensim's FastText returns for a known word); GloVe's W + W~."""
-    V = len(s.vocab)
-    if cfg.model == "glove":
-        return (weights["w"] + weights["wc"]).astype(np.float32)
-    w_in = weights["w_in"]
-    if cfg.model != "fasttext":
-        return np.ascontiguousarray(w_in[:V])
-    real = np.arange(s.sub.rows.shape[1])[None, :] < s.sub.count[:, None]  # (V, G)
-    grams = (w_in[s.sub.rows] * real[..., None]).sum(axis=1)  # (V, C)
-    return ((w_in[:V] + grams) / (1.0 + s.sub.count[:, None])).astype(np.float32)
-
-
-def oov_vector(s: Setup, weights: dict[str, np.ndarray], word: str) -> np.ndarray:
-    """FastText's vector of a word outside the vocabulary: the sum of its trained n-gram rows
-    over its number of n-grams (untrained buckets count as zero); zero if it has none."""
-    rows = s.sub.oov_rows(word)
-    total = len(embeddings.ngram_buckets(word, s.sub.min_n, s.sub.max_n, s.sub.bucket))
-    if not total:
-        return np.zeros(weights["w_in"].shape[1], np.float32)
-    return weights["w_in"][rows].sum(axis=0) / total
-
-
-@dataclasses.dataclass
-class History:
-    """Logged mean loss per scored pair (per entry for GloVe), and the training time."""
-
-    steps: list = dataclasses.field(default_factory=list)
-    loss: list = dataclasses.field(default_factory=list)
-    seconds: float = 0.0  # training loop wall time (data preparation included)
-    updates: int = 0
-    stopped: bool = False  # a stop was asked before the last epoch ended
-
-    def add(self, step: int, loss: float, log=None) -> None:
-        self.steps.append(step)
-        self.loss.append(loss)
-        if log:
-            log(step, loss=loss)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Trained:
-    words: list
-    vectors: np.ndarray  # (V, C) float32
-    weights: dict  # the final matrices, numpy
-    setup: Setup
-    history: History
-
-    def words_per_s(self, cfg: Config) -> float:
-        """Corpus words x epochs per second of training (GloVe: corpus words per second of
-        counting and training)."""
-        raw = self.setup.corpus.raw_words
-        if cfg.model == "glove":
-            return raw / (self.setup.seconds + self.history.seconds)
-        return raw * cfg.epochs / self.history.seconds
-
-
-def pairs_of(batch) -> float:
-    """What a batch's loss is averaged over: scored pairs (GloVe: real entries)."""
-    return batch.pairs if isinstance(batch, embeddings.Batch) else float(batch.entries)
-
-
-# ---------------------------------------------------------------------------------------------
 # The gensim reference and the report
 
 
@@ -384,7 +209,7 @@ def _probe_words(text: str) -> list[str]:
     return [w.strip() for w in text.split(",") if w.strip()]
 
 
-def report_run(run, cfg: Config, sentences, trained: Trained, framework: str) -> dict:
+def report_run(run, cfg: Config, sentences, trained: embeddings.Trained, framework: str) -> dict:
     """Save the vectors, score them next to gensim's, print the tables, plot the loss; the
     run's summary."""
     vectors.save_word2vec_format(run.path("vectors.txt"), trained.words, trained.vectors)
@@ -446,13 +271,17 @@ def report_neighbours(ours: vectors.WordVectors, others: list, probes: list[str]
     report.table("nearest neighbours (cosine)", ["word", "vectors", "5 nearest"], rows)
 
 
-def report_oov(trained: Trained, cfg: Config, refs: list) -> None:
+def report_oov(trained: embeddings.Trained, cfg: Config, refs: list) -> None:
     """FastText: neighbours of unseen words, from their n-grams alone."""
     ours = vectors.WordVectors(trained.words, trained.vectors)
     rows = []
     for word in _probe_words(cfg.oov_probes):
         seen = "in vocabulary" if word in ours else "unseen"
-        v = ours[word] if word in ours else oov_vector(trained.setup, trained.weights, word)
+        v = (
+            ours[word]
+            if word in ours
+            else embeddings.oov_vector(trained.setup, trained.weights, word)
+        )
         sims = ours.unit @ (v / max(np.linalg.norm(v), 1e-12))  # (V,)
         best = [ours.words[i] for i in np.argsort(-sims)[:5]]
         rows.append((word, seen, "ours", ", ".join(best)))

@@ -45,8 +45,8 @@ def sentences():
 
 
 def setup_for(model: str, sentences, **changes):
-    cfg = dataclasses.replace(CFG, model=model, **changes)
-    return cfg, spec.setup(sentences, cfg)
+    settings = embeddings.Settings.of(dataclasses.replace(CFG, model=model, **changes))
+    return settings, embeddings.setup(sentences, settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,12 +56,12 @@ def setup_for(model: str, sentences, **changes):
 @pytest.mark.parametrize("model", spec.MODELS)
 def test_batches_are_exact_for_a_seed(sentences, model):
     cfg, s = setup_for(model, sentences)
-    first = list(itertools.islice(spec.stream(s, cfg), 30))
-    again = list(itertools.islice(spec.stream(s, cfg), 30))
+    first = list(itertools.islice(embeddings.stream(s, cfg), 30))
+    again = list(itertools.islice(embeddings.stream(s, cfg), 30))
     for k, (a, b) in enumerate(zip(first, again, strict=True)):
         for i, (x, y) in enumerate(zip(a.arrays(), b.arrays(), strict=True)):
             assert_close("pipeline", f"batch{k}.array{i}", x, y, EXACT)
-    other = next(iter(spec.batches(s, dataclasses.replace(cfg, seed=1), 0)))
+    other = next(iter(embeddings.batches(s, dataclasses.replace(cfg, seed=1), 0)))
     assert not np.array_equal(other.arrays()[0], first[0].arrays()[0])
 
 
@@ -147,13 +147,13 @@ def test_batch_layouts(sentences):
 # Each update against the gradient of its loss (torch autograd as the reference)
 
 
-@pytest.mark.parametrize("model", embeddings.MODELS)
+@pytest.mark.parametrize("model", embeddings.NEGATIVE_SAMPLING)
 def test_negative_sampling_update_is_sgd_on_its_loss(sentences, model):
     cfg, s = setup_for(model, sentences)
-    weights = spec.init_weights(s, cfg)
+    weights = embeddings.init_weights(s, cfg)
     weights["w_out"] = np.random.default_rng(1).normal(0, 0.1, weights["w_out"].shape)
     weights["w_out"] = weights["w_out"].astype(np.float32)
-    batch = next(iter(spec.batches(s, cfg, 0)))
+    batch = next(iter(embeddings.batches(s, cfg, 0)))
     inputs, in_w, outputs, labels, out_w = (torch.from_numpy(a) for a in batch.arrays())
     w_in = torch.tensor(weights["w_in"])
     w_out = torch.tensor(weights["w_out"], requires_grad=True)
@@ -186,17 +186,17 @@ def test_negative_sampling_update_is_sgd_on_its_loss(sentences, model):
 
 def test_glove_update_is_glove_c_adagrad_on_its_loss(sentences):
     cfg, s = setup_for("glove", sentences)
-    weights = spec.init_weights(s, cfg)
-    batch = next(iter(spec.batches(s, cfg, 0)))
+    weights = embeddings.init_weights(s, cfg)
+    batch = next(iter(embeddings.batches(s, cfg, 0)))
     i, j, f, logx = (torch.from_numpy(a) for a in batch.arrays())
-    params = [torch.tensor(weights[k], requires_grad=True) for k in spec.GLOVE_PARAMS]
+    params = [torch.tensor(weights[k], requires_grad=True) for k in embeddings.GLOVE_PARAMS]
     loss, _ = torch_emb.glove_loss(params, i, j, f, logx)
     loss.backward()
     lr = cfg.glove_alpha
     state = {k: torch.tensor(v) for k, v in weights.items()}
     got = torch_emb.glove_update(
-        [state[k] for k in spec.GLOVE_PARAMS],
-        [state[f"g_{k}"] for k in spec.GLOVE_PARAMS],
+        [state[k] for k in embeddings.GLOVE_PARAMS],
+        [state[f"g_{k}"] for k in embeddings.GLOVE_PARAMS],
         i,
         j,
         f,
@@ -204,7 +204,7 @@ def test_glove_update_is_glove_c_adagrad_on_its_loss(sentences):
         lr,
     )
     assert_close("glove update", "loss", got.numpy(), loss.detach().numpy(), F32)
-    for k, p in zip(spec.GLOVE_PARAMS, params, strict=True):
+    for k, p in zip(embeddings.GLOVE_PARAMS, params, strict=True):
         # glove.c: each entry moves its rows by -lr g / sqrt(G) with G from before the batch
         # (1 at the start), so the rows move by -lr dL/dparam / sqrt(G).
         expect = weights[k] - lr * p.grad.numpy() / np.sqrt(weights[f"g_{k}"])
@@ -216,12 +216,12 @@ def test_jax_loss_and_gradients_equal_torch(sentences, model):
     import jax
 
     cfg, s = setup_for(model, sentences)
-    weights = spec.init_weights(s, cfg)
-    names = spec.GLOVE_PARAMS if model == "glove" else ("w_in", "w_out")
+    weights = embeddings.init_weights(s, cfg)
+    names = embeddings.GLOVE_PARAMS if model == "glove" else ("w_in", "w_out")
     if model != "glove":  # zero output rows would make every input gradient zero
         weights["w_out"] = np.random.default_rng(1).normal(0, 0.1, weights["w_out"].shape)
         weights["w_out"] = weights["w_out"].astype(np.float32)
-    batch = next(iter(spec.batches(s, cfg, 0)))
+    batch = next(iter(embeddings.batches(s, cfg, 0)))
     jax_loss = jax_emb.glove_loss if model == "glove" else jax_emb.negative_sampling_loss
     torch_loss = torch_emb.glove_loss if model == "glove" else torch_emb.negative_sampling_loss
     if model == "glove":
@@ -246,10 +246,10 @@ def test_jax_loss_and_gradients_equal_torch(sentences, model):
 @pytest.mark.parametrize("model", spec.MODELS)
 def test_jax_and_torch_take_the_same_steps(sentences, model):
     cfg, s = setup_for(model, sentences)
-    weights = spec.init_weights(s, cfg)
-    batches = list(itertools.islice(spec.stream(s, cfg), 40))
-    jax_state, torch_state = jax_lab.as_state(weights), torch_lab.as_state(weights)
-    jax_update, torch_update = jax_lab.make_update(cfg), torch_lab.make_update(cfg)
+    weights = embeddings.init_weights(s, cfg)
+    batches = list(itertools.islice(embeddings.stream(s, cfg), 40))
+    jax_state, torch_state = jax_emb.as_state(weights), torch_emb.as_state(weights)
+    jax_update, torch_update = jax_emb.make_update(cfg), torch_emb.make_update(cfg)
     for k, batch in enumerate(batches):
         jax_state, jax_loss = jax_update(jax_state, batch)
         torch_loss = torch_update(torch_state, batch)
@@ -335,8 +335,8 @@ def test_evaluation_equals_gensims_on_trained_vectors(trained):
 
 def test_fasttext_vectors_are_means_of_word_and_ngram_rows(sentences):
     cfg, s = setup_for("fasttext", sentences)
-    weights = spec.init_weights(s, cfg)
-    out = spec.export(s, cfg, weights)
+    weights = embeddings.init_weights(s, cfg)
+    out = embeddings.export(s, cfg, weights)
     word = s.vocab.words[7]
     grams = [s.sub.row_of_bucket[b] for b in embeddings.ngram_buckets(word, 3, 6, cfg.bucket)]
     expect = (weights["w_in"][7] + weights["w_in"][grams].sum(axis=0)) / (1 + len(grams))
@@ -349,16 +349,16 @@ def test_fasttext_vectors_are_means_of_word_and_ngram_rows(sentences):
     assert_close(
         "fasttext",
         "unseen word",
-        spec.oov_vector(s, weights, unseen),
+        embeddings.oov_vector(s, weights, unseen),
         weights["w_in"][found].sum(axis=0) / total,
         F32,
     )
 
 
 def test_fit_stops_when_asked(sentences):
-    cfg = dataclasses.replace(CFG, log_every=5)
+    cfg = embeddings.Settings.of(dataclasses.replace(CFG, log_every=5))
     asked = iter(range(1000))
-    trained = torch_lab.fit(sentences, cfg, should_stop=lambda: next(asked) >= 11)
+    trained = torch_emb.fit(sentences, cfg, should_stop=lambda: next(asked) >= 11)
     assert trained.history.stopped and trained.history.updates == 12
     assert trained.vectors.shape == (len(trained.words), cfg.vector_size)
 
@@ -410,7 +410,7 @@ def test_week1_run(tmp_path, framework, model):
 def test_quality_within_005_rho_of_gensim(model):
     cfg = dataclasses.replace(spec.Config(), model=model, reference=True)
     sentences = spec.load_sentences(cfg)
-    ours = torch_lab.fit(sentences, cfg)
+    ours = torch_emb.fit(sentences, embeddings.Settings.of(cfg))
     mine = vectors.evaluate(vectors.WordVectors(ours.words, ours.vectors))
     ref = spec.gensim_reference(sentences, cfg, workers=1)
     theirs = vectors.evaluate(ref.wv)

@@ -35,6 +35,11 @@ A negative that equals the positive it stands against counts nothing (gensim ski
 GloVe (Pennington et al. 2014): the co-occurrence counts X_ij within `window` words (each pair
 weighted 1/distance, both directions, as glove's cooccur.c), and batches of (i, j) entries with
 f(X_ij) = min(1, (X_ij / x_max)^power) and log X_ij, shuffled per epoch.
+
+Training (what both frameworks' loops, week1_*/lib/embeddings.fit, share): `Settings` (gensim's
+names), `setup` (vocabulary, encoded corpus, tables, n-grams or counts, built once),
+`init_weights` (the seeded starting matrices, numpy), `stream` (every epoch's batches, prepared
+on a background thread), `export` (the word vectors at the end), `Trained` (what fit returns).
 """
 
 from __future__ import annotations
@@ -42,13 +47,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import math
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-MODELS = ("sgns", "cbow", "fasttext")  # the negative-sampling models; GloVe has its own batches
+from week1.config import require
+
+NEGATIVE_SAMPLING = ("sgns", "cbow", "fasttext")  # the models of Batch
+MODELS = (*NEGATIVE_SAMPLING, "glove")  # GloVe has its own batches
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -447,3 +457,214 @@ def glove_batches(
             fill(logs, np.float32),
             len(take),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: settings, the prepared data, the starting matrices, the vectors at the end
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the pipeline and the training loops read (gensim's names and defaults). A lab's
+    Config with fields of these names converts with Settings.of(cfg)."""
+
+    model: str = "sgns"  # one of MODELS
+    vector_size: int = 100
+    window: int = 5
+    negative: int = 5
+    min_count: int = 5
+    sample: float = 1e-3
+    epochs: int = 5
+    alpha: float = 0.025
+    min_alpha: float = 1e-4
+    seed: int = 0
+    batch_size: int = 1024  # centre words per update (GloVe: co-occurrence entries)
+    min_n: int = 3
+    max_n: int = 6
+    bucket: int = 2_000_000
+    glove_epochs: int = 25
+    glove_alpha: float = 0.05
+    x_max: float = 100.0
+    power: float = 0.75
+    threads: int = 1  # torch's CPU threads (0: torch's default)
+    log_every: int = 100  # updates between logged losses
+
+    @classmethod
+    def of(cls, cfg) -> Settings:
+        return cls(
+            **{
+                f.name: getattr(cfg, f.name)
+                for f in dataclasses.fields(cls)
+                if hasattr(cfg, f.name)
+            }
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Setup:
+    """Everything the training loop needs before its first step, built once from the corpus."""
+
+    vocab: Vocab
+    corpus: Encoded
+    keep: np.ndarray  # (V,) subsampling keep probabilities
+    table: np.ndarray  # (V,) cumulative unigram^0.75 table
+    sub: Subwords | None  # FastText's n-gram rows
+    cooc: Cooccurrence | None  # GloVe's counts
+    seconds: float  # building it (GloVe's counting is part of its training time)
+
+    @property
+    def input_rows(self) -> int:
+        """Rows of the input matrix: the words, then FastText's n-grams."""
+        return len(self.vocab) + (len(self.sub.buckets) if self.sub is not None else 0)
+
+
+def setup(sentences, cfg: Settings) -> Setup:
+    start = time.perf_counter()
+    vocab = build_vocab(sentences, cfg.min_count)
+    require(len(vocab) >= 2, f"min_count={cfg.min_count}: fewer than 2 words are that frequent")
+    corpus = encode(sentences, vocab)
+    sub = cooc = None
+    if cfg.model == "fasttext":
+        sub = subwords(vocab.words, cfg.min_n, cfg.max_n, cfg.bucket)
+    if cfg.model == "glove":
+        cooc = cooccurrence(corpus, len(vocab), cfg.window)
+    return Setup(
+        vocab,
+        corpus,
+        keep_probabilities(vocab.counts, cfg.sample),
+        unigram_table(vocab.counts),
+        sub,
+        cooc,
+        time.perf_counter() - start,
+    )
+
+
+def init_weights(s: Setup, cfg: Settings) -> dict[str, np.ndarray]:
+    """The starting matrices, seeded, the same numbers for both frameworks. word2vec's: input
+    rows uniform in +-0.5 / vector_size, output rows zero; GloVe's (glove.c): every parameter
+    uniform in +-0.5 / vector_size, AdaGrad's accumulators at 1."""
+    rng = np.random.default_rng([cfg.seed, 1 << 20])  # apart from the epochs' streams
+    C, V = cfg.vector_size, len(s.vocab)
+    uniform = lambda *shape: ((rng.random(shape) - 0.5) / C).astype(np.float32)
+    if cfg.model == "glove":
+        params = {"w": uniform(V, C), "wc": uniform(V, C), "b": uniform(V), "bc": uniform(V)}
+        return {**params, **{f"g_{k}": np.ones_like(v) for k, v in params.items()}}
+    return {"w_in": uniform(s.input_rows, C), "w_out": np.zeros((V, C), np.float32)}
+
+
+GLOVE_PARAMS = ("w", "wc", "b", "bc")
+
+
+def epochs(cfg: Settings) -> int:
+    return cfg.glove_epochs if cfg.model == "glove" else cfg.epochs
+
+
+def batches(s: Setup, cfg: Settings, epoch: int):
+    """Epoch `epoch`'s batches (Batch, or GloveBatch for GloVe), from (seed, epoch)."""
+    if cfg.model == "glove":
+        return glove_batches(
+            s.cooc,
+            batch_size=cfg.batch_size,
+            x_max=cfg.x_max,
+            power=cfg.power,
+            seed=cfg.seed,
+            epoch=epoch,
+        )
+    w = epoch_windows(
+        s.corpus,
+        s.keep,
+        s.table,
+        window=cfg.window,
+        negative=cfg.negative,
+        seed=cfg.seed,
+        epoch=epoch,
+    )
+    return epoch_batches(
+        cfg.model,
+        w,
+        batch_size=cfg.batch_size,
+        epoch=epoch,
+        epochs=cfg.epochs,
+        corpus_len=len(s.corpus.ids),
+        alpha=cfg.alpha,
+        min_alpha=cfg.min_alpha,
+        sub=s.sub,
+    )
+
+
+def stream(s: Setup, cfg: Settings):
+    """All epochs' batches in order, prepared on a background thread (prefetch)."""
+    return prefetch(b for epoch in range(epochs(cfg)) for b in batches(s, cfg, epoch))
+
+
+def expected_steps(s: Setup, cfg: Settings) -> int:
+    """About how many updates a run makes (the progress bar's total)."""
+    if cfg.model == "glove":
+        per_epoch = math.ceil(len(s.cooc.counts) / cfg.batch_size)
+    else:
+        kept = float(s.keep[s.corpus.ids].sum())
+        per_epoch = math.ceil(kept / cfg.batch_size) + cfg.window  # a partial batch per reach
+    return per_epoch * epochs(cfg)
+
+
+def export(s: Setup, cfg: Settings, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """The word vectors (V, C) float32: word2vec's input rows; FastText's mean of each word's row
+    and its n-gram rows (what gensim's FastText returns for a known word); GloVe's W + W~."""
+    V = len(s.vocab)
+    if cfg.model == "glove":
+        return (weights["w"] + weights["wc"]).astype(np.float32)
+    w_in = weights["w_in"]
+    if cfg.model != "fasttext":
+        return np.ascontiguousarray(w_in[:V])
+    real = np.arange(s.sub.rows.shape[1])[None, :] < s.sub.count[:, None]  # (V, G)
+    grams = (w_in[s.sub.rows] * real[..., None]).sum(axis=1)  # (V, C)
+    return ((w_in[:V] + grams) / (1.0 + s.sub.count[:, None])).astype(np.float32)
+
+
+def oov_vector(s: Setup, weights: dict[str, np.ndarray], word: str) -> np.ndarray:
+    """FastText's vector of a word outside the vocabulary: the sum of its trained n-gram rows
+    over its number of n-grams (untrained buckets count as zero); zero if it has none."""
+    rows = s.sub.oov_rows(word)
+    total = len(ngram_buckets(word, s.sub.min_n, s.sub.max_n, s.sub.bucket))
+    if not total:
+        return np.zeros(weights["w_in"].shape[1], np.float32)
+    return weights["w_in"][rows].sum(axis=0) / total
+
+
+@dataclasses.dataclass
+class History:
+    """Logged mean loss per scored pair (per entry for GloVe), and the training time."""
+
+    steps: list = dataclasses.field(default_factory=list)
+    loss: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0  # training loop wall time (data preparation included)
+    updates: int = 0
+    stopped: bool = False  # a stop was asked before the last epoch ended
+
+    def add(self, step: int, loss: float, log=None) -> None:
+        self.steps.append(step)
+        self.loss.append(loss)
+        if log:
+            log(step, loss=loss)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trained:
+    words: list
+    vectors: np.ndarray  # (V, C) float32
+    weights: dict  # the final matrices, numpy
+    setup: Setup
+    history: History
+
+    def words_per_s(self, cfg: Settings) -> float:
+        """Corpus words x epochs per second of training (GloVe: corpus words per second of
+        counting and training)."""
+        raw = self.setup.corpus.raw_words
+        if cfg.model == "glove":
+            return raw / (self.setup.seconds + self.history.seconds)
+        return raw * cfg.epochs / self.history.seconds
+
+
+def pairs_of(batch) -> float:
+    """What a batch's loss is averaged over: scored pairs (GloVe: real entries)."""
+    return batch.pairs if isinstance(batch, Batch) else float(batch.entries)

@@ -1,5 +1,7 @@
 """Static word-embedding updates in torch: negative sampling (word2vec skip-gram and CBOW,
-FastText) and GloVe's AdaGrad step, as sparse row updates of the embedding matrices.
+FastText) and GloVe's AdaGrad step, as sparse row updates of the embedding matrices, and the
+training loop that drives them (`fit`: the word2vec lab's, reusable by any lab that needs
+trained vectors or a word2vec workload).
 
 The batches come from week1.data.embeddings (its docstring has the layouts). Read beside
 week1_jax/lib/embeddings.py: the same functions, the same maths.
@@ -27,8 +29,18 @@ GloVe (Pennington et al. 2014, as glove.c updates it)
 
 from __future__ import annotations
 
+import contextlib
+import math
+import time
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from week1.data import embeddings as pipeline
+from week1.report import progress
+from week1.runs import Diverged
+from week1_torch.lib import devices
 
 
 def rows(matrix, index):
@@ -92,3 +104,94 @@ def glove_update(params, grad_sq, i, j, weights, log_counts, lr):
     gb.index_add_(0, i, fd * fd)
     gbc.index_add_(0, j, fd * fd)
     return 0.5 * (weights * d * d).sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop of the word2vec lab (and of anything that trains static vectors)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """torch's intra-op CPU threads set to n for the block (0: left as they are)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def as_state(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The matrices as float32 tensors on the default device (updated in place)."""
+    names = list(weights)
+    return dict(zip(names, devices.to_device(*(weights[k] for k in names)), strict=True))
+
+
+def make_update(cfg: pipeline.Settings, compile: bool = False):
+    """(state, batch) -> the batch's loss (a 0-d tensor), updating `state` in place."""
+    if cfg.model == "glove":
+        glove = torch.compile(glove_update) if compile else glove_update
+
+        def update(state, batch):
+            params = tuple(state[k] for k in pipeline.GLOVE_PARAMS)
+            grad_sq = tuple(state[f"g_{k}"] for k in pipeline.GLOVE_PARAMS)
+            return glove(params, grad_sq, *devices.to_device(*batch.arrays()), cfg.glove_alpha)
+
+        return update
+    step = negative_sampling_update
+    step = torch.compile(step) if compile else step
+
+    def update(state, batch):
+        arrays = devices.to_device(*batch.arrays())
+        return step(state["w_in"], state["w_out"], *arrays, batch.lr)
+
+    return update
+
+
+def fit(
+    sentences,
+    cfg: pipeline.Settings,
+    *,
+    weights: dict | None = None,
+    log=None,
+    should_stop=None,
+    show_progress: bool = False,
+    compile: bool = False,
+) -> pipeline.Trained:
+    """Train cfg.model on `sentences` from `weights` (default: pipeline.init_weights).
+
+    log: log(step, loss=...) every cfg.log_every updates (mean loss per pair since the last).
+    should_stop: () -> bool, asked after every update: if True, stop there and return what was
+      trained. A non-finite logged loss raises Diverged.
+    """
+    s = pipeline.setup(sentences, cfg)
+    state = as_state(weights if weights is not None else pipeline.init_weights(s, cfg))
+    update = make_update(cfg, compile)
+    history = pipeline.History()
+    step, pending, pairs, shown = 0, 0.0, 0.0, None
+    with (
+        cpu_threads(cfg.threads),
+        progress(f"torch {cfg.model}", pipeline.expected_steps(s, cfg), show_progress) as advance,
+    ):
+        start = time.perf_counter()
+        for batch in pipeline.stream(s, cfg):
+            pending = pending + update(state, batch)  # stays on the device until logged
+            pairs += pipeline.pairs_of(batch)
+            step += 1
+            if step % cfg.log_every == 0:
+                shown = float(pending) / max(pairs, 1.0)
+                if not math.isfinite(shown):
+                    raise Diverged(step, "loss")
+                history.add(step, shown, log)
+                pending, pairs = 0.0, 0.0
+            advance(shown)
+            history.stopped = should_stop is not None and should_stop()
+            if history.stopped:
+                break
+        if pairs:
+            history.add(step, float(pending) / pairs, log)
+        devices.sync()
+        history.seconds, history.updates = time.perf_counter() - start, step
+    final = {k: v.cpu().numpy() for k, v in state.items()}
+    return pipeline.Trained(s.vocab.words, pipeline.export(s, cfg, final), final, s, history)
