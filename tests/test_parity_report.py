@@ -96,9 +96,30 @@ def test_families_group_numbers_strip_the_lab_and_fold_equality():
     fams = {(f.lab, f.compared): f for f in parity.families(SUITE)}
     steps = fams[("adamw", "jax ours vs optax.adamw step N")]
     assert steps.n == 3 and steps.max_abs == pytest.approx(4e-6)
-    assert fams[("bpe", "equal: code-1000, shakespeare-300")].n == 2
+    assert fams[("bpe", "equal: shakespeare/code-N")].n == 2
     failed = fams[("tokenizers_compare", "WordPiece")]
     assert failed.failed == 1 and failed.headroom == np.inf  # a failed EXACT check keeps its row
+
+
+def test_families_name_their_alternatives_within_one_test():
+    def rec(check, test):
+        return {**record("rnn", check, "h", F32, ONE, ONE), "test": f"p.py::{test}[x]"}
+
+    cases = [f"rnn {cell}-{n}layer-{d} jax" for cell in "abcd" for n in (1, 3) for d in "uv"]
+    records = [rec(c, "test_layers") for c in cases]
+    records += [rec("rnn lstm hx jax", "test_hx"), rec("rnn gru hx torch", "test_hx")]
+    records.append(rec("rnn lstm-1layer-u jax", "test_other"))  # another test: its own row
+    labels = sorted(f.compared for f in parity.families(records))
+    assert labels == ["*-Nlayer-u/v jax", "lstm-1layer-u jax", "lstm/gru hx jax/torch"]
+
+
+def test_a_shape_mismatch_is_recorded_as_a_failure(tmp_path, monkeypatch):
+    path = tmp_path / "report.jsonl"
+    monkeypatch.setenv(REPORT_ENV, str(path))
+    with pytest.raises(AssertionError, match="shape"):
+        assert_close("rnn resume", "loss", np.zeros(4), np.zeros(0), F32)
+    (rec,) = (json.loads(line) for line in path.read_text().splitlines())
+    assert rec["ok"] is False and rec["headroom"] == np.inf
 
 
 def test_closest_to_failing_first():
@@ -137,6 +158,16 @@ def test_summary_fits_80_columns_without_wrapping(with_gpu):
         assert any("bf16 grads" in line and line.count("0.98") == 2 for line in narrow)
 
 
+def test_detail_fits_80_columns_without_wrapping():
+    def lines(width):
+        console = Console(width=width, record=True, color_system=None)
+        parity.print_detail(doc_of(SUITE), None, console=console)
+        return console.export_text().splitlines()
+
+    narrow = lines(80)
+    assert max(len(line) for line in narrow) <= 80 and len(narrow) == len(lines(200))
+
+
 def test_json_markdown_and_png_from_a_saved_run(tmp_path, capsys):
     saved = tmp_path / "cpu.json"
     saved.write_text(json.dumps(doc_of(SUITE)))
@@ -152,11 +183,14 @@ def test_json_markdown_and_png_from_a_saved_run(tmp_path, capsys):
     assert (tmp_path / "docs" / "parity_headroom.png").stat().st_size > 1000
     assert "parity_headroom.png" in text
     out = tmp_path / "again.json"
-    assert main(["parity", "--from", str(saved), "--json", str(out), "--detail", "adamw"]) == 0
+    assert main(["parity", "--from", str(saved), "--json", str(out)]) == 0
     assert (
         json.loads(out.read_text())["comparisons"] == json.loads(saved.read_text())["comparisons"]
     )
-    assert "step 100" in capsys.readouterr().out  # the per-tensor rows keep each check's name
+    capsys.readouterr()
+    assert main(["parity", "--from", str(saved), "--detail", "adamw"]) == 0
+    detail = capsys.readouterr().out
+    assert "step 100" in detail and "shakespeare" not in detail  # per tensor, one lab
 
 
 def test_not_a_parity_document_is_one_line(tmp_path, capsys):

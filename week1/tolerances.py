@@ -99,8 +99,14 @@ def record(diff: Diff) -> None:
 
 
 def assert_close(check: str, tensor: str, actual, reference, tier: Tier) -> Diff:
-    """Compare, record, and fail with the numbers if `actual` is outside `tier` of `reference`."""
-    diff = measure(actual, reference, tier, check, tensor)
+    """Compare, record, and fail with the numbers if `actual` is outside `tier` of `reference`
+    (a shape mismatch is recorded as a failure, infinitely far, before it is raised)."""
+    try:
+        diff = measure(actual, reference, tier, check, tensor)
+    except AssertionError:
+        inf = float("inf")
+        record(Diff(check, tensor, tier.name, inf, inf, False, inf, tier.rtol, tier.atol))
+        raise
     record(diff)
     assert diff.ok, (
         f"{check}/{tensor}: outside {tier.name} (rtol={tier.rtol}, atol={tier.atol}): "

@@ -219,6 +219,7 @@ class Family:
     """The worst of a group of comparisons: one row of the summary."""
 
     lab: str
+    test: str  # the test function ("" for a lab's folded equality checks)
     compared: str
     tier: str
     n: int
@@ -228,13 +229,9 @@ class Family:
     failed: int
 
     @property
-    def key(self) -> tuple[str, str, str]:
+    def key(self) -> tuple[str, str, str, str]:
         """What a CPU row and a GPU row must share to be one line."""
-        return (
-            self.lab,
-            self.tier,
-            "equal" if self.compared.startswith("equal:") else self.compared,
-        )
+        return (self.lab, self.tier, self.test, self.compared)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,44 +256,57 @@ def lab_of(comparison: dict) -> str:
 
 
 def families(comparisons: list[dict]) -> list[Family]:
-    """Group comparisons into families: same lab, tier, and check name up to its numbers.
+    """Group comparisons into families: same lab, tier and test function, and check names of
+    one shape (the same words, numbers and separators in the same places).
 
-    The check's leading lab name is dropped (the lab is a column). Numbers that differ
-    within a family read N ("step N"); numbers shared by all its checks stay. A lab's
-    EXACT families that all passed become one row "equal: a, b, ...": equality has no
-    headroom to show, and --detail lists them.
+    The check's leading lab name is dropped (the lab is a column). Where a family's names
+    differ, the label shows the alternatives: numbers read N ("step N"), up to three words
+    a/b/c ("jax jit/pmap/shard_map x8"), more *. A lab's EXACT families that all passed
+    become one row "equal: a, b, ...": equality has no headroom to show, and --detail
+    lists them.
     """
-    groups: dict[tuple[str, str, str], list[dict]] = {}
+    groups: dict[tuple[str, str, str, str], list[dict]] = {}
     for c in comparisons:
         lab = lab_of(c)
         c = {**c, "check": c["check"].removeprefix(lab + " ").strip() or c["check"]}
-        groups.setdefault((lab, c["tier"], re.sub(r"\d+", "#", c["check"])), []).append(c)
-    named = {key: (_common_name(group), group) for key, group in groups.items()}
-    equal: dict[str, list[tuple[str, list[dict]]]] = {}
-    for (lab, tier, pattern), (name, group) in list(named.items()):
+        test = c.get("test", "").split("::")[-1].split("[")[0]
+        shape = re.sub(r"[^\W\d_]+", "w", re.sub(r"\d+", "#", c["check"]))
+        groups.setdefault((lab, c["tier"], test, shape), []).append(c)
+    out, equal = [], {}
+    for (lab, tier, test, _), group in groups.items():
         if tier == "EXACT" and all(c["ok"] for c in group):
-            equal.setdefault(lab, []).append((name, group))
-            del named[(lab, tier, pattern)]
-    out = [_family(lab, tier, name, group) for (lab, tier, _), (name, group) in named.items()]
+            equal.setdefault(lab, []).append((_label(group), group))
+        else:
+            out.append(_family(lab, test, tier, _label(group), group))
     for lab, parts in equal.items():
-        names = ", ".join(sorted(name for name, _ in parts))
-        out.append(_family(lab, "EXACT", "equal: " + names, [c for _, g in parts for c in g]))
+        names = ", ".join(sorted({name for name, _ in parts}))
+        out.append(_family(lab, "", "EXACT", "equal: " + names, [c for _, g in parts for c in g]))
     return out
 
 
-def _common_name(group: list[dict]) -> str:
-    """The checks' shared name: each number that differs between them becomes N."""
-    parts = [re.split(r"(\d+)", c["check"]) for c in group]
-    return "".join(p[0] if len(set(p)) == 1 else "N" for p in zip(*parts, strict=True))
+def _label(group: list[dict]) -> str:
+    """The checks' name with its alternatives: numbers that differ N, words a/b/c or *."""
+    tokens = [re.findall(r"\d+|[^\W\d_]+|[\W_]+", c["check"]) for c in group]
+    label = []
+    for values in zip(*tokens, strict=True):
+        distinct = list(dict.fromkeys(values))  # in order of appearance
+        if len(distinct) == 1:
+            label.append(distinct[0])
+        elif all(v.isdigit() for v in distinct):
+            label.append("N")
+        else:
+            label.append("/".join(distinct) if len(distinct) <= 3 else "*")
+    return "".join(label)
 
 
-def _family(lab: str, tier: str, compared: str, group: list[dict]) -> Family:
+def _family(lab: str, test: str, tier: str, compared: str, group: list[dict]) -> Family:
     """The worst max abs, max rel and headroom of a group (an unknown value counts as worst)."""
     worst = [
         max((_float(c.get(k)) for c in group), key=_order)
         for k in ("max_abs", "max_rel", "headroom")
     ]
-    return Family(lab, compared, tier, len(group), *worst, sum(not c["ok"] for c in group))
+    failed = sum(not c["ok"] for c in group)
+    return Family(lab, test, compared, tier, len(group), *worst, failed)
 
 
 def _float(value) -> float:
@@ -403,6 +413,8 @@ def summary_lines(doc: dict, rows: list[Row], gpu: dict | None) -> list[str]:
     labs = sorted({lab_of(c) for c in comparisons})
     scope = labs[0] if len(labs) == 1 else f"{len(labs)} labs"
     verdict = f"{failed} outside their tier" if failed else "all within their tier"
+    if doc["exit_status"]:
+        verdict += f", pytest exit status {doc['exit_status']}"
     lines = [f"{scope} ({len(comparisons)} comparisons): {verdict}; on {doc['device']}"]
     if rows:
         top = rows[0].any
