@@ -210,7 +210,7 @@ def cmd_parity(args) -> int:
 def cmd_bench(args, overrides) -> int:
     from week1.commands.bench import bench_labs
 
-    return bench_labs(args.labs, overrides, json_path=args.json)
+    return bench_labs(args.labs, overrides, json_path=args.json, threads=args.threads)
 
 
 def cmd_profile(args, overrides) -> int:
@@ -286,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("labs", nargs="*", help="labs to bench (default: every lab with a workload)")
     p.add_argument("--json", default=None, help="also write every figure and the machine here")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for both frameworks (OMP_NUM_THREADS; 1 also stops XLA's thread pool)",
+    )
     p = sub.add_parser(
         "profile", help="profiler trace of a lab's step: phase breakdown, top operations"
     )

@@ -46,8 +46,13 @@ def machine() -> dict:
     return dict(machine_rows())
 
 
-def _worker_env(lab_id: str, framework: str) -> dict:
+def _worker_env(lab_id: str, framework: str, threads: int = 0) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if threads == 1:  # XLA's CPU thread pool off too: one thread each, the same for both
+        flags = env.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
     if framework == "jax" and getattr(catalog.spec(lab_id), "MULTI_DEVICE", False):
         flags = env.get("XLA_FLAGS", "")
         if "xla_force_host_platform_device_count" not in flags:
@@ -55,7 +60,7 @@ def _worker_env(lab_id: str, framework: str) -> dict:
     return env
 
 
-def run_worker(lab_id: str, framework: str, overrides: list[str]) -> dict:
+def run_worker(lab_id: str, framework: str, overrides: list[str], threads: int = 0) -> dict:
     """One framework's bench of one lab in a fresh process: {"timings": {...}, "notes": [...],
     "device": ...} or {"error": one line}."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +71,7 @@ def run_worker(lab_id: str, framework: str, overrides: list[str]) -> dict:
                 [*command, *overrides],
                 capture_output=True,
                 text=True,
-                env=_worker_env(lab_id, framework),
+                env=_worker_env(lab_id, framework, threads),
                 timeout=WORKER_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
@@ -83,8 +88,25 @@ def run_worker(lab_id: str, framework: str, overrides: list[str]) -> dict:
         return {**json.loads(out.read_text()), "notes": notes}
 
 
-def bench_labs(lab_ids: list[str], overrides: list[str], json_path: str | None = None) -> int:
-    """Bench each lab in both frameworks; print a table per lab; 1 if any row failed."""
+def busy_note() -> str | None:
+    """A warning when other work keeps the CPU busy (the load average past half the cores):
+    torch's OpenMP threads then spin against each other and the times mean little."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores / 2:
+        return (
+            f"the machine is busy (load {load:.1f} on {cores} cores): times are unreliable, torch "
+            "eager most of all (OpenMP threads spin); rerun on an idle machine or with --threads=1"
+        )
+    return None
+
+
+def bench_labs(
+    lab_ids: list[str], overrides: list[str], json_path: str | None = None, threads: int = 0
+) -> int:
+    """Bench each lab in both frameworks; print a table per lab; 1 if any row failed.
+
+    threads > 0 sets OMP_NUM_THREADS (torch's intra-op pool) and XLA's CPU thread count to it in
+    every worker, the same for both frameworks."""
     lab_ids = lab_ids or labs_with_bench()
     for lab_id in lab_ids:  # refuse bad input before anything runs
         override(catalog.spec(lab_id).Config(), overrides)
@@ -97,9 +119,16 @@ def bench_labs(lab_ids: list[str], overrides: list[str], json_path: str | None =
         json_path = pathlib.Path(json_path)
         if json_path.is_dir() or not json_path.parent.exists():
             raise UsageError(f"--json {str(json_path)!r}: not a writable file path")
+    if threads < 0:
+        raise UsageError(f"--threads={threads}: must be >= 0 (0: the frameworks' defaults)")
+    note = busy_note()
+    if note:
+        report.console.print(f"[bold yellow]note:[/] {note}")
     results, failed = {}, False
     for lab_id in lab_ids:
-        results[lab_id] = {fw: run_worker(lab_id, fw, overrides) for fw in catalog.FRAMEWORKS}
+        results[lab_id] = {
+            fw: run_worker(lab_id, fw, overrides, threads) for fw in catalog.FRAMEWORKS
+        }
         failed |= any("error" in r for r in results[lab_id].values())
         print_table(lab_id, results[lab_id])
     if json_path is not None:
@@ -130,7 +159,7 @@ def print_table(lab_id: str, by_framework: dict) -> None:
         (t["iters"] for r in by_framework.values() for t in r.get("timings", {}).values()), 0
     )
     report.table(
-        f"bench {lab_id}: median ms of {iters} synced calls; speed = row 1 ms / ms",
+        f"bench {lab_id} (ms: median of {iters}; speed vs row 1)",
         ["variant", "ms", "speed", "first s", "memory"],
         rows,
     )
