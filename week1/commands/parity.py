@@ -8,18 +8,18 @@ with this module loaded as a plugin (`-p week1.commands.parity`: at the end of t
 session it appends one line {"devices": {...}} naming the devices the tests ran
 on), and reads the file back.
 
-What it prints. By default one row per lab and check family (the checks of a lab
-and tier whose names differ only in numbers, "... step 1", "... step 51", are one
-family; the EXACT checks of a lab that all passed are one row, "equal: ..."), with
-the worst max abs, max rel and headroom: the worst |a - b| / (atol + rtol * |b|)
-under the row's own tier, the very quantity its assert compares (1.0 = at the limit,
-above 1 fails). Labs and rows are sorted by headroom, the closest to failing first,
-and coloured. `--detail [LAB]` prints the per-tensor rows; `--json PATH` writes the
-document below; `--markdown PATH` writes a report for docs/ with its provenance and
-a PNG of headroom per lab and tier beside it (PATH's stem + "_headroom.png");
-`--from PATH` reports a saved document instead of running the tests. Arguments for
-pytest go last, after `--`, with the options before LAB (argparse fills positionals
-once): `week1 parity --json out.json adamw -- -k optax`.
+What it prints. By default one row per lab and check family (the checks of one test
+function and tier whose names share a shape, "jax jit x8 ..." and "jax pmap x8 ...",
+"... step 1" and "... step 51", are one family; the EXACT checks of a lab that all
+passed are one row, "equal: ..."), with the worst max abs, max rel and headroom: the
+worst |a - b| / (atol + rtol * |b|) under the row's own tier, the very quantity its
+assert compares (1.0 = at the limit, above 1 fails). Labs and rows are sorted by
+headroom, the closest to failing first, and coloured. `--detail [LAB]` prints the
+per-tensor rows; `--json PATH` writes the document below; `--markdown PATH` writes a
+report for docs/ with its provenance and a PNG of headroom per lab and tier beside it
+(PATH's stem + "_headroom.png"); `--from PATH` reports a saved document instead of
+running the tests. Arguments for pytest go last, after `--`, with the options before
+LAB (argparse fills positionals once): `week1 parity --json out.json adamw -- -k optax`.
 
 The JSON document (FORMAT below; read back by --from and --gpu):
     {"format": "week1-parity/1", "command": "week1 parity ...", "date": ISO 8601 UTC,
@@ -490,7 +490,7 @@ def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str
         "# Parity report",
         "",
         "Every number below was measured by the command named here; regenerate this file with",
-        "`week1 parity --markdown docs/parity.md` (all labs: a few minutes on two cores).",
+        "`week1 parity --markdown docs/parity.md` (it runs the whole parity suite).",
         "",
         f"- command: `{doc['command']}` (pytest exit status {doc['exit_status']})",
         f"- date: {doc['date']}",
@@ -507,7 +507,8 @@ def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str
         "Headroom is the worst ratio, over a family's tensors and their elements, of the",
         "observed difference to what the row's tier allows: |a - b| / (atol + rtol |b|), the",
         "quantity the tier's assert compares. 1.0 is at the limit; above 1 fails. One row per",
-        "lab and check family (checks differing only in numbers: N), closest to failing first.",
+        "lab and check family (the checks of one test and tier whose names differ in numbers,",
+        "N, or in up to three words, a/b/c), closest to failing first.",
         "",
         "| lab | compared | tier | n | max abs | max rel | headroom | GPU |",
         "|---|---|---|--:|--:|--:|--:|--:|",
