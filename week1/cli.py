@@ -45,7 +45,7 @@ def _config(lab_id: str, overrides: list[str]):
 
 def cmd_list(args) -> int:
     rows = [(lab.day, lab.id, lab.title, "yes" if lab.implemented else "-") for lab in catalog.LABS]
-    report.table("week1 labs", ["day", "id", "title", "implemented"], rows)
+    report.table("week1 labs", ["day", "id", "title", "done"], rows)
     return 0
 
 
