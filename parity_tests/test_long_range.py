@@ -10,6 +10,7 @@ both frameworks, from the same weights.
   (TRAJECTORY).
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -98,18 +99,25 @@ def test_loss_and_gradient_norm_curve(task, kind):
 
 
 @pytest.mark.parametrize(
-    "task, kind, gain, lr, clip_norm",
-    [("copy", "lstm", 1.0, 3e-3, 1.0), ("adding", "rnn", 4.0, 1e-2, 0.0)],
-    ids=["copy-lstm-clipped", "adding-rnn-exploding-unclipped"],
+    "task, kind, gain, lr, clip_norm, sgd",
+    [("copy", "lstm", 1.0, 1e-2, 1.0, False), ("adding", "rnn", 4.0, 0.05, 0.0, True)],
+    ids=["copy-lstm-adam-clipped", "adding-rnn-exploding-sgd-unclipped"],
 )
-def test_short_training(task, kind, gain, lr, clip_norm):
+def test_short_training(task, kind, gain, lr, clip_norm, sgd):
     """10 steps from the same start: losses and gradient norms before clipping (TRAJECTORY)."""
     weights = weights_from_torch(task, kind)
     if gain != 1.0:
         weights["rnn.weight_hh_l0"] = weights["rnn.weight_hh_l0"] * gain
     runs = {
         lab: lab.train_cell(
-            CFG, task, kind, T, weights=weights, lr=lr, clip_norm=clip_norm, n_steps=10
+            dataclasses.replace(CFG, steps=10),
+            task,
+            kind,
+            T,
+            weights=weights,
+            lr=lr,
+            clip_norm=clip_norm,
+            sgd=sgd,
         )
         for lab in (jax_lab, torch_lab)
     }

@@ -105,10 +105,11 @@ def task_loss(task: str):
     return copy if task == "copy" else adding
 
 
-def make_optimizer(model, lr: float, clip_norm: float) -> nnx.Optimizer:
-    """Adam (our AdamW without decay) at a constant lr, after global-norm clipping (0: off)."""
-    adam = optim.adamw(lr, weight_decay=0.0)
-    tx = optax.chain(optax.clip_by_global_norm(clip_norm), adam) if clip_norm else adam
+def make_optimizer(model, lr: float, clip_norm: float, sgd: bool = False) -> nnx.Optimizer:
+    """Adam (our AdamW without decay), or plain SGD, at a constant lr, after global-norm
+    clipping (0: off)."""
+    base = optax.sgd(lr) if sgd else optim.adamw(lr, weight_decay=0.0)
+    tx = optax.chain(optax.clip_by_global_norm(clip_norm), base) if clip_norm else base
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
@@ -139,25 +140,25 @@ def train_cell(
     weights: dict | None = None,
     lr: float | None = None,
     clip_norm: float | None = None,
-    n_steps: int | None = None,
+    sgd: bool = False,
     log=None,
     should_stop=None,
     advance=None,
 ):
     """Train one (task, model, T) cell; returns (model, losses, gradient norms).
 
-    lr, clip_norm, n_steps: override cfg's (the clipping experiment). A non-finite loss raises
-    Diverged when clipping is on; unclipped (the experiment that shows why clipping exists) it
-    ends the curve, the non-finite loss last.
+    lr, clip_norm, sgd: override cfg's Adam settings (the clipping experiment). A non-finite
+    loss raises Diverged when clipping is on; unclipped (the experiment that shows why clipping
+    exists) it ends the curve, the non-finite loss last.
     """
     lr = cfg.lr if lr is None else lr
     clip_norm = cfg.clip_norm if clip_norm is None else clip_norm
     model = build_model(cfg, task, kind, T, weights)
-    optimizer = make_optimizer(model, lr, clip_norm)
+    optimizer = make_optimizer(model, lr, clip_norm, sgd)
     graphdef, state = nnx.split((model, optimizer))
     train_step = make_train_step(graphdef, task_loss(task))
     losses, norms = [], []
-    for step in range(1, (n_steps or cfg.steps) + 1):
+    for step in range(1, cfg.steps + 1):
         x, y = devices.to_device(*spec.batch(task, T, cfg, step))
         state, (loss, norm) = train_step(state, x, y)
         losses.append(float(loss))
@@ -195,7 +196,7 @@ def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = Fals
     weights = recurrent.torch_state_dict(start)
     curves = {}
     for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
-        with progress(f"jax clipping: {arm}", cfg.clip_demo_steps, show_progress) as advance:
+        with progress(f"jax clipping: {arm}", cfg.steps, show_progress) as advance:
             _, losses, norms = train_cell(
                 cfg,
                 "adding",
@@ -204,7 +205,7 @@ def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = Fals
                 weights=weights,
                 lr=cfg.clip_demo_lr,
                 clip_norm=clip_norm,
-                n_steps=cfg.clip_demo_steps,
+                sgd=True,
                 should_stop=should_stop,
                 advance=advance,
             )
