@@ -362,7 +362,7 @@ def nbsvm(corpus: labelled.Labelled, alpha: float = 1.0, c: float = 1.0, beta: f
     return accuracy(y_test, preds)
 
 
-def results_rows(cfg: Config, framework: str, test_acc: float, base: dict) -> list:
+def results_rows(cfg: Config, data: Data, framework: str, test_acc: float, base: dict) -> list:
     """(model, test accuracy %, anchor %) rows: this run's CNN, the variants it did not train
     (with the command that would), and the baselines."""
     anchors = ANCHORS.get(cfg.dataset, {})
@@ -371,7 +371,7 @@ def results_rows(cfg: Config, framework: str, test_acc: float, base: dict) -> li
     for variant in EMBEDDINGS:
         name = f"CNN-{variant}"
         if variant == cfg.embeddings:
-            source = f", {cfg.vectors}" if cfg.vectors else ""
+            source = f", {cfg.vectors}: {data.coverage:.0%} of words" if cfg.vectors else ""
             rows.append((f"{name} ({framework}{source})", f"{100 * test_acc:.1f}", anchor(name)))
         elif variant == "rand":
             rows.append((name, "not run: week1 run cnn_classifier", anchor(name)))
@@ -464,7 +464,7 @@ def report_run(cfg: Config, data: Data, history: History, probs: np.ndarray, run
     preds = probs.argmax(axis=1)
     test_acc = accuracy(labels, preds)
     base = baselines(corpus)
-    rows = results_rows(cfg, framework, test_acc, base)
+    rows = results_rows(cfg, data, framework, test_acc, base)
     title = f"{cfg.dataset}: test accuracy (%) on {len(labels)} held-out texts"
     published = "published (MR, 10-fold)" if cfg.dataset in ANCHORS else "published"
     report.table(title, ["model", "test acc", published], rows)

@@ -21,6 +21,7 @@ from flax import nnx
 from labs import cnn_classifier as spec
 from week1 import convert
 from week1.data import labelled
+from week1.runs import Run
 from week1.tolerances import EXACT, F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import cnn_classifier as jax_lab
 from week1_jax.lib import models as jax_models
@@ -36,7 +37,7 @@ CFG = spec.Config(
     dropout=0.0,
     warmup_steps=5,
     lr=3e-3,
-    max_length=24,  # T in {16, 24}: few shapes for jit to compile
+    max_length=16,  # every batch T = 16: one shape for jit to compile
     eval_every=30,
     eval_batch_size=256,
     checkpoint_every=0,
@@ -181,3 +182,19 @@ def test_static_vectors_stay_frozen(tmp_path):
         np.array(torch_hist.train_loss),
         TRAJECTORY,
     )
+
+
+def test_jax_run_writes_its_report(tmp_path):
+    """`week1 run cnn_classifier --framework jax` in small: the table (CNN row, the rows not run,
+    the baselines), confusion and curves PNGs, misclassified examples (the torch run is
+    exercised by tests/test_devices.py)."""
+    cfg = dataclasses.replace(CFG, steps=4, eval_every=2, show_misclassified=3)
+    with Run("cnn_classifier", "jax", cfg, root=tmp_path, tensorboard=False) as run:
+        summary = jax_lab.run(cfg, run)
+    for name in ("confusion.png", "curves.png", "misclassified.txt", "results.md"):
+        assert (run.dir / name).stat().st_size > 0, name
+    table = (run.dir / "results.md").read_text()
+    assert "| CNN-rand (jax) |" in table and "not run: --embeddings=static" in table
+    assert "| NBSVM-bi |" in table and "| 79.4 |" in table
+    assert summary["misclassified"].count("[true ") == 3
+    assert 0.0 <= summary["test_accuracy"] <= 1.0

@@ -353,3 +353,14 @@ def test_interrupted_grid_resumes_to_the_same_result(data, tmp_path):
     assert resumed.keys() == full.keys()
     for key in full:
         assert_close("regularization grid resume", key, resumed[key], full[key], EXACT)
+
+
+def test_jax_run_writes_the_grid(tmp_path):
+    """`week1 run regularization --framework jax` in small: gap.png and a summary per arm (the
+    torch run is exercised by tests/test_devices.py)."""
+    cfg = dataclasses.replace(CFG, steps=4, eval_every=2, arms="none,all")
+    with Run("regularization", "jax", cfg, root=tmp_path, tensorboard=False) as run:
+        summary = jax_lab.run(cfg, run)
+    assert (run.dir / "gap.png").stat().st_size > 0
+    assert set(summary) == {f"{a} {m}" for a in ("none", "all") for m in ("final gap", "best val")}
+    assert not run.checkpoint_dir.exists()  # each arm's checkpoints go once it has finished

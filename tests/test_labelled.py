@@ -31,11 +31,6 @@ def test_splits_are_disjoint_stratified_and_sized(polarity):
     assert splits["train"].features["label"].names == ["rotten", "fresh"]
 
 
-def test_same_seed_same_split_other_seed_other(polarity, tmp_path):
-    other = labelled.prepare("polarity", seed=1, root=tmp_path)
-    assert list(other.splits["test"]["text"][:20]) != list(polarity.splits["test"]["text"][:20])
-
-
 def test_vocabulary_is_built_on_train_only(polarity):
     vocab = polarity.vocab
     assert vocab.words[labelled.PAD] == "<pad>" and vocab.words[labelled.UNK] == "<unk>"
@@ -56,22 +51,28 @@ def test_second_prepare_reuses_the_arrow_cache(tmp_path, monkeypatch):
     calls = []
     real = labelled.tokenize
     monkeypatch.setattr(labelled, "tokenize", lambda text: calls.append(1) or real(text))
-    first = labelled.prepare("topics", root=tmp_path)
+    first = labelled.prepare("topics", seed=1, root=tmp_path)
     assert calls, "the first prepare tokenises"
     files = sorted(first.cache.glob("*.arrow"))
     assert [f.name for f in files] == ["test.arrow", "train.arrow", "validation.arrow"]
     stamps = [f.stat().st_mtime_ns for f in files]
     calls.clear()
-    again = labelled.prepare("topics", root=tmp_path)
+    again = labelled.prepare("topics", seed=1, root=tmp_path)
     assert not calls, "a second prepare with the same settings must not tokenise"
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert again.splits["train"].cache_files[0]["filename"] == str(first.cache / "train.arrow")
     assert np.array_equal(np.asarray(again.splits["test"]["label"]), first.splits["test"]["label"])
 
+    # another seed, another split (the default cache holds seed 0)
+    seed0 = labelled.prepare("topics")
+    assert seed0.cache != first.cache
+    assert list(seed0.splits["test"]["text"][:20]) != list(first.splits["test"]["text"][:20])
+
     meta_path = first.cache / "vocab.json"  # a changed source (other checksum) rebuilds
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "source_sha256": "0" * 64}))
-    labelled.prepare("topics", root=tmp_path)
+    calls.clear()
+    labelled.prepare("topics", seed=1, root=tmp_path)
     assert calls and json.loads(meta_path.read_text())["source_sha256"] != "0" * 64
 
 
