@@ -120,3 +120,134 @@ def progress(description: str, total: int, enabled: bool = True):
             bar.update(task, advance=1, **({"loss": f"{loss:.4f}"} if loss is not None else {}))
 
         yield advance
+
+
+@dataclasses.dataclass
+class Scatter:
+    """One panel of labelled 2-D points: words in a group are coloured by group and written next
+    to their point; points with group "" are grey background."""
+
+    title: str
+    xy: np.ndarray  # (N, 2)
+    words: Sequence[str]
+    groups: Sequence[str]
+
+
+def plot_scatters(
+    path: str | pathlib.Path, panels: Sequence[Scatter], *, title: str, columns: int = 2
+) -> pathlib.Path:
+    """A PNG grid of labelled scatter panels (one colour per group, shared legend); returns its
+    path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 6.2 * rows), squeeze=False)
+    names = sorted({g for panel in panels for g in panel.groups if g})
+    colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(names)}
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        groups = np.asarray(panel.groups)
+        back = groups == ""
+        ax.scatter(*panel.xy[back].T, s=4, c="0.8", linewidths=0)
+        for g in names:
+            mask = groups == g
+            ax.scatter(*panel.xy[mask].T, s=14, color=colours[g], label=g)
+            for (x, y), word in zip(panel.xy[mask], np.asarray(panel.words)[mask], strict=True):
+                ax.annotate(
+                    word,
+                    (x, y),
+                    fontsize=7,
+                    color=colours[g],
+                    xytext=(2, 2),
+                    textcoords="offset points",
+                )
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[g], label=g) for g in names]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(names), 8), fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def compact_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence], caption: str | None = None
+) -> Table:
+    """A rich table with one space between columns and no outer border, for tables that must
+    fit 80 columns; cells are printed as given (format numbers before), numeric-looking columns
+    right-aligned."""
+    from rich import box
+
+    t = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for i, c in enumerate(columns):
+        cells = [str(row[i]) for row in rows]
+        numeric = bool(cells) and all(_looks_numeric(cell) for cell in cells)
+        t.add_column(c, justify="right" if numeric else "left")
+    for row in rows:
+        t.add_row(*(str(v) for v in row))
+    console.print(t)
+    return t
+
+
+def _looks_numeric(cell: str) -> bool:
+    return cell in ("-", "") or cell.rstrip("%kMG").replace(".", "", 1).lstrip("-").isdigit()
+
+
+def plot_grid(
+    path: str | pathlib.Path,
+    panels: Sequence[Panel],
+    *,
+    title: str,
+    xlabel: str,
+    titles: Sequence[str] = (),
+    marks: Sequence[Sequence[tuple]] = (),
+    hline: float | None = None,
+    logx: bool = True,
+) -> pathlib.Path:
+    """A PNG of panels in a grid of two columns, log x by default; `marks[i]` are (x, y, label)
+    points drawn as crosses on panel i (with the label in its legend), `hline` a dashed
+    reference line on every panel; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 1 if len(panels) == 1 else 2
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.0 * rows + 0.8), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.set_visible(False)
+            continue
+        panel = panels[i]
+        for label, (x, y) in panel.series.items():
+            ax.plot(x, y, (panel.styles or {}).get(label, "-"), label=label, linewidth=1.4)
+        for x, y, label in marks[i] if i < len(marks) else ():
+            ax.plot([x], [y], "kx", markersize=9, label=label)
+        if hline is not None:
+            ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
+        if logx:
+            ax.set_xscale("log")
+        if panel.logy:
+            ax.set_yscale("log")
+        ax.set_title(titles[i] if i < len(titles) else "")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
