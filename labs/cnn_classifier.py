@@ -121,7 +121,7 @@ class Config:
     max_vocab: int = 30000
     seed: int = 0  # initialisation, batch order, dropout
     split_seed: int = 0  # the train/validation/test split (fixed across training seeds)
-    eval_every: int = 200
+    eval_every: int = 100
     eval_batch_size: int = 200
     checkpoint_every: int = 200  # 0: no checkpoints
     show_misclassified: int = 8
@@ -486,6 +486,7 @@ def report_run(cfg: Config, data: Data, history: History, probs: np.ndarray, run
                 {
                     "train loss": (history.steps, history.train_loss),
                     "train loss (smoothed)": (history.steps, report.smooth(history.train_loss, 50)),
+                    "validation loss": (history.val_steps, history.val_loss),
                 },
                 "cross-entropy",
             ),

@@ -53,6 +53,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -202,8 +203,9 @@ def prepare(
 
 
 def _build(name, folder, sha, seed, val_fraction, test_fraction, min_count, max_size) -> dict:
-    """Split, count the vocabulary on train, tokenise each split into folder/<split>.arrow,
-    then write vocab.json (written last: its presence means the folder is complete)."""
+    """Split, count the vocabulary on train, tokenise each split into <split>.arrow and write
+    vocab.json, all in a folder of this process's own, renamed into place when complete (a
+    reader, or another process building the same cache, never sees half a cache)."""
     import datasets
 
     texts, labels, label_names = read_source(name)
@@ -220,7 +222,9 @@ def _build(name, folder, sha, seed, val_fraction, test_fraction, min_count, max_
     raw = {"train": train_val["train"], "validation": train_val["test"], "test": rest_test["test"]}
     vocab = build_vocab(raw["train"]["text"], min_count, max_size)
     index = vocab.index
-    folder.mkdir(parents=True, exist_ok=True)
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
     out_features = datasets.Features(
         {
             **features,
@@ -234,8 +238,7 @@ def _build(name, folder, sha, seed, val_fraction, test_fraction, min_count, max_
         return {"ids": ids, "length": [len(row) for row in ids]}
 
     for split, ds in raw.items():
-        path = folder / f"{split}.arrow"
-        path.unlink(missing_ok=True)  # a stale file (changed source) is not reused
+        path = building / f"{split}.arrow"
         ds.map(
             encode,
             batched=True,
@@ -249,9 +252,12 @@ def _build(name, folder, sha, seed, val_fraction, test_fraction, min_count, max_
         "words": list(vocab.words),
         "rows": {split: len(ds) for split, ds in raw.items()},
     }
-    tmp = folder / "vocab.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, folder / "vocab.json")  # atomic: a reader never sees half a file
+    (building / "vocab.json").write_text(json.dumps(meta))
+    shutil.rmtree(folder, ignore_errors=True)  # a stale cache (its source changed)
+    try:
+        os.rename(building, folder)  # atomic
+    except OSError:  # another process put the same cache in place first
+        shutil.rmtree(building, ignore_errors=True)
     return meta
 
 
