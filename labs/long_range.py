@@ -27,24 +27,32 @@ in one hop, so its difficulty does not grow with T.
 
 How to read the results
 -----------------------
-- long_range_loss.png: final validation loss against T, one line per model,
-  baseline dashed. A model on the baseline has learnt nothing about the past:
-  the Elman RNN reaches it first as T grows, the gated cells later, attention
-  not at all (given its steps). Lines below the baseline at small T and on it at
-  large T are the vanishing gradient at work.
+- long_range_loss.png: final validation loss divided by the memoryless baseline
+  against T, one line per model, on a log axis; 1 (dashed) means the model
+  remembers nothing of the past. The Elman RNN reaches it first as T grows, the
+  gated cells later (the copy task, 30 bits to hold, is far harder for them than
+  the adding task's one running sum), attention not at all. Lines below 1 at small
+  T and on it at large T are the vanishing gradient at work, under the same
+  budget of steps.
 - long_range_grad_norms.png: the norm of the gradient of the adding loss (read at
   the last step) with respect to the input at each time step, on a log axis, at
-  initialisation and after training, at the largest T. The Elman RNN's decays
-  geometrically with the distance from the end (a straight line on the log axis);
-  the LSTM's cell path and the GRU's update gate keep it flatter; attention's
-  does not depend on the distance.
+  initialisation and after training, at the largest T. At initialisation every
+  recurrent cell's curve falls geometrically with the distance from the end (a
+  straight line on the log axis: one Jacobian factor below 1 per step; the
+  gates start half open). After training, a cell that learnt the task has opened
+  a path along which the curve is flat (the LSTM's cell state, the GRU's update
+  gate); one still on the baseline decays as before (a forget-gate bias of 1,
+  Jozefowicz et al. 2015, is the usual help). Attention's curve does not depend
+  on the distance at all.
 - long_range_clipping.png: a plain RNN started with its recurrent weights
   scaled up (spectral radius above 1: exploding gradients), on the adding task,
   trained by plain SGD with and without clipping the global gradient norm to 1
   (Pascanu et al. 2013). Unclipped, one large gradient throws the weights where
   the gradients are larger still: the loss runs away to infinity within tens of
   steps (the curve ends there; the summary gives the step). Clipped, each step
-  moves at most lr x 1 and the same start trains. (Under Adam the picture is
+  moves at most lr x 1 from the same start: the gradient norm comes down and the
+  loss settles (near the baseline: clipping cures exploding gradients, not
+  vanishing ones). (Under Adam the picture is
   milder: Adam divides each update by a running gradient scale, which is why the
   grid can train at lr 1e-2 with clipping as a safety net.)
 
@@ -220,21 +228,21 @@ def cell_key(task: str, model: str, T: int) -> str:
 
 
 def plot_losses(path, cfg: Config, final: dict):
-    """Final validation loss against T per model, one panel per task, baselines dashed."""
+    """Final validation loss over the memoryless baseline against T, per model, one panel per
+    task: 1 (dashed) is a model that remembers nothing."""
     from week1.report import Panel, plot_panels
 
     panels = []
+    delays = cfg.delay_list
     for task in cfg.task_list:
-        delays = cfg.delay_list
         series = {
-            model: (delays, [final[cell_key(task, model, T)] for T in delays])
+            model: (delays, [final[cell_key(task, model, T)] / baseline(task, T) for T in delays])
             for model in cfg.model_list
             if all(cell_key(task, model, T) in final for T in delays)
         }
-        series["memoryless baseline"] = (delays, [baseline(task, T) for T in delays])
-        ylabel = "cross-entropy (nats/step)" if task == "copy" else "mean squared error"
+        series["memoryless baseline"] = (delays, [1.0] * len(delays))
         styles = {m: "-o" for m in cfg.model_list} | {"memoryless baseline": "--"}
-        panels.append(Panel(series, f"{task}: {ylabel}", logy=True, styles=styles))
+        panels.append(Panel(series, f"{task}: loss / baseline", logy=True, styles=styles))
     return plot_panels(path, panels, title="Final validation loss against the delay T", xlabel="T")
 
 

@@ -32,6 +32,8 @@ SMALL = dict(
 PER_LAB = {
     "tokenizers_compare": dict(vocab_size=4000, chars_per_kind=30_000),
     "word2vec": dict(max_words=3000, epochs=1, window=2, reference=False),
+    "rnn": dict(seq_len=4, hidden_size=8, n_embd=4, bench_sizes="2x3x8"),
+    "long_range": dict(delays="2", clip_demo_delay=2, hidden_size=4, n_heads=2),
 }
 # Labs whose torch side cannot run on a data-less device, and why.
 NOT_ON_META = {

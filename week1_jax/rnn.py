@@ -241,10 +241,10 @@ def run(cfg: spec.Config, run) -> dict:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench rnn`: one LSTM LM training step (forward, backward, clip, AdamW) at each of
-    spec.BENCH_SIZES, our scan LSTM and Flax's nnx.OptimizedLSTMCell under nnx.RNN."""
+    cfg.bench_sizes, our scan LSTM and Flax's nnx.OptimizedLSTMCell under nnx.RNN."""
     data = spec.load_lm_data(cfg)
     timings = {}
-    for B, T, H in spec.BENCH_SIZES:
+    for B, T, H in cfg.bench_size_list:
         size = dataclasses.replace(cfg, batch_size=B, seq_len=T, hidden_size=H)
         batch = as_arrays(*spec.lm_batch(data, size, 1))
         for name, builtin in (("ours", False), ("nnx", True)):
@@ -256,6 +256,7 @@ def bench(cfg: spec.Config) -> dict:
             timings[f"jax {name} H={H}"] = time_calls(
                 lambda step=train_step, state=state: step(state, *batch),
                 devices.sync,
-                **spec.bench_iters(B, T, H),
+                warmup=cfg.warmup,
+                iters=cfg.iters,
             )
     return timings

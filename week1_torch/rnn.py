@@ -225,15 +225,15 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench rnn`: one LSTM LM training step (forward, backward, clip, AdamW) at each of
-    spec.BENCH_SIZES, our LSTM and torch.nn.LSTM, eager; and at the largest size both under
+    cfg.bench_sizes, our LSTM and torch.nn.LSTM, eager; and at the largest size both under
     torch.compile (ours: each cell compiled, the time loop in Python)."""
     data = spec.load_lm_data(cfg)
     timings = {}
-    for B, T, H in spec.BENCH_SIZES:
+    for B, T, H in cfg.bench_size_list:
         size = dataclasses.replace(cfg, batch_size=B, seq_len=T, hidden_size=H)
         batch = as_tensors(*spec.lm_batch(data, size, 1))
         variants = [("torch ours", False, False), ("torch.nn", True, False)]
-        if spec.BENCH_SIZES[-1] == (B, T, H):
+        if cfg.bench_size_list[-1] == (B, T, H):
             variants += [("compile ours", False, True), ("compile nn", True, True)]
         for name, builtin, compiled in variants:
             torch.manual_seed(0)
@@ -248,6 +248,7 @@ def bench(cfg: spec.Config) -> dict:
                     m, o, s, lm_loss, batch, cfg.clip_norm
                 ),
                 devices.sync,
-                **spec.bench_iters(B, T, H),
+                warmup=cfg.warmup,
+                iters=cfg.iters,
             )
     return timings
