@@ -134,6 +134,16 @@ class Config:
         "max_length": Range(max(WIDTHS), 10**5),
     }
 
+    def memory_bytes(self) -> int:
+        """About what a run holds at once (float32): parameters, gradients and two AdamW
+        moments (the vocabulary at its largest, 5 classes at most), plus one batch's
+        activations (embeddings, feature maps, both kept for the backward pass)."""
+        V, E, M = self.max_vocab, self.n_embd, self.n_maps
+        B, T, K = max(self.batch_size, self.eval_batch_size), self.max_length, len(WIDTHS)
+        params = V * E + sum(WIDTHS) * E * M + K * M + K * M * 5 + 5
+        activations = B * T * (E + 2 * K * M)
+        return 4 * (4 * params + 2 * activations)
+
     def check(self) -> None:
         require(
             self.dataset in labelled.NAMES,
