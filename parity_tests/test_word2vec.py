@@ -186,29 +186,19 @@ def test_negative_sampling_update_is_sgd_on_its_loss(sentences, model):
 
 def test_glove_update_is_glove_c_adagrad_on_its_loss(sentences):
     cfg, s = setup_for("glove", sentences)
-    weights = embeddings.init_weights(s, cfg)
-    batch = next(iter(embeddings.batches(s, cfg, 0)))
-    i, j, f, logx = (torch.from_numpy(a) for a in batch.arrays())
-    params = [torch.tensor(weights[k], requires_grad=True) for k in embeddings.GLOVE_PARAMS]
-    loss, _ = torch_emb.glove_loss(params, i, j, f, logx)
-    loss.backward()
+    state = {k: torch.tensor(v) for k, v in embeddings.init_weights(s, cfg).items()}
     lr = cfg.glove_alpha
-    state = {k: torch.tensor(v) for k, v in weights.items()}
-    got = torch_emb.glove_update(
-        [state[k] for k in embeddings.GLOVE_PARAMS],
-        [state[f"g_{k}"] for k in embeddings.GLOVE_PARAMS],
-        i,
-        j,
-        f,
-        logx,
-        lr,
-    )
-    assert_close("glove update", "loss", got.numpy(), loss.detach().numpy(), F32)
-    for k, p in zip(embeddings.GLOVE_PARAMS, params, strict=True):
-        # glove.c: each entry moves its rows by -lr g / sqrt(G) with G from before the batch
-        # (1 at the start), so the rows move by -lr dL/dparam / sqrt(G).
-        expect = weights[k] - lr * p.grad.numpy() / np.sqrt(weights[f"g_{k}"])
-        assert_close("glove update", k, state[k].numpy(), expect, F32)
+    for k, batch in enumerate(itertools.islice(embeddings.batches(s, cfg, 0), 2)):
+        i, j, f, logx = (torch.from_numpy(a) for a in batch.arrays())
+        w = state["w"].clone().requires_grad_()
+        loss, _ = torch_emb.glove_loss(w, i, j, f, logx)
+        loss.backward()
+        # glove.c: each entry moves its rows by -lr g / sqrt(G), G from before the batch (1 at
+        # the start, then 1 + the squared steps so far): the rows move by -lr dL/dw / sqrt(G).
+        expect = state["w"] - lr * w.grad / state["g"].sqrt()
+        got = torch_emb.glove_update(state["w"], state["g"], i, j, f, logx, lr)
+        assert_close("glove update", f"loss {k}", got.numpy(), loss.detach().numpy(), F32)
+        assert_close("glove update", f"w {k}", state["w"].numpy(), expect.numpy(), F32)
 
 
 @pytest.mark.parametrize("model", spec.MODELS)
@@ -217,19 +207,15 @@ def test_jax_loss_and_gradients_equal_torch(sentences, model):
 
     cfg, s = setup_for(model, sentences)
     weights = embeddings.init_weights(s, cfg)
-    names = embeddings.GLOVE_PARAMS if model == "glove" else ("w_in", "w_out")
+    names = ("w",) if model == "glove" else ("w_in", "w_out")
     if model != "glove":  # zero output rows would make every input gradient zero
         weights["w_out"] = np.random.default_rng(1).normal(0, 0.1, weights["w_out"].shape)
         weights["w_out"] = weights["w_out"].astype(np.float32)
     batch = next(iter(embeddings.batches(s, cfg, 0)))
     jax_loss = jax_emb.glove_loss if model == "glove" else jax_emb.negative_sampling_loss
     torch_loss = torch_emb.glove_loss if model == "glove" else torch_emb.negative_sampling_loss
-    if model == "glove":
-        call_jax = lambda p: jax_loss(p, *batch.arrays())[0]
-        call_torch = lambda p: torch_loss(p, *map(torch.from_numpy, batch.arrays()))[0]
-    else:
-        call_jax = lambda p: jax_loss(*p, *batch.arrays())[0]
-        call_torch = lambda p: torch_loss(*p, *map(torch.from_numpy, batch.arrays()))[0]
+    call_jax = lambda p: jax_loss(*p, *batch.arrays())[0]
+    call_torch = lambda p: torch_loss(*p, *map(torch.from_numpy, batch.arrays()))[0]
     value, grads = jax.value_and_grad(call_jax)(tuple(weights[k] for k in names))
     params = [torch.tensor(weights[k], requires_grad=True) for k in names]
     loss = call_torch(params)

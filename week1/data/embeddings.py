@@ -58,6 +58,7 @@ import numpy as np
 from week1.config import require
 
 NEGATIVE_SAMPLING = ("sgns", "cbow", "fasttext")  # the models of Batch
+GRAM_BAND = 16  # FastText batches group words whose n-gram counts fall in one band this wide
 MODELS = (*NEGATIVE_SAMPLING, "glove")  # GloVe has its own batches
 
 
@@ -275,10 +276,18 @@ def _skipgram_outputs(contexts, valid, negatives):
 
 
 def make_batch(
-    model: str, w: Windows, rows: np.ndarray, reach: int, lr: float, sub: Subwords | None = None
+    model: str,
+    w: Windows,
+    rows: np.ndarray,
+    reach: int,
+    lr: float,
+    sub: Subwords | None = None,
+    gram_columns: int | None = None,
 ) -> Batch:
     """Windows `rows` (all of reach <= `reach`) as one update of `model`, with the context
-    columns of offsets -reach..reach only (see the module docstring for the layouts)."""
+    columns of offsets -reach..reach only, and for FastText the first `gram_columns` n-gram
+    columns (None: all; enough for the centres' n-grams) (see the module docstring for the
+    layouts)."""
     W = w.contexts.shape[1] // 2
     near = slice(W - reach, W + reach)  # offsets -reach..-1, 1..reach
     centres, negatives = w.centres[rows], w.negatives[rows]  # (B,), (B, K)
@@ -295,7 +304,7 @@ def make_batch(
     else:
         outputs, labels, out_weights = _skipgram_outputs(contexts, valid, negatives)
         if model == "fasttext":
-            grams = sub.rows[centres]  # (B, G)
+            grams = sub.rows[centres, :gram_columns]  # (B, G)
             count = sub.count[centres][:, None]  # (B, 1)
             inputs = np.concatenate([centres[:, None], grams], axis=1)  # (B, 1+G)
             real = np.concatenate(
@@ -340,19 +349,27 @@ def epoch_batches(
 ) -> Iterator[Batch]:
     """The epoch's windows, `batch_size` centres at a time, each batch holding centres of one
     reach r (so its rows carry 2r context columns, not 2 * window mostly empty ones: a
-    quarter less work at window 5). The batches come in the corpus order of their first
-    centres, each with the learning rate at that position; a reach's last batch is padded."""
-    starts = []  # (corpus position, reach, rows)
-    for r in range(1, w.contexts.shape[1] // 2 + 1):
-        rows = np.flatnonzero(w.reach == r)
+    quarter less work at window 5) and, for FastText, of one band of GRAM_BAND n-gram counts
+    (so a batch of short words does not carry the columns of the longest word's n-grams). The
+    batches come in the corpus order of their first centres, each with the learning rate at
+    that position; a group's last batch is padded. JAX traces one update per batch shape:
+    window shapes, times the n-gram bands for FastText."""
+    reach = w.reach.astype(np.int64)
+    band = np.zeros_like(reach)
+    if model == "fasttext":
+        band = -(-sub.count[w.centres].astype(np.int64) // GRAM_BAND)  # (M,) ceil(count / band)
+    key = reach * (band.max(initial=0) + 1) + band  # (M,) one key per (reach, band)
+    starts = []  # (corpus position, rows)
+    for k in np.unique(key):
+        rows = np.flatnonzero(key == k)
         starts += [
-            (w.position[rows[i]], r, rows[i : i + batch_size])
-            for i in range(0, len(rows), batch_size)
+            (w.position[rows[i]], rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)
         ]
     starts.sort(key=lambda start: start[0])
-    for position, r, rows in starts:
+    for position, rows in starts:
         lr = linear_lr(alpha, min_alpha, (epoch + position / corpus_len) / epochs)
-        yield pad(make_batch(model, w, rows, r, lr, sub), batch_size)
+        r, columns = int(reach[rows[0]]), int(band[rows[0]]) * GRAM_BAND or None
+        yield pad(make_batch(model, w, rows, r, lr, sub, columns), batch_size)
 
 
 def prefetch(items: Iterable, depth: int = 4) -> Iterator:
@@ -542,17 +559,14 @@ def setup(sentences, cfg: Settings) -> Setup:
 def init_weights(s: Setup, cfg: Settings) -> dict[str, np.ndarray]:
     """The starting matrices, seeded, the same numbers for both frameworks. word2vec's: input
     rows uniform in +-0.5 / vector_size, output rows zero; GloVe's (glove.c): every parameter
-    uniform in +-0.5 / vector_size, AdaGrad's accumulators at 1."""
+    uniform in +-0.5 / vector_size, AdaGrad's accumulators at 1, packed as glove.c packs them:
+    w = [W b; W~ b~] (2V, C+1), word rows then context rows, the bias as the last column."""
     rng = np.random.default_rng([cfg.seed, 1 << 20])  # apart from the epochs' streams
     C, V = cfg.vector_size, len(s.vocab)
     uniform = lambda *shape: ((rng.random(shape) - 0.5) / C).astype(np.float32)
     if cfg.model == "glove":
-        params = {"w": uniform(V, C), "wc": uniform(V, C), "b": uniform(V), "bc": uniform(V)}
-        return {**params, **{f"g_{k}": np.ones_like(v) for k, v in params.items()}}
+        return {"w": uniform(2 * V, C + 1), "g": np.ones((2 * V, C + 1), np.float32)}
     return {"w_in": uniform(s.input_rows, C), "w_out": np.zeros((V, C), np.float32)}
-
-
-GLOVE_PARAMS = ("w", "wc", "b", "bc")
 
 
 def epochs(cfg: Settings) -> int:
@@ -612,7 +626,8 @@ def export(s: Setup, cfg: Settings, weights: dict[str, np.ndarray]) -> np.ndarra
     and its n-gram rows (what gensim's FastText returns for a known word); GloVe's W + W~."""
     V = len(s.vocab)
     if cfg.model == "glove":
-        return (weights["w"] + weights["wc"]).astype(np.float32)
+        w = weights["w"]
+        return (w[:V, :-1] + w[V:, :-1]).astype(np.float32)
     w_in = weights["w_in"]
     if cfg.model != "fasttext":
         return np.ascontiguousarray(w_in[:V])

@@ -51,37 +51,30 @@ def negative_sampling_update(w_in, w_out, inputs, in_weights, outputs, labels, o
     return w_in, w_out, loss
 
 
-def glove_loss(params, i, j, weights, log_counts):
-    """GloVe's weighted least squares L over the batch of entries (i, j), and the residuals d
-    (B,)."""
-    w, wc, b, bc = params
-    d = (w[i] * wc[j]).sum(-1) + b[i] + bc[j] - log_counts  # (B,)
+def glove_loss(w, i, j, weights, log_counts):
+    """GloVe's weighted least squares L over the entries (i, j) of the batch, and the residuals
+    d (B,); w = [W b; W~ b~] (2V, C+1): word rows, then context rows, the bias last."""
+    V, C = w.shape[0] // 2, w.shape[1] - 1
+    wi, wj = w[i], w[j + V]  # (B, C+1)
+    d = (wi[:, :C] * wj[:, :C]).sum(-1) + wi[:, C] + wj[:, C] - log_counts  # (B,)
     return 0.5 * (weights * d * d).sum(), d
 
 
 @functools.partial(jax.jit, donate_argnums=(0, 1))
-def glove_update(params, grad_sq, i, j, weights, log_counts, lr):
-    """One AdaGrad step (glove.c's form) on params = (W, Wc, b, bc) and their accumulators
-    (started at 1); returns (params, grad_sq, L before the step)."""
-    w, wc, b, bc = params
-    gw, gwc, gb, gbc = grad_sq
-    wi, wj = w[i], wc[j]  # (B, C)
-    d = (wi * wj).sum(-1) + b[i] + bc[j] - log_counts  # (B,)
+def glove_update(w, g, i, j, weights, log_counts, lr):
+    """One AdaGrad step (glove.c's form) on w (2V, C+1) and its accumulators g (started at 1);
+    returns (w, g, L before the step)."""
+    V, C, B = w.shape[0] // 2, w.shape[1] - 1, len(i)
+    both = jnp.concatenate([i, j + V])  # (2B,) word rows, then context rows
+    x = w[both]  # (2B, C+1)
+    wi, wj = x[:B], x[B:]
+    d = (wi[:, :C] * wj[:, :C]).sum(-1) + wi[:, C] + wj[:, C] - log_counts  # (B,)
     fd = lr * weights * d  # (B,) lr * dL/dd
-    step_w, step_wc = fd[:, None] * wj, fd[:, None] * wi  # (B, C) lr * gradients
-    params = (
-        w.at[i].add(-step_w / jnp.sqrt(gw[i])),
-        wc.at[j].add(-step_wc / jnp.sqrt(gwc[j])),
-        b.at[i].add(-fd / jnp.sqrt(gb[i])),
-        bc.at[j].add(-fd / jnp.sqrt(gbc[j])),
-    )
-    grad_sq = (
-        gw.at[i].add(step_w * step_w),
-        gwc.at[j].add(step_wc * step_wc),
-        gb.at[i].add(fd * fd),
-        gbc.at[j].add(fd * fd),
-    )
-    return params, grad_sq, 0.5 * (weights * d * d).sum()
+    other = jnp.concatenate([wj, wi]).at[:, C].set(1)  # (2B, C+1) dd/d(row), 1 for the bias
+    step = jnp.concatenate([fd, fd])[:, None] * other  # (2B, C+1) lr * gradient
+    w = w.at[both].add(-step / jnp.sqrt(g[both]))
+    g = g.at[both].add(step * step)
+    return w, g, 0.5 * (weights * d * d).sum()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,13 +92,10 @@ def make_update(cfg: pipeline.Settings):
     if cfg.model == "glove":
 
         def update(state, batch):
-            params = tuple(state[k] for k in pipeline.GLOVE_PARAMS)
-            grad_sq = tuple(state[f"g_{k}"] for k in pipeline.GLOVE_PARAMS)
-            lr = np.float32(cfg.glove_alpha)
             arrays = devices.to_device(*batch.arrays())
-            params, grad_sq, loss = glove_update(params, grad_sq, *arrays, lr)
-            names = (*pipeline.GLOVE_PARAMS, *(f"g_{k}" for k in pipeline.GLOVE_PARAMS))
-            return dict(zip(names, (*params, *grad_sq), strict=True)), loss
+            lr = np.float32(cfg.glove_alpha)
+            w, g, loss = glove_update(state["w"], state["g"], *arrays, lr)
+            return {"w": w, "g": g}, loss
 
         return update
 

@@ -25,6 +25,8 @@ GloVe (Pennington et al. 2014, as glove.c updates it)
     d_e  = W[i_e] . Wc[j_e] + b[i_e] + bc[j_e] - log X_e,   L = 1/2 sum_e f(X_e) d_e^2
     AdaGrad, glove.c's form: with G starting at 1 and u = lr * gradient,
         param -= u / sqrt(G);   G += u^2
+As in glove.c, W, Wc and the biases are one matrix [W b; Wc bc] (2V, C+1), and so are their
+accumulators: an update is one gather and one index_add_ per matrix.
 """
 
 from __future__ import annotations
@@ -77,32 +79,31 @@ def negative_sampling_update(w_in, w_out, inputs, in_weights, outputs, labels, o
     return -(out_weights * F.logsigmoid(torch.where(labels > 0, f, -f))).sum()
 
 
-def glove_loss(params, i, j, weights, log_counts):
-    """GloVe's weighted least squares L over the batch of entries (i, j), and the residuals d
-    (B,)."""
-    w, wc, b, bc = params
-    d = (rows(w, i) * rows(wc, j)).sum(-1) + b[i] + bc[j] - log_counts  # (B,)
+def glove_loss(w, i, j, weights, log_counts):
+    """GloVe's weighted least squares L over the entries (i, j) of the batch, and the residuals
+    d (B,); w = [W b; W~ b~] (2V, C+1): word rows, then context rows, the bias last."""
+    V, C = w.shape[0] // 2, w.shape[1] - 1
+    wi, wj = rows(w, i), rows(w, j + V)  # (B, C+1)
+    d = (wi[:, :C] * wj[:, :C]).sum(-1) + wi[:, C] + wj[:, C] - log_counts  # (B,)
     return 0.5 * (weights * d * d).sum(), d
 
 
 @torch.no_grad()
-def glove_update(params, grad_sq, i, j, weights, log_counts, lr):
-    """One AdaGrad step (glove.c's form) on params = (W (V, C), Wc (V, C), b (V,), bc (V,)) and
-    their accumulators `grad_sq` (same shapes, started at 1), in place; returns L before it."""
-    w, wc, b, bc = params
-    gw, gwc, gb, gbc = grad_sq
-    wi, wj = rows(w, i), rows(wc, j)  # (B, C)
-    d = (wi * wj).sum(-1) + b[i] + bc[j] - log_counts  # (B,)
+def glove_update(w, g, i, j, weights, log_counts, lr):
+    """One AdaGrad step (glove.c's form) on w (2V, C+1) (see glove_loss) and its accumulators g
+    (started at 1), in place; returns L before it. Each entry's word row and context row are
+    gathered, stepped and scattered together (one index_add_ per matrix)."""
+    V, C, B = w.shape[0] // 2, w.shape[1] - 1, len(i)
+    both = torch.cat([i, j + V])  # (2B,) word rows, then context rows
+    x = rows(w, both)  # (2B, C+1)
+    wi, wj = x[:B], x[B:]
+    d = (wi[:, :C] * wj[:, :C]).sum(-1) + wi[:, C] + wj[:, C] - log_counts  # (B,)
     fd = lr * weights * d  # (B,) lr * dL/dd
-    step_w, step_wc = fd[:, None] * wj, fd[:, None] * wi  # (B, C) lr * gradients
-    w.index_add_(0, i, step_w / rows(gw, i).sqrt(), alpha=-1)
-    wc.index_add_(0, j, step_wc / rows(gwc, j).sqrt(), alpha=-1)
-    b.index_add_(0, i, fd / gb[i].sqrt(), alpha=-1)
-    bc.index_add_(0, j, fd / gbc[j].sqrt(), alpha=-1)
-    gw.index_add_(0, i, step_w * step_w)
-    gwc.index_add_(0, j, step_wc * step_wc)
-    gb.index_add_(0, i, fd * fd)
-    gbc.index_add_(0, j, fd * fd)
+    other = torch.cat([wj, wi])  # (2B, C+1) dd/d(row): the other row's vector...
+    other[:, C] = 1  # ...and 1 for the bias
+    step = torch.cat([fd, fd])[:, None] * other  # (2B, C+1) lr * gradient
+    w.index_add_(0, both, step / rows(g, both).sqrt(), alpha=-1)
+    g.index_add_(0, both, step * step)
     return 0.5 * (weights * d * d).sum()
 
 
@@ -134,9 +135,8 @@ def make_update(cfg: pipeline.Settings, compile: bool = False):
         glove = torch.compile(glove_update) if compile else glove_update
 
         def update(state, batch):
-            params = tuple(state[k] for k in pipeline.GLOVE_PARAMS)
-            grad_sq = tuple(state[f"g_{k}"] for k in pipeline.GLOVE_PARAMS)
-            return glove(params, grad_sq, *devices.to_device(*batch.arrays()), cfg.glove_alpha)
+            arrays = devices.to_device(*batch.arrays())
+            return glove(state["w"], state["g"], *arrays, cfg.glove_alpha)
 
         return update
     step = negative_sampling_update
