@@ -47,7 +47,8 @@ def machine() -> dict:
 
 
 def _worker_env(lab_id: str, framework: str, threads: int = 0) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # The worker's notes come back as whole lines (wide COLUMNS); this process wraps them.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="1000")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     if threads == 1:  # XLA's CPU thread pool off too: one thread each, the same for both
