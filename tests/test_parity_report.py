@@ -110,7 +110,7 @@ def test_families_name_their_alternatives_within_one_test():
     records += [rec("rnn lstm hx jax", "test_hx"), rec("rnn gru hx torch", "test_hx")]
     records.append(rec("rnn lstm-1layer-u jax", "test_other"))  # another test: its own row
     labels = sorted(f.compared for f in parity.families(records))
-    assert labels == ["*-Nlayer-u/v jax", "lstm-1layer-u jax", "lstm/gru hx jax/torch"]
+    assert labels == ["*-1layer/3layer-u/v jax", "lstm-1layer-u jax", "lstm/gru hx jax/torch"]
 
 
 def test_a_shape_mismatch_is_recorded_as_a_failure(tmp_path, monkeypatch):

@@ -270,7 +270,7 @@ def families(comparisons: list[dict]) -> list[Family]:
         lab = lab_of(c)
         c = {**c, "check": c["check"].removeprefix(lab + " ").strip() or c["check"]}
         test = c.get("test", "").split("::")[-1].split("[")[0]
-        shape = re.sub(r"[^\W\d_]+", "w", re.sub(r"\d+", "#", c["check"]))
+        shape = re.sub(r"\w+", "w", c["check"])  # "jax jit x8 vs 1 device": "w w w w w w"
         groups.setdefault((lab, c["tier"], test, shape), []).append(c)
     out, equal = [], {}
     for (lab, tier, test, _), group in groups.items():
@@ -285,8 +285,8 @@ def families(comparisons: list[dict]) -> list[Family]:
 
 
 def _label(group: list[dict]) -> str:
-    """The checks' name with its alternatives: numbers that differ N, words a/b/c or *."""
-    tokens = [re.findall(r"\d+|[^\W\d_]+|[\W_]+", c["check"]) for c in group]
+    """The checks' name with its alternatives: numbers that differ N, other words a/b/c or *."""
+    tokens = [re.findall(r"\w+|\W+", c["check"]) for c in group]
     label = []
     for values in zip(*tokens, strict=True):
         distinct = list(dict.fromkeys(values))  # in order of appearance
@@ -508,7 +508,7 @@ def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str
         "observed difference to what the row's tier allows: |a - b| / (atol + rtol |b|), the",
         "quantity the tier's assert compares. 1.0 is at the limit; above 1 fails. One row per",
         "lab and check family (the checks of one test and tier whose names differ in numbers,",
-        "N, or in up to three words, a/b/c), closest to failing first.",
+        "N, or in words, a/b/c, * for more than three), closest to failing first.",
         "",
         "| lab | compared | tier | n | max abs | max rel | headroom | GPU |",
         "|---|---|---|--:|--:|--:|--:|--:|",
@@ -519,7 +519,7 @@ def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str
             [fmt(cpu.max_abs), fmt(cpu.max_rel), _md_headroom(cpu.headroom)] if cpu else ["-"] * 3
         )
         gpu_cell = _md_headroom(row.gpu.headroom) if row.gpu else "-" if gpu else "no run"
-        compared = f.compared.replace("|", "/")
+        compared = _md_cell(f.compared)
         out.append(
             f"| {f.lab} | {compared} | {f.tier} | {cpu.n if cpu else '-'} | "
             + " | ".join([*cells, gpu_cell])
@@ -539,7 +539,7 @@ def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str
     closest = sorted(doc["comparisons"], key=lambda c: -_order(_float(c.get("headroom"))))[:15]
     for c in closest:
         out.append(
-            f"| {lab_of(c)} | {c['check'].replace('|', '/')} | {c['tensor'].replace('|', '/')} | "
+            f"| {lab_of(c)} | {_md_cell(c['check'])} | {_md_cell(c['tensor'])} | "
             f"{c['tier']} | {fmt(c['max_abs'])} | {fmt(c['max_rel'])} | "
             f"{_md_headroom(_float(c.get('headroom')))} |"
         )
@@ -553,6 +553,10 @@ def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str
         "",
     ]
     return "\n".join(out)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a literal | inside a Markdown table cell
 
 
 def _md_headroom(h: float) -> str:
@@ -613,6 +617,14 @@ def plot_headroom(path: pathlib.Path, rows: list[Row], doc: dict, gpu: dict | No
                 edgecolors=colors[j % len(colors)],
             )
     ax.axhline(1.0, color="red", linestyle="--", linewidth=1.2, label="tolerance limit")
+    ax.text(
+        0.99,
+        0.02,
+        "\u25bc no difference at all (drawn at the floor); EXACT checks are not drawn",
+        transform=ax.transAxes,
+        ha="right",
+        fontsize=7,
+    )
     ax.set_yscale("log")
     ax.set_ylim(floor / 2, top)
     ax.set_xticks(range(len(labs)), labs, rotation=40, ha="right")
