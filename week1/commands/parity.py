@@ -409,13 +409,9 @@ def summary_table(rows: list[Row], gpu: dict | None):
 def summary_lines(doc: dict, rows: list[Row], gpu: dict | None) -> list[str]:
     """The lines printed under the summary: totals, the closest row, what headroom is."""
     comparisons = doc["comparisons"]
-    failed = sum(not c["ok"] for c in comparisons)
     labs = sorted({lab_of(c) for c in comparisons})
     scope = labs[0] if len(labs) == 1 else f"{len(labs)} labs"
-    verdict = f"{failed} outside their tier" if failed else "all within their tier"
-    if doc["exit_status"]:
-        verdict += f", pytest exit status {doc['exit_status']}"
-    lines = [f"{scope} ({len(comparisons)} comparisons): {verdict}; on {doc['device']}"]
+    lines = [f"{scope} ({len(comparisons)} comparisons): {_verdict(doc)}; on {doc['device']}"]
     if rows:
         top = rows[0].any
         lines.append(
@@ -424,11 +420,17 @@ def summary_lines(doc: dict, rows: list[Row], gpu: dict | None) -> list[str]:
         )
     lines.append("headroom: worst |a-b| / (atol + rtol*|b|) of the tier; 1 = at its limit")
     lines.append(
-        f"GPU: {gpu['device']}, run {gpu['date'][:10]}"
+        f"GPU: {gpu['device']}, run {gpu['date'][:10]}: {_verdict(gpu)}"
         if gpu
         else f"GPU: {NO_GPU} (scripts/gpu_check.sh writes {GPU_RESULTS})"
     )
     return lines
+
+
+def _verdict(doc: dict) -> str:
+    failed = sum(not c["ok"] for c in doc["comparisons"])
+    verdict = f"{failed} outside their tier" if failed else "all within their tier"
+    return verdict + (f", pytest exit status {doc['exit_status']}" if doc["exit_status"] else "")
 
 
 def print_summary(doc: dict, rows: list[Row], gpu: dict | None, console=None) -> None:
