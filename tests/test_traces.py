@@ -5,6 +5,8 @@ lib/steps.jit_on_state is wrapped, for the test, with chex.assert_max_traces(n=1
 evaluations included.
 """
 
+import functools
+
 import chex
 import jax
 import pytest
@@ -24,8 +26,8 @@ def traced_once(monkeypatch):
     """jit_on_state whose step raises if traced twice; returns the number of steps built."""
     built = []
 
-    def jit_on_state(graphdef, step):
-        @jax.jit
+    def jit_on_state(graphdef, step, donate=False):
+        @functools.partial(jax.jit, donate_argnums=(0,) if donate else ())
         @chex.assert_max_traces(n=1)
         def jitted(state, *args):
             model, optimizer = nnx.merge(graphdef, state)

@@ -21,6 +21,8 @@ from week1.timing import time_calls
 from week1_jax.lib import checkpoint, devices, optim, schedules, steps
 from week1_jax.lib.models import CharMLP, get_weights, set_weights
 
+LOG_EVERY = 50  # steps between reads of the losses from the device (train's docstring says why)
+
 
 def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
     """The model, initialised from cfg.seed, or from `weights` (Flax names) when given."""
@@ -56,16 +58,18 @@ def loss_fn(model: CharMLP, x, y, rngs: nnx.Rngs | None = None):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def make_train_step(graphdef):
+def make_train_step(graphdef, donate: bool = True):
     """A jitted step on the split (model, optimizer) state: state, x, y, key -> state, loss
-    (lib/steps.py says why jax.jit of a pure function rather than nnx.jit)."""
+    (lib/steps.py says why jax.jit of a pure function rather than nnx.jit). With `donate` XLA
+    writes the new state into the old one's buffers: no second copy of the parameters and AdamW
+    moments per step, and the old state is gone after the call."""
 
     def train_step(model, optimizer, x, y, dropout_key):
         loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, nnx.Rngs(dropout=dropout_key))
         optimizer.update(model, grads)
         return loss
 
-    return steps.jit_on_state(graphdef, train_step)
+    return steps.jit_on_state(graphdef, train_step, donate=donate)
 
 
 @nnx.jit
@@ -119,7 +123,15 @@ def train(
     resume: continue from the newest intact checkpoint in checkpoint_dir.
     log: called as log(step, **metrics) for train and validation losses.
     should_stop: () -> bool, asked after every step (a signal arrived): if True, checkpoint this
-      step and return. A non-finite loss raises Diverged (the last good checkpoint stays).
+      step and return.
+
+    The losses stay on the device and are read every LOG_EVERY steps, and at every evaluation,
+    checkpoint, stop and the end (reading one waits for the device: `float(loss)` per step
+    would drain a GPU's queue every step). So a non-finite loss is found at the next reading:
+    Diverged names the first step whose loss is not finite, the steps after it (up to the
+    reading) have run, and no checkpoint is written past it (the last good one stays).
+    The state is donated to each step (make_train_step): the model and optimizer objects see
+    the arrays again after `nnx.update`, done before anything reads them.
     """
     model = build_model(cfg, data.vocab_size, weights)
     optimizer = (optimizer_fn or make_optimizer)(model, cfg)
@@ -131,31 +143,54 @@ def train(
     val = spec.val_batches(data, cfg)
     history = spec.History()
     end = cfg.steps if stop_at is None else stop_at
+    pending, since = [], time.perf_counter()  # [(step, loss on the device)] not read yet
     with progress("jax", total=end - start, enabled=show_progress) as advance:
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
-            t0 = time.perf_counter()
             state, loss = train_step(
                 state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step)
             )
-            loss = float(loss)
-            if not math.isfinite(loss):
-                nnx.update((model, optimizer), state)
-                raise Diverged(step, spec.non_finite_what(get_weights(model)))
-            history.add_train(step, loss, time.perf_counter() - t0, log)
+            pending.append((step, loss))
             stopping = should_stop is not None and should_stop()
             save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step, stop_at))
-            if save or spec.is_eval_step(cfg, step):
-                nnx.update((model, optimizer), state)  # the objects see the new arrays
-            if spec.is_eval_step(cfg, step):
+            evaluating = spec.is_eval_step(cfg, step)
+            if not (save or evaluating or stopping or _reading_step(step, start, end, pending)):
+                advance()
+                continue
+            bad = _log_losses(pending, since, history, log)
+            pending = []
+            nnx.update((model, optimizer), state)  # the objects see the new arrays
+            if bad is not None:
+                raise Diverged(bad, spec.non_finite_what(get_weights(model)))
+            if evaluating:
                 history.add_val(step, evaluate(model, val), log)
             if save:
                 checkpoint.save_train_state(mngr, step, model, optimizer)
-            advance(loss)
+            advance(history.train_loss[-1])
             if stopping:
                 break
+            since = time.perf_counter()  # evaluation and checkpoints are not training time
     nnx.update((model, optimizer), state)
     return model, history
+
+
+def _reading_step(step: int, start: int, end: int, pending: list) -> bool:
+    """Read the losses after the first step (its time is the compilation's), every LOG_EVERY
+    steps and after the last."""
+    return step == start + 1 or step == end or len(pending) >= LOG_EVERY
+
+
+def _log_losses(pending: list, since: float, history: spec.History, log) -> int | None:
+    """Read the losses of `pending` [(step, loss on the device)] in one transfer and add them to
+    `history` (and `log`), sharing the wall time since `since` among them; returns the first
+    step whose loss is not finite (it and the steps after it are not added), else None."""
+    values = [float(v) for v in jax.device_get([loss for _, loss in pending])]
+    seconds = (time.perf_counter() - since) / len(pending)
+    for (step, _), value in zip(pending, values, strict=True):
+        if not math.isfinite(value):
+            return step
+        history.add_train(step, value, seconds, log)
+    return None
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -186,4 +221,10 @@ def bench(cfg: spec.Config) -> dict:
     train_step = make_train_step(graphdef)
     x, y = as_arrays(*spec.train_batch(data, cfg, 1))
     key = jax.random.key(cfg.seed)
-    return {"jax jit": time_calls(lambda: train_step(state, x, y, key), devices.sync)}
+
+    def call():  # the state is donated: each call takes the one the last returned
+        nonlocal state
+        state, loss = train_step(state, x, y, key)
+        return state, loss
+
+    return {"jax jit": time_calls(call, devices.sync)}

@@ -19,6 +19,8 @@ from week1.timing import time_calls
 from week1_torch.lib import checkpoint, devices, optim, schedules
 from week1_torch.lib.models import CharMLP, get_weights, set_weights
 
+LOG_EVERY = 50  # steps between reads of the losses from the device (train's docstring says why)
+
 
 def build_model(cfg: spec.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
     """The model on the default device, initialised from cfg.seed (on the CPU, so every device
@@ -103,9 +105,15 @@ def train(
     resume: continue from the newest intact checkpoint in checkpoint_dir.
     log: called as log(step, **metrics) for train and validation losses.
     should_stop: () -> bool, asked after every step (a signal arrived): if True, checkpoint this
-      step and return. A non-finite loss raises Diverged (the last good checkpoint stays).
+      step and return.
     compile: run the model through torch.compile (the optimizer stays eager).
     The model and batches go to the default device (the GPU when there is one).
+
+    The losses stay on the device and are read every LOG_EVERY steps, and at every evaluation,
+    checkpoint, stop and the end (reading one waits for the device: `float(loss)` per step
+    would drain a GPU's queue every step). So a non-finite loss is found at the next reading:
+    Diverged names the first step whose loss is not finite, the steps after it (up to the
+    reading) have run, and no checkpoint is written past it (the last good one stays).
     """
     model = build_model(cfg, data.vocab_size, weights)
     optimizer, scheduler = (optimizer_fn or make_optimizer)(model, cfg)
@@ -117,26 +125,54 @@ def train(
     val = spec.val_batches(data, cfg)
     history = spec.History()
     end = cfg.steps if stop_at is None else stop_at
+    pending, since = [], time.perf_counter()  # [(step, loss on the device)] not read yet
     with progress(
         "torch.compile" if compile else "torch", total=end - start, enabled=show_progress
     ) as advance:
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
-            t0 = time.perf_counter()
-            loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(x, y)))
-            if not math.isfinite(loss):
-                raise Diverged(step, spec.non_finite_what(get_weights(model)))
-            history.add_train(step, loss, time.perf_counter() - t0, log)
+            loss = train_step(step_model, optimizer, scheduler, *as_tensors(x, y))
+            pending.append((step, loss))
             stopping = should_stop is not None and should_stop()
-            if spec.is_eval_step(cfg, step):
+            save = checkpoint_dir is not None and (
+                stopping or spec.is_checkpoint_step(cfg, step, stop_at)
+            )
+            evaluating = spec.is_eval_step(cfg, step)
+            if not (save or evaluating or stopping or _reading_step(step, start, end, pending)):
+                advance()
+                continue
+            bad = _log_losses(pending, since, history, log)
+            pending = []
+            if bad is not None:
+                raise Diverged(bad, spec.non_finite_what(get_weights(model)))
+            if evaluating:
                 history.add_val(step, evaluate(model, val), log)
-            save = stopping or spec.is_checkpoint_step(cfg, step, stop_at)
-            if checkpoint_dir is not None and save:
+            if save:
                 checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
-            advance(loss)
+            advance(history.train_loss[-1])
             if stopping:
                 break
+            since = time.perf_counter()  # evaluation and checkpoints are not training time
     return model, history
+
+
+def _reading_step(step: int, start: int, end: int, pending: list) -> bool:
+    """Read the losses after the first step (its time is the compilation's), every LOG_EVERY
+    steps and after the last."""
+    return step == start + 1 or step == end or len(pending) >= LOG_EVERY
+
+
+def _log_losses(pending: list, since: float, history: spec.History, log) -> int | None:
+    """Read the losses of `pending` [(step, loss on the device)] in one transfer and add them to
+    `history` (and `log`), sharing the wall time since `since` among them; returns the first
+    step whose loss is not finite (it and the steps after it are not added), else None."""
+    values = torch.stack([loss for _, loss in pending]).float().cpu().tolist()
+    seconds = (time.perf_counter() - since) / len(pending)
+    for (step, _), value in zip(pending, values, strict=True):
+        if not math.isfinite(value):
+            return step
+        history.add_train(step, value, seconds, log)
+    return None
 
 
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:

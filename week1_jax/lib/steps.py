@@ -9,21 +9,27 @@ optimizer) pair once and jit a pure function of the state, merging inside.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 from flax import nnx
 
 
-def jit_on_state(graphdef, step: Callable) -> Callable:
+def jit_on_state(graphdef, step: Callable, donate: bool = False) -> Callable:
     """`step(model, optimizer, *args) -> out` as a jitted `(state, *args) -> (state, out)`.
 
     `state` is `nnx.state((model, optimizer))` of the pair `graphdef` was split
     from. The labs feed fixed-shape batches, so a run traces (compiles) the step
     once: tests/test_traces.py proves it with chex.assert_max_traces.
+
+    donate: hand the incoming state's buffers to XLA (`donate_argnums=0`), which writes the
+    new state into them instead of allocating a second copy; the caller must not touch the
+    old state (nor the model and optimizer objects it was split from) until `nnx.update`
+    gives them the new one.
     """
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0,) if donate else ())
     def jitted(state, *args):
         model, optimizer = nnx.merge(graphdef, state)
         out = step(model, optimizer, *args)
