@@ -126,3 +126,18 @@ def test_short_training(task, kind, gain, lr, clip_norm, sgd):
     assert len(jax_loss) == 10
     assert_close(check, "loss", jax_loss, torch_loss, TRAJECTORY)
     assert_close(check, "gradient norm", jax_norm, torch_norm, TRAJECTORY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", [jax_lab, torch_lab], ids=["jax", "torch"])
+def test_run_writes_its_plots(lab, tmp_path):
+    """A tiny grid through the Run contract: every cell in the summary, the three PNGs."""
+    from week1.runs import Run
+
+    cfg = dataclasses.replace(CFG, steps=4, delays="3,4", clip_demo_delay=4)
+    with Run("long_range", "x", cfg, root=tmp_path, tensorboard=False) as run:
+        summary = lab.run(cfg, run)
+    for name in ("loss", "grad_norms", "clipping"):
+        assert run.path(f"long_range_{name}.png").exists()
+    cells = [spec.cell_key(t, m, T) for t in spec.TASKS for m in spec.MODELS for T in (3, 4)]
+    assert all(math.isfinite(summary[key]) for key in cells)
