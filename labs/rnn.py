@@ -283,9 +283,11 @@ def mlp_baseline(run, cfg: Config, train) -> training_loop.History | None:
     kept in the run folder (mlp_baseline.json), so a resumed run does not train it again.
     None when a stop was asked before it finished."""
     path = run.path("mlp_baseline.json")
-    if path.exists():
-        return training_loop.History(**json.loads(path.read_text()))
     mlp_cfg = mlp_config(cfg)
+    if path.exists():
+        history = training_loop.History(**json.loads(path.read_text()))
+        if history.steps[-1] == mlp_cfg.steps:  # not when a resume changed the steps
+            return history
     history = train(mlp_cfg)
     if len(history.steps) < mlp_cfg.steps:
         return None
