@@ -21,7 +21,10 @@ instead of one per pair.
 
 - `--model=glove`: GloVe (Pennington et al. 2014) fits w_i . w~_j + b_i + b~_j to log X_ij on
   the co-occurrence counts X (pairs within `window`, weighted 1/distance), weighted by
-  f(X) = min(1, (X/x_max)^0.75), with glove.c's AdaGrad; the vectors are W + W~.
+  f(X) = min(1, (X/x_max)^0.75), with glove.c's AdaGrad; the vectors are W + W~. The defaults
+  (x_max 10, 15 passes) are glove.c's demo settings for a small corpus; the paper's x_max = 100
+  is for billions of words. GloVe needs many co-occurrences per word: on a million words
+  it trails skip-gram.
 - `--model=fasttext`: skip-gram whose input vector is the mean of the word's vector and the
   vectors of its character n-grams (3-6 characters of "<word>", hashed into `bucket` buckets
   exactly as gensim and fastText hash them), so a word never seen still gets a vector from its
@@ -89,9 +92,9 @@ class Config:
     min_n: int = 3  # FastText: shortest character n-gram
     max_n: int = 6  # FastText: longest character n-gram
     bucket: int = 2_000_000  # FastText: hash buckets of the n-grams (gensim's default)
-    glove_epochs: int = 25  # GloVe: passes over the co-occurrence entries
+    glove_epochs: int = 15  # GloVe: passes over the co-occurrence entries (glove.c's demo)
     glove_alpha: float = 0.05  # GloVe: AdaGrad's learning rate
-    x_max: float = 100.0  # GloVe: counts above x_max get full weight
+    x_max: float = 10.0  # GloVe: counts above x_max get full weight (the paper: 100 on 6B words)
     power: float = 0.75  # GloVe: weight f(x) = (x / x_max)^power below x_max
     threads: int = 1  # torch's CPU threads (0: torch's default)
     log_every: int = 100  # updates between logged losses (each log syncs the device)

@@ -499,9 +499,9 @@ class Settings:
     min_n: int = 3
     max_n: int = 6
     bucket: int = 2_000_000
-    glove_epochs: int = 25
+    glove_epochs: int = 15
     glove_alpha: float = 0.05
-    x_max: float = 100.0
+    x_max: float = 10.0
     power: float = 0.75
     threads: int = 1  # torch's CPU threads (0: torch's default)
     log_every: int = 100  # updates between logged losses
