@@ -269,7 +269,7 @@ def test_lm_loss_and_grads(data):
     torch_model = torch_lab.build_model(CFG, data.vocab_size, weights=weights)
     torch_loss = torch_lab.lm_loss(torch_model, *torch_lab.as_tensors(x, y))
     torch_loss.backward()
-    torch_grads = {n: p.grad.numpy() for n, p in torch_model.named_parameters()}
+    torch_grads = {n: p.grad.cpu().numpy() for n, p in torch_model.named_parameters()}
     jax_model = jax_lab.build_model(CFG, data.vocab_size, weights=weights)
     jax_loss, grads = jax_value_and_grad(jax_lab.lm_loss, jax_model, *jax_lab.as_arrays(x, y))
     assert_close("rnn LM grads", "loss", jax_loss, float(torch_loss.detach()), F32)
@@ -316,7 +316,7 @@ def test_classifier_grads(pooling):
     weights = torch_models.get_weights(torch_model)
     torch_loss = torch_lab.classifier_loss(torch_model, *torch_lab.as_tensors(ids, lengths, labels))
     torch_loss.backward()
-    torch_grads = {n: p.grad.numpy() for n, p in torch_model.named_parameters()}
+    torch_grads = {n: p.grad.cpu().numpy() for n, p in torch_model.named_parameters()}
     jax_model = jax_lab.build_model(cfg, 50, 2, weights)
     batch = jax_lab.as_arrays(ids, lengths, labels)
     loss, grads = jax_value_and_grad(jax_lab.classifier_loss, jax_model, *batch)
