@@ -34,6 +34,18 @@ PER_LAB = {
     "word2vec": dict(max_words=3000, epochs=1, window=2, reference=False),
     "rnn": dict(seq_len=4, hidden_size=8, n_embd=4, bench_sizes="2x3x8"),
     "long_range": dict(delays="2", clip_demo_delay=2, hidden_size=4, n_heads=2),
+    # one size of each workload, torch only, in this process (not a child process per
+    # framework); the LSTMs (the rnn lab's models, placed as the others are) take half a minute
+    # of watched operations on meta: the rnn lab's case checks them
+    "benchmark": dict(
+        quick=True,
+        max_points=1,
+        frameworks="torch",
+        isolate=False,
+        dp=False,
+        habits=False,
+        workloads="mlp,bert,word2vec",
+    ),
 }
 # Labs whose torch side cannot run on a data-less device, and why.
 NOT_ON_META = {
