@@ -52,6 +52,7 @@ and check each update against the gradient of its loss.
 
 Run it:  week1 run word2vec --framework torch            (or jax; --model=cbow|glove|fasttext,
          week1 run word2vec --framework jax --corpus=wiki  --corpus=wiki|both, --reference=false)
+         week1 run word2vec --framework torch --compile    (torch.compile'd update)
          week1 bench word2vec
          week1 parity word2vec
 The vectors are saved in the run folder as vectors.txt and vectors.bin (word2vec formats that
@@ -149,8 +150,9 @@ def load_sentences(cfg: Config) -> list[list[str]]:
 
 
 def prepare(out_dir=None) -> list:
-    """`week1 prepare word2vec`: tokenise both corpora into the cache (carry to a GPU box)."""
-    return words.prepare(out_dir)
+    """`week1 prepare word2vec`: tokenise both corpora and copy the evaluation files into the
+    cache (carry it to a GPU box without gensim; run there with --reference=false)."""
+    return words.prepare(out_dir) + vectors.prepare_eval(out_dir)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,3 +82,12 @@ def test_most_similar_equals_gensim(pretrained):
     )
     assert [w for w, _ in ours] == [str(w) for w, _ in theirs]
     np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-6)
+
+
+def test_eval_files_come_from_the_cache_without_gensim(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEEK1_DATA", str(tmp_path))
+    assert len(vectors.prepare_eval()) == 3
+    find = vectors.package_dir
+    monkeypatch.setattr(vectors, "package_dir", lambda name: find("no_such_package"))
+    path = vectors.eval_path(vectors.ANALOGIES)
+    assert path == tmp_path / vectors.ANALOGIES and path.stat().st_size > 0

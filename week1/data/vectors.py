@@ -20,7 +20,8 @@ load_word2vec_format(path, binary=None) / save_word2vec_format(path, words, vect
     binary=None detects the format from the file.
 eval_path(name) -> pathlib.Path
     a file of gensim's test data (what gensim.test.utils.datapath(name) returns), found without
-    importing gensim: PAIR_SETS's wordsim353.tsv and simlex999.txt, ANALOGIES.
+    importing gensim: PAIR_SETS's wordsim353.tsv and simlex999.txt, ANALOGIES; prepare_eval()
+    copies them into the cache for a machine without gensim.
 evaluate_word_pairs(wv, path) -> PairScore(spearman, pearson, oov_ratio, pairs)
 evaluate_word_analogies(wv, path) -> AnalogyScore(accuracy, correct, total, oov, sections)
     gensim's KeyedVectors.evaluate_word_pairs / evaluate_word_analogies on the same vectors,
@@ -39,10 +40,12 @@ import dataclasses
 import functools
 import pathlib
 import pickle
+import shutil
 
 import numpy as np
 
-from week1.data import package_dir
+from week1.config import UsageError
+from week1.data import cache_dir, package_dir
 
 PAIR_SETS = {"ws353": "wordsim353.tsv", "simlex": "simlex999.txt"}
 ANALOGIES = "questions-words.txt"
@@ -232,11 +235,28 @@ def _looks_binary(body: bytes, count: int, size: int) -> bool:
 
 
 def eval_path(name: str) -> pathlib.Path:
-    """gensim.test.utils.datapath(name), without importing gensim."""
-    path = package_dir("gensim") / "test" / "test_data" / name
+    """gensim.test.utils.datapath(name), found without importing gensim; where gensim is not
+    installed (a GPU box), the copy `prepare_eval` left in the cache."""
+    try:
+        path = package_dir("gensim") / "test" / "test_data" / name
+    except UsageError:
+        path = cache_dir() / name
+        if not path.exists():
+            raise
     if not path.exists():
         raise FileNotFoundError(f"{path}: not in this gensim's test data")
     return path
+
+
+def prepare_eval(out_dir=None) -> list[str]:
+    """Copy the evaluation files into `out_dir` (default: the cache), for a machine without
+    gensim (set WEEK1_DATA there)."""
+    out = cache_dir() if out_dir is None else pathlib.Path(out_dir)
+    lines = []
+    for name in (*PAIR_SETS.values(), ANALOGIES):
+        shutil.copyfile(eval_path(name), out / name)
+        lines.append(f"{name}: copied from gensim's test data")
+    return lines
 
 
 def _ok_vocab(wv: WordVectors, restrict_vocab: int, case_insensitive: bool) -> dict:
