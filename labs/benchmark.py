@@ -684,11 +684,12 @@ def measure_in_child(cfg: Config, run, framework: str) -> dict:
 
 
 def machine() -> dict:
-    """The machine, framework-free: CPU, cores, memory, Python; the GPU and its driver when
-    nvidia-smi answers."""
+    """The machine, framework-free: CPU, cores, memory, Python, how busy it was (other
+    processes' load moves CPU timings); the GPU and its driver when nvidia-smi answers."""
     from week1.commands.env import machine_rows
 
     out = dict(machine_rows())
+    out["load average (1 min) at the end"] = f"{os.getloadavg()[0]:.1f}"
     if shutil.which("nvidia-smi"):
         query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
                  "--format=csv,noheader"]  # fmt: skip
@@ -745,20 +746,23 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
-def table_rows(document: dict, workload: str) -> list[tuple]:
-    """One workload's rows, by size, then variant, then precision, formatted for the table."""
-    order = {v: i for i, v in enumerate(VARIANTS)}
+def sorted_rows(document: dict, workload: str) -> list[dict]:
+    """One workload's rows by size (as measured: smallest first), then variant, then precision."""
     sizes = list(dict.fromkeys(r["size"] for r in document["rows"] if r["workload"] == workload))
-    rows = sorted(
+    return sorted(
         (r for r in document["rows"] if r["workload"] == workload),
         key=lambda r: (
             sizes.index(r["size"]),
-            order[r["variant"]],
+            VARIANTS.index(r["variant"]),
             PRECISIONS.index(r["precision"]),
         ),
     )
+
+
+def table_rows(document: dict, workload: str) -> list[tuple]:
+    """One workload's rows, formatted for the 80-column table."""
     out = []
-    for r in rows:
+    for r in sorted_rows(document, workload):
         if "median_s" not in r:
             out.append((r["size"], SHORT[r["variant"]], r["precision"], "FAILED",
                         r["error"][:40], "", "", "", ""))  # fmt: skip
@@ -833,14 +837,17 @@ def report(run, document: dict) -> dict:
         if "error" in part:
             show.console.print(f"  {fw} FAILED: {part['error']}", highlight=False, markup=False)
     iters = max((r["iters"] for r in document["rows"] if "iters" in r), default=0)
+    fewer = document["config"]["quick"] and iters > 3
+    caption = f"ms: median of {iters} synced calls" + (
+        f" (3 for steps over {QUICK_SLOW_S} s)" if fewer else ""
+    )
     workloads = list(dict.fromkeys(r["workload"] for r in document["rows"]))
     for workload in workloads:
         show.compact_table(
             TITLES[workload],
             TABLE_COLUMNS,
             table_rows(document, workload),
-            caption=f"ms: median of {iters} synced calls (3 for slow steps in the quick sweep);"
-            " /jax: time over JAX's",
+            caption=f"{caption}; /jax: time over JAX's",
         )
     if document["rows"]:
         show.compact_table(
@@ -940,6 +947,8 @@ def markdown(documents: list[dict]) -> str:
         lines += _md_table(["what", "value"], [
             *d["machine"].items(),
             *((f"{fw} device", p.get("device", "?")) for fw, p in d["frameworks"].items()),
+            *((f"{fw} versions", ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items()))
+              for fw, p in d["frameworks"].items()),
             *((f"{fw} failed", p["error"]) for fw, p in d["frameworks"].items() if "error" in p),
             *((f"measured {k} peak", f"{v / 1e12:.4g} TFLOP/s")
               for k, v in d["measured_peaks"].items()),
@@ -947,9 +956,7 @@ def markdown(documents: list[dict]) -> str:
         for workload in dict.fromkeys(r["workload"] for r in d["rows"]):
             lines += [f"### {TITLES[workload]}", ""]
             rows = []
-            for r in d["rows"]:
-                if r["workload"] != workload:
-                    continue
+            for r in sorted_rows(d, workload):
                 if "median_s" not in r:
                     rows.append((r["size"], r["variant"], r["precision"], "failed: " + r["error"],
                                  "", "", "", "", "", ""))  # fmt: skip

