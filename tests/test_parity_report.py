@@ -105,12 +105,24 @@ def test_families_name_their_alternatives_within_one_test():
     def rec(check, test):
         return {**record("rnn", check, "h", F32, ONE, ONE), "test": f"p.py::{test}[x]"}
 
-    cases = [f"rnn {cell}-{n}layer-{d} jax" for cell in "abcd" for n in (1, 3) for d in "uv"]
+    cells = [f"{cell}-{n}layer-{d}" for cell in "abcd" for n in (1, 3) for d in "uv"]
+    cases = [f"rnn {cell} T=5 jax vs torch.nn" for cell in cells]
     records = [rec(c, "test_layers") for c in cases]
-    records += [rec("rnn lstm hx jax", "test_hx"), rec("rnn gru hx torch", "test_hx")]
+    records += [rec("rnn lstm hx, no lengths jax", "test_hx")]
+    records += [rec("rnn gru hx, no lengths torch", "test_hx")]
     records.append(rec("rnn lstm-1layer-u jax", "test_other"))  # another test: its own row
+    records += [rec(f"rnn pair ({a}, {b})", "test_pairs") for a, b in ((3, 40), (5, 6))]
+    # Same shape, nothing in common: two checks, not one parametrised check.
+    records += [rec("rnn jax vs torch norm", "test_n"), rec("rnn ratio jax vs torch", "test_n")]
     labels = sorted(f.compared for f in parity.families(records))
-    assert labels == ["*-1layer/3layer-u/v jax", "lstm-1layer-u jax", "lstm/gru hx jax/torch"]
+    assert labels == [
+        "*-1layer/3layer-u/v T=5 jax vs torch.nn",
+        "jax vs torch norm",
+        "lstm-1layer-u jax",
+        "lstm/gru hx, no lengths jax/torch",
+        "pair (N, N)",
+        "ratio jax vs torch",
+    ]
 
 
 def test_a_shape_mismatch_is_recorded_as_a_failure(tmp_path, monkeypatch):

@@ -257,7 +257,8 @@ def lab_of(comparison: dict) -> str:
 
 def families(comparisons: list[dict]) -> list[Family]:
     """Group comparisons into families: same lab, tier and test function, and check names of
-    one shape (the same words, numbers and separators in the same places).
+    one shape (as many words, with the same separators between them) that agree in at least
+    half their words (see _split): the cases of one parametrised check.
 
     The check's leading lab name is dropped (the lab is a column). Where a family's names
     differ, the label shows the alternatives: numbers read N ("step N"), up to three words
@@ -273,15 +274,32 @@ def families(comparisons: list[dict]) -> list[Family]:
         shape = re.sub(r"\w+", "w", c["check"])  # "jax jit x8 vs 1 device": "w w w w w w"
         groups.setdefault((lab, c["tier"], test, shape), []).append(c)
     out, equal = [], {}
-    for (lab, tier, test, _), group in groups.items():
-        if tier == "EXACT" and all(c["ok"] for c in group):
-            equal.setdefault(lab, []).append((_label(group), group))
-        else:
-            out.append(_family(lab, test, tier, _label(group), group))
+    for (lab, tier, test, _), shaped in groups.items():
+        for group in _split(shaped):
+            if tier == "EXACT" and all(c["ok"] for c in group):
+                equal.setdefault(lab, []).append((_label(group), group))
+            else:
+                out.append(_family(lab, test, tier, _label(group), group))
     for lab, parts in equal.items():
         names = ", ".join(sorted({name for name, _ in parts}))
         out.append(_family(lab, "", "EXACT", "equal: " + names, [c for _, g in parts for c in g]))
     return out
+
+
+def _split(group: list[dict]) -> list[list[dict]]:
+    """One family if at least half the words agree place by place (numbers always agree): the
+    cases of one parametrised check. Otherwise different checks that share a shape ("jax vs
+    torch norm", "ratio jax vs torch"): one family per name up to its numbers."""
+    words = [re.findall(r"\w+", c["check"]) for c in group]
+    agree = sum(
+        len(set(ws)) == 1 or all(w.isdigit() for w in ws) for ws in zip(*words, strict=True)
+    )
+    if 2 * agree >= len(words[0]):
+        return [group]
+    parts: dict[str, list[dict]] = {}
+    for c in group:
+        parts.setdefault(re.sub(r"\d+", "#", c["check"]), []).append(c)
+    return list(parts.values())
 
 
 def _label(group: list[dict]) -> str:
