@@ -11,8 +11,8 @@ word2vec (Mikolov et al. 2013; gensim's defaults and names)
 - window: per kept centre word, a reach r drawn uniformly from 1..window (gensim's
   `reduced_window`); its contexts are the kept words at distance <= r in the same sentence.
   Near words are thus seen more often than far ones (weight (window - d + 1) / window).
-- negatives: drawn from the unigram distribution raised to 0.75, P(w) ~ c(w)^0.75, by
-  inverting its cumulative table (gensim's cum_table) with uniform numbers.
+- negatives: drawn from the unigram distribution raised to 0.75, P(w) ~ c(w)^0.75 (gensim's
+  cum_table holds the same distribution), with an alias table (two look-ups per draw).
 - learning rate: alpha decays linearly to min_alpha over all epochs, by the position in the
   corpus of each batch's first centre.
 
@@ -108,14 +108,49 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
     return np.minimum(1.0, (np.sqrt(counts / threshold) + 1) * threshold / counts)
 
 
-def unigram_table(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
-    """(V,) the cumulative sum of counts^power: negatives are drawn by inverting it."""
-    return np.cumsum(counts.astype(np.float64) ** power)
+def unigram_probabilities(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
+    """(V,) P(w) = c(w)^power / sum of c^power: the distribution of the negatives."""
+    weights = counts.astype(np.float64) ** power
+    return weights / weights.sum()
 
 
-def draw_negatives(rng: np.random.Generator, table: np.ndarray, shape) -> np.ndarray:
-    """Word ids with P(w) = table's increments / its total."""
-    return np.searchsorted(table, rng.random(shape) * table[-1], side="right").astype(np.int32)
+@dataclasses.dataclass(frozen=True, eq=False)
+class AliasTable:
+    """Walker's alias method (Vose's construction): draw a column i uniformly, keep it with
+    probability keep[i], else take alias[i]. Two look-ups per draw in V-sized tables, where
+    inverting the cumulative distribution (word2vec.c's and gensim's table) costs a binary
+    search each."""
+
+    keep: np.ndarray  # (V,) float64
+    alias: np.ndarray  # (V,) int32
+
+    def probabilities(self) -> np.ndarray:
+        """(V,) the distribution the table draws from (what it was built from, up to rounding)."""
+        V = len(self.keep)
+        p = self.keep.copy()
+        np.add.at(p, self.alias, 1.0 - self.keep)
+        return p / V
+
+
+def unigram_table(counts: np.ndarray, power: float = 0.75) -> AliasTable:
+    """The alias table of unigram_probabilities(counts, power)."""
+    scaled = unigram_probabilities(counts, power) * len(counts)  # mean 1
+    keep, alias = np.ones(len(counts)), np.arange(len(counts), dtype=np.int32)
+    small = [i for i, x in enumerate(scaled) if x < 1.0]
+    large = [i for i, x in enumerate(scaled) if x >= 1.0]
+    while small and large:  # each column: one small entry topped up by one large one
+        s, g = small.pop(), large.pop()
+        keep[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        (small if scaled[g] < 1.0 else large).append(g)
+    return AliasTable(keep, alias)  # columns left over keep themselves (rounding)
+
+
+def draw_negatives(rng: np.random.Generator, table: AliasTable, shape) -> np.ndarray:
+    """Word ids drawn from the table's distribution."""
+    column = rng.integers(0, len(table.keep), shape)
+    kept = rng.random(shape) < table.keep[column]
+    return np.where(kept, column, table.alias[column]).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -136,7 +171,7 @@ class Windows:
 def epoch_windows(
     corpus: Encoded,
     keep: np.ndarray,
-    table: np.ndarray,
+    table: AliasTable,
     *,
     window: int,
     negative: int,
@@ -151,14 +186,15 @@ def epoch_windows(
     ids, sentence = corpus.ids[position], corpus.sentence[position]  # (M,), (M,)
     reach = (window - rng.integers(0, window, len(ids))).astype(np.int32)  # (M,) in 1..window
     offsets = np.r_[-window:0, 1 : window + 1]  # (2W,)
-    at = np.arange(len(ids))[:, None] + offsets[None, :]  # (M, 2W)
-    inside = (at >= 0) & (at < len(ids))
-    at = np.clip(at, 0, max(len(ids) - 1, 0))
-    valid = inside & (np.abs(offsets)[None, :] <= reach[:, None])
-    valid &= sentence[at] == sentence[:, None]
+    # Both ends padded with `window` words of sentence -1, which no centre belongs to.
+    edge = np.full(window, -1, np.int32)
+    padded_ids, padded_sentence = np.r_[edge, ids, edge], np.r_[edge, sentence, edge]
+    at = np.arange(len(ids), dtype=np.int32)[:, None] + (offsets + window).astype(np.int32)
+    valid = np.abs(offsets)[None, :] <= reach[:, None]  # (M, 2W)
+    valid &= padded_sentence[at] == sentence[:, None]
     has_context = valid.any(axis=1)  # a one-word sentence has nothing to predict
     valid, at = valid[has_context], at[has_context]
-    contexts = np.where(valid, ids[at], 0).astype(np.int32)  # (M', 2W)
+    contexts = np.where(valid, padded_ids[at], 0).astype(np.int32)  # (M', 2W)
     centres = ids[has_context]
     negatives = draw_negatives(rng, table, (len(centres), negative))  # (M', K)
     return Windows(centres, contexts, valid, reach[has_context], negatives, position[has_context])
@@ -524,7 +560,7 @@ class Setup:
     vocab: Vocab
     corpus: Encoded
     keep: np.ndarray  # (V,) subsampling keep probabilities
-    table: np.ndarray  # (V,) cumulative unigram^0.75 table
+    table: AliasTable  # the negatives' unigram^0.75 distribution
     sub: Subwords | None  # FastText's n-gram rows
     cooc: Cooccurrence | None  # GloVe's counts
     seconds: float  # building it (GloVe's counting is part of its training time)
