@@ -1,5 +1,7 @@
-"""Lab: looking at word vectors: PCA and t-SNE of trained and pretrained embeddings, a
-neighbour-preservation score, and TensorBoard's embedding projector.
+"""Lab: word vectors in 2-D: PCA and t-SNE maps, trustworthiness, TensorBoard's projector.
+
+Maps of trained and pretrained embeddings, a neighbour-preservation score for each, and an
+export to TensorBoard's embedding projector.
 
 What it teaches
 ---------------

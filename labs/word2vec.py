@@ -1,5 +1,7 @@
-"""Lab: word2vec (skip-gram and CBOW with negative sampling), GloVe and FastText, trained from
-scratch in JAX and in torch, scored next to gensim on the same corpus.
+"""Lab: word2vec (skip-gram, CBOW), GloVe and FastText from scratch, scored next to gensim.
+
+All four are trained from scratch in JAX and in torch, and scored next to gensim on the same
+corpus.
 
 What it teaches
 ---------------
