@@ -275,12 +275,15 @@ def test_decoupled_decay_and_l2_penalty_same_under_sgd_differ_under_adam():
     a, b, w0 = quadratic_problem()
     lr, lam = 0.05, 0.1
     check = "weight decay vs L2 (F64)"
-    # SGD: p - lr (g + lam p) == p (1 - lr lam) - lr g: one and the same update.
-    l2_sgd = torch_run(torch.optim.SGD, w0, a, b, lr=lr, weight_decay=lam)  # L2 in the gradient
+    # SGD: p - lr (g + lam p) == p (1 - lr lam) - lr g: one and the same update. (Its step must
+    # stay under 2 / the largest curvature, ~100 here, or both would diverge alike.)
+    sgd_lr = 0.005
+    l2_sgd = torch_run(torch.optim.SGD, w0, a, b, lr=sgd_lr, weight_decay=lam)  # L2 in the grad
     w, at, bt = torch.tensor(w0), torch.from_numpy(a), torch.from_numpy(b)
     for _ in range(50):
         grad = (at.T @ (at @ w - bt)) / len(a)  # of 0.5 |A w - b|^2 / n
-        w = w * (1 - lr * lam) - lr * grad  # decoupled: shrink, then the gradient step
+        w = w * (1 - sgd_lr * lam) - sgd_lr * grad  # decoupled: shrink, then the gradient step
+    assert np.abs(l2_sgd).max() < 10 * np.abs(w0).max()  # converging, not diverging
     assert_close(check, "SGD: decoupled == L2", w.numpy(), l2_sgd, F64)
 
     # Adam: the L2 kind (torch.optim.Adam's weight_decay, or the penalty in the loss, or optax's
