@@ -1,7 +1,7 @@
 """The `week1` console script.
 
     week1 list                                   the labs, and which are implemented
-    week1 env                                    versions, devices, bf16/TF32 support
+    week1 env [--json] [--parity]                a doctor: versions, devices, support; problems
     week1 prepare <lab> [--out DIR]              cache the lab's data as .npy
     week1 run <lab> --framework {jax,torch} [--compile] [--key=value ...]
     week1 run <lab> --help                       the lab's settings: type, default, allowed range
@@ -10,6 +10,8 @@
     week1 parity [lab]                           the parity tests, with a table of differences
     week1 bench [lab ...] [--json PATH]          step times, JAX jit vs torch eager vs torch.compile
     week1 profile <lab> --framework {jax,torch}  trace one training step; phase breakdown, top ops
+    week1 export RUN_DIR DIR [--parity PATH]     a trained model as a Hugging Face Hub folder
+    week1 push DIR --repo-id NAME [--private]    upload an exported folder to the Hub
 
 Exit status: 0 done; 1 a run failed (its folder keeps the error); 2 bad input (one
 line on stderr, nothing left behind); 3 a run diverged (non-finite loss); 130 / 143
@@ -52,8 +54,7 @@ def cmd_list(args) -> int:
 def cmd_env(args) -> int:
     from week1.commands import env
 
-    report.table("week1 env", ["what", "value"], env.rows())
-    return 0
+    return env.doctor(as_json=args.json, parity=args.parity)
 
 
 def cmd_prepare(args) -> int:
@@ -220,6 +221,21 @@ def cmd_profile(args, overrides) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from week1.commands.export import export_run
+
+    folder = export_run(args.run_dir, args.out_dir, parity_path=args.parity)
+    report.console.print(f"exported {args.run_dir} to {folder}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from week1.commands.export import push
+
+    report.console.print(push(args.folder, args.repo_id, private=args.private))
+    return 0
+
+
 def print_lab_settings(lab_id: str) -> None:
     """`week1 run <lab> --help`: the handout's first line and every setting with its range."""
     from week1.config import describe
@@ -245,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="the labs, and which are implemented")
-    sub.add_parser("env", help="versions, devices, bf16/TF32 support")
+    p = sub.add_parser("env", help="a doctor: versions, devices, support; each problem and its fix")
+    p.add_argument("--json", action="store_true", help="one JSON document (facts, problems)")
+    p.add_argument("--parity", action="store_true", help="also check what a parity run needs")
     p = sub.add_parser(
         "prepare", help="cache a lab's data as .npy (carry to a GPU box, set WEEK1_DATA there)"
     )
@@ -298,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lab")
     p.add_argument("--framework", required=True, help="jax or torch")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p = sub.add_parser("export", help="a run's trained model as a Hugging Face Hub folder")
+    p.add_argument("run_dir", help="the run folder (runs/<lab>-<framework>-<time>)")
+    p.add_argument("out_dir", help="the folder to write (new, or empty)")
+    p.add_argument("--parity", metavar="PATH", help="a `week1 parity --json` document for the card")
+    p = sub.add_parser("push", help="upload an exported folder to the Hub (needs a token)")
+    p.add_argument("folder")
+    p.add_argument("--repo-id", required=True, help="user/name on the Hub")
+    p.add_argument("--private", action="store_true")
     return parser
 
 
@@ -314,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         if overrides and args.command not in ("run", "resume", "compare", "bench", "profile"):
             raise UsageError(f"unrecognised arguments: {' '.join(overrides)}")
         handlers = {"list": cmd_list, "env": cmd_env, "prepare": cmd_prepare, "parity": cmd_parity}
+        handlers |= {"export": cmd_export, "push": cmd_push}
         if args.command in handlers:
             return handlers[args.command](args)
         commands = {

@@ -1,0 +1,475 @@
+"""Lab: a reproducible environment, and the Hugging Face tools in use (Hub, Accelerate, PEFT).
+
+HANDOUT
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+from labs import training_loop
+from week1 import convert, report
+from week1.config import AT_LEAST_1, POSITIVE, Range, require
+from week1.data import labelled, minilm
+
+PARTS = ("hub", "accelerate", "lora")
+TARGETS = ("query", "key", "value")  # the attention projections LoRA may adapt
+PRECISIONS = ("no", "bf16")  # Accelerator(mixed_precision=...) on a CPU
+N_LAYERS = convert.MINILM_LAYERS
+PEFT_PREFIX = "base_model.model."  # PEFT's names: the wrapped model's, under this prefix
+ADAPTER_DIR = "adapter"  # in the run folder: the trained LoRA adapter, PEFT's format
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    parts: str = "hub,accelerate,lora"  # comma-separated; accelerate is torch only
+    seed: int = 0
+    # hub: the training_loop lab's char MLP, trained briefly, exported, loaded back
+    hub_steps: int = 300
+    # accelerate (torch): the data_parallel step with Accelerator against hand-written DDP
+    processes: int = 2
+    accel_steps: int = 20
+    accel_batch_size: int = 64  # global batch, split over processes and micro-batches
+    accumulate: int = 2  # micro-batches per optimizer step (Accelerator.accumulate)
+    mixed_precision: str = "no"  # no or bf16 (Accelerator's autocast)
+    # lora: MiniLM fine-tuned for polarity, LoRA and full fine-tuning side by side
+    steps: int = 80  # fine-tuning steps (both methods, the same batches)
+    batch_size: int = 16
+    lr: float = 1e-3  # LoRA's adapters, and the classifier head of both methods
+    full_lr: float = 5e-5  # the encoder's under full fine-tuning
+    warmup_steps: int = 8
+    weight_decay: float = 0.01  # on matrices only
+    lora_rank: int = 8
+    lora_alpha: float = 16.0  # the adapter's output is scaled by lora_alpha / lora_rank
+    lora_targets: str = "query,value"  # comma-separated, of query, key, value
+    max_length: int = 40  # WordPiece tokens per sentence, [CLS] and [SEP] included; cut after
+    train_sentences: int = 2000  # the first of polarity's shuffled training split
+    val_sentences: int = 400  # picks the logistic regression's C
+    test_sentences: int = 600
+    eval_every: int = 40
+    eval_batch_size: int = 100
+    checkpoint_every: int = 0  # 0: a checkpoint only where a run is stopped
+
+    RANGES = {
+        "hub_steps": AT_LEAST_1,
+        "processes": Range(1, 8),
+        "accel_steps": AT_LEAST_1,
+        "accel_batch_size": AT_LEAST_1,
+        "accumulate": Range(1, 64),
+        "full_lr": POSITIVE,
+        "lora_rank": Range(1, 384),
+        "lora_alpha": POSITIVE,
+        "max_length": Range(8, 512),
+        "train_sentences": Range(10, 10_000),
+        "val_sentences": Range(10, 1_200),
+        "test_sentences": Range(10, 1_200),
+        "eval_batch_size": AT_LEAST_1,
+    }
+
+    def check(self) -> None:
+        unknown = set(self.part_list) - set(PARTS)
+        require(
+            self.part_list and not unknown,
+            f"parts={self.parts!r}: a comma-separated choice of {', '.join(PARTS)}",
+        )
+        require(
+            self.mixed_precision in PRECISIONS,
+            f"mixed_precision={self.mixed_precision!r}: allowed: {', '.join(PRECISIONS)}",
+        )
+        share = self.processes * self.accumulate
+        require(
+            self.accel_batch_size % share == 0,
+            f"accel_batch_size={self.accel_batch_size}: must split over processes={self.processes}"
+            f" x accumulate={self.accumulate} (a multiple of {share})",
+        )
+        targets = self.target_list
+        require(
+            targets and set(targets) <= set(TARGETS) and len(set(targets)) == len(targets),
+            f"lora_targets={self.lora_targets!r}: a comma-separated choice of {', '.join(TARGETS)}",
+        )
+        require(
+            self.warmup_steps <= self.steps,
+            f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]",
+        )
+        require(
+            self.batch_size <= self.train_sentences,
+            f"batch_size={self.batch_size}: must be <= train_sentences={self.train_sentences}",
+        )
+
+    @property
+    def part_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.parts.split(",") if p.strip())
+
+    @property
+    def target_list(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+
+
+# --- the Hub part: the training_loop lab's model, exported --------------------------------
+
+
+def char_mlp_config(cfg: Config) -> training_loop.Config:
+    """The training_loop config of the char MLP this lab trains and exports: hub_steps steps,
+    a checkpoint at the end (what `week1 export` reads), evaluated once."""
+    return training_loop.Config(
+        steps=cfg.hub_steps,
+        seed=cfg.seed,
+        warmup_steps=min(100, cfg.hub_steps // 10),
+        eval_every=cfg.hub_steps,
+        checkpoint_every=cfg.hub_steps,
+    )
+
+
+# --- the Accelerate part ------------------------------------------------------------------
+
+
+def accelerate_config(cfg: Config) -> training_loop.Config:
+    """The training_loop model, data and optimizer the Accelerate and DDP loops share (dropout
+    off: per-process dropout masks would differ from one process's)."""
+    return training_loop.Config(
+        steps=cfg.accel_steps,
+        batch_size=cfg.accel_batch_size,
+        seed=cfg.seed,
+        warmup_steps=min(20, cfg.accel_steps),
+        dropout=0.0,
+    )
+
+
+def micro_batches(x: np.ndarray, y: np.ndarray, rank: int, processes: int, accumulate: int):
+    """This process's rows of a global batch (B, ...), cut into `accumulate` micro-batches of
+    B / (processes * accumulate) rows each: rank r holds rows [r B/N, (r+1) B/N)."""
+    rows = x.shape[0] // processes
+    x, y = x[rank * rows : (rank + 1) * rows], y[rank * rows : (rank + 1) * rows]
+    size = rows // accumulate
+    return [(x[k * size : (k + 1) * size], y[k * size : (k + 1) * size]) for k in range(accumulate)]
+
+
+# --- the LoRA part: data ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Sentences as fixed-length MiniLM token ids (one shape: one compiled step)."""
+
+    ids: np.ndarray  # (N, T) int32, [PAD] = 0 after each sentence
+    mask: np.ndarray  # (N, T) int32, 1 on real tokens
+    labels: np.ndarray  # (N,) int32
+    texts: tuple[str, ...]
+
+    def rows(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, type_ids, mask, labels) of `rows`; type ids are 0 (single sentences)."""
+        ids = self.ids[rows]
+        return ids, np.zeros_like(ids), self.mask[rows], self.labels[rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    config: minilm.BertConfig
+    weights: dict  # the packaged checkpoint, state_dict names
+    train: Split
+    val: Split
+    test: Split
+    label_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+
+def encode_split(tokenizer, texts, labels, max_length: int) -> Split:
+    batch = minilm.batch(tokenizer, list(texts), max_length, length=max_length)
+    return Split(batch.ids, batch.mask, np.asarray(labels, np.int32), tuple(texts))
+
+
+def load_data(cfg: Config) -> Data:
+    """Polarity (week1.data.labelled: Rotten Tomatoes snippets, a stratified seeded split) cut
+    to the first train/val/test_sentences of each split, tokenised by MiniLM's WordPiece."""
+    corpus = labelled.prepare("polarity")
+    tokenizer = minilm.load_tokenizer(cfg.max_length)
+    sizes = {"train": cfg.train_sentences, "validation": cfg.val_sentences}
+    sizes["test"] = cfg.test_sentences
+    splits = {}
+    for name, n in sizes.items():
+        part = corpus.splits[name][:n]
+        splits[name] = encode_split(tokenizer, part["text"], part["label"], cfg.max_length)
+    weights = minilm.load_weights()
+    return Data(
+        minilm.load_config(),
+        weights,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        corpus.label_names,
+    )
+
+
+def train_batch(data: Data, cfg: Config, step: int):
+    """Training batch `step` (from 1): (ids, type_ids, mask, labels), the same in both
+    frameworks; every epoch sees every training sentence once (labelled.train_rows)."""
+    return data.train.rows(
+        labelled.train_rows(len(data.train.labels), cfg.batch_size, cfg.seed, step)
+    )
+
+
+def eval_batches(split: Split, batch_size: int):
+    """Every row of `split` once, in order."""
+    n = len(split.labels)
+    return [split.rows(np.arange(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+
+
+# --- the LoRA part: weights -----------------------------------------------------------------
+
+
+def lora_map(targets: tuple[str, ...]) -> tuple:
+    """PEFT adapter file names <-> Flax paths of week1_jax's LoRA classifier.
+
+    PEFT stores lora_A as (r, in) and lora_B as (out, r), torch Linear layouts; the Flax
+    factors are A (in, r) and B (r, out), so both transpose. The classifier head (PEFT's
+    modules_to_save) is saved beside them.
+    """
+    rows = []
+    for i in range(N_LAYERS):
+        for t in targets:
+            torch_name = f"{PEFT_PREFIX}bert.encoder.layer.{i}.attention.self.{t}"
+            flax_name = f"bert.encoder.layer.{i}.attention.self.{t}"
+            rows.append((f"{torch_name}.lora_A.weight", f"{flax_name}.lora_a", convert.TRANSPOSE))
+            rows.append((f"{torch_name}.lora_B.weight", f"{flax_name}.lora_b", convert.TRANSPOSE))
+    rows.append((f"{PEFT_PREFIX}head.weight", "head.kernel", convert.TRANSPOSE))
+    rows.append((f"{PEFT_PREFIX}head.bias", "head.bias", convert.SAME))
+    return tuple(rows)
+
+
+def encoder_map() -> tuple:
+    """The classifier's encoder (no pooler: the head reads mean-pooled tokens) and head under
+    full fine-tuning: transformers' names under `bert.` <-> the Flax classifier's paths."""
+    rows = [
+        (f"bert.{torch}", f"bert.{flax}", how)
+        for torch, flax, how in convert.MINILM
+        if not torch.startswith("pooler.")
+    ]
+    rows.append(("head.weight", "head.kernel", convert.TRANSPOSE))
+    rows.append(("head.bias", "head.bias", convert.SAME))
+    return tuple(rows)
+
+
+def adapter_init(cfg: Config, config: minilm.BertConfig, num_classes: int) -> dict:
+    """The adapters' and head's starting values, PEFT names, from cfg.seed: what both
+    frameworks load, so they start from the same numbers.
+
+    As PEFT initialises them (Hu et al. 2021): A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform
+    with a = sqrt(5)), B = 0, so the adapted model starts as the pretrained one; the head as
+    torch.nn.Linear: U(-1/sqrt(C), 1/sqrt(C)).
+    """
+    rng = np.random.default_rng([cfg.seed, 13])
+    C, r = config.hidden_size, cfg.lora_rank
+    init = {}
+    for torch_name, _, _ in lora_map(cfg.target_list):
+        if torch_name.endswith("lora_A.weight"):
+            init[torch_name] = rng.uniform(-(C**-0.5), C**-0.5, (r, C)).astype(np.float32)
+        elif torch_name.endswith("lora_B.weight"):
+            init[torch_name] = np.zeros((C, r), np.float32)
+    bound = C**-0.5
+    init[f"{PEFT_PREFIX}head.weight"] = rng.uniform(-bound, bound, (num_classes, C)).astype(
+        np.float32
+    )
+    init[f"{PEFT_PREFIX}head.bias"] = rng.uniform(-bound, bound, num_classes).astype(np.float32)
+    return init
+
+
+def head_init(init: dict) -> dict:
+    """The head's starting values under plain (full fine-tuning) names."""
+    head = f"{PEFT_PREFIX}head."
+    return {k.removeprefix(PEFT_PREFIX): v for k, v in init.items() if k.startswith(head)}
+
+
+def adapter_config(cfg: Config) -> dict:
+    """adapter_config.json's fields that say what the adapter is (PEFT fills the rest with its
+    defaults when it reads the file)."""
+    return {
+        "peft_type": "LORA",
+        "task_type": None,
+        "r": cfg.lora_rank,
+        "lora_alpha": cfg.lora_alpha,
+        "lora_dropout": 0.0,
+        "target_modules": list(cfg.target_list),
+        "modules_to_save": ["head"],
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "base_model_name_or_path": minilm.PIP_NAME,
+    }
+
+
+def read_adapter_config(folder) -> dict:
+    """The fields week1's LoRA implements, from a PEFT adapter folder; a ValueError for an
+    adapter it does not (DoRA, rsLoRA, biases, other layers)."""
+    raw = json.loads((folder / "adapter_config.json").read_text())
+    unsupported = {
+        "peft_type": raw.get("peft_type") != "LORA",
+        "use_dora": raw.get("use_dora", False),
+        "use_rslora": raw.get("use_rslora", False),
+        "bias": raw.get("bias", "none") != "none",
+        "target_modules": not set(raw.get("target_modules") or ()) <= set(TARGETS),
+    }
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ValueError(f"{folder}: adapter settings not implemented here: {', '.join(bad)}")
+    return {
+        "r": int(raw["r"]),
+        "lora_alpha": float(raw["lora_alpha"]),
+        "targets": tuple(sorted(raw["target_modules"], key=TARGETS.index)),
+    }
+
+
+def count(shapes) -> int:
+    """Numbers in a collection of arrays (or shapes)."""
+    return int(sum(math.prod(getattr(s, "shape", s)) for s in shapes))
+
+
+# --- the LoRA part: results -----------------------------------------------------------------
+
+
+def accuracy(labels, preds) -> float:
+    return float(np.mean(np.asarray(labels) == np.asarray(preds)))
+
+
+def logistic_regression(features: dict, labels: dict) -> dict:
+    """The frozen-encoder baseline: scikit-learn's logistic regression on sentence embeddings
+    (mean of MiniLM's last layer, L2-normalised), C picked on the validation split.
+
+    features, labels: {"train"|"validation"|"test": (N, C) / (N,)}. Returns test accuracy,
+    the C picked, and the parameter count (C weights per class, one bias: binary is one row).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    best = None
+    for c in (0.1, 1.0, 10.0, 100.0):
+        model = LogisticRegression(C=c, max_iter=2000)
+        model.fit(features["train"], labels["train"])
+        val = accuracy(labels["validation"], model.predict(features["validation"]))
+        if best is None or val > best[0]:
+            best = (val, c, model)
+    _, c, model = best
+    return {
+        "test_accuracy": accuracy(labels["test"], model.predict(features["test"])),
+        "C": c,
+        "params": int(model.coef_.size + model.intercept_.size),
+    }
+
+
+@dataclasses.dataclass
+class History:
+    """Both fine-tunings' losses and validation accuracies, step by step, and their step
+    times (the first step apart: it includes compilation in JAX)."""
+
+    steps: list = dataclasses.field(default_factory=list)
+    loss: dict = dataclasses.field(default_factory=lambda: {"lora": [], "full": []})
+    eval_steps: list = dataclasses.field(default_factory=list)
+    val_accuracy: dict = dataclasses.field(default_factory=lambda: {"lora": [], "full": []})
+    first_step_s: dict = dataclasses.field(default_factory=dict)
+    timed_s: dict = dataclasses.field(default_factory=lambda: {"lora": 0.0, "full": 0.0})
+
+    def add(self, step: int, losses: dict, seconds: dict, log=None) -> None:
+        for method in ("lora", "full"):
+            self.loss[method].append(losses[method])
+            if self.steps:
+                self.timed_s[method] += seconds[method]
+            else:
+                self.first_step_s[method] = seconds[method]
+        self.steps.append(step)
+        if log:
+            log(step, lora_loss=losses["lora"], full_loss=losses["full"])
+
+    def add_eval(self, step: int, accuracies: dict, log=None) -> None:
+        self.eval_steps.append(step)
+        for method in ("lora", "full"):
+            self.val_accuracy[method].append(accuracies[method])
+        if log:
+            log(step, lora_val_accuracy=accuracies["lora"], full_val_accuracy=accuracies["full"])
+
+    def step_s(self, method: str) -> float:
+        """Mean seconds per step after the first (nan with fewer than 2 steps)."""
+        n = len(self.steps) - 1
+        return self.timed_s[method] / n if n > 0 else float("nan")
+
+
+def is_eval_step(cfg: Config, step: int) -> bool:
+    return step % cfg.eval_every == 0 or step == cfg.steps
+
+
+def is_checkpoint_step(cfg: Config, step: int) -> bool:
+    return cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+
+
+def results_rows(
+    counts: dict, accuracies: dict, history: History, baseline: dict, encoder_params: int
+) -> list:
+    """The table: method, trainable parameters, share of the encoder's, test accuracy, time."""
+    rows = []
+    for method, name in (("lora", "LoRA (PEFT format)"), ("full", "full fine-tuning")):
+        per_step = history.step_s(method)
+        rows.append(
+            (
+                name,
+                counts[method],
+                f"{100 * counts[method] / encoder_params:.3g}%",
+                accuracies[method],
+                f"{per_step:.3g} s",
+            )
+        )
+    rows.append(
+        (
+            f"frozen encoder + logistic regression (C={baseline['C']:g})",
+            baseline["params"],
+            f"{100 * baseline['params'] / encoder_params:.3g}%",
+            baseline["test_accuracy"],
+            "-",
+        )
+    )
+    return rows
+
+
+RESULT_COLUMNS = ["method", "trainable params", "of encoder", "test accuracy", "per step"]
+
+
+def report_lora(run, cfg: Config, data: Data, rows: list, history: History, framework: str):
+    """Print the table, write results.md and curves.png into the run folder."""
+    title = (
+        f"polarity, {len(data.train.labels)} training sentences, {cfg.steps} steps, "
+        f"{cfg.max_length} tokens ({framework})"
+    )
+    report.table(title, RESULT_COLUMNS, rows)
+    lines = [f"# {title}", "", "| " + " | ".join(RESULT_COLUMNS) + " |"]
+    lines.append("|" + "---|" * len(RESULT_COLUMNS))
+    lines += ["| " + " | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in row) + " |"
+              for row in rows]  # fmt: skip
+    run.path("results.md").write_text("\n".join(lines) + "\n")
+    report.plot_panels(
+        run.path("curves.png"),
+        [
+            report.Panel({m: (history.steps, history.loss[m]) for m in ("lora", "full")}, "loss"),
+            report.Panel(
+                {m: (history.eval_steps, history.val_accuracy[m]) for m in ("lora", "full")},
+                "validation accuracy",
+                styles={"lora": "o-", "full": "o-"},
+            ),
+        ],
+        title=f"LoRA vs full fine-tuning ({framework})",
+        xlabel="step",
+    )
+
+
+def prepare(out_dir=None) -> list:
+    """`week1 prepare environment`: the char-MLP data and the polarity corpus, cached."""
+    lines = training_loop.prepare(out_dir)
+    corpus = labelled.prepare("polarity", root=out_dir)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in corpus.splits.items())
+    return [*lines, f"polarity: {sizes} sentences in {corpus.cache}"]

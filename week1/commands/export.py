@@ -1,0 +1,224 @@
+"""`week1 export RUN_DIR DIR` and `week1 push DIR --repo-id NAME`: a trained lab model as a
+Hugging Face Hub folder (week1/hub.py), and its upload.
+
+export: the run's config.json names the lab and the framework; the newest intact
+checkpoint of the run is restored in that framework (the environment lab's modules know
+how, for every lab listed in EXPORTABLE), its weights written under torch state_dict names
+with config.json (torch: PyTorchModelHubMixin.save_pretrained; Flax: the same files), and
+a model card README.md (huggingface_hub.ModelCard): the metrics of summary.json, the
+config, the framework, the lab's parity numbers (from a `week1 parity --json` document
+given with --parity) and the command that trained it. The folder loads in either framework:
+`CharMLPHub.from_pretrained(DIR)` (week1_torch.lib.hub) or `week1_jax.lib.hub.
+from_pretrained(DIR)`.
+
+push: `HfApi.create_repo` then `upload_folder`. Without a token (HF_TOKEN or `hf auth
+login`) or without a network it refuses in one line (exit 2) before sending anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shlex
+
+from week1 import catalog, hub
+from week1.config import UsageError, as_dict, from_dict
+
+# Labs whose runs export, and where their checkpoints are inside the run folder.
+EXPORTABLE = {"training_loop": "checkpoints", "environment": "char_mlp"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What a run folder says about itself."""
+
+    dir: pathlib.Path
+    lab: str
+    framework: str  # "jax", "torch" or "torch-compile"
+    config: dict  # the lab Config's fields
+    summary: dict
+
+    @property
+    def base_framework(self) -> str:
+        return self.framework.partition("-")[0]
+
+
+def read_run(run_dir) -> RunInfo:
+    """A run folder's config.json and summary.json; a UsageError in one line otherwise."""
+    run_dir = pathlib.Path(run_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        lab, framework, config = saved["lab"], saved["framework"], saved["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(
+            f"{str(run_dir)!r} is not a run folder (no readable config.json)"
+        ) from None
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    return RunInfo(run_dir, lab, framework, config, summary)
+
+
+def training_command(info: RunInfo) -> str:
+    """The `week1 run` command that trains with the run's config: the settings that differ
+    from the lab's defaults, as --key=value."""
+    defaults = as_dict(catalog.spec(info.lab).Config())
+    fw, _, compiled = info.framework.partition("-")
+    words = ["week1", "run", info.lab, "--framework", fw] + (["--compile"] if compiled else [])
+    words += [f"--{k}={v}" for k, v in info.config.items() if defaults.get(k) != v]
+    return shlex.join(words)
+
+
+def parity_rows(lab: str, parity_path) -> list[tuple]:
+    """The lab's parity families (check, tier, max abs, max rel, headroom) from a
+    `week1 parity --json` document; [] without one."""
+    if parity_path is None:
+        return []
+    from week1.commands import parity
+
+    doc = parity.load(str(parity_path))
+    mine = [c for c in doc["comparisons"] if parity.lab_of(c) == lab]
+    return [
+        (f.check, f.tier, parity.fmt(f.max_abs), parity.fmt(f.max_rel), parity.fmt(f.headroom))
+        for f in parity.families(mine)
+    ]
+
+
+def model_card(info: RunInfo, config: dict, parity_path=None):
+    """The card (huggingface_hub.ModelCard): YAML metadata, then what the model is, how to load
+    it in either framework, its metrics, config, parity numbers and training command."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    week1 = config["week1"]
+    data = ModelCardData(
+        library_name="week1",
+        license="mit",
+        tags=["week1", "character-level", "language-model", info.base_framework],
+        pipeline_tag="text-generation",
+    )
+    metrics = [(k, v) for k, v in info.summary.items() if isinstance(v, (int, float))]
+    lines = [
+        f"# {config['architectures'][0]} from week1's `{info.lab}` lab",
+        "",
+        f"A character-level MLP language model (Bengio et al. 2003) trained in "
+        f"**{info.base_framework}** on Shakespeare for {week1['step']} steps, exported by "
+        "`week1 export`. The weights are stored under torch state_dict names; the same folder "
+        "loads in either framework:",
+        "",
+        "```python",
+        "from week1_torch.lib.hub import CharMLPHub        # PyTorchModelHubMixin",
+        "model = CharMLPHub.from_pretrained(folder_or_repo_id)",
+        "from week1_jax.lib import hub                     # Flax nnx, the same files",
+        "model = hub.from_pretrained(folder)",
+        "```",
+        "",
+        "The vocabulary (id -> character) is `config.json`'s `week1.vocab`.",
+        "",
+        "## Training",
+        "",
+        "```",
+        training_command(info),
+        "```",
+        "",
+        "## Metrics",
+        "",
+        *_markdown_table(["metric", "value"], [(k, f"{v:.6g}") for k, v in metrics]),
+        "",
+        "## Config",
+        "",
+        *_markdown_table(["setting", "value"], list(info.config.items())),
+        "",
+        "## Parity",
+        "",
+    ]
+    rows = parity_rows(info.lab, parity_path)
+    if rows:
+        lines += [
+            f"From `{pathlib.Path(parity_path).name}`: each family's worst difference between "
+            "the two frameworks (or against the reference) and its headroom (1 = at the tier's "
+            "limit).",
+            "",
+            *_markdown_table(["check", "tier", "max abs", "max rel", "headroom"], rows),
+        ]
+    else:
+        lines.append(
+            f"No parity document was given. `week1 parity {info.lab} --json parity.json`, then "
+            f"`week1 export RUN DIR --parity parity.json`, puts its numbers here."
+        )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
+def _markdown_table(columns: list[str], rows: list) -> list[str]:
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
+    """Write the run's model as a Hub folder in `out_dir` (created; must be empty if it
+    exists); returns the folder."""
+    info = read_run(run_dir)
+    if info.lab not in EXPORTABLE:
+        raise UsageError(
+            f"{info.lab} runs do not export yet; exportable: {', '.join(EXPORTABLE)} "
+            "(week1/commands/export.py)"
+        )
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UsageError(f"{str(out_dir)!r} exists and is not an empty folder")
+    if parity_path is not None and not pathlib.Path(parity_path).is_file():
+        raise UsageError(f"--parity {str(parity_path)!r}: no such file")
+    from labs import environment as spec
+    from labs import training_loop
+
+    lab_cfg = from_dict(catalog.spec(info.lab).Config, info.config)
+    loop_cfg = spec.char_mlp_config(lab_cfg) if info.lab == "environment" else lab_cfg
+    checkpoint_dir = info.dir / EXPORTABLE[info.lab]
+    lab = catalog.framework_module("environment", info.base_framework)
+    step, weights = lab.restore_char_mlp(loop_cfg, checkpoint_dir)
+    corpus = training_loop.load_data(loop_cfg).corpus
+    config = hub.model_config(
+        "CharMLP",
+        {
+            "vocab_size": corpus.vocab_size,
+            "block_size": loop_cfg.block_size,
+            "n_embd": loop_cfg.n_embd,
+            "n_hidden": loop_cfg.n_hidden,
+            "dropout": loop_cfg.dropout,
+        },
+        lab=info.lab,
+        framework=info.framework,
+        step=step,
+        vocab=corpus.chars,
+        run=info.dir.name,
+        weights="torch state_dict names, float32",
+    )
+    lab.save_hub_folder(weights, out_dir, config)
+    model_card(info, config, parity_path).save(out_dir / hub.CARD)
+    return out_dir
+
+
+def push(folder, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Create the repo (if needed) and upload the folder; returns the commit URL. A UsageError
+    in one line without a token or a network, before anything is sent."""
+    from huggingface_hub import HfApi, get_token
+
+    hub.read_config(folder)  # a model folder, or a one-line refusal
+    token = token or get_token()
+    if not token:
+        raise UsageError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login`; nothing was sent"
+        )
+    api = HfApi(token=token)
+    try:
+        api.whoami()
+    except Exception as err:  # offline, DNS, proxy, revoked token: all end here
+        raise UsageError(
+            f"cannot reach the Hub with this token ({type(err).__name__}); nothing was sent"
+        ) from None
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), commit_message="week1 export"
+    )
+    return str(commit.commit_url if hasattr(commit, "commit_url") else commit)

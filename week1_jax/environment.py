@@ -1,0 +1,361 @@
+"""Environment lab, JAX side: the Hub folder of a Flax model, and LoRA written out in Flax nnx
+on the from-scratch MiniLM encoder, against full fine-tuning and a frozen-encoder baseline.
+
+Read beside week1_torch/environment.py: the same functions in the same order (torch adds
+the Accelerate part, which has no JAX counterpart: the data_parallel lab's jit +
+NamedSharding is what JAX has instead of a wrapper).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from labs import environment as spec
+from labs import training_loop
+from week1 import convert
+from week1.report import progress
+from week1.runs import Diverged
+from week1_jax import training_loop as loop
+from week1_jax.lib import bert, checkpoint, devices, hub, lora, optim, schedules, steps
+from week1_jax.lib.models import dotted, get_weights
+
+# What each method trains: LoRA its adapters and the head; full fine-tuning every parameter
+# but the pooler (the head reads mean-pooled tokens, not the pooler's [CLS] summary).
+TRAINABLE = {
+    "lora": nnx.Any(lora.LoRAParam, nnx.PathContains("head")),
+    "full": nnx.All(nnx.Param, nnx.Not(nnx.PathContains("pooler"))),
+}
+
+
+# --- the Hub part ---------------------------------------------------------------------------
+
+
+def restore_char_mlp(loop_cfg: training_loop.Config, checkpoint_dir) -> tuple[int, dict]:
+    """(step, weights by Flax path) of the newest intact char-MLP checkpoint in
+    `checkpoint_dir` (a training_loop run's, or this lab's char_mlp/)."""
+    data = training_loop.load_data(loop_cfg)
+    model = loop.build_model(loop_cfg, data.vocab_size)
+    mngr = checkpoint.manager(pathlib.Path(checkpoint_dir))
+    if checkpoint.latest_step(mngr) is None:
+        raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir}")
+    step = checkpoint.restore_train_state(mngr, model, loop.make_optimizer(model, loop_cfg))
+    return step, get_weights(model)
+
+
+def save_hub_folder(weights: dict, folder, config: dict) -> None:
+    """The Hub folder of Flax weights (week1/hub.py): torch names, as the mixin writes them."""
+    hub.save_pretrained(weights, folder, config)
+
+
+def hub_round_trip(cfg: spec.Config, run) -> dict:
+    """Train the training_loop char MLP for hub_steps (kept if a resumed run has it), export
+    the run as `week1 export` does into run/hub, load the folder back: the same logits."""
+    from week1.commands import export
+
+    loop_cfg = spec.char_mlp_config(cfg)
+    data = training_loop.load_data(loop_cfg)
+    folder = run.path("char_mlp")
+    done = folder.exists() and checkpoint.latest_step(checkpoint.manager(folder)) == loop_cfg.steps
+    if not done:
+        _, history = loop.train(loop_cfg, data, checkpoint_dir=folder, show_progress=True)
+    step, weights = restore_char_mlp(loop_cfg, folder)
+    out = run.path("hub")
+    if not (out / "README.md").exists():
+        export.export_run(run.dir, out)
+    trained = loop.build_model(loop_cfg, data.vocab_size, weights)
+    trained.eval()
+    loaded = hub.from_pretrained(out)
+    x, _ = training_loop.val_batches(data, loop_cfg)[0]
+    diff = np.abs(np.asarray(trained(jnp.asarray(x))) - np.asarray(loaded(jnp.asarray(x))))
+    return {
+        "char MLP steps": step,
+        "char MLP val loss": loop.evaluate(trained, training_loop.val_batches(data, loop_cfg)),
+        "hub round trip max |dlogits|": float(diff.max()),
+    }
+
+
+# --- the LoRA part ----------------------------------------------------------------------------
+
+
+class Classifier(nnx.Module):
+    """MiniLM (week1_jax.lib.bert) and a linear head on its sentence embedding (the mean of the
+    last layer over real tokens, L2-normalised: what all-MiniLM-L6-v2 was trained to give)."""
+
+    def __init__(self, encoder: bert.BertModel, num_classes: int, *, rngs: nnx.Rngs):
+        self.bert = encoder
+        self.head = nnx.Linear(encoder.config.hidden_size, num_classes, rngs=rngs)
+
+    def __call__(self, ids, type_ids, mask):  # each (B, T) int
+        hidden, _ = self.bert(ids, type_ids, mask)  # the pooler is computed, then dropped by XLA
+        return self.head(bert.sentence_embeddings(hidden[-1], mask))  # (B, K)
+
+
+def _assign(model: nnx.Module, weights: dict) -> None:
+    """Write `weights` ({Flax path: array}) into the model's variables of those paths."""
+    flat = {dotted(path): var for path, var in nnx.to_flat_state(nnx.state(model))}
+    unknown = sorted(set(weights) - set(flat))
+    if unknown:
+        raise ValueError(f"not in the model: {unknown[:3]}")
+    for name, value in weights.items():
+        if value.shape != flat[name][...].shape:
+            raise ValueError(f"{name}: shape {value.shape} != {flat[name][...].shape}")
+        flat[name][...] = jnp.asarray(value, flat[name][...].dtype)
+
+
+def build_classifier(
+    data: spec.Data, init: dict, method: str, targets=(), rank: int = 8, alpha: float = 16.0
+) -> Classifier:
+    """The pretrained encoder with a head from `init` (spec.adapter_init's PEFT names); with
+    method "lora", LoRA on `targets`, its factors from `init` too."""
+    encoder = bert.from_weights(data.config, convert.torch_to_flax(data.weights, convert.MINILM))
+    model = Classifier(encoder, data.num_classes, rngs=nnx.Rngs(0))
+    if method == "lora":
+        lora.add_lora(encoder, targets, rank, alpha, rngs=nnx.Rngs(0))
+    table = spec.lora_map(targets if method == "lora" else ())
+    _assign(model, convert.torch_to_flax({name: init[name] for name, _, _ in table}, table))
+    return model
+
+
+def loss_fn(model: Classifier, ids, type_ids, mask, labels):
+    logits = model(ids, type_ids, mask)  # (B, K)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_optimizer(model: Classifier, cfg: spec.Config, method: str) -> nnx.Optimizer:
+    """From-scratch AdamW (lib/optim) on a warmup-cosine schedule over cfg.steps, on what the
+    method trains. Full fine-tuning: the encoder at full_lr, the new head at lr (a head
+    learning at an encoder's rate would barely move in a short run)."""
+
+    def adamw(peak):
+        schedule = schedules.warmup_cosine(peak, cfg.warmup_steps, cfg.steps, 0.0)
+        return optim.adamw(schedule, weight_decay=cfg.weight_decay, mask=optim.decay_mask)
+
+    if method == "lora":
+        return nnx.Optimizer(model, adamw(cfg.lr), wrt=TRAINABLE["lora"])
+    tx = optax.multi_transform({"encoder": adamw(cfg.full_lr), "head": adamw(cfg.lr)}, _parts)
+    return nnx.Optimizer(model, tx, wrt=TRAINABLE["full"])
+
+
+def _parts(params):
+    """ "head" for the head's parameters, "encoder" for the rest (optax.multi_transform's
+    labels)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "head" if dotted(path).startswith("head.") else "encoder", params
+    )
+
+
+def make_train_step(graphdef, method: str):
+    """A jitted step on the split (model, optimizer) state: the gradient of what `method`
+    trains, one AdamW update."""
+    trainable = TRAINABLE[method]
+
+    def train_step(model, optimizer, ids, type_ids, mask, labels):
+        grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable))
+        loss, grads = grad_fn(model, ids, type_ids, mask, labels)
+        optimizer.update(model, grads)
+        return loss
+
+    return steps.jit_on_state(graphdef, train_step)
+
+
+def predict(model: Classifier, split: spec.Split, batch_size: int) -> np.ndarray:
+    """(N, K) float32 logits of every sentence of `split`, jitted on the split state."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def logits(state, ids, type_ids, mask):
+        return nnx.merge(graphdef, state)(ids, type_ids, mask)
+
+    out = [
+        np.asarray(logits(state, *devices.to_device(ids, type_ids, mask)))
+        for ids, type_ids, mask, _ in spec.eval_batches(split, batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def sentence_embeddings(model: Classifier, split: spec.Split, batch_size: int) -> np.ndarray:
+    """(N, C) sentence embeddings of the model's encoder (the frozen baseline's features)."""
+    graphdef, state = nnx.split(model.bert)
+
+    @jax.jit
+    def embed(state, ids, type_ids, mask):
+        hidden, _ = nnx.merge(graphdef, state)(ids, type_ids, mask)
+        return bert.sentence_embeddings(hidden[-1], mask)
+
+    out = [
+        np.asarray(embed(state, *devices.to_device(ids, type_ids, mask)))
+        for ids, type_ids, mask, _ in spec.eval_batches(split, batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def _train_state(models: dict, optimizers: dict) -> dict:
+    """What a checkpoint holds: each method's trained parameters and optimizer state."""
+    return {
+        m: {
+            "params": nnx.to_pure_dict(nnx.state(models[m], TRAINABLE[m])),
+            "optimizer": nnx.to_pure_dict(nnx.state(optimizers[m])),
+        }
+        for m in models
+    }
+
+
+def train(
+    cfg: spec.Config,
+    data: spec.Data,
+    *,
+    checkpoint_dir=None,
+    resume: bool = False,
+    log=None,
+    should_stop=None,
+    show_progress: bool = False,
+):
+    """LoRA and full fine-tuning side by side, on the same batches, from the same head (and
+    adapters from spec.adapter_init); returns (models, History).
+
+    checkpoint_dir: both methods' trained state every cfg.checkpoint_every steps and where a
+    stop is asked; resume: continue from the newest intact one. A non-finite loss raises
+    Diverged.
+    """
+    init = spec.adapter_init(cfg, data.config, data.num_classes)
+    targets = (cfg.target_list, cfg.lora_rank, cfg.lora_alpha)
+    models = {m: build_classifier(data, init, m, *targets) for m in ("lora", "full")}
+    optimizers = {m: make_optimizer(models[m], cfg, m) for m in models}
+    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
+    start = 0
+    if resume:
+        target = _train_state(models, optimizers)
+        start, restored = checkpoint.load_state(mngr, target)
+        for m in models:
+            params, opt_state = nnx.state(models[m], TRAINABLE[m]), nnx.state(optimizers[m])
+            nnx.replace_by_pure_dict(params, restored[m]["params"])
+            nnx.replace_by_pure_dict(opt_state, restored[m]["optimizer"])
+            nnx.update(models[m], params)
+            nnx.update(optimizers[m], opt_state)
+    split = {m: nnx.split((models[m], optimizers[m])) for m in models}
+    step_fns = {m: make_train_step(split[m][0], m) for m in models}
+    states = {m: split[m][1] for m in models}
+    history = spec.History()
+    with progress("jax: LoRA + full", total=cfg.steps - start, enabled=show_progress) as advance:
+        for step in range(start + 1, cfg.steps + 1):
+            batch = devices.to_device(*spec.train_batch(data, cfg, step))
+            losses, seconds = {}, {}
+            for m in models:
+                t0 = time.perf_counter()
+                states[m], loss = step_fns[m](states[m], *batch)
+                losses[m] = float(loss)
+                seconds[m] = time.perf_counter() - t0
+                if not math.isfinite(losses[m]):
+                    raise Diverged(step, f"loss ({m})")
+            history.add(step, losses, seconds, log)
+            stopping = should_stop is not None and should_stop()
+            save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step))
+            if save or spec.is_eval_step(cfg, step):
+                for m in models:
+                    nnx.update((models[m], optimizers[m]), states[m])
+            if spec.is_eval_step(cfg, step):
+                accuracies = {
+                    m: spec.accuracy(
+                        data.val.labels,
+                        predict(models[m], data.val, cfg.eval_batch_size).argmax(-1),
+                    )
+                    for m in models
+                }
+                history.add_eval(step, accuracies, log)
+            if save:
+                checkpoint.save_state(mngr, step, _train_state(models, optimizers))
+            advance(losses["lora"])
+            if stopping:
+                break
+    for m in models:
+        nnx.update((models[m], optimizers[m]), states[m])
+    return models, history
+
+
+def save_adapter(model: Classifier, folder, cfg: spec.Config) -> None:
+    """The trained adapter and head in PEFT's format: adapter_config.json and
+    adapter_model.safetensors under PEFT's names (what PeftModel.from_pretrained reads)."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {
+        dotted(path): np.asarray(var[...])
+        for path, var in nnx.to_flat_state(nnx.state(model, TRAINABLE["lora"]))
+    }
+    named = convert.flax_to_torch(weights, spec.lora_map(cfg.target_list))
+    save_file({k: np.ascontiguousarray(v) for k, v in named.items()}, folder / spec.ADAPTER_WEIGHTS)
+    (folder / spec.ADAPTER_CONFIG).write_text(json.dumps(spec.adapter_config(cfg), indent=2))
+
+
+def load_adapter(folder, data: spec.Data) -> Classifier:
+    """The pretrained encoder with a PEFT-format adapter folder's LoRA factors and head (written
+    by PEFT or by save_adapter)."""
+    folder = pathlib.Path(folder)
+    adapter = spec.read_adapter_config(folder)
+    weights = load_file(folder / spec.ADAPTER_WEIGHTS)
+    return build_classifier(
+        data, weights, "lora", adapter["targets"], adapter["r"], adapter["lora_alpha"]
+    )
+
+
+def lora_part(cfg: spec.Config, run) -> dict:
+    """Fine-tune (LoRA and full, side by side), save the adapter in PEFT's format and load it
+    back, fit the frozen-encoder baseline; the table in the run folder (results.md)."""
+    data = spec.load_data(cfg)
+    models, history = train(
+        cfg,
+        data,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        log=run.log,
+        should_stop=run.should_stop,
+        show_progress=True,
+    )
+    if run.should_stop():
+        return {}
+    logits = {m: predict(models[m], data.test, cfg.eval_batch_size) for m in models}
+    accuracies = {m: spec.accuracy(data.test.labels, logits[m].argmax(-1)) for m in models}
+    save_adapter(models["lora"], run.path(spec.ADAPTER_DIR), cfg)
+    reloaded = predict(
+        load_adapter(run.path(spec.ADAPTER_DIR), data), data.test, cfg.eval_batch_size
+    )
+    frozen = build_classifier(data, spec.adapter_init(cfg, data.config, data.num_classes), "full")
+    splits = {"train": data.train, "validation": data.val, "test": data.test}
+    features = {
+        s: sentence_embeddings(frozen, split, cfg.eval_batch_size) for s, split in splits.items()
+    }
+    baseline = spec.logistic_regression(features, {s: split.labels for s, split in splits.items()})
+    counts = {m: spec.count(jax.tree.leaves(nnx.state(models[m], TRAINABLE[m]))) for m in models}
+    head = spec.count(jax.tree.leaves(nnx.state(models["full"].head, nnx.Param)))
+    rows = spec.results_rows(counts, accuracies, history, baseline, counts["full"] - head)
+    spec.report_lora(run, cfg, data, rows, history, "jax")
+    return {
+        "LoRA test accuracy": accuracies["lora"],
+        "full fine-tuning test accuracy": accuracies["full"],
+        "logistic regression test accuracy": baseline["test_accuracy"],
+        "adapter reload max |dlogits|": float(np.abs(reloaded - logits["lora"]).max()),
+    }
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run environment --framework jax`: the parts cfg.parts names, in turn."""
+    summary = {}
+    if "hub" in cfg.part_list:
+        summary |= hub_round_trip(cfg, run)
+    if "lora" in cfg.part_list:
+        summary |= lora_part(cfg, run)
+    if "accelerate" in cfg.part_list:
+        summary["accelerate"] = (
+            "Accelerate is a torch library: --framework torch runs it. JAX's own answer to what "
+            "it hides is the data_parallel lab's jit over a Mesh with NamedSharding."
+        )
+    return summary

@@ -1,0 +1,438 @@
+"""Environment lab, torch side: the Hub folder through PyTorchModelHubMixin, the data_parallel
+step written with Accelerate, and LoRA through PEFT on transformers' BertModel, against full
+fine-tuning and a frozen-encoder baseline.
+
+Read beside week1_jax/environment.py: the same functions in the same order, plus the
+Accelerate part (FRAMEWORK_ONLY). Worker processes (what the Accelerate part launches):
+    torchrun --standalone --nproc-per-node=2 -m week1_torch.environment --out=DIR [--key=value]
+    accelerate launch --multi_gpu --num_processes=2 -m week1_torch.environment --out=DIR
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from labs import environment as spec
+from labs import training_loop
+from week1 import tolerances
+from week1.parallel import config_args
+from week1.report import progress
+from week1.runs import Diverged
+from week1_torch import training_loop as loop
+from week1_torch.lib import bert, checkpoint, devices, hub, lora, optim, parallel, schedules
+from week1_torch.lib.models import get_weights
+
+# No counterpart in JAX: Accelerate is a torch library (JAX shards arrays over a Mesh instead).
+FRAMEWORK_ONLY = ("accelerate_train", "ddp_train", "accelerate_vs_ddp", "worker")
+
+
+# --- the Hub part ---------------------------------------------------------------------------
+
+
+def restore_char_mlp(loop_cfg: training_loop.Config, checkpoint_dir) -> tuple[int, dict]:
+    """(step, weights by state_dict name) of the newest intact char-MLP checkpoint in
+    `checkpoint_dir` (a training_loop run's, or this lab's char_mlp/)."""
+    data = training_loop.load_data(loop_cfg)
+    model = loop.build_model(loop_cfg, data.vocab_size)
+    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    if checkpoint.latest_step(checkpoint_dir) is None:
+        raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir}")
+    step = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler)
+    return step, get_weights(model)
+
+
+def save_hub_folder(weights: dict, folder, config: dict) -> None:
+    """The Hub folder of torch weights, through PyTorchModelHubMixin.save_pretrained."""
+    hub.save_pretrained(weights, folder, config)
+
+
+def hub_round_trip(cfg: spec.Config, run) -> dict:
+    """Train the training_loop char MLP for hub_steps (kept if a resumed run has it), export
+    the run as `week1 export` does into run/hub, load the folder back: the same logits."""
+    from week1.commands import export
+
+    loop_cfg = spec.char_mlp_config(cfg)
+    data = training_loop.load_data(loop_cfg)
+    folder = run.path("char_mlp")
+    if not (folder.exists() and checkpoint.latest_step(folder) == loop_cfg.steps):
+        loop.train(loop_cfg, data, checkpoint_dir=folder, show_progress=True)
+    step, weights = restore_char_mlp(loop_cfg, folder)
+    out = run.path("hub")
+    if not (out / "README.md").exists():
+        export.export_run(run.dir, out)
+    trained = loop.build_model(loop_cfg, data.vocab_size, weights).eval()
+    loaded = hub.from_pretrained(out)
+    x, _ = training_loop.val_batches(data, loop_cfg)[0]
+    x = loop.as_tensors(x, x[:, 0])[0]
+    with torch.no_grad():
+        diff = (trained(x) - loaded(x)).abs().max()
+    return {
+        "char MLP steps": step,
+        "char MLP val loss": loop.evaluate(trained, training_loop.val_batches(data, loop_cfg)),
+        "hub round trip max |dlogits|": float(diff),
+    }
+
+
+# --- the LoRA part ----------------------------------------------------------------------------
+
+
+class Classifier(nn.Module):
+    """transformers' BertModel (all-MiniLM-L6-v2, no pooler) and a linear head on its sentence
+    embedding (the mean of the last layer over real tokens, L2-normalised)."""
+
+    def __init__(self, encoder, num_classes: int):
+        super().__init__()
+        self.bert = encoder
+        self.head = nn.Linear(encoder.config.hidden_size, num_classes)
+
+    def forward(self, ids, type_ids, mask):  # each (B, T) int
+        out = self.bert(input_ids=ids, token_type_ids=type_ids, attention_mask=mask)
+        return self.head(bert.sentence_embeddings(out.last_hidden_state, mask))  # (B, K)
+
+
+def _encoder():
+    """transformers' BertModel from the packaged folder: eager attention (the written-out
+    softmax, as week1_jax's), dropout off (as week1_jax's encoder has none), no pooler."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()  # the load report lists the unused pooler
+    transformers.utils.logging.disable_progress_bar()
+    return transformers.BertModel.from_pretrained(
+        str(spec.minilm.model_dir()),
+        attn_implementation="eager",
+        add_pooling_layer=False,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+
+
+def build_classifier(
+    data: spec.Data, init: dict, method: str, targets=(), rank: int = 8, alpha: float = 16.0
+):
+    """The pretrained encoder with a head from `init` (spec.adapter_init's PEFT names), on the
+    default device; with method "lora", PEFT's LoRA on `targets`, its factors from `init`."""
+    from peft import set_peft_model_state_dict
+
+    model = Classifier(_encoder(), data.num_classes)
+    tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in init.items()}
+    if method == "lora":
+        model = lora.add_lora(model, targets, rank, alpha)
+        result = set_peft_model_state_dict(model, tensors)
+        if result.unexpected_keys:
+            raise ValueError(f"adapter names not in the model: {result.unexpected_keys[:3]}")
+    else:
+        head = {k.removeprefix(f"{spec.PEFT_PREFIX}head."): v for k, v in tensors.items()}
+        model.head.load_state_dict({k: head[k] for k in ("weight", "bias")})
+    return devices.place(model)
+
+
+def loss_fn(model, ids, type_ids, mask, labels):
+    logits = model(ids, type_ids, mask)  # (B, K)
+    return F.cross_entropy(logits, labels)
+
+
+def make_optimizer(model, cfg: spec.Config, method: str):
+    """From-scratch AdamW (lib/optim) on a warmup-cosine schedule over cfg.steps, on what the
+    method trains (requires_grad). Full fine-tuning: the encoder at full_lr, the new head at
+    lr (a head learning at an encoder's rate would barely move in a short run)."""
+    groups: dict[tuple, list] = {}  # (peak lr, weight decay) -> parameters
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            head = ".head." in f".{name}"  # PEFT's copy: base_model.model.head.modules_to_save
+            peak = cfg.full_lr if method == "full" and not head else cfg.lr
+            decay = cfg.weight_decay if p.ndim >= 2 else 0.0  # matrices only
+            groups.setdefault((peak, decay), []).append(p)
+    optimizer = optim.AdamW([{"params": ps, "weight_decay": wd} for (_, wd), ps in groups.items()])
+    for group in optimizer.param_groups:
+        group["lr"] = 1.0  # each lambda returns its group's lr itself (schedules.lambda_lr)
+    lambdas = [schedules.warmup_cosine(peak, cfg.warmup_steps, cfg.steps) for peak, _ in groups]
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lambdas)
+
+
+def train_step(model, optimizer, scheduler, ids, type_ids, mask, labels):
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, ids, type_ids, mask, labels)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def predict(model, split: spec.Split, batch_size: int) -> np.ndarray:
+    """(N, K) float32 logits of every sentence of `split`."""
+    model.eval()
+    out = [
+        model(*devices.to_device(ids, type_ids, mask, dtype=torch.long)).float().cpu().numpy()
+        for ids, type_ids, mask, _ in spec.eval_batches(split, batch_size)
+    ]
+    model.train()
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def sentence_embeddings(model, split: spec.Split, batch_size: int) -> np.ndarray:
+    """(N, C) sentence embeddings of the model's encoder (the frozen baseline's features)."""
+    out = []
+    for ids, type_ids, mask, _ in spec.eval_batches(split, batch_size):
+        ids, type_ids, mask = devices.to_device(ids, type_ids, mask, dtype=torch.long)
+        hidden = model.bert(input_ids=ids, token_type_ids=type_ids, attention_mask=mask)
+        out.append(bert.sentence_embeddings(hidden.last_hidden_state, mask).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _train_state(models: dict, optimizers: dict, schedulers: dict) -> dict:
+    """What a checkpoint holds: each method's trained parameters and optimizer state."""
+    return {
+        m: {
+            "params": {n: p for n, p in models[m].named_parameters() if p.requires_grad},
+            "optimizer": optimizers[m].state_dict(),
+            "scheduler": schedulers[m].state_dict(),
+        }
+        for m in models
+    }
+
+
+def train(
+    cfg: spec.Config,
+    data: spec.Data,
+    *,
+    checkpoint_dir=None,
+    resume: bool = False,
+    log=None,
+    should_stop=None,
+    show_progress: bool = False,
+):
+    """LoRA and full fine-tuning side by side, on the same batches, from the same head (and
+    adapters from spec.adapter_init); returns (models, History).
+
+    checkpoint_dir: both methods' trained state every cfg.checkpoint_every steps and where a
+    stop is asked; resume: continue from the newest intact one. A non-finite loss raises
+    Diverged.
+    """
+    init = spec.adapter_init(cfg, data.config, data.num_classes)
+    targets = (cfg.target_list, cfg.lora_rank, cfg.lora_alpha)
+    models = {m: build_classifier(data, init, m, *targets) for m in ("lora", "full")}
+    optimizers, schedulers = {}, {}
+    for m in models:
+        optimizers[m], schedulers[m] = make_optimizer(models[m], cfg, m)
+    start = 0
+    if resume:
+        start, state = checkpoint.load_state(checkpoint_dir)
+        for m in models:
+            with torch.no_grad():
+                for name, p in models[m].named_parameters():
+                    if p.requires_grad:
+                        p.copy_(state[m]["params"][name])
+            optimizers[m].load_state_dict(state[m]["optimizer"])
+            schedulers[m].load_state_dict(state[m]["scheduler"])
+    history = spec.History()
+    with progress("torch: LoRA + full", total=cfg.steps - start, enabled=show_progress) as advance:
+        for step in range(start + 1, cfg.steps + 1):
+            ids, type_ids, mask, labels = spec.train_batch(data, cfg, step)
+            batch = devices.to_device(ids, type_ids, mask, labels, dtype=torch.long)
+            losses, seconds = {}, {}
+            for m in models:
+                t0 = time.perf_counter()
+                loss = train_step(models[m], optimizers[m], schedulers[m], *batch)
+                losses[m] = float(loss)
+                seconds[m] = time.perf_counter() - t0
+                if not math.isfinite(losses[m]):
+                    raise Diverged(step, f"loss ({m})")
+            history.add(step, losses, seconds, log)
+            stopping = should_stop is not None and should_stop()
+            if spec.is_eval_step(cfg, step):
+                accuracies = {
+                    m: spec.accuracy(
+                        data.val.labels,
+                        predict(models[m], data.val, cfg.eval_batch_size).argmax(-1),
+                    )
+                    for m in models
+                }
+                history.add_eval(step, accuracies, log)
+            save = checkpoint_dir is not None and (stopping or spec.is_checkpoint_step(cfg, step))
+            if save:
+                checkpoint.save_state(
+                    checkpoint_dir, step, _train_state(models, optimizers, schedulers)
+                )
+            advance(losses["lora"])
+            if stopping:
+                break
+    return models, history
+
+
+def save_adapter(model, folder, cfg: spec.Config) -> None:
+    """The trained adapter and head in PEFT's format (PeftModel.save_pretrained):
+    adapter_config.json and adapter_model.safetensors."""
+    model.save_pretrained(str(folder))
+
+
+def load_adapter(folder, data: spec.Data):
+    """The pretrained encoder with a PEFT-format adapter folder's LoRA factors and head (written
+    by PEFT or by week1_jax's save_adapter), on the default device."""
+    from peft import PeftModel
+
+    model = Classifier(_encoder(), data.num_classes)
+    return devices.place(PeftModel.from_pretrained(model, str(folder)))
+
+
+def lora_part(cfg: spec.Config, run) -> dict:
+    """Fine-tune (LoRA and full, side by side), save the adapter in PEFT's format and load it
+    back, fit the frozen-encoder baseline; the table in the run folder (results.md)."""
+    data = spec.load_data(cfg)
+    models, history = train(
+        cfg,
+        data,
+        checkpoint_dir=run.checkpoint_dir,
+        resume=run.resume,
+        log=run.log,
+        should_stop=run.should_stop,
+        show_progress=True,
+    )
+    if run.should_stop():
+        return {}
+    logits = {m: predict(models[m], data.test, cfg.eval_batch_size) for m in models}
+    accuracies = {m: spec.accuracy(data.test.labels, logits[m].argmax(-1)) for m in models}
+    save_adapter(models["lora"], run.path(spec.ADAPTER_DIR), cfg)
+    reloaded = predict(
+        load_adapter(run.path(spec.ADAPTER_DIR), data), data.test, cfg.eval_batch_size
+    )
+    frozen = build_classifier(data, spec.adapter_init(cfg, data.config, data.num_classes), "full")
+    splits = {"train": data.train, "validation": data.val, "test": data.test}
+    features = {
+        s: sentence_embeddings(frozen, split, cfg.eval_batch_size) for s, split in splits.items()
+    }
+    baseline = spec.logistic_regression(features, {s: split.labels for s, split in splits.items()})
+    counts = {m: spec.count(p for p in models[m].parameters() if p.requires_grad) for m in models}
+    head = spec.count(models["full"].head.parameters())
+    rows = spec.results_rows(counts, accuracies, history, baseline, counts["full"] - head)
+    spec.report_lora(run, cfg, data, rows, history, "torch")
+    return {
+        "LoRA test accuracy": accuracies["lora"],
+        "full fine-tuning test accuracy": accuracies["full"],
+        "logistic regression test accuracy": baseline["test_accuracy"],
+        "adapter reload max |dlogits|": float(np.abs(reloaded - logits["lora"]).max()),
+    }
+
+
+# --- the Accelerate part (torch only) ---------------------------------------------------------
+
+
+def accelerate_train(cfg: spec.Config, data: training_loop.Data) -> list[float]:
+    """The data_parallel lab's training step written with Accelerate, in the process group
+    torchrun (or `accelerate launch`) started; returns the global loss of each step.
+
+    Each step: this process's rows of the global batch (seeded by step, as everywhere) in
+    cfg.accumulate micro-batches. `accumulate(model)` skips DDP's all-reduce on all but the
+    last micro-batch (no_sync) and makes `optimizer.step()` and `scheduler.step()` no-ops until
+    then; `backward` divides the loss by the accumulation count; `prepare` wrapped the model
+    in DDP and, with mixed_precision, its forward in autocast. split_batches=True: a "batch"
+    is the global one, so the scheduler steps once per optimizer step (without it, Accelerate
+    steps a prepared scheduler once per process per step).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    loop_cfg = spec.accelerate_config(cfg)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.accumulate,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
+    model = devices.place(loop.build_model(loop_cfg, data.vocab_size), accelerator.device)
+    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    losses = []
+    for step in range(1, loop_cfg.steps + 1):
+        x, y = training_loop.train_batch(data, loop_cfg, step)  # (B, T), (B,) global batch
+        total = 0.0
+        for xm, ym in spec.micro_batches(x, y, rank, world, cfg.accumulate):
+            xm, ym = loop.as_tensors(xm, ym, accelerator.device)  # (B/(N k), T), (B/(N k),)
+            with accelerator.accumulate(model):
+                loss = loop.loss_fn(model, xm, ym)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            total = total + loss.detach().float()
+        mean = accelerator.reduce(total / cfg.accumulate, reduction="mean")  # for logging only
+        losses.append(float(mean))
+    accelerator.end_training()
+    return losses
+
+
+def ddp_train(cfg: spec.Config, data: training_loop.Data, device) -> list[float]:
+    """The same training written by hand (the data_parallel lab's loop, lib/parallel.train):
+    DistributedDataParallel, each process its rows of each global batch, one step per batch;
+    returns the global loss of each step."""
+    loop_cfg = spec.accelerate_config(cfg)
+    model = devices.place(loop.build_model(loop_cfg, data.vocab_size), device)
+    model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    optimizer, scheduler = loop.make_optimizer(model.module, loop_cfg)
+    losses, _ = parallel.train(model, optimizer, scheduler, data, loop_cfg, device)
+    return losses
+
+
+def accelerate_vs_ddp(cfg: spec.Config, run) -> dict:
+    """torchrun cfg.processes workers (gloo on a CPU): each trains the hand-written DDP loop,
+    then the Accelerate one, from the same init on the same batches; their losses compared."""
+    out = run.path("accelerate")
+    if not (out / "accelerate" / "result.npz").exists():
+        parallel.torchrun(
+            "week1_torch.environment",
+            cfg.processes,
+            [f"--out={out}", *config_args(cfg)],
+            timeout_s=180 + 2 * cfg.accel_steps,
+            log_path=run.path("torchrun.log"),
+        )
+    ddp, _, _ = parallel.load_result(out / "ddp")
+    accelerated, _, _ = parallel.load_result(out / "accelerate")
+    tier = tolerances.TRAJECTORY if cfg.mixed_precision == "no" else tolerances.BF16
+    diff = tolerances.measure(accelerated, ddp, tier, "Accelerate vs DDP", "losses")
+    return {
+        "processes": cfg.processes,
+        "DDP final loss": ddp[-1],
+        "Accelerate final loss": accelerated[-1],
+        "Accelerate vs DDP max rel": diff.max_rel,
+        f"Accelerate vs DDP within {tier.name}": int(diff.ok),
+    }
+
+
+def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
+    """One process started by torchrun or `accelerate launch`: join the group, train both
+    ways; rank 0 writes out_dir/ddp/result.npz and out_dir/accelerate/result.npz."""
+    with parallel.process_group() as device:
+        data = training_loop.load_data(spec.accelerate_config(cfg))
+        ddp = ddp_train(cfg, data, device)
+        accelerated = accelerate_train(cfg, data)
+        if dist.get_rank() == 0:
+            parallel.save_result(pathlib.Path(out_dir) / "ddp", ddp)
+            parallel.save_result(pathlib.Path(out_dir) / "accelerate", accelerated)
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run environment --framework torch`: the parts cfg.parts names, in turn."""
+    summary = {}
+    if "hub" in cfg.part_list:
+        summary |= hub_round_trip(cfg, run)
+    if "accelerate" in cfg.part_list:
+        summary |= accelerate_vs_ddp(cfg, run)
+    if "lora" in cfg.part_list:
+        summary |= lora_part(cfg, run)
+    return summary
+
+
+if __name__ == "__main__":
+    parallel.worker_main(worker, spec.Config, sys.argv[1:])
