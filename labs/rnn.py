@@ -48,7 +48,9 @@ How to read the results
   position, including the first few, which have little context.
 - The sample is read for form: words, line breaks, speaker names in capitals.
 - Sentiment: the summary gives the majority class's test accuracy beside the
-  classifier's (the corpus is nearly balanced); the cnn_classifier lab compares
+  classifier's (fresh snippets outnumber rotten ones here); rnn_sentiment.png
+  shows where validation loss turns up while training loss keeps falling (no
+  dropout here: the regularization lab's subject). The cnn_classifier lab compares
   CNNs and a bag-of-words baseline on the same split, with published anchors.
 - `week1 bench rnn`: one LSTM LM training step (embedding, LSTM, head, loss,
   clipping, AdamW) at each of `bench_sizes` (batch x time steps x hidden size), for
