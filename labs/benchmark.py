@@ -68,8 +68,9 @@ How to read the results
   cross marks each curve's crossover: the fit t = a + W / r (a: the overhead floor, r: the
   sustained FLOP rate, W: the work) crosses from a-dominated to W/r-dominated at W = a r.
 - ratio.png: torch's step time over JAX's at the same size and precision (1 = equal;
-  above 1 JAX is faster). Expect torch eager's dispatch to cost most on the small sizes,
-  the ratios to approach 1 where the kernels dominate (the same BLAS/cuBLAS does the work).
+  above 1 JAX is faster). Expect torch eager's dispatch to cost most on the small sizes and
+  the ratios to approach 1 where the matmuls dominate (on a GPU both call cuBLAS; on a CPU
+  XLA's and torch's matmul libraries differ, and so do their threads).
 - The per-workload tables: `/jax` is that ratio, `first s` the first call with its
   compilation, `MFU` on a GPU. "where each framework wins" names the fastest variant at each
   size.
@@ -79,12 +80,32 @@ How to read the results
   measured in one run, and give both frameworks the same threads (`--threads=1` on a shared
   machine: torch's OpenMP threads otherwise spin against other processes).
 
+Where a framework loses, and why (read from profiles: `torch.profiler`, `jax.profiler`, the
+profiling lab's `week1 profile training_loop --framework F` for the MLP's step in phases)
+------------------------------------------------------------------------------------------
+- Small sizes, torch eager: one step of the MLP is some thirty operations (forward,
+  backward, AdamW), each dispatched from Python; JAX runs one compiled executable.
+  torch.compile removes most of the gap; its guards and the Python around its graphs remain.
+- The from-scratch LSTM in torch is a Python loop over the T steps: a profile of one step
+  counts thousands of aten calls (a handful of small matmuls and elementwise ops per time
+  step, forward and backward), so it stays dispatch-bound until the batch is large. JAX's
+  `lax.scan` is one compiled loop. torch.nn.LSTM (one operation per layer, cuDNN on a GPU)
+  narrows the gap; compiling (`compile_cells`) fuses a time step's gate arithmetic only.
+- AdamW on MiniLM's 23M parameters (12M of them the word embeddings): torch's `foreach`
+  AdamW spends most of a CPU step in its square-root pass (aten::sqrt tops the profile); the
+  fused kernel, which this lab uses, is several times faster. XLA fuses the whole update.
+- word2vec is sparse row traffic (gathers, `index_add_` / `.at[].add`): no matmul to speak
+  of, so MFU is meaningless there; at large batches XLA's CPU scatter is slower than
+  torch's index_add_, at small ones torch eager pays the dispatch of a dozen operations.
+- bf16 on a CPU: most CPUs have no bf16 matrix units (or only some kernels use them), so
+  bf16 is often slower than fp32 there; the comparison that matters is on a GPU.
+
 Published figures come from results.json files, one per machine, with the machine's
 description (CPU, GPU, driver, versions): `python -m labs.benchmark RESULTS.json ...
 --out docs/results.md` writes docs/results.md from them.
 
-Run it:  week1 run benchmark --framework jax --quick=true          (both frameworks; ~5 min
-         on 2 CPU cores, --threads=1 on a shared machine)
+Run it:  week1 run benchmark --framework jax --quick=true          (both frameworks; sized
+         for a few minutes on 2 CPU cores; --threads=1 on a shared machine)
          week1 run benchmark --framework jax                       (the full sweep, for a GPU)
          week1 bench benchmark                                     (the MLP points, as a table)
          python -m labs.benchmark runs/benchmark-*/results.json --out docs/results.md
@@ -125,7 +146,11 @@ BERT = BertConfig()  # all-MiniLM-L6-v2's shape
 BERT_SEQ, BERT_CLASSES = 128, 2
 W2V_VOCAB, W2V_DIM, W2V_NEGATIVE = 50_000, 100, 5  # gensim's default vector size and negatives
 LR, WEIGHT_DECAY, W2V_LR = 1e-3, 0.01, 0.025
-LOOP_STEPS, LOG_EVERY = 50, 50  # the loop-habits comparison
+LOOP_STEPS, LOG_EVERY = 50, 50  # the loop-habits rows (the training loops read every 50 too)
+FULL_ON_CPU = (
+    "note: the full sweep is sized for a GPU (its largest MLP step is teraFLOPs): on a CPU it "
+    "runs for hours; --quick=true is the CPU sweep"
+)
 
 # (width, batch) per point; "quick-cpu" fits 5 minutes for both frameworks on 2 cores,
 # "quick-gpu" scripts/gpu_check.sh's few minutes, "full" is the sweep for a GPU.
@@ -155,18 +180,18 @@ SWEEPS = {
 }  # fmt: skip
 SWEEPS["lstm-nn"] = SWEEPS["lstm"]
 SEQ = {"mlp": MLP_CONTEXT, "lstm": 128, "lstm-nn": 128, "bert": BERT_SEQ, "word2vec": 1}
-# The DP rows (width, batch per device) and the loop-habits model (training_loop's defaults).
+# The DP rows: the MLP's (width, batch per device) and the device counts.
 DP_POINT = {"cpu": (256, 64), "gpu": (2048, 512)}
 DP_DEVICES = (1, 2, 4, 8)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    quick: bool = False  # the short sweep: about 5 minutes for both frameworks on 2 CPU cores
+    quick: bool = False  # the short sweep (minutes on 2 CPU cores); the full one is for a GPU
     workloads: str = ",".join(WORKLOADS)  # comma-separated, of WORKLOADS
     precisions: str = ",".join(PRECISIONS)  # fp32 (TF32 off), bf16 (policy / autocast)
     frameworks: str = ",".join(FRAMEWORKS)  # which to measure
-    compiled: bool = True  # add torch.compile rows (the quick CPU sweep: at the ends of a sweep)
+    compiled: bool = True  # add torch.compile rows (the quick sweeps: on the MLP only)
     compile_mode: str = "auto"  # auto: max-autotune on a GPU in the full sweep, else default
     dp: bool = True  # data-parallel scaling rows (simulated on a CPU: a correctness run)
     habits: bool = True  # the loop-habits rows: float(loss) per step vs reads every 50
@@ -304,23 +329,33 @@ def sweep_kind(cfg: Config, on_gpu: bool) -> str:
 def plan(cfg: Config, on_gpu: bool) -> list[tuple[Point, str, bool]]:
     """(point, precision, with torch.compile) for every measurement, smallest sizes first.
 
-    The quick CPU sweep keeps bf16 (slow on most CPUs) and torch.compile (10-35 s to compile
-    a train step on 2 cores) to the two ends of the MLP's sweep.
+    The quick sweeps compile with torch.compile only on the MLP (10-35 s to compile a train
+    step on 2 cores, tens of seconds on a GPU): at both ends of its sweep in fp32 on a CPU, at
+    its largest size in bf16 on a GPU (where MFU is measured). The quick CPU sweep keeps bf16
+    (slow on most CPUs) to the ends of the MLP's sweep too.
     """
     kind = sweep_kind(cfg, on_gpu)
-    cheap = kind == "quick-cpu"
     out = []
     for workload in cfg.workload_list:
         sizes = SWEEPS[workload][kind]
         sizes = sizes[: cfg.max_points] if cfg.max_points else sizes
         for i, (width, batch) in enumerate(sizes):
             point = Point(workload, width, batch)
-            mlp_end = workload == "mlp" and i in (0, len(sizes) - 1)
+            mlp = workload == "mlp"
+            ends, last = i in (0, len(sizes) - 1), i == len(sizes) - 1
             for precision in cfg.precision_list:
-                if precision == "bf16" and (workload == "word2vec" or (cheap and not mlp_end)):
+                if precision == "bf16" and (
+                    workload == "word2vec" or (kind == "quick-cpu" and not (mlp and ends))
+                ):
                     continue
-                with_compile = cfg.compiled and (not cheap or (mlp_end and precision == "fp32"))
-                out.append((point, precision, with_compile))
+                with_compile = kind == "full" or (
+                    mlp
+                    and (
+                        (kind == "quick-cpu" and ends and precision == "fp32")
+                        or (kind == "quick-gpu" and last and precision == "bf16")
+                    )
+                )
+                out.append((point, precision, cfg.compiled and with_compile))
     return out
 
 
@@ -773,7 +808,7 @@ def table_rows(document: dict, workload: str) -> list[tuple]:
             SHORT[r["variant"]],
             r["precision"],
             _num(r["median_s"] * 1e3, 4),
-            _num(r["first_s"], 2),
+            f"{r['first_s']:.1f}",
             _si(r["tokens_per_s"]),
             _num(memory / 2**20 if memory else None),
             _pct(r["mfu_datasheet"] if r["mfu_datasheet"] is not None else r["mfu_measured"]),
@@ -811,19 +846,19 @@ def flop_rows(document: dict) -> list[tuple]:
         ]
         if any(e[fw] is not None and abs(e[fw] - 1) > 0.10 for fw in FRAMEWORKS) and not why:
             why = ["unexplained: check the count"]
-        rows.append((workload, size, _num(e["flops"] / 1e9, 4), _num(e["jax"]), _num(e["torch"]),
+        rows.append((workload, size, _num(e["flops"] / 1e9), _num(e["jax"]), _num(e["torch"]),
                      "; ".join(why) or "agree (10%)"))  # fmt: skip
     return rows
 
 
 # Why a counter may disagree with the analytic model FLOPs, by (framework, workload).
 WHY = {
-    ("jax", "lstm"): "XLA counts a scan body once, not T times",
-    ("jax", "lstm-nn"): "XLA counts a scan body once, not T times",
-    ("jax", "word2vec"): "XLA adds the update's elementwise work",
-    ("torch", "lstm-nn"): "no FLOP formula for the fused LSTM kernel",
-    ("jax", "mlp"): "XLA adds elementwise work and AdamW (small sizes)",
-    ("jax", "bert"): "XLA adds softmax, GELU, LayerNorm and AdamW",
+    ("jax", "lstm"): "XLA counts a scan body once",
+    ("jax", "lstm-nn"): "XLA counts a scan body once",
+    ("jax", "word2vec"): "XLA adds the elementwise update",
+    ("torch", "lstm-nn"): "no formula for the fused LSTM op",
+    ("jax", "mlp"): "XLA adds elementwise and AdamW",
+    ("jax", "bert"): "XLA adds softmax, GELU, LN, AdamW",
 }
 
 
@@ -843,11 +878,13 @@ def report(run, document: dict) -> dict:
     )
     workloads = list(dict.fromkeys(r["workload"] for r in document["rows"]))
     for workload in workloads:
+        rows = table_rows(document, workload)
+        columns = TABLE_COLUMNS
+        if all(row[7] in ("-", "") for row in rows):  # no peak known (a CPU): no MFU column
+            columns = columns[:7] + columns[8:]
+            rows = [row[:7] + row[8:] for row in rows]
         show.compact_table(
-            TITLES[workload],
-            TABLE_COLUMNS,
-            table_rows(document, workload),
-            caption=f"{caption}; /jax: time over JAX's",
+            TITLES[workload], columns, rows, caption=f"{caption}; /jax: time over JAX's"
         )
     if document["rows"]:
         show.compact_table(
@@ -894,7 +931,7 @@ def plot(run, document: dict, workloads: list[str]) -> None:
                                  styles={k: "o-" for k in series}))  # fmt: skip
         titles.append(workload)
         found = {k: crossover(xs, ys) for k, (xs, ys) in series.items()}
-        marks.append([(*c, f"{k}: {c[0]:.3g} GFLOP") for k, c in found.items() if c])
+        marks.append([(*c, f"crossover {k}: {c[0]:.3g} GFLOP", k) for k, c in found.items() if c])
     if panels:
         show.plot_grid(run.path("step_time.png"), panels, titles=titles, marks=marks,
                        title="step time vs work (log-log); x: crossover dispatch -> compute",
@@ -944,6 +981,10 @@ def markdown(documents: list[dict]) -> str:
     ]  # fmt: skip
     for d in documents:
         lines += [f"## {_machine_title(d)}", "", f"`{' '.join(d['command'])}` at {d['time']}", ""]
+        load, cores = d["machine"].get("load average (1 min) at the end"), d["machine"]["cores"]
+        if load and float(load) > int(cores):
+            lines += [f"The machine was busy (load {load} on {cores} cores): its CPU timings are "
+                      "noisy; compare the ratios, and rerun on an idle machine.", ""]  # fmt: skip
         lines += _md_table(["what", "value"], [
             *d["machine"].items(),
             *((f"{fw} device", p.get("device", "?")) for fw, p in d["frameworks"].items()),

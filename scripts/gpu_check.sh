@@ -65,7 +65,7 @@ stage() {
   echo "   $status ($(( SECONDS - t0 )) s, exit $code; output in $out/$name.txt)"
 }
 
-stage env 60 "$py" -m week1 env
+stage env 45 "$py" -m week1 env
 if compgen -G "wheels/*.whl" > /dev/null; then
   stage wheels 120 "$py" -m pip install -q --no-deps wheels/*.whl
 fi
@@ -77,12 +77,12 @@ if ! "$py" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) 
   skip=(--ignore=parity_tests/test_bpe.py --ignore=parity_tests/test_tokenizers_compare.py
         --ignore=parity_tests/test_special_tokens.py)
 fi
-stage parity 270 "$py" -m week1 parity --json "$out/parity.json" -- -m gpu tests/test_devices.py "${skip[@]}"
+stage parity 240 "$py" -m week1 parity --json "$out/parity.json" -- -m gpu tests/test_devices.py "${skip[@]}"
 for fw in jax torch; do
-  stage "gpu_basics_$fw" 60 "$py" -m week1 run gpu_basics --framework "$fw" --runs-dir "$out/runs" "${gpu_basics_args[@]}"
+  stage "gpu_basics_$fw" 45 "$py" -m week1 run gpu_basics --framework "$fw" --runs-dir "$out/runs" "${gpu_basics_args[@]}"
 done
 # The benchmark finds the gpu_basics runs beside it in runs/ (--peaks=auto) for the measured MFU.
-stage benchmark 240 "$py" -m week1 run benchmark --framework torch --runs-dir "$out/runs" "${benchmark_args[@]}"
+stage benchmark 200 "$py" -m week1 run benchmark --framework torch --runs-dir "$out/runs" "${benchmark_args[@]}"
 results=$(ls -t "$out"/runs/benchmark-*/results.json 2>/dev/null | head -1)
 if [[ -n $results ]]; then
   cp "$results" "$out/benchmark_results.json"

@@ -40,6 +40,9 @@ def test_the_quick_cpu_plan_keeps_compile_and_bf16_to_the_mlp_ends():
     assert {p for p, _, compiled in todo if compiled} == ends
     assert {p for p, precision, _ in todo if precision == "bf16"} == ends
     assert all(precision == "fp32" for p, precision, _ in todo if p.workload == "word2vec")
+    gpu = spec.plan(spec.Config(quick=True), on_gpu=True)
+    largest = spec.Point("mlp", *spec.SWEEPS["mlp"]["quick-gpu"][-1])
+    assert [(p, precision) for p, precision, compiled in gpu if compiled] == [(largest, "bf16")]
     full = spec.plan(spec.Config(), on_gpu=True)
     assert all(compiled for _, _, compiled in full)
     assert spec.compile_mode(spec.Config(), on_gpu=True) == "max-autotune"

@@ -214,8 +214,9 @@ def plot_grid(
     logx: bool = True,
 ) -> pathlib.Path:
     """A PNG of panels in a grid of two columns, log x by default; `marks[i]` are (x, y, label)
-    points drawn as crosses on panel i (with the label in its legend), `hline` a dashed
-    reference line on every panel; returns its path."""
+    or (x, y, label, series) points drawn as crosses on panel i, in the colour of the named
+    series (the label in the legend); `hline` a dashed reference line on every panel; returns
+    its path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,11 +229,13 @@ def plot_grid(
         if i >= len(panels):
             ax.set_visible(False)
             continue
-        panel = panels[i]
+        panel, colours = panels[i], {}
         for label, (x, y) in panel.series.items():
-            ax.plot(x, y, (panel.styles or {}).get(label, "-"), label=label, linewidth=1.4)
-        for x, y, label in marks[i] if i < len(marks) else ():
-            ax.plot([x], [y], "kx", markersize=9, label=label)
+            (line,) = ax.plot(x, y, (panel.styles or {}).get(label, "-"), label=label, lw=1.4)
+            colours[label] = line.get_color()
+        for x, y, label, *series in marks[i] if i < len(marks) else ():
+            colour = colours.get(series[0], "black") if series else "black"
+            ax.plot([x], [y], "x", color=colour, markersize=10, mew=2.5, label=label)
         if hline is not None:
             ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
         if logx:

@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from labs import benchmark as spec
 from labs import training_loop
 from week1 import convert
-from week1.report import progress
+from week1.report import console, progress
 from week1.runs import one_line
 from week1.timing import time_calls
 from week1_jax import training_loop as loop
@@ -318,6 +318,8 @@ def measure(cfg: spec.Config, should_stop=None) -> dict:
     """Every point of the plan (a failed one becomes a row with its error), then the DP and
     loop-habit rows: this framework's part of results.json."""
     on_gpu = devices.default_device().platform != "cpu"
+    if not (on_gpu or cfg.quick):
+        console.print(spec.FULL_ON_CPU, highlight=False)
     todo = spec.plan(cfg, on_gpu)
     rows = []
     with progress("jax", total=len(todo)) as advance:

@@ -28,7 +28,7 @@ from labs import benchmark as spec
 from labs import training_loop
 from week1 import timing
 from week1.parallel import config_args
-from week1.report import progress
+from week1.report import console, progress
 from week1.runs import one_line
 from week1.timing import time_calls
 from week1_torch import training_loop as loop
@@ -357,6 +357,8 @@ def measure(cfg: spec.Config, should_stop=None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     on_gpu = devices.default_device().type == "cuda"
+    if not (on_gpu or cfg.quick):
+        console.print(spec.FULL_ON_CPU, highlight=False)
     todo = spec.plan(cfg, on_gpu)
     rows = []
     with progress("torch", total=len(todo)) as advance:
