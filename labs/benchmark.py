@@ -1,5 +1,6 @@
-"""Lab: performance benchmarking: JAX jit, torch eager and torch.compile from dispatch-bound to
-compute-bound, with model FLOP utilisation (MFU) and data-parallel scaling.
+"""Lab: performance benchmarking: JAX jit, torch eager, torch.compile; dispatch- to compute-bound.
+
+Each workload swept in size, with model FLOP utilisation (MFU) and data-parallel scaling.
 
 What it teaches
 ---------------
