@@ -531,11 +531,12 @@ def failed(framework: str, what: str, error: str) -> dict:
 
 
 def timings(part: dict) -> dict[str, Timing]:
-    """A framework's rows as `week1 bench` timings: "<variant> <precision> <size>" -> Timing."""
+    """A framework's rows as `week1 bench` timings: "<variant> <precision> H<width>" -> Timing
+    (the MLP's points: at most 24 characters)."""
     out = {}
     for r in part["rows"]:
         if "median_s" in r:
-            name = f"{r['variant']} {r['precision']} {r['size'].split()[0]}"
+            name = f"{r['variant']} {r['precision']} H{r['width']}"
             memory = {"peak": r["memory_bytes"]} if r.get("memory_bytes") else {}
             out[name] = Timing(r["first_s"], r["median_s"], r["iters"], memory)
     return out
