@@ -105,7 +105,7 @@ Published figures come from results.json files, one per machine, with the machin
 description (CPU, GPU, driver, versions): `python -m labs.benchmark RESULTS.json ...
 --out docs/results.md` writes docs/results.md from them.
 
-Run it:  week1 run benchmark --framework jax --quick=true          (both frameworks; sized
+Run it:  week1 run benchmark --quick                              (both frameworks; sized
          for a few minutes on 2 CPU cores; --threads=1 on a shared machine)
          week1 run benchmark --framework jax                       (the full sweep, for a GPU)
          week1 bench benchmark                                     (the MLP points, as a table)
@@ -152,6 +152,8 @@ FULL_ON_CPU = (
     "note: the full sweep is sized for a GPU (its largest MLP step is teraFLOPs): on a CPU it "
     "runs for hours; --quick=true is the CPU sweep"
 )
+
+BOTH_FRAMEWORKS = True  # `week1 run benchmark` needs no --framework: it measures both
 
 # (width, batch) per point; "quick-cpu" fits 5 minutes for both frameworks on 2 cores,
 # "quick-gpu" scripts/gpu_check.sh's few minutes, "full" is the sweep for a GPU.

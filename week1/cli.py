@@ -9,6 +9,7 @@
     week1 compare <lab> [--key=value ...]        both frameworks, same start, one table + PNG
     week1 parity [lab]                           the parity tests, with a table of differences
     week1 bench [lab ...] [--json PATH]          step times, JAX jit vs torch eager vs torch.compile
+    week1 results FILE.json ... [--out MD]       per-machine benchmark results as Markdown
     week1 profile <lab> --framework {jax,torch}  trace one training step; phase breakdown, top ops
     week1 export RUN_DIR DIR [--parity PATH]     a trained model as a Hugging Face Hub folder
     week1 push DIR --repo-id NAME [--private]    upload an exported folder to the Hub
@@ -88,9 +89,15 @@ def _drive(run, body, title: str) -> int:
         _print_summary(title, summary)
         report.console.print(f"run folder: {run.dir}")
     elif run.status == "interrupted":
+        has_checkpoint = run.checkpoint_dir.is_dir() and any(run.checkpoint_dir.iterdir())
+        how = (
+            f"continue with: week1 resume {run.dir}"
+            if has_checkpoint
+            else "no checkpoint was written (this lab keeps none): run it again"
+        )
         print(
             f"week1: {title}: interrupted ({run.summary['signal']}) after step {run.last_step}; "
-            f"continue with: week1 resume {run.dir}",
+            + how,
             file=sys.stderr,
         )
     elif run.status == "diverged":
@@ -130,6 +137,10 @@ def cmd_run(args, overrides) -> int:
     from week1.runs import Run
 
     cfg = _config(args.lab, overrides)
+    if args.framework is None:
+        if not getattr(catalog.spec(args.lab), "BOTH_FRAMEWORKS", False):
+            raise UsageError("--framework is required: jax or torch")
+        args.framework = "jax"  # the lab drives both frameworks, each in a process of its own
     lab = catalog.framework_module(args.lab, args.framework)
     kwargs = _lab_kwargs(args.framework, args.compile)
     name = args.framework + ("-compile" if args.compile else "")
@@ -214,6 +225,19 @@ def cmd_bench(args, overrides) -> int:
     return bench_labs(args.labs, overrides, json_path=args.json, threads=args.threads)
 
 
+def cmd_results(args) -> int:
+    """`week1 results FILE.json ... [--out docs/results.md]`: the benchmark lab's results.json
+    files (one per machine) as one Markdown page, each with its machine description."""
+    from labs import benchmark
+
+    for path in args.files:
+        if not pathlib.Path(path).is_file():
+            raise UsageError(
+                f"{path!r}: no such results file (the benchmark lab writes results.json)"
+            )
+    return benchmark.main([*args.files, "--out", args.out])
+
+
 def cmd_profile(args, overrides) -> int:
     from week1.commands.profile import profile_lab
 
@@ -276,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one lab in one framework; settings as --key=value (`week1 run LAB --help`)",
     )
     p.add_argument("lab")
-    p.add_argument("--framework", required=True, help="jax or torch")
+    p.add_argument(
+        "--framework", default=None, help="jax or torch (the benchmark lab measures both anyway)"
+    )
     p.add_argument("--compile", action="store_true", help="torch only: torch.compile the model")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     p = sub.add_parser(
@@ -310,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="CPU threads for both frameworks (OMP_NUM_THREADS; 1 also stops XLA's thread pool)",
     )
+    p = sub.add_parser("results", help="benchmark results.json files (one per machine) as Markdown")
+    p.add_argument("files", nargs="+", help="results.json files written by `week1 run benchmark`")
+    p.add_argument("--out", default="docs/results.md", help="where (default: docs/results.md)")
     p = sub.add_parser(
         "profile", help="profiler trace of a lab's step: phase breakdown, top operations"
     )
@@ -339,7 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         args, overrides = parser.parse_known_args(argv)
         if overrides and args.command not in ("run", "resume", "compare", "bench", "profile"):
             raise UsageError(f"unrecognised arguments: {' '.join(overrides)}")
-        handlers = {"list": cmd_list, "env": cmd_env, "prepare": cmd_prepare, "parity": cmd_parity}
+        handlers = {
+            "list": cmd_list,
+            "env": cmd_env,
+            "prepare": cmd_prepare,
+            "parity": cmd_parity,
+            "results": cmd_results,
+        }
         handlers |= {"export": cmd_export, "push": cmd_push}
         if args.command in handlers:
             return handlers[args.command](args)

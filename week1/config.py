@@ -151,6 +151,9 @@ def override(cfg, overrides: typing.Iterable[str]):
     hints = typing.get_type_hints(type(cfg))
     changes = {}
     for item in overrides:
+        flag = item[2:].replace("-", "_")
+        if item.startswith("--") and "=" not in item and hints.get(flag) is bool:
+            item = f"{item}=true"  # a bare --flag turns a bool setting on
         if not item.startswith("--") or "=" not in item:
             raise UsageError(f"{item!r}: overrides are written --key=value")
         key, text = item[2:].split("=", 1)
