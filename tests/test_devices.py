@@ -46,6 +46,16 @@ PER_LAB = {
         habits=False,
         workloads="mlp,bert,word2vec",
     ),
+    # accelerate starts real torchrun processes (their device is the rank's default device)
+    "environment": dict(
+        parts="hub,lora",
+        hub_steps=3,
+        train_sentences=16,
+        val_sentences=16,
+        test_sentences=16,
+        max_length=16,
+        eval_batch_size=16,
+    ),
 }
 # Labs whose torch side cannot run on a data-less device, and why.
 NOT_ON_META = {

@@ -369,8 +369,7 @@ def accelerate_train(cfg: spec.Config, data: training_loop.Data) -> list[float]:
             total = total + loss.detach().float()
         mean = accelerator.reduce(total / cfg.accumulate, reduction="mean")  # for logging only
         losses.append(float(mean))
-    accelerator.end_training()
-    return losses
+    return losses  # no accelerator.end_training(): it would tear down process_group()'s group
 
 
 def ddp_train(cfg: spec.Config, data: training_loop.Data, device) -> list[float]:

@@ -72,8 +72,8 @@ def training_command(info: RunInfo) -> str:
 
 
 def parity_rows(lab: str, parity_path) -> list[tuple]:
-    """The lab's parity families (check, tier, max abs, max rel, headroom) from a
-    `week1 parity --json` document; [] without one."""
+    """The lab's parity families (what is compared, tier, comparisons, max abs, max rel,
+    headroom) from a `week1 parity --json` document; [] without one."""
     if parity_path is None:
         return []
     from week1.commands import parity
@@ -81,7 +81,8 @@ def parity_rows(lab: str, parity_path) -> list[tuple]:
     doc = parity.load(str(parity_path))
     mine = [c for c in doc["comparisons"] if parity.lab_of(c) == lab]
     return [
-        (f.check, f.tier, parity.fmt(f.max_abs), parity.fmt(f.max_rel), parity.fmt(f.headroom))
+        (f.compared, f.tier, f.n, parity.fmt(f.max_abs), parity.fmt(f.max_rel))
+        + (parity.fmt_headroom(f.headroom),)
         for f in parity.families(mine)
     ]
 
@@ -140,7 +141,7 @@ def model_card(info: RunInfo, config: dict, parity_path=None):
             "the two frameworks (or against the reference) and its headroom (1 = at the tier's "
             "limit).",
             "",
-            *_markdown_table(["check", "tier", "max abs", "max rel", "headroom"], rows),
+            *_markdown_table(["compared", "tier", "n", "max abs", "max rel", "headroom"], rows),
         ]
     else:
         lines.append(
