@@ -124,14 +124,6 @@ def test_prepare_writes_arrays(tmp_path):
     assert (tmp_path / "shakespeare_chars.npy").exists()
 
 
-def test_parity_prints_a_table_of_differences():
-    result = week1("parity", "lr_schedules", "--", "-k", "optax_builtins")
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert "4 passed" in result.stdout
-    assert "lr_schedules jax vs optax built-ins" in result.stdout and "F64" in result.stdout
-    assert "(4 comparisons)" in result.stdout
-
-
 def test_an_unimplemented_lab_is_named(monkeypatch, capsys, tmp_path):
     """(Every lab of the catalogue exists now: one is made to look missing.)"""
     monkeypatch.setattr(catalog.Lab, "implemented", property(lambda lab: lab.id != "rnn"))

@@ -7,7 +7,8 @@
     week1 run <lab> --help                       the lab's settings: type, default, allowed range
     week1 resume RUN_DIR [--steps=N]             continue an interrupted run from its checkpoint
     week1 compare <lab> [--key=value ...]        both frameworks, same start, one table + PNG
-    week1 parity [lab]                           the parity tests, with a table of differences
+    week1 parity [lab] [--detail [LAB]] [--json P] [--markdown P]
+                                                 differences and headroom per check family
     week1 bench [lab ...] [--json PATH]          step times, JAX jit vs torch eager vs torch.compile
     week1 results FILE.json ... [--out MD]       per-machine benchmark results as Markdown
     week1 profile <lab> --framework {jax,torch}  trace one training step; phase breakdown, top ops
@@ -366,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         # --key=value settings are not known to argparse: they go to the lab's Config.
         args, overrides = parser.parse_known_args(argv)
+        if args.command == "parity" and overrides[:1] == ["--"]:
+            args.pytest_args += overrides[1:]  # pytest's own arguments, after --
+            overrides = []
         if overrides and args.command not in ("run", "resume", "compare", "bench", "profile"):
             raise UsageError(f"unrecognised arguments: {' '.join(overrides)}")
         handlers = {
