@@ -1,6 +1,163 @@
 """Lab: a reproducible environment, and the Hugging Face tools in use (Hub, Accelerate, PEFT).
 
-HANDOUT
+What it teaches
+---------------
+A result is only as good as the environment that can rebuild it. This lab installs the
+project three ways from one pyproject.toml, builds it into two container images, asks the
+machine what is wrong with it (`week1 env`), then uses the Hugging Face libraries on the
+labs' own models: the Hub's folder format to move a trained model between frameworks,
+Accelerate for the data-parallel step the data_parallel lab wrote by hand, and PEFT's LoRA
+on the MiniLM encoder of the pretrained_embeddings lab, written out again in Flax nnx.
+
+1. Three installs, one set of versions
+--------------------------------------
+pip (what CI runs):
+
+    scripts/setup.sh        # .venv, pip install -c constraints.txt -e '.[all,test]', data pkgs
+
+constraints.txt pins every version. On Linux, PyPI's torch wheel is the CUDA build; the CPU
+build of the same version (2.13.0+cpu) comes from PyTorch's index
+(`--extra-index-url https://download.pytorch.org/whl/cpu`) or, on these machines, from the
+wheel pip's configuration points at (find-links).
+
+uv, from the committed lock:
+
+    uv sync --locked --all-extras    # .venv exactly as uv.lock says (fails if the lock is stale)
+    uv lock                          # after editing pyproject.toml: re-resolve, rewrite uv.lock
+    uv venv && uv pip install -c constraints.txt -e '.[all,test]' \
+        --extra-index-url https://download.pytorch.org/whl/cpu        # uv as a faster pip
+
+`uv lock` reads no constraints file, so pyproject.toml's [tool.uv] constraint-dependencies
+repeats constraints.txt's pins; tests/test_lockfiles.py checks, offline, that the two lists
+and uv.lock agree and that uv.lock was made from this pyproject.toml. The lock is universal
+(every platform, Python 3.11 to 3.14) and was resolved against PyPI: there torch 2.13.0 is the
+CUDA 13 build on Linux x86_64 (with its nvidia-* wheels, a few GB) and the CPU build on macOS.
+A CPU-only lock for Linux needs PyTorch's CPU index in the resolution ([[tool.uv.index]]
+name = "pytorch-cpu", explicit = true, and [tool.uv.sources] torch = { index = "pytorch-cpu" }),
+which the machine that made this lock could not reach; `uv sync` on a CPU box therefore
+installs the CUDA wheels, which run on the CPU too, or use the `uv pip` line above.
+
+Poetry 2 reads the same [project] table (PEP 621):
+
+    poetry check                             # the metadata is valid
+    poetry install --dry-run --all-extras    # resolves and lists what it would install
+    poetry install --all-extras              # installs, writing poetry.lock
+
+Poetry resolves for itself, within the same version ranges; its poetry.lock is not committed
+(uv.lock is the lock of record). Two things in pyproject.toml are there for Poetry: the `all`
+extra lists its packages instead of "week1[jax,torch]" (Poetry refuses a package that depends
+on itself), and PyPI is named through its simple index, the one API the mirror of this
+machine serves (Poetry's default lookups use PyPI's JSON API).
+
+2. Containers
+-------------
+One Dockerfile, two targets. The CPU image is built in two stages: the first has pip, the
+compilers' leftovers and the download caches, the second copies the finished virtual
+environment and data and runs as an unprivileged user (uid 10001), so a process that escapes
+the labs owns nothing. Its base is a full version tag, python:3.11.14-slim-bookworm (the
+Dockerfile says why a tag and how to pin the digest). .dockerignore keeps .venv, .git, runs/
+and caches out of the build context. Without a Docker engine the tests still lint the file
+(hadolint) and check that every path it copies exists.
+
+    docker build --target cpu -t week1:cpu .
+    docker run --rm week1:cpu env
+    docker run --rm -v "$PWD/runs:/work/runs" week1:cpu run training_loop --framework jax
+    docker build -t week1 .                                  # the GPU image (default target)
+    docker run --rm --gpus all week1 env
+    docker run --rm --gpus all -v "$PWD/runs:/work/runs" week1 compare training_loop
+
+3. `week1 env`, a doctor
+------------------------
+It prints the facts (versions; each framework's devices; CUDA, cuDNN and NCCL versions where
+there is a GPU; bf16, TF32 and torch.compile support; threads, load, XLA_FLAGS; the data
+packages found), then each problem it detects with the one line that fixes it: a CPU-only
+torch on a machine with an NVIDIA GPU, jax without its CUDA plugin, OpenMP oversubscription
+(more threads than cores, or every core claimed on a busy machine), no C++ compiler for
+torch.compile, a missing data package, and, with --parity (or inside `week1 parity`), an
+environment variable that forces TF32 on behind the parity tests' settings. `--json` prints
+one document for machines (facts and problems).
+
+4. The Hub format
+-----------------
+    week1 export runs/<training_loop run> hub/char-mlp [--parity parity.json]
+    week1 push hub/char-mlp --repo-id you/char-mlp
+
+The folder holds model.safetensors (torch state_dict names, float32), config.json (the
+constructor's arguments, the vocabulary, where the model came from) and a model card
+(README.md, written with huggingface_hub's ModelCard: metrics, config, framework, the lab's
+parity rows from a `week1 parity --json` document, and the command that trained it). torch
+writes it through PyTorchModelHubMixin (`CharMLPHub.from_pretrained(folder)` in
+week1_torch/lib/hub.py reads it); the Flax side writes the same bytes itself and reads it
+with week1_jax.lib.hub.from_pretrained. A folder from a JAX run loads in torch and gives the
+same logits (week1 parity environment). `push` creates the repo and uploads the folder; with
+no token (HF_TOKEN or `hf auth login`) or no network it stops in one line, sending nothing.
+
+5. Accelerate, against what the labs wrote by hand
+--------------------------------------------------
+`--framework torch` starts 2 processes with torchrun (gloo on a CPU). Each trains the
+data_parallel lab's model twice from the same weights on the same global batches: first the
+hand-written DDP loop (week1_torch/lib/parallel.py), then the same step with Accelerate's
+Accelerator, in `accumulate` micro-batches; the losses agree to float32 rounding. What the
+Accelerator hides:
+
+    labs (by hand)                                Accelerate
+    torchrun, parallel.process_group()            `accelerate launch` (torchrun underneath,
+                                                  --multi_gpu; --cpu starts ONE process unless
+                                                  MPI is there); Accelerator() joins the group
+    devices.place(model, device)                  prepare() moves the model to accelerator.device
+    DistributedDataParallel(model)                prepare() wraps it
+    each rank takes its rows of the global batch  a prepared DataLoader shards it (here the rows
+                                                  are cut by hand, spec.micro_batches)
+    grad_accumulation: losses / k, no_sync        accumulate(model): no_sync on all but the last
+    until the last micro-batch                    micro-batch, backward() divides by k,
+                                                  optimizer.step() is a no-op in between
+    scheduler.step() once per optimizer step      a prepared scheduler steps once per process per
+                                                  step unless split_batches=True ("the batch is
+                                                  the global one"), which this lab sets
+    mixed_precision lab: autocast, GradScaler     mixed_precision="bf16" wraps forward in
+                                                  autocast (fp16 adds the scaler)
+    dist.all_reduce(loss) / N for logging         accelerator.reduce(loss, "mean")
+
+The same workers run under `accelerate launch --multi_gpu --num_processes=2 -m
+week1_torch.environment --out=DIR` (a slow test compares the two launchers).
+
+6. LoRA with PEFT, and written out in Flax
+------------------------------------------
+LoRA (Hu et al. 2021) freezes a pretrained Linear W and learns a low-rank update:
+y = xW + b + (alpha/r) x A B with A (in, r), B (r, out), B starting at 0. Here r = 8 on the
+query and value projections of MiniLM's 6 layers, plus a new linear head on the sentence
+embedding, for the polarity task (week1.data.labelled: Rotten Tomatoes snippets, fresh or
+rotten). torch uses PEFT's LoraConfig and get_peft_model on transformers' BertModel; JAX
+writes the same module in Flax nnx (week1_jax/lib/lora.py) on the from-scratch encoder. From
+the same adapter initialisation their gradients agree at F32 and F64, and the adapter one
+trains saves in PEFT's format (adapter_config.json, adapter_model.safetensors) and loads into
+the other with the same predictions.
+
+Both frameworks train LoRA and full fine-tuning side by side on the same batches, then fit the
+frozen-encoder baseline (scikit-learn's logistic regression on the encoder's sentence
+embeddings, C chosen on the validation sentences). The table gives each method's trainable
+parameters, their share of the encoder's, test accuracy and time per step. To stay within
+minutes on a 2-core CPU the default run is small and says so: the first 1,280 training
+sentences (one epoch of 80 steps of 16), 32 tokens per sentence (longer snippets are cut),
+300 validation and 500 test sentences. What to look for: LoRA trains a third of a percent of
+the parameters full fine-tuning does, each of its steps costs less (no optimizer state for
+the encoder, no weight gradients for the frozen matrices, though the backward pass still
+runs through every layer), and the two end close in accuracy; the frozen encoder with a
+linear classifier is the bar both must clear to justify fine-tuning at all. With so few
+steps and sentences the ranking can move with --seed: compare several before concluding.
+
+Run it
+------
+    week1 run environment --framework jax          # hub, lora (accelerate is torch only)
+    week1 run environment --framework torch        # hub, accelerate, lora
+    week1 run environment --framework torch --parts=accelerate --mixed_precision=bf16
+    week1 run environment --framework jax --steps=300 --train_sentences=4800  # longer
+    week1 parity environment
+    week1 env; week1 env --json; week1 env --parity
+
+The run folder holds hub/ (the exported char MLP), char_mlp/ (its checkpoint), accelerate/
+(both loops' losses), adapter/ (PEFT format), results.md (the table) and curves.png (loss and
+validation accuracy of both fine-tunings).
 """
 
 from __future__ import annotations
@@ -47,10 +204,10 @@ class Config:
     lora_rank: int = 8
     lora_alpha: float = 16.0  # the adapter's output is scaled by lora_alpha / lora_rank
     lora_targets: str = "query,value"  # comma-separated, of query, key, value
-    max_length: int = 40  # WordPiece tokens per sentence, [CLS] and [SEP] included; cut after
-    train_sentences: int = 2000  # the first of polarity's shuffled training split
-    val_sentences: int = 400  # picks the logistic regression's C
-    test_sentences: int = 600
+    max_length: int = 32  # WordPiece tokens per sentence, [CLS] and [SEP] included; cut after
+    train_sentences: int = 1280  # the first of polarity's shuffled training split: one epoch
+    val_sentences: int = 300  # picks the logistic regression's C; curves.png
+    test_sentences: int = 500
     eval_every: int = 40
     eval_batch_size: int = 100
     checkpoint_every: int = 0  # 0: a checkpoint only where a run is stopped

@@ -3,13 +3,10 @@
 otherwise; --json is one document; the table and the problems print."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from week1 import catalog
+from week1 import catalog, cli
 from week1.commands import env
 
 PROBLEM_IDS = (
@@ -161,12 +158,13 @@ def test_json_is_one_document_with_facts_and_problems(calm, capsys):
     assert set(doc["problems"][0]) == {"id", "what", "fix"}
 
 
-def test_the_command_line_prints_the_table_and_the_fixes():
-    """`week1 env` in a fresh process, with a problem staged through the environment."""
-    command = [sys.executable, "-m", "week1", "env", "--parity"]
-    environ = {**os.environ, "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=environ, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "torch version" in done.stdout and "jax backend" in done.stdout
-    assert "problem (tf32-in-parity)" in done.stdout
-    assert "fix: unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE" in done.stdout
+def test_the_command_line_prints_the_table_and_the_fixes(calm, capsys):
+    """`week1 env --parity`, with a problem staged through the environment."""
+    calm.setenv("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1")
+    assert cli.main(["env", "--parity"]) == 0
+    out = capsys.readouterr().out
+    assert "torch version" in out and "jax backend" in out
+    assert "problem (tf32-in-parity)" in out
+    assert "fix: unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE" in out
+    assert cli.main(["env", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["problems"] == []  # --parity not asked

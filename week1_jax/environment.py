@@ -147,8 +147,7 @@ def make_optimizer(model: Classifier, cfg: spec.Config, method: str) -> nnx.Opti
 
 
 def _parts(params):
-    """ "head" for the head's parameters, "encoder" for the rest (optax.multi_transform's
-    labels)."""
+    """optax.multi_transform's labels: "head" on the head's parameters, "encoder" elsewhere."""
     return jax.tree_util.tree_map_with_path(
         lambda path, _: "head" if dotted(path).startswith("head.") else "encoder", params
     )
