@@ -17,9 +17,11 @@ updates (`index_add_` / `.at[].add`): gradients touch only the rows of the words
 Where gensim (like word2vec.c) updates one (word, context) pair at a time on a CPU thread, this
 lab updates `batch_size` centre words at once, all gradients taken at the same weights and
 summed into the rows: that is what a GPU needs, and on a CPU it replaces gensim's C loop by a few
-large array operations. The negatives are shared by a window (Ji et al. 2016, HogBatch), each
-weighted by the number of contexts it stands against: the same expected loss for one draw
-instead of one per pair.
+large array operations. By default the negatives are shared by a window (Ji et al. 2016,
+HogBatch), each weighted by the number of contexts it stands against: the same expected loss
+from one draw instead of one per pair, several times fewer rows to update, and a noisier
+gradient; `--negatives=pair` draws them per pair as gensim does (compare the two rows of
+scores: the price of sharing is visible, and so is its speed).
 
 - `--model=glove`: GloVe (Pennington et al. 2014) fits w_i . w~_j + b_i + b~_j to log X_ij on
   the co-occurrence counts X (pairs within `window`, weighted 1/distance), weighted by
@@ -84,7 +86,8 @@ class Config:
     max_words: int = 0  # train on the corpus's first N words only (0: all of it)
     vector_size: int = 100
     window: int = 5  # largest distance of a context word (GloVe: of a co-occurrence)
-    negative: int = 5  # negative words per window
+    negative: int = 5  # negative words per window (or per pair)
+    negatives: str = "window"  # skip-gram, FastText: "window" (shared, HogBatch) or "pair"
     min_count: int = 5  # words seen fewer times are dropped
     sample: float = 1e-3  # subsampling threshold (0: keep every word)
     epochs: int = 5  # passes over the corpus (sgns, cbow, fasttext)
@@ -136,6 +139,10 @@ class Config:
             f"min_alpha={self.min_alpha}: must be <= alpha={self.alpha}",
         )
         require(self.min_n <= self.max_n, f"min_n={self.min_n}: must be <= max_n={self.max_n}")
+        require(
+            self.negatives in embeddings.NEGATIVES,
+            f"negatives={self.negatives!r}: allowed: {', '.join(embeddings.NEGATIVES)}",
+        )
 
 
 def word2vec_config(*, sg: int, **settings) -> Config:

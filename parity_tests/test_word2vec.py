@@ -138,6 +138,14 @@ def test_batch_layouts(sentences):
     np.testing.assert_array_equal(sg.out_weights[:, 6:], n[:, None] - clashes.sum(axis=1))
     cbow = embeddings.make_batch("cbow", w, rows, 3, 0.01)
     np.testing.assert_allclose(cbow.in_weights.sum(axis=1), 1.0, rtol=1e-6)
+    pairs = embeddings.epoch_windows(
+        s.corpus, s.keep, s.table, window=5, negative=5, seed=0, epoch=0, per_pair=True
+    )
+    per_pair = embeddings.make_batch("sgns", pairs, rows, 3, 0.01)
+    assert per_pair.outputs.shape == (40, 6 + 6 * 5) and per_pair.pairs == n.sum()
+    own = pairs.negatives[rows][:, 2:8]  # (B, 2r, K): the negatives of offsets -3..3
+    expect = pairs.valid[rows][:, 2:8, None] & (own != pairs.contexts[rows][:, 2:8, None])
+    np.testing.assert_array_equal(per_pair.out_weights[:, 6:], expect.reshape(40, -1))
     ft = embeddings.make_batch("fasttext", w, rows, 3, 0.01, s.sub)
     count = s.sub.count[w.centres[rows]]
     np.testing.assert_allclose(ft.in_weights.sum(axis=1), 1.0, rtol=1e-6)
@@ -148,9 +156,17 @@ def test_batch_layouts(sentences):
 # Each update against the gradient of its loss (torch autograd as the reference)
 
 
-@pytest.mark.parametrize("model", embeddings.NEGATIVE_SAMPLING)
+VARIANTS = {"sgns-pair": ("sgns", {"negatives": "pair"})}
+
+
+def setup_variant(name: str, sentences):
+    model, changes = VARIANTS.get(name, (name, {}))
+    return setup_for(model, sentences, **changes)
+
+
+@pytest.mark.parametrize("model", [*embeddings.NEGATIVE_SAMPLING, *VARIANTS])
 def test_negative_sampling_update_is_sgd_on_its_loss(sentences, model):
-    cfg, s = setup_for(model, sentences)
+    cfg, s = setup_variant(model, sentences)
     weights = embeddings.init_weights(s, cfg)
     weights["w_out"] = np.random.default_rng(1).normal(0, 0.1, weights["w_out"].shape)
     weights["w_out"] = weights["w_out"].astype(np.float32)
@@ -175,7 +191,7 @@ def test_negative_sampling_update_is_sgd_on_its_loss(sentences, model):
     assert_close(f"{model} update", "loss", got_loss.numpy(), loss.detach().numpy(), F32)
     assert_close(f"{model} update", "w_out", got_out.numpy(), expect_out, F32)
     assert_close(f"{model} update", "w_in", got_in.numpy(), expect_in.numpy(), F32)
-    if model == "sgns":  # one input row of weight 1: the rule is exactly SGD on L
+    if cfg.model == "sgns":  # one input row of weight 1: the rule is exactly SGD on L
         full = torch.tensor(weights["w_in"], requires_grad=True)
         loss, _ = torch_emb.negative_sampling_loss(
             full, torch.tensor(weights["w_out"]), inputs, in_w, outputs, labels, out_w
@@ -230,9 +246,9 @@ def test_jax_loss_and_gradients_equal_torch(sentences, model):
 # JAX vs torch, step by step
 
 
-@pytest.mark.parametrize("model", spec.MODELS)
+@pytest.mark.parametrize("model", [*spec.MODELS, *VARIANTS])
 def test_jax_and_torch_take_the_same_steps(sentences, model):
-    cfg, s = setup_for(model, sentences)
+    cfg, s = setup_variant(model, sentences)
     weights = embeddings.init_weights(s, cfg)
     batches = list(itertools.islice(embeddings.stream(s, cfg), 40))
     jax_state, torch_state = jax_emb.as_state(weights), torch_emb.as_state(weights)

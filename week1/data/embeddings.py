@@ -24,9 +24,12 @@ One batch layout for the three negative-sampling models (`Batch`): an input vect
 scored against output rows, f_bt = h_b . W_out[outputs[b, t]], with a logistic loss
     L = - sum_bt out_weights[b, t] * log sigmoid((2 labels[b, t] - 1) f_bt)
     sgns      input: the centre word;            outputs: its contexts (label 1, weight 1) and
-              `negative` words (label 0) shared by the whole window, each weighted by the
-              number of contexts it stands against (the HogBatch idea of Ji et al. 2016:
-              one set of negatives per window instead of one per pair, same expected loss)
+              negatives (label 0): with negatives="window", `negative` words shared by the
+              whole window, each weighted by the number of contexts it stands against (the
+              HogBatch idea of Ji et al. 2016: one draw per window instead of one per pair,
+              the same expected loss, a noisier estimate of it); with negatives="pair",
+              `negative` words for every (centre, context) pair, as word2vec.c and gensim draw
+              them (K times more output rows)
     cbow      input: the mean of the contexts;   outputs: the centre (1) and the negatives (0)
     fasttext  input: the mean of the centre word's vector and its character n-gram vectors
               (rows V.. of W_in); outputs as sgns (Bojanowski et al. 2017)
@@ -58,6 +61,7 @@ import numpy as np
 from week1.config import require
 
 NEGATIVE_SAMPLING = ("sgns", "cbow", "fasttext")  # the models of Batch
+NEGATIVES = ("window", "pair")  # how skip-gram draws its negatives
 GRAM_BAND = 16  # FastText batches group words whose n-gram counts fall in one band this wide
 MODELS = (*NEGATIVE_SAMPLING, "glove")  # GloVe has its own batches
 
@@ -161,7 +165,7 @@ class Windows:
     contexts: np.ndarray  # (M, 2W) int32 word ids at offsets -W..-1, 1..W; 0 where not valid
     valid: np.ndarray  # (M, 2W) bool
     reach: np.ndarray  # (M,) int32 the drawn reach r: only offsets -r..r can be valid
-    negatives: np.ndarray  # (M, K) int32
+    negatives: np.ndarray  # (M, K) int32 per window, or (M, 2W, K) per (centre, context) pair
     position: np.ndarray  # (M,) int64 index of each centre in Encoded.ids
 
     def __len__(self) -> int:
@@ -177,9 +181,11 @@ def epoch_windows(
     negative: int,
     seed: int,
     epoch: int,
+    per_pair: bool = False,
 ) -> Windows:
-    """Subsample, draw each centre's reach, gather its contexts, draw its negatives: epoch
-    `epoch`'s windows, from numpy's Generator seeded with (seed, epoch) alone."""
+    """Subsample, draw each centre's reach, gather its contexts, draw its negatives (per window,
+    or per context slot with per_pair): epoch `epoch`'s windows, from numpy's Generator seeded
+    with (seed, epoch) alone."""
     rng = np.random.default_rng([seed, epoch])
     survives = rng.random(len(corpus.ids)) < keep[corpus.ids]  # (N,)
     position = np.flatnonzero(survives)  # (M,)
@@ -196,7 +202,8 @@ def epoch_windows(
     valid, at = valid[has_context], at[has_context]
     contexts = np.where(valid, padded_ids[at], 0).astype(np.int32)  # (M', 2W)
     centres = ids[has_context]
-    negatives = draw_negatives(rng, table, (len(centres), negative))  # (M', K)
+    shape = (len(centres), 2 * window, negative) if per_pair else (len(centres), negative)
+    negatives = draw_negatives(rng, table, shape)  # (M', K) or (M', 2W, K)
     return Windows(centres, contexts, valid, reach[has_context], negatives, position[has_context])
 
 
@@ -302,13 +309,20 @@ def linear_lr(alpha: float, min_alpha: float, progress: float) -> float:
 
 
 def _skipgram_outputs(contexts, valid, negatives):
-    n = valid.sum(axis=1, dtype=np.float32)  # (B,) contexts in each window
-    # A negative stands against every context of its window, except one equal to it.
-    clashes = (valid[:, :, None] & (contexts[:, :, None] == negatives[:, None, :])).sum(axis=1)
-    outputs = np.concatenate([contexts, negatives], axis=1)  # (B, 2r+K)
+    """contexts, valid (B, 2r); negatives (B, K) per window or (B, 2r, K) per pair."""
+    if negatives.ndim == 3:  # each negative stands against its own pair, unless equal to it
+        weights = valid[:, :, None] & (negatives != contexts[:, :, None])  # (B, 2r, K)
+        negatives, weights = (
+            negatives.reshape(len(negatives), -1),
+            weights.reshape(len(weights), -1),
+        )
+    else:  # each negative stands against every context of its window, except one equal to it
+        n = valid.sum(axis=1)  # (B,) contexts in each window
+        clashes = (valid[:, :, None] & (contexts[:, :, None] == negatives[:, None, :])).sum(axis=1)
+        weights = n[:, None] - clashes  # (B, K)
+    outputs = np.concatenate([contexts, negatives], axis=1)  # (B, 2r + K or 2r * (1 + K))
     labels = np.concatenate([np.ones_like(contexts), np.zeros_like(negatives)], axis=1)
-    weights = np.concatenate([valid, n[:, None] - clashes], axis=1)
-    return outputs, labels, weights
+    return outputs, labels, np.concatenate([valid, weights], axis=1)
 
 
 def make_batch(
@@ -326,8 +340,10 @@ def make_batch(
     layouts)."""
     W = w.contexts.shape[1] // 2
     near = slice(W - reach, W + reach)  # offsets -reach..-1, 1..reach
-    centres, negatives = w.centres[rows], w.negatives[rows]  # (B,), (B, K)
+    centres, negatives = w.centres[rows], w.negatives[rows]  # (B,), (B, K) or (B, 2W, K)
     contexts, valid = w.contexts[rows, near], w.valid[rows, near]  # (B, 2r)
+    if negatives.ndim == 3:
+        negatives = negatives[:, near]  # (B, 2r, K)
     if model == "cbow":
         inputs = contexts
         in_weights = valid / valid.sum(axis=1, keepdims=True)  # the mean of the contexts
@@ -532,6 +548,7 @@ class Settings:
     min_alpha: float = 1e-4
     seed: int = 0
     batch_size: int = 1024  # centre words per update (GloVe: co-occurrence entries)
+    negatives: str = "window"  # "window": shared by a window; "pair": per (centre, context) pair
     min_n: int = 3
     max_n: int = 6
     bucket: int = 2_000_000
@@ -628,6 +645,7 @@ def batches(s: Setup, cfg: Settings, epoch: int):
         negative=cfg.negative,
         seed=cfg.seed,
         epoch=epoch,
+        per_pair=cfg.negatives == "pair" and cfg.model != "cbow",  # CBOW has one pair a window
     )
     return epoch_batches(
         cfg.model,
