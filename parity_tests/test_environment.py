@@ -252,7 +252,8 @@ def test_an_exported_run_gives_the_same_logits_in_the_other_framework(
     assert_close(f"hub {trained} export loaded in {loaded}", "logits", other, own, F32)
     card = (folder / hub.CARD).read_text()
     assert f"week1 run training_loop --framework {trained} --steps=30" in card
-    assert "final_val_loss" in card and "library_name: week1" in card
+    assert "run summary: final_val_loss" in card and "library_name: week1" in card
+    assert "validation loss (nats/char, at export)" in card
     config = json.loads((folder / hub.CONFIG).read_text())
     assert config["week1"]["framework"] == trained and config["week1"]["step"] == 30
     assert len(config["week1"]["vocab"]) == config["vocab_size"]

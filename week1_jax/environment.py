@@ -52,6 +52,14 @@ def restore_char_mlp(loop_cfg: training_loop.Config, checkpoint_dir) -> tuple[in
     return step, get_weights(model)
 
 
+def evaluate_char_mlp(loop_cfg: training_loop.Config, weights: dict) -> float:
+    """Validation loss (nats per character) of char-MLP `weights` on the run's validation
+    batches."""
+    data = training_loop.load_data(loop_cfg)
+    model = loop.build_model(loop_cfg, data.vocab_size, weights)
+    return loop.evaluate(model, training_loop.val_batches(data, loop_cfg))
+
+
 def save_hub_folder(weights: dict, folder, config: dict) -> None:
     """The Hub folder of Flax weights (week1/hub.py): torch names, as the mixin writes them."""
     hub.save_pretrained(weights, folder, config)
@@ -79,7 +87,7 @@ def hub_round_trip(cfg: spec.Config, run) -> dict:
     diff = np.abs(np.asarray(trained(jnp.asarray(x))) - np.asarray(loaded(jnp.asarray(x))))
     return {
         "char MLP steps": step,
-        "char MLP val loss": loop.evaluate(trained, training_loop.val_batches(data, loop_cfg)),
+        "char MLP val loss": evaluate_char_mlp(loop_cfg, weights),
         "hub round trip max |dlogits|": float(diff.max()),
     }
 

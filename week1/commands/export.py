@@ -87,9 +87,10 @@ def parity_rows(lab: str, parity_path) -> list[tuple]:
     ]
 
 
-def model_card(info: RunInfo, config: dict, parity_path=None):
+def model_card(info: RunInfo, config: dict, metrics: dict, settings: dict, parity_path=None):
     """The card (huggingface_hub.ModelCard): YAML metadata, then what the model is, how to load
-    it in either framework, its metrics, config, parity numbers and training command."""
+    it in either framework, its metrics, the settings it was trained with, parity numbers and
+    the command that trained it."""
     from huggingface_hub import ModelCard, ModelCardData
 
     week1 = config["week1"]
@@ -99,7 +100,6 @@ def model_card(info: RunInfo, config: dict, parity_path=None):
         tags=["week1", "character-level", "language-model", info.base_framework],
         pipeline_tag="text-generation",
     )
-    metrics = [(k, v) for k, v in info.summary.items() if isinstance(v, (int, float))]
     lines = [
         f"# {config['architectures'][0]} from week1's `{info.lab}` lab",
         "",
@@ -125,11 +125,13 @@ def model_card(info: RunInfo, config: dict, parity_path=None):
         "",
         "## Metrics",
         "",
-        *_markdown_table(["metric", "value"], [(k, f"{v:.6g}") for k, v in metrics]),
+        *_markdown_table(["metric", "value"], [(k, f"{v:.6g}") for k, v in metrics.items()]),
         "",
         "## Config",
         "",
-        *_markdown_table(["setting", "value"], list(info.config.items())),
+        f"The training_loop settings of the model (`{info.lab}` run `{info.dir.name}`):",
+        "",
+        *_markdown_table(["setting", "value"], list(settings.items())),
         "",
         "## Parity",
         "",
@@ -178,7 +180,15 @@ def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
     checkpoint_dir = info.dir / EXPORTABLE[info.lab]
     lab = catalog.framework_module("environment", info.base_framework)
     step, weights = lab.restore_char_mlp(loop_cfg, checkpoint_dir)
-    corpus = training_loop.load_data(loop_cfg).corpus
+    data = training_loop.load_data(loop_cfg)
+    corpus = data.corpus
+    metrics = {
+        "validation loss (nats/char, at export)": lab.evaluate_char_mlp(loop_cfg, weights),
+        "unigram baseline (nats/char)": training_loop.unigram_baseline(data),
+    }
+    metrics |= {
+        f"run summary: {k}": v for k, v in info.summary.items() if isinstance(v, (int, float))
+    }
     config = hub.model_config(
         "CharMLP",
         {
@@ -196,7 +206,7 @@ def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
         weights="torch state_dict names, float32",
     )
     lab.save_hub_folder(weights, out_dir, config)
-    model_card(info, config, parity_path).save(out_dir / hub.CARD)
+    model_card(info, config, metrics, as_dict(loop_cfg), parity_path).save(out_dir / hub.CARD)
     return out_dir
 
 
