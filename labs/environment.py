@@ -197,7 +197,7 @@ class Config:
     # lora: MiniLM fine-tuned for polarity, LoRA and full fine-tuning side by side
     steps: int = 80  # fine-tuning steps (both methods, the same batches)
     batch_size: int = 16
-    lr: float = 1e-3  # LoRA's adapters, and the classifier head of both methods
+    lr: float = 4e-3  # LoRA's adapters, and the classifier head of both methods
     full_lr: float = 5e-5  # the encoder's under full fine-tuning
     warmup_steps: int = 8
     weight_decay: float = 0.01  # on matrices only

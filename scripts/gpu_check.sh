@@ -3,7 +3,8 @@
 #   bash scripts/gpu_check.sh [OUT_DIR]          (default OUT_DIR: gpu_report/)
 #   bash scripts/gpu_check.sh --cpu [OUT_DIR]    the same stages on the CPU, smaller (CI runs it)
 # Stages, each with its own time limit inside an 8-minute total (GPU_CHECK_TOTAL_S):
-#   env             week1 env: versions, devices, bf16/TF32 support
+#   env             week1 env --parity: the doctor (versions, devices, support, problems; TF32
+#                   forced on behind the parity tests is one)
 #   parity          the gpu-marked parity tests and tests/test_devices.py's GPU case (TF32 off
 #                   on both sides, bf16 cases in the BF16 tier), as week1 parity --json
 #   gpu_basics_*    week1 run gpu_basics in each framework (the measured matmul peaks)
@@ -65,7 +66,7 @@ stage() {
   echo "   $status ($(( SECONDS - t0 )) s, exit $code; output in $out/$name.txt)"
 }
 
-stage env 45 "$py" -m week1 env
+stage env 45 "$py" -m week1 env --parity
 if compgen -G "wheels/*.whl" > /dev/null; then
   stage wheels 120 "$py" -m pip install -q --no-deps wheels/*.whl
 fi
