@@ -37,9 +37,11 @@ import dataclasses
 import numpy as np
 
 from week1 import convert
+from week1.comparison import Case
 from week1.config import require
 from week1.data import shakespeare
 from week1.data.batches import window_batch
+from week1.tolerances import TRAJECTORY
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params, for compare and parity
 # The schedules of week1_jax.lib.schedules / week1_torch.lib.schedules (the lr_schedules lab).
@@ -187,6 +189,16 @@ def non_finite_what(weights: dict[str, np.ndarray]) -> str:
     holds a NaN or Inf, if one already does."""
     bad = next((name for name, w in weights.items() if not np.all(np.isfinite(w))), None)
     return "loss" if bad is None else f"loss (first non-finite parameter: {bad})"
+
+
+# `week1 compare training_loop --quick`: a short run (the curves overlap from the first step).
+COMPARE_QUICK = {"steps": 600, "eval_every": 200, "warmup_steps": 50}
+COMPARE_TEST = {"steps": 30, "eval_every": 10, "warmup_steps": 5}  # CI: a few steps
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """One case: the LM, its validation loss; F32 curves after many steps (TRAJECTORY)."""
+    return [Case("lm", "val loss", TRAJECTORY)]
 
 
 def prepare(out_dir=None) -> list:

@@ -6,7 +6,8 @@
     week1 run <lab> --framework {jax,torch} [--compile] [--key=value ...]
     week1 run <lab> --help                       the lab's settings: type, default, allowed range
     week1 resume RUN_DIR [--steps=N]             continue an interrupted run from its checkpoint
-    week1 compare <lab> [--key=value ...]        both frameworks, same start, one table + PNG
+    week1 compare <lab> [--quick] [--key=value ...]  both frameworks, same start: table + PNG
+    week1 compare --all [--quick] [--markdown P] [--json P]  every training lab, one summary
     week1 parity [lab] [--detail [LAB]] [--json P] [--markdown P]
                                                  differences and headroom per check family
     week1 bench [lab ...] [--json PATH]          step times, JAX jit vs torch eager vs torch.compile
@@ -196,11 +197,32 @@ def _checkpoint_candidates(framework: str, directory: pathlib.Path) -> list:
 
 
 def cmd_compare(args, overrides) -> int:
-    from week1.commands.compare import compare
+    from week1.commands import compare
 
-    cfg = _config(args.lab, overrides)
-    compare(args.lab, cfg, runs_root=args.runs_dir, compile=not args.no_compile)
-    return 0
+    if args.all:
+        if args.lab or overrides:
+            raise UsageError(
+                "week1 compare --all takes no lab and no settings (each lab's own, or with "
+                "--quick its COMPARE_QUICK); compare one lab to change its settings"
+            )
+        return compare.compare_all(
+            quick=args.quick,
+            runs_root=args.runs_dir,
+            compile=not args.no_compile,
+            markdown=args.markdown,
+            json_path=args.json,
+        )
+    if args.lab is None:
+        raise UsageError(
+            f"week1 compare needs a lab or --all; labs: {', '.join(compare.comparable_labs())}"
+        )
+    if args.markdown:
+        raise UsageError("--markdown is for the --all summary; one lab writes --json PATH")
+    cfg = compare.lab_config(args.lab, overrides, args.quick)
+    rows = compare.compare(
+        args.lab, cfg, runs_root=args.runs_dir, compile=not args.no_compile, json_path=args.json
+    )
+    return 0 if all(row["within_tier"] for row in rows) else 1
 
 
 def cmd_parity(args) -> int:
@@ -313,9 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare", help="both frameworks from the same weights: losses, speed ratios, PNG"
     )
-    p.add_argument("lab")
+    p.add_argument("lab", nargs="?", default=None, help="the lab (or --all)")
+    p.add_argument("--all", action="store_true", help="every lab that trains, then one summary")
+    p.add_argument("--quick", action="store_true", help="short runs (each lab's COMPARE_QUICK)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    p.add_argument("--json", metavar="PATH", help="also write the summary rows here")
+    p.add_argument("--markdown", metavar="PATH", help="--all: write the summary table here")
     p = sub.add_parser(
         "parity", help="run the parity tests; per lab and check: differences and headroom"
     )

@@ -15,6 +15,8 @@ import optax
 from flax import nnx
 
 from labs import training_loop as spec
+from week1 import convert
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
@@ -211,6 +213,19 @@ def run(cfg: spec.Config, run) -> dict:
         sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed)
     )
     return {**history.summary(), "unigram_baseline": spec.unigram_baseline(data), "sample": text}
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare training_loop`: train from `weights` (torch's names, numpy, converted
+    through the lab's WEIGHT_MAP; None: Flax's init); returns (the start weights under torch's
+    names, Curves). `case` is "lm", the lab's only one."""
+    data = spec.load_data(cfg)
+    if weights is None:
+        weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size)),
+                                        spec.WEIGHT_MAP)  # fmt: skip
+    flax_weights = convert.torch_to_flax(weights, spec.WEIGHT_MAP)
+    _, history = train(cfg, data, weights=flax_weights, show_progress=show_progress)
+    return weights, Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from labs import training_loop as spec
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
@@ -195,6 +196,16 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         sample(model, spec.prompt_ids(data, cfg), cfg.sample_chars, cfg.temperature, cfg.seed)
     )
     return {**history.summary(), "unigram_baseline": spec.unigram_baseline(data), "sample": text}
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare training_loop`: train from `weights` (torch's names, numpy; None: torch's
+    init); returns (the start weights, Curves). `case` is "lm", the lab's only one."""
+    data = spec.load_data(cfg)
+    if weights is None:
+        weights = get_weights(build_model(cfg, data.vocab_size))
+    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
+    return weights, Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

@@ -1,128 +1,308 @@
 """`week1 compare <lab>`: both frameworks from the same initial weights on the same batches.
 
-Torch initialises the model; its weights are converted to Flax through the
-lab's literal WEIGHT_MAP, so the two runs start identical and see the same
-numpy batches. The loss curves should overlap to float32 rounding; the speeds
-(JAX jit, torch eager, torch.compile) are measured in this one run and
-reported as ratios.
+For each case of the lab (week1/comparison.py), torch runs first and initialises the
+model; the weights it started from go, as numpy arrays under torch's names, to the JAX run
+(converted through the lab's literal weight map) and to the torch.compile run, so all
+three start identical and see the same numpy batches. The train-loss curves should overlap
+within the case's tier; the speeds (JAX jit, torch eager, torch.compile) are measured in
+this one run and reported as ratios.
+
+`week1 compare --all [--quick]` runs every such lab in its own process (a lab on simulated
+JAX devices needs a fresh one), then prints one summary table and writes it as Markdown and
+JSON.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 
-from week1 import catalog, convert, report
-from week1.runs import Run
+from week1 import catalog, report
+from week1.comparison import Case, Curves
+from week1.tolerances import measure
+
+JAX, TORCH, COMPILED = "jax (jit)", "torch (eager)", "torch.compile"
+STYLES = {JAX: "-", TORCH: "--", COMPILED: ":"}
 
 
-def compare(lab_id: str, cfg, runs_root="runs", compile: bool = True) -> dict:
+def comparable_labs() -> list[str]:
+    """The implemented labs whose spec offers compare_cases, in catalogue order."""
+    return [
+        lab.id
+        for lab in catalog.LABS
+        if lab.implemented and hasattr(catalog.spec(lab.id), "compare_cases")
+    ]
+
+
+def lab_config(lab_id: str, overrides: list[str], quick: bool):
+    """The lab's Config: its COMPARE_QUICK settings under --quick, then the user's."""
+    from week1.config import override
+
+    spec = _spec(lab_id)
+    quick_args = [f"--{k}={v}" for k, v in spec.COMPARE_QUICK.items()] if quick else []
+    return override(spec.Config(), [*quick_args, *overrides])
+
+
+def _spec(lab_id: str):
     spec = catalog.spec(lab_id)
-    if not hasattr(spec, "WEIGHT_MAP"):
+    if not hasattr(spec, "compare_cases"):
         raise catalog.UsageError(
-            f"lab {lab_id!r} has no training run to compare; try `week1 parity` or `week1 "
-            "bench` for it"
+            f"lab {lab_id!r} has no training run to compare; labs that do: "
+            f"{', '.join(comparable_labs())}"
         )
+    return spec
+
+
+def compare(lab_id: str, cfg, runs_root="runs", compile: bool = True, json_path=None) -> list:
+    """Every case of the lab in JAX, torch eager and (compile=True) torch.compile; prints a
+    table and writes a PNG per case into one run folder; returns the cases' summary rows (also
+    written to `json_path` when given)."""
+    from week1.runs import Run
+
+    spec = _spec(lab_id)
     jax_lab = catalog.framework_module(lab_id, "jax")
     torch_lab = catalog.framework_module(lab_id, "torch")
-    from week1_torch.lib.models import get_weights
-
+    rows = []
     with Run(lab_id, "compare", cfg, root=runs_root, tensorboard=False) as run:
-        data = spec.load_data(cfg)
-        torch_weights = get_weights(torch_lab.build_model(cfg, data.vocab_size))
-        jax_weights = convert.torch_to_flax(torch_weights, spec.WEIGHT_MAP)
-        histories = {
-            "jax (jit)": jax_lab.train(cfg, data, weights=jax_weights, show_progress=True)[1],
-            "torch (eager)": torch_lab.train(cfg, data, weights=torch_weights, show_progress=True)[
-                1
-            ],
-        }
-        if compile:
-            histories["torch.compile"] = torch_lab.train(
-                cfg, data, weights=torch_weights, show_progress=True, compile=True
-            )[1]
-        jax_loss = np.array(histories["jax (jit)"].train_loss)
-        torch_loss = np.array(histories["torch (eager)"].train_loss)
-        max_abs = float(np.abs(jax_loss - torch_loss).max())
-        max_rel = float((np.abs(jax_loss - torch_loss) / np.abs(torch_loss)).max())
-        base = histories["jax (jit)"].steps_per_s
-        baseline = spec.unigram_baseline(data)
-        rows = [
+        for case in spec.compare_cases(cfg):
+            report.console.print(f"[bold]{lab_id} / {case.name}[/bold]")
+            start, torch_curves = torch_lab.compare_run(cfg, case.name, show_progress=True)
+            _, jax_curves = jax_lab.compare_run(cfg, case.name, start, show_progress=True)
+            curves = {JAX: jax_curves, TORCH: torch_curves}
+            if compile:
+                curves[COMPILED] = torch_lab.compare_run(
+                    cfg, case.name, start, compile=True, show_progress=True
+                )[1]
+            row = summarise(lab_id, case, curves)
+            print_case(lab_id, case, curves, row)
+            row["png"] = str(plot_case(run.path(f"{case.name}.png"), lab_id, case, curves).name)
+            rows.append(row)
+            _write_curves(run.path(f"{case.name}_curves.json"), curves)
+        run.close(summary={"cases": rows})
+    report.console.print(f"run folder: {run.final}")
+    if json_path is not None:
+        pathlib.Path(json_path).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    return rows
+
+
+def summarise(lab_id: str, case: Case, curves: dict[str, Curves]) -> dict:
+    """One summary row: final metric per framework, the largest train-loss difference JAX vs
+    torch eager (torch the reference) and its headroom under the case's tier, speed ratios."""
+    jax_c, torch_c = curves[JAX], curves[TORCH]
+    if jax_c.steps != torch_c.steps:
+        raise RuntimeError(
+            f"{lab_id}/{case.name}: JAX logged steps {jax_c.steps[:3]}..., torch "
+            f"{torch_c.steps[:3]}...: the runs did not take the same steps"
+        )
+    diff = measure(jax_c.train_loss, torch_c.train_loss, case.tier, lab_id, case.name)
+    compiled = curves.get(COMPILED)
+    return {
+        "lab": lab_id,
+        "case": case.name,
+        "metric": case.metric,
+        "steps": len(torch_c.steps),
+        "jax": jax_c.evals[-1] if jax_c.evals else float("nan"),
+        "torch": torch_c.evals[-1] if torch_c.evals else float("nan"),
+        "jax_train_loss": jax_c.train_loss[-1],
+        "torch_train_loss": torch_c.train_loss[-1],
+        "max_abs_loss_diff": diff.max_abs,
+        "max_rel_loss_diff": diff.max_rel,
+        "tier": case.tier.name,
+        "headroom": None if case.differs else diff.headroom,
+        "within_tier": True if case.differs else diff.ok,
+        "differs": case.differs,
+        "steps_per_s": {name: c.steps_per_s for name, c in curves.items()},
+        "first_step_s": {name: c.first_step_s for name, c in curves.items()},
+        "torch_vs_jax": _ratio(torch_c, jax_c),
+        "compile_vs_jax": _ratio(compiled, jax_c) if compiled else None,
+    }
+
+
+def _ratio(c: Curves, base: Curves) -> float:
+    return c.steps_per_s / base.steps_per_s if base.steps_per_s > 0 else float("nan")
+
+
+def print_case(lab_id: str, case: Case, curves: dict[str, Curves], row: dict) -> None:
+    base = curves[JAX].steps_per_s
+    report.table(
+        f"{lab_id} / {case.name}: {row['steps']} steps, same start and batches",
+        ["framework", "final train loss", f"final {case.metric}", "steps/s", "vs JAX", "first s"],
+        [
             (
                 name,
-                h.train_loss[-1],
-                h.val_loss[-1],
-                h.steps_per_s,
-                h.steps_per_s / base,
-                h.first_step_s,
+                c.train_loss[-1],
+                c.evals[-1] if c.evals else float("nan"),
+                c.steps_per_s,
+                c.steps_per_s / base if base > 0 else float("nan"),
+                c.first_step_s,
             )
-            for name, h in histories.items()
+            for name, c in curves.items()
+        ],
+    )
+    if case.differs:
+        report.console.print(f"not the same start: {case.differs}")
+    report.console.print(
+        f"largest train-loss difference JAX vs torch over {row['steps']} steps: "
+        f"{row['max_abs_loss_diff']:.3g} abs, {row['max_rel_loss_diff']:.3g} rel"
+        + ("" if case.differs else f"; headroom {row['headroom']:.3g} of {case.tier.name}")
+        + ("" if row["within_tier"] else " [bold red]OUTSIDE the tier[/bold red]")
+    )
+
+
+def plot_case(path, lab_id: str, case: Case, curves: dict[str, Curves]) -> pathlib.Path:
+    """Three panels: train loss (smoothed), the case's metric, |loss - JAX loss| (log)."""
+    steps = len(curves[JAX].steps)
+    window = max(1, steps // 60)
+    jax_loss = np.array(curves[JAX].train_loss)
+    # Steps where the losses are bit-identical have no place on a log axis: left out (NaN).
+    gap = {
+        name: (c.steps, np.where(np.array(c.train_loss) == jax_loss, np.nan, np.abs(
+            np.array(c.train_loss) - jax_loss)))
+        for name, c in curves.items() if name != JAX
+    }  # fmt: skip
+    return report.plot_panels(
+        path,
+        [
+            report.Panel(
+                {n: (c.steps, report.smooth(c.train_loss, window)) for n, c in curves.items()},
+                f"train loss (mean of {window})",
+                styles=STYLES,
+            ),
+            report.Panel(
+                {n: (c.eval_steps, c.evals) for n, c in curves.items()},
+                case.metric,
+                styles={n: s + "o" for n, s in STYLES.items()},
+            ),
+            report.Panel(
+                gap, "|loss - JAX loss| (equal: not shown)", logy=True, styles={n: "." for n in gap}
+            ),  # fmt: skip
+        ],
+        title=f"{lab_id} / {case.name}: JAX vs torch from the same weights"
+        + (f" ({case.differs})" if case.differs else ""),
+        xlabel="step",
+    )
+
+
+def _write_curves(path: pathlib.Path, curves: dict[str, Curves]) -> None:
+    value = {name: dataclasses.asdict(c) for name, c in curves.items()}
+    path.write_text(json.dumps(value) + "\n", encoding="utf-8")
+
+
+# --- week1 compare --all ------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = ["lab / case", "metric", "JAX", "torch", "max |dloss|", "headroom", "torch/JAX",
+                   "compile/JAX"]  # fmt: skip
+
+
+def compare_all(
+    labs=None,
+    quick: bool = False,
+    runs_root="runs",
+    compile: bool = True,
+    markdown=None,
+    json_path=None,
+) -> int:
+    """Each lab's compare in its own process, then one summary table; writes it as Markdown and
+    JSON (default: compare_all.md / .json in the runs directory). Returns 0 when every lab ran
+    and every case is within its tier, else 1."""
+    labs = labs or comparable_labs()
+    rows, failed = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for lab_id in labs:
+            out = pathlib.Path(tmp) / f"{lab_id}.json"
+            command = [sys.executable, "-m", "week1", "compare", lab_id, f"--runs-dir={runs_root}",
+                       f"--json={out}", *(["--quick"] if quick else []),
+                       *([] if compile else ["--no-compile"])]  # fmt: skip
+            report.console.rule(f"week1 compare {lab_id}")
+            code = subprocess.run(command, env=dict(os.environ)).returncode
+            if out.exists():
+                rows.extend(json.loads(out.read_text(encoding="utf-8")))
+            if code != 0:
+                failed.append((lab_id, code))
+    report.console.rule("summary")
+    print_summary(rows, failed, quick)
+    root = pathlib.Path(runs_root)
+    markdown = pathlib.Path(markdown) if markdown else root / "compare_all.md"
+    json_path = pathlib.Path(json_path) if json_path else root / "compare_all.json"
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(summary_markdown(rows, failed, quick), encoding="utf-8")
+    json_path.write_text(
+        json.dumps({"quick": quick, "machine": _machine(), "cases": rows,
+                    "failed": [{"lab": lab, "exit": code} for lab, code in failed]}, indent=1)
+        + "\n", encoding="utf-8")  # fmt: skip
+    report.console.print(f"summary: {markdown}, {json_path}")
+    return 1 if failed or not all(r["within_tier"] for r in rows) else 0
+
+
+def summary_rows(rows: list[dict]) -> list[list[str]]:
+    """The summary's cells, formatted the same for the terminal and the Markdown file."""
+
+    def num(v, spec=".4g"):
+        return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+    return [
+        [
+            f"{r['lab']} / {r['case']}",
+            r["metric"],
+            num(r["jax"]),
+            num(r["torch"]),
+            num(r["max_abs_loss_diff"], ".2g"),
+            ("differs" if r["differs"] else num(r["headroom"], ".2g") + f" {r['tier']}")
+            + ("" if r["within_tier"] else " OUT"),
+            num(r["torch_vs_jax"], ".2f"),
+            num(r["compile_vs_jax"], ".2f"),
         ]
-        report.table(
-            f"{lab_id}: {cfg.steps} steps, same weights and batches (unigram baseline "
-            f"{baseline:.3f} nats)",
-            [
-                "framework",
-                "final train loss",
-                "final val loss",
-                "steps/s",
-                "speed vs JAX",
-                "first step s",
-            ],
-            rows,
-        )
-        report.console.print(
-            f"largest train-loss difference JAX vs torch over {len(jax_loss)} steps: "
-            f"{max_abs:.3g} abs, {max_rel:.3g} rel"
-        )
-        window = max(1, cfg.steps // 60)
-        styles = {"jax (jit)": "-", "torch (eager)": "--", "torch.compile": ":"}
-        curves = {
-            f"{name} train (mean of {window})": (h.steps, report.smooth(h.train_loss, window))
-            for name, h in histories.items()
-        }
-        curves.update({f"{name} val": (h.val_steps, h.val_loss) for name, h in histories.items()})
-        # Steps where the losses are bit-identical have no place on a log axis: left out (NaN).
-        gap = {
-            name: (
-                h.steps,
-                np.where(
-                    np.array(h.train_loss) == jax_loss,
-                    np.nan,
-                    np.abs(np.array(h.train_loss) - jax_loss),
-                ),
-            )
-            for name, h in histories.items()
-            if name != "jax (jit)"
-        }
-        png = report.plot_panels(
-            run.path("loss_curves.png"),
-            [
-                report.Panel(
-                    curves,
-                    "cross-entropy (nats)",
-                    styles={
-                        label: styles[name] + ("o" if label.endswith("val") else "")
-                        for name in histories
-                        for label in curves
-                        if label.startswith(name)
-                    },
-                ),
-                report.Panel(
-                    gap,
-                    "|loss - JAX loss| (equal: not shown)",
-                    logy=True,
-                    styles={n: "." for n in gap},
-                ),
-            ],
-            title=f"{lab_id}: JAX vs torch from the same weights",
-            xlabel="step",
-        )
-        summary = {
-            "unigram_baseline": baseline,
-            "max_abs_loss_diff": max_abs,
-            "max_rel_loss_diff": max_rel,
-            **{f"{name}/{k}": v for name, h in histories.items() for k, v in h.summary().items()},
-        }
-        run.close(summary=summary)
-    report.console.print(f"loss curves: {run.final / png.name}\nrun folder: {run.final}")
-    return summary
+        for r in rows
+    ]
+
+
+def print_summary(rows: list[dict], failed: list, quick: bool) -> None:
+    report.compact_table(
+        f"week1 compare --all{' --quick' if quick else ''}: final metric, largest train-loss "
+        "difference, speed vs JAX",
+        SUMMARY_COLUMNS,
+        summary_rows(rows),
+        caption="headroom: the worst |dloss| / (atol + rtol |loss|) of the tier; over 1 is OUT",
+    )
+    for r in rows:
+        if r["differs"]:
+            report.console.print(f"{r['lab']} / {r['case']}: not the same start: {r['differs']}")
+    for lab_id, code in failed:
+        report.console.print(f"[bold red]{lab_id}: compare failed (exit {code})[/bold red]")
+
+
+def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
+    machine = _machine()
+    lines = [
+        f"# week1 compare --all{' --quick' if quick else ''}",
+        "",
+        f"Generated by `week1 compare --all{' --quick' if quick else ''}` on {machine['cpu']} "
+        f"({machine['cores']} cores); each lab's JAX, torch eager and torch.compile runs start "
+        "from the same weights and see the same batches. JAX and torch columns: the case's "
+        "metric at the end; max |dloss|: the largest train-loss difference JAX vs torch eager "
+        "over the run; headroom: that difference against the case's tier (over 1 fails); the "
+        "last two columns are steps/s as ratios to JAX, from the same run.",
+        "",
+        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+        "|" + "---|" * len(SUMMARY_COLUMNS),
+        *("| " + " | ".join(cells) + " |" for cells in summary_rows(rows)),
+        "",
+    ]
+    lines += [f"- {r['lab']} / {r['case']}: not the same start: {r['differs']}"
+              for r in rows if r["differs"]]  # fmt: skip
+    lines += [f"- {lab_id}: compare failed (exit {code})" for lab_id, code in failed]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _machine() -> dict:
+    from week1.commands.env import machine_rows
+
+    return dict(machine_rows())
