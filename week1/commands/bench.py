@@ -160,7 +160,7 @@ def print_table(lab_id: str, by_framework: dict) -> None:
         (t["iters"] for r in by_framework.values() for t in r.get("timings", {}).values()), 0
     )
     report.table(
-        f"bench {lab_id} (ms: median of {iters}; speed vs row 1)",
+        f"{lab_id}: ms, median of {iters}; speed vs row 1",
         ["variant", "ms", "speed", "first s", "memory"],
         rows,
     )
