@@ -429,3 +429,49 @@ def test_the_lab_runs_from_the_command_line(framework, tmp_path):
     assert summary["adapter reload max |dlogits|"] <= F32.atol
     assert (run_dir / "results.md").exists() and (run_dir / spec.ADAPTER_DIR).is_dir()
     assert (run_dir / "hub" / hub.CARD).exists()
+
+
+TINY_LORA = [
+    "--parts=lora", "--steps=6", "--warmup_steps=1", "--batch_size=8", "--train_sentences=48",
+    "--val_sentences=16", "--test_sentences=16", "--max_length=16", "--eval_every=3",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_an_interrupted_fine_tuning_resumes_to_the_uninterrupted_losses(framework, tmp_path):
+    """Ctrl-C in the LoRA + full loop: a checkpoint of both methods at that step; `week1
+    resume` continues to the same losses as a run never stopped (EXACT)."""
+    import os
+    import signal
+    import time
+
+    from week1.runs import read_metrics
+
+    def week1_args(root):
+        return [sys.executable, "-m", "week1", "run", "environment", "--framework", framework,
+                f"--runs-dir={root}", *TINY_LORA]  # fmt: skip
+
+    whole = subprocess.run(week1_args(tmp_path / "whole"), capture_output=True, timeout=1200)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    proc = subprocess.Popen(week1_args(tmp_path / "cut"), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 1200
+    while not list((tmp_path / "cut").glob("*/metrics.jsonl")) or sum(
+        1 for line in next((tmp_path / "cut").glob("*/metrics.jsonl")).read_text().splitlines()
+        if "lora_loss" in line
+    ) < 2:  # fmt: skip
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 130, stderr[-2000:]
+    run_dir = next((tmp_path / "cut").iterdir())
+    resumed = subprocess.run(
+        [sys.executable, "-m", "week1", "resume", str(run_dir)],
+        capture_output=True, text=True, timeout=1200, env=dict(os.environ),
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    want = read_metrics(next((tmp_path / "whole").iterdir()))
+    got = read_metrics(run_dir)
+    losses = [{k: v for k, v in row.items() if "loss" in k or k == "step"} for row in want]
+    assert [{k: v for k, v in r.items() if "loss" in k or k == "step"} for r in got] == losses

@@ -203,7 +203,7 @@ def _train_state(models: dict, optimizers: dict, schedulers: dict) -> dict:
     """What a checkpoint holds: each method's trained parameters and optimizer state."""
     return {
         m: {
-            "params": {n: p for n, p in models[m].named_parameters() if p.requires_grad},
+            "params": {n: p.detach() for n, p in models[m].named_parameters() if p.requires_grad},
             "optimizer": optimizers[m].state_dict(),
             "scheduler": schedulers[m].state_dict(),
         }
