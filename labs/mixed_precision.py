@@ -45,10 +45,9 @@ import dataclasses
 
 from labs import training_loop
 from week1.config import require
+from week1.formats import FORMAT_COLUMNS, FORMATS  # noqa: F401 (the lab's formats)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-FORMATS = ("float32", "float16", "bfloat16")
-FORMAT_COLUMNS = ["format", "bits", "max", "smallest normal", "machine eps"]
 
 # The demonstrations both frameworks compute, in each format: name -> what it shows.
 DEMOS = {

@@ -73,3 +73,35 @@ def test_no_module_changes_the_environment_when_imported():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:]
+
+
+def _lab_imports(path: pathlib.Path) -> set[str]:
+    """The labs that a module imports from labs/, week1_jax/ or week1_torch/ (top-level names)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module in ("labs", "week1_jax", "week1_torch"):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            head, _, rest = node.module.partition(".")
+            if head in ("labs", "week1_jax", "week1_torch") and rest:
+                found.add(rest.split(".")[0])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                head, _, rest = alias.name.partition(".")
+                if head in ("labs", "week1_jax", "week1_torch") and rest:
+                    found.add(rest.split(".")[0])
+    return found - {"lib"}
+
+
+@pytest.mark.parametrize("package", ["labs", "week1_jax", "week1_torch"])
+def test_no_lab_imports_another_lab(package):
+    """A lab builds on its own spec, the library and the training_loop lab, never another lab:
+    what two labs share lives in week1/ or a framework's lib/."""
+    wrong = {
+        path.stem: sorted(_lab_imports(path) - {path.stem, "training_loop"})
+        for path in sorted((ROOT / package).glob("*.py"))
+        if path.stem != "__init__"
+    }
+    assert not {lab: names for lab, names in wrong.items() if names}

@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from labs import gpu_basics as spec
-from labs import mixed_precision
-from week1 import report
+from week1 import formats, report
 from week1.timing import time_calls
 from week1_jax.lib import devices
 from week1_jax.lib.precision import number_formats
@@ -85,8 +84,8 @@ def run(cfg: spec.Config, run) -> dict:
     plots."""
     report.table(
         "number formats (jnp.finfo)",
-        mixed_precision.FORMAT_COLUMNS,
-        number_formats(mixed_precision.FORMATS),
+        formats.FORMAT_COLUMNS,
+        number_formats(formats.FORMATS),
     )
     results, skipped = measure(cfg)
     for r in results:

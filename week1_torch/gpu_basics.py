@@ -12,8 +12,7 @@ import contextlib
 import torch
 
 from labs import gpu_basics as spec
-from labs import mixed_precision
-from week1 import report
+from week1 import formats, report
 from week1.timing import time_calls
 from week1_torch.lib import devices
 from week1_torch.lib.precision import number_formats
@@ -102,8 +101,8 @@ def run(cfg: spec.Config, run) -> dict:
     plots."""
     report.table(
         "number formats (torch.finfo)",
-        mixed_precision.FORMAT_COLUMNS,
-        number_formats(mixed_precision.FORMATS),
+        formats.FORMAT_COLUMNS,
+        number_formats(formats.FORMATS),
     )
     results, skipped = measure(cfg)
     for r in results:
