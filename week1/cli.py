@@ -95,7 +95,7 @@ def _drive(run, body, title: str) -> int:
         how = (
             f"continue with: week1 resume {run.dir}"
             if has_checkpoint
-            else "no checkpoint was written (this lab keeps none): run it again"
+            else "no checkpoint was written before the stop: run it again"
         )
         print(
             f"week1: {title}: interrupted ({run.summary['signal']}) after step {run.last_step}; "
