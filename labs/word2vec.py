@@ -59,9 +59,15 @@ Run it:  week1 run word2vec --framework torch            (or jax; --model=cbow|g
          week1 run word2vec --framework torch --compile    (torch.compile'd update)
          week1 bench word2vec
          week1 parity word2vec
+         week1 compare word2vec [--quick] [--model=...]
 The vectors are saved in the run folder as vectors.txt and vectors.bin (word2vec formats that
 gensim's KeyedVectors.load_word2vec_format reads); the embedding_viz and pretrained_embeddings
 labs take them with --vectors=PATH.
+
+`week1 compare word2vec` trains the model in JAX, torch and torch.compile from the same matrices
+through the same batches (every 20th sentence held out), logging every update's loss: the curves
+lie on each other and the difference panel stays near float32 rounding; the held-out loss is
+measured at the start and the end (the training loop has no hook in between).
 """
 
 from __future__ import annotations
@@ -73,8 +79,10 @@ import time
 import numpy as np
 
 from week1 import report
+from week1.comparison import Case, Curves
 from week1.config import Range, require, validate
 from week1.data import embeddings, vectors, words
+from week1.tolerances import TRAJECTORY
 
 MODELS = embeddings.MODELS
 
@@ -156,6 +164,73 @@ def word2vec_config(*, sg: int, **settings) -> Config:
 
 def load_sentences(cfg: Config) -> list[list[str]]:
     return words.sentences(cfg.corpus, cfg.max_words)
+
+
+# ---------------------------------------------------------------------------------------------
+# `week1 compare word2vec`: JAX and torch from the same matrices through the same batches
+
+COMPARE_QUICK = {"max_words": 200_000, "epochs": 2}
+COMPARE_TEST = {"max_words": 30_000, "epochs": 1, "vector_size": 32, "batch_size": 256}
+HELDOUT_EVERY = 20  # a compare run holds out every 20th sentence from training
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """One case, the configured model (its name is the case's): every update's loss per pair
+    (F32, thousands of sparse updates whose rows are summed in each framework's order:
+    TRAJECTORY); its metric is the loss on held-out sentences."""
+    return [Case(cfg.model, "held-out loss", TRAJECTORY)]
+
+
+def split_heldout(sentences: list) -> tuple[list, list]:
+    """(training sentences, held-out sentences): every HELDOUT_EVERY-th sentence held out."""
+    held = set(range(HELDOUT_EVERY - 1, len(sentences), HELDOUT_EVERY))
+    return (
+        [s for i, s in enumerate(sentences) if i not in held],
+        [sentences[i] for i in sorted(held)],
+    )
+
+
+def heldout_batches(s: embeddings.Setup, held: list, cfg: embeddings.Settings) -> list:
+    """The held-out sentences as batches of the training objective: the training vocabulary,
+    its subsampling, reach and negatives drawn once from (seed, epoch 0); for GloVe the entries
+    of their own co-occurrence counts. The same numpy batches for both frameworks."""
+    corpus = embeddings.encode(held, s.vocab)
+    cooc = None
+    if cfg.model == "glove":
+        cooc = embeddings.cooccurrence(corpus, len(s.vocab), cfg.window)
+    return list(embeddings.batches(dataclasses.replace(s, corpus=corpus, cooc=cooc), cfg, 0))
+
+
+def mean_loss(batches: list, batch_loss) -> float:
+    """The loss per scored pair (GloVe: per entry) over `batches`, as training logs it;
+    batch_loss(batch) -> the batch's summed loss (a float)."""
+    total = sum(batch_loss(b) for b in batches)
+    return total / max(sum(embeddings.pairs_of(b) for b in batches), 1.0)
+
+
+class UpdateClock:
+    """fit's `log` with log_every=1: the time each update's loss arrived (synced), so a compare
+    run measures its speed without a second training loop."""
+
+    def __init__(self):
+        self.start, self.times = time.perf_counter(), []
+
+    def log(self, step: int, **metrics) -> None:
+        self.times.append(time.perf_counter())
+
+    def curves(self, trained: embeddings.Trained, evals: list[float]) -> Curves:
+        """The run's Curves: every update's loss, `evals` (held-out losses) at the start and
+        the end; the first step from fit's call to the first loss, setup excluded (drawing the
+        first epoch's windows, compilation, one update)."""
+        t, history = self.times, trained.history
+        return Curves(
+            steps=list(history.steps),
+            train_loss=list(history.loss),
+            eval_steps=[0, history.updates],
+            evals=evals,
+            first_step_s=t[0] - self.start - trained.setup.seconds,
+            steps_per_s=(len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else float("nan"),
+        )
 
 
 def prepare(out_dir=None) -> list:

@@ -7,6 +7,10 @@ training loop (`fit`) are week1_torch/lib/embeddings.py's.
 
 from __future__ import annotations
 
+import dataclasses
+
+import torch
+
 from labs import word2vec as spec
 from week1.data import embeddings as pipeline
 from week1.timing import time_calls
@@ -59,6 +63,43 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         compile=compile,
     )
     return spec.report_run(run, cfg, sentences, trained, "torch.compile" if compile else "torch")
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare word2vec`: model `case` trained by the lab's loop (fit) from `weights`
+    (numpy, the same names in both frameworks; None: the seeded start) on all but the held-out
+    sentences, every update's loss logged; returns (the start weights, Curves) with the
+    held-out loss at the start and at the end."""
+    settings = dataclasses.replace(pipeline.Settings.of(cfg), model=case, log_every=1)
+    sentences, held = spec.split_heldout(spec.load_sentences(cfg))
+    if weights is None:
+        weights = pipeline.init_weights(pipeline.setup(sentences, settings), settings)
+    clock = spec.UpdateClock()
+    trained = embeddings.fit(
+        sentences,
+        settings,
+        # copies: on a CPU the state's tensors share memory with the numpy arrays (from_numpy)
+        # and fit updates them in place, which would change the start handed to the others
+        weights={k: v.copy() for k, v in weights.items()},
+        log=clock.log,
+        show_progress=show_progress,
+        compile=compile,
+    )
+    batches = spec.heldout_batches(trained.setup, held, settings)
+    evals = [_heldout_loss(case, w, batches) for w in (weights, trained.weights)]
+    return weights, clock.curves(trained, evals)
+
+
+def _heldout_loss(model: str, weights: dict, batches: list) -> float:
+    state = embeddings.as_state(weights)
+    if model == "glove":
+        batch_loss = lambda b: embeddings.glove_loss(state["w"], *devices.to_device(*b.arrays()))
+    else:
+        batch_loss = lambda b: embeddings.negative_sampling_loss(
+            state["w_in"], state["w_out"], *devices.to_device(*b.arrays())
+        )
+    with torch.no_grad():
+        return spec.mean_loss(batches, lambda b: float(batch_loss(b)[0]))
 
 
 def bench(cfg: spec.Config) -> dict:
