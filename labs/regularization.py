@@ -50,7 +50,12 @@ within one run: every arm of a run starts from the same weights, but the two fra
 default initialisations differ (torch: N(0, 1) embeddings, Kaiming-uniform linears;
 Flax: scaled normal embeddings, LeCun-normal linears), so their grids differ in detail.
 
+`week1 compare regularization` trains every arm in both frameworks from torch's start on the
+same batches, with the same dropout keep-masks injected (drawn in numpy per step): each arm's
+curves overlap to float32 rounding, the table gives steps/s for JAX, torch and torch.compile.
+
 Run it:  week1 run regularization --framework jax       (or torch; --arms=none,all for two)
+         week1 compare regularization                    (--quick: two arms, short)
          week1 parity regularization
 """
 
@@ -64,7 +69,9 @@ import numpy as np
 
 from labs import training_loop
 from week1 import convert, report, runs
+from week1.comparison import Case
 from week1.config import AT_LEAST_1, POSITIVE, require
+from week1.tolerances import TRAJECTORY
 
 WEIGHT_MAP = convert.CHAR_MLP  # the same names as the training_loop model, LayerNorm included
 WEIGHT_MAP_NO_LN = tuple(row for row in WEIGHT_MAP if not row[0].startswith("ln."))
@@ -159,10 +166,18 @@ is_checkpoint_step = training_loop.is_checkpoint_step
 non_finite_what = training_loop.non_finite_what
 
 
-def dropout_keep_mask(shape, rate: float, seed: int) -> np.ndarray:
+def dropout_keep_mask(shape, rate: float, seed) -> np.ndarray:
     """A keep-mask (True = kept, probability 1 - rate) from numpy, to inject into both
-    frameworks (their own random streams never match)."""
+    frameworks (their own random streams never match); `seed`: an int or a list of ints."""
     return np.random.default_rng(seed).random(shape) >= rate
+
+
+def step_keep_mask(cfg: Config, arm: Arm, step: int) -> np.ndarray | None:
+    """Training step `step`'s keep-mask (B, H) for the hidden layer, the same in both frameworks
+    (`week1 compare`); None for an arm without dropout."""
+    if not arm.dropout:
+        return None
+    return dropout_keep_mask((cfg.batch_size, cfg.n_hidden), arm.dropout, [cfg.seed, step])
 
 
 # --- the grid: one training per arm, resumable -----------------------------------------------
@@ -279,6 +294,18 @@ def report_grid(cfg: Config, run, histories: dict) -> dict:
         xlabel="step",
     )
     return summary
+
+
+# `week1 compare regularization --quick`: two arms (dropout with its injected masks, and every
+# regulariser at once), short: loss falling, the gap not yet open.
+COMPARE_QUICK = {"steps": 300, "eval_every": 100, "warmup_steps": 30, "arms": "dropout,all"}
+COMPARE_TEST = {"steps": 20, "eval_every": 10, "warmup_steps": 5, "n_hidden": 256, "arms": "all"}
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """One case per arm of cfg.arms, its validation loss; dropout's keep-masks injected (the same
+    in both), so every arm is F32 curves after many steps (TRAJECTORY)."""
+    return [Case(name, "val loss", TRAJECTORY) for name in cfg.arm_names]
 
 
 def prepare(out_dir=None) -> list:

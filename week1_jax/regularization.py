@@ -16,6 +16,8 @@ import optax
 from flax import nnx
 
 from labs import regularization as spec
+from week1 import convert
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1_jax.lib import checkpoint, devices, optim, schedules, steps
@@ -142,12 +144,12 @@ def loss_fn(model: RegularizedMLP, x, y, l2: float, rngs: nnx.Rngs | None = None
 
 
 def make_train_step(graphdef, arm: spec.Arm):
-    """A jitted step on the split (model, optimizer) state: state, x, y, key -> state,
-    cross-entropy."""
+    """A jitted step on the split (model, optimizer) state: state, x, y, key, keep -> state,
+    cross-entropy (keep: an injected dropout keep-mask (B, H), or None to draw from the key)."""
 
-    def train_step(model, optimizer, x, y, dropout_key):
+    def train_step(model, optimizer, x, y, dropout_key, keep):
         grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
-        (_, ce), grads = grad_fn(model, x, y, arm.l2, nnx.Rngs(dropout=dropout_key))
+        (_, ce), grads = grad_fn(model, x, y, arm.l2, nnx.Rngs(dropout=dropout_key), keep)
         optimizer.update(model, grads)
         return ce
 
@@ -179,9 +181,12 @@ def train(
     log=None,
     should_stop=None,
     show_progress: bool = False,
+    same_masks: bool = False,
 ):
     """Train one arm for cfg.steps (or until `stop_at`); returns (model, History). The
-    arguments are training_loop.train's: checkpoints, resume, log, should_stop, Diverged."""
+    arguments are training_loop.train's: checkpoints, resume, log, should_stop, Diverged.
+    same_masks: dropout's keep-masks from spec.step_keep_mask, as the torch run draws them,
+    instead of the JAX key."""
     model = build_model(cfg, arm, data.vocab_size, weights)
     optimizer = make_optimizer(model, cfg, arm)
     mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
@@ -195,9 +200,12 @@ def train(
     with progress(f"jax {arm.name}", total=end - start, enabled=show_progress) as advance:
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
+            keep = spec.step_keep_mask(cfg, arm, step) if same_masks else None  # (B, H) | None
+            if keep is not None:
+                (keep,) = devices.to_device(keep)
             t0 = time.perf_counter()
             state, loss = train_step(
-                state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step)
+                state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step), keep
             )
             loss = float(loss)
             if not math.isfinite(loss):
@@ -227,3 +235,18 @@ def run(cfg: spec.Config, run) -> dict:
         return train(cfg, arm, data, show_progress=True, **kwargs)[1]
 
     return spec.run_grid(cfg, run, train_arm)
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare regularization`: train arm `case` from `weights` (torch's names, numpy,
+    converted through the arm's weight map; None: Flax's init) with the injected keep-masks;
+    returns (the start weights under torch's names, Curves)."""
+    data = spec.load_data(cfg)
+    arm = spec.arm(cfg, case)
+    if weights is None:
+        weights = convert.flax_to_torch(get_weights(build_model(cfg, arm, data.vocab_size)),
+                                        arm.weight_map)  # fmt: skip
+    flax_weights = convert.torch_to_flax(weights, arm.weight_map)
+    _, history = train(cfg, arm, data, weights=flax_weights, show_progress=show_progress,
+                       same_masks=True)  # fmt: skip
+    return weights, Curves.of(history)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labs import regularization as spec
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1_torch.lib import checkpoint, devices, optim, schedules
@@ -139,9 +140,9 @@ def loss_fn(model: RegularizedMLP, x, y, l2: float, keep=None):
     return (ce + l2 * l2_penalty(model) if l2 else ce), ce
 
 
-def train_step(model, optimizer, scheduler, x, y, l2: float):
+def train_step(model, optimizer, scheduler, x, y, l2: float, keep=None):
     optimizer.zero_grad(set_to_none=True)
-    loss, ce = loss_fn(model, x, y, l2)
+    loss, ce = loss_fn(model, x, y, l2, keep=keep)
     loss.backward()
     optimizer.step()
     scheduler.step()
@@ -172,23 +173,33 @@ def train(
     log=None,
     should_stop=None,
     show_progress: bool = False,
+    same_masks: bool = False,
+    compile: bool = False,
 ):
     """Train one arm for cfg.steps (or until `stop_at`); returns (model, History). The
-    arguments are training_loop.train's: checkpoints, resume, log, should_stop, Diverged."""
+    arguments are training_loop.train's: checkpoints, resume, log, should_stop, Diverged,
+    compile (the model through torch.compile). same_masks: dropout's keep-masks from
+    spec.step_keep_mask, as the JAX run draws them, instead of torch's RNG."""
     model = build_model(cfg, arm, data.vocab_size, weights)
     optimizer, scheduler = make_optimizer(model, cfg, arm)
     # Dropout draws from torch's global RNG: seeded by build_model, restored from a checkpoint.
     start = (
         checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
     )
+    step_model = torch.compile(model) if compile else model
     val = spec.val_batches(data, cfg)
     history = spec.History()
     end = cfg.steps if stop_at is None else stop_at
-    with progress(f"torch {arm.name}", total=end - start, enabled=show_progress) as advance:
+    label = f"{'torch.compile' if compile else 'torch'} {arm.name}"
+    with progress(label, total=end - start, enabled=show_progress) as advance:
         for step in range(start + 1, end + 1):
             x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
+            keep = spec.step_keep_mask(cfg, arm, step) if same_masks else None  # (B, H) | None
+            if keep is not None:
+                (keep,) = devices.to_device(keep)
             t0 = time.perf_counter()
-            loss = float(train_step(model, optimizer, scheduler, *as_tensors(x, y), arm.l2))
+            loss = train_step(step_model, optimizer, scheduler, *as_tensors(x, y), arm.l2, keep)
+            loss = float(loss)
             if not math.isfinite(loss):
                 raise Diverged(step, spec.non_finite_what(get_weights(model)))
             history.add_train(step, loss, time.perf_counter() - t0, log)
@@ -212,3 +223,15 @@ def run(cfg: spec.Config, run) -> dict:
         return train(cfg, arm, data, show_progress=True, **kwargs)[1]
 
     return spec.run_grid(cfg, run, train_arm)
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare regularization`: train arm `case` from `weights` (torch's names, numpy;
+    None: torch's init) with the injected keep-masks; returns (the start weights, Curves)."""
+    data = spec.load_data(cfg)
+    arm = spec.arm(cfg, case)
+    if weights is None:
+        weights = get_weights(build_model(cfg, arm, data.vocab_size))
+    _, history = train(cfg, arm, data, weights=weights, show_progress=show_progress,
+                       same_masks=True, compile=compile)  # fmt: skip
+    return weights, Curves.of(history)
