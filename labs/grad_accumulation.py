@@ -35,8 +35,12 @@ How to read the results
   trains with the wrong weighting, to compare curves.
 - Parity: the identity holds at float64 (rtol 1e-10) in each framework, and
   accumulated gradients agree across frameworks at float32.
+- `week1 compare grad_accumulation` trains the JAX scan and torch's loop (eager and
+  torch.compile) from torch's start on the same padded batches: the curves overlap to
+  float32 rounding; the table gives each one's steps/s (k backward passes per step).
 
 Run it:  week1 run grad_accumulation --framework jax   (or torch)
+         week1 compare grad_accumulation                (--normalise=per_micro_batch: the trap)
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ import dataclasses
 import numpy as np
 
 from labs import training_loop
+from week1.comparison import Case
 from week1.config import require
+from week1.tolerances import TRAJECTORY
 
 IGNORE_INDEX = -100  # as week1_jax.lib.losses / week1_torch.lib.losses: a padding label
 NORMALISATIONS = ("total", "per_micro_batch")
@@ -108,3 +114,14 @@ def normalisers(ys: np.ndarray, normalise: str) -> np.ndarray:
     if normalise == "total":
         return np.full_like(n_real, n_real.sum())
     return len(n_real) * n_real
+
+
+# `week1 compare grad_accumulation --quick`: a short run (the curves overlap from the first step).
+COMPARE_QUICK = {"steps": 400, "eval_every": 100, "warmup_steps": 40}
+COMPARE_TEST = {"steps": 20, "eval_every": 10, "warmup_steps": 5}  # CI: a few steps
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """One case, the run's normalisation (JAX's scan against torch's loop), its validation loss;
+    F32 curves after many steps (TRAJECTORY)."""
+    return [Case(cfg.normalise, "val loss", TRAJECTORY)]

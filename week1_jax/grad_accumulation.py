@@ -21,11 +21,14 @@ from flax import nnx
 
 from labs import grad_accumulation as spec
 from labs import training_loop
-from week1 import profiler
+from week1 import convert, profiler
+from week1.comparison import Curves
+from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_jax.lib import devices, steps
 from week1_jax.lib.losses import masked_cross_entropy
+from week1_jax.lib.models import get_weights
 from week1_jax.training_loop import build_model, evaluate, make_optimizer
 
 # No counterpart in the other framework (optax.MultiSteps, a second JAX way to accumulate).
@@ -148,6 +151,7 @@ def train(
     method: str = "scan",
     weights: dict | None = None,
     log=None,
+    show_progress: bool = False,
 ):
     """Train for cfg.steps with accumulation by `method` ("scan" or "multisteps"); returns
     (model, History)."""
@@ -158,22 +162,26 @@ def train(
     update = make_update(graphdef)
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
-    for step in range(1, cfg.steps + 1):
-        xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
-        norms = spec.normalisers(ys, cfg.normalise)  # (k,)
-        t0 = time.perf_counter()
-        state, loss = update(state, *as_arrays(xs, ys, norms))
-        loss = float(loss)
-        if not math.isfinite(loss):
-            raise Diverged(step, "loss")
-        history.add_train(
-            step, loss, time.perf_counter() - t0
-        )  # the first step's time includes compilation
-        if training_loop.is_eval_step(cfg, step):
-            nnx.update((model, optimizer), state)  # the objects see the new arrays
-            history.add_val(step, evaluate(model, val))
-        if log:
-            log(step, **{f"train_loss_{method}": loss})
+    with progress(f"jax {method}", total=cfg.steps, enabled=show_progress) as advance:
+        for step in range(1, cfg.steps + 1):
+            xs, ys = spec.split_micro_batches(
+                *spec.padded_batch(data, cfg, step), cfg.micro_batches
+            )  # (k, m, T), (k, m)
+            norms = spec.normalisers(ys, cfg.normalise)  # (k,)
+            t0 = time.perf_counter()
+            state, loss = update(state, *as_arrays(xs, ys, norms))
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise Diverged(step, "loss")
+            history.add_train(
+                step, loss, time.perf_counter() - t0
+            )  # the first step's time includes compilation
+            if training_loop.is_eval_step(cfg, step):
+                nnx.update((model, optimizer), state)  # the objects see the new arrays
+                history.add_val(step, evaluate(model, val))
+            if log:
+                log(step, **{f"train_loss_{method}": loss})
+            advance(loss)
     nnx.update((model, optimizer), state)
     return model, history
 
@@ -215,6 +223,20 @@ def run(cfg: spec.Config, run) -> dict:
         )
     )
     return summary
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare grad_accumulation`: train the scan with normalisation `case` from `weights`
+    (torch's names, numpy, converted through the training_loop's weight map; None: Flax's init);
+    returns (the start weights under torch's names, Curves)."""
+    cfg = dataclasses.replace(cfg, normalise=case)
+    data = training_loop.load_data(cfg)
+    if weights is None:
+        weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size)),
+                                        training_loop.WEIGHT_MAP)  # fmt: skip
+    flax_weights = convert.torch_to_flax(weights, training_loop.WEIGHT_MAP)
+    _, history = train(cfg, data, weights=flax_weights, show_progress=show_progress)
+    return weights, Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

@@ -19,10 +19,13 @@ import torch
 from labs import grad_accumulation as spec
 from labs import training_loop
 from week1 import profiler
+from week1.comparison import Curves
+from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_torch.lib import devices, steps
 from week1_torch.lib.losses import masked_cross_entropy
+from week1_torch.lib.models import get_weights
 from week1_torch.training_loop import build_model, evaluate, make_optimizer
 
 
@@ -81,26 +84,42 @@ def as_tensors(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
     )
 
 
-def train(cfg: spec.Config, data: training_loop.Data, *, weights: dict | None = None, log=None):
-    """Train for cfg.steps with accumulation over cfg.micro_batches; returns (model, History)."""
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    *,
+    weights: dict | None = None,
+    log=None,
+    show_progress: bool = False,
+    compile: bool = False,
+):
+    """Train for cfg.steps with accumulation over cfg.micro_batches; returns (model, History).
+    compile: the model through torch.compile (the loop and AdamW stay eager)."""
     model = build_model(cfg, data.vocab_size, weights)
     optimizer, scheduler = make_optimizer(model, cfg)
+    step_model = torch.compile(model) if compile else model
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
-    for step in range(1, cfg.steps + 1):
-        xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
-        norms = spec.normalisers(ys, cfg.normalise)  # (k,)
-        t0 = time.perf_counter()
-        loss = float(train_step(model, optimizer, scheduler, *as_tensors(xs, ys, norms)))
-        if not math.isfinite(loss):
-            raise Diverged(step, "loss")
-        history.add_train(
-            step, loss, time.perf_counter() - t0
-        )  # the first step's time includes compilation
-        if training_loop.is_eval_step(cfg, step):
-            history.add_val(step, evaluate(model, val))
-        if log:
-            log(step, train_loss_loop=loss)
+    label = "torch.compile loop" if compile else "torch loop"
+    with progress(label, total=cfg.steps, enabled=show_progress) as advance:
+        for step in range(1, cfg.steps + 1):
+            xs, ys = spec.split_micro_batches(
+                *spec.padded_batch(data, cfg, step), cfg.micro_batches
+            )  # (k, m, T), (k, m)
+            norms = spec.normalisers(ys, cfg.normalise)  # (k,)
+            t0 = time.perf_counter()
+            loss = train_step(step_model, optimizer, scheduler, *as_tensors(xs, ys, norms))
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise Diverged(step, "loss")
+            history.add_train(
+                step, loss, time.perf_counter() - t0
+            )  # the first step's time includes compilation
+            if training_loop.is_eval_step(cfg, step):
+                history.add_val(step, evaluate(model, val))
+            if log:
+                log(step, train_loss_loop=loss)
+            advance(loss)
     return model, history
 
 
@@ -130,6 +149,17 @@ def run(cfg: spec.Config, run) -> dict:
     history = train(cfg, data, log=run.log)[1]
     summary.update({f"loop/{k}": v for k, v in history.summary().items()})
     return summary
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare grad_accumulation`: train the loop with normalisation `case` from `weights`
+    (torch's names, numpy; None: torch's init); returns (the start weights, Curves)."""
+    cfg = dataclasses.replace(cfg, normalise=case)
+    data = training_loop.load_data(cfg)
+    if weights is None:
+        weights = get_weights(build_model(cfg, data.vocab_size))
+    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
+    return weights, Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:
