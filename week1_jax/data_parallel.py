@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from labs import data_parallel as spec
 from labs import training_loop
+from week1.comparison import Curves
 from week1.config import override
 from week1.parallel import check_batch_split, loop_config
 from week1_jax import training_loop as loop
@@ -93,16 +94,35 @@ STRATEGIES = {"pmap": pmap_strategy, "jit": jit_strategy, "shard_map": shard_map
 
 
 def train(
-    cfg: spec.Config, data: training_loop.Data, method: str, weights: dict | None = None, log=None
+    cfg: spec.Config,
+    data: training_loop.Data,
+    method: str,
+    weights: dict | None = None,
+    log=None,
+    history: training_loop.History | None = None,
+    show_progress: bool = False,
 ):
-    """Train with one method on cfg.devices devices; returns (losses, first-step grads by Flax
-    name)."""
+    """Train with one method on cfg.devices devices, from `weights` (Flax names; None: cfg.seed's
+    init); returns (losses, first-step grads by Flax name).
+
+    history: filled with the steps' losses and times and the validation losses (lib/parallel.py).
+    """
     devices = parallel.local_devices(cfg.devices)
     check_batch_split(cfg.batch_size, len(devices))
     loop_cfg = loop_config(cfg)
     graphdef, params, tx, opt_state = parallel.init_state(loop_cfg, data.vocab_size, weights)
     strategy = STRATEGIES[method](graphdef, tx, devices)
-    _, _, losses, grads = parallel.train(strategy, params, opt_state, data, loop_cfg, log=log)
+    _, _, losses, grads = parallel.train(
+        strategy,
+        params,
+        opt_state,
+        data,
+        loop_cfg,
+        log=log,
+        history=history,
+        evaluate=parallel.validation(graphdef, data, loop_cfg),
+        show_progress=show_progress,
+    )
     return losses, parallel.flat_names(grads)
 
 
@@ -123,6 +143,17 @@ def run(cfg: spec.Config, run) -> dict:
     _, single = loop.train(loop_config(cfg), data)  # the training_loop lab, one device
     summary["1 device final loss"] = single.train_loss[-1]
     return summary
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare data_parallel`: the case's method (pmap, jit, shard_map) on cfg.devices
+    devices from `weights` (torch's names, numpy; None: Flax's init); returns (the start
+    weights under torch's names, Curves)."""
+    data = training_loop.load_data(loop_config(cfg))
+    weights, flax_weights = parallel.compare_start(loop_config(cfg), data.vocab_size, weights)
+    history = training_loop.History()
+    train(cfg, data, case, flax_weights, history=history, show_progress=show_progress)
+    return weights, Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

@@ -3,7 +3,7 @@
 Read beside week1_jax/data_parallel.py (pmap, jit + NamedSharding, shard_map).
 Worker processes (what `week1 run data_parallel --framework torch` launches):
     torchrun --standalone --nproc-per-node=2 -m week1_torch.data_parallel --out=DIR
-    [--mode=train|bench] [--key=value]
+    [--mode=train|bench|compare|compare_compiled] [--key=value]
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from labs import data_parallel as spec
 from labs import training_loop
+from week1.comparison import Curves
 from week1.parallel import check_batch_split, config_args, loop_config
 from week1_torch import training_loop as loop
 from week1_torch.lib import devices, parallel
@@ -24,21 +26,45 @@ from week1_torch.lib import devices, parallel
 FRAMEWORK_ONLY = ("ddp_model",)
 
 
-def ddp_model(cfg: spec.Config, vocab_size: int, device) -> DistributedDataParallel:
-    """The training_loop model (cfg.seed's init) on this rank's device, wrapped so backward
-    all-reduces
-    (averages) the gradients."""
-    model = devices.place(loop.build_model(loop_config(cfg), vocab_size), device)
+def ddp_model(
+    cfg: spec.Config, vocab_size: int, device, weights: dict | None = None
+) -> DistributedDataParallel:
+    """The training_loop model (cfg.seed's init, or `weights` by state_dict name) on this rank's
+    device, wrapped so backward all-reduces (averages) the gradients."""
+    model = devices.place(loop.build_model(loop_config(cfg), vocab_size, weights), device)
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def train(cfg: spec.Config, data: training_loop.Data, device, log=None):
-    """Train with DDP in the current process group; returns (global losses, first-step grads by
-    state_dict name)."""
+def train(
+    cfg: spec.Config,
+    data: training_loop.Data,
+    device,
+    weights: dict | None = None,
+    compile: bool = False,
+    history: training_loop.History | None = None,
+    log=None,
+):
+    """Train with DDP in the current process group, from `weights` (None: cfg.seed's init);
+    returns (global losses, first-step grads by state_dict name).
+
+    compile: the DDP model through torch.compile (which splits the graph at DDP's buckets).
+    history: filled with the steps' losses and times and the validation losses (lib/parallel.py).
+    """
     check_batch_split(cfg.batch_size, dist.get_world_size())
-    model = ddp_model(cfg, data.vocab_size, device)
-    optimizer, scheduler = loop.make_optimizer(model.module, loop_config(cfg))
-    return parallel.train(model, optimizer, scheduler, data, loop_config(cfg), device, log=log)
+    loop_cfg = loop_config(cfg)
+    model = ddp_model(cfg, data.vocab_size, device, weights)
+    optimizer, scheduler = loop.make_optimizer(model.module, loop_cfg)
+    return parallel.train(
+        torch.compile(model) if compile else model,
+        optimizer,
+        scheduler,
+        data,
+        loop_cfg,
+        device,
+        log=log,
+        history=history,
+        evaluate=parallel.validation(model.module, data, loop_cfg),
+    )
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -66,6 +92,17 @@ def run(cfg: spec.Config, run) -> dict:
     }
 
 
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare data_parallel`: DDP in N torchrun processes from `weights` (state_dict
+    names, numpy; None: torch's init from cfg.seed); returns (the start weights, Curves). The
+    case names the JAX method DDP is compared with; the torch side is DDP for every case. The
+    ranks print nothing here (show_progress is not used): their log is a temporary file."""
+    weights, history = parallel.compare_in_processes(
+        "week1_torch.data_parallel", cfg, weights, compile
+    )
+    return weights, Curves.of(history)
+
+
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench data_parallel`: a DDP step vs process count, each group started by torchrun."""
     return parallel.bench_process_counts("DDP", "week1_torch.data_parallel", cfg)
@@ -84,6 +121,12 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
             )
             if dist.get_rank() == 0:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
+        elif mode in parallel.COMPARE_MODES:
+            history = training_loop.History()
+            weights = parallel.start_weights(out_dir)
+            train(cfg, data, device, weights, parallel.COMPARE_MODES[mode], history)
+            if dist.get_rank() == 0:
+                parallel.save_history(out_dir, history)
         else:
             losses, grads = train(cfg, data, device)
             if dist.get_rank() == 0:

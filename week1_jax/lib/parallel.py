@@ -10,6 +10,7 @@ of placing the state and the batch on devices with the step that runs there;
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -20,12 +21,13 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 
 from labs import training_loop
+from week1 import convert
 from week1.parallel import check_device_count, counts_to_time
-from week1.report import console
+from week1.report import console, progress
 from week1.timing import time_calls
 from week1_jax import training_loop as loop
 from week1_jax.lib import devices
-from week1_jax.lib.models import dotted
+from week1_jax.lib.models import dotted, get_weights
 
 
 def local_devices(requested: int) -> list:
@@ -51,6 +53,15 @@ def init_state(cfg: training_loop.Config, vocab_size: int, weights: dict | None 
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)  # {"fc1": {"kernel": array, ...}, ...}
     return graphdef, params, tx, tx.init(params)
+
+
+def compare_start(cfg: training_loop.Config, vocab_size: int, weights: dict | None):
+    """`week1 compare`'s start: (torch-named numpy weights, the same under Flax names). None:
+    Flax's init from cfg.seed. The names are the training_loop lab's WEIGHT_MAP."""
+    if weights is None:
+        weights = convert.flax_to_torch(get_weights(loop.build_model(cfg, vocab_size)),
+                                        training_loop.WEIGHT_MAP)  # fmt: skip
+    return weights, convert.torch_to_flax(weights, training_loop.WEIGHT_MAP)
 
 
 def loss_and_grads(graphdef, params, x, y):
@@ -110,22 +121,44 @@ def train(
     start: int = 0,
     end: int | None = None,
     log=None,
+    history: training_loop.History | None = None,
+    evaluate=None,
+    show_progress: bool = False,
 ):
     """Steps start+1..end (default cfg.steps); returns (params, opt_state, losses, grads of the
-    first step)."""
+    first step).
+
+    history: given every step's loss and wall time (reading the loss waits for the step) and,
+    at the cfg's evaluation steps, evaluate(params) (a validation loss, outside the steps' time).
+    """
     params, opt_state = strategy.put_state(params), strategy.put_state(opt_state)
     losses, first_grads = [], None
-    for step in range(start + 1, (cfg.steps if end is None else end) + 1):
-        x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,) global batch
-        params, opt_state, loss, grads = strategy.step(
-            params, opt_state, strategy.put_batch(x), strategy.put_batch(y)
-        )
-        losses.append(float(strategy.get(loss)))
-        if first_grads is None:
-            first_grads = jax.tree.map(np.asarray, strategy.get(grads))
-        if log:
-            log(step, train_loss=losses[-1])
+    end = cfg.steps if end is None else end
+    with progress("jax", total=end - start, enabled=show_progress) as advance:
+        for step in range(start + 1, end + 1):
+            since = time.perf_counter()
+            x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,) global batch
+            params, opt_state, loss, grads = strategy.step(
+                params, opt_state, strategy.put_batch(x), strategy.put_batch(y)
+            )
+            losses.append(float(strategy.get(loss)))
+            if history is not None:
+                history.add_train(step, losses[-1], time.perf_counter() - since)
+                if evaluate is not None and training_loop.is_eval_step(cfg, step):
+                    history.add_val(step, evaluate(strategy.get(params)))
+            if first_grads is None:
+                first_grads = jax.tree.map(np.asarray, strategy.get(grads))
+            if log:
+                log(step, train_loss=losses[-1])
+            advance(losses[-1])
     return params, opt_state, losses, first_grads
+
+
+def validation(graphdef, data: training_loop.Data, cfg: training_loop.Config):
+    """params -> the training_loop lab's validation loss (its fixed val batches), on one device:
+    the parameters, however placed, are gathered first."""
+    batches = training_loop.val_batches(data, cfg)
+    return lambda params: loop.evaluate(nnx.merge(graphdef, jax.device_get(params)), batches)
 
 
 def bench_device_counts(

@@ -10,23 +10,34 @@ draws the same global batch and keeps its own rows.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors.numpy import load_file, save_file
 from torch.distributed.tensor import DTensor
 
 from labs import training_loop
 from week1.config import override
-from week1.parallel import check_device_count, config_args, counts_to_time
+from week1.parallel import (
+    check_batch_split,
+    check_device_count,
+    config_args,
+    counts_to_time,
+    loop_config,
+)
 from week1.report import console
 from week1.timing import Timing, time_calls
 from week1_torch import training_loop as loop
 from week1_torch.lib import devices
+from week1_torch.lib.models import get_weights
 
 STATE_BYTES = "state/device"  # the bench memory column: parameters + AdamW state
 
@@ -144,12 +155,19 @@ def train(
     start: int = 0,
     end: int | None = None,
     log=None,
+    history: training_loop.History | None = None,
+    evaluate=None,
 ):
     """Steps start+1..end (default cfg.steps) with a DDP or FSDP model; returns (global losses,
-    first grads)."""
+    first grads).
+
+    history: given every step's loss and wall time (the loss read back is the step's sync) and,
+    at the cfg's evaluation steps, evaluate() (a validation loss, outside the steps' time).
+    """
     rank, world_size = dist.get_rank(), dist.get_world_size()
     losses, first_grads = [], None
     for step in range(start + 1, (cfg.steps if end is None else end) + 1):
+        since = time.perf_counter()
         x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,) global batch
         x, y = loop.as_tensors(
             local_rows(x, rank, world_size), local_rows(y, rank, world_size), device
@@ -157,11 +175,60 @@ def train(
         loss = loop.train_step(model, optimizer, scheduler, x, y).float()  # this rank's mean loss
         dist.all_reduce(loss, op=dist.ReduceOp.SUM)  # for logging only
         losses.append(float(loss) / world_size)
+        if history is not None:
+            history.add_train(step, losses[-1], time.perf_counter() - since)
+            if evaluate is not None and training_loop.is_eval_step(cfg, step):
+                history.add_val(step, evaluate())
         if first_grads is None:
             first_grads = full_grads(model)
         if log:
             log(step, train_loss=losses[-1])
     return losses, first_grads
+
+
+def validation(model: torch.nn.Module, data: training_loop.Data, cfg: training_loop.Config):
+    """() -> the training_loop lab's validation loss of `model` now (its fixed val batches, whole
+    on every rank: an FSDP model gathers its parameters for them on all ranks at once)."""
+    batches = training_loop.val_batches(data, cfg)
+    return lambda: loop.evaluate(model, batches)
+
+
+# `week1 compare`: the parent hands the start weights to the ranks as safetensors (no pickle)
+# and reads rank 0's History back as JSON. The mode tells the ranks whether to torch.compile.
+COMPARE_MODES = {"compare": False, "compare_compiled": True}
+START_WEIGHTS, HISTORY = "start.safetensors", "history.json"
+
+
+def compare_in_processes(module: str, cfg, weights: dict | None, compile: bool):
+    """`module`'s workers under torchrun in a compare mode (cfg.devices ranks; 0: as many as
+    default_world_size gives), from `weights` (state_dict names, numpy; None: the training_loop
+    model's init from cfg.seed, as the ranks would build it); returns (the start weights, rank
+    0's training_loop.History: losses, step times, validation losses)."""
+    loop_cfg = loop_config(cfg)
+    if weights is None:
+        vocab_size = training_loop.load_data(loop_cfg).vocab_size
+        weights = get_weights(loop.build_model(loop_cfg, vocab_size))
+    n = default_world_size(cfg.devices)
+    check_batch_split(cfg.batch_size, n)
+    mode = next(m for m, compiled in COMPARE_MODES.items() if compiled == compile)
+    with tempfile.TemporaryDirectory() as out:
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()},
+                  os.path.join(out, START_WEIGHTS))  # fmt: skip
+        torchrun(module, n, [f"--out={out}", f"--mode={mode}", *config_args(cfg)],
+                 timeout_s=300 + cfg.steps)  # fmt: skip
+        with open(os.path.join(out, HISTORY), encoding="utf-8") as f:
+            return weights, training_loop.History(**json.load(f))
+
+
+def start_weights(out_dir) -> dict[str, np.ndarray]:
+    """The start weights compare_in_processes left for the ranks in out_dir."""
+    return load_file(os.path.join(out_dir, START_WEIGHTS))
+
+
+def save_history(out_dir, history: training_loop.History) -> None:
+    """Rank 0's History, for compare_in_processes."""
+    with open(os.path.join(out_dir, HISTORY), "w", encoding="utf-8") as f:
+        json.dump(dataclasses.asdict(history), f)
 
 
 def time_train_step(
