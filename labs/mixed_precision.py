@@ -35,8 +35,13 @@ How to read the results
   (conversions, no fast kernels); on a GPU with tensor cores they are faster.
   `week1 bench mixed_precision` adds memory: the bytes the backward pass keeps
   (activations), and the allocator's peak on a GPU.
+- `week1 compare mixed_precision` trains each precision in both frameworks from torch's
+  start on the same batches: fp32 overlaps to float32 rounding; bf16 and fp16 round in
+  different places (XLA vs autocast kernels), so their curves drift apart by more, and are
+  held to the BF16 tier (the difference panel shows how far).
 
 Run it:  week1 run mixed_precision --framework jax   (or torch)
+         week1 compare mixed_precision
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ from __future__ import annotations
 import dataclasses
 
 from labs import training_loop
+from week1.comparison import Case
 from week1.config import require
 from week1.formats import FORMAT_COLUMNS, FORMATS  # noqa: F401 (the lab's formats)
+from week1.tolerances import BF16, TRAJECTORY
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -100,6 +107,21 @@ class Config(training_loop.Config):
             "backoff_factor": self.backoff_factor,
             "growth_interval": self.growth_interval,
         }
+
+
+# `week1 compare mixed_precision --quick`: a short run per precision.
+COMPARE_QUICK = {"steps": 300, "eval_every": 100, "warmup_steps": 30}
+COMPARE_TEST = {"steps": 20, "eval_every": 10, "warmup_steps": 5}  # CI: a few steps
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """One case per precision of cfg.precisions, its validation loss: fp32 curves after many
+    steps (TRAJECTORY); bf16 and fp16 under the BF16 tier (no tighter one exists for fp16: its
+    10 mantissa bits round less than bf16's 7, so BF16 bounds it too)."""
+    return [
+        Case(name, "val loss", TRAJECTORY if name == "fp32" else BF16)
+        for name in cfg.precision_list
+    ]
 
 
 def summarise(run, framework: str, histories: dict, scaling: dict | None) -> dict:

@@ -19,11 +19,14 @@ from flax import nnx
 
 from labs import mixed_precision as spec
 from labs import training_loop
-from week1 import report
+from week1 import convert, report
+from week1.comparison import Curves
+from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_jax import training_loop as base
 from week1_jax.lib import devices, precision, steps
+from week1_jax.lib.models import get_weights
 
 
 def demos() -> dict:
@@ -117,6 +120,12 @@ def eval_loss(model, x, y, policy: precision.Policy):
     return loss_fn(model, x, y, policy)
 
 
+def evaluate(model, batches, policy: precision.Policy) -> float:
+    """Mean loss over `batches` under `policy`."""
+    losses = [float(eval_loss(model, *base.as_arrays(x, y), policy)) for x, y in batches]
+    return float(np.mean(losses))
+
+
 def train(
     cfg: spec.Config,
     data: training_loop.Data,
@@ -124,6 +133,7 @@ def train(
     *,
     weights: dict | None = None,
     log=None,
+    show_progress: bool = False,
 ):
     """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for
     fp16)."""
@@ -141,35 +151,30 @@ def train(
     )
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
-    for step in range(1, cfg.steps + 1):
-        x, y = base.as_arrays(*training_loop.train_batch(data, cfg, step))
-        t0 = time.perf_counter()
-        if scaler is None:
-            state, loss = step_fn(state, x, y)
-            loss = float(loss)
-        else:
-            state, loss, scale_state, finite = step_fn(state, scale_state, x, y)
-            loss = float(loss)
-            scaling["scale"].append(float(scale_state.scale))
-            if not finite:
-                scaling["skipped"].append(step)
-        if not math.isfinite(loss):
-            raise Diverged(step, "loss")
-        history.add_train(
-            step, loss, time.perf_counter() - t0
-        )  # the first step's time includes compilation
-        if training_loop.is_eval_step(cfg, step):
-            nnx.update((model, optimizer), state)  # the objects see the new arrays
-            history.add_val(
-                step,
-                float(
-                    np.mean(
-                        [float(eval_loss(model, *base.as_arrays(vx, vy), policy)) for vx, vy in val]
-                    )
-                ),
-            )
-        if log:
-            log(step, **{f"train_loss_{precision_name}": loss})
+    with progress(f"jax {precision_name}", total=cfg.steps, enabled=show_progress) as advance:
+        for step in range(1, cfg.steps + 1):
+            x, y = base.as_arrays(*training_loop.train_batch(data, cfg, step))
+            t0 = time.perf_counter()
+            if scaler is None:
+                state, loss = step_fn(state, x, y)
+                loss = float(loss)
+            else:
+                state, loss, scale_state, finite = step_fn(state, scale_state, x, y)
+                loss = float(loss)
+                scaling["scale"].append(float(scale_state.scale))
+                if not finite:
+                    scaling["skipped"].append(step)
+            if not math.isfinite(loss):
+                raise Diverged(step, "loss")
+            history.add_train(
+                step, loss, time.perf_counter() - t0
+            )  # the first step's time includes compilation
+            if training_loop.is_eval_step(cfg, step):
+                nnx.update((model, optimizer), state)  # the objects see the new arrays
+                history.add_val(step, evaluate(model, val, policy))
+            if log:
+                log(step, **{f"train_loss_{precision_name}": loss})
+            advance(loss)
     nnx.update((model, optimizer), state)
     return model, history, scaling
 
@@ -194,6 +199,19 @@ def run(cfg: spec.Config, run) -> dict:
         {name: r[1] for name, r in results.items()},
         results["fp16"][2] if "fp16" in results else None,
     )
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare mixed_precision`: train in precision `case` from `weights` (torch's names,
+    numpy, converted through the training_loop's weight map; None: Flax's init); returns (the
+    start weights under torch's names, Curves)."""
+    data = training_loop.load_data(cfg)
+    if weights is None:
+        weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size, case)),
+                                        training_loop.WEIGHT_MAP)  # fmt: skip
+    flax_weights = convert.torch_to_flax(weights, training_loop.WEIGHT_MAP)
+    _, history, _ = train(cfg, data, case, weights=flax_weights, show_progress=show_progress)
+    return weights, Curves.of(history)
 
 
 def saved_for_backward_bytes(model, x, y, policy: precision.Policy) -> int:

@@ -17,10 +17,13 @@ import torch.nn.functional as F
 from labs import mixed_precision as spec
 from labs import training_loop
 from week1 import report
+from week1.comparison import Curves
+from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_torch import training_loop as base
 from week1_torch.lib import devices, precision
+from week1_torch.lib.models import get_weights
 
 
 def demos() -> dict:
@@ -100,6 +103,15 @@ def eval_loss(model, x, y, precision_name: str):
     return loss_fn(model, x, y, precision_name)
 
 
+def evaluate(model, batches, precision_name: str) -> float:
+    """Mean loss over `batches` in `precision_name`."""
+    return float(
+        np.mean(
+            [float(eval_loss(model, *base.as_tensors(x, y), precision_name)) for x, y in batches]
+        )
+    )
+
+
 def train(
     cfg: spec.Config,
     data: training_loop.Data,
@@ -107,11 +119,14 @@ def train(
     *,
     weights: dict | None = None,
     log=None,
+    show_progress: bool = False,
+    compile: bool = False,
 ):
     """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for
-    fp16)."""
+    fp16). compile: the model through torch.compile (under the same autocast)."""
     model = build_model(cfg, data.vocab_size, precision_name, weights)
     optimizer, scheduler = base.make_optimizer(model, cfg)
+    step_model = torch.compile(model) if compile else model
     device_type = devices.default_device().type
     scaler = (
         precision.grad_scaler(device_type, **cfg.loss_scale) if precision_name == "fp16" else None
@@ -119,38 +134,31 @@ def train(
     scaling = {"scale": [], "skipped": []}
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
-    for step in range(1, cfg.steps + 1):
-        x, y = base.as_tensors(*training_loop.train_batch(data, cfg, step))
-        t0 = time.perf_counter()
-        if scaler is None:
-            loss = float(train_step(model, optimizer, scheduler, x, y, precision_name))
-        else:
-            loss, finite = train_step_scaled(
-                model, optimizer, scheduler, scaler, x, y, precision_name
-            )
-            loss = float(loss)
-            scaling["scale"].append(scaler.get_scale())
-            if not finite:
-                scaling["skipped"].append(step)
-        if not math.isfinite(loss):
-            raise Diverged(step, "loss")
-        history.add_train(
-            step, loss, time.perf_counter() - t0
-        )  # the first step's time includes compilation
-        if training_loop.is_eval_step(cfg, step):
-            history.add_val(
-                step,
-                float(
-                    np.mean(
-                        [
-                            float(eval_loss(model, *base.as_tensors(vx, vy), precision_name))
-                            for vx, vy in val
-                        ]
-                    )
-                ),
-            )
-        if log:
-            log(step, **{f"train_loss_{precision_name}": loss})
+    label = f"{'torch.compile' if compile else 'torch'} {precision_name}"
+    with progress(label, total=cfg.steps, enabled=show_progress) as advance:
+        for step in range(1, cfg.steps + 1):
+            x, y = base.as_tensors(*training_loop.train_batch(data, cfg, step))
+            t0 = time.perf_counter()
+            if scaler is None:
+                loss = float(train_step(step_model, optimizer, scheduler, x, y, precision_name))
+            else:
+                loss, finite = train_step_scaled(
+                    step_model, optimizer, scheduler, scaler, x, y, precision_name
+                )
+                loss = float(loss)
+                scaling["scale"].append(scaler.get_scale())
+                if not finite:
+                    scaling["skipped"].append(step)
+            if not math.isfinite(loss):
+                raise Diverged(step, "loss")
+            history.add_train(
+                step, loss, time.perf_counter() - t0
+            )  # the first step's time includes compilation
+            if training_loop.is_eval_step(cfg, step):
+                history.add_val(step, evaluate(model, val, precision_name))
+            if log:
+                log(step, **{f"train_loss_{precision_name}": loss})
+            advance(loss)
     return model, history, scaling
 
 
@@ -174,6 +182,18 @@ def run(cfg: spec.Config, run) -> dict:
         {name: r[1] for name, r in results.items()},
         results["fp16"][2] if "fp16" in results else None,
     )
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare mixed_precision`: train in precision `case` from `weights` (torch's names,
+    numpy; None: torch's init); returns (the start weights, Curves)."""
+    data = training_loop.load_data(cfg)
+    if weights is None:
+        weights = get_weights(build_model(cfg, data.vocab_size, case))
+    _, history, _ = train(
+        cfg, data, case, weights=weights, show_progress=show_progress, compile=compile
+    )
+    return weights, Curves.of(history)
 
 
 def saved_for_backward_bytes(model, x, y, precision_name: str) -> int:
