@@ -69,8 +69,14 @@ How to read the results
   maps (LSTM and Elman: exactly, the two biases summed into one) or why it
   cannot (GRU: no b_hn).
 
+- `week1 compare rnn` (`--quick`: smaller and shorter): each task trained in JAX,
+  torch eager and torch.compile from torch's initial weights on the same batches.
+  The train-loss curves should lie on each other (lm.png and sentiment.png in the
+  run folder; the bottom panel: their gap, float32 rounding that the steps carry
+  forward); the table sets the three speeds side by side.
+
 Run it:  week1 run rnn --framework jax          (or torch; --task=sentiment)
-         week1 bench rnn
+         week1 bench rnn;  week1 compare rnn --quick
 """
 
 from __future__ import annotations
@@ -81,8 +87,10 @@ import json
 import numpy as np
 
 from labs import training_loop
+from week1.comparison import Case
 from week1.config import Range, require
 from week1.data import labelled, shakespeare
+from week1.tolerances import TRAJECTORY
 
 TASKS = ("lm", "sentiment")
 CELLS = ("rnn", "lstm", "gru")
@@ -378,12 +386,43 @@ def sentiment_summary(run, cfg: Config, data, history, test: tuple) -> dict:
     }
 
 
+# --- both tasks ---------------------------------------------------------------------------
+
+
+def load_data(cfg: Config):
+    """The task's data: load_lm_data (lm) or load_sentiment (sentiment)."""
+    return load_lm_data(cfg) if cfg.task == "lm" else load_sentiment(cfg)
+
+
+def model_sizes(cfg: Config, data) -> tuple[int, int]:
+    """(vocabulary size, classes) of the task's model; the LM has no classes (0)."""
+    if cfg.task == "lm":
+        return data.vocab_size, 0
+    return data.vocab.size, data.num_classes
+
+
 def is_eval_step(cfg: Config, step: int) -> bool:
     return training_loop.is_eval_step(cfg, step)
 
 
 def is_checkpoint_step(cfg: Config, step: int, stop_at: int | None) -> bool:
     return training_loop.is_checkpoint_step(cfg, step, stop_at)
+
+
+# `week1 compare rnn --quick`: both tasks, a smaller model on shorter windows and snippets, at
+# a higher lr, so that in 100 steps the LM's loss falls from 4.4 to about 2.5 and the
+# classifier's validation accuracy leaves the majority class's.
+COMPARE_QUICK = {"steps": 100, "eval_every": 25, "warmup_steps": 10, "lr": 1e-2, "final_lr": 1e-3,
+                 "hidden_size": 64, "seq_len": 32, "max_length": 32}  # fmt: skip
+# CI: a few steps of a tiny model; max_length=16: one padded shape, one JAX compilation.
+COMPARE_TEST = {"steps": 10, "eval_every": 5, "warmup_steps": 2, "hidden_size": 16,
+                "seq_len": 32, "eval_batches": 2, "max_length": 16}  # fmt: skip
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """Both tasks from the same start: the LM (validation loss) and the classifier (validation
+    accuracy); F32 curves over many steps (TRAJECTORY)."""
+    return [Case("lm", "val loss", TRAJECTORY), Case("sentiment", "val accuracy", TRAJECTORY)]
 
 
 def prepare(out_dir=None) -> list:

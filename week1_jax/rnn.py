@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 
 from labs import rnn as spec
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
@@ -30,6 +31,7 @@ from week1_jax.lib.recurrent import (  # noqa: F401  (the lab's layers: week1_ja
     RNNClassifier,
     lm_loss,
     load_torch_state_dict,
+    torch_state_dict,
 )
 
 
@@ -169,10 +171,7 @@ def train(
     checkpoint_dir / resume / stop_at / log / should_stop: as in the training_loop lab; a
     non-finite loss raises Diverged.
     """
-    if cfg.task == "lm":
-        model = build_model(cfg, data.vocab_size, weights=weights)
-    else:
-        model = build_model(cfg, data.vocab.size, data.num_classes, weights)
+    model = build_model(cfg, *spec.model_sizes(cfg, data), weights)
     optimizer = make_optimizer(model, cfg)
     mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
     start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
@@ -218,7 +217,7 @@ def run(cfg: spec.Config, run) -> dict:
         if mlp is None:  # stopped while the baseline trained
             return {}
     else:
-        data = spec.load_sentiment(cfg)
+        data = spec.load_data(cfg)
     model, history = train(
         cfg,
         data,
@@ -237,6 +236,18 @@ def run(cfg: spec.Config, run) -> dict:
         return spec.lm_summary(run, cfg, data, history, mlp, text)
     test = evaluate(model, cfg, eval_batches(cfg, data, "test"))
     return spec.sentiment_summary(run, cfg, data, history, test)
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare rnn`: train the task `case` ("lm" or "sentiment") from `weights` (torch's
+    names, numpy; None: Flax's init); returns (the start weights under torch's names, Curves),
+    the sentiment curves' evaluations being the validation accuracy."""
+    cfg = dataclasses.replace(cfg, task=case)
+    data = spec.load_data(cfg)
+    if weights is None:
+        weights = torch_state_dict(build_model(cfg, *spec.model_sizes(cfg, data)))
+    _, history = train(cfg, data, weights=weights, show_progress=show_progress)
+    return weights, Curves.of(history, history.val_accuracy if case == "sentiment" else None)
 
 
 def bench(cfg: spec.Config) -> dict:

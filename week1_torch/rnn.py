@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from labs import rnn as spec
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_torch import training_loop as mlp_lab
 from week1_torch.lib import checkpoint, devices, optim, schedules
-from week1_torch.lib.models import set_weights
+from week1_torch.lib.models import get_weights, set_weights
 from week1_torch.lib.recurrent import (  # noqa: F401  (the lab's layers: week1_torch.rnn.LSTM, ...)
     GRU,
     LSTM,
@@ -153,10 +154,7 @@ def train(
     checkpoint_dir / resume / stop_at / log / should_stop: as in the training_loop lab; a
     non-finite loss raises Diverged. compile: torch.compile each recurrent cell.
     """
-    if cfg.task == "lm":
-        model = build_model(cfg, data.vocab_size, weights=weights)
-    else:
-        model = build_model(cfg, data.vocab.size, data.num_classes, weights)
+    model = build_model(cfg, *spec.model_sizes(cfg, data), weights)
     optimizer, scheduler = make_optimizer(model, cfg)
     start = (
         checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
@@ -201,7 +199,7 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         if mlp is None:  # stopped while the baseline trained
             return {}
     else:
-        data = spec.load_sentiment(cfg)
+        data = spec.load_data(cfg)
     model, history = train(
         cfg,
         data,
@@ -221,6 +219,18 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         return spec.lm_summary(run, cfg, data, history, mlp, text)
     test = evaluate(model, cfg, eval_batches(cfg, data, "test"))
     return spec.sentiment_summary(run, cfg, data, history, test)
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare rnn`: train the task `case` ("lm" or "sentiment") from `weights` (torch's
+    names, numpy; None: torch's init); returns (the start weights, Curves), the sentiment
+    curves' evaluations being the validation accuracy."""
+    cfg = dataclasses.replace(cfg, task=case)
+    data = spec.load_data(cfg)
+    if weights is None:
+        weights = get_weights(build_model(cfg, *spec.model_sizes(cfg, data)))
+    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
+    return weights, Curves.of(history, history.val_accuracy if case == "sentiment" else None)
 
 
 def bench(cfg: spec.Config) -> dict:
