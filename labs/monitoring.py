@@ -32,8 +32,12 @@ How to read the results
   summary.json says why it stopped.
 - Parity: clipped gradients, global and per-layer norms are the same in both
   frameworks (F32 tier).
+- `week1 compare monitoring` trains the watched, clipped loop in both frameworks from
+  torch's start on the same batches: the curves overlap to float32 rounding; steps/s
+  include the watching (norms, ratios, finiteness checks read back every step).
 
 Run it:  week1 run monitoring --framework jax   (or torch)
+         week1 compare monitoring
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ import dataclasses
 import math
 
 from labs import training_loop
+from week1.comparison import Case
 from week1.config import require
 from week1.runs import Diverged
+from week1.tolerances import TRAJECTORY
 
 LAYERS = ("wte", "fc1", "ln", "head")  # the CharMLP's layers, in forward order
 
@@ -124,3 +130,14 @@ class SpikeDetector:
         self.ema = self.beta * self.ema + (1 - self.beta) * loss
         self.seen += 1
         return None
+
+
+# `week1 compare monitoring --quick`: a short run (the curves overlap from the first step).
+COMPARE_QUICK = {"steps": 300, "eval_every": 100, "warmup_steps": 30}
+COMPARE_TEST = {"steps": 20, "eval_every": 10, "warmup_steps": 5}  # CI: a few steps
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """One case: the watched (and clipped, unless clip_norm=0) LM, its validation loss; F32
+    curves after many steps (TRAJECTORY)."""
+    return [Case("watched", "val loss", TRAJECTORY)]

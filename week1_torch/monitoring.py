@@ -14,7 +14,10 @@ import torch
 
 from labs import monitoring as spec
 from labs import training_loop
+from week1.comparison import Curves
+from week1.report import progress
 from week1_torch.lib import checkpoint
+from week1_torch.lib.models import get_weights
 from week1_torch.training_loop import as_tensors, build_model, evaluate, loss_fn, make_optimizer
 
 
@@ -95,13 +98,18 @@ def train(
     stop_at: int | None = None,
     log=None,
     should_stop=None,
+    show_progress: bool = False,
+    compile: bool = False,
 ):
     """Train with every step watched; returns (model, History) or raises spec.TrainingStopped.
 
     resume, should_stop: as in the training_loop lab (continue from the newest intact
     checkpoint; checkpoint and return when a stop is asked). The spike detector's running mean
-    starts afresh on a resume."""
+    starts afresh on a resume. compile: the model's forward through torch.compile, in place
+    (Module.compile: the parameter names, which the watching reads, stay the model's)."""
     model = build_model(cfg, data.vocab_size, weights)
+    if compile:
+        model.compile()
     optimizer, scheduler = make_optimizer(model, cfg)
     first = (
         checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) + 1
@@ -112,39 +120,45 @@ def train(
     val = training_loop.val_batches(data, cfg)
     history = training_loop.History()
     last_checkpoint = first - 1 or None
-    for step in range(first, (stop_at or cfg.steps) + 1):
-        start = time.perf_counter()
-        loss, grads = grad_step(model, *as_tensors(*training_loop.train_batch(data, cfg, step)))
-        if step == cfg.nan_step:
-            grads = inject_nan(grads, cfg.nan_layer)
-        bad = first_non_finite(loss, grads)
-        if bad is not None:
-            raise spec.TrainingStopped(step, f"non-finite {bad}", last_checkpoint)
-        spike = spikes.check(float(loss))
-        if spike is not None:
-            raise spec.TrainingStopped(step, spike, last_checkpoint)
-        grad_norm = float(global_norm(grads))
-        grad_norms = layer_norms(grads)
-        ratios = apply_update(model, optimizer, scheduler, cfg.clip_norm)
-        history.add_train(step, float(loss), time.perf_counter() - start)  # the watching included
-        if log:
-            log(
-                step,
-                train_loss=loss,
-                grad_norm=grad_norm,
-                clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
-                **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
-                **{f"update_ratio/{k}": v for k, v in ratios.items()},
-            )
-        if training_loop.is_eval_step(cfg, step):
-            history.add_val(step, evaluate(model, val), log)
-        stopping = should_stop is not None and should_stop()
-        due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-        if checkpoint_dir is not None and (due or stopping):
-            checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
-            last_checkpoint = step
-        if stopping:
-            break
+    end = stop_at or cfg.steps
+    label = "torch.compile" if compile else "torch"
+    with progress(label, total=end - first + 1, enabled=show_progress) as advance:
+        for step in range(first, end + 1):
+            start = time.perf_counter()
+            x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,)
+            loss, grads = grad_step(model, *as_tensors(x, y))
+            if step == cfg.nan_step:
+                grads = inject_nan(grads, cfg.nan_layer)
+            bad = first_non_finite(loss, grads)
+            if bad is not None:
+                raise spec.TrainingStopped(step, f"non-finite {bad}", last_checkpoint)
+            spike = spikes.check(float(loss))
+            if spike is not None:
+                raise spec.TrainingStopped(step, spike, last_checkpoint)
+            grad_norm = float(global_norm(grads))
+            grad_norms = layer_norms(grads)
+            ratios = apply_update(model, optimizer, scheduler, cfg.clip_norm)
+            # The step's time includes the watching (norms, ratios, checks).
+            history.add_train(step, float(loss), time.perf_counter() - start)
+            if log:
+                log(
+                    step,
+                    train_loss=loss,
+                    grad_norm=grad_norm,
+                    clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
+                    **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
+                    **{f"update_ratio/{k}": v for k, v in ratios.items()},
+                )
+            if training_loop.is_eval_step(cfg, step):
+                history.add_val(step, evaluate(model, val), log)
+            stopping = should_stop is not None and should_stop()
+            due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+            if checkpoint_dir is not None and (due or stopping):
+                checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
+                last_checkpoint = step
+            advance(float(loss))
+            if stopping:
+                break
     return model, history
 
 
@@ -161,3 +175,13 @@ def run(cfg: spec.Config, run) -> dict:
         should_stop=run.should_stop,
     )
     return history.summary()
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare monitoring`: train watched from `weights` (torch's names, numpy; None:
+    torch's init); returns (the start weights, Curves). `case` is "watched", the only one."""
+    data = training_loop.load_data(cfg)
+    if weights is None:
+        weights = get_weights(build_model(cfg, data.vocab_size))
+    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
+    return weights, Curves.of(history)
