@@ -111,7 +111,7 @@ MULTI_DEVICE = (
 @dataclasses.dataclass(frozen=True)
 class Config(ParallelConfig):
     method: str = "all"  # JAX only: pmap, jit, shard_map or all
-    eval_every: int = 50  # `week1 compare`: validation loss every this many steps, and the last
+    eval_every: int = 20  # `week1 compare`: validation loss every this many steps, and the last
 
     def check(self) -> None:
         super().check()

@@ -94,14 +94,22 @@ time and the parameter + AdamW bytes per device for each device count: the
 bytes fall as 1/N; the time, on a CPU, rises (FSDP2 pays Python-side hooks and
 collectives on every unit per step, which on a model this small outweighs the
 arithmetic).
+
+`week1 compare fsdp` trains JAX FSDP on the mesh and torch FSDP2 under torchrun,
+eager then torch.compile, from torch's start weights on the same global batches:
+the curves lie on each other, the difference panel near 1e-6 (TRAJECTORY). With
+`--mixed_precision=true` torch gathers bf16 copies while JAX stays fp32: the gap
+grows to around 1e-2, held to the BF16 tier.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from week1.comparison import Case
 from week1.config import UsageError, require
 from week1.parallel import ParallelConfig
+from week1.tolerances import BF16, TRAJECTORY
 
 MULTI_DEVICE = (
     True  # the CLI gives JAX simulated host devices on a CPU (week1.parallel.use_host_devices)
@@ -112,6 +120,7 @@ MULTI_DEVICE = (
 class Config(ParallelConfig):
     steps: int = 40
     warmup_steps: int = 10
+    eval_every: int = 20  # `week1 compare`: validation loss every this many steps, and the last
     data_axis: int = 1  # JAX: size of the `data` axis of the (data, fsdp) mesh; 1: plain FSDP
     mixed_precision: bool = (
         False  # torch: MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)
@@ -163,3 +172,16 @@ def step_bytes(n_params: int, n_devices: int, bytes_per_value: int = 4) -> dict[
         (n_devices - 1) / n_devices * n_params * bytes_per_value
     )  # one all-gather or reduce-scatter
     return {"data_parallel": 2 * one_pass, "fsdp": 3 * one_pass}
+
+
+# `week1 compare fsdp --quick`: long enough for the loss to fall well below its start.
+COMPARE_QUICK = {"steps": 300, "eval_every": 50, "warmup_steps": 20}
+COMPARE_TEST = {"steps": 20, "eval_every": 10, "warmup_steps": 5}  # CI: a few steps
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """One case: JAX FSDP against torch FSDP2, from the same start on the same global batches;
+    F32 curves over many steps (TRAJECTORY). Under --mixed_precision=true torch gathers bf16
+    copies of the parameters and JAX stays fp32 (its reference): the BF16 tier."""
+    return [Case("bf16", "val loss", BF16) if cfg.mixed_precision
+            else Case("fp32", "val loss", TRAJECTORY)]  # fmt: skip

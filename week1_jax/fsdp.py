@@ -6,6 +6,8 @@ Read beside week1_torch/fsdp.py (torch FSDP2, fully_shard).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import pathlib
 
 import jax
@@ -15,6 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 from labs import fsdp as spec
 from labs import training_loop
+from week1.comparison import Curves
 from week1.config import require
 from week1.parallel import check_batch_split, loop_config
 from week1_jax import training_loop as loop
@@ -127,11 +130,15 @@ def train(
     checkpoint_dir=None,
     resume: bool = False,
     log=None,
+    history: training_loop.History | None = None,
+    show_progress: bool = False,
 ):
-    """Train on `mesh`; returns (losses, first-step grads by Flax name).
+    """Train on `mesh` from `weights` (Flax names; None: cfg.seed's init); returns (losses,
+    first-step grads by Flax name).
 
     checkpoint_dir: save a sharded checkpoint at spec.checkpoint_step(cfg), then go on.
     resume: start from that checkpoint instead (saved on any device count).
+    history: filled with the steps' losses and times and the validation losses (lib/parallel.py).
     """
     require(
         not cfg.mixed_precision,
@@ -142,21 +149,27 @@ def train(
     loop_cfg = loop_config(cfg)
     graphdef, params, tx, opt_state = parallel.init_state(loop_cfg, data.vocab_size, weights)
     strategy = fsdp_strategy(graphdef, tx, mesh, params, opt_state)
+    steps = functools.partial(
+        parallel.train,
+        strategy,
+        data=data,
+        cfg=loop_cfg,
+        log=log,
+        history=history,
+        evaluate=parallel.validation(graphdef, data, loop_cfg),
+        show_progress=show_progress,
+    )
     half = spec.checkpoint_step(cfg)
     if resume:
         params, opt_state = restore_checkpoint(checkpoint_dir, half, params, opt_state, mesh)
-        _, _, losses, grads = parallel.train(
-            strategy, params, opt_state, data, loop_cfg, start=half, log=log
-        )
+        _, _, losses, grads = steps(params, opt_state, start=half)
         return losses, parallel.flat_names(grads)
-    params, opt_state, losses, grads = parallel.train(
-        strategy, params, opt_state, data, loop_cfg, end=half if checkpoint_dir else None, log=log
+    params, opt_state, losses, grads = steps(
+        params, opt_state, end=half if checkpoint_dir else None
     )
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, half, params, opt_state)
-        losses += parallel.train(strategy, params, opt_state, data, loop_cfg, start=half, log=log)[
-            2
-        ]
+        losses += steps(params, opt_state, start=half)[2]
     return losses, parallel.flat_names(grads)
 
 
@@ -190,6 +203,20 @@ def run(cfg: spec.Config, run) -> dict:
         "final loss 1 device": single.train_loss[-1],
         **{f"{k} bytes/device": v for k, v in memory.items()},
     }
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare fsdp`: FSDP on cfg.devices devices ((data, fsdp) mesh of cfg.data_axis), no
+    checkpoint, from `weights` (torch's names, numpy; None: Flax's init); returns (the start
+    weights under torch's names, Curves). Always fp32: the "bf16" case (torch's bf16 policy) is
+    held against it."""
+    cfg = dataclasses.replace(cfg, mixed_precision=False)
+    data = training_loop.load_data(loop_config(cfg))
+    weights, flax_weights = parallel.compare_start(loop_config(cfg), data.vocab_size, weights)
+    mesh = make_mesh(parallel.local_devices(cfg.devices), cfg.data_axis)
+    history = training_loop.History()
+    train(cfg, data, mesh, flax_weights, history=history, show_progress=show_progress)
+    return weights, Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

@@ -3,11 +3,12 @@
 Read beside week1_jax/fsdp.py (parameters sharded over an `fsdp` mesh axis by NamedSharding).
 Worker processes (what `week1 run fsdp --framework torch` launches):
     torchrun --standalone --nproc-per-node=2 -m week1_torch.fsdp --out=DIR
-    --mode=train|resume|bench [--key=value]
+    --mode=train|resume|bench|compare|compare_compiled [--key=value]
 """
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import sys
 
@@ -20,6 +21,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from labs import fsdp as spec
 from labs import training_loop
+from week1.comparison import Curves
 from week1.parallel import check_batch_split, config_args, loop_config
 from week1_torch import training_loop as loop
 from week1_torch.lib import devices, parallel
@@ -104,43 +106,47 @@ def train(
     checkpoint_dir=None,
     resume: bool = False,
     log=None,
+    weights: dict | None = None,
+    compile: bool = False,
+    history: training_loop.History | None = None,
 ):
-    """Train with FSDP in the current group, from cfg.seed's init; returns (losses, first-step
-    grads, memory bytes on this rank).
+    """Train with FSDP in the current group, from `weights` (state_dict names; None: cfg.seed's
+    init); returns (losses, first-step grads, memory bytes on this rank).
 
     checkpoint_dir: save a sharded checkpoint at spec.checkpoint_step(cfg), then go on.
     resume: start from that checkpoint instead (saved on any number of ranks).
+    compile: the sharded model through torch.compile (FSDP2's hooks break its graph per unit).
+    history: filled with the steps' losses and times and the validation losses (lib/parallel.py).
     """
     check_batch_split(cfg.batch_size, dist.get_world_size())
     loop_cfg = loop_config(cfg)
     model = shard_model(
-        devices.place(loop.build_model(loop_cfg, data.vocab_size), device),
+        devices.place(loop.build_model(loop_cfg, data.vocab_size, weights), device),
         device,
         cfg.mixed_precision,
     )
     optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
-    half = spec.checkpoint_step(cfg)
-    if resume:
-        restore_checkpoint(checkpoint_dir, model, optimizer, scheduler)
-        losses, grads = parallel.train(
-            model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log
-        )
-        return losses, grads, parallel.state_bytes(model, optimizer)
-    losses, grads = parallel.train(
-        model,
+    steps = functools.partial(
+        parallel.train,
+        torch.compile(model) if compile else model,
         optimizer,
         scheduler,
         data,
         loop_cfg,
         device,
-        end=half if checkpoint_dir else None,
         log=log,
+        history=history,
+        evaluate=parallel.validation(model, data, loop_cfg),
     )
+    half = spec.checkpoint_step(cfg)
+    if resume:
+        restore_checkpoint(checkpoint_dir, model, optimizer, scheduler)
+        losses, grads = steps(start=half)
+        return losses, grads, parallel.state_bytes(model, optimizer)
+    losses, grads = steps(end=half if checkpoint_dir else None)
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, model, optimizer, scheduler)
-        losses += parallel.train(
-            model, optimizer, scheduler, data, loop_cfg, device, start=half, log=log
-        )[0]
+        losses += steps(start=half)[0]
     return losses, grads, parallel.state_bytes(model, optimizer)
 
 
@@ -172,6 +178,15 @@ def run(cfg: spec.Config, run) -> dict:
     }
 
 
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare fsdp`: FSDP2 in N torchrun processes from `weights` (state_dict names,
+    numpy; None: torch's init from cfg.seed), no checkpoint; returns (the start weights, Curves).
+    `case` is "fp32", or "bf16" under cfg.mixed_precision. The ranks print nothing here
+    (show_progress is not used): their log is a temporary file."""
+    weights, history = parallel.compare_in_processes("week1_torch.fsdp", cfg, weights, compile)
+    return weights, Curves.of(history)
+
+
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench fsdp`: an FSDP step vs process count, each group started by torchrun."""
     return parallel.bench_process_counts("FSDP", "week1_torch.fsdp", cfg)
@@ -193,6 +208,13 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
             timing = parallel.time_train_step(model, optimizer, scheduler, data, loop_cfg, device)
             if dist.get_rank() == 0:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
+        elif mode in parallel.COMPARE_MODES:
+            history = training_loop.History()
+            weights = parallel.start_weights(out_dir)
+            compile = parallel.COMPARE_MODES[mode]
+            train(cfg, data, device, weights=weights, compile=compile, history=history)
+            if dist.get_rank() == 0:
+                parallel.save_history(out_dir, history)
         else:
             losses, grads, sharded = train(
                 cfg, data, device, pathlib.Path(out_dir) / "checkpoint", resume=mode == "resume"
