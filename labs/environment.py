@@ -153,11 +153,17 @@ Run it
     week1 run environment --framework torch --parts=accelerate --mixed_precision=bf16
     week1 run environment --framework jax --steps=300 --train_sentences=4800  # longer
     week1 parity environment
+    week1 compare environment [--quick]                 # LoRA, full: JAX vs torch, curves
     week1 env; week1 env --json; week1 env --parity
 
 The run folder holds hub/ (the exported char MLP), char_mlp/ (its checkpoint), accelerate/
 (both loops' losses), adapter/ (PEFT format), results.md (the table) and curves.png (loss and
 validation accuracy of both fine-tunings).
+
+`week1 compare environment` fine-tunes each method alone in JAX, torch and torch.compile from
+the same pretrained file, adapters and head, on the same batches (no dropout): per method a
+table and lora.png / full.png, whose loss curves lie on each other (the difference panel
+near float32 rounding) and whose validation accuracies agree; the speeds are the same run's.
 """
 
 from __future__ import annotations
@@ -170,8 +176,10 @@ import numpy as np
 
 from labs import training_loop
 from week1 import convert, report
+from week1.comparison import Case, Curves
 from week1.config import AT_LEAST_1, POSITIVE, Range, require
 from week1.data import labelled, minilm
+from week1.tolerances import TRAJECTORY
 
 PARTS = ("hub", "accelerate", "lora")
 TARGETS = ("query", "key", "value")  # the attention projections LoRA may adapt
@@ -524,38 +532,49 @@ def logistic_regression(features: dict, labels: dict) -> dict:
 
 @dataclasses.dataclass
 class History:
-    """Both fine-tunings' losses and validation accuracies, step by step, and their step
-    times (the first step apart: it includes compilation in JAX)."""
+    """Each fine-tuning's losses and validation accuracies, step by step, and their step
+    times (the first step apart: it includes compilation), keyed by method ("lora", "full")."""
 
     steps: list = dataclasses.field(default_factory=list)
-    loss: dict = dataclasses.field(default_factory=lambda: {"lora": [], "full": []})
+    loss: dict = dataclasses.field(default_factory=dict)
     eval_steps: list = dataclasses.field(default_factory=list)
-    val_accuracy: dict = dataclasses.field(default_factory=lambda: {"lora": [], "full": []})
+    val_accuracy: dict = dataclasses.field(default_factory=dict)
     first_step_s: dict = dataclasses.field(default_factory=dict)
-    timed_s: dict = dataclasses.field(default_factory=lambda: {"lora": 0.0, "full": 0.0})
+    timed_s: dict = dataclasses.field(default_factory=dict)
 
     def add(self, step: int, losses: dict, seconds: dict, log=None) -> None:
-        for method in ("lora", "full"):
-            self.loss[method].append(losses[method])
+        for method, loss in losses.items():
+            self.loss.setdefault(method, []).append(loss)
             if self.steps:
-                self.timed_s[method] += seconds[method]
+                self.timed_s[method] = self.timed_s.get(method, 0.0) + seconds[method]
             else:
                 self.first_step_s[method] = seconds[method]
         self.steps.append(step)
         if log:
-            log(step, lora_loss=losses["lora"], full_loss=losses["full"])
+            log(step, **{f"{m}_loss": v for m, v in losses.items()})
 
     def add_eval(self, step: int, accuracies: dict, log=None) -> None:
         self.eval_steps.append(step)
-        for method in ("lora", "full"):
-            self.val_accuracy[method].append(accuracies[method])
+        for method, value in accuracies.items():
+            self.val_accuracy.setdefault(method, []).append(value)
         if log:
-            log(step, lora_val_accuracy=accuracies["lora"], full_val_accuracy=accuracies["full"])
+            log(step, **{f"{m}_val_accuracy": v for m, v in accuracies.items()})
 
     def step_s(self, method: str) -> float:
         """Mean seconds per step after the first (nan with fewer than 2 steps)."""
         n = len(self.steps) - 1
         return self.timed_s[method] / n if n > 0 else float("nan")
+
+    def curves(self, method: str) -> Curves:
+        """One method's run as `week1 compare` plots it: loss per step, validation accuracy."""
+        return Curves(
+            steps=list(self.steps),
+            train_loss=list(self.loss[method]),
+            eval_steps=list(self.eval_steps),
+            evals=list(self.val_accuracy[method]),
+            first_step_s=self.first_step_s[method],
+            steps_per_s=1.0 / self.step_s(method),
+        )
 
 
 def is_eval_step(cfg: Config, step: int) -> bool:
@@ -622,6 +641,31 @@ def report_lora(run, cfg: Config, data: Data, rows: list, history: History, fram
         title=f"LoRA vs full fine-tuning ({framework})",
         xlabel="step",
     )
+
+
+# --- `week1 compare environment`: each fine-tuning in JAX and torch from the same start ------
+
+METHODS = ("lora", "full")
+COMPARE_QUICK = {"steps": 12, "batch_size": 8, "max_length": 16, "warmup_steps": 2,
+                 "train_sentences": 96, "val_sentences": 64, "eval_every": 6}  # fmt: skip
+COMPARE_TEST = {"steps": 3, "batch_size": 4, "max_length": 16, "warmup_steps": 1,
+                "train_sentences": 16, "val_sentences": 16, "eval_every": 3}  # fmt: skip
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """LoRA and full fine-tuning, each from the same pretrained file and the same adapters and
+    head (start_weights), on the same batches, no dropout: F32 losses over many AdamW steps of
+    two different encoders' code (transformers' and the from-scratch Flax one): TRAJECTORY."""
+    return [Case(method, "val accuracy", TRAJECTORY) for method in METHODS]
+
+
+def start_weights(cfg: Config, data: Data, method: str) -> dict:
+    """What a method starts from besides the pretrained encoder, PEFT's names, numpy: LoRA
+    its adapters and the head (adapter_init), full fine-tuning the head alone."""
+    init = adapter_init(cfg, data.config, data.num_classes)
+    if method == "lora":
+        return init
+    return {k: v for k, v in init.items() if k.startswith(f"{PEFT_PREFIX}head.")}
 
 
 def prepare(out_dir=None) -> list:

@@ -8,6 +8,7 @@ NamedSharding is what JAX has instead of a wrapper).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import pathlib
@@ -175,32 +176,34 @@ def make_train_step(graphdef, method: str):
     return steps.jit_on_state(graphdef, train_step)
 
 
+# The graphdef is a static (hashable) argument: one compilation per model structure and batch
+# shape, reused by every evaluation (a function jitted inside predict would recompile per call).
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(graphdef, state, ids, type_ids, mask):
+    return nnx.merge(graphdef, state)(ids, type_ids, mask)
+
+
 def predict(model: Classifier, split: spec.Split, batch_size: int) -> np.ndarray:
     """(N, K) float32 logits of every sentence of `split`, jitted on the split state."""
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def logits(state, ids, type_ids, mask):
-        return nnx.merge(graphdef, state)(ids, type_ids, mask)
-
     out = [
-        np.asarray(logits(state, *devices.to_device(ids, type_ids, mask)))
+        np.asarray(_logits(graphdef, state, *devices.to_device(ids, type_ids, mask)))
         for ids, type_ids, mask, _ in spec.eval_batches(split, batch_size)
     ]
     return np.concatenate(out)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _embed(graphdef, state, ids, type_ids, mask):
+    hidden, _ = nnx.merge(graphdef, state)(ids, type_ids, mask)
+    return bert.sentence_embeddings(hidden[-1], mask)
+
+
 def sentence_embeddings(model: Classifier, split: spec.Split, batch_size: int) -> np.ndarray:
     """(N, C) sentence embeddings of the model's encoder (the frozen baseline's features)."""
     graphdef, state = nnx.split(model.bert)
-
-    @jax.jit
-    def embed(state, ids, type_ids, mask):
-        hidden, _ = nnx.merge(graphdef, state)(ids, type_ids, mask)
-        return bert.sentence_embeddings(hidden[-1], mask)
-
     out = [
-        np.asarray(embed(state, *devices.to_device(ids, type_ids, mask)))
+        np.asarray(_embed(graphdef, state, *devices.to_device(ids, type_ids, mask)))
         for ids, type_ids, mask, _ in spec.eval_batches(split, batch_size)
     ]
     return np.concatenate(out)
@@ -221,22 +224,25 @@ def train(
     cfg: spec.Config,
     data: spec.Data,
     *,
+    weights: dict | None = None,
+    methods=spec.METHODS,
     checkpoint_dir=None,
     resume: bool = False,
     log=None,
     should_stop=None,
     show_progress: bool = False,
 ):
-    """LoRA and full fine-tuning side by side, on the same batches, from the same head (and
-    adapters from spec.adapter_init); returns (models, History).
+    """LoRA and full fine-tuning (`methods`) side by side, on the same batches, from the same
+    head (and adapters) in `weights` (PEFT's names, numpy; None: spec.adapter_init); returns
+    (models, History).
 
-    checkpoint_dir: both methods' trained state every cfg.checkpoint_every steps and where a
+    checkpoint_dir: the methods' trained state every cfg.checkpoint_every steps and where a
     stop is asked; resume: continue from the newest intact one. A non-finite loss raises
     Diverged.
     """
-    init = spec.adapter_init(cfg, data.config, data.num_classes)
+    init = spec.adapter_init(cfg, data.config, data.num_classes) if weights is None else weights
     targets = (cfg.target_list, cfg.lora_rank, cfg.lora_alpha)
-    models = {m: build_classifier(data, init, m, *targets) for m in ("lora", "full")}
+    models = {m: build_classifier(data, init, m, *targets) for m in methods}
     optimizers = {m: make_optimizer(models[m], cfg, m) for m in models}
     mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
     start = 0
@@ -253,7 +259,8 @@ def train(
     step_fns = {m: make_train_step(split[m][0], m) for m in models}
     states = {m: split[m][1] for m in models}
     history = spec.History()
-    with progress("jax: LoRA + full", total=cfg.steps - start, enabled=show_progress) as advance:
+    label = f"jax: {' + '.join(methods)}"
+    with progress(label, total=cfg.steps - start, enabled=show_progress) as advance:
         for step in range(start + 1, cfg.steps + 1):
             batch = devices.to_device(*spec.train_batch(data, cfg, step))
             losses, seconds = {}, {}
@@ -281,7 +288,7 @@ def train(
                 history.add_eval(step, accuracies, log)
             if save:
                 checkpoint.save_state(mngr, step, _train_state(models, optimizers))
-            advance(losses["lora"])
+            advance(losses[methods[0]])
             if stopping:
                 break
     for m in models:
@@ -366,3 +373,14 @@ def run(cfg: spec.Config, run) -> dict:
             "it hides is the data_parallel lab's jit over a Mesh with NamedSharding."
         )
     return summary
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare environment`: fine-tune by `case` ("lora" or "full") from `weights`
+    (spec.start_weights' PEFT names, numpy; None: those of cfg.seed); returns (the start
+    weights, Curves) with the validation accuracy."""
+    data = spec.load_data(cfg)
+    if weights is None:
+        weights = spec.start_weights(cfg, data, case)
+    _, history = train(cfg, data, weights=weights, methods=(case,), show_progress=show_progress)
+    return weights, history.curves(case)

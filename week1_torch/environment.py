@@ -215,22 +215,27 @@ def train(
     cfg: spec.Config,
     data: spec.Data,
     *,
+    weights: dict | None = None,
+    methods=spec.METHODS,
     checkpoint_dir=None,
     resume: bool = False,
     log=None,
     should_stop=None,
     show_progress: bool = False,
+    compile: bool = False,
 ):
-    """LoRA and full fine-tuning side by side, on the same batches, from the same head (and
-    adapters from spec.adapter_init); returns (models, History).
+    """LoRA and full fine-tuning (`methods`) side by side, on the same batches, from the same
+    head (and adapters) in `weights` (PEFT's names, numpy; None: spec.adapter_init); returns
+    (models, History). compile: each method's step runs a torch.compile'd model.
 
-    checkpoint_dir: both methods' trained state every cfg.checkpoint_every steps and where a
+    checkpoint_dir: the methods' trained state every cfg.checkpoint_every steps and where a
     stop is asked; resume: continue from the newest intact one. A non-finite loss raises
     Diverged.
     """
-    init = spec.adapter_init(cfg, data.config, data.num_classes)
+    init = spec.adapter_init(cfg, data.config, data.num_classes) if weights is None else weights
     targets = (cfg.target_list, cfg.lora_rank, cfg.lora_alpha)
-    models = {m: build_classifier(data, init, m, *targets) for m in ("lora", "full")}
+    models = {m: build_classifier(data, init, m, *targets) for m in methods}
+    forward = {m: torch.compile(models[m]) if compile else models[m] for m in models}
     optimizers, schedulers = {}, {}
     for m in models:
         optimizers[m], schedulers[m] = make_optimizer(models[m], cfg, m)
@@ -245,14 +250,15 @@ def train(
             optimizers[m].load_state_dict(state[m]["optimizer"])
             schedulers[m].load_state_dict(state[m]["scheduler"])
     history = spec.History()
-    with progress("torch: LoRA + full", total=cfg.steps - start, enabled=show_progress) as advance:
+    label = f"torch: {' + '.join(methods)}"
+    with progress(label, total=cfg.steps - start, enabled=show_progress) as advance:
         for step in range(start + 1, cfg.steps + 1):
             ids, type_ids, mask, labels = spec.train_batch(data, cfg, step)
             batch = devices.to_device(ids, type_ids, mask, labels, dtype=torch.long)
             losses, seconds = {}, {}
             for m in models:
                 t0 = time.perf_counter()
-                loss = train_step(models[m], optimizers[m], schedulers[m], *batch)
+                loss = train_step(forward[m], optimizers[m], schedulers[m], *batch)
                 losses[m] = float(loss)
                 seconds[m] = time.perf_counter() - t0
                 if not math.isfinite(losses[m]):
@@ -273,7 +279,7 @@ def train(
                 checkpoint.save_state(
                     checkpoint_dir, step, _train_state(models, optimizers, schedulers)
                 )
-            advance(losses["lora"])
+            advance(losses[methods[0]])
             if stopping:
                 break
     return models, history
@@ -439,6 +445,19 @@ def run(cfg: spec.Config, run) -> dict:
     if "lora" in cfg.part_list:
         summary |= lora_part(cfg, run)
     return summary
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare environment`: fine-tune by `case` ("lora" or "full") from `weights`
+    (spec.start_weights' PEFT names, numpy; None: those of cfg.seed); returns (the start
+    weights, Curves) with the validation accuracy."""
+    data = spec.load_data(cfg)
+    if weights is None:
+        weights = spec.start_weights(cfg, data, case)
+    _, history = train(
+        cfg, data, weights=weights, methods=(case,), show_progress=show_progress, compile=compile
+    )
+    return weights, history.curves(case)
 
 
 if __name__ == "__main__":
