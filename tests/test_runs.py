@@ -1,6 +1,7 @@
 """Run folders: a stable path from the start, a status that says how the run ended; bad input
 leaves nothing; failures and interruptions keep the folder."""
 
+import contextlib
 import json
 import os
 import signal
@@ -95,3 +96,49 @@ def test_reopen_drops_metrics_past_the_checkpoint(tmp_path):
         reopened.log(4, loss=40.0)
     assert [r["step"] for r in read_metrics(run.dir)] == [1, 2, 3, 4]
     assert json.loads((run.dir / "config.json").read_text())["config"]["steps"] == 9
+
+
+@pytest.fixture
+def early_signals():
+    """The command line's early handlers, restored afterwards."""
+    import sys
+
+    from week1 import runs
+
+    saved = {s: signal.getsignal(s) for s in runs.STOP_SIGNALS}, sys.unraisablehook
+    runs.catch_stop_signals()
+    yield runs
+    runs._pending_signal = None
+    for signum, handler in saved[0].items():
+        signal.signal(signum, handler)
+    sys.unraisablehook = saved[1]
+
+
+def test_a_ctrl_c_python_swallowed_before_the_run_still_stops_it(early_signals, tmp_path, capsys):
+    """SIGINT during imports can land in a garbage-collection callback (JAX has one), where
+    Python prints "Exception ignored" and drops the KeyboardInterrupt: the signal is remembered,
+    the next run ends at once as interrupted, and nothing is printed about the lost exception."""
+    import sys
+    import types
+
+    try:  # what Python does with an exception raised inside a gc callback
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    except Interrupted as swallowed:
+        lost = dict(exc_type=Interrupted, exc_traceback=None, err_msg=None, object=None)
+        sys.unraisablehook(types.SimpleNamespace(exc_value=swallowed, **lost))
+    assert capsys.readouterr().err == ""
+    run = Run("lab", "jax", Config(), root=tmp_path, tensorboard=False)
+    with pytest.raises(Interrupted), run:
+        raise AssertionError("the lab must not start")
+    assert read_summary(run.dir) == {"status": "interrupted", "step": 0, "signal": "SIGINT"}
+    assert early_signals._pending_signal is None  # used up: the next run starts
+
+
+def test_a_lab_that_ran_to_the_end_despite_a_lost_signal_is_ok(tmp_path):
+    """A non-cooperative lab whose Interrupted was swallowed by a callback finished its work:
+    its status says ok, not interrupted."""
+    with Run("lab", "jax", Config(), root=tmp_path, tensorboard=False) as run:
+        with contextlib.suppress(Interrupted):  # swallowed, as inside a callback
+            run._on_signal(signal.SIGINT, None)
+        run.log(1, loss=1.0)
+    assert read_summary(run.dir)["status"] == "ok"

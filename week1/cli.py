@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import sys
 
 from week1 import catalog, report
@@ -385,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from week1.runs import catch_stop_signals
+
+    catch_stop_signals()
     parser = build_parser()
     try:
         wants_help = "-h" in argv or "--help" in argv
@@ -424,9 +428,10 @@ def main(argv: list[str] | None = None) -> int:
         # of range): the library raises TypeError/ValueError, the command line says it in one line.
         print(f"week1: error: {type(err).__name__}: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("week1: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"week1: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

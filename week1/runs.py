@@ -56,6 +56,35 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+# A stop signal that arrived before any run took over the handlers (during imports, data
+# loading): the next Run ends at once with it. Kept because Python may swallow the
+# KeyboardInterrupt it raises (one raised inside a garbage-collection callback, as JAX's,
+# is printed as "Exception ignored" and lost), and the user's Ctrl-C must not be.
+_pending_signal: int | None = None
+
+
+def catch_stop_signals() -> None:
+    """From now on SIGINT/SIGTERM are remembered as well as raised (the command line calls
+    this first; a Run installs its own handlers while it lasts)."""
+
+    def on_signal(signum, frame):
+        global _pending_signal
+        _pending_signal = _pending_signal or signum
+        raise Interrupted(signum)
+
+    def on_unraisable(unraisable):
+        # An Interrupted that Python could not raise (it arrived inside a callback) is not news
+        # to print: it is remembered above, or by the Run's own handler.
+        if not isinstance(unraisable.exc_value, Interrupted):
+            default_hook(unraisable)
+
+    default_hook = sys.unraisablehook
+    sys.unraisablehook = on_unraisable
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, on_signal)
+
+
 def exit_code(status: str, signum: int | None = None) -> int:
     """The process exit status of a run that ended with `status` (130 = 128 + SIGINT, ...)."""
     if status == "interrupted":
@@ -200,7 +229,10 @@ class Run:
         """End the run: write summary.json with `status` (default: ok, or interrupted if a
         signal stopped it) and the lab's summary."""
         if status is None:
-            status = "interrupted" if self._stop_signal else "ok"
+            # A lab that stops cooperatively returns early after a signal. One that does not was
+            # stopped by Interrupted (closed in __exit__), unless Python swallowed it inside a
+            # callback: then it ran to the end and is ok.
+            status = "interrupted" if self._stop_signal and self._cooperative else "ok"
         self.status = status
         self.summary = {**self.summary, **(summary or {}), "step": self.last_step}
         if status == "interrupted":
@@ -224,6 +256,11 @@ class Run:
         return self.status != "running"
 
     def __enter__(self):
+        global _pending_signal
+        if _pending_signal is not None:  # asked to stop before the run began: it ends at once
+            self._stop_signal, _pending_signal = _pending_signal, None
+            self.close("interrupted")
+            raise Interrupted(self._stop_signal)
         if threading.current_thread() is threading.main_thread():
             self._handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         return self

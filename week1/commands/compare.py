@@ -291,7 +291,7 @@ def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
         "over the run; headroom: that difference against the case's tier (over 1 fails); the "
         "last two columns are steps/s as ratios to JAX, from the same run.",
         "",
-        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+        "| " + " | ".join(c.replace("|", "\\|") for c in SUMMARY_COLUMNS) + " |",
         "|" + "---|" * len(SUMMARY_COLUMNS),
         *("| " + " | ".join(cells) + " |" for cells in summary_rows(rows)),
         "",
