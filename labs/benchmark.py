@@ -114,6 +114,7 @@ Run it:  week1 run benchmark --quick                              (both framewor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -709,8 +710,17 @@ def measure_in_child(cfg: Config, run, framework: str) -> dict:
                "--runs-dir", str(folder), *config_args(child)]  # fmt: skip
     log_path = run.path(f"{framework}.log")
     with open(log_path, "w", encoding="utf-8") as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                              env=child_env(cfg, framework))  # fmt: skip
+        done = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                env=child_env(cfg, framework))  # fmt: skip
+        # A stop signal sent to this process alone (kill PID, a scheduler) is passed on, so the
+        # child stops at its next point as this run does (Ctrl-C reaches both anyway).
+        passed_on = False
+        while done.poll() is None:
+            if run.should_stop() and not passed_on:
+                done.send_signal(run.signum)
+                passed_on = True
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                done.wait(timeout=0.2)
     found = sorted(folder.glob("benchmark-*/results.json"))
     part = {"rows": [], "dp": [], "habits": []}
     if found:

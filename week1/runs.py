@@ -216,8 +216,8 @@ class Run:
         self._stop_signal = self._stop_signal or signum
         if first and self._cooperative:
             sys.stderr.write(
-                f"\nweek1: {signal.Signals(signum).name}: stopping after this step "
-                "(a checkpoint is written; send it again to stop at once)\n"
+                f"\nweek1: {signal.Signals(signum).name}: stopping at the end of this step "
+                "(checkpointed if the lab keeps checkpoints; send it again to stop at once)\n"
             )
             return
         raise Interrupted(signum)
