@@ -1,5 +1,3 @@
-import sys
+from week1.cli import entry
 
-from week1.cli import main
-
-sys.exit(main())
+entry()

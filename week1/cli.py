@@ -434,5 +434,20 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signum
 
 
+def entry() -> None:
+    """The `week1` console script and `python -m week1`: main(), then exit with its status.
+
+    After an interrupt (130 / 143) the interpreter's teardown is skipped: a KeyboardInterrupt
+    raised while XLA compiles can leave its threads in a state whose teardown segfaults (seen:
+    exit -11 after the run had been recorded as interrupted). By then the run is closed, its
+    files written and flushed, and checkpoints are written synchronously."""
+    code = main()
+    if code in (130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
