@@ -224,3 +224,32 @@ def test_torchrun_labs_20_times_with_the_default_port_taken(lab, tmp_path):
             assert "terminate called" not in done.stderr
             summary = json.loads(next((tmp_path / str(attempt)).glob("*/summary.json")).read_text())
             assert summary["status"] == "ok"
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_carrying_a_pickle_payload_is_refused_unrun(tmp_path):
+    """Even sealed (its manifest rewritten to match, as an attacker would), a torch checkpoint
+    whose pickle calls os.system is refused by the weights-only loader, and nothing runs."""
+    import pickle
+
+    import torch
+
+    from week1_torch.lib import checkpoint
+
+    marker = tmp_path / "payload-ran"
+    path = checkpoint.save_state(tmp_path, 1, {"w": torch.zeros(2)})
+    torch.save({"w": torch.zeros(2), "evil": _Payload(marker)}, path)
+    checkpoints.seal(path)
+    assert checkpoints.check(path) is None  # the manifest matches: only the loader stands guard
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint.load_state(tmp_path, 1)
+    assert not marker.exists()
