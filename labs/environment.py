@@ -646,8 +646,8 @@ def report_lora(run, cfg: Config, data: Data, rows: list, history: History, fram
 # --- `week1 compare environment`: each fine-tuning in JAX and torch from the same start ------
 
 METHODS = ("lora", "full")
-COMPARE_QUICK = {"steps": 12, "batch_size": 8, "max_length": 16, "warmup_steps": 2,
-                 "train_sentences": 96, "val_sentences": 64, "eval_every": 6}  # fmt: skip
+COMPARE_QUICK = {"steps": 24, "batch_size": 16, "max_length": 16, "warmup_steps": 3,
+                 "train_sentences": 384, "val_sentences": 64, "eval_every": 8}  # fmt: skip
 COMPARE_TEST = {"steps": 3, "batch_size": 4, "max_length": 16, "warmup_steps": 1,
                 "train_sentences": 16, "val_sentences": 16, "eval_every": 3}  # fmt: skip
 

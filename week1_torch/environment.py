@@ -234,7 +234,9 @@ def train(
     """
     init = spec.adapter_init(cfg, data.config, data.num_classes) if weights is None else weights
     targets = (cfg.target_list, cfg.lora_rank, cfg.lora_alpha)
-    models = {m: build_classifier(data, init, m, *targets) for m in methods}
+    # In training mode from the first step: from_pretrained returns the encoder in eval mode
+    # and predict() leaves it in training mode, so a compiled model would compile for each.
+    models = {m: build_classifier(data, init, m, *targets).train() for m in methods}
     forward = {m: torch.compile(models[m]) if compile else models[m] for m in models}
     optimizers, schedulers = {}, {}
     for m in models:
