@@ -100,18 +100,11 @@ def test_reopen_drops_metrics_past_the_checkpoint(tmp_path):
 
 @pytest.fixture
 def early_signals():
-    """The command line's early handlers, restored afterwards."""
-    import sys
-
+    """The command line's handlers, as `week1` runs inside them."""
     from week1 import runs
 
-    saved = {s: signal.getsignal(s) for s in runs.STOP_SIGNALS}, sys.unraisablehook
-    runs.catch_stop_signals()
-    yield runs
-    runs._pending_signal = None
-    for signum, handler in saved[0].items():
-        signal.signal(signum, handler)
-    sys.unraisablehook = saved[1]
+    with runs.stop_signals_remembered():
+        yield runs
 
 
 def test_a_ctrl_c_python_swallowed_before_the_run_still_stops_it(early_signals, tmp_path, capsys):
@@ -132,6 +125,16 @@ def test_a_ctrl_c_python_swallowed_before_the_run_still_stops_it(early_signals, 
         raise AssertionError("the lab must not start")
     assert read_summary(run.dir) == {"status": "interrupted", "step": 0, "signal": "SIGINT"}
     assert early_signals._pending_signal is None  # used up: the next run starts
+
+
+def test_the_command_line_gives_the_handlers_back():
+    import sys
+
+    from week1.cli import main
+
+    before = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    assert main(["list"]) == 0
+    assert (signal.getsignal(signal.SIGINT), sys.unraisablehook) == before
 
 
 def test_a_lab_that_ran_to_the_end_despite_a_lost_signal_is_ok(tmp_path):

@@ -385,10 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    from week1.runs import catch_stop_signals
+    from week1.runs import stop_signals_remembered
 
-    catch_stop_signals()
+    with stop_signals_remembered():
+        return _main(sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     try:
         wants_help = "-h" in argv or "--help" in argv

@@ -24,6 +24,7 @@ that never asks (or a second signal) is stopped at once by `Interrupted`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -63,9 +64,12 @@ class Interrupted(KeyboardInterrupt):
 _pending_signal: int | None = None
 
 
-def catch_stop_signals() -> None:
-    """From now on SIGINT/SIGTERM are remembered as well as raised (the command line calls
-    this first; a Run installs its own handlers while it lasts)."""
+@contextlib.contextmanager
+def stop_signals_remembered():
+    """While it lasts, SIGINT/SIGTERM are remembered as well as raised (the command line wraps
+    itself in it; a Run installs its own handlers inside); the previous handlers come back
+    after, and a signal still pending is forgotten."""
+    global _pending_signal
 
     def on_signal(signum, frame):
         global _pending_signal
@@ -79,10 +83,18 @@ def catch_stop_signals() -> None:
             default_hook(unraisable)
 
     default_hook = sys.unraisablehook
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if main_thread else {}
     sys.unraisablehook = on_unraisable
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, on_signal)
+    for signum in saved:
+        signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook = default_hook
+        _pending_signal = None
 
 
 def exit_code(status: str, signum: int | None = None) -> int:
