@@ -124,9 +124,11 @@ def cpu_threads(n: int):
 
 
 def as_state(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """The matrices as float32 tensors on the default device (updated in place)."""
+    """The matrices as float32 tensors on the default device, updated in place: copies, since on
+    the CPU a tensor from a numpy array would share (and train) the caller's array."""
     names = list(weights)
-    return dict(zip(names, devices.to_device(*(weights[k] for k in names)), strict=True))
+    copies = (np.array(weights[k], dtype=np.float32) for k in names)
+    return dict(zip(names, devices.to_device(*copies), strict=True))
 
 
 def make_update(cfg: pipeline.Settings, compile: bool = False):
