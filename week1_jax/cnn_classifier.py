@@ -15,6 +15,8 @@ import optax
 from flax import nnx
 
 from labs import cnn_classifier as spec
+from week1 import convert
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
@@ -223,6 +225,18 @@ def run(cfg: spec.Config, run) -> dict:
         return history.summary()
     _, _, probs = evaluate(model, spec.eval_batches(data, cfg, "test"))
     return spec.report_run(cfg, data, history, probs, run, "jax")
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare cnn_classifier`: train from `weights` (torch's names, numpy, converted
+    through WEIGHT_MAP; None: Flax's init); returns (the start weights under torch's names,
+    Curves of the validation accuracy). `case` is cfg.variant, the lab's only one."""
+    data = spec.load_data(cfg)
+    if weights is None:
+        weights = convert.flax_to_torch(get_weights(build_model(cfg, data)), spec.WEIGHT_MAP)
+    flax_weights = convert.torch_to_flax(weights, spec.WEIGHT_MAP)
+    _, history = train(cfg, data, weights=flax_weights, show_progress=show_progress)
+    return weights, Curves.of(history, history.val_acc)
 
 
 def bench(cfg: spec.Config) -> dict:

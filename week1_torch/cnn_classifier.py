@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labs import cnn_classifier as spec
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
@@ -188,6 +189,17 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         return history.summary()
     _, _, probs = evaluate(model, spec.eval_batches(data, cfg, "test"))
     return spec.report_run(cfg, data, history, probs, run, "torch")
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare cnn_classifier`: train from `weights` (torch's names, numpy; None: torch's
+    init); returns (the start weights, Curves of the validation accuracy). `case` is
+    cfg.variant, the lab's only one."""
+    data = spec.load_data(cfg)
+    if weights is None:
+        weights = get_weights(build_model(cfg, data))
+    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
+    return weights, Curves.of(history, history.val_acc)
 
 
 def bench(cfg: spec.Config) -> dict:
