@@ -64,7 +64,13 @@ GPU: `week1 run long_range --framework jax --delays=100,200,500 --steps=5000`.
 No checkpoints: the grid is many short trainings; a stop (Ctrl-C) ends the run
 after the current step, with the finished cells in its summary.
 
+`week1 compare long_range` trains the LSTM on each task and the attention model on the copy
+task at the largest T in JAX, torch eager and torch.compile from torch's initial weights on the same
+batches: the curves lie on each other (the bottom panel: their float32 gap); the table sets
+the speeds side by side (JAX's scan against torch's Python loop over time steps).
+
 Run it:  week1 run long_range --framework jax   (or torch)
+         week1 compare long_range --quick
 """
 
 from __future__ import annotations
@@ -74,8 +80,11 @@ import math
 
 import numpy as np
 
+from labs import training_loop
 from week1 import convert
+from week1.comparison import Case
 from week1.config import Range, require
+from week1.tolerances import TRAJECTORY
 
 TASKS = ("copy", "adding")
 MODELS = ("rnn", "lstm", "gru", "attention")
@@ -117,7 +126,8 @@ class Config:
     hidden_size: int = 64  # recurrent state; attention's model width
     n_heads: int = 4  # attention
     seed: int = 0
-    eval_batches: int = 4  # fixed validation batches for the final loss
+    eval_batches: int = 4  # fixed validation batches for the validation loss
+    eval_every: int = 100  # validation loss every this many steps of a cell, and after its last
     clip_demo_delay: int = 20  # the clipping experiment: plain RNN, adding task, SGD, `steps`
     clip_demo_lr: float = 0.05  # SGD's learning rate there
     clip_demo_gain: float = 4.0  # recurrent weights scaled by this at the start
@@ -224,6 +234,18 @@ def cell_key(task: str, model: str, T: int) -> str:
     return f"{task}/{model}/T={T}"
 
 
+@dataclasses.dataclass
+class CellHistory(training_loop.History):
+    """training_loop's History of one cell's training, plus the global gradient norm (before
+    clipping) at each step."""
+
+    grad_norm: list = dataclasses.field(default_factory=list)
+
+
+def is_eval_step(cfg: Config, step: int) -> bool:
+    return training_loop.is_eval_step(cfg, step)
+
+
 # --- reports -------------------------------------------------------------------------------
 
 
@@ -308,3 +330,40 @@ def summary(cfg: Config, final: dict, curves: dict) -> dict:
         if stopped is not None:
             out[f"clipping/{name}/non_finite_at_step"] = stopped
     return out
+
+
+# --- week1 compare -------------------------------------------------------------------------
+
+# `week1 compare long_range --quick`: T=20, 30 steps: every case's loss falls by half or more.
+# Adam at lr 1e-2 carries float32 rounding forward fast: the copy cases leave TRAJECTORY after
+# about 100 steps (measured at T=20), so the quick run stays short.
+COMPARE_QUICK = {"delays": "20", "steps": 30, "eval_every": 10}
+COMPARE_TEST = {"delays": "5", "steps": 10, "eval_every": 5, "hidden_size": 16}  # CI
+# Left out: attention on the adding task. Its two float32 runs leave TRAJECTORY within 10
+# steps (at T=5 and T=20): after 8 steps qkv.bias differs by 4e-3 between the frameworks,
+# every other parameter by 1e-5 (the key bias has no gradient in exact arithmetic: a shift
+# that softmax ignores, so Adam moves it by rounding noise, and the fast-falling loss follows).
+COMPARED = {"copy": ("lstm", "attention"), "adding": ("lstm",)}
+
+
+def compare_delay(cfg: Config) -> int:
+    """The T of the compared cells: the largest delay."""
+    return cfg.delay_list[-1]
+
+
+def compare_cases(cfg: Config) -> list[Case]:
+    """The COMPARED models (those of cfg.models) on each task at compare_delay, their
+    validation loss; F32 curves over many steps (TRAJECTORY)."""
+    T = compare_delay(cfg)
+    return [
+        Case(f"{task}-{model}-T{T}", "val loss", TRAJECTORY)
+        for task in cfg.task_list
+        for model in COMPARED[task]
+        if model in cfg.model_list
+    ]
+
+
+def compare_cell(cfg: Config, case: str) -> tuple[str, str, int]:
+    """(task, model, T) of a case named by compare_cases."""
+    task, model, _ = case.split("-")
+    return task, model, compare_delay(cfg)

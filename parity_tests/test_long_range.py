@@ -121,11 +121,11 @@ def test_short_training(task, kind, gain, lr, clip_norm, sgd):
         )
         for lab in (jax_lab, torch_lab)
     }
-    (_, jax_loss, jax_norm), (_, torch_loss, torch_norm) = runs.values()
+    (_, jax_run), (_, torch_run) = runs.values()
     check = f"long_range {task} {kind} 10 steps (clip {clip_norm})"
-    assert len(jax_loss) == 10
-    assert_close(check, "loss", jax_loss, torch_loss, TRAJECTORY)
-    assert_close(check, "gradient norm", jax_norm, torch_norm, TRAJECTORY)
+    assert len(jax_run.train_loss) == 10
+    assert_close(check, "loss", jax_run.train_loss, torch_run.train_loss, TRAJECTORY)
+    assert_close(check, "gradient norm", jax_run.grad_norm, torch_run.grad_norm, TRAJECTORY)
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ Read beside week1_torch/long_range.py: the same functions in the same order.
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -16,10 +18,11 @@ from flax import nnx
 
 from labs import long_range as spec
 from week1 import convert
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1_jax.lib import devices, optim, recurrent, steps
-from week1_jax.lib.models import set_weights
+from week1_jax.lib.models import get_weights, set_weights
 
 
 class SequenceModel(nnx.Module):
@@ -87,15 +90,21 @@ def build_model(cfg: spec.Config, task: str, kind: str, T: int, weights: dict | 
     if kind == "attention":
         max_len = spec.sequence_length(task, T)
         model = CausalSelfAttention(n_in, cfg.hidden_size, n_out, max_len, cfg.n_heads, rngs=rngs)
-        table = spec.ATTENTION_MAP
     else:
         model = SequenceModel(kind, n_in, cfg.hidden_size, n_out, rngs=rngs)
-        table = recurrent.weight_map(model)
     if weights is not None:
-        set_weights(model, convert.torch_to_flax(weights, table))
+        set_weights(model, convert.torch_to_flax(weights, _torch_table(model)))
     return model
 
 
+def _torch_table(model) -> tuple:
+    """The model's torch state_dict <-> Flax table."""
+    if isinstance(model, CausalSelfAttention):
+        return spec.ATTENTION_MAP
+    return recurrent.weight_map(model)
+
+
+@functools.cache  # one function per task: evaluate's compilations are kept across calls
 def task_loss(task: str):
     """The task's loss(model, x, y): copy, cross-entropy averaged over every step; adding, the
     squared error of the output at the last step."""
@@ -130,10 +139,16 @@ def make_train_step(graphdef, loss):
     return steps.jit_on_state(graphdef, train_step)
 
 
+@functools.cache
+def _jitted_loss(graphdef, loss):
+    """loss(state, x, y) on a split model, compiled once per (model structure, loss, shapes)."""
+    return jax.jit(lambda state, x, y: loss(nnx.merge(graphdef, state), x, y))
+
+
 def evaluate(model, loss, batches) -> float:
     """Mean loss over fixed batches."""
     graphdef, state = nnx.split(model)
-    value = jax.jit(lambda s, x, y: loss(nnx.merge(graphdef, s), x, y))
+    value = _jitted_loss(graphdef, loss)
     return float(np.mean([float(value(state, *devices.to_device(x, y))) for x, y in batches]))
 
 
@@ -151,7 +166,8 @@ def train_cell(
     should_stop=None,
     advance=None,
 ):
-    """Train one (task, model, T) cell; returns (model, losses, gradient norms).
+    """Train one (task, model, T) cell; returns (model, CellHistory): losses, gradient norms,
+    the validation loss every cfg.eval_every steps and after the last, the step times.
 
     lr, clip_norm, sgd: override cfg's Adam settings (the clipping experiment). A non-finite
     loss raises Diverged when clipping is on; unclipped (the experiment that shows why clipping
@@ -162,25 +178,35 @@ def train_cell(
     model = build_model(cfg, task, kind, T, weights)
     optimizer = make_optimizer(model, lr, clip_norm, sgd)
     graphdef, state = nnx.split((model, optimizer))
-    train_step = make_train_step(graphdef, task_loss(task))
-    losses, norms = [], []
+    loss_fn = task_loss(task)
+    train_step = make_train_step(graphdef, loss_fn)
+    val = spec.val_batches(task, T, cfg)
+    key = spec.cell_key(task, kind, T)
+    history = spec.CellHistory()
     for step in range(1, cfg.steps + 1):
         x, y = devices.to_device(*spec.batch(task, T, cfg, step))
+        t0 = time.perf_counter()
         state, (loss, norm) = train_step(state, x, y)
-        losses.append(float(loss))
-        norms.append(float(norm))
-        if not math.isfinite(losses[-1]):
+        loss, norm = float(loss), float(norm)
+        history.add_train(step, loss, time.perf_counter() - t0)
+        history.grad_norm.append(norm)
+        if not math.isfinite(loss):
             if clip_norm:
-                raise Diverged(step, f"loss ({spec.cell_key(task, kind, T)})")
+                raise Diverged(step, f"loss ({key})")
             break
         if log and step % 10 == 0:
-            log(step, **{f"{spec.cell_key(task, kind, T)}/train_loss": losses[-1]})
+            log(step, **{f"{key}/train_loss": loss})
+        if spec.is_eval_step(cfg, step):
+            nnx.update((model, optimizer), state)  # the model sees the new arrays
+            history.add_val(step, evaluate(model, loss_fn, val))
+            if log:
+                log(step, **{f"{key}/val_loss": history.val_loss[-1]})
         if advance:
-            advance(losses[-1])
+            advance(loss)
         if should_stop is not None and should_stop():
             break
     nnx.update((model, optimizer), state)
-    return model, losses, norms
+    return model, history
 
 
 def input_grad_norms(model, task: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -203,7 +229,7 @@ def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = Fals
     curves = {}
     for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
         with progress(f"jax clipping: {arm}", cfg.steps, show_progress) as advance:
-            _, losses, norms = train_cell(
+            _, history = train_cell(
                 cfg,
                 "adding",
                 "rnn",
@@ -215,7 +241,11 @@ def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = Fals
                 should_stop=should_stop,
                 advance=advance,
             )
-        curves[arm] = {"steps": list(range(1, len(losses) + 1)), "loss": losses, "grad_norm": norms}
+        curves[arm] = {
+            "steps": history.steps,
+            "loss": history.train_loss,
+            "grad_norm": history.grad_norm,
+        }
     return curves
 
 
@@ -225,7 +255,7 @@ def run(cfg: spec.Config, run) -> dict:
     final, trained = {}, {}
     with progress("jax grid", total=len(cells) * cfg.steps) as advance:
         for task, kind, T in cells:
-            model, _, _ = train_cell(
+            model, _ = train_cell(
                 cfg, task, kind, T, log=run.log, should_stop=run.should_stop, advance=advance
             )
             if run.should_stop():
@@ -247,3 +277,16 @@ def run(cfg: spec.Config, run) -> dict:
     curves = clipping_demo(cfg, run.should_stop, show_progress=True)
     spec.plot_clipping(run.path("long_range_clipping.png"), curves)
     return spec.summary(cfg, final, curves)
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+    """`week1 compare long_range`: train the cell of `case` (spec.compare_cases) from `weights`
+    (torch's names, numpy; None: Flax's init); returns (the start weights under torch's names,
+    Curves)."""
+    task, kind, T = spec.compare_cell(cfg, case)
+    if weights is None:
+        model = build_model(cfg, task, kind, T)
+        weights = convert.flax_to_torch(get_weights(model), _torch_table(model))
+    with progress(f"jax {case}", cfg.steps, show_progress) as advance:
+        _, history = train_cell(cfg, task, kind, T, weights=weights, advance=advance)
+    return weights, Curves.of(history)

@@ -7,6 +7,7 @@ Read beside week1_jax/long_range.py: the same functions in the same order.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labs import long_range as spec
+from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1_torch.lib import devices, optim, recurrent
@@ -146,35 +148,49 @@ def train_cell(
     log=None,
     should_stop=None,
     advance=None,
+    compile: bool = False,
 ):
-    """Train one (task, model, T) cell; returns (model, losses, gradient norms).
+    """Train one (task, model, T) cell; returns (model, CellHistory): losses, gradient norms,
+    the validation loss every cfg.eval_every steps and after the last, the step times.
 
     lr, clip_norm, sgd: override cfg's Adam settings (the clipping experiment). A non-finite
     loss raises Diverged when clipping is on; unclipped (the experiment that shows why clipping
-    exists) it ends the curve, the non-finite loss last.
+    exists) it ends the curve, the non-finite loss last. compile: torch.compile the recurrent
+    cell (the time loop stays in Python) or the attention model.
     """
     lr = cfg.lr if lr is None else lr
     clip_norm = cfg.clip_norm if clip_norm is None else clip_norm
     model = build_model(cfg, task, kind, T, weights)
     optimizer = make_optimizer(model, lr, sgd)
+    step_model = model
+    if compile:
+        step_model = torch.compile(model) if kind == "attention" else recurrent.compile_cells(model)
     loss_fn = task_loss(task)
-    losses, norms = [], []
+    val = spec.val_batches(task, T, cfg)
+    key = spec.cell_key(task, kind, T)
+    history = spec.CellHistory()
     for step in range(1, cfg.steps + 1):
         x, y = devices.to_device(*spec.batch(task, T, cfg, step))
-        loss, norm = train_step(model, optimizer, loss_fn, x, y, clip_norm)
-        losses.append(float(loss))
-        norms.append(float(norm))
-        if not math.isfinite(losses[-1]):
+        t0 = time.perf_counter()
+        loss, norm = train_step(step_model, optimizer, loss_fn, x, y, clip_norm)
+        loss, norm = float(loss), float(norm)
+        history.add_train(step, loss, time.perf_counter() - t0)
+        history.grad_norm.append(norm)
+        if not math.isfinite(loss):
             if clip_norm:
-                raise Diverged(step, f"loss ({spec.cell_key(task, kind, T)})")
+                raise Diverged(step, f"loss ({key})")
             break
         if log and step % 10 == 0:
-            log(step, **{f"{spec.cell_key(task, kind, T)}/train_loss": losses[-1]})
+            log(step, **{f"{key}/train_loss": loss})
+        if spec.is_eval_step(cfg, step):
+            history.add_val(step, evaluate(model, loss_fn, val))
+            if log:
+                log(step, **{f"{key}/val_loss": history.val_loss[-1]})
         if advance:
-            advance(losses[-1])
+            advance(loss)
         if should_stop is not None and should_stop():
             break
-    return model, losses, norms
+    return model, history
 
 
 def input_grad_norms(model, task: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -197,7 +213,7 @@ def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = Fals
     curves = {}
     for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
         with progress(f"torch clipping: {arm}", cfg.steps, show_progress) as advance:
-            _, losses, norms = train_cell(
+            _, history = train_cell(
                 cfg,
                 "adding",
                 "rnn",
@@ -209,7 +225,11 @@ def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = Fals
                 should_stop=should_stop,
                 advance=advance,
             )
-        curves[arm] = {"steps": list(range(1, len(losses) + 1)), "loss": losses, "grad_norm": norms}
+        curves[arm] = {
+            "steps": history.steps,
+            "loss": history.train_loss,
+            "grad_norm": history.grad_norm,
+        }
     return curves
 
 
@@ -219,7 +239,7 @@ def run(cfg: spec.Config, run) -> dict:
     final, trained = {}, {}
     with progress("torch grid", total=len(cells) * cfg.steps) as advance:
         for task, kind, T in cells:
-            model, _, _ = train_cell(
+            model, _ = train_cell(
                 cfg, task, kind, T, log=run.log, should_stop=run.should_stop, advance=advance
             )
             if run.should_stop():
@@ -241,3 +261,17 @@ def run(cfg: spec.Config, run) -> dict:
     curves = clipping_demo(cfg, run.should_stop, show_progress=True)
     spec.plot_clipping(run.path("long_range_clipping.png"), curves)
     return spec.summary(cfg, final, curves)
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare long_range`: train the cell of `case` (spec.compare_cases) from `weights`
+    (torch's names, numpy; None: torch's init); returns (the start weights, Curves)."""
+    task, kind, T = spec.compare_cell(cfg, case)
+    if weights is None:
+        weights = get_weights(build_model(cfg, task, kind, T))
+    label = f"torch{'.compile' if compile else ''} {case}"
+    with progress(label, cfg.steps, show_progress) as advance:
+        _, history = train_cell(
+            cfg, task, kind, T, weights=weights, advance=advance, compile=compile
+        )
+    return weights, Curves.of(history)
