@@ -128,6 +128,14 @@ def worker_main(worker, config_cls, argv: list[str]) -> None:
     options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith(("--out=", "--mode=")))
     overrides = [arg for arg in argv if not arg.startswith(("--out=", "--mode="))]
     worker(override(config_cls(), overrides), options["out"], options.get("mode", "train"))
+    # Done: the group is destroyed and the results are written and closed. Leave without the
+    # interpreter's teardown, where a C++ thread still alive (gloo's, or one a library such as
+    # Accelerate started) aborts the rank: "terminate called without an active exception",
+    # seen once in a full parity run (the environment lab's Accelerate worker) even after the
+    # barrier of process_group().
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def local_rows(a: np.ndarray, rank: int, world_size: int) -> np.ndarray:
