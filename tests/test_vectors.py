@@ -91,3 +91,41 @@ def test_eval_files_come_from_the_cache_without_gensim(tmp_path, monkeypatch):
     monkeypatch.setattr(vectors, "package_dir", lambda name: find("no_such_package"))
     path = vectors.eval_path(vectors.ANALOGIES)
     assert path == tmp_path / vectors.ANALOGIES and path.stat().st_size > 0
+
+
+def _global_call_pickle(module: str, name: str, arg: str) -> bytes:
+    """A protocol-4 pickle that calls module.name(arg) when loaded (STACK_GLOBAL + REDUCE)."""
+    import pickle
+
+    def unicode(text: str) -> bytes:
+        raw = text.encode()
+        return pickle.SHORT_BINUNICODE + bytes([len(raw)]) + raw
+
+    return (
+        pickle.PROTO + b"\x04" + unicode(module) + unicode(name) + pickle.STACK_GLOBAL
+        + unicode(arg) + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [("numpy.lib._datasource", "os.system"), ("numpy", "load"), ("posix", "system")],
+)
+def test_a_vectors_pickle_cannot_run_code(tmp_path, module, name):
+    """The bypass found in issue 21: a dotted name inside an allowed module reaches os.system."""
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.kv"
+    path.write_bytes(_global_call_pickle(module, name, f"touch {marker}"))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        vectors.load_kv(path)
+    assert not marker.exists()
+
+
+def test_gensim_4_saved_vectors_load(pretrained, tmp_path):
+    small = vectors.WordVectors(pretrained.words[:50], pretrained.vectors[:50])
+    as_gensim(small).save(str(tmp_path / "small.kv"))
+    loaded = vectors.load_kv(tmp_path / "small.kv")
+    assert loaded.words == small.words
+    np.testing.assert_array_equal(loaded.vectors, small.vectors)

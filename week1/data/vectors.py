@@ -144,17 +144,32 @@ class _Record:
         self.__dict__.update(state)
 
 
+# The only (module, name) pairs a vectors pickle may rebuild: numpy's array and scalar
+# reconstructors (under numpy 1's `numpy.core` and numpy 2's `numpy._core` names) and a few
+# builtins. Anything else, and any dotted name (pickle protocol 4 resolves "os.system" inside
+# an allowed module by getattr, a way around a module-only check), is refused.
+_NUMPY_REBUILDERS = {"_reconstruct", "scalar"}
+ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    *((f"numpy.{core}.multiarray", n) for core in ("core", "_core") for n in _NUMPY_REBUILDERS),
+    *(("builtins", n) for n in ("set", "frozenset", "slice", "complex")),
+}
+
+
 class _Unpickler(pickle.Unpickler):
     """Rebuilds numpy arrays and turns gensim's classes into _Record; refuses everything else."""
 
     def find_class(self, module, name):
+        if "." in name:
+            raise pickle.UnpicklingError(
+                f"refusing the dotted name {module}.{name} in a vectors file"
+            )
         if module.startswith("gensim."):
             return _Record
-        if module.split(".")[0] == "numpy":
-            if module.startswith("numpy.core"):  # pickled by numpy 1; numpy 2 calls it _core
-                module = "numpy._core" + module[len("numpy.core") :]
-            return super().find_class(module, name)
-        if module == "builtins" and name in ("set", "frozenset", "slice", "complex"):
+        if (module, name) in ALLOWED_GLOBALS:
+            if module.startswith("numpy.core."):  # pickled by numpy 1; numpy 2 calls it _core
+                module = "numpy._core." + module[len("numpy.core.") :]
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a vectors file")
 
