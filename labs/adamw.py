@@ -30,12 +30,11 @@ import dataclasses
 
 import numpy as np
 
-from labs import training_loop
-from week1 import report
+from week1 import charlm, report
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(training_loop.Config):
+class Config(charlm.Config):
     """The training_loop LM's settings (its data, model and schedule), with a shorter run."""
 
     steps: int = 1000

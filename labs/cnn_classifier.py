@@ -70,8 +70,7 @@ import pathlib
 
 import numpy as np
 
-from labs import training_loop
-from week1 import convert, report
+from week1 import charlm, convert, loop, report
 from week1.comparison import Case
 from week1.config import AT_LEAST_1, Range, UsageError, require
 from week1.data import labelled, vectors
@@ -117,7 +116,7 @@ class Config:
     steps: int = 800  # polarity: 200 steps per epoch at batch 50
     batch_size: int = 50
     lr: float = 1e-3
-    schedule: str = "warmup_cosine"  # one of labs.training_loop.SCHEDULES
+    schedule: str = "warmup_cosine"  # one of labs.charlm.SCHEDULES
     warmup_steps: int = 50
     final_lr: float = 1e-5
     weight_decay: float = 0.0  # decoupled (AdamW), on matrices only
@@ -162,8 +161,8 @@ class Config:
             f"embeddings={self.embeddings!r}: allowed: {', '.join(EMBEDDINGS)}",
         )
         require(
-            self.schedule in training_loop.SCHEDULES,
-            f"schedule={self.schedule!r}: allowed: {', '.join(training_loop.SCHEDULES)}",
+            self.schedule in charlm.SCHEDULES,
+            f"schedule={self.schedule!r}: allowed: {', '.join(charlm.SCHEDULES)}",
         )
         require(
             self.warmup_steps <= self.steps,
@@ -275,7 +274,7 @@ def eval_batches(data: Data, cfg: Config, split: str) -> list[labelled.Batch]:
 
 
 @dataclasses.dataclass
-class History(training_loop.History):
+class History(loop.History):
     """training_loop's History, plus validation accuracy at each evaluation."""
 
     val_acc: list = dataclasses.field(default_factory=list)
@@ -289,7 +288,7 @@ class History(training_loop.History):
 
 is_eval_step = training_loop.is_eval_step
 is_checkpoint_step = training_loop.is_checkpoint_step
-non_finite_what = training_loop.non_finite_what
+non_finite_what = loop.non_finite_what
 
 
 # --- metrics and baselines -----------------------------------------------------------------

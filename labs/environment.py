@@ -174,8 +174,7 @@ import math
 
 import numpy as np
 
-from labs import training_loop
-from week1 import convert, report
+from week1 import charlm, convert, report
 from week1.comparison import Case, Curves
 from week1.config import AT_LEAST_1, POSITIVE, Range, require
 from week1.data import labelled, minilm
@@ -278,10 +277,10 @@ class Config:
 # --- the Hub part: the training_loop lab's model, exported --------------------------------
 
 
-def char_mlp_config(cfg: Config) -> training_loop.Config:
+def char_mlp_config(cfg: Config) -> charlm.Config:
     """The training_loop config of the char MLP this lab trains and exports: hub_steps steps,
     a checkpoint at the end (what `week1 export` reads), evaluated once."""
-    return training_loop.Config(
+    return charlm.Config(
         steps=cfg.hub_steps,
         seed=cfg.seed,
         warmup_steps=min(100, cfg.hub_steps // 10),
@@ -293,10 +292,10 @@ def char_mlp_config(cfg: Config) -> training_loop.Config:
 # --- the Accelerate part ------------------------------------------------------------------
 
 
-def accelerate_config(cfg: Config) -> training_loop.Config:
+def accelerate_config(cfg: Config) -> charlm.Config:
     """The training_loop model, data and optimizer the Accelerate and DDP loops share (dropout
     off: per-process dropout masks would differ from one process's)."""
-    return training_loop.Config(
+    return charlm.Config(
         steps=cfg.accel_steps,
         batch_size=cfg.accel_batch_size,
         seed=cfg.seed,
@@ -670,7 +669,7 @@ def start_weights(cfg: Config, data: Data, method: str) -> dict:
 
 def prepare(out_dir=None) -> list:
     """`week1 prepare environment`: the char-MLP data and the polarity corpus, cached."""
-    lines = training_loop.prepare(out_dir)
+    lines = charlm.prepare(out_dir)
     corpus = labelled.prepare("polarity", root=out_dir)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in corpus.splits.items())
     return [*lines, f"polarity: {sizes} sentences in {corpus.cache}"]

@@ -49,7 +49,7 @@ import dataclasses
 
 import numpy as np
 
-from labs import training_loop
+from week1 import charlm
 from week1.comparison import Case
 from week1.config import require
 from week1.tolerances import TRAJECTORY
@@ -59,7 +59,7 @@ NORMALISATIONS = ("total", "per_micro_batch")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(training_loop.Config):
+class Config(charlm.Config):
     steps: int = 200
     batch_size: int = 64  # the whole batch, split into `micro_batches`
     warmup_steps: int = 20
@@ -82,14 +82,14 @@ class Config(training_loop.Config):
         )
 
 
-def padded_batch(data: training_loop.Data, cfg: Config, step: int):
+def padded_batch(data: charlm.Data, cfg: Config, step: int):
     """The training batch `step` with padding: x (B, T) int32, y (B,) int32, IGNORE_INDEX at
     padding.
 
     Micro-batch j (rows j*m .. (j+1)*m) keeps its first n_j labels, n_j drawn
     from [1, m] with a seed of its own, like sequences of different lengths.
     """
-    x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,)
+    x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,)
     k, m = cfg.micro_batches, cfg.batch_size // cfg.micro_batches
     n_real = np.random.default_rng([cfg.seed, step, 7]).integers(1, m + 1, size=k)  # (k,)
     keep = np.arange(m)[None, :] < n_real[:, None]  # (k, m)

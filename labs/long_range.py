@@ -80,8 +80,7 @@ import math
 
 import numpy as np
 
-from labs import training_loop
-from week1 import convert
+from week1 import convert, loop
 from week1.comparison import Case
 from week1.config import Range, require
 from week1.tolerances import TRAJECTORY
@@ -235,7 +234,7 @@ def cell_key(task: str, model: str, T: int) -> str:
 
 
 @dataclasses.dataclass
-class CellHistory(training_loop.History):
+class CellHistory(loop.History):
     """training_loop's History of one cell's training, plus the global gradient norm (before
     clipping) at each step."""
 

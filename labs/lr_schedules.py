@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from labs import training_loop
-from labs.training_loop import SCHEDULES
+from week1 import charlm
+from week1.charlm import SCHEDULES
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(training_loop.Config):
+class Config(charlm.Config):
     """The training_loop LM's settings (each schedule trains it once), with a shorter run."""
 
     steps: int = 1500

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from labs import training_loop
+from week1 import charlm
 from week1.comparison import Case
 from week1.config import require
 from week1.formats import FORMAT_COLUMNS, FORMATS  # noqa: F401 (the lab's formats)
@@ -70,7 +70,7 @@ LOSS_SCALE = 2.0**16  # the scale the demo uses (GradScaler's initial scale)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(training_loop.Config):
+class Config(charlm.Config):
     steps: int = 300
     eval_every: int = 100
     checkpoint_every: int = 0

@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from labs import training_loop
+from week1 import charlm
 from week1.comparison import Case
 from week1.config import require
 from week1.runs import Diverged
@@ -55,7 +55,7 @@ LAYERS = ("wte", "fc1", "ln", "head")  # the CharMLP's layers, in forward order
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(training_loop.Config):
+class Config(charlm.Config):
     steps: int = 300
     eval_every: int = 100
     checkpoint_every: int = 50

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from labs import training_loop
+from week1 import charlm
 from week1.config import require
 from week1.profiler import PROFILE_STEPS, TOP_OPS
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(training_loop.Config):
+class Config(charlm.Config):
     profile_steps: int = (
         PROFILE_STEPS  # steps traced and timed (the first one includes compilation)
     )

@@ -67,8 +67,7 @@ import shutil
 
 import numpy as np
 
-from labs import training_loop
-from week1 import convert, report, runs
+from week1 import charlm, convert, loop, report, runs
 from week1.comparison import Case
 from week1.config import AT_LEAST_1, POSITIVE, require
 from week1.tolerances import TRAJECTORY
@@ -79,7 +78,7 @@ ARMS = ("none", "dropout", "layernorm", "weight_decay", "l2_penalty", "all")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(training_loop.Config):
+class Config(charlm.Config):
     """The training_loop LM's settings, made to overfit: more context and hidden units, a small
     training slice."""
 
@@ -153,17 +152,17 @@ def train_slice(train: np.ndarray, n_chars: int, pieces: int = 30) -> np.ndarray
     return np.concatenate([train[s : s + length] for s in starts])
 
 
-def load_data(cfg: Config) -> training_loop.Data:
-    data = training_loop.load_data(cfg)
-    return training_loop.Data(data.corpus, train_slice(data.train, cfg.train_chars), data.val)
+def load_data(cfg: Config) -> charlm.Data:
+    data = charlm.load_data(cfg)
+    return charlm.Data(data.corpus, train_slice(data.train, cfg.train_chars), data.val)
 
 
-train_batch = training_loop.train_batch
-val_batches = training_loop.val_batches
-History = training_loop.History
+train_batch = charlm.train_batch
+val_batches = charlm.val_batches
+History = loop.History
 is_eval_step = training_loop.is_eval_step
 is_checkpoint_step = training_loop.is_checkpoint_step
-non_finite_what = training_loop.non_finite_what
+non_finite_what = loop.non_finite_what
 
 
 def dropout_keep_mask(shape, rate: float, seed) -> np.ndarray:
@@ -310,4 +309,4 @@ def compare_cases(cfg: Config) -> list[Case]:
 
 def prepare(out_dir=None) -> list:
     """`week1 prepare regularization`: the training_loop's character ids."""
-    return training_loop.prepare(out_dir)
+    return charlm.prepare(out_dir)

@@ -86,7 +86,7 @@ import json
 
 import numpy as np
 
-from labs import training_loop
+from week1 import charlm, loop
 from week1.comparison import Case
 from week1.config import Range, require
 from week1.data import labelled, shakespeare
@@ -194,8 +194,8 @@ class Config:
             self.pooling in POOLINGS, f"pooling={self.pooling!r}: allowed: {', '.join(POOLINGS)}"
         )
         require(
-            self.schedule in training_loop.SCHEDULES,
-            f"schedule={self.schedule!r}: allowed: {', '.join(training_loop.SCHEDULES)}",
+            self.schedule in charlm.SCHEDULES,
+            f"schedule={self.schedule!r}: allowed: {', '.join(charlm.SCHEDULES)}",
         )
         require(
             self.warmup_steps <= self.steps,
@@ -217,11 +217,11 @@ class Config:
 # --- the character LM --------------------------------------------------------------------
 
 
-def load_lm_data(cfg: Config) -> training_loop.Data:
+def load_lm_data(cfg: Config) -> charlm.Data:
     """Shakespeare's characters, split as the training_loop lab splits them."""
     corpus = shakespeare.prepare()
     train, val = corpus.split(cfg.val_fraction)
-    return training_loop.Data(corpus, train, val)
+    return charlm.Data(corpus, train, val)
 
 
 def sequence_batch(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, step: int):
@@ -233,11 +233,11 @@ def sequence_batch(ids: np.ndarray, seq_len: int, batch_size: int, seed: int, st
     return windows[:, :-1], windows[:, 1:]
 
 
-def lm_batch(data: training_loop.Data, cfg: Config, step: int):
+def lm_batch(data: charlm.Data, cfg: Config, step: int):
     return sequence_batch(data.train, cfg.seq_len, cfg.batch_size, cfg.seed, step)
 
 
-def lm_val_batches(data: training_loop.Data, cfg: Config) -> list:
+def lm_val_batches(data: charlm.Data, cfg: Config) -> list:
     """A fixed set of validation windows (seeded apart from training)."""
     return [
         sequence_batch(data.val, cfg.seq_len, cfg.batch_size, cfg.seed + 1_000_003, k)
@@ -245,9 +245,9 @@ def lm_val_batches(data: training_loop.Data, cfg: Config) -> list:
     ]
 
 
-def mlp_config(cfg: Config) -> training_loop.Config:
+def mlp_config(cfg: Config) -> charlm.Config:
     """The training_loop MLP run beside the LSTM: same steps, batch size, seed, evaluations."""
-    return training_loop.Config(
+    return charlm.Config(
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
@@ -259,13 +259,13 @@ def mlp_config(cfg: Config) -> training_loop.Config:
     )
 
 
-def prompt_ids(data: training_loop.Data) -> np.ndarray:
+def prompt_ids(data: charlm.Data) -> np.ndarray:
     """The sampling prompt: the first line of the validation text."""
     text = data.corpus.decode(data.val[:200])
     return data.val[: text.index("\n") + 1].astype(np.int32)
 
 
-def plot_lm(path, lstm: training_loop.History, mlp: training_loop.History, unigram: float):
+def plot_lm(path, lstm: loop.History, mlp: loop.History, unigram: float):
     from week1.report import plot_lines
 
     return plot_lines(
@@ -288,14 +288,14 @@ def mlp_kwargs(run) -> dict:
     return {"should_stop": run.should_stop, "show_progress": True}
 
 
-def mlp_baseline(run, cfg: Config, train) -> training_loop.History | None:
+def mlp_baseline(run, cfg: Config, train) -> loop.History | None:
     """The training_loop MLP's history at equal steps, `train(mlp_config(cfg))` -> History;
     kept in the run folder (mlp_baseline.json), so a resumed run does not train it again.
     None when a stop was asked before it finished."""
     path = run.path("mlp_baseline.json")
     mlp_cfg = mlp_config(cfg)
     if path.exists():
-        history = training_loop.History(**json.loads(path.read_text()))
+        history = loop.History(**json.loads(path.read_text()))
         if history.steps[-1] == mlp_cfg.steps:  # not when a resume changed the steps
             return history
     history = train(mlp_cfg)
@@ -305,9 +305,9 @@ def mlp_baseline(run, cfg: Config, train) -> training_loop.History | None:
     return history
 
 
-def lm_summary(run, cfg: Config, data, lstm, mlp: training_loop.History, text: str) -> dict:
+def lm_summary(run, cfg: Config, data, lstm, mlp: loop.History, text: str) -> dict:
     """Plot rnn_lm.png; the LM run's summary (final losses of both models, the sample)."""
-    unigram = training_loop.unigram_baseline(data)
+    unigram = charlm.unigram_baseline(data)
     plot_lm(run.path("rnn_lm.png"), lstm, mlp, unigram)
     return {
         **lstm.summary(),
@@ -321,7 +321,7 @@ def lm_summary(run, cfg: Config, data, lstm, mlp: training_loop.History, text: s
 
 
 @dataclasses.dataclass
-class ClassifierHistory(training_loop.History):
+class ClassifierHistory(loop.History):
     val_accuracy: list = dataclasses.field(default_factory=list)
 
     def add_accuracy(self, step: int, accuracy: float, log=None) -> None:

@@ -17,11 +17,10 @@ import torch
 from flax import nnx
 from multidevice import LOOP_CFG
 
-from labs import training_loop
-from week1 import convert
-from week1_jax import training_loop as jax_loop
+from week1 import charlm, convert
+from week1_jax.lib import charlm as jax_loop
 from week1_jax.lib.models import dotted
-from week1_torch import training_loop as torch_loop
+from week1_torch.lib import charlm as torch_loop
 from week1_torch.lib.models import get_weights
 
 
@@ -39,7 +38,7 @@ def _pin_precision():
 
 @pytest.fixture(scope="module")
 def data():
-    return training_loop.load_data(LOOP_CFG)
+    return charlm.load_data(LOOP_CFG)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def weights(data):
 def jax_single(data, weights):
     """One device, the training_loop lab's own code: first-step grads and the 20-step losses."""
     model = jax_loop.build_model(LOOP_CFG, data.vocab_size, weights[1])
-    x, y = jax_loop.as_arrays(*training_loop.train_batch(data, LOOP_CFG, 1))
+    x, y = jax_loop.as_arrays(*charlm.train_batch(data, LOOP_CFG, 1))
     grads = nnx.grad(jax_loop.loss_fn)(model, x, y)
     flat = {dotted(path): np.asarray(v[...]) for path, v in nnx.to_flat_state(grads)}
     _, history = jax_loop.train(LOOP_CFG, data, weights=weights[1])
@@ -65,7 +64,7 @@ def jax_single(data, weights):
 def torch_single(data, weights):
     """One device, the training_loop lab's own code: first-step grads and the 20-step losses."""
     model = torch_loop.build_model(LOOP_CFG, data.vocab_size, weights[0])
-    x, y = torch_loop.as_tensors(*training_loop.train_batch(data, LOOP_CFG, 1))
+    x, y = torch_loop.as_tensors(*charlm.train_batch(data, LOOP_CFG, 1))
     torch_loop.loss_fn(model, x, y).backward()
     grads = {name: p.grad.cpu().numpy().copy() for name, p in model.named_parameters()}
     _, history = torch_loop.train(LOOP_CFG, data, weights=weights[0])

@@ -16,12 +16,11 @@ import pytest
 import torch
 
 from labs import data_parallel as spec
-from labs import training_loop
-from week1 import convert
+from week1 import charlm, convert
 from week1.config import UsageError
 from week1.tolerances import F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import data_parallel as jax_dp
-from week1_jax import training_loop as jax_loop
+from week1_jax.lib import charlm as jax_loop
 from week1_torch.lib import parallel as torch_parallel
 
 CFG = multidevice.CFG
@@ -124,7 +123,7 @@ def test_two_jax_processes_agree_with_one_device():
     )
     # The workers start from the seed's Flax init: compare with one device from that same init.
     _, single = jax_loop.train(
-        dataclasses.replace(LOOP_CFG, steps=steps), training_loop.load_data(LOOP_CFG)
+        dataclasses.replace(LOOP_CFG, steps=steps), charlm.load_data(LOOP_CFG)
     )
     assert_close(
         "2 JAX processes x2 devices vs 1 device",

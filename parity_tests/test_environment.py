@@ -234,10 +234,10 @@ def logits_from_folder(folder, framework: str, x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def windows(trained_runs):
     """A validation batch of character windows (B, T)."""
-    from labs import training_loop
+    from week1 import charlm
 
-    cfg = from_dict(training_loop.Config, export.read_run(trained_runs["jax"]).config)
-    return training_loop.val_batches(training_loop.load_data(cfg), cfg)[0][0]
+    cfg = from_dict(charlm.Config, export.read_run(trained_runs["jax"]).config)
+    return charlm.val_batches(charlm.load_data(cfg), cfg)[0][0]
 
 
 @pytest.mark.parametrize(("trained", "loaded"), [("jax", "torch"), ("torch", "jax")])

@@ -19,7 +19,7 @@ from week1.tolerances import BF16, BF16_FINAL_LOSS, F32, TRAJECTORY, assert_clos
 from week1_jax import fsdp as jax_fsdp
 from week1_jax.lib import parallel as jax_parallel
 from week1_torch import fsdp as torch_fsdp
-from week1_torch import training_loop as torch_loop
+from week1_torch.lib import charlm as torch_loop
 from week1_torch.lib import parallel as torch_parallel
 
 CFG = spec.Config(steps=20, batch_size=32, n_hidden=64, warmup_steps=5, lr=1e-2)

@@ -16,15 +16,14 @@ import torch
 from flax import nnx
 
 from labs import grad_accumulation as spec
-from labs import training_loop
-from week1 import convert
+from week1 import charlm, convert
 from week1.tolerances import F32, F64, assert_tree_close, measure
 from week1_jax import grad_accumulation as jga
-from week1_jax import training_loop as jtl
+from week1_jax.lib import charlm as jtl
 from week1_jax.lib import models as jmodels
 from week1_jax.lib import precision
 from week1_torch import grad_accumulation as tga
-from week1_torch import training_loop as ttl
+from week1_torch.lib import charlm as ttl
 from week1_torch.lib import models as tmodels
 
 CFG = spec.Config(batch_size=32, micro_batches=4, n_hidden=64, steps=10, warmup_steps=2)
@@ -32,7 +31,7 @@ CFG = spec.Config(batch_size=32, micro_batches=4, n_hidden=64, steps=10, warmup_
 
 @pytest.fixture(scope="module")
 def batch():
-    data = training_loop.load_data(CFG)
+    data = charlm.load_data(CFG)
     x, y = spec.padded_batch(data, CFG, 3)
     xs, ys = spec.split_micro_batches(x, y, CFG.micro_batches)
     assert len(set((ys != spec.IGNORE_INDEX).sum(axis=1))) > 1, (

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from labs.training_loop import SCHEDULES
+from week1.charlm import SCHEDULES
 from week1.tolerances import F64, assert_close
 from week1_jax import lr_schedules as jax_lab
 from week1_jax.lib import schedules as jax_schedules

@@ -10,15 +10,14 @@ import torch
 from flax import nnx
 
 from labs import mixed_precision as spec
-from labs import training_loop
-from week1 import convert
+from week1 import charlm, convert
 from week1.tolerances import BF16, BF16_FINAL_LOSS, EXACT, assert_close, assert_tree_close
 from week1_jax import mixed_precision as jmp
-from week1_jax import training_loop as jtl
+from week1_jax.lib import charlm as jtl
 from week1_jax.lib import models as jmodels
 from week1_jax.lib import precision as jprec
 from week1_torch import mixed_precision as tmp
-from week1_torch import training_loop as ttl
+from week1_torch.lib import charlm as ttl
 from week1_torch.lib import devices as tdevices
 from week1_torch.lib import models as tmodels
 from week1_torch.lib import precision as tprec
@@ -30,7 +29,7 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA dev
 
 @pytest.fixture(scope="module")
 def data():
-    return training_loop.load_data(CFG)
+    return charlm.load_data(CFG)
 
 
 def same_start(data, device, monkeypatch):
@@ -47,7 +46,7 @@ def same_start(data, device, monkeypatch):
 )
 def test_bf16_loss_and_grads_jax_equal_torch(data, device, monkeypatch):
     jax_model, torch_model, _ = same_start(data, device, monkeypatch)
-    x, y = training_loop.train_batch(data, CFG, 1)
+    x, y = charlm.train_batch(data, CFG, 1)
     jax_loss, jax_grads = jmp.loss_and_grads(jax_model, *jtl.as_arrays(x, y), jprec.BF16)
     torch_loss, torch_grads = tmp.loss_and_grads(torch_model, *ttl.as_tensors(x, y, device), "bf16")
     assert jax_grads["fc1"]["kernel"][...].dtype == jnp.float32, "master-weight gradients are fp32"
@@ -131,7 +130,7 @@ def test_fp16_overflow_skips_the_step_in_both(data, monkeypatch):
     jax_model = jmp.build_model(
         CFG, data.vocab_size, "fp16", convert.torch_to_flax(weights, convert.CHAR_MLP)
     )
-    x, y = training_loop.train_batch(data, CFG, 7)
+    x, y = charlm.train_batch(data, CFG, 7)
     settings = dataclasses.replace(CFG, init_scale=2.0**120).loss_scale
     scaler = jprec.DynamicLossScale(**settings)
     jax_optimizer = jtl.make_optimizer(jax_model, CFG)

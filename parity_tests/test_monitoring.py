@@ -12,16 +12,15 @@ import pytest
 import torch
 
 from labs import monitoring as spec
-from labs import training_loop
-from week1 import convert
+from week1 import charlm, convert
 from week1.runs import Run, exit_code
 from week1.tolerances import EXACT, F32, assert_close, assert_tree_close
 from week1_jax import monitoring as jmon
-from week1_jax import training_loop as jtl
+from week1_jax.lib import charlm as jtl
 from week1_jax.lib import checkpoint as jckpt
 from week1_jax.lib import models as jmodels
 from week1_torch import monitoring as tmon
-from week1_torch import training_loop as ttl
+from week1_torch.lib import charlm as ttl
 from week1_torch.lib import checkpoint as tckpt
 from week1_torch.lib import models as tmodels
 
@@ -32,7 +31,7 @@ CFG = spec.Config(
 
 @pytest.fixture(scope="module")
 def data():
-    return training_loop.load_data(CFG)
+    return charlm.load_data(CFG)
 
 
 def as_numpy(tree: dict) -> dict:
@@ -48,7 +47,7 @@ def test_norms_clipping_and_update_ratios_jax_equal_torch(data):
         data.vocab_size,
         convert.torch_to_flax(tmodels.get_weights(torch_model), convert.CHAR_MLP),
     )
-    x, y = training_loop.train_batch(data, CFG, 1)
+    x, y = charlm.train_batch(data, CFG, 1)
     _, jgrads = jmon.grad_step(jax_model, *jtl.as_arrays(x, y))
     _, tgrads = tmon.grad_step(torch_model, *ttl.as_tensors(x, y))
 

@@ -2,13 +2,13 @@
 
 import pytest
 
-from labs import training_loop
+from week1 import charlm
 from week1.config import UsageError, as_dict, describe, from_dict, override
 
 
 def test_overrides_are_parsed_to_the_field_type():
     cfg = override(
-        training_loop.Config(),
+        charlm.Config(),
         ["--steps=12", "--warmup_steps=2", "--lr=0.5", "--schedule=inverse_sqrt", "--n-hidden=7"],
     )
     assert (cfg.steps, cfg.lr, cfg.schedule, cfg.n_hidden) == (12, 0.5, "inverse_sqrt", 7)
@@ -17,7 +17,7 @@ def test_overrides_are_parsed_to_the_field_type():
 
 def test_config_is_frozen():
     with pytest.raises(AttributeError):
-        training_loop.Config().steps = 3
+        charlm.Config().steps = 3
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_config_is_frozen():
 )
 def test_bad_overrides_name_the_value(arg, words):
     with pytest.raises(UsageError) as err:
-        override(training_loop.Config(), arg)
+        override(charlm.Config(), arg)
     for word in words:
         assert word in str(err.value)
     assert "\n" not in str(err.value)
@@ -61,20 +61,20 @@ def test_bool_parsing():
 
 
 def test_warmup_longer_than_the_run_is_clipped_with_a_note(capsys):
-    cfg = override(training_loop.Config(), ["--steps=5"])
+    cfg = override(charlm.Config(), ["--steps=5"])
     assert (cfg.steps, cfg.warmup_steps) == (5, 5)
     assert "warmup clipped to 5 steps" in capsys.readouterr().err
 
 
 def test_settings_table_lists_type_default_range_and_meaning():
-    rows = {row[0]: row for row in describe(training_loop.Config)}
+    rows = {row[0]: row for row in describe(charlm.Config)}
     assert rows["--lr"] == ("--lr", "float", "0.003", "> 0", "peak learning rate of the schedule")
     assert rows["--seed"][3] == "in [0, 4294967295]"
-    assert set(rows) == {f"--{f}" for f in training_loop.Config.__dataclass_fields__}
+    assert set(rows) == {f"--{f}" for f in charlm.Config.__dataclass_fields__}
 
 
 def test_saved_config_round_trips_and_is_validated():
-    cfg = override(training_loop.Config(), ["--steps=12", "--warmup_steps=2"])
-    assert from_dict(training_loop.Config, as_dict(cfg)) == cfg
+    cfg = override(charlm.Config(), ["--steps=12", "--warmup_steps=2"])
+    assert from_dict(charlm.Config, as_dict(cfg)) == cfg
     with pytest.raises(UsageError, match="lr=inf"):
-        from_dict(training_loop.Config, {**as_dict(cfg), "lr": float("inf")})
+        from_dict(charlm.Config, {**as_dict(cfg), "lr": float("inf")})

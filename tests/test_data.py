@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from labs import training_loop
+from week1 import charlm
 from week1.data import shakespeare
 from week1.data.batches import window_batch
 
@@ -57,8 +57,8 @@ def test_stale_cache_is_rebuilt(tmp_path):
 
 
 def test_split_and_baseline():
-    cfg = training_loop.Config()
-    data = training_loop.load_data(cfg)
+    cfg = charlm.Config()
+    data = charlm.load_data(cfg)
     assert len(data.train) + len(data.val) == len(data.corpus.ids)
     # The unigram baseline is an entropy in nats: between 0 and log(vocab).
-    assert 0 < training_loop.unigram_baseline(data) < np.log(data.vocab_size)
+    assert 0 < charlm.unigram_baseline(data) < np.log(data.vocab_size)

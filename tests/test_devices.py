@@ -176,7 +176,7 @@ def test_the_watch_catches_a_batch_left_on_the_cpu(on_meta):
 
 def test_the_training_loop_model_and_optimizer_state_end_on_the_device(on_meta):
     from labs import training_loop as spec
-    from week1_torch import training_loop as lab
+    from week1_torch.lib import charlm as lab
 
     cfg = small_config("training_loop")
     model, _ = lab.train(cfg, spec.load_data(cfg))

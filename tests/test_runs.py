@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from labs.training_loop import Config
+from week1.charlm import Config
 from week1.config import UsageError
 from week1.runs import Diverged, Interrupted, Run, exit_code, read_metrics, read_summary
 

@@ -15,7 +15,7 @@ from flax import nnx
 from labs import grad_accumulation, mixed_precision, training_loop
 from week1_jax import grad_accumulation as jga
 from week1_jax import mixed_precision as jmp
-from week1_jax import training_loop as jtl
+from week1_jax.lib import charlm as jtl
 from week1_jax.lib import steps
 
 SMALL = dict(steps=6, batch_size=16, n_hidden=32, warmup_steps=2, eval_every=3)

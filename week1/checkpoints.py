@@ -7,8 +7,15 @@ manifest `<name>.sha256.json` beside it lists the sha256 of every file in it.
 A checkpoint is intact when its manifest exists and every file still matches:
 a save cut short (no manifest yet), a truncated or bit-flipped file, or a
 deleted piece all fail the check, and `latest_intact` falls back to the
-previous one, saying so in one line. Framework-free: the framework libraries
-(lib/checkpoint.py) name the candidates, this module judges them.
+previous one, saying so in one line. A checkpoint that passes the check but that
+the framework's loader refuses (torch's weights-only unpickler meeting a code
+payload under a forged manifest) is treated the same way by `load_newest`.
+
+A broken checkpoint is never deleted or saved over: before a step is written
+where one already lies (a resume that fell back past it reaches that step
+again), `set_aside` renames the old one to `<name>.broken` (then `.broken-2`,
+...) with its manifest, and says so. Framework-free: the framework libraries
+(lib/checkpoint.py) name the candidates and load them, this module judges them.
 """
 
 from __future__ import annotations
@@ -94,6 +101,60 @@ def latest_intact(
             f"{', '.join(str(s) for s, _ in ordered)})"
         )
     return None
+
+
+def load_newest(
+    candidates: Iterable[tuple[int, pathlib.Path]],
+    load: Callable[[int, pathlib.Path], object],
+    refused: tuple[type[BaseException], ...] = (),
+    warn: Callable[[str], None] = warn,
+) -> tuple[int, object] | None:
+    """(step, load(step, path)) of the newest checkpoint that is intact and that `load` accepts:
+    one whose load raises one of `refused` is reported like a broken one and the one before it
+    is tried. None when there are no candidates; a UsageError when none is usable."""
+    ordered = sorted(candidates, key=lambda c: c[0], reverse=True)
+    while ordered:
+        found = latest_intact(ordered, warn)
+        step, path = found
+        try:
+            return step, load(step, path)
+        except refused as err:
+            first = (str(err).strip().splitlines() or [""])[0][:120]
+            warn(
+                f"checkpoint of step {step} is not usable (refused by the loader: "
+                f"{type(err).__name__}: {first}): trying an earlier one"
+            )
+        ordered = [c for c in ordered if c[0] < step]
+        if not ordered:
+            raise UsageError(f"no usable checkpoint in {path.parent} (the last one was refused)")
+    return None
+
+
+def set_aside(path: str | pathlib.Path, warn: Callable[[str], None] = warn) -> pathlib.Path:
+    """Rename the checkpoint at `path` (and its manifest) to `<name>.broken` (or `.broken-N`, the
+    first that is free) so that a new save can take its place; says so; returns the new path."""
+    path = pathlib.Path(path)
+    target, n = path.with_name(path.name + ".broken"), 1
+    while target.exists() or manifest_path(target).exists():
+        n += 1
+        target = path.with_name(f"{path.name}.broken-{n}")
+    problem = check(path) or "passed its check, not loaded by the resume"
+    os.replace(path, target)
+    if manifest_path(path).exists():
+        os.replace(manifest_path(path), manifest_path(target))
+    warn(f"checkpoint {path.name} ({problem}) set aside as {target.name} before saving over it")
+    return target
+
+
+def candidates_in(framework: str, directory: str | pathlib.Path) -> list[tuple[int, pathlib.Path]]:
+    """(step, path) of the checkpoints a run of `framework` wrote in `directory` (orbax: <step>/,
+    torch: step_<step>.pt), from the names alone (no framework import; set-aside ones excluded)."""
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    if framework == "jax":
+        return [(int(p.name), p) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()]
+    return [(int(p.stem[5:]), p) for p in directory.glob("step_*.pt") if p.stem[5:].isdigit()]
 
 
 def prune(directory: str | pathlib.Path) -> None:

@@ -15,6 +15,8 @@
     week1 profile <lab> --framework {jax,torch}  trace one training step; phase breakdown, top ops
     week1 export RUN_DIR DIR [--parity PATH]     a trained model as a Hugging Face Hub folder
     week1 push DIR --repo-id NAME [--private]    upload an exported folder to the Hub
+    week1 serve RUN_OR_EXPORT [--port] [--max_batch] [--max_wait_ms]
+                                                 serve a char-MLP LM over HTTP (labs/serving.py)
 
 Exit status: 0 done; 1 a run failed (its folder keeps the error); 2 bad input (one
 line on stderr, nothing left behind); 3 a run diverged (non-finite loss); 130 / 143
@@ -284,6 +286,18 @@ def cmd_push(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from week1.commands.serve import serve
+
+    return serve(
+        args.path,
+        port=args.port,
+        host=args.host,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+    )
+
+
 def print_lab_settings(lab_id: str) -> None:
     """`week1 run <lab> --help`: the handout's first line and every setting with its range."""
     from week1.config import describe
@@ -381,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--repo-id", required=True, help="user/name on the Hub")
     p.add_argument("--private", action="store_true")
+    p = sub.add_parser("serve", help="serve a run's char-MLP LM over HTTP: batching, metrics")
+    p.add_argument("path", help="an export folder (serving.json) or a training_loop run folder")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--max_batch", type=int, default=32, help="requests per batch, at most")
+    p.add_argument(
+        "--max_wait_ms", type=float, default=2.0, help="wait for a batch to fill, at most"
+    )
     return parser
 
 
@@ -413,6 +435,7 @@ def _main(argv: list[str]) -> int:
             "results": cmd_results,
         }
         handlers |= {"export": cmd_export, "push": cmd_push}
+        handlers["serve"] = cmd_serve
         if args.command in handlers:
             return handlers[args.command](args)
         commands = {

@@ -143,7 +143,7 @@ def override(cfg, overrides: typing.Iterable[str]):
     A warmup longer than the run is clipped to the run, with a one-line note on stderr (the
     first thing a user tries is a short smoke run).
 
-    >>> from labs.training_loop import Config
+    >>> from week1.charlm import Config
     >>> override(Config(), ["--steps=10"]).steps
     10
     """

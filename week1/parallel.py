@@ -11,7 +11,7 @@ import dataclasses
 import os
 import sys
 
-from labs import training_loop
+from week1 import charlm
 from week1.config import require
 
 CPU_HOST_DEVICES = 8  # simulated XLA devices when JAX runs on the CPU
@@ -71,15 +71,15 @@ class ParallelConfig:
             check_batch_split(self.batch_size, self.devices)
 
 
-def loop_config(cfg: ParallelConfig) -> training_loop.Config:
+def loop_config(cfg: ParallelConfig) -> charlm.Config:
     """The training_loop lab's config for the same model, data and optimizer (dropout off:
     per-device dropout masks would differ from a single device's)."""
     shared = {
         f.name: getattr(cfg, f.name)
-        for f in dataclasses.fields(training_loop.Config)
+        for f in dataclasses.fields(charlm.Config)
         if hasattr(cfg, f.name)
     }
-    return training_loop.Config(**shared, dropout=0.0)
+    return charlm.Config(**shared, dropout=0.0)
 
 
 def check_device_count(requested: int, available: int) -> None:

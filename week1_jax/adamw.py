@@ -11,9 +11,10 @@ import optax
 from flax import nnx
 
 from labs import adamw as spec
-from labs.training_loop import load_data
+from week1 import loop
+from week1.charlm import load_data
 from week1.timing import time_calls
-from week1_jax import training_loop as lm
+from week1_jax.lib import charlm as lm
 from week1_jax.lib import devices, optim, schedules
 from week1_jax.lib.models import get_weights
 
@@ -35,11 +36,16 @@ def library_optimizer(model, cfg: spec.Config) -> nnx.Optimizer:
 def run(cfg: spec.Config, run) -> dict:
     """Train the LM with ours and with optax.adamw from the same weights; compare the curves."""
     data = load_data(cfg)
+    shown = loop.Context(show_progress=True)
     weights = get_weights(lm.build_model(cfg, data.vocab_size))
     histories = {
-        "ours": lm.train(cfg, data, weights=weights, show_progress=True)[1],
+        "ours": lm.train(cfg, data, weights=weights, ctx=shown)[1],
         "optax.adamw": lm.train(
-            cfg, data, weights=weights, optimizer_fn=library_optimizer, show_progress=True
+            cfg,
+            data,
+            weights=weights,
+            optimizer_fn=library_optimizer,
+            ctx=shown,
         )[1],
     }
     return spec.report_curves(histories, run, "JAX")

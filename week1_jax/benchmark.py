@@ -23,13 +23,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from labs import benchmark as spec
-from labs import training_loop
-from week1 import convert
+from week1 import charlm, convert
 from week1.report import console, progress
 from week1.runs import one_line
 from week1.timing import time_calls
-from week1_jax import training_loop as loop
 from week1_jax.lib import bert, devices, embeddings, optim, parallel, recurrent, steps
+from week1_jax.lib import charlm as lm
 from week1_jax.lib.models import set_weights
 from week1_jax.lib.precision import POLICIES, apply_policy
 
@@ -93,9 +92,9 @@ def _training(model: nnx.Module, loss, batch: tuple, precision: str) -> Workload
 
 def mlp_workload(point: spec.Point, precision: str, seed: int, weights=None) -> Workload:
     """The training_loop lab's model (its build_model) at the point's width."""
-    cfg = training_loop.Config(**spec.mlp_dims(point), seed=seed)
-    model = loop.build_model(cfg, spec.CHAR_VOCAB, weights)
-    return _training(model, mlp_loss, loop.as_arrays(*spec.mlp_batch(point, seed)), precision)
+    cfg = charlm.Config(**spec.mlp_dims(point), seed=seed)
+    model = lm.build_model(cfg, spec.CHAR_VOCAB, weights)
+    return _training(model, mlp_loss, lm.as_arrays(*spec.mlp_batch(point, seed)), precision)
 
 
 def lstm_workload(point: spec.Point, precision: str, seed: int, weights=None) -> Workload:
@@ -237,7 +236,7 @@ def dp_scaling(cfg: spec.Config) -> list[dict]:
     available = jax.devices()
     on_gpu = available[0].platform != "cpu"
     point = spec.dp_point(on_gpu)
-    loop_cfg = training_loop.Config(**spec.mlp_dims(point), seed=cfg.seed)
+    loop_cfg = charlm.Config(**spec.mlp_dims(point), seed=cfg.seed)
     rows = []
     for n in [n for n in spec.DP_DEVICES if n <= len(available)]:
         mesh = parallel.mesh_of(available[:n], {"data": n})
@@ -276,7 +275,7 @@ def loop_habits(cfg: spec.Config) -> list[dict]:
     """The training_loop model (its defaults) trained LOOP_STEPS steps two ways: `float(loss)`
     after every step without donation (the old loop), and the losses read every LOG_EVERY
     steps with the state donated (the loop now). ms per step, compilation excluded."""
-    loop_cfg = training_loop.Config(seed=cfg.seed)
+    loop_cfg = charlm.Config(seed=cfg.seed)
     point = spec.Point("mlp", loop_cfg.n_hidden, loop_cfg.batch_size)
     batches = [spec.mlp_batch(point, cfg.seed + k) for k in range(spec.LOOP_STEPS + 1)]
     key = jax.random.key(cfg.seed)
@@ -285,15 +284,15 @@ def loop_habits(cfg: spec.Config) -> list[dict]:
         ("float(loss) every step", False, 1),
         (f"read every {spec.LOG_EVERY}, donated", True, spec.LOG_EVERY),
     ):
-        model = loop.build_model(loop_cfg, spec.CHAR_VOCAB)
-        graphdef, state = nnx.split((model, loop.make_optimizer(model, loop_cfg)))
-        train_step = loop.make_train_step(graphdef, donate=donate)
-        state, loss = train_step(state, *loop.as_arrays(*batches[0]), key)  # compiles
+        model = lm.build_model(loop_cfg, spec.CHAR_VOCAB)
+        graphdef, state = nnx.split((model, lm.make_optimizer(model, loop_cfg)))
+        train_step = lm.make_train_step(graphdef, donate=donate)
+        state, loss = train_step(state, key, *lm.as_arrays(*batches[0]))  # compiles
         float(loss)
         pending, start = [], time.perf_counter()
         for step in range(1, spec.LOOP_STEPS + 1):
-            x, y = loop.as_arrays(*batches[step])
-            state, loss = train_step(state, x, y, jax.random.fold_in(key, step))
+            x, y = lm.as_arrays(*batches[step])
+            state, loss = train_step(state, jax.random.fold_in(key, step), x, y)
             pending.append(loss)
             if step % every == 0:
                 jax.device_get(pending)  # waits for the device, as float(loss) does

@@ -18,11 +18,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from labs import data_parallel as spec
-from labs import training_loop
+from week1 import charlm, loop
 from week1.comparison import Curves
 from week1.config import override
 from week1.parallel import check_batch_split, loop_config
-from week1_jax import training_loop as loop
+from week1_jax.lib import charlm as lm
 from week1_jax.lib import parallel
 
 # No counterpart in the other framework (JAX's three ways; torch has one (DDP)).
@@ -95,11 +95,11 @@ STRATEGIES = {"pmap": pmap_strategy, "jit": jit_strategy, "shard_map": shard_map
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     method: str,
     weights: dict | None = None,
     log=None,
-    history: training_loop.History | None = None,
+    history: loop.History | None = None,
     show_progress: bool = False,
 ):
     """Train with one method on cfg.devices devices, from `weights` (Flax names; None: cfg.seed's
@@ -129,7 +129,7 @@ def train(
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run data_parallel --framework jax`: each method, then one device, on the same
     batches."""
-    data = training_loop.load_data(loop_config(cfg))
+    data = charlm.load_data(loop_config(cfg))
     n = len(parallel.local_devices(cfg.devices))
     summary = {"devices": n}
     for method in spec.METHODS if cfg.method == "all" else (cfg.method,):
@@ -140,7 +140,7 @@ def run(cfg: spec.Config, run) -> dict:
             log=lambda step, **m: run.log(step, **{f"{method}_{k}": v for k, v in m.items()}),
         )
         summary[f"{method} final loss"] = losses[-1]
-    _, single = loop.train(loop_config(cfg), data)  # the training_loop lab, one device
+    _, single = lm.train(loop_config(cfg), data)  # the training_loop lab, one device
     summary["1 device final loss"] = single.train_loss[-1]
     return summary
 
@@ -149,16 +149,16 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     """`week1 compare data_parallel`: the case's method (pmap, jit, shard_map) on cfg.devices
     devices from `weights` (torch's names, numpy; None: Flax's init); returns (the start
     weights under torch's names, Curves)."""
-    data = training_loop.load_data(loop_config(cfg))
+    data = charlm.load_data(loop_config(cfg))
     weights, flax_weights = parallel.compare_start(loop_config(cfg), data.vocab_size, weights)
-    history = training_loop.History()
+    history = loop.History()
     train(cfg, data, case, flax_weights, history=history, show_progress=show_progress)
     return weights, Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench data_parallel`: one jit data-parallel step vs device count."""
-    data = training_loop.load_data(loop_config(cfg))
+    data = charlm.load_data(loop_config(cfg))
     return parallel.bench_device_counts(
         "jit",
         lambda graphdef, tx, devices, *_: jit_strategy(graphdef, tx, devices),
@@ -180,7 +180,7 @@ def worker(argv: list[str]) -> None:
         process_id=int(options.pop("process-id")),
     )
     cfg = override(spec.Config(), [f"--{k}={v}" for k, v in options.items()])
-    losses, _ = train(cfg, training_loop.load_data(loop_config(cfg)), "jit")
+    losses, _ = train(cfg, charlm.load_data(loop_config(cfg)), "jit")
     print(
         json.dumps(
             {"process": jax.process_index(), "devices": jax.device_count(), "losses": losses}

@@ -22,12 +22,11 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from labs import environment as spec
-from labs import training_loop
-from week1 import convert
+from week1 import charlm, convert, loop
 from week1.report import progress
 from week1.runs import Diverged
-from week1_jax import training_loop as loop
 from week1_jax.lib import bert, checkpoint, devices, hub, lora, optim, schedules, steps
+from week1_jax.lib import charlm as lm
 from week1_jax.lib.models import dotted, get_weights
 
 # What each method trains: LoRA its adapters and the head; full fine-tuning every parameter
@@ -41,24 +40,24 @@ TRAINABLE = {
 # --- the Hub part ---------------------------------------------------------------------------
 
 
-def restore_char_mlp(loop_cfg: training_loop.Config, checkpoint_dir) -> tuple[int, dict]:
+def restore_char_mlp(loop_cfg: charlm.Config, checkpoint_dir) -> tuple[int, dict]:
     """(step, weights by Flax path) of the newest intact char-MLP checkpoint in
     `checkpoint_dir` (a training_loop run's, or this lab's char_mlp/)."""
-    data = training_loop.load_data(loop_cfg)
-    model = loop.build_model(loop_cfg, data.vocab_size)
+    data = charlm.load_data(loop_cfg)
+    model = lm.build_model(loop_cfg, data.vocab_size)
     mngr = checkpoint.manager(pathlib.Path(checkpoint_dir))
     if checkpoint.latest_step(mngr) is None:
         raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir}")
-    step = checkpoint.restore_train_state(mngr, model, loop.make_optimizer(model, loop_cfg))
+    step = checkpoint.restore_train_state(mngr, model, lm.make_optimizer(model, loop_cfg))
     return step, get_weights(model)
 
 
-def evaluate_char_mlp(loop_cfg: training_loop.Config, weights: dict) -> float:
+def evaluate_char_mlp(loop_cfg: charlm.Config, weights: dict) -> float:
     """Validation loss (nats per character) of char-MLP `weights` on the run's validation
     batches."""
-    data = training_loop.load_data(loop_cfg)
-    model = loop.build_model(loop_cfg, data.vocab_size, weights)
-    return loop.evaluate(model, training_loop.val_batches(data, loop_cfg))
+    data = charlm.load_data(loop_cfg)
+    model = lm.build_model(loop_cfg, data.vocab_size, weights)
+    return lm.evaluate(model, charlm.val_batches(data, loop_cfg))
 
 
 def save_hub_folder(weights: dict, folder, config: dict) -> None:
@@ -72,19 +71,21 @@ def hub_round_trip(cfg: spec.Config, run) -> dict:
     from week1.commands import export
 
     loop_cfg = spec.char_mlp_config(cfg)
-    data = training_loop.load_data(loop_cfg)
+    data = charlm.load_data(loop_cfg)
     folder = run.path("char_mlp")
     done = folder.exists() and checkpoint.latest_step(checkpoint.manager(folder)) == loop_cfg.steps
     if not done:
-        _, history = loop.train(loop_cfg, data, checkpoint_dir=folder, show_progress=True)
+        _, history = lm.train(
+            loop_cfg, data, ctx=loop.Context(checkpoint_dir=folder, show_progress=True)
+        )
     step, weights = restore_char_mlp(loop_cfg, folder)
     out = run.path("hub")
     if not (out / "README.md").exists():
         export.export_run(run.dir, out)
-    trained = loop.build_model(loop_cfg, data.vocab_size, weights)
+    trained = lm.build_model(loop_cfg, data.vocab_size, weights)
     trained.eval()
     loaded = hub.from_pretrained(out)
-    x, _ = training_loop.val_batches(data, loop_cfg)[0]
+    x, _ = charlm.val_batches(data, loop_cfg)[0]
     diff = np.abs(np.asarray(trained(jnp.asarray(x))) - np.asarray(loaded(jnp.asarray(x))))
     return {
         "char MLP steps": step,

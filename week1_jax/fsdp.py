@@ -16,11 +16,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from labs import fsdp as spec
-from labs import training_loop
+from week1 import charlm, loop
 from week1.comparison import Curves
 from week1.config import require
 from week1.parallel import check_batch_split, loop_config
-from week1_jax import training_loop as loop
+from week1_jax.lib import charlm as lm
 from week1_jax.lib import parallel
 
 # No counterpart in the other framework (meshes and shardings: how JAX expresses FSDP).
@@ -124,13 +124,13 @@ def restore_checkpoint(directory, step: int, params, opt_state, mesh: jax.shardi
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     mesh: jax.sharding.Mesh,
     weights: dict | None = None,
     checkpoint_dir=None,
     resume: bool = False,
     log=None,
-    history: training_loop.History | None = None,
+    history: loop.History | None = None,
     show_progress: bool = False,
 ):
     """Train on `mesh` from `weights` (Flax names; None: cfg.seed's init); returns (losses,
@@ -177,7 +177,7 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run fsdp --framework jax`: N devices with a checkpoint half way, resumed on N/2, vs
     one device."""
     devices = parallel.local_devices(cfg.devices)
-    data = training_loop.load_data(loop_config(cfg))
+    data = charlm.load_data(loop_config(cfg))
     losses, _ = train(
         cfg,
         data,
@@ -193,7 +193,7 @@ def run(cfg: spec.Config, run) -> dict:
         checkpoint_dir=run.path("checkpoints"),
         resume=True,
     )
-    _, single = loop.train(loop_config(cfg), data)  # the training_loop lab, one device
+    _, single = lm.train(loop_config(cfg), data)  # the training_loop lab, one device
     _, params, _, opt_state = parallel.init_state(loop_config(cfg), data.vocab_size)
     memory = memory_bytes(params, opt_state, make_mesh(devices, cfg.data_axis))
     return {
@@ -211,17 +211,17 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     weights under torch's names, Curves). Always fp32: the "bf16" case (torch's bf16 policy) is
     held against it."""
     cfg = dataclasses.replace(cfg, mixed_precision=False)
-    data = training_loop.load_data(loop_config(cfg))
+    data = charlm.load_data(loop_config(cfg))
     weights, flax_weights = parallel.compare_start(loop_config(cfg), data.vocab_size, weights)
     mesh = make_mesh(parallel.local_devices(cfg.devices), cfg.data_axis)
-    history = training_loop.History()
+    history = loop.History()
     train(cfg, data, mesh, flax_weights, history=history, show_progress=show_progress)
     return weights, Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench fsdp`: one FSDP train step vs device count."""
-    data = training_loop.load_data(loop_config(cfg))
+    data = charlm.load_data(loop_config(cfg))
     return parallel.bench_device_counts(
         "fsdp",
         lambda graphdef, tx, devices, params, opt_state: fsdp_strategy(

@@ -20,8 +20,7 @@ import optax
 from flax import nnx
 
 from labs import grad_accumulation as spec
-from labs import training_loop
-from week1 import convert, profiler
+from week1 import charlm, convert, loop, profiler
 from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
@@ -146,7 +145,7 @@ METHODS = {
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     *,
     method: str = "scan",
     weights: dict | None = None,
@@ -160,8 +159,8 @@ def train(
     optimizer = make_optimizer_for(model, cfg)
     graphdef, state = nnx.split((model, optimizer))
     update = make_update(graphdef)
-    val = training_loop.val_batches(data, cfg)
-    history = training_loop.History()
+    val = charlm.val_batches(data, cfg)
+    history = loop.History()
     with progress(f"jax {method}", total=cfg.steps, enabled=show_progress) as advance:
         for step in range(1, cfg.steps + 1):
             xs, ys = spec.split_micro_batches(
@@ -176,7 +175,7 @@ def train(
             history.add_train(
                 step, loss, time.perf_counter() - t0
             )  # the first step's time includes compilation
-            if training_loop.is_eval_step(cfg, step):
+            if loop.Cadence.of(cfg).is_eval_step(step):
                 nnx.update((model, optimizer), state)  # the objects see the new arrays
                 history.add_val(step, evaluate(model, val))
             if log:
@@ -199,7 +198,7 @@ def scaled_max_diff(grads, reference) -> float:
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run grad_accumulation --framework jax`: the identity on one batch, then training
     both ways."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
     x, y = spec.padded_batch(data, cfg, 1)
     xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
@@ -230,11 +229,11 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     (torch's names, numpy, converted through the training_loop's weight map; None: Flax's init);
     returns (the start weights under torch's names, Curves)."""
     cfg = dataclasses.replace(cfg, normalise=case)
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     if weights is None:
         weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size)),
-                                        training_loop.WEIGHT_MAP)  # fmt: skip
-    flax_weights = convert.torch_to_flax(weights, training_loop.WEIGHT_MAP)
+                                        charlm.WEIGHT_MAP)  # fmt: skip
+    flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
     _, history = train(cfg, data, weights=flax_weights, show_progress=show_progress)
     return weights, Curves.of(history)
 
@@ -242,7 +241,7 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench grad_accumulation`: one update from k micro-batches, scan vs MultiSteps vs
     the big batch."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     x, y = spec.padded_batch(data, cfg, 1)
     timings = {}
     for name, k, method in (
@@ -265,7 +264,7 @@ def bench(cfg: spec.Config) -> dict:
 def profile_phases(cfg: spec.Config) -> profiler.Phases:
     """`week1 profile grad_accumulation`: one scan-accumulated update as data / forward_backward
     / optimizer."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
     optimizer = make_optimizer(model, cfg)
 

@@ -12,8 +12,9 @@ import numpy as np
 import optax
 
 from labs import lr_schedules as spec
-from labs.training_loop import SCHEDULES, load_data
-from week1_jax import training_loop as lm
+from week1 import loop
+from week1.charlm import SCHEDULES, load_data
+from week1_jax.lib import charlm as lm
 from week1_jax.lib import schedules
 
 
@@ -32,6 +33,7 @@ def applied_lrs(schedule, n: int) -> np.ndarray:
 
 def run(cfg: spec.Config, run) -> dict:
     data = load_data(cfg)
+    shown = loop.Context(show_progress=True)
     lrs = {
         name: applied_lrs(
             schedules.by_name(name, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr),
@@ -40,7 +42,7 @@ def run(cfg: spec.Config, run) -> dict:
         for name in SCHEDULES
     }
     histories = {
-        name: lm.train(dataclasses.replace(cfg, schedule=name), data, show_progress=True)[1]
+        name: lm.train(dataclasses.replace(cfg, schedule=name), data, ctx=shown)[1]
         for name in SCHEDULES
     }
     return spec.report(lrs, histories, cfg, run, "JAX")

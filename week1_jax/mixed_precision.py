@@ -18,13 +18,12 @@ import optax
 from flax import nnx
 
 from labs import mixed_precision as spec
-from labs import training_loop
-from week1 import convert, report
+from week1 import charlm, convert, loop, report
 from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
-from week1_jax import training_loop as base
+from week1_jax.lib import charlm as base
 from week1_jax.lib import devices, precision, steps
 from week1_jax.lib.models import get_weights
 
@@ -128,7 +127,7 @@ def evaluate(model, batches, policy: precision.Policy) -> float:
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     precision_name: str,
     *,
     weights: dict | None = None,
@@ -149,11 +148,11 @@ def train(
         if scaler
         else make_train_step(graphdef, policy)
     )
-    val = training_loop.val_batches(data, cfg)
-    history = training_loop.History()
+    val = charlm.val_batches(data, cfg)
+    history = loop.History()
     with progress(f"jax {precision_name}", total=cfg.steps, enabled=show_progress) as advance:
         for step in range(1, cfg.steps + 1):
-            x, y = base.as_arrays(*training_loop.train_batch(data, cfg, step))
+            x, y = base.as_arrays(*charlm.train_batch(data, cfg, step))
             t0 = time.perf_counter()
             if scaler is None:
                 state, loss = step_fn(state, x, y)
@@ -169,7 +168,7 @@ def train(
             history.add_train(
                 step, loss, time.perf_counter() - t0
             )  # the first step's time includes compilation
-            if training_loop.is_eval_step(cfg, step):
+            if loop.Cadence.of(cfg).is_eval_step(step):
                 nnx.update((model, optimizer), state)  # the objects see the new arrays
                 history.add_val(step, evaluate(model, val, policy))
             if log:
@@ -191,7 +190,7 @@ def run(cfg: spec.Config, run) -> dict:
         ["demo", *spec.FORMATS, "what it shows"],
         [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()],
     )
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     results = {name: train(cfg, data, name, log=run.log) for name in cfg.precision_list}
     return spec.summarise(
         run,
@@ -205,11 +204,11 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     """`week1 compare mixed_precision`: train in precision `case` from `weights` (torch's names,
     numpy, converted through the training_loop's weight map; None: Flax's init); returns (the
     start weights under torch's names, Curves)."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     if weights is None:
         weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size, case)),
-                                        training_loop.WEIGHT_MAP)  # fmt: skip
-    flax_weights = convert.torch_to_flax(weights, training_loop.WEIGHT_MAP)
+                                        charlm.WEIGHT_MAP)  # fmt: skip
+    flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
     _, history, _ = train(cfg, data, case, weights=flax_weights, show_progress=show_progress)
     return weights, Curves.of(history)
 
@@ -225,8 +224,8 @@ def saved_for_backward_bytes(model, x, y, policy: precision.Policy) -> int:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench mixed_precision`: train-step time and memory per precision."""
-    data = training_loop.load_data(cfg)
-    x, y = base.as_arrays(*training_loop.train_batch(data, cfg, 1))
+    data = charlm.load_data(cfg)
+    x, y = base.as_arrays(*charlm.train_batch(data, cfg, 1))
     timings = {}
     for name in cfg.precision_list:
         policy = precision.POLICIES[name]

@@ -15,8 +15,7 @@ import optax
 from flax import nnx, traverse_util
 
 from labs import monitoring as spec
-from labs import training_loop
-from week1 import convert
+from week1 import charlm, convert, loop
 from week1.comparison import Curves
 from week1.report import progress
 from week1_jax.lib import checkpoint
@@ -96,7 +95,7 @@ def apply_update(model, optimizer, grads, clip_norm: float):
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     *,
     weights: dict | None = None,
     checkpoint_dir=None,
@@ -116,14 +115,14 @@ def train(
     mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
     first = checkpoint.restore_train_state(mngr, model, optimizer) + 1 if resume else 1
     spikes = spec.SpikeDetector(cfg.spike_factor, cfg.spike_warmup)
-    val = training_loop.val_batches(data, cfg)
-    history = training_loop.History()
+    val = charlm.val_batches(data, cfg)
+    history = loop.History()
     last_checkpoint = first - 1 or None
     end = stop_at or cfg.steps
     with progress("jax", total=end - first + 1, enabled=show_progress) as advance:
         for step in range(first, end + 1):
             start = time.perf_counter()
-            x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,)
+            x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,)
             loss, grads = grad_step(model, *as_arrays(x, y))
             if step == cfg.nan_step:
                 grads = inject_nan(grads, cfg.nan_layer)
@@ -147,7 +146,7 @@ def train(
                     **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
                     **{f"update_ratio/{k}": v for k, v in ratios.items()},
                 )
-            if training_loop.is_eval_step(cfg, step):
+            if loop.Cadence.of(cfg).is_eval_step(step):
                 history.add_val(step, evaluate(model, val), log)
             stopping = should_stop is not None and should_stop()
             due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
@@ -163,7 +162,7 @@ def train(
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run monitoring --framework jax`: train watched; a NaN or a spike ends the run as
     diverged (exit status 3) with the reason and the last good checkpoint."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     _, history = train(
         cfg,
         data,
@@ -179,10 +178,10 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     """`week1 compare monitoring`: train watched from `weights` (torch's names, numpy, converted
     through the training_loop's weight map; None: Flax's init); returns (the start weights under
     torch's names, Curves). `case` is "watched", the only one."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     if weights is None:
         weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size)),
-                                        training_loop.WEIGHT_MAP)  # fmt: skip
-    flax_weights = convert.torch_to_flax(weights, training_loop.WEIGHT_MAP)
+                                        charlm.WEIGHT_MAP)  # fmt: skip
+    flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
     _, history = train(cfg, data, weights=flax_weights, show_progress=show_progress)
     return weights, Curves.of(history)

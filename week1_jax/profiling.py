@@ -12,9 +12,8 @@ import jax
 from flax import nnx
 
 from labs import profiling as spec
-from labs import training_loop
-from week1 import profiler
-from week1_jax import training_loop as base
+from week1 import charlm, profiler
+from week1_jax.lib import charlm as base
 from week1_jax.lib import devices, steps
 from week1_jax.lib.profiler import profile
 
@@ -26,12 +25,12 @@ def grads_of(model, x, y):
 
 def profile_phases(cfg: spec.Config) -> profiler.Phases:
     """The training_loop step (char-MLP, AdamW) as data / forward_backward / optimizer phases."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     model = base.build_model(cfg, data.vocab_size)
     optimizer = base.make_optimizer(model, cfg)
 
     def batch(step):
-        return devices.sync(base.as_arrays(*training_loop.train_batch(data, cfg, step)))
+        return devices.sync(base.as_arrays(*charlm.train_batch(data, cfg, step)))
 
     def forward_backward(xy):
         return devices.sync(grads_of(model, *xy))

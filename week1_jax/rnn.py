@@ -21,7 +21,7 @@ from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
-from week1_jax import training_loop as mlp_lab
+from week1_jax.lib import charlm as mlp_lab
 from week1_jax.lib import checkpoint, devices, optim, schedules, steps
 from week1_jax.lib.recurrent import (  # noqa: F401  (the lab's layers: week1_jax.rnn.LSTM, ...)
     GRU,

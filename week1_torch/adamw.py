@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 
 from labs import adamw as spec
-from labs.training_loop import load_data
+from week1 import loop
+from week1.charlm import load_data
 from week1.timing import time_calls
-from week1_torch import training_loop as lm
+from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, optim, schedules
 from week1_torch.lib.models import get_weights
 
@@ -24,15 +25,20 @@ def library_optimizer(model, cfg: spec.Config):
     return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
 
 
-def run(cfg: spec.Config, run) -> dict:
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """Train the LM with ours and with torch.optim.AdamW from the same weights; compare the
     curves."""
     data = load_data(cfg)
+    shown = loop.Context(show_progress=True, compile=compile)
     weights = get_weights(lm.build_model(cfg, data.vocab_size))
     histories = {
-        "ours": lm.train(cfg, data, weights=weights, show_progress=True)[1],
+        "ours": lm.train(cfg, data, weights=weights, ctx=shown)[1],
         "torch.optim.AdamW": lm.train(
-            cfg, data, weights=weights, optimizer_fn=library_optimizer, show_progress=True
+            cfg,
+            data,
+            weights=weights,
+            optimizer_fn=library_optimizer,
+            ctx=shown,
         )[1],
     }
     return spec.report_curves(histories, run, "torch")

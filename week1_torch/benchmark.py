@@ -25,14 +25,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from labs import benchmark as spec
-from labs import training_loop
-from week1 import timing
+from week1 import charlm, timing
 from week1.parallel import config_args
 from week1.report import console, progress
 from week1.runs import one_line
 from week1.timing import time_calls
-from week1_torch import training_loop as loop
 from week1_torch.lib import bert, devices, embeddings, optim, parallel, precision, recurrent
+from week1_torch.lib import charlm as lm
 from week1_torch.lib.models import set_weights
 
 # No counterpart in JAX: the rank of a torchrun DDP group (JAX shards arrays in one process).
@@ -129,9 +128,9 @@ def _training(model: nn.Module, loss, batch: tuple, precision_name: str, compile
 def mlp_workload(point: spec.Point, precision: str, seed: int, weights=None) -> Workload:
     """The training_loop lab's model (its build_model, on the default device) at the point's
     width."""
-    cfg = training_loop.Config(**spec.mlp_dims(point), seed=seed)
-    model = loop.build_model(cfg, spec.CHAR_VOCAB, weights)
-    return _training(model, mlp_loss, loop.as_tensors(*spec.mlp_batch(point, seed)), precision)
+    cfg = charlm.Config(**spec.mlp_dims(point), seed=seed)
+    model = lm.build_model(cfg, spec.CHAR_VOCAB, weights)
+    return _training(model, mlp_loss, lm.as_tensors(*spec.mlp_batch(point, seed)), precision)
 
 
 def lstm_workload(point: spec.Point, precision: str, seed: int, weights=None) -> Workload:
@@ -313,7 +312,7 @@ def loop_habits(cfg: spec.Config) -> list[dict]:
     """The training_loop model (its defaults) trained LOOP_STEPS steps two ways: `float(loss)`
     after every step (the old loop), and the losses read every LOG_EVERY steps (the loop now).
     ms per step, the first (warm-up) step excluded."""
-    loop_cfg = training_loop.Config(seed=cfg.seed)
+    loop_cfg = charlm.Config(seed=cfg.seed)
     point = spec.Point("mlp", loop_cfg.n_hidden, loop_cfg.batch_size)
     batches = [spec.mlp_batch(point, cfg.seed + k) for k in range(spec.LOOP_STEPS + 1)]
     rows = []
@@ -321,13 +320,13 @@ def loop_habits(cfg: spec.Config) -> list[dict]:
         ("float(loss) every step", 1),
         (f"read every {spec.LOG_EVERY}", spec.LOG_EVERY),
     ):
-        model = loop.build_model(loop_cfg, spec.CHAR_VOCAB)
-        optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
-        float(loop.train_step(model, optimizer, scheduler, *loop.as_tensors(*batches[0])))
+        model = lm.build_model(loop_cfg, spec.CHAR_VOCAB)
+        optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
+        float(lm.train_step(model, optimizer, scheduler, *lm.as_tensors(*batches[0])))
         pending, start = [], time.perf_counter()
         for step in range(1, spec.LOOP_STEPS + 1):
-            x, y = loop.as_tensors(*batches[step])
-            pending.append(loop.train_step(model, optimizer, scheduler, x, y))
+            x, y = lm.as_tensors(*batches[step])
+            pending.append(lm.train_step(model, optimizer, scheduler, x, y))
             if step % every == 0:
                 torch.stack(pending).cpu()  # waits for the device, as float(loss) does
                 pending = []
@@ -405,14 +404,14 @@ def worker(cfg: spec.Config, out_dir, mode: str = "dp") -> None:
     own batch of the fixed per-device size; rank 0 writes the timing to out_dir/dp/."""
     with parallel.process_group() as device:
         point = spec.dp_point(device.type == "cuda")
-        loop_cfg = training_loop.Config(**spec.mlp_dims(point), seed=cfg.seed)
-        model = devices.place(loop.build_model(loop_cfg, spec.CHAR_VOCAB), device)
+        loop_cfg = charlm.Config(**spec.mlp_dims(point), seed=cfg.seed)
+        model = devices.place(lm.build_model(loop_cfg, spec.CHAR_VOCAB), device)
         ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+        optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
         batch = spec.mlp_batch(point, cfg.seed + dist.get_rank())
-        x, y = loop.as_tensors(*batch, device=device)
+        x, y = lm.as_tensors(*batch, device=device)
         t = time_calls(
-            lambda: loop.train_step(ddp, optimizer, scheduler, x, y),
+            lambda: lm.train_step(ddp, optimizer, scheduler, x, y),
             devices.sync,
             warmup=cfg.warmup,
             iters=cfg.iters,

@@ -16,10 +16,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from labs import data_parallel as spec
-from labs import training_loop
+from week1 import charlm, loop
 from week1.comparison import Curves
 from week1.parallel import check_batch_split, config_args, loop_config
-from week1_torch import training_loop as loop
+from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, parallel
 
 # No counterpart in JAX: the DDP wrapper (JAX shards arrays instead of wrapping a model).
@@ -31,17 +31,17 @@ def ddp_model(
 ) -> DistributedDataParallel:
     """The training_loop model (cfg.seed's init, or `weights` by state_dict name) on this rank's
     device, wrapped so backward all-reduces (averages) the gradients."""
-    model = devices.place(loop.build_model(loop_config(cfg), vocab_size, weights), device)
+    model = devices.place(lm.build_model(loop_config(cfg), vocab_size, weights), device)
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     device,
     weights: dict | None = None,
     compile: bool = False,
-    history: training_loop.History | None = None,
+    history: loop.History | None = None,
     log=None,
 ):
     """Train with DDP in the current process group, from `weights` (None: cfg.seed's init);
@@ -53,7 +53,7 @@ def train(
     check_batch_split(cfg.batch_size, dist.get_world_size())
     loop_cfg = loop_config(cfg)
     model = ddp_model(cfg, data.vocab_size, device, weights)
-    optimizer, scheduler = loop.make_optimizer(model.module, loop_cfg)
+    optimizer, scheduler = lm.make_optimizer(model.module, loop_cfg)
     return parallel.train(
         torch.compile(model) if compile else model,
         optimizer,
@@ -83,8 +83,8 @@ def run(cfg: spec.Config, run) -> dict:
     losses, _, _ = parallel.load_result(out / "train")
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
-    data = training_loop.load_data(loop_config(cfg))
-    _, single = loop.train(loop_config(cfg), data)
+    data = charlm.load_data(loop_config(cfg))
+    _, single = lm.train(loop_config(cfg), data)
     return {
         "processes": n,
         "DDP final loss": losses[-1],
@@ -112,17 +112,17 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One rank started by torchrun: join the group, train (or time a step); rank 0 writes
     out_dir/<mode>/result.npz."""
     with parallel.process_group() as device:
-        data = training_loop.load_data(loop_config(cfg))
+        data = charlm.load_data(loop_config(cfg))
         if mode == "bench":
             model = ddp_model(cfg, data.vocab_size, device)
-            optimizer, scheduler = loop.make_optimizer(model.module, loop_config(cfg))
+            optimizer, scheduler = lm.make_optimizer(model.module, loop_config(cfg))
             timing = parallel.time_train_step(
                 model, optimizer, scheduler, data, loop_config(cfg), device
             )
             if dist.get_rank() == 0:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         elif mode in parallel.COMPARE_MODES:
-            history = training_loop.History()
+            history = loop.History()
             weights = parallel.start_weights(out_dir)
             train(cfg, data, device, weights, parallel.COMPARE_MODES[mode], history)
             if dist.get_rank() == 0:

@@ -23,13 +23,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from labs import environment as spec
-from labs import training_loop
-from week1 import tolerances
+from week1 import charlm, loop, tolerances
 from week1.parallel import config_args
 from week1.report import progress
 from week1.runs import Diverged
-from week1_torch import training_loop as loop
 from week1_torch.lib import bert, checkpoint, devices, hub, lora, optim, parallel, schedules
+from week1_torch.lib import charlm as lm
 from week1_torch.lib.models import get_weights
 
 # No counterpart in JAX: Accelerate is a torch library (JAX shards arrays over a Mesh instead).
@@ -39,24 +38,24 @@ FRAMEWORK_ONLY = ("accelerate_train", "ddp_train", "accelerate_vs_ddp", "worker"
 # --- the Hub part ---------------------------------------------------------------------------
 
 
-def restore_char_mlp(loop_cfg: training_loop.Config, checkpoint_dir) -> tuple[int, dict]:
+def restore_char_mlp(loop_cfg: charlm.Config, checkpoint_dir) -> tuple[int, dict]:
     """(step, weights by state_dict name) of the newest intact char-MLP checkpoint in
     `checkpoint_dir` (a training_loop run's, or this lab's char_mlp/)."""
-    data = training_loop.load_data(loop_cfg)
-    model = loop.build_model(loop_cfg, data.vocab_size)
-    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    data = charlm.load_data(loop_cfg)
+    model = lm.build_model(loop_cfg, data.vocab_size)
+    optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
     if checkpoint.latest_step(checkpoint_dir) is None:
         raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir}")
     step = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler)
     return step, get_weights(model)
 
 
-def evaluate_char_mlp(loop_cfg: training_loop.Config, weights: dict) -> float:
+def evaluate_char_mlp(loop_cfg: charlm.Config, weights: dict) -> float:
     """Validation loss (nats per character) of char-MLP `weights` on the run's validation
     batches."""
-    data = training_loop.load_data(loop_cfg)
-    model = loop.build_model(loop_cfg, data.vocab_size, weights)
-    return loop.evaluate(model, training_loop.val_batches(data, loop_cfg))
+    data = charlm.load_data(loop_cfg)
+    model = lm.build_model(loop_cfg, data.vocab_size, weights)
+    return lm.evaluate(model, charlm.val_batches(data, loop_cfg))
 
 
 def save_hub_folder(weights: dict, folder, config: dict) -> None:
@@ -70,18 +69,18 @@ def hub_round_trip(cfg: spec.Config, run) -> dict:
     from week1.commands import export
 
     loop_cfg = spec.char_mlp_config(cfg)
-    data = training_loop.load_data(loop_cfg)
+    data = charlm.load_data(loop_cfg)
     folder = run.path("char_mlp")
     if not (folder.exists() and checkpoint.latest_step(folder) == loop_cfg.steps):
-        loop.train(loop_cfg, data, checkpoint_dir=folder, show_progress=True)
+        lm.train(loop_cfg, data, ctx=loop.Context(checkpoint_dir=folder, show_progress=True))
     step, weights = restore_char_mlp(loop_cfg, folder)
     out = run.path("hub")
     if not (out / "README.md").exists():
         export.export_run(run.dir, out)
-    trained = loop.build_model(loop_cfg, data.vocab_size, weights).eval()
+    trained = lm.build_model(loop_cfg, data.vocab_size, weights).eval()
     loaded = hub.from_pretrained(out)
-    x, _ = training_loop.val_batches(data, loop_cfg)[0]
-    x = loop.as_tensors(x, x[:, 0])[0]
+    x, _ = charlm.val_batches(data, loop_cfg)[0]
+    x = lm.as_tensors(x, x[:, 0])[0]
     with torch.no_grad():
         diff = (trained(x) - loaded(x)).abs().max()
     return {
@@ -344,7 +343,7 @@ def lora_part(cfg: spec.Config, run) -> dict:
 # --- the Accelerate part (torch only) ---------------------------------------------------------
 
 
-def accelerate_train(cfg: spec.Config, data: training_loop.Data) -> list[float]:
+def accelerate_train(cfg: spec.Config, data: charlm.Data) -> list[float]:
     """The data_parallel lab's training step written with Accelerate, in the process group
     torchrun (or `accelerate launch`) started; returns the global loss of each step.
 
@@ -366,18 +365,18 @@ def accelerate_train(cfg: spec.Config, data: training_loop.Data) -> list[float]:
         gradient_accumulation_steps=cfg.accumulate,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
-    model = devices.place(loop.build_model(loop_cfg, data.vocab_size), accelerator.device)
-    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    model = devices.place(lm.build_model(loop_cfg, data.vocab_size), accelerator.device)
+    optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     rank, world = accelerator.process_index, accelerator.num_processes
     losses = []
     for step in range(1, loop_cfg.steps + 1):
-        x, y = training_loop.train_batch(data, loop_cfg, step)  # (B, T), (B,) global batch
+        x, y = charlm.train_batch(data, loop_cfg, step)  # (B, T), (B,) global batch
         total = 0.0
         for xm, ym in spec.micro_batches(x, y, rank, world, cfg.accumulate):
-            xm, ym = loop.as_tensors(xm, ym, accelerator.device)  # (B/(N k), T), (B/(N k),)
+            xm, ym = lm.as_tensors(xm, ym, accelerator.device)  # (B/(N k), T), (B/(N k),)
             with accelerator.accumulate(model):
-                loss = loop.loss_fn(model, xm, ym)
+                loss = lm.loss_fn(model, xm, ym)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -388,14 +387,14 @@ def accelerate_train(cfg: spec.Config, data: training_loop.Data) -> list[float]:
     return losses  # no accelerator.end_training(): it would tear down process_group()'s group
 
 
-def ddp_train(cfg: spec.Config, data: training_loop.Data, device) -> list[float]:
+def ddp_train(cfg: spec.Config, data: charlm.Data, device) -> list[float]:
     """The same training written by hand (the data_parallel lab's loop, lib/parallel.train):
     DistributedDataParallel, each process its rows of each global batch, one step per batch;
     returns the global loss of each step."""
     loop_cfg = spec.accelerate_config(cfg)
-    model = devices.place(loop.build_model(loop_cfg, data.vocab_size), device)
+    model = devices.place(lm.build_model(loop_cfg, data.vocab_size), device)
     model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    optimizer, scheduler = loop.make_optimizer(model.module, loop_cfg)
+    optimizer, scheduler = lm.make_optimizer(model.module, loop_cfg)
     losses, _ = parallel.train(model, optimizer, scheduler, data, loop_cfg, device)
     return losses
 
@@ -429,7 +428,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One process started by torchrun or `accelerate launch`: join the group, train both
     ways; rank 0 writes out_dir/ddp/result.npz and out_dir/accelerate/result.npz."""
     with parallel.process_group() as device:
-        data = training_loop.load_data(spec.accelerate_config(cfg))
+        data = charlm.load_data(spec.accelerate_config(cfg))
         ddp = ddp_train(cfg, data, device)
         accelerated = accelerate_train(cfg, data)
         if dist.get_rank() == 0:

@@ -20,10 +20,10 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from labs import fsdp as spec
-from labs import training_loop
+from week1 import charlm, loop
 from week1.comparison import Curves
 from week1.parallel import check_batch_split, config_args, loop_config
-from week1_torch import training_loop as loop
+from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, parallel
 
 # No counterpart in JAX: fully_shard, and the rank entry point torchrun starts (JAX runs in
@@ -47,17 +47,17 @@ def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -
     return model
 
 
-def replicated_memory_bytes(cfg: spec.Config, data: training_loop.Data, device) -> dict[str, int]:
+def replicated_memory_bytes(cfg: spec.Config, data: charlm.Data, device) -> dict[str, int]:
     """What every rank holds without sharding (DDP): a whole model and its optimizer state after
     one step."""
     loop_cfg = loop_config(cfg)
-    model = devices.place(loop.build_model(loop_cfg, data.vocab_size), device)
-    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
-    loop.train_step(
+    model = devices.place(lm.build_model(loop_cfg, data.vocab_size), device)
+    optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
+    lm.train_step(
         model,
         optimizer,
         scheduler,
-        *loop.as_tensors(*training_loop.train_batch(data, loop_cfg, 1), device),
+        *lm.as_tensors(*charlm.train_batch(data, loop_cfg, 1), device),
     )
     return parallel.state_bytes(model, optimizer)
 
@@ -101,14 +101,14 @@ def restore_checkpoint(directory, model, optimizer, scheduler) -> None:
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     device,
     checkpoint_dir=None,
     resume: bool = False,
     log=None,
     weights: dict | None = None,
     compile: bool = False,
-    history: training_loop.History | None = None,
+    history: loop.History | None = None,
 ):
     """Train with FSDP in the current group, from `weights` (state_dict names; None: cfg.seed's
     init); returns (losses, first-step grads, memory bytes on this rank).
@@ -121,11 +121,11 @@ def train(
     check_batch_split(cfg.batch_size, dist.get_world_size())
     loop_cfg = loop_config(cfg)
     model = shard_model(
-        devices.place(loop.build_model(loop_cfg, data.vocab_size, weights), device),
+        devices.place(lm.build_model(loop_cfg, data.vocab_size, weights), device),
         device,
         cfg.mixed_precision,
     )
-    optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+    optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
     steps = functools.partial(
         parallel.train,
         torch.compile(model) if compile else model,
@@ -168,7 +168,7 @@ def run(cfg: spec.Config, run) -> dict:
     resumed, _, _ = parallel.load_result(out / "resume")
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
-    _, single = loop.train(loop_config(cfg), training_loop.load_data(loop_config(cfg)))
+    _, single = lm.train(loop_config(cfg), charlm.load_data(loop_config(cfg)))
     return {
         "ranks": n,
         f"final loss x{n}": losses[-1],
@@ -196,20 +196,20 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One rank started by torchrun. train: train with a checkpoint half way, in out_dir/checkpoint;
     resume: continue from it; bench: time a step. Rank 0 writes out_dir/<mode>/result.npz."""
     with parallel.process_group() as device:
-        data = training_loop.load_data(loop_config(cfg))
+        data = charlm.load_data(loop_config(cfg))
         if mode == "bench":
             loop_cfg = loop_config(cfg)
             model = shard_model(
-                devices.place(loop.build_model(loop_cfg, data.vocab_size), device),
+                devices.place(lm.build_model(loop_cfg, data.vocab_size), device),
                 device,
                 cfg.mixed_precision,
             )
-            optimizer, scheduler = loop.make_optimizer(model, loop_cfg)
+            optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
             timing = parallel.time_train_step(model, optimizer, scheduler, data, loop_cfg, device)
             if dist.get_rank() == 0:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         elif mode in parallel.COMPARE_MODES:
-            history = training_loop.History()
+            history = loop.History()
             weights = parallel.start_weights(out_dir)
             compile = parallel.COMPARE_MODES[mode]
             train(cfg, data, device, weights=weights, compile=compile, history=history)

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from labs import grad_accumulation as spec
-from labs import training_loop
-from week1 import profiler
+from week1 import charlm, loop, profiler
 from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
@@ -86,7 +85,7 @@ def as_tensors(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     *,
     weights: dict | None = None,
     log=None,
@@ -98,8 +97,8 @@ def train(
     model = build_model(cfg, data.vocab_size, weights)
     optimizer, scheduler = make_optimizer(model, cfg)
     step_model = torch.compile(model) if compile else model
-    val = training_loop.val_batches(data, cfg)
-    history = training_loop.History()
+    val = charlm.val_batches(data, cfg)
+    history = loop.History()
     label = "torch.compile loop" if compile else "torch loop"
     with progress(label, total=cfg.steps, enabled=show_progress) as advance:
         for step in range(1, cfg.steps + 1):
@@ -115,7 +114,7 @@ def train(
             history.add_train(
                 step, loss, time.perf_counter() - t0
             )  # the first step's time includes compilation
-            if training_loop.is_eval_step(cfg, step):
+            if loop.Cadence.of(cfg).is_eval_step(step):
                 history.add_val(step, evaluate(model, val))
             if log:
                 log(step, train_loss_loop=loss)
@@ -134,7 +133,7 @@ def scaled_max_diff(grads, reference) -> float:
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run grad_accumulation --framework torch`: the identity on one batch, then training."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
     x, y = spec.padded_batch(data, cfg, 1)
     xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
@@ -155,7 +154,7 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     """`week1 compare grad_accumulation`: train the loop with normalisation `case` from `weights`
     (torch's names, numpy; None: torch's init); returns (the start weights, Curves)."""
     cfg = dataclasses.replace(cfg, normalise=case)
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     if weights is None:
         weights = get_weights(build_model(cfg, data.vocab_size))
     _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
@@ -164,7 +163,7 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench grad_accumulation`: one update from k micro-batches vs the big batch."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     x, y = spec.padded_batch(data, cfg, 1)
     timings = {}
     for name, k in (("torch big batch", 1), ("torch loop", cfg.micro_batches)):
@@ -182,7 +181,7 @@ def bench(cfg: spec.Config) -> dict:
 def profile_phases(cfg: spec.Config) -> profiler.Phases:
     """`week1 profile grad_accumulation`: one loop-accumulated update as data / forward_backward
     / optimizer."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     model = build_model(cfg, data.vocab_size)
     optimizer, scheduler = make_optimizer(model, cfg)
 

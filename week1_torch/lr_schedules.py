@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from labs import lr_schedules as spec
-from labs.training_loop import SCHEDULES, load_data
-from week1_torch import training_loop as lm
+from week1 import loop
+from week1.charlm import SCHEDULES, load_data
+from week1_torch.lib import charlm as lm
 from week1_torch.lib import schedules
 
 
@@ -33,8 +34,9 @@ def applied_lrs(schedule, n: int) -> np.ndarray:
     return np.array(lrs)
 
 
-def run(cfg: spec.Config, run) -> dict:
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     data = load_data(cfg)
+    shown = loop.Context(show_progress=True, compile=compile)
     lrs = {
         name: applied_lrs(
             schedules.by_name(name, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.final_lr),
@@ -43,7 +45,7 @@ def run(cfg: spec.Config, run) -> dict:
         for name in SCHEDULES
     }
     histories = {
-        name: lm.train(dataclasses.replace(cfg, schedule=name), data, show_progress=True)[1]
+        name: lm.train(dataclasses.replace(cfg, schedule=name), data, ctx=shown)[1]
         for name in SCHEDULES
     }
     return spec.report(lrs, histories, cfg, run, "torch")

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from labs import mixed_precision as spec
-from labs import training_loop
-from week1 import report
+from week1 import charlm, loop, report
 from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
-from week1_torch import training_loop as base
+from week1_torch.lib import charlm as base
 from week1_torch.lib import devices, precision
 from week1_torch.lib.models import get_weights
 
@@ -114,7 +113,7 @@ def evaluate(model, batches, precision_name: str) -> float:
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     precision_name: str,
     *,
     weights: dict | None = None,
@@ -132,12 +131,12 @@ def train(
         precision.grad_scaler(device_type, **cfg.loss_scale) if precision_name == "fp16" else None
     )
     scaling = {"scale": [], "skipped": []}
-    val = training_loop.val_batches(data, cfg)
-    history = training_loop.History()
+    val = charlm.val_batches(data, cfg)
+    history = loop.History()
     label = f"{'torch.compile' if compile else 'torch'} {precision_name}"
     with progress(label, total=cfg.steps, enabled=show_progress) as advance:
         for step in range(1, cfg.steps + 1):
-            x, y = base.as_tensors(*training_loop.train_batch(data, cfg, step))
+            x, y = base.as_tensors(*charlm.train_batch(data, cfg, step))
             t0 = time.perf_counter()
             if scaler is None:
                 loss = float(train_step(step_model, optimizer, scheduler, x, y, precision_name))
@@ -154,7 +153,7 @@ def train(
             history.add_train(
                 step, loss, time.perf_counter() - t0
             )  # the first step's time includes compilation
-            if training_loop.is_eval_step(cfg, step):
+            if loop.Cadence.of(cfg).is_eval_step(step):
                 history.add_val(step, evaluate(model, val, precision_name))
             if log:
                 log(step, **{f"train_loss_{precision_name}": loss})
@@ -174,7 +173,7 @@ def run(cfg: spec.Config, run) -> dict:
         ["demo", *spec.FORMATS, "what it shows"],
         [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()],
     )
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     results = {name: train(cfg, data, name, log=run.log) for name in cfg.precision_list}
     return spec.summarise(
         run,
@@ -187,7 +186,7 @@ def run(cfg: spec.Config, run) -> dict:
 def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
     """`week1 compare mixed_precision`: train in precision `case` from `weights` (torch's names,
     numpy; None: torch's init); returns (the start weights, Curves)."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     if weights is None:
         weights = get_weights(build_model(cfg, data.vocab_size, case))
     _, history, _ = train(
@@ -212,8 +211,8 @@ def saved_for_backward_bytes(model, x, y, precision_name: str) -> int:
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench mixed_precision`: train-step time and memory per precision."""
-    data = training_loop.load_data(cfg)
-    x, y = base.as_tensors(*training_loop.train_batch(data, cfg, 1))
+    data = charlm.load_data(cfg)
+    x, y = base.as_tensors(*charlm.train_batch(data, cfg, 1))
     timings = {}
     for name in cfg.precision_list:
         model = build_model(cfg, data.vocab_size, name)

@@ -13,7 +13,7 @@ import time
 import torch
 
 from labs import monitoring as spec
-from labs import training_loop
+from week1 import charlm, loop
 from week1.comparison import Curves
 from week1.report import progress
 from week1_torch.lib import checkpoint
@@ -90,7 +90,7 @@ def apply_update(model, optimizer, scheduler, clip_norm: float) -> dict:
 
 def train(
     cfg: spec.Config,
-    data: training_loop.Data,
+    data: charlm.Data,
     *,
     weights: dict | None = None,
     checkpoint_dir=None,
@@ -117,15 +117,15 @@ def train(
         else 1
     )
     spikes = spec.SpikeDetector(cfg.spike_factor, cfg.spike_warmup)
-    val = training_loop.val_batches(data, cfg)
-    history = training_loop.History()
+    val = charlm.val_batches(data, cfg)
+    history = loop.History()
     last_checkpoint = first - 1 or None
     end = stop_at or cfg.steps
     label = "torch.compile" if compile else "torch"
     with progress(label, total=end - first + 1, enabled=show_progress) as advance:
         for step in range(first, end + 1):
             start = time.perf_counter()
-            x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,)
+            x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,)
             loss, grads = grad_step(model, *as_tensors(x, y))
             if step == cfg.nan_step:
                 grads = inject_nan(grads, cfg.nan_layer)
@@ -149,7 +149,7 @@ def train(
                     **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
                     **{f"update_ratio/{k}": v for k, v in ratios.items()},
                 )
-            if training_loop.is_eval_step(cfg, step):
+            if loop.Cadence.of(cfg).is_eval_step(step):
                 history.add_val(step, evaluate(model, val), log)
             stopping = should_stop is not None and should_stop()
             due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
@@ -165,7 +165,7 @@ def train(
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run monitoring --framework torch`: train watched; a NaN or a spike ends the run as
     diverged (exit status 3) with the reason and the last good checkpoint."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     _, history = train(
         cfg,
         data,
@@ -180,7 +180,7 @@ def run(cfg: spec.Config, run) -> dict:
 def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
     """`week1 compare monitoring`: train watched from `weights` (torch's names, numpy; None:
     torch's init); returns (the start weights, Curves). `case` is "watched", the only one."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     if weights is None:
         weights = get_weights(build_model(cfg, data.vocab_size))
     _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)

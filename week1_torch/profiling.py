@@ -11,9 +11,8 @@ from __future__ import annotations
 import torch
 
 from labs import profiling as spec
-from labs import training_loop
-from week1 import profiler
-from week1_torch import training_loop as base
+from week1 import charlm, profiler
+from week1_torch.lib import charlm as base
 from week1_torch.lib import devices, steps
 from week1_torch.lib.profiler import profile
 
@@ -27,12 +26,12 @@ def grads_of(model, optimizer, x, y):
 
 def profile_phases(cfg: spec.Config) -> profiler.Phases:
     """The training_loop step (char-MLP, AdamW) as data / forward_backward / optimizer phases."""
-    data = training_loop.load_data(cfg)
+    data = charlm.load_data(cfg)
     model = base.build_model(cfg, data.vocab_size)
     optimizer, scheduler = base.make_optimizer(model, cfg)
 
     def batch(step):
-        xy = base.as_tensors(*training_loop.train_batch(data, cfg, step))
+        xy = base.as_tensors(*charlm.train_batch(data, cfg, step))
         devices.sync(xy)
         return xy
 

@@ -19,7 +19,7 @@ from week1.comparison import Curves
 from week1.report import progress
 from week1.runs import Diverged
 from week1.timing import time_calls
-from week1_torch import training_loop as mlp_lab
+from week1_torch.lib import charlm as mlp_lab
 from week1_torch.lib import checkpoint, devices, optim, schedules
 from week1_torch.lib.models import get_weights, set_weights
 from week1_torch.lib.recurrent import (  # noqa: F401  (the lab's layers: week1_torch.rnn.LSTM, ...)

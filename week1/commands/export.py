@@ -173,18 +173,18 @@ def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
     if parity_path is not None and not pathlib.Path(parity_path).is_file():
         raise UsageError(f"--parity {str(parity_path)!r}: no such file")
     from labs import environment as spec
-    from labs import training_loop
+    from week1 import charlm
 
     lab_cfg = from_dict(catalog.spec(info.lab).Config, info.config)
     loop_cfg = spec.char_mlp_config(lab_cfg) if info.lab == "environment" else lab_cfg
     checkpoint_dir = info.dir / EXPORTABLE[info.lab]
     lab = catalog.framework_module("environment", info.base_framework)
     step, weights = lab.restore_char_mlp(loop_cfg, checkpoint_dir)
-    data = training_loop.load_data(loop_cfg)
+    data = charlm.load_data(loop_cfg)
     corpus = data.corpus
     metrics = {
         "validation loss (nats/char, at export)": lab.evaluate_char_mlp(loop_cfg, weights),
-        "unigram baseline (nats/char)": training_loop.unigram_baseline(data),
+        "unigram baseline (nats/char)": charlm.unigram_baseline(data),
     }
     metrics |= {
         f"run summary: {k}": v for k, v in info.summary.items() if isinstance(v, (int, float))

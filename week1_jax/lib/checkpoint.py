@@ -4,7 +4,9 @@ Orbax wants absolute paths; the manager keeps the last `max_to_keep` steps and
 writes each one atomically (a temporary folder renamed into place). Each
 finished step is then sealed with a sha256 manifest (week1/checkpoints.py), so
 a corrupted or truncated checkpoint is detected before loading and skipped for
-the one before it.
+the one before it; a step folder about to be saved over (a resume that fell back
+past it reaches that step again: orbax would refuse with StepAlreadyExistsError,
+every retry) is set aside first, kept as `<step>.broken`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def latest_step(mngr: ocp.CheckpointManager) -> int | None:
 
 def save_state(mngr: ocp.CheckpointManager, step: int, state) -> None:
     """Save a pytree of arrays as checkpoint `step`, wait for it, and seal it."""
+    existing = pathlib.Path(mngr.directory) / str(step)
+    if existing.exists():
+        checkpoints.set_aside(existing)
+        mngr.reload()
     mngr.save(step, args=ocp.args.StandardSave(state), force=True)
     mngr.wait_until_finished()
     checkpoints.seal(pathlib.Path(mngr.directory) / str(step))

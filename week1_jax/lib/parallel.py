@@ -20,12 +20,11 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 
-from labs import training_loop
-from week1 import convert
+from week1 import charlm, convert, loop
 from week1.parallel import check_device_count, counts_to_time
 from week1.report import console, progress
 from week1.timing import time_calls
-from week1_jax import training_loop as loop
+from week1_jax.lib import charlm as lm
 from week1_jax.lib import devices
 from week1_jax.lib.models import dotted, get_weights
 
@@ -45,28 +44,28 @@ def mesh_of(devices: list, axes: dict[str, int]) -> jax.sharding.Mesh:
     )
 
 
-def init_state(cfg: training_loop.Config, vocab_size: int, weights: dict | None = None):
+def init_state(cfg: charlm.Config, vocab_size: int, weights: dict | None = None):
     """(graphdef, params, tx, opt_state): the training_loop lab's model and AdamW, as plain
     pytrees."""
-    model = loop.build_model(cfg, vocab_size, weights)
-    tx = loop.make_optimizer(model, cfg).tx
+    model = lm.build_model(cfg, vocab_size, weights)
+    tx = lm.make_optimizer(model, cfg).tx
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)  # {"fc1": {"kernel": array, ...}, ...}
     return graphdef, params, tx, tx.init(params)
 
 
-def compare_start(cfg: training_loop.Config, vocab_size: int, weights: dict | None):
+def compare_start(cfg: charlm.Config, vocab_size: int, weights: dict | None):
     """`week1 compare`'s start: (torch-named numpy weights, the same under Flax names). None:
     Flax's init from cfg.seed. The names are the training_loop lab's WEIGHT_MAP."""
     if weights is None:
-        weights = convert.flax_to_torch(get_weights(loop.build_model(cfg, vocab_size)),
-                                        training_loop.WEIGHT_MAP)  # fmt: skip
-    return weights, convert.torch_to_flax(weights, training_loop.WEIGHT_MAP)
+        weights = convert.flax_to_torch(get_weights(lm.build_model(cfg, vocab_size)),
+                                        charlm.WEIGHT_MAP)  # fmt: skip
+    return weights, convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
 
 
 def loss_and_grads(graphdef, params, x, y):
     """The training_loop lab's mean cross-entropy of a batch, and its gradients."""
-    return jax.value_and_grad(lambda p: loop.loss_fn(nnx.merge(graphdef, p), x, y))(params)
+    return jax.value_and_grad(lambda p: lm.loss_fn(nnx.merge(graphdef, p), x, y))(params)
 
 
 def apply_update(tx: optax.GradientTransformation, params, opt_state, grads):
@@ -116,12 +115,12 @@ def train(
     strategy: Strategy,
     params,
     opt_state,
-    data: training_loop.Data,
-    cfg: training_loop.Config,
+    data: charlm.Data,
+    cfg: charlm.Config,
     start: int = 0,
     end: int | None = None,
     log=None,
-    history: training_loop.History | None = None,
+    history: loop.History | None = None,
     evaluate=None,
     show_progress: bool = False,
 ):
@@ -137,14 +136,14 @@ def train(
     with progress("jax", total=end - start, enabled=show_progress) as advance:
         for step in range(start + 1, end + 1):
             since = time.perf_counter()
-            x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,) global batch
+            x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,) global batch
             params, opt_state, loss, grads = strategy.step(
                 params, opt_state, strategy.put_batch(x), strategy.put_batch(y)
             )
             losses.append(float(strategy.get(loss)))
             if history is not None:
                 history.add_train(step, losses[-1], time.perf_counter() - since)
-                if evaluate is not None and training_loop.is_eval_step(cfg, step):
+                if evaluate is not None and loop.Cadence.of(cfg).is_eval_step(step):
                     history.add_val(step, evaluate(strategy.get(params)))
             if first_grads is None:
                 first_grads = jax.tree.map(np.asarray, strategy.get(grads))
@@ -154,15 +153,15 @@ def train(
     return params, opt_state, losses, first_grads
 
 
-def validation(graphdef, data: training_loop.Data, cfg: training_loop.Config):
+def validation(graphdef, data: charlm.Data, cfg: charlm.Config):
     """params -> the training_loop lab's validation loss (its fixed val batches), on one device:
     the parameters, however placed, are gathered first."""
-    batches = training_loop.val_batches(data, cfg)
-    return lambda params: loop.evaluate(nnx.merge(graphdef, jax.device_get(params)), batches)
+    batches = charlm.val_batches(data, cfg)
+    return lambda params: lm.evaluate(nnx.merge(graphdef, jax.device_get(params)), batches)
 
 
 def bench_device_counts(
-    lab: str, make_strategy, cfg: training_loop.Config, data: training_loop.Data
+    lab: str, make_strategy, cfg: charlm.Config, data: charlm.Data
 ) -> dict:
     """Time one train step on 1, 2, 4, 8 devices (those there are, that divide the batch); a
     count left out is named with the reason. make_strategy(graphdef, tx, devices, params,
@@ -177,7 +176,7 @@ def bench_device_counts(
     counts, left_out = counts_to_time(len(available), cfg.batch_size)
     if left_out:
         console.print(f"jax {lab}: {left_out}")
-    x, y = training_loop.train_batch(data, cfg, 1)
+    x, y = charlm.train_batch(data, cfg, 1)
     timings = {}
     for n in counts:
         graphdef, params, tx, opt_state = init_state(cfg, data.vocab_size)

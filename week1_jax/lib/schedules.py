@@ -68,7 +68,7 @@ def inverse_sqrt(peak_lr: float, warmup_steps: int):
 
 
 def by_name(name: str, peak_lr: float, warmup_steps: int, total_steps: int, final_lr: float = 0.0):
-    """The schedule called `name` (one of labs.training_loop.SCHEDULES), given every argument any
+    """The schedule called `name` (one of week1.charlm.SCHEDULES), given every argument any
     of them takes."""
     if name in ("warmup_cosine", "warmup_linear"):
         return globals()[name](peak_lr, warmup_steps, total_steps, final_lr)

@@ -4,13 +4,16 @@ Each save goes to a temporary file renamed into place, then is sealed with a
 sha256 manifest (week1/checkpoints.py): a crash or a second Ctrl-C mid-save
 leaves the previous checkpoint intact, and a truncated or corrupted file is
 detected before loading and skipped for the one before it. Loading uses
-weights_only=True, so a checkpoint file can never run code.
+weights_only=True, so a checkpoint file can never run code; a file that loader
+refuses (a pickle payload under a forged manifest) is skipped the same way. A
+file about to be saved over (a resume that fell back past it) is set aside first.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import pickle
 
 import torch
 
@@ -38,6 +41,8 @@ def save_state(directory, step: int, state: dict, max_to_keep: int = 2) -> pathl
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = _path(directory, step)
+    if path.exists():
+        checkpoints.set_aside(path)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -49,11 +54,22 @@ def save_state(directory, step: int, state: dict, max_to_keep: int = 2) -> pathl
 
 
 def load_state(directory, step: int | None = None) -> tuple[int, dict]:
-    """(step, state) of checkpoint `step` (default: the newest intact one), tensors on the CPU."""
-    step = latest_step(directory) if step is None else step
-    if step is None:
+    """(step, state) of checkpoint `step` (default: the newest intact one the weights-only loader
+    accepts), tensors on the CPU."""
+    if step is not None:
+        return step, _load(step, _path(directory, step))
+    found = checkpoints.load_newest(candidates(directory), _load, refused=REFUSED)
+    if found is None:
         raise FileNotFoundError(f"no checkpoint in {directory}")
-    return step, torch.load(_path(directory, step), weights_only=True, map_location="cpu")
+    return found
+
+
+# What torch.load(weights_only=True) raises for a file it will not (or cannot) unpickle.
+REFUSED = (pickle.UnpicklingError, RuntimeError, EOFError)
+
+
+def _load(step: int, path: pathlib.Path) -> dict:
+    return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def save_train_state(

@@ -61,19 +61,19 @@ class AdamW(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros(
-                        (), dtype=torch.float64
-                    )  # a tensor: state_dict round-trips it
+                    # The step count is a tensor: state_dict round-trips it, and torch.compile
+                    # reads it as data rather than recompiling for every new value.
+                    state["step"] = torch.zeros((), dtype=torch.float64)
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
-                t = int(state["step"])
+                t = state["step"]
                 m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
                 p.mul_(1 - lr * wd)
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
                 denom = (v / (1 - b2**t)).sqrt_().add_(eps)
-                p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
+                p.sub_(m / denom * (lr / (1 - b1**t)))
         return loss
 
 

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from safetensors.numpy import load_file, save_file
 from torch.distributed.tensor import DTensor
 
-from labs import training_loop
+from week1 import charlm, loop
 from week1.config import override
 from week1.parallel import (
     check_batch_split,
@@ -35,7 +35,7 @@ from week1.parallel import (
 )
 from week1.report import console
 from week1.timing import Timing, time_calls
-from week1_torch import training_loop as loop
+from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices
 from week1_torch.lib.models import get_weights
 
@@ -157,13 +157,13 @@ def train(
     model,
     optimizer,
     scheduler,
-    data: training_loop.Data,
-    cfg: training_loop.Config,
+    data: charlm.Data,
+    cfg: charlm.Config,
     device,
     start: int = 0,
     end: int | None = None,
     log=None,
-    history: training_loop.History | None = None,
+    history: loop.History | None = None,
     evaluate=None,
 ):
     """Steps start+1..end (default cfg.steps) with a DDP or FSDP model; returns (global losses,
@@ -176,16 +176,16 @@ def train(
     losses, first_grads = [], None
     for step in range(start + 1, (cfg.steps if end is None else end) + 1):
         since = time.perf_counter()
-        x, y = training_loop.train_batch(data, cfg, step)  # (B, T), (B,) global batch
-        x, y = loop.as_tensors(
+        x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,) global batch
+        x, y = lm.as_tensors(
             local_rows(x, rank, world_size), local_rows(y, rank, world_size), device
         )
-        loss = loop.train_step(model, optimizer, scheduler, x, y).float()  # this rank's mean loss
+        loss = lm.train_step(model, optimizer, scheduler, x, y).float()  # this rank's mean loss
         dist.all_reduce(loss, op=dist.ReduceOp.SUM)  # for logging only
         losses.append(float(loss) / world_size)
         if history is not None:
             history.add_train(step, losses[-1], time.perf_counter() - since)
-            if evaluate is not None and training_loop.is_eval_step(cfg, step):
+            if evaluate is not None and loop.Cadence.of(cfg).is_eval_step(step):
                 history.add_val(step, evaluate())
         if first_grads is None:
             first_grads = full_grads(model)
@@ -194,11 +194,11 @@ def train(
     return losses, first_grads
 
 
-def validation(model: torch.nn.Module, data: training_loop.Data, cfg: training_loop.Config):
+def validation(model: torch.nn.Module, data: charlm.Data, cfg: charlm.Config):
     """() -> the training_loop lab's validation loss of `model` now (its fixed val batches, whole
     on every rank: an FSDP model gathers its parameters for them on all ranks at once)."""
-    batches = training_loop.val_batches(data, cfg)
-    return lambda: loop.evaluate(model, batches)
+    batches = charlm.val_batches(data, cfg)
+    return lambda: lm.evaluate(model, batches)
 
 
 # `week1 compare`: the parent hands the start weights to the ranks as safetensors (no pickle)
@@ -211,11 +211,11 @@ def compare_in_processes(module: str, cfg, weights: dict | None, compile: bool):
     """`module`'s workers under torchrun in a compare mode (cfg.devices ranks; 0: as many as
     default_world_size gives), from `weights` (state_dict names, numpy; None: the training_loop
     model's init from cfg.seed, as the ranks would build it); returns (the start weights, rank
-    0's training_loop.History: losses, step times, validation losses)."""
+    0's loop.History: losses, step times, validation losses)."""
     loop_cfg = loop_config(cfg)
     if weights is None:
-        vocab_size = training_loop.load_data(loop_cfg).vocab_size
-        weights = get_weights(loop.build_model(loop_cfg, vocab_size))
+        vocab_size = charlm.load_data(loop_cfg).vocab_size
+        weights = get_weights(lm.build_model(loop_cfg, vocab_size))
     n = default_world_size(cfg.devices)
     check_batch_split(cfg.batch_size, n)
     mode = next(m for m, compiled in COMPARE_MODES.items() if compiled == compile)
@@ -225,7 +225,7 @@ def compare_in_processes(module: str, cfg, weights: dict | None, compile: bool):
         torchrun(module, n, [f"--out={out}", f"--mode={mode}", *config_args(cfg)],
                  timeout_s=300 + cfg.steps)  # fmt: skip
         with open(os.path.join(out, HISTORY), encoding="utf-8") as f:
-            return weights, training_loop.History(**json.load(f))
+            return weights, loop.History(**json.load(f))
 
 
 def start_weights(out_dir) -> dict[str, np.ndarray]:
@@ -233,21 +233,21 @@ def start_weights(out_dir) -> dict[str, np.ndarray]:
     return load_file(os.path.join(out_dir, START_WEIGHTS))
 
 
-def save_history(out_dir, history: training_loop.History) -> None:
+def save_history(out_dir, history: loop.History) -> None:
     """Rank 0's History, for compare_in_processes."""
     with open(os.path.join(out_dir, HISTORY), "w", encoding="utf-8") as f:
         json.dump(dataclasses.asdict(history), f)
 
 
 def time_train_step(
-    model, optimizer, scheduler, data: training_loop.Data, cfg: training_loop.Config, device
+    model, optimizer, scheduler, data: charlm.Data, cfg: charlm.Config, device
 ) -> Timing:
     """Timing of one train step of a DDP or FSDP model on this rank's rows of batch 1, with the
     bytes of parameters and optimizer state this rank holds."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    x, y = training_loop.train_batch(data, cfg, 1)
-    x, y = loop.as_tensors(local_rows(x, rank, world_size), local_rows(y, rank, world_size), device)
-    timing = time_calls(lambda: loop.train_step(model, optimizer, scheduler, x, y), devices.sync)
+    x, y = charlm.train_batch(data, cfg, 1)
+    x, y = lm.as_tensors(local_rows(x, rank, world_size), local_rows(y, rank, world_size), device)
+    timing = time_calls(lambda: lm.train_step(model, optimizer, scheduler, x, y), devices.sync)
     return timing.with_memory({STATE_BYTES: sum(state_bytes(model, optimizer).values())})
 
 

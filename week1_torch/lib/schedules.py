@@ -63,7 +63,7 @@ def inverse_sqrt(peak_lr: float, warmup_steps: int):
 
 
 def by_name(name: str, peak_lr: float, warmup_steps: int, total_steps: int, final_lr: float = 0.0):
-    """The schedule called `name` (one of labs.training_loop.SCHEDULES), given every argument any
+    """The schedule called `name` (one of week1.charlm.SCHEDULES), given every argument any
     of them takes."""
     if name in ("warmup_cosine", "warmup_linear"):
         return globals()[name](peak_lr, warmup_steps, total_steps, final_lr)
@@ -81,9 +81,11 @@ def lambda_lr(optimizer: torch.optim.Optimizer, schedule) -> torch.optim.lr_sche
 
     LambdaLR multiplies each group's initial lr by the lambda, so we set the
     initial lr to 1.0 and let the lambda return the lr itself: no division, and
-    the applied lr is schedule(step) exactly.
+    the applied lr is schedule(step) exactly. The lr is a float64 scalar tensor that
+    LambdaLR fills in place: a compiled step reads it as data instead of recompiling for
+    every new value.
     """
     for group in optimizer.param_groups:
-        group["lr"] = 1.0
+        group["lr"] = torch.tensor(1.0, dtype=torch.float64)
         group.pop("initial_lr", None)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=schedule)

@@ -1,0 +1,104 @@
+"""The char-MLP language model in PyTorch: build, optimizer, loss, evaluation, sampling.
+
+The model side of week1/charlm.py, for every lab that trains the char LM (training_loop,
+regularization, adamw, lr_schedules, grad_accumulation, mixed_precision, monitoring,
+profiling, the parallel labs, the benchmark). Mirrors week1_jax/lib/charlm.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from week1 import charlm, loop
+from week1_torch.lib import devices, optim, schedules
+from week1_torch.lib import train as trainer
+from week1_torch.lib.models import CharMLP, set_weights
+
+
+def build_model(cfg: charlm.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
+    """The model on the default device, initialised from cfg.seed (on the CPU, so every device
+    starts from the same numbers), or from `weights` (state_dict names) when given."""
+    torch.manual_seed(cfg.seed)
+    model = CharMLP(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, dropout=cfg.dropout)
+    if weights is not None:
+        set_weights(model, weights)
+    return devices.place(model)
+
+
+def make_optimizer(model: CharMLP, cfg: charlm.Config):
+    """From-scratch AdamW on cfg.schedule (warmup-cosine by default); no decay on biases and norm
+    scales. Returns (optimizer, scheduler)."""
+    optimizer = optim.AdamW(optim.param_groups(model, cfg.weight_decay))
+    return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
+
+
+def as_tensors(x: np.ndarray, y: np.ndarray, device: torch.device | None = None):
+    """A numpy batch as int64 tensors (what nn.Embedding and cross_entropy take) on `device`
+    (default: the default device)."""
+    return devices.to_device(x, y, dtype=torch.long, device=device)
+
+
+def loss_fn(model, x, y):
+    logits = model(x)  # (B, V)
+    return F.cross_entropy(logits, y)
+
+
+def train_step(model, optimizer, scheduler, x, y):
+    """One eager update and the schedule's next lr (the parallel labs and the benchmark time
+    and wrap this one step)."""
+    loss = trainer.make_step(model, optimizer, loss_fn)(x, y)
+    scheduler.step()
+    return loss
+
+
+@torch.no_grad()
+def evaluate(model, batches) -> float:
+    """Mean loss over `batches`, dropout off; one read from the device at the end."""
+    model.eval()
+    device = next(model.parameters()).device
+    losses = torch.stack([loss_fn(model, *as_tensors(x, y, device)) for x, y in batches])
+    model.train()
+    return float(losses.mean())
+
+
+@torch.no_grad()
+def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> np.ndarray:
+    """`n` characters drawn one at a time after `prompt`, each from softmax(logits /
+    temperature)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    ids = list(prompt)
+    for _ in range(n):
+        logits = model(torch.tensor(ids[-len(prompt) :], device=device)[None, :])[0]  # (V,)
+        probs = torch.softmax(logits / temperature, dim=-1).cpu()
+        ids.append(int(torch.multinomial(probs, 1, generator=generator)))
+    model.train()
+    return np.array(ids[len(prompt) :])
+
+
+def train(cfg: charlm.Config, data: charlm.Data, *, weights=None, ctx=loop.BARE, optimizer_fn=None):
+    """Train for cfg.steps (or until ctx.stop_at); returns (model, History).
+
+    optimizer_fn: (model, cfg) -> what make_optimizer returns (the adamw and lr_schedules labs
+      swap the optimizer or the schedule).
+    weights: start from these (state_dict names, numpy) instead of cfg.seed's initialisation.
+    ctx: checkpoints, resume, logging, stop requests and torch.compile, as the caller decides.
+    The model and batches go to the default device (the GPU when there is one).
+    """
+    model = build_model(cfg, data.vocab_size, weights)
+    optimizer, scheduler = (optimizer_fn or make_optimizer)(model, cfg)
+    val = charlm.val_batches(data, cfg)
+    history = trainer.train(
+        model,
+        optimizer,
+        trainer.make_step(model, optimizer, loss_fn),
+        lambda step: as_tensors(*charlm.train_batch(data, cfg, step)),  # (B, T), (B,)
+        loop.Cadence.of(cfg),
+        ctx,
+        scheduler=scheduler,
+        evaluate=lambda: {"val_loss": evaluate(model, val)},
+    )
+    return model, history
