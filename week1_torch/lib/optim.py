@@ -47,6 +47,17 @@ class AdamW(torch.optim.Optimizer):
         super().__init__(
             params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         )
+        # The state exists from the start (torch.optim makes it at the first step): a compiled
+        # step then sees the same structure at every call and compiles once. The step count is
+        # a tensor: state_dict round-trips it, and torch.compile reads it as data rather than
+        # recompiling for every new value.
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p] = {
+                    "step": torch.zeros((), dtype=torch.float64),
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                }
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -60,12 +71,6 @@ class AdamW(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if not state:
-                    # The step count is a tensor: state_dict round-trips it, and torch.compile
-                    # reads it as data rather than recompiling for every new value.
-                    state["step"] = torch.zeros((), dtype=torch.float64)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 t = state["step"]
                 m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
