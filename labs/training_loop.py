@@ -5,6 +5,14 @@ What it teaches
 The training loop written out, with nothing hidden in a Trainer: draw a batch,
 compute the loss, take gradients, step the optimizer, now and then evaluate on
 held-out text, sample, and checkpoint so a run can stop and resume exactly.
+Every lab of the week trains through this one loop, so it lives below the labs:
+`week1/loop.py` is the cadence (read the losses off the device every 50 steps,
+not every step; evaluate; checkpoint, always the last step too; stop cleanly on
+Ctrl-C; a non-finite loss ends the run) and `week1_jax/lib/train.py` /
+`week1_torch/lib/train.py` are the step in each framework (JAX: one jitted
+function over the split model and optimizer state; torch: zero_grad, forward,
+backward, step, with `--compile` putting the whole step through torch.compile
+from outside). Read those three files beside this lab.
 
 The model is Bengio et al. (2003): the previous `block_size` characters are
 embedded, the embeddings concatenated, passed through one hidden layer
@@ -42,6 +50,16 @@ from week1.tolerances import TRAJECTORY
 @dataclasses.dataclass(frozen=True)
 class Config(charlm.Config):
     """The char-MLP LM's settings (week1/charlm.py): the lab trains it as it is."""
+
+
+def summary(cfg: Config, data: charlm.Data, history, sample_ids) -> dict:
+    """What `week1 run training_loop` prints: the History's finals and speed, the unigram
+    baseline to hold the validation loss against, and the sample as text."""
+    return {
+        **history.summary(),
+        "unigram_baseline": charlm.unigram_baseline(data),
+        "sample": data.corpus.decode(sample_ids),
+    }
 
 
 # `week1 compare training_loop --quick`: a short run (the curves overlap from the first step).

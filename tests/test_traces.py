@@ -1,4 +1,5 @@
-"""Each JAX lab's jitted train step compiles once across a whole run: no silent retracing.
+"""Each JAX lab's jitted train step compiles once across a whole run: no silent retracing; and
+the torch step that lib/train compiles (torch.compile) does not recompile after its first call.
 
 lib/steps.jit_on_state is wrapped, for the test, with chex.assert_max_traces(n=1)
 (which raises on a second trace); the labs' train loops then run several steps,
@@ -12,7 +13,8 @@ import jax
 import pytest
 from flax import nnx
 
-from labs import grad_accumulation, mixed_precision, training_loop
+from labs import grad_accumulation, mixed_precision
+from week1 import charlm, loop
 from week1_jax import grad_accumulation as jga
 from week1_jax import mixed_precision as jmp
 from week1_jax.lib import charlm as jtl
@@ -44,11 +46,11 @@ def traced_once(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data():
-    return training_loop.load_data(training_loop.Config())
+    return charlm.load_data(charlm.Config())
 
 
 def test_training_loop_step_traces_once(traced_once, data):
-    _, history = jtl.train(training_loop.Config(**SMALL), data)
+    _, history = jtl.train(charlm.Config(**SMALL), data)
     assert len(history.steps) == SMALL["steps"] and len(traced_once) == 1
 
 
@@ -61,6 +63,34 @@ def test_grad_accumulation_step_traces_once(traced_once, data, method):
 def test_mixed_precision_step_traces_once(traced_once, data):
     _, history, _ = jmp.train(mixed_precision.Config(**SMALL), data, "bf16")
     assert len(history.steps) == SMALL["steps"] and len(traced_once) == 1
+
+
+def test_compiled_torch_step_does_not_recompile(monkeypatch, data):
+    """The whole torch step (forward, backward, AdamW) through torch.compile compiles at its
+    first call and never again: a later recompilation fails the run here (the lr and AdamW's
+    step count are tensors and its state exists from the start, so nothing changes between
+    calls but data). Evaluation runs the uncompiled model."""
+    torch = pytest.importorskip("torch")
+    from week1_torch.lib import charlm as torch_lm
+    from week1_torch.lib import parallelize
+
+    compile_step, calls = parallelize.apply_compile, []
+
+    def strict(step):
+        compiled = compile_step(step)
+
+        def guarded(*batch):
+            calls.append(len(batch))
+            if len(calls) == 1:
+                return compiled(*batch)
+            with torch.compiler.set_stance("fail_on_recompile"):
+                return compiled(*batch)
+
+        return guarded
+
+    monkeypatch.setattr(parallelize, "apply_compile", strict)
+    _, history = torch_lm.train(charlm.Config(**SMALL), data, ctx=loop.Context(compile=True))
+    assert len(calls) == SMALL["steps"] and len(history.val_loss) == 2
 
 
 def test_the_model_checks_its_input_shape():

@@ -97,11 +97,78 @@ def _lab_imports(path: pathlib.Path) -> set[str]:
 
 @pytest.mark.parametrize("package", ["labs", "week1_jax", "week1_torch"])
 def test_no_lab_imports_another_lab(package):
-    """A lab builds on its own spec, the library and the training_loop lab, never another lab:
-    what two labs share lives in week1/ or a framework's lib/."""
+    """A lab builds on its own spec and the library, never another lab (the training_loop lab
+    included): what two labs share lives in week1/ or a framework's lib/."""
     wrong = {
-        path.stem: sorted(_lab_imports(path) - {path.stem, "training_loop"})
+        path.stem: sorted(_lab_imports(path) - {path.stem})
         for path in sorted((ROOT / package).glob("*.py"))
         if path.stem != "__init__"
     }
     assert not {lab: names for lab, names in wrong.items() if names}
+
+
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    """Every module name a file imports at any level (`from a.b import c` gives a.b and a.b.c)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+@pytest.mark.parametrize("package", ["labs", "week1_jax", "week1_torch"])
+def test_no_lab_imports_a_command(package):
+    """Labs use the core, never the command line's commands (week1/commands/): what a lab
+    needs from there (machine facts, report writers) lives in a core module."""
+    wrong = {
+        path.stem: sorted(m for m in _imported_modules(path) if m.startswith("week1.commands"))
+        for path in sorted((ROOT / package).glob("*.py"))
+    }
+    assert not {lab: names for lab, names in wrong.items() if names}
+
+
+def _is_lab_module(name: str) -> bool:
+    head, _, rest = name.partition(".")
+    return head == "labs" or (head in ("week1_jax", "week1_torch") and not rest.startswith("lib"))
+
+
+@pytest.mark.parametrize(
+    "folder", ["week1", "week1/data", "week1/tokenization", "week1_jax/lib", "week1_torch/lib"]
+)
+def test_core_and_libraries_import_no_lab(folder):
+    """The core and each framework's library stand below the labs: no module there imports a
+    lab (week1/commands, the faces that drive labs, find them through week1.catalog)."""
+    wrong = {
+        path.name: sorted(
+            m for m in _imported_modules(path) if _is_lab_module(m) and m.count(".") >= 1
+        )
+        for path in sorted((ROOT / folder).glob("*.py"))
+    }
+    assert not {name: mods for name, mods in wrong.items() if mods}
+
+
+def test_the_command_line_loads_no_lab():
+    """`import week1.cli` (every `week1` command starts so) loads no lab module: a lab is
+    imported when a command asks for it, and `week1 list` or `week1 --help` stay quick."""
+    code = (
+        "import sys, week1.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('labs', 'week1_jax', 'week1_torch') and m not in ('labs', 'week1_jax', 'week1_torch')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:]
+
+
+def test_the_wall_tests_can_fail(tmp_path):
+    """The import scanners see a lab import and a command import when there is one."""
+    module = tmp_path / "rogue.py"
+    module.write_text("from labs import rnn\nfrom week1.commands import env\n")
+    assert _lab_imports(module) == {"rnn"}
+    assert any(m.startswith("week1.commands") for m in _imported_modules(module))
+    assert _is_lab_module("labs.rnn") and not _is_lab_module("week1_jax.lib.train")

@@ -32,8 +32,8 @@ def run(cfg: spec.Config, run) -> dict:
     if run.should_stop():
         return history.summary()
     prompt = charlm.prompt_ids(data, cfg)
-    text = data.corpus.decode(sample(model, prompt, cfg.sample_chars, cfg.temperature, cfg.seed))
-    return {**history.summary(), "unigram_baseline": charlm.unigram_baseline(data), "sample": text}
+    ids = sample(model, prompt, cfg.sample_chars, cfg.temperature, cfg.seed)
+    return spec.summary(cfg, data, history, ids)
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
