@@ -18,9 +18,28 @@ The formats: fp32; tf32 (NVIDIA Ampere+ tensor cores: fp32 range with a
 cores, several times fp32's peak, half the bytes). On a CPU without matrix
 units bf16/fp16 are often slower than fp32.
 
-Timing is done properly: a warm-up (compilation, caches, clocks), a device
-sync after every call (`jax.block_until_ready`, `torch.cuda.synchronize`:
-both frameworks launch asynchronously), and the median of the timed calls.
+Timing is done as the field does it, the same way in both frameworks
+(week1/timing.py): a warm-up (compilation, autotuning, caches, clocks), then
+two numbers per matmul. *Device time* (`median ms`, what TFLOP/s is made of):
+`iters` calls queued back to back and one wait at the end
+(`jax.block_until_ready`, `torch.cuda.synchronize`: both frameworks launch
+asynchronously), the median of three such batches. *Latency*: one call, one
+wait, every time, so it adds the host's dispatch and round trip. Their ratio
+(`dispatch`) says which bound a matmul is: near 1 it is *device-bound* (the
+device is busy all the time; the framework's overhead hides behind it); well
+above 1 it is *dispatch-bound* (small matmuls: Python, the framework's
+dispatch and the kernel launch cost more than the maths, and a faster device
+would not help). Timing only the latency, one host round trip per call,
+understates a fast device: the first H200 run read JAX's bf16 matmul at half
+its device speed that way. On a GPU, torch also clocks the queued batches
+with CUDA events (`week1 bench gpu_basics` shows them beside the wall clock, a
+cross-check); `cold=true` adds `cold ms`, each call after an L2 flush, as
+`triton.testing.do_bench` times kernels.
+
+Bandwidth is the same kernel in both: y = 2y over `bandwidth_mib` of fp32,
+in place (torch `mul_`, JAX a donated buffer), so each call reads and writes
+the array once into the same memory. An out-of-place `2 * x` would time the
+allocator as well (fresh pages on a CPU), differently in each framework.
 
 How to read the results
 -----------------------
@@ -28,10 +47,13 @@ How to read the results
   jnp.finfo / torch.finfo; the mixed_precision lab shows them at work).
 - The table: TFLOP/s per dtype and size; `x fp32` is the speed-up over fp32
   at the same size.
+- `dispatch` (latency / device time): the small sizes are dispatch-bound,
+  the large ones device-bound; on a GPU the cross-over is at far larger n.
 - roofline.png: measured points against min(measured peak, I x measured
-  bandwidth); bandwidth comes from timing a large elementwise multiply.
+  bandwidth); bandwidth comes from the in-place 2y above.
 - On this CPU the sizes are small (64..512); `scripts/gpu_check.sh` runs the
-  GPU sizes (up to 8192), where bf16/fp16 should reach several x fp32.
+  GPU sizes (1024, 4096, 8192: a compile and autotuning per size and dtype,
+  inside 30 s per framework), where bf16/fp16 should reach several x fp32.
 
 Run it:  week1 run gpu_basics --framework jax   (or torch)
 """
@@ -45,8 +67,10 @@ from week1.config import require
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
 BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}  # tf32 is stored as fp32
 CPU_SIZES = "64,128,256,512"
-GPU_SIZES = "256,512,1024,2048,4096,8192"
-RESULT_COLUMNS = ["dtype", "n", "median ms", "TFLOP/s", "FLOP/byte", "x fp32"]
+GPU_SIZES = "1024,4096,8192"
+RESULT_COLUMNS = [
+    "dtype", "n", "median ms", "TFLOP/s", "latency ms", "dispatch", "FLOP/byte", "x fp32"
+]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +81,7 @@ class Config:
     iters: int = 10
     seed: int = 0
     bandwidth_mib: int = 64  # size of the array the bandwidth test streams
+    cold: bool = False  # also time each matmul with the L2 cache flushed before it (do_bench)
 
     def check(self) -> None:
         for name in self.dtype_list:
@@ -95,11 +120,23 @@ def intensity(n: int, dtype: str) -> float:
 class Result:
     dtype: str
     n: int
-    median_s: float
+    median_s: float  # device time per call (queued calls, one wait)
+    latency_s: float  # one call and its wait
+    cold_s: float | None = None  # after an L2 flush (cold=true)
 
     @property
     def tflops(self) -> float:
         return matmul_flops(self.n) / self.median_s / 1e12
+
+
+def result(dtype: str, n: int, timing) -> Result:
+    """One (dtype, n) point of a week1.timing.Timing."""
+    return Result(dtype, n, timing.median_s, timing.latency_s, timing.cold_s)
+
+
+def bandwidth_of(nbytes: int, timing) -> float:
+    """Bytes/s of the in-place y = 2y over `nbytes`: each call reads and writes them once."""
+    return 2 * nbytes / timing.median_s
 
 
 def summarise(
@@ -116,12 +153,20 @@ def summarise(
             r.n,
             r.median_s * 1e3,
             r.tflops,
+            r.latency_s * 1e3,
+            r.latency_s / r.median_s,
             intensity(r.n, r.dtype),
             r.tflops / fp32[r.n] if r.n in fp32 else float("nan"),
         )
         for r in results
     ]
-    report.table(f"{framework} matmul on {device}", RESULT_COLUMNS, rows)
+    columns = RESULT_COLUMNS
+    if any(r.cold_s for r in results):
+        columns = [*RESULT_COLUMNS, "cold ms"]
+        rows = [
+            (*row, (r.cold_s or float("nan")) * 1e3) for row, r in zip(rows, results, strict=True)
+        ]
+    report.table(f"{framework} matmul on {device}", columns, rows)
     dtypes = list(dict.fromkeys(r.dtype for r in results))
     by_dtype = {d: [r for r in results if r.dtype == d] for d in dtypes}
     peak = {d: max(r.tflops for r in rs) for d, rs in by_dtype.items()}

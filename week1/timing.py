@@ -1,9 +1,30 @@
-"""Timing harness shared by both frameworks: warm-up, sync, median, compile time.
+"""Timing harness shared by both frameworks: device time the way the field measures it.
 
-The caller passes `sync`, the framework's way to wait for the device
-(`jax.block_until_ready` on the result, `torch.cuda.synchronize`), so the
-harness itself stays framework-free. Speeds are reported as ratios measured in
-one run, never asserted as wall times.
+Both frameworks launch work asynchronously: a call returns once its kernels are queued, and
+the device runs them later, in order. What one call costs therefore has two answers:
+
+- **device time per call** (`median_s`, throughput): queue `iters` calls back to back, wait
+  once, divide. The host's launch cost hides behind the device's work, as in a training loop
+  that never reads a value back; this is the figure FLOP/s, bandwidth and MFU are made of.
+  It is `triton.testing.do_bench`'s method without the per-call events, and the only one both
+  frameworks have (JAX has no device events).
+- **latency** (`latency_s`): one call, then wait, every time: host dispatch + launch + device
+  time + the host's round trip. A workload whose latency is well above its device time is
+  *dispatch-bound* (small kernels, Python and framework overhead per call); one whose two
+  figures agree is *device-bound*. The first H200 run timed only this way and halved JAX's
+  matmul TFLOP/s, whose dispatch is heavier than torch's.
+
+Optional, where a framework has them: `clock`, a device stopwatch (torch.cuda.Event pairs)
+around the same queued batches (`device_s`, a cross-check free of host timer noise), and
+`flush`, a call that overwrites a buffer larger than the L2 cache (do_bench's 256 MB
+`cache.zero_()`): `cold_s` is then the per-call time with cold caches, the flush's own time
+subtracted.
+
+The caller passes `sync`, the framework's way to wait (`jax.block_until_ready` on the result,
+`torch.cuda.synchronize`), so the harness stays framework-free. Waiting on the last result
+covers the batch: a device runs its queue in order (one CUDA stream; a donated JAX state
+chains the calls). Speeds are reported as ratios measured in one run, never asserted as wall
+times.
 """
 
 from __future__ import annotations
@@ -17,11 +38,14 @@ from collections.abc import Callable
 @dataclasses.dataclass(frozen=True)
 class Timing:
     first_s: float  # the first call: tracing/compilation plus one step
-    median_s: float  # median of the timed calls after warm-up
+    median_s: float  # device time per call: median over batches of `iters` queued calls, 1 wait
     iters: int
     memory: dict = dataclasses.field(
         default_factory=dict
     )  # what -> bytes, measured by the framework
+    latency_s: float | None = None  # median of `iters` calls, each waited for (host round trip)
+    device_s: float | None = None  # the queued batches on the device's own clock, where it has one
+    cold_s: float | None = None  # per call with the caches flushed before each (flush given)
 
     def with_memory(self, memory: dict) -> Timing:
         return dataclasses.replace(self, memory=dict(memory))
@@ -30,22 +54,73 @@ class Timing:
     def per_s(self) -> float:
         return 1.0 / self.median_s
 
+    @property
+    def dispatch_ratio(self) -> float | None:
+        """Latency over device time: ~1 device-bound, >> 1 dispatch-bound (None: not measured)."""
+        return self.latency_s / self.median_s if self.latency_s else None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _queued(fn: Callable[[], object], sync: Callable[[object], object], n: int, clock=None):
+    """Seconds for `n` calls queued back to back and one wait (and on `clock`, if given)."""
+    stop = clock() if clock else None
+    start = time.perf_counter()
+    result = None
+    for _ in range(n):
+        result = fn()
+    sync(result)
+    wall = time.perf_counter() - start
+    return wall, (stop() if stop else None)
+
 
 def time_calls(
-    fn: Callable[[], object], sync: Callable[[object], object], *, warmup: int = 3, iters: int = 20
+    fn: Callable[[], object],
+    sync: Callable[[object], object],
+    *,
+    warmup: int = 3,
+    iters: int = 20,
+    batches: int = 3,
+    clock: Callable[[], Callable[[], float]] | None = None,
+    flush: Callable[[], object] | None = None,
 ) -> Timing:
-    """Time `fn()`: first call (compile), `warmup` more, then the median of `iters` synced calls."""
+    """Time `fn()`: the first call (compile) apart, `warmup` more, then the latency (`iters`
+    calls each waited for) and the device time per call (`batches` batches of `iters` queued
+    calls, one wait each; the median batch).
+
+    clock: a device stopwatch, `clock()` starts it and returns `stop()`, which waits and returns
+    seconds (torch.cuda.Event pairs). flush: evicts the caches (see the module docstring)."""
     start = time.perf_counter()
     sync(fn())
     first = time.perf_counter() - start
     for _ in range(warmup):
         sync(fn())
-    times = []
+    latencies = []
     for _ in range(iters):
         start = time.perf_counter()
         sync(fn())
-        times.append(time.perf_counter() - start)
-    return Timing(first, statistics.median(times), iters)
+        latencies.append(time.perf_counter() - start)
+    queued = [_queued(fn, sync, iters, clock) for _ in range(batches)]
+    device_s = statistics.median(d for _, d in queued) / iters if clock else None
+    cold_s = None
+    if flush is not None:
+
+        def flushed():
+            flush()
+            return fn()
+
+        with_flush = statistics.median(_queued(flushed, sync, iters)[0] for _ in range(batches))
+        alone = statistics.median(_queued(flush, sync, iters)[0] for _ in range(batches))
+        cold_s = max(with_flush - alone, 0.0) / iters
+    return Timing(
+        first_s=first,
+        median_s=statistics.median(w for w, _ in queued) / iters,
+        iters=iters,
+        latency_s=statistics.median(latencies),
+        device_s=device_s,
+        cold_s=cold_s,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,8 +56,10 @@ def matmul(dtype: str):
 
 
 def measure(cfg: spec.Config) -> tuple[list, dict]:
-    """Median time of each (dtype, n) matmul: (results, {dtype: why skipped})."""
+    """Device time and latency of each (dtype, n) matmul (week1.timing): (results, {dtype: why
+    skipped})."""
     results, skipped = [], {}
+    flush = devices.cache_flush() if cfg.cold else None
     for dtype in cfg.dtype_list:
         if unavailable(dtype):
             skipped[dtype] = unavailable(dtype)
@@ -65,18 +67,31 @@ def measure(cfg: spec.Config) -> tuple[list, dict]:
         fn = matmul(dtype)
         for n in cfg.size_list(on_gpu=devices.default_device().platform == "gpu"):
             a, b = operands(n, dtype, cfg.seed)
-            timing = time_calls(lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
-            results.append(spec.Result(dtype, n, timing.median_s))
+            timing = time_calls(
+                lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters, flush=flush
+            )
+            results.append(spec.result(dtype, n, timing))
     return results, skipped
 
 
+def double_in_place(cfg: spec.Config):
+    """(bytes, Timing) of y = 2y over `bandwidth_mib` of fp32, in place: the buffer is donated,
+    so XLA writes the result into it; each call reads it once and writes it once."""
+    y = jnp.ones(cfg.bandwidth_mib * 2**20 // 4, jnp.float32)
+    nbytes = y.nbytes
+    double = jax.jit(lambda y: 2.0 * y, donate_argnums=0)
+
+    def call():  # each call takes the buffer the last one returned
+        nonlocal y
+        y = double(y)
+        return y
+
+    return nbytes, time_calls(call, devices.sync, warmup=cfg.warmup, iters=cfg.iters)
+
+
 def bandwidth(cfg: spec.Config) -> float:
-    """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes
-    it once."""
-    x = jnp.ones(cfg.bandwidth_mib * 2**20 // 4, jnp.float32)
-    double = jax.jit(lambda x: 2.0 * x)
-    timing = time_calls(lambda: double(x), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
-    return 2 * x.nbytes / timing.median_s
+    """Memory bandwidth in bytes/s, of the in-place 2y."""
+    return spec.bandwidth_of(*double_in_place(cfg))
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -94,7 +109,8 @@ def run(cfg: spec.Config, run) -> dict:
 
 
 def bench(cfg: spec.Config) -> dict:
-    """`week1 bench gpu_basics`: the largest matmul in each available dtype."""
+    """`week1 bench gpu_basics`: the largest matmul in each available dtype, and the in-place
+    2y of the bandwidth test."""
     n = cfg.size_list(on_gpu=devices.default_device().platform == "gpu")[-1]
     timings = {}
     for dtype in cfg.dtype_list:
@@ -103,4 +119,5 @@ def bench(cfg: spec.Config) -> dict:
             timings[f"jax {dtype} n={n}"] = time_calls(
                 lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters
             )
+    timings[f"jax 2y {cfg.bandwidth_mib} MiB"] = double_in_place(cfg)[1]
     return timings

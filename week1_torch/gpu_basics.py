@@ -74,8 +74,10 @@ def matmul(dtype: str):
 
 
 def measure(cfg: spec.Config) -> tuple[list, dict]:
-    """Median time of each (dtype, n) matmul: (results, {dtype: why skipped})."""
+    """Device time and latency of each (dtype, n) matmul (week1.timing): (results, {dtype: why
+    skipped})."""
     results, skipped = [], {}
+    flush = devices.cache_flush() if cfg.cold else None
     for dtype in cfg.dtype_list:
         if unavailable(dtype):
             skipped[dtype] = unavailable(dtype)
@@ -83,17 +85,30 @@ def measure(cfg: spec.Config) -> tuple[list, dict]:
         fn = matmul(dtype)
         for n in cfg.size_list(on_gpu=torch.cuda.is_available()):
             a, b = operands(n, dtype, cfg.seed)
-            timing = time_calls(lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters)
-            results.append(spec.Result(dtype, n, timing.median_s))
+            timing = time_calls(
+                lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters, flush=flush
+            )
+            results.append(spec.result(dtype, n, timing))
     return results, skipped
 
 
+def double_in_place(cfg: spec.Config):
+    """(bytes, Timing) of y = 2y over `bandwidth_mib` of fp32, in place (`mul_`): each call
+    reads it once and writes it once."""
+    y = torch.ones(cfg.bandwidth_mib * 2**20 // 4, device=devices.default_device())
+    timing = time_calls(
+        lambda: y.mul_(2.0),
+        devices.sync,
+        warmup=cfg.warmup,
+        iters=cfg.iters,
+        clock=devices.event_clock(),
+    )
+    return y.numel() * y.element_size(), timing
+
+
 def bandwidth(cfg: spec.Config) -> float:
-    """Memory bandwidth in bytes/s: y = 2x over `bandwidth_mib` of fp32 reads it once and writes
-    it once."""
-    x = torch.ones(cfg.bandwidth_mib * 2**20 // 4, device=devices.default_device())
-    timing = time_calls(lambda: 2.0 * x, devices.sync, warmup=cfg.warmup, iters=cfg.iters)
-    return 2 * x.numel() * x.element_size() / timing.median_s
+    """Memory bandwidth in bytes/s, of the in-place 2y."""
+    return spec.bandwidth_of(*double_in_place(cfg))
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -111,13 +126,19 @@ def run(cfg: spec.Config, run) -> dict:
 
 
 def bench(cfg: spec.Config) -> dict:
-    """`week1 bench gpu_basics`: the largest matmul in each available dtype."""
+    """`week1 bench gpu_basics`: the largest matmul in each available dtype, and the in-place
+    2y of the bandwidth test."""
     n = cfg.size_list(on_gpu=torch.cuda.is_available())[-1]
     timings = {}
     for dtype in cfg.dtype_list:
         if not unavailable(dtype):
             fn, (a, b) = matmul(dtype), operands(n, dtype, cfg.seed)
             timings[f"torch {dtype} n={n}"] = time_calls(
-                lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters
+                lambda: fn(a, b),
+                devices.sync,
+                warmup=cfg.warmup,
+                iters=cfg.iters,
+                clock=devices.event_clock(),
             )
+    timings[f"torch 2y {cfg.bandwidth_mib} MiB"] = double_in_place(cfg)[1]
     return timings

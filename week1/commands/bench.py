@@ -1,6 +1,11 @@
 """`week1 bench [lab ...] [--json PATH]`: each lab's workload timed in JAX jit, torch eager and
 torch.compile, one table per lab.
 
+Every figure comes from week1.timing.time_calls, the same method for both frameworks: `ms` is
+the device time per call (calls queued back to back, one wait), `latency` one call and its
+wait (dispatch and the host's round trip included); a row whose latency is far above its ms is
+dispatch-bound. On a GPU, torch rows timed with a CUDA-event clock show it too.
+
 Each (lab, framework) runs in a process of its own (`python -m week1.commands.bench LAB FW
 OUT.json [--key=value ...]`):
 - a crash there (a segfault, an abort in a torchrun child) becomes one failed row of its
@@ -153,17 +158,34 @@ def print_table(lab_id: str, by_framework: dict) -> None:
         for name, t in result["timings"].items():
             base = base or t["median_s"]
             memory = ", ".join(f"{k} {v / 2**20:.3g}M" for k, v in t["memory"].items())
+            latency = t.get("latency_s")
             rows.append(
-                (name, t["median_s"] * 1e3, base / t["median_s"], t["first_s"], memory or "-")
+                (
+                    name,
+                    t["median_s"] * 1e3,
+                    latency * 1e3 if latency else "-",
+                    base / t["median_s"],
+                    t["first_s"],
+                    memory or "-",
+                )
             )
     iters = next(
         (t["iters"] for r in by_framework.values() for t in r.get("timings", {}).values()), 0
     )
     report.table(
-        f"{lab_id}: ms, median of {iters}; speed vs row 1",
-        ["variant", "ms", "speed", "first s", "memory"],
+        f"{lab_id}: ms per call ({iters} queued, one wait); latency: each call waited for; "
+        "speed vs row 1",
+        ["variant", "ms", "latency", "speed", "first s", "memory"],
         rows,
     )
+    events = [
+        f"{name} {t['device_s'] * 1e3:.4g} ms"
+        for r in by_framework.values()
+        for name, t in r.get("timings", {}).items()
+        if t.get("device_s")
+    ]
+    if events:
+        report.console.print("  on CUDA events: " + "; ".join(events), highlight=False)
     for framework, result in by_framework.items():
         for note in result.get("notes", []):
             report.console.print(f"  {note}", highlight=False, markup=False)
@@ -180,15 +202,7 @@ def worker(lab_id: str, framework: str, out: str, overrides: list[str]) -> None:
     timings = module.bench(cfg)
     document = {
         "device": framework_device(framework),
-        "timings": {
-            name: {
-                "first_s": t.first_s,
-                "median_s": t.median_s,
-                "iters": t.iters,
-                "memory": t.memory,
-            }
-            for name, t in timings.items()
-        },
+        "timings": {name: t.as_dict() for name, t in timings.items()},
     }
     pathlib.Path(out).write_text(json.dumps(document))
 

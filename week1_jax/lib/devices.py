@@ -26,3 +26,18 @@ def to_device(*arrays: np.ndarray, dtype=None) -> tuple:
 def sync(result=None):
     """Wait until `result`'s arrays are computed (jax.block_until_ready); returns it."""
     return jax.block_until_ready(result)
+
+
+def cache_flush(mib: int = 256):
+    """A call that overwrites `mib` MiB on the default device, more than any L2 cache holds
+    (triton.testing.do_bench zeroes 256 MB before each timed call); time_calls' `flush`. The
+    buffer is donated: each call writes zeros into the same memory."""
+    zero = jax.jit(jnp.zeros_like, donate_argnums=0)
+    buffer = jnp.ones(mib * 2**20 // 4, jnp.int32)
+
+    def flush():
+        nonlocal buffer
+        buffer = zero(buffer)
+        return buffer
+
+    return flush

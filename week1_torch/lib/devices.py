@@ -41,3 +41,31 @@ def sync(_result=None) -> None:
     already."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def event_clock():
+    """A stopwatch on the device's own clock (a torch.cuda.Event pair), or None on a CPU:
+    `start = event_clock(); stop = start(); ...queue work...; seconds = stop()` (stop waits for
+    the end event). week1.timing.time_calls takes it as `clock`."""
+    if not torch.cuda.is_available():
+        return None
+
+    def start():
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+
+        def stop() -> float:
+            end.record()
+            end.synchronize()
+            return begin.elapsed_time(end) / 1e3  # elapsed_time is in ms
+
+        return stop
+
+    return start
+
+
+def cache_flush(mib: int = 256):
+    """A call that overwrites `mib` MiB on the default device, more than any L2 cache holds
+    (triton.testing.do_bench zeroes 256 MB before each timed call); time_calls' `flush`."""
+    buffer = torch.empty(mib * 2**20 // 4, dtype=torch.int32, device=default_device())
+    return buffer.zero_
