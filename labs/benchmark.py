@@ -735,7 +735,7 @@ def measure_in_child(cfg: Config, run, framework: str) -> dict:
 def machine() -> dict:
     """The machine, framework-free: CPU, cores, memory, Python, how busy it was (other
     processes' load moves CPU timings); the GPU and its driver when nvidia-smi answers."""
-    from week1.commands.env import machine_rows
+    from week1.machine import machine_rows
 
     out = dict(machine_rows())
     out["load average (1 min) at the end"] = f"{os.getloadavg()[0]:.1f}"

@@ -17,6 +17,7 @@ PROBLEM_IDS = (
     "no-compiler",
     "missing-data",
     "tf32-in-parity",
+    "jax-preallocates",
 )
 
 
@@ -29,7 +30,13 @@ def calm(monkeypatch):
     monkeypatch.setattr(env, "data_package_dir", lambda module: f"/site-packages/{module}")
     monkeypatch.setattr(env, "cxx_compiler", lambda: "/usr/bin/g++")
     monkeypatch.setattr(env, "python_headers", lambda: True)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *env.TF32_FORCING, env.REPORT_ENV):
+    for name in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "XLA_PYTHON_CLIENT_PREALLOCATE",
+        *env.TF32_FORCING,
+        env.REPORT_ENV,
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -168,3 +175,24 @@ def test_the_command_line_prints_the_table_and_the_fixes(calm, capsys):
     assert "fix: unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE" in out
     assert cli.main(["env", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["problems"] == []  # --parity not asked
+
+
+@pytest.mark.parametrize("preallocate", ["unset", "true", "false"])
+def test_jax_and_torch_sharing_a_gpu_need_preallocation_off(calm, preallocate):
+    """Both frameworks on one GPU in one process: JAX's default preallocation (75% of the
+    memory) is a problem unless XLA_PYTHON_CLIENT_PREALLOCATE=false; on a CPU it is none."""
+    import torch
+
+    if preallocate != "unset":
+        calm.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", preallocate)
+    assert "jax-preallocates" not in found()  # this CPU machine: nothing shares a GPU
+    calm.setattr(torch.cuda, "is_available", lambda: True)
+    calm.setattr(torch.cuda, "device_count", lambda: 0)
+    calm.setattr(torch.backends.cudnn, "version", lambda: 91000)
+    calm.setattr(torch.cuda.nccl, "version", lambda: (2, 27, 0))
+    facts = env.collect()
+    facts["jax"] = dict(facts["jax"], backend="gpu")
+    problems = {p.id: p for p in env.diagnose(facts)}
+    assert ("jax-preallocates" in problems) == (preallocate != "false")
+    if preallocate != "false":
+        assert problems["jax-preallocates"].fix == "export XLA_PYTHON_CLIENT_PREALLOCATE=false"

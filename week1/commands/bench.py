@@ -46,7 +46,7 @@ def labs_with_bench() -> list[str]:
 
 def machine() -> dict:
     """What the figures were measured on, framework-free (each worker adds its framework's)."""
-    from week1.commands.env import machine_rows
+    from week1.machine import machine_rows
 
     return dict(machine_rows())
 

@@ -303,6 +303,6 @@ def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
 
 
 def _machine() -> dict:
-    from week1.commands.env import machine_rows
+    from week1.machine import machine_rows
 
     return dict(machine_rows())

@@ -14,6 +14,9 @@ that fixes it:
     missing-data          a data package the labs read is not installed
     tf32-in-parity        a parity run (`--parity`, or inside `week1 parity`) with an
                           environment variable that turns TF32 on behind the tests' backs
+    jax-preallocates      JAX and torch share a GPU and JAX would take 75% of its memory at
+                          its first use (the parity suite, test_devices and scripts/
+                          gpu_check.sh hold both in one process): torch then runs out
 
 `week1 env --json` prints the same as one JSON document ({"facts": ..., "problems": [...]}).
 Each framework is imported only here, at call time, and may be missing. The probes below
@@ -29,12 +32,17 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import sysconfig
 
+from week1.machine import (
+    cpu_flags,
+    load_average,
+    machine_rows,
+    nvidia_gpus,
+    usable_cores,
+)
 from week1.tolerances import REPORT_ENV
 
 # The data packages scripts/setup.sh installs (--no-deps: only their files are read), the
@@ -89,81 +97,6 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; the platform's processor string elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        with open("/sys/fs/cgroup/cpu.max", encoding="utf-8") as f:
-            quota, period = f.read().split()
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores or 1
-
-
-def load_average() -> float:
-    """The 1-minute load average (runnable processes), 0 where the platform has none."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
-
-
-def nvidia_gpus() -> list[str]:
-    """The NVIDIA GPUs the machine has, whatever the frameworks see: nvidia-smi's names, or the
-    kernel driver's /proc entries where nvidia-smi is missing."""
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-            ).stdout
-            names = [line.strip() for line in out.splitlines() if line.strip()]
-            if names:
-                return [f"{n.split(',')[0]} (driver {n.split(',')[-1].strip()})" for n in names]
-        except (OSError, subprocess.SubprocessError):
-            pass
-    names = []
-    root = "/proc/driver/nvidia/gpus"
-    for gpu in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        try:
-            with open(os.path.join(root, gpu, "information"), encoding="utf-8") as f:
-                model = next(
-                    (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("Model")), ""
-                )
-        except OSError:
-            model = ""
-        names.append(model or f"NVIDIA GPU {gpu}")
-    return names
 
 
 def cxx_compiler() -> str | None:
@@ -248,20 +181,6 @@ def _importable(module: str) -> bool:
 # ---------------------------------------------------------------- facts, problems, output
 
 
-def machine_rows() -> list[tuple[str, str]]:
-    """The machine, without importing a framework: what a published figure must carry."""
-    from week1.config import machine_memory_bytes
-
-    return [
-        ("python", platform.python_version()),
-        ("platform", platform.platform()),
-        ("cpu", cpu_model()),
-        ("cores", str(os.cpu_count())),
-        ("memory", f"{machine_memory_bytes() / 2**30:.1f} GiB"),
-        ("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "unset")),
-    ]
-
-
 def collect(parity: bool = False) -> dict:
     """Everything the doctor looks at, as plain data (the --json document's "facts")."""
     flags = cpu_flags()
@@ -279,6 +198,7 @@ def collect(parity: bool = False) -> dict:
             **{k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
         },
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "unset"),
+        "XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "unset"),
         "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "unset"),
         "tf32 environment": {k: os.environ.get(k, "") for k in TF32_FORCING},
         "c++ compiler": cxx_compiler(),
@@ -356,6 +276,21 @@ def diagnose(facts: dict) -> list[Problem]:
                     "unset " + " ".join(k.split("=")[0] for k in forcing),
                 )
             )
+    shared_gpu = (
+        torch is not None
+        and torch["cuda available"]
+        and jax is not None
+        and jax["backend"] in ("gpu", "cuda")
+    )
+    if shared_gpu and facts["XLA_PYTHON_CLIENT_PREALLOCATE"].lower() not in ("false", "0"):
+        problems.append(
+            Problem(
+                "jax-preallocates",
+                "JAX and torch share this GPU and JAX preallocates 75% of its memory at its "
+                "first use: torch in the same process (parity tests, test_devices) runs out",
+                "export XLA_PYTHON_CLIENT_PREALLOCATE=false",
+            )
+        )
     return problems
 
 
@@ -426,7 +361,7 @@ def rows(facts: dict) -> list[tuple[str, str]]:
         out += [(f"jax {k}", show(v)) for k, v in jax.items()]
     out.append(("bf16 on the CPU", facts["cpu bf16"]))
     out += [(k, show(v)) for k, v in facts["threads"].items() if k != "OMP_NUM_THREADS"]
-    out += [("XLA_FLAGS", facts["XLA_FLAGS"]), ("JAX_PLATFORMS", facts["JAX_PLATFORMS"])]
+    out += [(k, facts[k]) for k in ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "JAX_PLATFORMS")]
     out += [(k, v or "unset") for k, v in facts["tf32 environment"].items()]
     out += [
         (f"data: {k}", f"{_version(k)} (found)" if v else "missing")

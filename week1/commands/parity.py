@@ -141,7 +141,7 @@ def run_tests(lab_id: str | None, pytest_args: list[str], command: str) -> tuple
 
 def document(comparisons: list[dict], devices: dict, command: str, date: str, code: int) -> dict:
     """The JSON document of one parity run (the module docstring's format)."""
-    from week1.commands.env import machine_rows
+    from week1.machine import machine_rows
 
     versions = {}
     for dist in VERSIONS:
