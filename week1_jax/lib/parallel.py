@@ -144,7 +144,7 @@ def train(
             if history is not None:
                 history.add_train(step, losses[-1], time.perf_counter() - since)
                 if evaluate is not None and loop.Cadence.of(cfg).is_eval_step(step):
-                    history.add_val(step, evaluate(strategy.get(params)))
+                    history.add_eval(step, val_loss=evaluate(strategy.get(params)))
             if first_grads is None:
                 first_grads = jax.tree.map(np.asarray, strategy.get(grads))
             if log:

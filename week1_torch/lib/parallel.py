@@ -186,7 +186,7 @@ def train(
         if history is not None:
             history.add_train(step, losses[-1], time.perf_counter() - since)
             if evaluate is not None and loop.Cadence.of(cfg).is_eval_step(step):
-                history.add_val(step, evaluate())
+                history.add_eval(step, val_loss=evaluate())
         if first_grads is None:
             first_grads = full_grads(model)
         if log:
