@@ -44,7 +44,7 @@ import time
 
 import numpy as np
 
-from week1.config import require
+from week1.config import Range, require
 from week1.data import shakespeare
 from week1.tokenization import hf
 from week1.tokenization.model import BPE
@@ -52,6 +52,10 @@ from week1.tokenization.model import BPE
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    # 256 bytes + the special tokens at least; at most 46340 = floor(sqrt(2**31)): the JAX
+    # trainer keys a pair (a, b) as a * vocab_size + b in int32 (both frameworks keep one range).
+    RANGES = {"vocab_size": Range(257, 46340)}
+
     vocab_size: int = 8000
     min_frequency: int = 0
     special_tokens: str = "<|endoftext|>"  # comma-separated

@@ -36,6 +36,15 @@ def week1(*args, cwd=None):
         (["run", "training_loop", "--framework", "torch", "--steps=x"], ["--steps='x'", "int"]),
         (["run", "training_loop", "--framework", "jax", "--compile"], ["--compile", "torch"]),
         (["frobnicate"], ["frobnicate"]),
+        # issue 21 case 7: a repeated flag ran the last one; a range only the JAX run knew;
+        # a misspelt lab or setting gets the nearest name
+        (["run", "training_loop", "--framework", "torch", "--framework", "jax"], ["twice"]),
+        (["run", "bpe", "--framework", "jax", "--vocab_size=100000000"], ["[257, 46340]"]),
+        (["run", "bpe", "--framework", "torch", "--vocab_size=100000000"], ["[257, 46340]"]),
+        (["run", "traning_loop", "--framework", "jax"], ["did you mean 'training_loop'"]),
+        (["run", "training_loop", "--framework", "jax", "--stesp=3"], ["did you mean 'steps'"]),
+        # issue 20: --compile where the lab's run() takes none is refused before any folder
+        (["run", "bpe", "--framework", "torch", "--compile"], ["bpe", "torch.compile"]),
         (["list", "--steps=3"], ["--steps=3"]),
     ],
 )
@@ -130,3 +139,78 @@ def test_an_unimplemented_lab_is_named(monkeypatch, capsys, tmp_path):
     assert main(["run", "rnn", "--framework", "jax", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "'rnn' is not implemented yet" in err and not any(tmp_path.iterdir())
+
+
+def test_compile_is_refused_for_a_lab_whose_run_takes_none(monkeypatch, capsys, tmp_path):
+    """Generic, by the signature of the lab's run(): no folder, exit 2, one line."""
+    import types
+
+    ran = []
+    lab = types.SimpleNamespace(run=lambda cfg, run: ran.append(cfg))
+    monkeypatch.setattr(catalog, "framework_module", lambda lab_id, framework: lab)
+    runs = tmp_path / "runs"
+    argv = ["run", "training_loop", "--framework", "torch", "--compile", "--runs-dir", str(runs)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["week1: error: --compile: the training_loop lab does not support torch.compile"]
+    assert not ran and not runs.exists()
+    lab.run = lambda cfg, run, compile=False: ran.append(compile) or {}
+    assert main(argv) == 0 and ran == [True]
+    saved = json.loads(next(runs.iterdir()).joinpath("config.json").read_text())
+    assert (saved["framework"], saved["compile"]) == ("torch", True)
+    assert main(argv[:4] + argv[5:]) == 0 and ran == [True, False]  # no flag: no compile=
+
+
+def test_run_help_shows_every_name_whole_and_the_choices(capsys, monkeypatch):
+    """Issue 21 case 7: at 80 columns `--checkpoint_every` was cut, `--schedule` said
+    "one of SCHEDULES", bpe's `--vocab_size` said ">= 1" where the rule is >= 257."""
+    from rich.console import Console
+
+    from week1 import report
+
+    for lab_id in ("training_loop", "rnn", "bpe"):
+        monkeypatch.setattr(report, "console", Console(width=80))
+        assert main(["run", lab_id, "--help"]) == 0
+        out = capsys.readouterr().out
+        for name in catalog.spec(lab_id).Config.__dataclass_fields__:
+            assert f"--{name} " in out, (lab_id, name)
+        monkeypatch.setattr(report, "console", Console(width=160))
+        assert main(["run", lab_id, "--help"]) == 0
+        out = capsys.readouterr().out
+        if lab_id == "training_loop":
+            from week1.charlm import SCHEDULES
+
+            assert all(name in out for name in SCHEDULES)
+        if lab_id == "rnn":
+            from labs.rnn import CELLS, TASKS
+
+            assert all(name in out for name in CELLS + TASKS) and "TASKS" not in out
+        if lab_id == "bpe":
+            assert "in [257, 46340]" in out
+
+
+def test_resume_help_names_steps():
+    result = week1("resume", "--help")
+    assert result.returncode == 0 and "--steps N" in result.stdout
+
+
+def _run_folder(tmp_path, framework: str, config: dict) -> str:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    saved = {"lab": "training_loop", "framework": framework, "config": config}
+    (folder / "config.json").write_text(json.dumps(saved))
+    return str(folder)
+
+
+def test_resume_of_a_compare_folder_says_what_it_is(tmp_path, capsys):
+    """Issue 21 case 6: it said "unknown framework 'compare'"."""
+    assert main(["resume", _run_folder(tmp_path, "compare", {})]) == 2
+    err = capsys.readouterr().err
+    assert "a folder of `week1 compare training_loop`" in err and "run that command again" in err
+
+
+def test_resume_of_a_config_with_wrong_types_is_one_line(tmp_path, capsys):
+    """Issue 21 case 7: a raw TypeError."""
+    assert main(["resume", _run_folder(tmp_path, "jax", {"steps": "many"})]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["week1: error: saved config: steps='many' is a str, the setting is int"]

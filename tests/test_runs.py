@@ -9,8 +9,16 @@ import signal
 import pytest
 
 from week1.charlm import Config
-from week1.config import UsageError
-from week1.runs import Diverged, Interrupted, Run, exit_code, read_metrics, read_summary
+from week1.config import UsageError, as_dict
+from week1.runs import (
+    Diverged,
+    Interrupted,
+    Run,
+    exit_code,
+    read_config,
+    read_metrics,
+    read_summary,
+)
 
 
 def test_folder_keeps_its_name_and_says_running_until_closed(tmp_path):
@@ -95,7 +103,83 @@ def test_reopen_drops_metrics_past_the_checkpoint(tmp_path):
     with reopened:
         reopened.log(4, loss=40.0)
     assert [r["step"] for r in read_metrics(run.dir)] == [1, 2, 3, 4]
-    assert json.loads((run.dir / "config.json").read_text())["config"]["steps"] == 9
+
+
+def test_resume_keeps_the_start_settings_and_records_each_resume(tmp_path):
+    """Issue 21 case 5: `resume --steps=N` rewrote config.json as if the run had started with N."""
+    with Run("lab", "jax", Config(steps=5), root=tmp_path, tensorboard=False) as run:
+        run.log(5, loss=1.0)
+    with Run.reopen(run.dir, Config(steps=9), from_step=5, tensorboard=False) as again:
+        again.log(6, loss=1.0)
+    with Run.reopen(run.dir, Config(steps=12), from_step=9, tensorboard=False) as again:
+        again.log(10, loss=1.0)
+    saved = json.loads((run.dir / "config.json").read_text())
+    assert saved["config"]["steps"] == 5
+    assert [(r["from_step"], r["changed"]) for r in saved["resumes"]] == [
+        (5, {"steps": [5, 9]}),
+        (9, {"steps": [9, 12]}),
+    ]
+    assert all(r["at"] for r in saved["resumes"])
+    now = read_config(run.dir)
+    assert now.config == as_dict(Config(steps=12)) and now.started_with["steps"] == 5
+
+
+def test_a_resume_that_restores_an_earlier_step_does_not_duplicate_metrics(tmp_path):
+    """The command line reopens at the newest checkpoint by its manifest; the lab may fall back
+    further (a refused file): the rows from its first logged step on are replaced."""
+    with Run("lab", "jax", Config(), root=tmp_path, tensorboard=False) as run:
+        for step in range(1, 7):
+            run.log(step, loss=float(step))
+    with Run.reopen(run.dir, Config(), from_step=6, tensorboard=False) as again:
+        for step in range(4, 8):
+            again.log(step, loss=10.0 * step)
+    assert [(r["step"], r["loss"]) for r in read_metrics(run.dir)] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0), (7, 70.0)
+    ]  # fmt: skip
+
+
+def test_old_run_folders_read_as_framework_and_compile(tmp_path):
+    """config.json before issue 20: framework "torch-compile", no compile field, no resumes."""
+    for framework, want in [("torch-compile", ("torch", True)), ("jax", ("jax", False))]:
+        folder = tmp_path / framework
+        folder.mkdir()
+        old = {"lab": "training_loop", "framework": framework, "config": as_dict(Config())}
+        (folder / "config.json").write_text(json.dumps(old))
+        saved = read_config(folder)
+        assert (saved.framework, saved.compile) == want
+        assert saved.config == as_dict(Config()) and saved.resumes == []
+
+
+def _strict(text: str):
+    def refuse(constant):
+        raise ValueError(f"bare {constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    """Issue 21 case 6: an interrupted run's summary.json held a bare NaN."""
+    with Run("lab", "jax", Config(), root=tmp_path, tensorboard=False) as run:
+        run.log(1, loss=float("nan"))
+        run.close("interrupted", {"final_val_loss": float("nan"), "best": float("inf")})
+    summary = _strict((run.dir / "summary.json").read_text())
+    assert summary["final_val_loss"] is None and summary["best"] is None
+    assert _strict((run.dir / "metrics.jsonl").read_text())["loss"] is None
+
+
+def test_a_signal_while_the_folder_is_set_up_ends_it_interrupted(tmp_path, monkeypatch):
+    """Issue 21 case 6: SIGINT about a second after start (TensorBoard's import) left the folder
+    saying "running" for good."""
+    import tensorboard.summary
+
+    def interrupted_import(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(tensorboard.summary, "Writer", interrupted_import)
+    with pytest.raises(Interrupted):
+        Run("lab", "jax", Config(), root=tmp_path)
+    (folder,) = tmp_path.iterdir()
+    assert read_summary(folder) == {"status": "interrupted", "step": 0, "signal": "SIGINT"}
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import importlib
 import pathlib
 
 from week1 import parallel
-from week1.config import UsageError
+from week1.config import UsageError, did_you_mean
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -40,6 +40,12 @@ LABS = (
         1,
         "Reproducible environment, Hub",
         "versions, devices, export a model as a Hub-style folder",
+    ),
+    Lab(
+        "serving",
+        1,
+        "Serving: the production mindset",
+        "export (ONNX, StableHLO), week1 serve: batching, metrics, graceful stop; load test",
     ),
     Lab(
         "training_loop",
@@ -150,7 +156,8 @@ def get(lab_id: str) -> Lab:
     for lab in LABS:
         if lab.id == lab_id:
             return lab
-    raise UsageError(f"unknown lab {lab_id!r}; labs: {', '.join(entry.id for entry in LABS)}")
+    ids = [entry.id for entry in LABS]
+    raise UsageError(f"unknown lab {lab_id!r}{did_you_mean(lab_id, ids)}; labs: {', '.join(ids)}")
 
 
 def require_implemented(lab_id: str) -> Lab:

@@ -103,6 +103,13 @@ def latest_intact(
     return None
 
 
+def latest_intact_quietly(candidates: Iterable[tuple[int, pathlib.Path]]) -> int | None:
+    """The newest intact checkpoint's step, or None; nothing printed, nothing raised (what the
+    command line's closing line says is kept)."""
+    intact = [step for step, path in candidates if check(path) is None]
+    return max(intact, default=None)
+
+
 def load_newest(
     candidates: Iterable[tuple[int, pathlib.Path]],
     load: Callable[[int, pathlib.Path], object],

@@ -26,13 +26,13 @@ interrupted by SIGINT / SIGTERM (a checkpoint written: `week1 resume` continues 
 from __future__ import annotations
 
 import argparse
-import json
+import inspect
 import os
 import pathlib
 import signal
 import sys
 
-from week1 import catalog, report
+from week1 import catalog, checkpoints, report
 from week1.config import UsageError, override
 
 # Keep the startup quiet: XLA's and TensorFlow-less TensorBoard's chatter is not for users.
@@ -88,16 +88,21 @@ def _drive(run, body, title: str) -> int:
             run.close(summary=summary)
     except UsageError:
         raise
-    except (Exception, KeyboardInterrupt):
+    except KeyboardInterrupt as stop:  # recorded by the run, unless it came before `with`
+        if not run.closed:
+            run.interrupt(getattr(stop, "signum", signal.SIGINT))
+    except Exception:
         pass  # recorded by the run: status, error (and error.log)
+    kept = checkpoints.latest_intact_quietly(
+        checkpoints.candidates_in(run.framework, run.checkpoint_dir)
+    )
     if run.status == "ok":
         _print_summary(title, summary)
         report.console.print(f"run folder: {run.dir}")
     elif run.status == "interrupted":
-        has_checkpoint = run.checkpoint_dir.is_dir() and any(run.checkpoint_dir.iterdir())
         how = (
             f"continue with: week1 resume {run.dir}"
-            if has_checkpoint
+            if kept is not None
             else "no checkpoint was written before the stop: run it again"
         )
         print(
@@ -106,11 +111,12 @@ def _drive(run, body, title: str) -> int:
             file=sys.stderr,
         )
     elif run.status == "diverged":
-        print(
-            f"week1: {title}: diverged: {run.summary['error']}; the last good checkpoint is kept "
-            f"in {run.dir}",
-            file=sys.stderr,
+        kept_where = (
+            f"the last good checkpoint (step {kept}) is kept in {run.dir}"
+            if kept is not None
+            else f"no checkpoint was written before it (folder: {run.dir})"
         )
+        print(f"week1: {title}: diverged: {run.summary['error']}; {kept_where}", file=sys.stderr)
     else:
         print(
             f"week1: {title}: failed: {run.summary['error']} (traceback: {run.dir / 'error.log'})",
@@ -128,14 +134,23 @@ def _print_summary(title: str, summary: dict) -> None:
             report.console.print(value, markup=False, highlight=False)
 
 
-def _lab_kwargs(framework: str, compile: bool) -> dict:
+def _lab_kwargs(lab_id: str, lab, framework: str, compile: bool) -> dict:
+    """The keyword arguments of the lab's run(): compile=True only when asked for, and refused
+    (before any run folder exists) where it means nothing: JAX, or a torch lab whose run()
+    takes no `compile`."""
     if not compile:
         return {}
     if framework != "torch":
         raise UsageError(
             "--compile is for --framework torch (torch.compile); JAX always compiles with jit"
         )
+    if "compile" not in inspect.signature(lab.run).parameters:
+        raise UsageError(f"--compile: the {lab_id} lab does not support torch.compile")
     return {"compile": True}
+
+
+def _title(lab_id: str, framework: str, compile: bool) -> str:
+    return f"{lab_id} ({framework}{', torch.compile' if compile else ''})"
 
 
 def cmd_run(args, overrides) -> int:
@@ -147,56 +162,55 @@ def cmd_run(args, overrides) -> int:
             raise UsageError("--framework is required: jax or torch")
         args.framework = "jax"  # the lab drives both frameworks, each in a process of its own
     lab = catalog.framework_module(args.lab, args.framework)
-    kwargs = _lab_kwargs(args.framework, args.compile)
-    name = args.framework + ("-compile" if args.compile else "")
-    run = Run(args.lab, name, cfg, root=args.runs_dir)
-    return _drive(run, lambda: lab.run(cfg, run, **kwargs), f"{args.lab} ({name})")
+    kwargs = _lab_kwargs(args.lab, lab, args.framework, args.compile)
+    run = Run(args.lab, args.framework, cfg, root=args.runs_dir, compile=args.compile)
+    title = _title(args.lab, args.framework, args.compile)
+    return _drive(run, lambda: lab.run(cfg, run, **kwargs), title)
 
 
 def cmd_resume(args, overrides) -> int:
     """`week1 resume RUN_DIR [--steps=N]`: the run's own config (steps may grow), same folder."""
-    from week1 import checkpoints
     from week1.config import from_dict
-    from week1.runs import Run
+    from week1.runs import Run, read_config
 
     run_dir = pathlib.Path(args.run_dir)
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        lab_id, framework = saved["lab"], saved["framework"]
-    except (OSError, ValueError, KeyError):
+    saved = read_config(run_dir)
+    lab_id, framework = saved.lab, saved.framework
+    if framework not in catalog.FRAMEWORKS:
         raise UsageError(
-            f"{str(run_dir)!r} is not a run folder (no readable config.json)"
-        ) from None
-    if any(not item.startswith("--steps=") for item in overrides):
+            f"{run_dir} is a folder of `{_rerun(lab_id, framework)}`, not of `week1 run`: it "
+            "keeps no checkpoint to resume; run that command again"
+        )
+    if overrides:
         raise UsageError(f"resume takes only --steps=N; got {' '.join(overrides)}")
-    cfg = override(from_dict(catalog.spec(lab_id).Config, saved["config"]), overrides)
-    fw, _, compiled = framework.partition("-")
-    lab = catalog.framework_module(lab_id, fw)
-    found = checkpoints.latest_intact(_checkpoint_candidates(fw, run_dir / "checkpoints"))
+    if args.steps is not None:
+        overrides = [f"--steps={args.steps}"]
+    cfg = override(from_dict(catalog.spec(lab_id).Config, saved.config), overrides)
+    lab = catalog.framework_module(lab_id, framework)
+    found = checkpoints.latest_intact(checkpoints.candidates_in(framework, run_dir / "checkpoints"))
     if found is None:
         raise UsageError(
             f"{run_dir} has no checkpoint to resume from; start again: week1 run {lab_id} "
-            f"--framework {fw}"
+            f"--framework {framework}"
         )
     if found[0] >= cfg.steps:
         raise UsageError(
             f"the checkpoint is at step {found[0]}, the run's last step is {cfg.steps}: nothing to "
             f"do (give --steps=N with N > {found[0]} to train longer)"
         )
-    report.console.print(f"resuming {lab_id} ({framework}) from step {found[0]} in {run_dir}")
+    title = _title(lab_id, framework, saved.compile)
+    report.console.print(f"resuming {title} from step {found[0]} in {run_dir}")
+    kwargs = _lab_kwargs(lab_id, lab, framework, saved.compile)
     run = Run.reopen(run_dir, cfg, from_step=found[0])
-    kwargs = _lab_kwargs(fw, compiled == "compile")
-    return _drive(run, lambda: lab.run(cfg, run, **kwargs), f"{lab_id} ({framework})")
+    return _drive(run, lambda: lab.run(cfg, run, **kwargs), title)
 
 
-def _checkpoint_candidates(framework: str, directory: pathlib.Path) -> list:
-    """(step, path) of the checkpoints a run of `framework` wrote (orbax: <step>/, torch:
-    step_<step>.pt), read from the folder names alone (no framework import)."""
-    if not directory.is_dir():
-        return []
-    if framework == "jax":
-        return [(int(p.name), p) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()]
-    return [(int(p.stem[5:]), p) for p in directory.glob("step_*.pt") if p.stem[5:].isdigit()]
+def _rerun(lab_id: str, made_by: str) -> str:
+    """The command that makes again a folder that `week1 resume` cannot continue."""
+    if made_by == "compare":
+        return f"week1 compare {lab_id}"
+    framework = made_by.removesuffix("-profile")
+    return f"week1 profile {lab_id} --framework {framework}"
 
 
 def cmd_compare(args, overrides) -> int:
@@ -272,10 +286,13 @@ def cmd_profile(args, overrides) -> int:
 
 
 def cmd_export(args) -> int:
-    from week1.commands.export import export_run
+    from week1 import hub
+    from week1.commands.export import export_run, exported_step_note, read_run
 
     folder = export_run(args.run_dir, args.out_dir, parity_path=args.parity)
-    report.console.print(f"exported {args.run_dir} to {folder}")
+    step = hub.read_config(folder)[1]["week1"]["step"]
+    note = exported_step_note(read_run(args.run_dir), step)
+    report.console.print(f"exported {note} of {args.run_dir} to {folder}", highlight=False)
     return 0
 
 
@@ -300,15 +317,21 @@ def cmd_serve(args) -> int:
 
 def print_lab_settings(lab_id: str) -> None:
     """`week1 run <lab> --help`: the handout's first line and every setting with its range."""
+    from rich.table import Table
+
     from week1.config import describe
 
     spec = catalog.spec(lab_id)
     report.console.print((spec.__doc__ or lab_id).strip().splitlines()[0])
-    report.table(
-        f"{lab_id} settings (--key=value)",
-        ["setting", "type", "default", "allowed", "meaning"],
-        describe(spec.Config),
-    )
+    rows = describe(spec.Config)
+    table = Table(title=f"{lab_id} settings (--key=value)")
+    # The names are never cut, however narrow the terminal: the other columns wrap instead.
+    table.add_column("setting", no_wrap=True, min_width=max(len(row[0]) for row in rows))
+    for column in ("type", "default", "allowed", "meaning"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    report.console.print(table, highlight=False)
     report.console.print(
         f"handout: python -c 'import labs.{lab_id}; help(labs.{lab_id})'", highlight=False
     )
@@ -347,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
         "resume", help="continue an interrupted run from its newest intact checkpoint"
     )
     p.add_argument("run_dir", help="the run folder (runs/<lab>-<framework>-<time>)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="train on to step N (the run's last step otherwise); the only setting a resume "
+        "may change, recorded in the folder's config.json",
+    )
     p = sub.add_parser(
         "compare", help="both frameworks from the same weights: losses, speed ratios, PNG"
     )
@@ -403,7 +433,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max_wait_ms", type=float, default=2.0, help="wait for a batch to fill, at most"
     )
+    parser.commands = sub.choices  # command name -> its parser
     return parser
+
+
+def _refuse_repeated_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """A command-line option given twice is refused, as a repeated setting is (argparse would
+    keep the last: `--framework torch --framework jax` ran JAX without a word)."""
+    sub = parser.commands.get(argv[0]) if argv else None
+    if sub is None:
+        return
+    known = {s for action in sub._actions for s in action.option_strings if s.startswith("--")}
+    seen = set()
+    for token in argv[1:]:
+        if token == "--":  # what follows is pytest's (week1 parity)
+            break
+        name = token.split("=", 1)[0]
+        if name in known and name in seen:
+            raise UsageError(f"{name} is given twice; give each option once")
+        seen.add(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,6 +469,7 @@ def _main(argv: list[str]) -> int:
             print_lab_settings(argv[1])
             return 0
         # --key=value settings are not known to argparse: they go to the lab's Config.
+        _refuse_repeated_options(parser, argv)
         args, overrides = parser.parse_known_args(argv)
         if args.command == "parity" and overrides[:1] == ["--"]:
             args.pytest_args += overrides[1:]  # pytest's own arguments, after --

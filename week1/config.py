@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
+import importlib
 import inspect
 import math
 import os
+import re
 import sys
 import textwrap
 import tokenize
@@ -81,6 +84,12 @@ RANGES = {
     "vocab_size": AT_LEAST_1,
     "max_length": AT_LEAST_1,
 }
+
+
+def did_you_mean(word: str, choices) -> str:
+    """ " (did you mean 'x'?)" for the closest of `choices` (difflib), or "" when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def ranges(cls) -> dict[str, Range]:
@@ -161,7 +170,8 @@ def override(cfg, overrides: typing.Iterable[str]):
         if key not in fields:
             allowed = ", ".join(sorted(fields))
             raise UsageError(
-                f"unknown setting {key!r} for {type(cfg).__module__}; allowed: {allowed}"
+                f"unknown setting {key!r} for {type(cfg).__module__}"
+                f"{did_you_mean(key, fields)}; allowed: {allowed}"
             )
         if key in changes:
             raise UsageError(f"--{key} is given twice; give each setting once")
@@ -186,7 +196,23 @@ def from_dict(cls, values: dict):
     unknown = sorted(set(values) - names)
     if unknown:
         raise UsageError(f"saved config has settings {cls.__module__} does not know: {unknown}")
-    cfg = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    hints = typing.get_type_hints(cls)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    for key, value in values.items():
+        kind = hints[key]
+        fits = (
+            isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            if kind in (bool, int, str)
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
+            if kind is float
+            else True  # tuples and other kinds: the Config's check() judges them
+        )
+        if not fits:
+            raise UsageError(
+                f"saved config: {key}={value!r} is a {type(value).__name__}, the setting is "
+                f"{getattr(kind, '__name__', kind)}"
+            )
+    cfg = cls(**{k: float(v) if hints[k] is float else v for k, v in values.items()})
     validate(cfg)
     return cfg
 
@@ -218,17 +244,39 @@ def _field_comments(cls) -> dict[str, str]:
                 by_line[tok.start[0]] = tok.string.lstrip("#").strip()
         tree = ast.parse(source)
         for node in ast.walk(tree):
-            named = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-            if named and node.lineno in by_line:
-                comments[node.target.id] = by_line[node.lineno]
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                # on the field's line, or inside its value when a formatter split it over lines
+                lines = range(node.lineno, (node.end_lineno or node.lineno) + 1)
+                found = [by_line[i] for i in lines if i in by_line]
+                if found:
+                    comments[node.target.id] = found[0]
     return comments
+
+
+def _named_choices(cls, comment: str) -> str:
+    """A comment's "one of NAME" (a tuple of names in the Config's module, or a dotted path to
+    one) written out: "one of a, b, c"."""
+
+    def expand(match: re.Match) -> str:
+        path = match.group(1)
+        module, _, name = path.rpartition(".")
+        try:
+            owner = importlib.import_module(module) if module else sys.modules[cls.__module__]
+            names = getattr(owner, name)
+        except (ImportError, AttributeError, KeyError):
+            return match.group(0)
+        if isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names):
+            return "one of " + ", ".join(names)
+        return match.group(0)
+
+    return re.sub(r"one of ([A-Za-z_][\w.]*[A-Za-z_0-9])", expand, comment)
 
 
 def describe(cls) -> list[tuple[str, str, str, str, str]]:
     """(setting, type, default, allowed, meaning) for each field: `week1 run <lab> --help`."""
     hints = typing.get_type_hints(cls)
     allowed = ranges(cls)
-    comments = _field_comments(cls)
+    comments = {k: _named_choices(cls, c) for k, c in _field_comments(cls).items()}
     rows = []
     for f in dataclasses.fields(cls):
         kind = hints[f.name]

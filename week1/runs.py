@@ -16,7 +16,17 @@ it got: "running" while it runs, then one of
                  is in the folder's error.log)
 
 Bad input (a UsageError) found before the lab has done anything leaves no
-folder at all. The signal handling is cooperative: a training loop calls
+folder at all. A signal that arrives while the folder is being set up ends the
+run as interrupted there and then (never a folder left saying "running").
+
+config.json holds the lab, the framework ("jax"/"torch"), `compile` (torch.compile
+asked for) and the settings the run was *started* with; each `week1 resume` adds
+an entry to its `resumes` list (when, from which step, which settings changed):
+`read_config` gives the settings in effect now. Folders written before these
+fields existed (framework "torch-compile", no `resumes`) read the same way.
+JSON files hold `null` where a number is not finite (strict parsers reject NaN).
+
+The signal handling is cooperative: a training loop calls
 `run.should_stop()` after each step; once it has, the first SIGINT/SIGTERM only
 sets the flag and the loop saves and returns at the next step boundary. A lab
 that never asks (or a second signal) is stopped at once by `Interrupted`.
@@ -25,8 +35,10 @@ that never asks (or a second signal) is stopped at once by `Interrupted`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -126,11 +138,84 @@ def runs_root(root: str | pathlib.Path) -> pathlib.Path:
     return root
 
 
+def strict_json(value):
+    """`value` with every non-finite float (NaN, +-Inf) as None: JSON has no NaN, and strict
+    parsers (browsers, jq, Go, Rust) reject Python's bare `NaN`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    return json.dumps(strict_json(value), allow_nan=False, **kwargs)
+
+
 def _write_json(path: pathlib.Path, value: dict) -> None:
     """Write aside, then rename: a reader (or a crash) never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
+    tmp.write_text(dumps(value, indent=2))
     os.replace(tmp, path)
+
+
+# What `week1 run --framework torch --compile` wrote as the framework before config.json had
+# a `compile` field; read as framework torch, compile true.
+_LEGACY_COMPILED = "torch-compile"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A run folder's config.json, read (see the module docstring)."""
+
+    lab: str
+    framework: str  # "jax" or "torch" (or what made the folder: "compare", "jax-profile", ...)
+    compile: bool
+    started_with: dict  # the settings the run was started with
+    resumes: list  # [{"at", "from_step", "changed": {name: [before, after]}}]
+
+    @property
+    def config(self) -> dict:
+        """The settings in effect now: the start's, with each resume's changes."""
+        now = dict(self.started_with)
+        for resume in self.resumes:
+            now |= {k: after for k, (_, after) in resume.get("changed", {}).items()}
+        return now
+
+    def as_json(self) -> dict:
+        return {"lab": self.lab, "framework": self.framework, "compile": self.compile,
+                "config": self.started_with, "resumes": self.resumes}  # fmt: skip
+
+
+def read_config(run_dir: str | pathlib.Path) -> RunConfig:
+    """A run folder's config.json (today's or an older one); a UsageError in one line if it is
+    not a run folder."""
+    run_dir = pathlib.Path(run_dir)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        lab, framework, config = saved["lab"], saved["framework"], saved["config"]
+        if not (isinstance(lab, str) and isinstance(framework, str) and isinstance(config, dict)):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(
+            f"{str(run_dir)!r} is not a run folder (no readable config.json)"
+        ) from None
+    compiled = bool(saved.get("compile", False))
+    if framework == _LEGACY_COMPILED:
+        framework, compiled = "torch", True
+    return RunConfig(lab, framework, compiled, config, list(saved.get("resumes", [])))
+
+
+def _keep_metrics_before(run_dir: pathlib.Path, step: int) -> None:
+    """Drop metrics.jsonl's rows from `step` on (a resume writes them again)."""
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        kept = [row for row in read_metrics(run_dir) if row["step"] < step]
+        tmp = metrics.with_name("metrics.jsonl.tmp")
+        tmp.write_text("".join(dumps(row) + "\n" for row in kept))
+        os.replace(tmp, metrics)
 
 
 class Run:
@@ -144,48 +229,62 @@ class Run:
         root: str | pathlib.Path = "runs",
         tensorboard: bool = True,
         *,
+        compile: bool = False,
         existing: pathlib.Path | None = None,
     ):
-        self.lab, self.framework, self.cfg = lab, framework, cfg
+        self.lab, self.framework, self.cfg, self.compile = lab, framework, cfg, compile
         self.resume = existing is not None
         self._made_root = None  # a runs directory this run created (removed again on discard)
-        if existing is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-            self._made_root = None if pathlib.Path(root).exists() else pathlib.Path(root)
-            self.dir = runs_root(root) / f"{lab}-{framework}-{stamp}"
-            self.dir.mkdir()
-            config = {"lab": lab, "framework": framework, "config": as_dict(cfg)}
-            _write_json(self.dir / "config.json", config)
-        else:
-            self.dir = pathlib.Path(existing)
         self.status, self.summary = "running", {}
         self.last_step = 0
         self._stop_signal: int | None = None
         self._cooperative = False
         self._handlers: dict = {}
-        self._write_summary()
-        # Held open for the run's life (one flushed line per log call); close() closes it.
-        self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self._tb = None
-        if tensorboard:
-            from tensorboard.summary import Writer  # lazy: heavy import
+        self._metrics = self._tb = None
+        self._logged = False  # a resumed run drops the old metrics from its first logged step
+        if existing is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+            self._made_root = None if pathlib.Path(root).exists() else pathlib.Path(root)
+            name = f"{lab}-{framework}{'-compile' if compile else ''}-{stamp}"
+            self.dir = runs_root(root) / name
+            self.dir.mkdir()
+        else:
+            self.dir = pathlib.Path(existing)
+        try:
+            if existing is None:
+                config = RunConfig(lab, framework, compile, as_dict(cfg), [])
+                _write_json(self.dir / "config.json", config.as_json())
+            self._write_summary()
+            # Held open for the run's life (one flushed line per log call); close() closes it.
+            self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            if tensorboard:
+                from tensorboard.summary import Writer  # lazy: heavy import (about a second)
 
-            self._tb = Writer(str(self.dir / "tb"))
+                self._tb = Writer(str(self.dir / "tb"))
+        except KeyboardInterrupt as stop:  # a signal while the folder was being set up
+            self._stop_signal = getattr(stop, "signum", signal.SIGINT)
+            self.close("interrupted")
+            raise
 
     @classmethod
     def reopen(cls, run_dir: str | pathlib.Path, cfg, from_step: int, tensorboard: bool = True):
-        """Continue an existing run folder from checkpoint `from_step` (`week1 resume`): the
-        metrics past that step are dropped, so the resumed steps are appended, not duplicated."""
+        """Continue an existing run folder from checkpoint `from_step` (`week1 resume`).
+
+        The metrics past that step are dropped, so the resumed steps are appended, not
+        duplicated (and again from the first step the lab logs, should it restore an earlier
+        checkpoint than `from_step`). config.json keeps the settings the run started with and
+        records this resume: when, from which step, which settings changed (before, after).
+        """
         run_dir = pathlib.Path(run_dir)
-        saved = json.loads((run_dir / "config.json").read_text())
-        metrics = run_dir / "metrics.jsonl"
-        if metrics.exists():
-            kept = [row for row in read_metrics(run_dir) if row["step"] <= from_step]
-            tmp = metrics.with_name("metrics.jsonl.tmp")
-            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-            os.replace(tmp, metrics)
-        _write_json(run_dir / "config.json", {**saved, "config": as_dict(cfg)})
-        run = cls(saved["lab"], saved["framework"], cfg, tensorboard=tensorboard, existing=run_dir)
+        saved = read_config(run_dir)
+        _keep_metrics_before(run_dir, from_step + 1)
+        now, new = saved.config, as_dict(cfg)
+        changed = {k: [now.get(k), v] for k, v in new.items() if now.get(k) != v}
+        at = datetime.datetime.now().isoformat(timespec="seconds")
+        resumes = [*saved.resumes, {"at": at, "from_step": from_step, "changed": changed}]
+        _write_json(run_dir / "config.json", dataclasses.replace(saved, resumes=resumes).as_json())
+        run = cls(saved.lab, saved.framework, cfg, tensorboard=tensorboard,
+                  compile=saved.compile, existing=run_dir)  # fmt: skip
         run.last_step = from_step
         return run
 
@@ -204,9 +303,15 @@ class Run:
         return self.dir / name
 
     def log(self, step: int, **metrics: float) -> None:
-        """One JSONL line and one TensorBoard scalar per metric."""
+        """One JSONL line and one TensorBoard scalar per metric (a non-finite value is null in
+        the JSONL)."""
+        if self.resume and not self._logged:  # the lab may have restored an earlier step
+            self._metrics.close()
+            _keep_metrics_before(self.dir, int(step))
+            self._metrics = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._logged = True
         clean = {k: float(v) for k, v in metrics.items()}
-        self._metrics.write(json.dumps({"step": int(step), **clean}) + "\n")
+        self._metrics.write(dumps({"step": int(step), **clean}) + "\n")
         self._metrics.flush()
         self.last_step = max(self.last_step, int(step))
         if self._tb is not None:
@@ -249,16 +354,23 @@ class Run:
         self.summary = {**self.summary, **(summary or {}), "step": self.last_step}
         if status == "interrupted":
             self.summary["signal"] = signal.Signals(self._stop_signal or signal.SIGINT).name
-        self._metrics.close()
-        if self._tb is not None:
-            self._tb.close()
+        self._close_files()
         self._write_summary()
         return self.dir
 
-    def discard(self) -> None:
-        self._metrics.close()
+    def interrupt(self, signum: int) -> None:
+        """Close as interrupted by `signum` (a signal that came before the run took over)."""
+        self._stop_signal = self._stop_signal or signum
+        self.close("interrupted")
+
+    def _close_files(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
         if self._tb is not None:
             self._tb.close()
+
+    def discard(self) -> None:
+        self._close_files()
         shutil.rmtree(self.dir, ignore_errors=True)
         if self._made_root is not None and not any(self._made_root.iterdir()):
             self._made_root.rmdir()

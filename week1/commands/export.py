@@ -2,7 +2,10 @@
 Hugging Face Hub folder (week1/hub.py), and its upload.
 
 export: the run's config.json names the lab and the framework; the newest intact
-checkpoint of the run is restored in that framework (the environment lab's modules know
+checkpoint of the run (every run checkpoints its last step, so a finished run exports
+its final weights) is restored in that framework (a broken or refused newer one is
+skipped, saying so; the command names the step it exported, and the step the run
+reached when the two differ) (the environment lab's modules know
 how, for every lab listed in EXPORTABLE), its weights written under torch state_dict names
 with config.json (torch: PyTorchModelHubMixin.save_pretrained; Flax: the same files), and
 a model card README.md (huggingface_hub.ModelCard): the metrics of summary.json, the
@@ -22,8 +25,9 @@ import json
 import pathlib
 import shlex
 
-from week1 import catalog, hub
+from week1 import catalog, checkpoints, hub
 from week1.config import UsageError, as_dict, from_dict
+from week1.runs import read_config
 
 # Labs whose runs export, and where their checkpoints are inside the run folder.
 EXPORTABLE = {"training_loop": "checkpoints", "environment": "char_mlp"}
@@ -35,40 +39,42 @@ class RunInfo:
 
     dir: pathlib.Path
     lab: str
-    framework: str  # "jax", "torch" or "torch-compile"
-    config: dict  # the lab Config's fields
+    framework: str  # "jax" or "torch"
+    compile: bool  # torch.compile was asked for
+    config: dict  # the lab Config's fields in effect (after any resume's --steps)
+    started_with: dict  # the settings the run was started with
+    resumes: list  # each `week1 resume`: at, from_step, changed
     summary: dict
-
-    @property
-    def base_framework(self) -> str:
-        return self.framework.partition("-")[0]
 
 
 def read_run(run_dir) -> RunInfo:
-    """A run folder's config.json and summary.json; a UsageError in one line otherwise."""
+    """A run folder's config.json and summary.json (week1/runs.py: today's or an older
+    layout); a UsageError in one line otherwise."""
     run_dir = pathlib.Path(run_dir)
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        lab, framework, config = saved["lab"], saved["framework"], saved["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(
-            f"{str(run_dir)!r} is not a run folder (no readable config.json)"
-        ) from None
+    saved = read_config(run_dir)
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         summary = {}
-    return RunInfo(run_dir, lab, framework, config, summary)
+    return RunInfo(run_dir, saved.lab, saved.framework, saved.compile, saved.config,
+                   saved.started_with, saved.resumes, summary)  # fmt: skip
 
 
 def training_command(info: RunInfo) -> str:
-    """The `week1 run` command that trains with the run's config: the settings that differ
-    from the lab's defaults, as --key=value."""
+    """The commands that trained the model: `week1 run` with the settings the run started with
+    that differ from the lab's defaults, then one `week1 resume` per resume that changed its
+    steps (a longer run's schedule differs from a run started that long)."""
     defaults = as_dict(catalog.spec(info.lab).Config())
-    fw, _, compiled = info.framework.partition("-")
-    words = ["week1", "run", info.lab, "--framework", fw] + (["--compile"] if compiled else [])
-    words += [f"--{k}={v}" for k, v in info.config.items() if defaults.get(k) != v]
-    return shlex.join(words)
+    words = ["week1", "run", info.lab, "--framework", info.framework]
+    words += ["--compile"] if info.compile else []
+    words += [f"--{k}={v}" for k, v in info.started_with.items() if defaults.get(k) != v]
+    lines = [shlex.join(words)]
+    for resume in info.resumes:
+        steps = resume.get("changed", {}).get("steps")
+        more = [f"--steps={steps[1]}"] if steps else []
+        at = f"  # from step {resume.get('from_step')}"
+        lines.append(shlex.join(["week1", "resume", f"runs/{info.dir.name}", *more]) + at)
+    return "\n".join(lines)
 
 
 def parity_rows(lab: str, parity_path) -> list[tuple]:
@@ -97,14 +103,14 @@ def model_card(info: RunInfo, config: dict, metrics: dict, settings: dict, parit
     data = ModelCardData(
         library_name="week1",
         license="mit",
-        tags=["week1", "character-level", "language-model", info.base_framework],
+        tags=["week1", "character-level", "language-model", info.framework],
         pipeline_tag="text-generation",
     )
     lines = [
         f"# {config['architectures'][0]} from week1's `{info.lab}` lab",
         "",
         f"A character-level MLP language model (Bengio et al. 2003) trained in "
-        f"**{info.base_framework}** on Shakespeare for {week1['step']} steps, exported by "
+        f"**{info.framework}** on Shakespeare for {week1['step']} steps, exported by "
         "`week1 export`. The weights are stored under torch state_dict names; the same folder "
         "loads in either framework:",
         "",
@@ -158,9 +164,21 @@ def _markdown_table(columns: list[str], rows: list) -> list[str]:
     return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def exported_step_note(info: RunInfo, step: int) -> str:
+    """What `week1 export` says about the step it exported: the step, and the run's own last
+    step and status when the weights are not the end of a finished run."""
+    reached, status = info.summary.get("step"), info.summary.get("status", "unknown")
+    said = f"step {step}"
+    if isinstance(reached, int) and reached > step:
+        said += f" (the run reached step {reached}; step {step} is its newest usable checkpoint)"
+    if status != "ok":
+        said += f"; the run's status is {status!r}"
+    return said
+
+
 def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
     """Write the run's model as a Hub folder in `out_dir` (created; must be empty if it
-    exists); returns the folder."""
+    exists); returns the folder. The step exported is config.json's `week1.step`."""
     info = read_run(run_dir)
     if info.lab not in EXPORTABLE:
         raise UsageError(
@@ -178,7 +196,16 @@ def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
     lab_cfg = from_dict(catalog.spec(info.lab).Config, info.config)
     loop_cfg = spec.char_mlp_config(lab_cfg) if info.lab == "environment" else lab_cfg
     checkpoint_dir = info.dir / EXPORTABLE[info.lab]
-    lab = catalog.framework_module("environment", info.base_framework)
+    if (
+        checkpoints.latest_intact_quietly(checkpoints.candidates_in(info.framework, checkpoint_dir))
+        is None
+    ):
+        raise UsageError(
+            f"{info.dir} has no intact checkpoint to export (status: "
+            f"{info.summary.get('status', 'unknown')}); train it again: "
+            f"{training_command(info).splitlines()[0]}"
+        )
+    lab = catalog.framework_module("environment", info.framework)
     step, weights = lab.restore_char_mlp(loop_cfg, checkpoint_dir)
     data = charlm.load_data(loop_cfg)
     corpus = data.corpus
@@ -200,6 +227,7 @@ def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
         },
         lab=info.lab,
         framework=info.framework,
+        compile=info.compile,
         step=step,
         vocab=corpus.chars,
         run=info.dir.name,
