@@ -1,0 +1,490 @@
+"""Lab: the production mindset, from a trained run to a served model under load.
+
+What it teaches
+---------------
+A model is not done when its loss is low: it has to be answered from, fast, by many
+clients at once, without the training code, and it has to keep answering when the
+traffic is odd or the process is told to stop. This lab takes the character-level
+MLP LM of the training_loop lab through the steps a team would take, on the parts a
+team would use:
+
+1. Export, checked. torch: `torch.export.export` (an ExportedProgram, saved with
+   `torch.export.save`) and from it an ONNX file (`torch.onnx.export(..., dynamo=True)`)
+   that `onnxruntime` runs, with no torch in the serving process. JAX: `jax.export`
+   serializes the jitted forward pass as StableHLO with the weights inside, and
+   `jax.export.deserialize` reloads it in another process; the batch dimension is
+   symbolic in every export. JAX has no ONNX exporter of its own (the routes through
+   TensorFlow, jax2tf + tf2onnx, need TensorFlow), so JAX's portable format here is
+   StableHLO. The exported logits are checked against the eager model's (F32 tier) on
+   batches of 1, 7 and 64 windows before anything is served.
+2. Serve. `week1 serve FOLDER` (week1/commands/serve.py): FastAPI on uvicorn, /health
+   (liveness) and /ready (readiness: only after the model is loaded and every batch
+   shape has run once, so no client pays for a compilation), /v1/generate, pydantic
+   limits answered with 422 and the field at fault, a body limit answered with 413,
+   Prometheus /metrics, and a graceful stop on SIGTERM.
+3. Under load. `week1 run serving` starts the server on 127.0.0.1 once per batching
+   setting (`--batching=max_batch:max_wait_ms,...`) and drives it with a bounded
+   asynchronous load generator (httpx; each level stops after `requests` requests or
+   `duration_s` seconds): latency percentiles and throughput per concurrency.
+
+The production mindset, in the course's terms
+---------------------------------------------
+- Latency budget. A p99 is the number a user feels; the mean hides the queue. Look at
+  p50 vs p99 per concurrency: when clients outnumber what one batch serves, requests
+  wait and p99 grows with the queue while p50 stays put for a while.
+- Batching. One forward pass on 32 rows costs little more than on one (the matrix
+  products are tiny and the per-call overhead dominates), so batching raises
+  throughput; waiting `max_wait_ms` for a batch to fill costs latency at low load.
+  The plot (throughput vs p99, one line per batching setting, a point per concurrency)
+  is that trade-off: up and to the left is better. max_batch 1 is the baseline without
+  batching. With max_wait_ms 0 the batcher still batches whatever queued while the last
+  batch ran: under load, batches form by themselves.
+- Cold start. The `starts` table gives process start to ready for each server:
+  imports, loading, warm-up (JAX compiles each padded batch shape here), and the first
+  request after ready. A server that is ready before it is warm moves the compile into
+  its first users' latency.
+- Versioning. serving.json beside the exported file names the run, its step, its config
+  and the sha256 of the training data ids; the server reports the exported file's own
+  hash as `model_version` in every response and in `week1_model_info` on /metrics. A
+  response can always be traced to the weights and data that produced it.
+- Monitoring drift. /metrics exports histograms of prompt length and of vocabulary
+  coverage (the fraction of prompt characters the model's vocabulary knows; unknown ones
+  are fed as padding). Training text scores 1.0; a falling coverage is traffic the model
+  was not trained for, long before anyone reads a sample.
+- Rollback. The export folder is immutable and self-describing: rolling back is starting
+  the server on the previous folder and waiting for /ready before moving traffic
+  (readiness, not liveness, is what a load balancer should ask).
+- Faults. Malformed JSON, an empty prompt, a negative max_tokens, a NaN temperature, a
+  10 MB body: each is a 4xx with a message, and the server keeps serving. A client that
+  hangs up does not wedge the batcher. SIGTERM closes the listening socket, finishes
+  every accepted request, then exits (tests/test_serve.py runs each against a real
+  server).
+
+How to read the results
+-----------------------
+On this 2-core CPU the load generator and the server share the cores, and most of a
+request's time is HTTP and Python, not the model: compare settings with each other,
+not with a GPU server. Expect max_batch 1 to flatten first as concurrency rises, and
+the batching settings to reach several times its throughput at concurrency 16-64 at a
+similar or lower p99. Cold starts: the ONNX server (torch's export) imports no
+framework and starts faster than the JAX one, which compiles a shape per power of two
+up to max_batch.
+
+Run it:
+    week1 run serving --framework torch            (trains a small model, exports, loads)
+    week1 run serving --framework jax --run_dir=runs/training_loop-jax-...   (a trained run)
+    week1 serve runs/serving-torch-.../export --max_batch 32 --max_wait_ms 2
+    curl -s localhost:8000/v1/generate -d '{"prompt": "ROMEO:", "max_tokens": 40}'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import itertools
+import json
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from week1 import charlm, convert, report
+from week1.config import Range, from_dict, require
+from week1.data import shakespeare
+from week1.data.batches import window_batch
+from week1.tolerances import F32, measure
+
+WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params (parity: ONNX vs JAX)
+MANIFEST = "serving.json"  # what `week1 serve` reads beside the exported file
+PAD_CHAR = "\n"  # left padding of prompts shorter than block_size (a line break: a fresh start)
+CHECK_BATCHES = (1, 7, 64)  # batch sizes the export is checked on
+LAUNCH = (sys.executable, "-m", "week1", "serve")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(charlm.Config):
+    """The char-MLP LM (week1/charlm.py), trained briefly when no run_dir is given, and the load
+    test's settings."""
+
+    steps: int = 600  # a short run: a model worth sampling from, not a good one
+    warmup_steps: int = 50
+    eval_every: int = 600
+    eval_batches: int = 5
+    checkpoint_every: int = 0  # the last step only
+    run_dir: str = ""  # a training_loop run folder to serve (its newest checkpoint); empty: train
+    concurrency: str = "1,4,16,64"  # clients in flight, one load level each
+    batching: str = "1:0,8:2,32:5"  # max_batch:max_wait_ms settings, one server each
+    requests: int = 256  # requests per load level (at most)
+    duration_s: float = 10.0  # seconds per load level (at most)
+    max_tokens: int = 16  # characters generated per request
+    start_timeout_s: float = 120.0  # process start to /ready, at most
+
+    RANGES = {
+        "requests": Range(1, 100_000),
+        "duration_s": Range(0, 600, low_open=True),
+        "max_tokens": Range(1, 512),
+        "start_timeout_s": Range(1, 1800),
+    }
+
+    def check(self) -> None:
+        super().check()
+        require(self.temperature <= 2, f"temperature={self.temperature}: the server takes 0..2")
+        require(
+            all(1 <= c <= 512 for c in self.levels()),
+            f"concurrency={self.concurrency!r}: comma-separated integers in 1..512",
+        )
+        for max_batch, max_wait_ms in self.settings():
+            require(
+                1 <= max_batch <= 1024 and 0 <= max_wait_ms <= 1000,
+                f"batching={self.batching!r}: each max_batch:max_wait_ms with max_batch in "
+                "1..1024 and max_wait_ms in 0..1000",
+            )
+        require(
+            not self.run_dir or (pathlib.Path(self.run_dir) / "config.json").is_file(),
+            f"run_dir={self.run_dir!r}: not a run folder (no config.json)",
+        )
+
+    def levels(self) -> list[int]:
+        try:
+            return [int(c) for c in self.concurrency.split(",")]
+        except ValueError:
+            return [0]  # check() names the setting
+
+    def settings(self) -> list[tuple[int, float]]:
+        try:
+            pairs = [item.split(":") for item in self.batching.split(",")]
+            return [(int(b), float(w)) for b, w in pairs]
+        except ValueError:
+            return [(0, -1.0)]  # check() names the setting
+
+
+# ---------------------------------------------------------------------------------------------
+# The model to serve: a training_loop run's, or a short run of this lab's own
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where the served weights come from: the LM's settings and what versions them."""
+
+    cfg: charlm.Config  # the model's sizes and how it was trained
+    run: str  # the run folder's name
+    framework: str
+    step: int
+
+
+def read_run(run_dir) -> tuple[charlm.Config, str]:
+    """A training_loop (or serving) run folder's char-LM settings and framework (config.json)."""
+    saved = json.loads((pathlib.Path(run_dir) / "config.json").read_text())
+    require(
+        saved.get("lab") in ("training_loop", "serving"),
+        f"run_dir={str(run_dir)!r}: a {saved.get('lab')!r} run; serving takes training_loop runs",
+    )
+    names = {f.name for f in dataclasses.fields(charlm.Config)}
+    cfg = from_dict(charlm.Config, {k: v for k, v in saved["config"].items() if k in names})
+    return cfg, saved["framework"].partition("-")[0]
+
+
+def load_corpus() -> shakespeare.CharCorpus:
+    return shakespeare.prepare()
+
+
+def check_batches(corpus: shakespeare.CharCorpus, block_size: int) -> list[np.ndarray]:
+    """Windows of the held-out last tenth of the text, one batch per size of CHECK_BATCHES:
+    x (B, T) int32."""
+    val = corpus.split(0.1)[1]
+    return [window_batch(val, block_size, b, 12345, b)[0] for b in CHECK_BATCHES]
+
+
+def manifest(fmt: str, file: str, source: Source, exporter: str) -> dict:
+    """serving.json: the format and file, the vocabulary, the model's sizes, and the version
+    of what was exported (run, step, settings, data hash)."""
+    corpus = load_corpus()
+    return {
+        "format": fmt,
+        "file": file,
+        "architecture": "CharMLP",
+        "vocab": corpus.chars,
+        "pad_id": corpus.chars.index(PAD_CHAR),
+        "block_size": source.cfg.block_size,
+        "n_embd": source.cfg.n_embd,
+        "n_hidden": source.cfg.n_hidden,
+        "exporter": exporter,
+        "source": {
+            "framework": source.framework,
+            "run": source.run,
+            "step": source.step,
+            "config": dataclasses.asdict(source.cfg),
+            "data": "shakespeare characters",
+            "data_ids_sha256": hashlib.sha256(corpus.ids.tobytes()).hexdigest(),
+        },
+    }
+
+
+def write_manifest(folder, content: dict) -> pathlib.Path:
+    path = pathlib.Path(folder) / MANIFEST
+    path.write_text(json.dumps(content, indent=2, sort_keys=True))
+    return path
+
+
+def check_exports(eager: list[np.ndarray], exported: dict[str, list[np.ndarray]]) -> dict:
+    """Each export's logits against the eager model's on every check batch (F32 tier): prints
+    the table, raises if one is outside the tier, returns the worst difference."""
+    rows = []
+    for name, outs in exported.items():
+        for ref, out in zip(eager, outs, strict=True):
+            diff = measure(out, ref, F32)
+            rows.append((name, len(ref), diff.max_abs, diff.headroom, "ok" if diff.ok else "NO"))
+    report.table(
+        "exported vs eager logits (F32 tier; headroom 1 = at the limit)",
+        ["export", "batch", "max |diff|", "headroom", "within"],
+        rows,
+    )
+    bad = [row for row in rows if row[-1] != "ok"]
+    if bad:
+        raise RuntimeError(f"an export disagrees with the eager model: {bad[0]}")
+    return {"export_max_abs_diff": max(row[2] for row in rows)}
+
+
+def run(cfg: Config, run, lab) -> dict:
+    """`week1 run serving`, for the framework module `lab`: the model (cfg.run_dir's newest
+    checkpoint, or this run's own short training, checkpointed and resumable), exported into
+    the run folder's export/, the export checked against the eager model, then served and
+    loaded (load_test)."""
+    model, source = lab.restore_run(cfg.run_dir) if cfg.run_dir else lab.train_model(cfg, run)
+    if run.should_stop():
+        return {"trained_steps": source.step}
+    folder = lab.export(model, run.path("export"), source)
+    batches = check_batches(load_corpus(), source.cfg.block_size)
+    eager = [lab.eager_logits(model, x) for x in batches]
+    outs = [lab.exported_logits(folder, x) for x in batches]
+    exported = {name: [out[name] for out in outs] for name in outs[0]}
+    checked = check_exports(eager, exported)
+    return {"served_step": source.step, **checked, **load_test(cfg, folder, run)}
+
+
+# ---------------------------------------------------------------------------------------------
+# A server process and a bounded load generator
+
+
+@dataclasses.dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    start_to_ready_s: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(folder, max_batch: int, max_wait_ms: float, log_path, timeout_s: float) -> Server:
+    """`week1 serve FOLDER` on 127.0.0.1 in a process of its own; returns once /ready says 200
+    (the time from process start to then is the cold start)."""
+    import httpx
+
+    port = free_port()
+    command = [
+        *LAUNCH,
+        str(folder),
+        "--port",
+        str(port),
+        "--max_batch",
+        str(max_batch),
+        "--max_wait_ms",
+        str(max_wait_ms),
+    ]
+    start = time.perf_counter()
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    while time.perf_counter() - start < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}); see {log_path}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
+                return Server(process, url, time.perf_counter() - start)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    stop_server(process)
+    raise RuntimeError(f"the server was not ready after {timeout_s:g} s; see {log_path}")
+
+
+def stop_server(process: subprocess.Popen, timeout_s: float = 60.0) -> int:
+    """SIGTERM, then wait for the graceful stop (SIGKILL after `timeout_s`); the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def prompts(corpus: shakespeare.CharCorpus, n: int, seed: int) -> list[str]:
+    """n prompts: windows of the held-out text, 1 to 64 characters long."""
+    val = corpus.split(0.1)[1]
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 65, size=n)
+    starts = rng.integers(0, len(val) - 64, size=n)
+    return [corpus.decode(val[s : s + k]) for s, k in zip(starts, lengths, strict=True)]
+
+
+@dataclasses.dataclass
+class Load:
+    """What one load level measured."""
+
+    concurrency: int
+    ok: int  # requests answered 200
+    failed: int
+    wall_s: float
+    latencies_s: list
+    batch_sizes: list
+
+    def row(self) -> dict:
+        ms = np.asarray(self.latencies_s) * 1000.0
+        p50, p95, p99 = (np.percentile(ms, q) if len(ms) else float("nan") for q in (50, 95, 99))
+        return {
+            "concurrency": self.concurrency,
+            "requests": self.ok,
+            "failed": self.failed,
+            "p50_ms": float(p50),
+            "p95_ms": float(p95),
+            "p99_ms": float(p99),
+            "req_per_s": self.ok / self.wall_s if self.wall_s > 0 else 0.0,
+            "mean_batch": float(np.mean(self.batch_sizes)) if self.batch_sizes else 0.0,
+        }
+
+
+async def drive(url: str, concurrency: int, bodies: list[dict], duration_s: float) -> Load:
+    """`concurrency` clients send bodies[i] in turn, each waiting for its answer before the next,
+    until every body was sent or `duration_s` passed (bounded in count and in time)."""
+    import httpx
+
+    latencies, batch_sizes, failed = [], [], [0]
+    order = itertools.count()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    start = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+
+        async def client_loop():
+            while time.perf_counter() - start < duration_s:
+                i = next(order)
+                if i >= len(bodies):
+                    return
+                sent = time.perf_counter()
+                try:
+                    response = await client.post("/v1/generate", json=bodies[i])
+                except httpx.HTTPError:
+                    failed[0] += 1
+                    continue
+                if response.status_code != 200:
+                    failed[0] += 1
+                    continue
+                latencies.append(time.perf_counter() - sent)
+                batch_sizes.append(response.json()["batch_size"])
+
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    return Load(
+        concurrency, len(latencies), failed[0], time.perf_counter() - start, latencies, batch_sizes
+    )
+
+
+def first_request_ms(url: str, body: dict) -> float:
+    """The latency of the first request a fresh server answers (after /ready)."""
+    import httpx
+
+    sent = time.perf_counter()
+    httpx.post(f"{url}/v1/generate", json=body, timeout=60.0).raise_for_status()
+    return (time.perf_counter() - sent) * 1000.0
+
+
+def load_test(cfg: Config, folder, run) -> dict:
+    """For each batching setting: start `week1 serve` on `folder`, time its start, drive every
+    concurrency level, stop it with SIGTERM. Prints the tables, writes load.json and
+    throughput_vs_p99.png in the run folder; returns the summary's numbers."""
+    texts = prompts(load_corpus(), cfg.requests, cfg.seed)
+    bodies = [
+        {"prompt": t, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "seed": i}
+        for i, t in enumerate(texts)
+    ]
+    rows, starts = [], []
+    for max_batch, max_wait_ms in cfg.settings():
+        if run.should_stop():
+            break
+        setting = f"{max_batch}:{max_wait_ms:g}"
+        server = start_server(
+            folder, max_batch, max_wait_ms, run.path("server.log"), cfg.start_timeout_s
+        )
+        try:
+            first = first_request_ms(server.url, bodies[0])
+            starts.append((setting, server.start_to_ready_s, first))
+            for concurrency in cfg.levels():
+                if run.should_stop():
+                    break
+                load = asyncio.run(drive(server.url, concurrency, bodies, cfg.duration_s))
+                rows.append({"max_batch": max_batch, "max_wait_ms": max_wait_ms, **load.row()})
+                report.console.print(
+                    f"  {setting} c={concurrency}: {load.ok} ok, p99 {rows[-1]['p99_ms']:.1f} ms"
+                )
+        finally:
+            status = stop_server(server.process)
+        require(status in (0, 128 + signal.SIGTERM), f"the server exited with status {status}")
+    return report_load(rows, starts, run)
+
+
+def report_load(rows: list[dict], starts: list[tuple], run) -> dict:
+    columns = [
+        "max_batch",
+        "max_wait_ms",
+        "concurrency",
+        "requests",
+        "failed",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "req_per_s",
+        "mean_batch",
+    ]
+    report.table(
+        "latency and throughput under load", columns, [[r[c] for c in columns] for r in rows]
+    )
+    report.table(
+        "starts (process start to /ready; first request after ready)",
+        ["max_batch:max_wait_ms", "start_to_ready_s", "first_request_ms"],
+        starts,
+    )
+    run.path("load.json").write_text(json.dumps({"rows": rows, "starts": starts}, indent=1))
+    series = {}
+    for r in rows:
+        xs, ys = series.setdefault(
+            f"max_batch {r['max_batch']}, wait {r['max_wait_ms']:g} ms", ([], [])
+        )
+        xs.append(r["p99_ms"])
+        ys.append(r["req_per_s"])
+    report.plot_lines(
+        run.path("throughput_vs_p99.png"),
+        series,
+        title="batching trade-off (a point per concurrency, left to right: more clients)",
+        xlabel="p99 latency (ms)",
+        ylabel="requests / s",
+        styles={k: "-o" for k in series},
+    )
+    summary = {"cold_start_s": starts[0][1] if starts else float("nan")}
+    if rows:
+        best = max(rows, key=lambda r: r["req_per_s"])
+        summary |= {
+            "best_req_per_s": best["req_per_s"],
+            "best_at_max_batch": best["max_batch"],
+            "best_at_concurrency": best["concurrency"],
+            "failed_requests": sum(r["failed"] for r in rows),
+        }
+    return summary

@@ -1,0 +1,91 @@
+"""Serving lab in JAX/Flax: export the char-MLP LM with jax.export (serialized StableHLO, weights
+inside), check the export against the eager model; labs/serving.py serves and loads it.
+
+Read beside week1_torch/serving.py: the same functions in the same order.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import export as jax_export
+
+from labs import serving as spec
+from week1 import charlm, loop
+from week1_jax.lib import charlm as lm
+from week1_jax.lib import checkpoint
+from week1_jax.lib.models import CharMLP
+
+STABLEHLO_FILE = "model.stablehlo"
+
+
+def restore_run(run_dir) -> tuple[CharMLP, spec.Source]:
+    """The model of a training_loop run folder's newest intact checkpoint (its parameters only:
+    serving needs no optimizer state) and where it comes from."""
+    cfg, framework = spec.read_run(run_dir)
+    model = lm.build_model(cfg, spec.load_corpus().vocab_size)
+    mngr = checkpoint.manager(pathlib.Path(run_dir) / "checkpoints")
+    step, restored = checkpoint.load_state(mngr, None)  # the saved tree as it is, as arrays
+    params = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(params, restored["model"])
+    nnx.update(model, params)
+    return model, spec.Source(cfg, pathlib.Path(run_dir).name, framework, step)
+
+
+def train_model(cfg: spec.Config, run) -> tuple[CharMLP, spec.Source]:
+    """cfg.steps of the char LM through the library's one loop (lib/charlm.py): checkpointed in
+    the run folder, resumable, stopped cleanly by a signal."""
+    model, history = lm.train(cfg, charlm.load_data(cfg), ctx=loop.Context.of_run(run))
+    step = history.steps[-1] if history.steps else 0
+    return model, spec.Source(cfg, run.dir.name, "jax", step)
+
+
+def eager_logits(model: CharMLP, x: np.ndarray) -> np.ndarray:
+    """The eager model's next-character logits: x (B, T) ids -> (B, V) float32."""
+    model.eval()
+    return np.asarray(model(jnp.asarray(x, jnp.int32)))
+
+
+def export(model: CharMLP, folder, source: spec.Source) -> pathlib.Path:
+    """jax.export the jitted forward pass, weights closed over (constants in the module), with a
+    symbolic batch dimension "b"; serialize it (StableHLO in a flatbuffer) for the server."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    graphdef, params = nnx.split(model)
+
+    def forward(x):  # x: (B, T) int32 -> (B, V)
+        return nnx.merge(graphdef, params)(x)
+
+    (batch,) = jax_export.symbolic_shape("b")
+    example = jax.ShapeDtypeStruct((batch, source.cfg.block_size), jnp.int32)  # (B, T)
+    exported = jax_export.export(jax.jit(forward))(example)
+    (folder / STABLEHLO_FILE).write_bytes(exported.serialize())
+    exporter = f"jax {jax.__version__}: jax.export, serialized"
+    spec.write_manifest(folder, spec.manifest("stablehlo", STABLEHLO_FILE, source, exporter))
+    return folder
+
+
+def exported_logits(folder, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The export reloaded from `folder` with jax.export.deserialize (as the server loads it):
+    x (B, T) ids -> (B, V)."""
+    blob = bytearray((pathlib.Path(folder) / STABLEHLO_FILE).read_bytes())
+    call = jax_export.deserialize(blob).call
+    return {"StableHLO (jax.export.deserialize)": np.asarray(call(jnp.asarray(x, jnp.int32)))}
+
+
+def export_run(run_dir, folder) -> pathlib.Path:
+    """`week1 serve RUN_DIR`: the run's newest checkpoint, exported into `folder`."""
+    model, source = restore_run(run_dir)
+    return export(model, folder, source)
+
+
+def run(cfg: spec.Config, run) -> dict:
+    """`week1 run serving --framework jax`: a model (trained here, or cfg.run_dir's), exported
+    and checked, then served and loaded at every batching setting (labs/serving.py)."""
+    return spec.run(cfg, run, sys.modules[__name__])
