@@ -12,6 +12,16 @@ reference implementation of that algorithm), all at the same vocabulary size on 
 mixed corpus (Shakespeare, the Python standard library's source, and the 28-language
 chatterbot corpus), and evaluate each on held-out text of every kind.
 
+Two more rows are written from scratch, in pure Python (week1/tokenization/wordpiece.py and
+unigram.py, whose docstrings derive each step): "WordPiece (ours)" merges by the likelihood
+score count(ab) / (count(a) count(b)) and encodes greedy longest-match-first with '##'
+continuations; "Unigram (ours)" runs EM over a seed vocabulary, prunes by the likelihood each
+piece's removal would cost, and segments by Viterbi. Compare them with the library rows: the
+encoders match the libraries token for token (parity tests), the trainers do not and should
+not (HF's WordPieceTrainer merges by raw pair frequency, BPE's rule; sentencepiece's seed comes
+from a suffix array and sums in float32). Look at bytes/token per kind, and at how the
+likelihood score spends a small budget on rare pairs that always occur together.
+
 How to read the results
 -----------------------
 - bytes/token: compression; higher is better (fewer tokens for the same text,
@@ -43,11 +53,18 @@ import numpy as np
 
 from week1.config import UsageError, require
 from week1.data import code, multilingual, shakespeare
-from week1.tokenization import hf
+from week1.tokenization import hf, unigram, wordpiece
 from week1.tokenization.bytelevel import CHAR_TO_BYTE
 
 KINDS = ("english", "code", "multilingual")
-TOKENIZERS = ("BPE", "WordPiece", "Unigram HF", "Unigram spm")  # spm: sentencepiece's own trainer
+TOKENIZERS = (  # spm: sentencepiece's own trainer; ours: week1/tokenization/, pure Python
+    "BPE",
+    "WordPiece",
+    "Unigram HF",
+    "Unigram spm",
+    "WordPiece (ours)",
+    "Unigram (ours)",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,14 +156,7 @@ def train_all(texts: list[str], vocab_size: int) -> dict[str, Trained]:
             f"({n_chars} distinct characters in the training text, plus <pad> and <unk>)"
         )
     out = {"BPE": _from_hf("BPE", hf.train_bpe(texts, vocab_size, special_tokens=["<pad>"]), None)}
-    wp = Tokenizer(models.WordPiece(unk_token="<unk>"))
-    wp.pre_tokenizer, wp.decoder = pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()
-    wp.train_from_iterator(
-        texts,
-        trainers.WordPieceTrainer(
-            vocab_size=vocab_size, special_tokens=["<pad>", "<unk>"], show_progress=False
-        ),
-    )
+    wp = hf.train_wordpiece(texts, vocab_size, ["<pad>", "<unk>"], "<unk>")
     out["WordPiece"] = _from_hf("WordPiece", wp, "<unk>")
     uni = Tokenizer(models.Unigram())
     uni.pre_tokenizer, uni.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
@@ -184,6 +194,22 @@ def train_all(texts: list[str], vocab_size: int) -> dict[str, Trained]:
         sp.unk_id(),
         sp.pad_id(),
     )
+    try:
+        ours = {
+            "WordPiece (ours)": wordpiece.train(texts, vocab_size, ("<pad>", "<unk>"), "<unk>"),
+            "Unigram (ours)": unigram.train(texts, vocab_size, ("<pad>", "<unk>"), "<unk>"),
+        }
+    except ValueError as err:  # a vocabulary smaller than the alphabet
+        raise UsageError(str(err)) from None
+    for name, tok in ours.items():
+        out[name] = Trained(
+            name,
+            lambda texts, tok=tok: [tok.encode(t) for t in texts],
+            tok.decode,
+            {_surface(t) for t in tok.vocab},
+            tok.vocab["<unk>"],
+            tok.vocab["<pad>"],
+        )
     return out
 
 

@@ -10,4 +10,10 @@
 
 The JAX and torch trainers (week1_jax/bpe.py, week1_torch/bpe.py) replace step 2's loop
 with array operations and return the same `model.BPE`.
+
+The other two subword algorithms, each one self-contained file (trainer, encoder, decoder):
+- `wordpiece.py`   BERT's: merges scored count(ab) / (count(a) count(b)), greedy
+                   longest-match-first encoding with '##' continuations.
+- `unigram.py`     SentencePiece's default: EM over a seed vocabulary, pruning by the
+                   likelihood lost, Viterbi segmentation.
 """

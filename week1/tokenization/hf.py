@@ -33,3 +33,20 @@ def merges_and_vocab(tok: Tokenizer) -> tuple[list[tuple[str, str]], dict[str, i
     """The merges (in rank order) and vocabulary of a trained HF BPE tokenizer."""
     model = json.loads(tok.to_str())["model"]
     return [tuple(m) for m in model["merges"]], model["vocab"]
+
+
+def wordpiece(vocab: dict[str, int], unk_token: str) -> Tokenizer:
+    """HF's WordPiece encoder over a given vocabulary, with BERT's pre-tokenizer and decoder."""
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=unk_token))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()
+    return tok
+
+
+def train_wordpiece(texts, vocab_size: int, special_tokens, unk_token: str) -> Tokenizer:
+    """HF's WordPieceTrainer: BpeTrainer with a '##' prefix (it merges by pair frequency)."""
+    tok = wordpiece({}, unk_token)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
