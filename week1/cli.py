@@ -395,7 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detail", nargs="?", const="all", metavar="LAB", help="per-tensor rows")
     p.add_argument("--json", metavar="PATH", help="write every comparison, machine and versions")
     p.add_argument("--markdown", metavar="PATH", help="write a report (and a headroom PNG beside)")
-    p.add_argument("--gpu", metavar="PATH", help="a GPU run's --json (default: gpu_report/)")
+    p.add_argument(
+        "--gpu",
+        nargs="?",
+        const="run",
+        metavar="PATH",
+        help="alone: run the whole suite on the GPU; PATH: a GPU run's --json for the GPU column",
+    )
     p.add_argument("--from", dest="from_path", metavar="PATH", help="report a saved --json")
     p = sub.add_parser(
         "bench", help="time each lab's workload in JAX jit, torch eager and torch.compile"

@@ -28,13 +28,17 @@ The JSON document (FORMAT below; read back by --from and --gpu):
      "machine": {"cpu": ..., "cores": ..., ...}, "versions": {"jax": ..., ...},
      "comparisons": [one record as above, ...]}
 
-The GPU column. scripts/gpu_check.sh runs the suite on the GPU machine through this
-command, so that its comparisons come back as such a document:
-    $py -m week1 parity --json "$out/parity.json" -- -m "slow or not slow" "${skip[@]}"
-Its default place, gpu_report/parity.json in the checkout (GPU_RESULTS), is where the
-summary looks for it (`--gpu PATH` names another, e.g. a copy kept in docs/); the
-column shows each family's headroom on that device, matched by lab, family and tier.
-Until such a file exists the column says there is no GPU run yet.
+The GPU column. `week1 parity --gpu --json PATH` (no PATH after --gpu) runs the whole
+suite, slow cases included, on a machine with an NVIDIA GPU: JAX and torch both on the GPU
+(TF32 off on both sides, as parity_tests/conftest.py pins it; the bf16 cases in the BF16
+tier), XLA_PYTHON_CLIENT_PREALLOCATE=false so that the two frameworks share the device's
+memory in one process; it fails (exit 1) if either framework ran elsewhere. scripts/
+gpu_check.sh runs it as its optional stage `parity_gpu` (GPU_CHECK_PARITY_GPU=1), which
+writes gpu_report/parity_gpu.json. The summary looks for a GPU document at
+gpu_report/parity_gpu.json, then gpu_report/parity.json in the checkout (GPU_RESULTS;
+`--gpu PATH` names another, e.g. a copy kept in docs/); the column shows each family's
+headroom on that device, matched by lab, family and tier. Until such a file exists the
+column says there is no GPU run yet.
 """
 
 from __future__ import annotations
@@ -57,9 +61,11 @@ from week1.config import UsageError
 from week1.tolerances import REPORT_ENV
 
 FORMAT = "week1-parity/1"
-GPU_RESULTS = "gpu_report/parity.json"  # relative to the checkout: gpu_check.sh's default OUT
+# Relative to the checkout (gpu_check.sh's default OUT): the full GPU run, then the gpu-marked one.
+GPU_RESULTS = ("gpu_report/parity_gpu.json", "gpu_report/parity.json")
+RUN_ON_GPU = "run"  # what `--gpu` without a PATH stands for
 VERSIONS = ("numpy", "jax", "jaxlib", "flax", "optax", "torch", "transformers", "tokenizers")
-NO_GPU = "no GPU run yet"
+NO_GPU = "pending: no GPU run yet"
 
 
 # ---------------------------------------------------------------- running the suite
@@ -79,16 +85,29 @@ def run_parity(
     if detail not in (None, "all"):
         catalog.require_implemented(detail)
         lab_id = lab_id or detail  # `--detail adamw` alone runs adamw's tests only
+    on_gpu = gpu_path == RUN_ON_GPU
+    if on_gpu:
+        _require_gpu(from_path)
+        if "-m" not in pytest_args:  # the whole suite: the slow cases too
+            pytest_args = ["-m", "slow or not slow", *pytest_args]
     if from_path is not None:
         doc = load(from_path)
         code = 0
     else:
         command = ["week1", "parity", *([lab_id] if lab_id else [])]
         command += _flag("--detail", detail) + _flag("--json", json_path)
-        command += _flag("--markdown", markdown_path) + _flag("--gpu", gpu_path)
+        command += _flag("--markdown", markdown_path)
+        command += ["--gpu"] if on_gpu else _flag("--gpu", gpu_path)
         command += ["--", *pytest_args] if pytest_args else []
-        code, doc = run_tests(lab_id, pytest_args, shlex.join(command))
-    gpu = load(gpu_path) if gpu_path else _default_gpu()
+        env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"} if on_gpu else {}
+        code, doc = run_tests(lab_id, pytest_args, shlex.join(command), env)
+    if on_gpu:
+        gpu, elsewhere = doc, off_the_gpu(doc["devices"])
+        if elsewhere:
+            report.console.print(f"[bold red]--gpu:[/] {elsewhere}")
+            code = code or 1
+    else:
+        gpu = load(gpu_path) if gpu_path else _default_gpu()
     if lab_id:  # one lab's report (a saved or GPU document holds every lab)
         doc, gpu = _only(doc, lab_id), gpu and _only(gpu, lab_id)
     rows = merge(families(doc["comparisons"]), families(gpu["comparisons"]) if gpu else [])
@@ -107,6 +126,25 @@ def run_parity(
     return code
 
 
+def _require_gpu(from_path: str | None) -> None:
+    """`--gpu` runs the suite: refused (exit 2) with --from, or where there is no NVIDIA GPU."""
+    from week1.machine import nvidia_gpus
+
+    if from_path is not None:
+        raise UsageError("--gpu without a PATH runs the suite on the GPU; with --from, name the "
+                         "GPU document: --gpu PATH")  # fmt: skip
+    if not nvidia_gpus():
+        raise UsageError("--gpu: this machine has no NVIDIA GPU (nvidia-smi and the driver "
+                         "find none); --gpu PATH reads a GPU run's --json")  # fmt: skip
+
+
+def off_the_gpu(devices: dict) -> str | None:
+    """Why a --gpu run does not count as one (a framework missing or on the CPU), or None."""
+    wrong = [f"{fw} ran on {devices.get(fw, 'nothing')}" for fw in ("jax", "torch")
+             if devices.get(fw, "cpu").lower().startswith("cpu")]  # fmt: skip
+    return "; ".join(wrong) + " (not the GPU)" if wrong else None
+
+
 def _only(doc: dict, lab: str) -> dict:
     return {**doc, "comparisons": [c for c in doc["comparisons"] if lab_of(c) == lab]}
 
@@ -115,8 +153,11 @@ def _flag(name: str, value: str | None) -> list[str]:
     return [] if value is None else [name] if value == "all" else [name, value]
 
 
-def run_tests(lab_id: str | None, pytest_args: list[str], command: str) -> tuple[int, dict]:
-    """pytest over parity_tests/ (or one lab's file) in a subprocess; its records as a document."""
+def run_tests(
+    lab_id: str | None, pytest_args: list[str], command: str, env: dict | None = None
+) -> tuple[int, dict]:
+    """pytest over parity_tests/ (or one lab's file) in a subprocess (`env` added to its
+    environment); its records as a document."""
     target = os.path.join(str(catalog.ROOT), "parity_tests")
     if lab_id is not None:
         catalog.require_implemented(lab_id)
@@ -126,7 +167,7 @@ def run_tests(lab_id: str | None, pytest_args: list[str], command: str) -> tuple
         path = os.path.join(tmp, "parity.jsonl")
         code = subprocess.call(
             [sys.executable, "-m", "pytest", "-q", "-p", __name__, target, *pytest_args],
-            env=dict(os.environ, **{REPORT_ENV: path}),
+            env=dict(os.environ, **(env or {}), **{REPORT_ENV: path}),
             cwd=str(catalog.ROOT),
         )
         lines = []
@@ -201,8 +242,8 @@ def load(path: str) -> dict:
 
 
 def _default_gpu() -> dict | None:
-    path = catalog.ROOT / GPU_RESULTS
-    return load(str(path)) if path.exists() else None
+    found = [catalog.ROOT / p for p in GPU_RESULTS if (catalog.ROOT / p).exists()]
+    return load(str(found[0])) if found else None
 
 
 def _write(path: str, text: str) -> None:
@@ -440,7 +481,7 @@ def summary_lines(doc: dict, rows: list[Row], gpu: dict | None) -> list[str]:
     lines.append(
         f"GPU: {gpu['device']}, run {gpu['date'][:10]}: {_verdict(gpu)}"
         if gpu
-        else f"GPU: {NO_GPU} (scripts/gpu_check.sh writes {GPU_RESULTS})"
+        else f"GPU: {NO_GPU} (week1 parity --gpu --json {GPU_RESULTS[0]} on a GPU machine)"
     )
     return lines
 
@@ -504,7 +545,8 @@ def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str
         f"({', '.join(f'{k} {v}' for k, v in gpu['devices'].items())}), "
         f"versions {', '.join(f'{k} {v}' for k, v in gpu['versions'].items())}"
         if gpu
-        else f"{NO_GPU} (`bash scripts/gpu_check.sh` writes `{GPU_RESULTS}`)"
+        else f"{NO_GPU} (`GPU_CHECK_PARITY_GPU=1 bash scripts/gpu_check.sh` writes "
+        f"`{GPU_RESULTS[0]}`: `week1 parity --gpu`, the whole suite on the GPU)"
     )
     out = [
         "# Parity report",
