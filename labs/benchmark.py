@@ -40,8 +40,12 @@ this lab's is what a user runs. Both frameworks are measured in a process of the
 (`--isolate`), as `week1 bench` does, so neither inherits the other's threads, caches or
 allocator.
 
-The figures per point: the median step time of `iters` calls after `warmup`, each call
-synced with the device; the first call apart (it includes compilation: XLA's, or
+The figures per point, timed the same way in both frameworks (week1/timing.py): the step
+time is device time, `iters` steps queued back to back and one wait for the device (the
+median of three such batches), the way a training loop that never reads a value back runs;
+the latency (`latency_s` in results.json) is one step and its wait, every time, dispatch and
+the host's round trip included. A point whose latency is far above its step time is
+dispatch-bound. The first call apart (it includes compilation: XLA's, or
 torch.compile's); tokens per second (rows for the MLP, pairs for word2vec); peak memory
 (on a GPU torch's allocator peak and XLA's buffer plan for the JAX executable; on a CPU the
 growth of the process's resident set during the step, noisy); and MFU: the model FLOPs per
@@ -102,14 +106,14 @@ profiling lab's `week1 profile training_loop --framework F` for the MLP's step i
   bf16 is often slower than fp32 there; the comparison that matters is on a GPU.
 
 Published figures come from results.json files, one per machine, with the machine's
-description (CPU, GPU, driver, versions): `python -m labs.benchmark RESULTS.json ...
---out docs/results.md` writes docs/results.md from them.
+description (CPU, GPU, driver, versions): `week1 results RESULTS.json ... --out
+docs/results.md` writes docs/results.md from them (week1/commands/results.py).
 
 Run it:  week1 run benchmark --quick                              (both frameworks; sized
          for a few minutes on 2 CPU cores; --threads=1 on a shared machine)
          week1 run benchmark --framework jax                       (the full sweep, for a GPU)
          week1 bench benchmark                                     (the MLP points, as a table)
-         python -m labs.benchmark runs/benchmark-*/results.json --out docs/results.md
+         week1 results runs/benchmark-*/results.json --out docs/results.md
 """
 
 from __future__ import annotations
@@ -129,8 +133,10 @@ import zlib
 import numpy as np
 
 from week1 import convert
+from week1 import report as show
 from week1.config import Range, as_dict, require
 from week1.data.minilm import BertConfig
+from week1.machine import thread_env
 from week1.parallel import config_args
 from week1.timing import Timing, datasheet_peak, flops_agree, mfu
 
@@ -523,7 +529,8 @@ def row(point: Point, variant: str, precision: str, timing: Timing | None, **ext
         "flops": point.flops,
     }
     if timing is not None:
-        out.update(median_s=timing.median_s, first_s=timing.first_s, iters=timing.iters)
+        out.update(median_s=timing.median_s, latency_s=timing.latency_s,
+                   first_s=timing.first_s, iters=timing.iters)  # fmt: skip
     return {**out, **extra}
 
 
@@ -687,18 +694,6 @@ def run_benchmark(cfg: Config, run, framework: str, measure) -> dict:
     return summary
 
 
-def child_env(cfg: Config, framework: str) -> dict:
-    """The child's environment: the same CPU threads for both frameworks when cfg.threads is
-    set (OMP_NUM_THREADS for torch; one thread is the only count XLA's CPU client takes from a
-    flag, --xla_cpu_multi_thread_eigen=false)."""
-    env = dict(os.environ)
-    if cfg.threads:
-        env["OMP_NUM_THREADS"] = str(cfg.threads)
-        if framework == "jax" and cfg.threads == 1:
-            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false"
-    return env
-
-
 def measure_in_child(cfg: Config, run, framework: str) -> dict:
     """`week1 run benchmark --framework F --frameworks=F --isolate=false` in a fresh process,
     its run folder inside this run's (F-run/), its output in F.log; its results.json part, or
@@ -711,7 +706,7 @@ def measure_in_child(cfg: Config, run, framework: str) -> dict:
     log_path = run.path(f"{framework}.log")
     with open(log_path, "w", encoding="utf-8") as log:
         done = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                env=child_env(cfg, framework))  # fmt: skip
+                                env=thread_env(os.environ, framework, cfg.threads))  # fmt: skip
         # A stop signal sent to this process alone (kill PID, a scheduler) is passed on, so the
         # child stops at its next point as this run does (Ctrl-C reaches both anyway).
         passed_on = False
@@ -778,23 +773,6 @@ SHORT = {"jax jit": "jax", "torch eager": "eager", "torch.compile": "compile"}
 TABLE_COLUMNS = ["size", "variant", "prec", "ms", "first s", "tok/s", "MiB", "MFU", "/jax"]
 
 
-def _si(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
-
-
 def sorted_rows(document: dict, workload: str) -> list[dict]:
     """One workload's rows by size (as measured: smallest first), then variant, then precision."""
     sizes = list(dict.fromkeys(r["size"] for r in document["rows"] if r["workload"] == workload))
@@ -821,12 +799,12 @@ def table_rows(document: dict, workload: str) -> list[tuple]:
             r["size"],
             SHORT[r["variant"]],
             r["precision"],
-            _num(r["median_s"] * 1e3, 4),
+            show.num(r["median_s"] * 1e3, 4),
             f"{r['first_s']:.1f}",
-            _si(r["tokens_per_s"]),
-            _num(memory / 2**20 if memory else None),
-            _pct(r["mfu_datasheet"] if r["mfu_datasheet"] is not None else r["mfu_measured"]),
-            _num(r["vs_jax"], 3),
+            show.si(r["tokens_per_s"]),
+            show.num(memory / 2**20 if memory else None),
+            show.pct(r["mfu_datasheet"] if r["mfu_datasheet"] is not None else r["mfu_measured"]),
+            show.num(r["vs_jax"], 3),
         ))  # fmt: skip
     return out
 
@@ -860,8 +838,8 @@ def flop_rows(document: dict) -> list[tuple]:
         ]
         if any(e[fw] is not None and abs(e[fw] - 1) > 0.10 for fw in FRAMEWORKS) and not why:
             why = ["unexplained: check the count"]
-        rows.append((workload, size, _num(e["flops"] / 1e9), _num(e["jax"]), _num(e["torch"]),
-                     "; ".join(why) or "agree (10%)"))  # fmt: skip
+        rows.append((workload, size, show.num(e["flops"] / 1e9), show.num(e["jax"]),
+                     show.num(e["torch"]), "; ".join(why) or "agree (10%)"))  # fmt: skip
     return rows
 
 
@@ -879,8 +857,6 @@ WHY = {
 def report(run, document: dict) -> dict:
     """Print the tables, write step_time.png, ratio.png and dp_scaling.png; return the
     summary."""
-    from week1 import report as show
-
     for fw, part in document["frameworks"].items():
         show.console.print(f"{fw}: {part.get('device', '?')}", highlight=False)
         if "error" in part:
@@ -915,8 +891,8 @@ def report(run, document: dict) -> dict:
                     d["framework"],
                     d["devices"],
                     d["how"],
-                    _num(d.get("median_s", 0) * 1e3, 4),
-                    _num(d.get("efficiency")),
+                    show.num(d.get("median_s", 0) * 1e3, 4),
+                    show.num(d.get("efficiency")),
                 )
                 for d in document["dp"]
             ],  # fmt: skip
@@ -925,7 +901,10 @@ def report(run, document: dict) -> dict:
         show.compact_table(
             f"loop habits: the training_loop model, {LOOP_STEPS} steps",
             ["framework", "habit", "ms/step"],
-            [(h["framework"], h["habit"], _num(h["ms_per_step"], 4)) for h in document["habits"]],
+            [
+                (h["framework"], h["habit"], show.num(h["ms_per_step"], 4))
+                for h in document["habits"]
+            ],
         )
     plot(run, document, workloads)
     return {
@@ -936,8 +915,6 @@ def report(run, document: dict) -> dict:
 
 
 def plot(run, document: dict, workloads: list[str]) -> None:
-    from week1 import report as show
-
     panels, titles, marks = [], [], []
     for workload in workloads:
         series = curves(document, workload)
@@ -979,114 +956,3 @@ def plot(run, document: dict, workloads: list[str]) -> None:
                        titles=["simulated devices: a correctness run" if simulated else "GPUs"],
                        hline=1.0, logx=False, title="data-parallel weak-scaling efficiency",
                        xlabel="devices")  # fmt: skip
-
-
-def markdown(documents: list[dict]) -> str:
-    """docs/results.md from results.json documents, one section per machine: its description,
-    the per-workload tables, where each framework wins, the FLOP check, DP and loop habits."""
-    lines = [
-        "# Benchmark results",
-        "",
-        "Generated by `python -m labs.benchmark " + " ".join(d["_path"] for d in documents)
-        + " --out docs/results.md` from `week1 run benchmark` results (one file per machine);",
-        "do not edit by hand. What the columns mean: `python -c 'import labs.benchmark as b;"
-        " help(b)'`.",
-        "",
-    ]  # fmt: skip
-    for d in documents:
-        lines += [f"## {_machine_title(d)}", "", f"`{' '.join(d['command'])}` at {d['time']}", ""]
-        load, cores = d["machine"].get("load average (1 min) at the end"), d["machine"]["cores"]
-        if load and float(load) > int(cores):
-            lines += [f"The machine was busy (load {load} on {cores} cores): its CPU timings are "
-                      "noisy; compare the ratios, and rerun on an idle machine.", ""]  # fmt: skip
-        lines += _md_table(["what", "value"], [
-            *d["machine"].items(),
-            *((f"{fw} device", p.get("device", "?")) for fw, p in d["frameworks"].items()),
-            *((f"{fw} versions", ", ".join(f"{k} {v}" for k, v in p.get("versions", {}).items()))
-              for fw, p in d["frameworks"].items()),
-            *((f"{fw} failed", p["error"]) for fw, p in d["frameworks"].items() if "error" in p),
-            *((f"measured {k} peak", f"{v / 1e12:.4g} TFLOP/s")
-              for k, v in d["measured_peaks"].items()),
-        ])  # fmt: skip
-        for workload in dict.fromkeys(r["workload"] for r in d["rows"]):
-            lines += [f"### {TITLES[workload]}", ""]
-            rows = []
-            for r in sorted_rows(d, workload):
-                if "median_s" not in r:
-                    rows.append((r["size"], r["variant"], r["precision"], "failed: " + r["error"],
-                                 "", "", "", "", "", ""))  # fmt: skip
-                    continue
-                memory = r.get("memory_bytes")
-                rows.append((r["size"], r["variant"], r["precision"],
-                             _num(r["median_s"] * 1e3, 4), _num(r["first_s"], 3),
-                             _si(r["tokens_per_s"]),
-                             _num(memory / 2**20 if memory else None) + f" ({r['memory_how']})",
-                             _pct(r["mfu_datasheet"]), _pct(r["mfu_measured"]),
-                             _num(r["vs_jax"])))  # fmt: skip
-            lines += _md_table(
-                [
-                    "size",
-                    "variant",
-                    "precision",
-                    "ms",
-                    "first s",
-                    "tokens/s",
-                    "MiB",
-                    "MFU (datasheet)",
-                    "MFU (measured peak)",
-                    "/ JAX",
-                ],
-                rows,
-            )
-        lines += ["### Where each framework wins", ""]
-        lines += [f"- {w}" for w in winners(d)] + [""]
-        lines += ["### FLOP counts", ""]
-        lines += _md_table(["workload", "size", "GFLOP", "XLA / analytic", "torch / analytic",
-                            "verdict"], flop_rows(d))  # fmt: skip
-        if d["dp"]:
-            lines += ["### Data parallel (fixed batch per device)", ""]
-            lines += _md_table(["framework", "devices", "how", "ms", "efficiency", "note"], [
-                (x["framework"], x["devices"], x["how"], _num(x.get("median_s", 0) * 1e3, 4),
-                 _num(x.get("efficiency")),
-                 "simulated: correctness only" if x.get("simulated") else "")
-                for x in d["dp"]])  # fmt: skip
-        if d["habits"]:
-            lines += [f"### Loop habits ({LOOP_STEPS} steps of the training_loop model)", ""]
-            lines += _md_table(["framework", "habit", "ms/step"],
-                               [(h["framework"], h["habit"], _num(h["ms_per_step"], 4))
-                                for h in d["habits"]])  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def _machine_title(d: dict) -> str:
-    gpu = d["machine"].get("gpu (nvidia-smi)")
-    cpu = f"{d['machine'].get('cpu', '?')}, {d['machine'].get('cores', '?')} cores"
-    return f"{gpu.split(',')[0]} ({cpu})" if gpu else cpu
-
-
-def _md_table(columns: list[str], rows: list[tuple]) -> list[str]:
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    out += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
-    return [*out, ""]
-
-
-def main(argv: list[str]) -> int:
-    """`python -m labs.benchmark RESULTS.json ... [--out docs/results.md]`."""
-    out = "docs/results.md"
-    if "--out" in argv:
-        i = argv.index("--out")
-        out, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
-    if not argv:
-        print("usage: python -m labs.benchmark RESULTS.json ... [--out docs/results.md]")
-        return 2
-    documents = []
-    for path in argv:
-        document = json.loads(pathlib.Path(path).read_text())
-        documents.append({**document, "_path": path})
-    pathlib.Path(out).write_text(markdown(documents))
-    print(f"{out}: {len(documents)} machine(s)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -89,7 +89,7 @@ results=$(ls -t "$out"/runs/benchmark-*/results.json 2>/dev/null | head -1)
 if [[ -n $results ]]; then
   cp "$results" "$out/benchmark_results.json"
   cp "$(dirname "$results")"/*.png "$out/" 2>/dev/null
-  "$py" -m labs.benchmark "$out/benchmark_results.json" --out "$out/results.md" > /dev/null
+  "$py" -m week1 results "$out/benchmark_results.json" --out "$out/results.md" > /dev/null
 fi
 # pretrained_embeddings' runs and bench need the packaged MiniLM, wefe's vectors and Shakespeare
 # (its GPU parity case, in the parity stage, needs none of them).

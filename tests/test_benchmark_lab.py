@@ -119,7 +119,7 @@ def test_results_md_is_generated_from_results_json_files(tmp_path):
     path.write_text(json.dumps(document()))
     out = tmp_path / "results.md"
     done = subprocess.run(
-        [sys.executable, "-m", "labs.benchmark", str(path), "--out", str(out)],
+        [sys.executable, "-m", "week1", "results", str(path), "--out", str(out)],
         capture_output=True,
         text=True,
     )
@@ -127,3 +127,4 @@ def test_results_md_is_generated_from_results_json_files(tmp_path):
     text = out.read_text()
     assert text.startswith("# Benchmark results") and "## " in text and "| cpu |" in text
     assert "jax jit at" in text and "MFU (datasheet)" in text and "| jax | 4 | jit |" in text
+    assert "| ms | latency ms |" in text  # device time and latency, week1.timing's two numbers

@@ -268,14 +268,14 @@ def cmd_bench(args, overrides) -> int:
 def cmd_results(args) -> int:
     """`week1 results FILE.json ... [--out docs/results.md]`: the benchmark lab's results.json
     files (one per machine) as one Markdown page, each with its machine description."""
-    from labs import benchmark
+    from week1.commands import results
 
     for path in args.files:
         if not pathlib.Path(path).is_file():
             raise UsageError(
                 f"{path!r}: no such results file (the benchmark lab writes results.json)"
             )
-    return benchmark.main([*args.files, "--out", args.out])
+    return results.write(args.files, args.out)
 
 
 def cmd_profile(args, overrides) -> int:

@@ -102,3 +102,17 @@ def machine_rows() -> list[tuple[str, str]]:
         ("memory", f"{machine_memory_bytes() / 2**30:.1f} GiB"),
         ("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "unset")),
     ]
+
+
+def thread_env(env: dict, framework: str, threads: int) -> dict:
+    """A child process's environment `env` with the same CPU threads for either framework:
+    OMP_NUM_THREADS=threads (torch's intra-op pool), and at 1 XLA's CPU thread pool off too
+    (--xla_cpu_multi_thread_eigen=false: the one thread count XLA takes from a flag). threads
+    0 leaves the frameworks' defaults. `week1 bench` and the benchmark lab start their children
+    so."""
+    env = dict(env)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if threads == 1 and framework == "jax":
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
+    return env

@@ -32,6 +32,39 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence], align: str = "") -> list[str]:
+    """A Markdown (GitHub) table as lines, a blank line after: cells as given (format numbers
+    before), a literal | escaped; `align` one letter per column, "l" or "r" (default: all left).
+    Every Markdown report of the project is written by this one function."""
+    rule = {"l": "---", "r": "--:"}
+
+    def line(cells) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in cells) + " |"
+
+    out = [line(columns), "|" + "|".join(rule[a] for a in align.ljust(len(columns), "l")) + "|"]
+    return [*out, *(line(row) for row in rows), ""]
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    """`value` to `digits` significant digits, "-" for None."""
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def si(value: float | None) -> str:
+    """`value` with a k/M/G suffix, 3 significant digits, "-" for None."""
+    if value is None:
+        return "-"
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal, "-" for None."""
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 def plot_lines(
     path: str | pathlib.Path,
     series: dict[str, tuple[Sequence, Sequence]],

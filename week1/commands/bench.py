@@ -28,6 +28,7 @@ import tempfile
 
 from week1 import catalog, report
 from week1.config import UsageError, override
+from week1.machine import thread_env
 from week1.parallel import host_device_flags
 
 WORKER_TIMEOUT_S = 1800
@@ -53,12 +54,7 @@ def machine() -> dict:
 
 def _worker_env(lab_id: str, framework: str, threads: int = 0) -> dict:
     # The worker's notes come back as whole lines (wide COLUMNS); this process wraps them.
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="1000")
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    if threads == 1:  # XLA's CPU thread pool off too: one thread each, the same for both
-        flags = env.get("XLA_FLAGS", "")
-        env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    env = thread_env(dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="1000"), framework, threads)
     if framework == "jax" and getattr(catalog.spec(lab_id), "MULTI_DEVICE", False):
         flags = env.get("XLA_FLAGS", "")
         if "xla_force_host_platform_device_count" not in flags:

@@ -289,12 +289,11 @@ def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
         "from the same weights and see the same batches. JAX and torch columns: the case's "
         "metric at the end; max |dloss|: the largest train-loss difference JAX vs torch eager "
         "over the run; headroom: that difference against the case's tier (over 1 fails); the "
-        "last two columns are steps/s as ratios to JAX, from the same run.",
+        "last two columns are steps/s as ratios to JAX, from the same run (each loop queues its "
+        "steps and reads the losses back once per log interval, so on a GPU steps/s is device "
+        "time, as week1/timing.py measures it, not one host round trip per step).",
         "",
-        "| " + " | ".join(c.replace("|", "\\|") for c in SUMMARY_COLUMNS) + " |",
-        "|" + "---|" * len(SUMMARY_COLUMNS),
-        *("| " + " | ".join(cells) + " |" for cells in summary_rows(rows)),
-        "",
+        *report.markdown_table(SUMMARY_COLUMNS, summary_rows(rows)),
     ]
     lines += [f"- {r['lab']} / {r['case']}: not the same start: {r['differs']}"
               for r in rows if r["differs"]]  # fmt: skip

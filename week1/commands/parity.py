@@ -66,6 +66,7 @@ GPU_RESULTS = ("gpu_report/parity_gpu.json", "gpu_report/parity.json")
 RUN_ON_GPU = "run"  # what `--gpu` without a PATH stands for
 VERSIONS = ("numpy", "jax", "jaxlib", "flax", "optax", "torch", "transformers", "tokenizers")
 NO_GPU = "pending: no GPU run yet"
+NO_GPU_CELL = "pending"  # the GPU column's cells until a GPU run exists
 
 
 # ---------------------------------------------------------------- running the suite
@@ -572,53 +573,46 @@ def markdown(doc: dict, rows: list[Row], gpu: dict | None, png_name: str) -> str
         "lab and check family (the checks of one test and tier whose names differ in numbers,",
         "N, or in words, a/b/c, * for more than three), closest to failing first.",
         "",
-        "| lab | compared | tier | n | max abs | max rel | headroom | GPU |",
-        "|---|---|---|--:|--:|--:|--:|--:|",
     ]
+    table = []
     for row in sorted(rows, key=lambda r: -_order(r.worst)):
         f, cpu = row.any, row.cpu
         cells = (
             [fmt(cpu.max_abs), fmt(cpu.max_rel), _md_headroom(cpu.headroom)] if cpu else ["-"] * 3
         )
-        gpu_cell = _md_headroom(row.gpu.headroom) if row.gpu else "-" if gpu else "no run"
-        compared = _md_cell(f.compared)
-        out.append(
-            f"| {f.lab} | {compared} | {f.tier} | {cpu.n if cpu else '-'} | "
-            + " | ".join([*cells, gpu_cell])
-            + " |"
-        )
+        gpu_cell = _md_headroom(row.gpu.headroom) if row.gpu else "-" if gpu else NO_GPU_CELL
+        table.append((f.lab, f.compared, f.tier, cpu.n if cpu else "-", *cells, gpu_cell))
+    columns = ["lab", "compared", "tier", "n", "max abs", "max rel", "headroom", "GPU"]
+    out += report.markdown_table(columns, table, align="lllrrrrr")
     out += [
-        "",
         f"![headroom per lab and tier]({png_name})",
         "",
         "## Tensors closest to their limit",
         "",
     ]
-    out += [
-        "| lab | check | tensor | tier | max abs | max rel | headroom |",
-        "|---|---|---|---|--:|--:|--:|",
-    ]
     closest = sorted(doc["comparisons"], key=lambda c: -_order(_float(c.get("headroom"))))[:15]
-    for c in closest:
-        out.append(
-            f"| {lab_of(c)} | {_md_cell(c['check'])} | {_md_cell(c['tensor'])} | "
-            f"{c['tier']} | {fmt(c['max_abs'])} | {fmt(c['max_rel'])} | "
-            f"{_md_headroom(_float(c.get('headroom')))} |"
-        )
+    out += report.markdown_table(
+        ["lab", "check", "tensor", "tier", "max abs", "max rel", "headroom"],
+        [
+            (lab_of(c), c["check"], c["tensor"], c["tier"], fmt(c["max_abs"]),
+             fmt(c["max_rel"]), _md_headroom(_float(c.get("headroom"))))
+            for c in closest
+        ],
+        align="llllrrr",
+    )  # fmt: skip
     tiers = {c["tier"]: (c.get("rtol"), c.get("atol")) for c in doc["comparisons"]}
-    out += ["", "## Tiers", "", "| tier | rtol | atol |", "|---|--:|--:|"]
-    out += [f"| {name} | {rtol} | {atol} |" for name, (rtol, atol) in sorted(tiers.items())]
+    out += ["## Tiers", ""]
+    out += report.markdown_table(
+        ["tier", "rtol", "atol"],
+        [(name, rtol, atol) for name, (rtol, atol) in sorted(tiers.items())],
+        align="lrr",
+    )
     out += [
-        "",
         "Per-tensor rows: `week1 parity --detail [LAB]`; every comparison as JSON:",
         "`week1 parity --json PATH`.",
         "",
     ]
     return "\n".join(out)
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|")  # a literal | inside a Markdown table cell
 
 
 def _md_headroom(h: float) -> str:
