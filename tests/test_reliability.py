@@ -136,9 +136,17 @@ def test_a_diverging_run_says_so(framework, tmp_path):
     done = week1("run", "training_loop", "--framework", framework, "--lr=1e30",
                  "--warmup_steps=0", "--steps=200", "--runs-dir", tmp_path)  # fmt: skip
     assert done.returncode == 3, done.stderr
-    assert "diverged: non-finite loss" in one_line(done.stderr)
-    summary = read_summary(next(tmp_path.iterdir()))
+    line = one_line(done.stderr)
+    assert "diverged: non-finite loss" in line
+    assert "no checkpoint was written before it" in line, "issue 21 case 6: it said 'kept'"
+    run_dir = next(tmp_path.iterdir())
+    summary = read_summary(run_dir)
     assert summary["status"] == "diverged" and summary["diverged_at_step"] >= 1
+    if framework == "jax":  # issue 21 case 1: a FileNotFoundError traceback, exit 1
+        exported = week1("export", run_dir, tmp_path / "hub")
+        assert exported.returncode == 2
+        assert "has no intact checkpoint to export (status: diverged)" in one_line(exported.stderr)
+        assert not (tmp_path / "hub").exists()
 
 
 def test_the_monitoring_labs_deliberate_nan_stop_exits_3(tmp_path):
@@ -253,3 +261,96 @@ def test_a_checkpoint_carrying_a_pickle_payload_is_refused_unrun(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         checkpoint.load_state(tmp_path, 1)
     assert not marker.exists()
+
+
+def _main(*args, capsys) -> tuple[int, str, str]:
+    """`week1 ARGS` in this process (the frameworks are imported once for the file)."""
+    from week1.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _train_steps(run_dir: pathlib.Path) -> list[int]:
+    return [row["step"] for row in read_metrics(run_dir) if "train_loss" in row]
+
+
+def test_torch_export_and_resume_past_a_refused_checkpoint(tmp_path, capsys):
+    """Issue 21 cases 1, 3, 5: export of a finished run takes its final weights and names the
+    step; a checkpoint the weights-only loader refuses is skipped (export and resume fall back
+    to the one before, set it aside, run nothing); `resume --steps` keeps the start settings."""
+    import torch
+
+    from week1 import hub
+
+    runs = tmp_path / "runs"
+    code, _, err = _main("run", "training_loop", "--framework", "torch", "--steps=30",
+                         "--checkpoint_every=20", "--eval_every=10", "--sample_chars=10",
+                         "--runs-dir", runs, capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    (run_dir,) = runs.iterdir()
+    code, out, err = _main("export", run_dir, tmp_path / "final", capsys=capsys)
+    assert code == 0 and "exported step 30 of" in out, err
+    assert hub.read_config(tmp_path / "final")[1]["week1"]["step"] == 30
+
+    marker = tmp_path / "payload-ran"
+    newest = run_dir / "checkpoints" / "step_00000030.pt"
+    torch.save({"model": {}, "evil": _Payload(marker)}, newest)
+    checkpoints.seal(newest)  # a forged manifest: only the loader stands guard
+    code, out, err = _main("export", run_dir, tmp_path / "fallback", capsys=capsys)
+    assert code == 0, err
+    assert "checkpoint of step 30 is not usable (refused by the loader: UnpicklingError" in err
+    assert "set aside as step_00000030.pt.broken" in err and not marker.exists()
+    assert "exported step 20 " in out and "the run reached step 30" in " ".join(out.split())
+
+    code, out, err = _main("resume", run_dir, "--steps=40", capsys=capsys)
+    assert code == 0, err
+    assert "from step 20" in out and not marker.exists()
+    assert (run_dir / "checkpoints" / "step_00000030.pt.broken").exists()
+    assert read_summary(run_dir)["status"] == "ok"
+    assert _train_steps(run_dir) == list(range(1, 41)), "each step once, the resumed ones anew"
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["config"]["steps"] == 30 and saved["framework"] == "torch"
+    assert [(r["from_step"], r["changed"]) for r in saved["resumes"]] == [(20, {"steps": [30, 40]})]
+    code, out, err = _main("export", run_dir, tmp_path / "resumed", capsys=capsys)
+    assert code == 0 and "exported step 40 of" in out, err
+    card = (tmp_path / "resumed" / "README.md").read_text()
+    assert "week1 run training_loop --framework torch --steps=30 --warmup_steps=30" in card
+    assert f"week1 resume runs/{run_dir.name} --steps=40" in card
+
+
+def test_jax_export_then_a_corrupt_newest_checkpoint_is_set_aside(tmp_path, capsys):
+    """Issue 21 cases 1, 2 and issue 20's old folders: a 20-step JAX run exports (it had no
+    checkpoint: FileNotFoundError); a truncated newest orbax step no longer blocks the resume
+    with StepAlreadyExistsError; a folder in the old config.json layout resumes."""
+    from week1 import hub
+
+    runs = tmp_path / "runs"
+    code, _, err = _main("run", "training_loop", "--framework", "jax", "--steps=20",
+                         "--eval_every=10", "--sample_chars=10", "--runs-dir", runs,
+                         capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    (run_dir,) = runs.iterdir()
+    code, out, err = _main("export", run_dir, tmp_path / "final", capsys=capsys)
+    assert code == 0 and "exported step 20 of" in out, err
+    assert hub.read_config(tmp_path / "final")[1]["week1"]["step"] == 20
+    code, _, err = _main("resume", run_dir, "--steps=30", capsys=capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir()) == ["20", "30"]
+
+    victim = max((p for p in (run_dir / "checkpoints" / "30").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)  # fmt: skip
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    saved = json.loads((run_dir / "config.json").read_text())  # as week1 wrote it before
+    old = {"lab": "training_loop", "framework": "jax", "config": {**saved["config"], "steps": 30}}
+    (run_dir / "config.json").write_text(json.dumps(old))
+    code, _, err = _main("resume", run_dir, capsys=capsys)  # it failed so at every retry
+    assert code == 0, err
+    assert "checkpoint of step 30 is not usable (checksum mismatch" in err
+    assert "set aside as 30.broken" in err
+    code, _, err = _main("resume", run_dir, "--steps=40", capsys=capsys)
+    assert code == 0, err
+    assert (run_dir / "checkpoints" / "30.broken").is_dir()
+    assert read_summary(run_dir)["status"] == "ok"
+    assert _train_steps(run_dir) == list(range(1, 41))

@@ -87,14 +87,16 @@ def latest_intact(
     candidates: Iterable[tuple[int, pathlib.Path]], warn: Callable[[str], None] = warn
 ) -> tuple[int, pathlib.Path] | None:
     """The newest (step, path) whose checkpoint is intact; each newer broken one is reported
-    through `warn` in one line. None when there are no candidates at all; a UsageError when
+    through `warn` in one line and set aside (`set_aside`; not one without a manifest, which
+    may be a save still under way). None when there are no candidates at all; a UsageError when
     there are some but none is intact."""
     ordered = sorted(candidates, key=lambda c: c[0], reverse=True)
     for step, path in ordered:
         problem = check(path)
         if problem is None:
             return step, path
-        warn(f"checkpoint of step {step} is not usable ({problem}): trying an earlier one")
+        warn(f"checkpoint of step {step} is not usable ({problem}){_set_aside(path, problem)}: "
+             "trying an earlier one")  # fmt: skip
     if ordered:
         raise UsageError(
             f"no intact checkpoint in {ordered[0][1].parent} (tried steps "
@@ -126,10 +128,11 @@ def load_newest(
         try:
             return step, load(step, path)
         except refused as err:
-            first = (str(err).strip().splitlines() or [""])[0][:120]
+            first = (str(err).strip().splitlines() or [""])[0][:80]
+            problem = f"refused by the loader: {type(err).__name__}: {first}"
             warn(
-                f"checkpoint of step {step} is not usable (refused by the loader: "
-                f"{type(err).__name__}: {first}): trying an earlier one"
+                f"checkpoint of step {step} is not usable ({problem})"
+                f"{_set_aside(path, 'refused by the loader')}: trying an earlier one"
             )
         ordered = [c for c in ordered if c[0] < step]
         if not ordered:
@@ -137,20 +140,35 @@ def load_newest(
     return None
 
 
-def set_aside(path: str | pathlib.Path, warn: Callable[[str], None] = warn) -> pathlib.Path:
+def set_aside(path: str | pathlib.Path) -> pathlib.Path:
     """Rename the checkpoint at `path` (and its manifest) to `<name>.broken` (or `.broken-N`, the
-    first that is free) so that a new save can take its place; says so; returns the new path."""
+    first that is free): kept for a post-mortem, out of the way of the steps a resume saves and
+    of the rotation (max_to_keep) that would otherwise keep it and delete a good one."""
     path = pathlib.Path(path)
     target, n = path.with_name(path.name + ".broken"), 1
     while target.exists() or manifest_path(target).exists():
         n += 1
         target = path.with_name(f"{path.name}.broken-{n}")
-    problem = check(path) or "passed its check, not loaded by the resume"
     os.replace(path, target)
     if manifest_path(path).exists():
         os.replace(manifest_path(path), manifest_path(target))
-    warn(f"checkpoint {path.name} ({problem}) set aside as {target.name} before saving over it")
     return target
+
+
+def _set_aside(path: pathlib.Path, problem: str) -> str:
+    """set_aside a broken checkpoint that is there and finished; what to add to the warning."""
+    if not path.exists() or problem.startswith("no manifest"):
+        return ""
+    return f", set aside as {set_aside(path).name}"
+
+
+def replace(path: str | pathlib.Path, warn: Callable[[str], None] = warn) -> None:
+    """Before a save to `path`: a checkpoint already there (one a resume fell back past) is set
+    aside, and said so."""
+    path = pathlib.Path(path)
+    if path.exists():
+        problem = check(path) or "from before the step the run resumed at"
+        warn(f"checkpoint {path.name} ({problem}) set aside as {set_aside(path).name}")
 
 
 def candidates_in(framework: str, directory: str | pathlib.Path) -> list[tuple[int, pathlib.Path]]:

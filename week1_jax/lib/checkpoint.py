@@ -28,8 +28,9 @@ def manager(directory, max_to_keep: int = 2) -> ocp.CheckpointManager:
 
 
 def candidates(mngr: ocp.CheckpointManager) -> list[tuple[int, pathlib.Path]]:
-    """Every (step, folder) the manager holds, intact or not."""
-    return [(step, pathlib.Path(mngr.directory) / str(step)) for step in mngr.all_steps()]
+    """Every (step, folder) in the manager's directory, intact or not (read from the disk: the
+    manager's own list is cached, and a broken step may have been set aside since)."""
+    return checkpoints.candidates_in("jax", mngr.directory)
 
 
 def latest_step(mngr: ocp.CheckpointManager) -> int | None:
@@ -40,10 +41,8 @@ def latest_step(mngr: ocp.CheckpointManager) -> int | None:
 
 def save_state(mngr: ocp.CheckpointManager, step: int, state) -> None:
     """Save a pytree of arrays as checkpoint `step`, wait for it, and seal it."""
-    existing = pathlib.Path(mngr.directory) / str(step)
-    if existing.exists():
-        checkpoints.set_aside(existing)
-        mngr.reload()
+    checkpoints.replace(pathlib.Path(mngr.directory) / str(step))
+    mngr.reload()  # its list of steps, after a set-aside here or in latest_intact
     mngr.save(step, args=ocp.args.StandardSave(state), force=True)
     mngr.wait_until_finished()
     checkpoints.seal(pathlib.Path(mngr.directory) / str(step))

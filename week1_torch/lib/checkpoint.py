@@ -41,8 +41,7 @@ def save_state(directory, step: int, state: dict, max_to_keep: int = 2) -> pathl
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = _path(directory, step)
-    if path.exists():
-        checkpoints.set_aside(path)
+    checkpoints.replace(path)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
