@@ -64,6 +64,8 @@ NOT_ON_META = {
     "fsdp": "torchrun starts real processes; their device is the rank's default device",
     "embedding_viz": "t-SNE of the all-ones values read back from meta has identical points (its "
     "small model's training is word2vec's library loop, checked there)",
+    "gpu_kernels": "Triton kernels read and write raw device memory, which meta tensors lack (its "
+    "parity tests run the kernels on the default device)",
 }
 
 
@@ -163,7 +165,13 @@ def test_torch_lab_places_everything_on_the_default_device(lab_id, on_meta, plac
 def test_on_a_gpu_no_torch_lab_keeps_parameters_on_the_cpu(lab_id, placed, tmp_path):
     """scripts/gpu_check.sh runs this: the real device, real numbers, every lab."""
     run_and_bench(lab_id, tmp_path)
-    assert placed or lab_id in ("bpe", "tokenizers_compare", "special_tokens", "gpu_basics")
+    assert placed or lab_id in (
+        "bpe",
+        "tokenizers_compare",
+        "special_tokens",
+        "gpu_basics",
+        "gpu_kernels",
+    )
     assert {p.device.type for m in placed for p in m.parameters()} <= {"cuda"}
 
 

@@ -139,6 +139,12 @@ LABS = (
         "GPU architecture, number formats",
         "matmul throughput vs size and dtype (roofline)",
     ),
+    Lab(
+        "gpu_kernels",
+        7,
+        "CUDA programming model",
+        "vector add, fused softmax, tiled matmul, fused loss in Triton and Pallas",
+    ),
     Lab("data_parallel", 7, "Data parallelism", "pmap, jit + NamedSharding, shard_map; torch DDP"),
     Lab("fsdp", 7, "FSDP", "torch FSDP2; JAX parameter sharding over an fsdp mesh axis"),
     Lab(
