@@ -19,7 +19,7 @@ tokens in short micro-batches get more weight. Here batches are padded on
 purpose (micro-batch j keeps its first n_j labels, n_j drawn in [1, m]; the rest
 are IGNORE_INDEX), so the wrong normalisation visibly differs.
 
-JAX does it twice: `optax.MultiSteps` (one micro-batch per call; it emits an
+JAX does it twice: `optax.MultiSteps` (one micro-batch per update call; it emits an
 update every k calls) and a hand-written `lax.scan` over the micro-batches
 inside one jitted step. Torch accumulates in `.grad` with a plain loop, with the
 slot where DDP's `no_sync()` goes (all micro-batches but the last skip the
@@ -114,6 +114,13 @@ def normalisers(ys: np.ndarray, normalise: str) -> np.ndarray:
     if normalise == "total":
         return np.full_like(n_real, n_real.sum())
     return len(n_real) * n_real
+
+
+def micro_batches(data: charlm.Data, cfg: Config, step: int):
+    """Training step `step`'s micro-batches (k, m, T), labels (k, m) and normalisers (k,), the
+    same in both frameworks."""
+    xs, ys = split_micro_batches(*padded_batch(data, cfg, step), cfg.micro_batches)
+    return xs, ys, normalisers(ys, cfg.normalise)
 
 
 # `week1 compare grad_accumulation --quick`: the default run (short already), evaluated more often.

@@ -21,7 +21,7 @@ from week1.tolerances import F32, F64, assert_tree_close, measure
 from week1_jax import grad_accumulation as jga
 from week1_jax.lib import charlm as jtl
 from week1_jax.lib import models as jmodels
-from week1_jax.lib import precision
+from week1_jax.lib import precision, steps
 from week1_torch import grad_accumulation as tga
 from week1_torch.lib import charlm as ttl
 from week1_torch.lib import models as tmodels
@@ -86,9 +86,10 @@ def test_jax_multisteps_equals_big_batch_update_f64(batch):
         multi = precision.apply_policy(jtl.build_model(CFG, vocab), precision.FP64)
         multi_opt = jga.make_multisteps_optimizer(multi, CFG, accumulator_dtype=jnp.float64)
         graphdef, state = nnx.split((multi, multi_opt))
-        update = jga.make_multisteps_update(graphdef)
+        update = steps.jit_on_state(graphdef, jga.multisteps_step)
         for _ in range(2):
-            state, _ = update(state, *jga.as_arrays(xs, ys, spec.normalisers(ys, "total")))
+            arrays = jga.as_arrays(xs, ys, spec.normalisers(ys, "total"))
+            state, _ = update(state, jax.random.key(0), *arrays)
         nnx.update((multi, multi_opt), state)
         assert_tree_close(
             "grad_accumulation jax MultiSteps f64",

@@ -70,6 +70,19 @@ class Context:
             show_progress=True,
         )
 
+    def part(self, name: str, *, checkpoints: bool = False) -> Context:
+        """The context of `name`, one of several trainings in one run (an ablation's arms, a
+        lab's precisions or methods): its metrics logged as "name/metric", and checkpoints only
+        when asked (the trainings would share the run's folder)."""
+        log = self.log
+        if log is not None:
+
+            def log(step, **metrics):
+                self.log(step, **{f"{name}/{k}": v for k, v in metrics.items()})
+
+        kept = {} if checkpoints else {"checkpoint_dir": None, "resume": False}
+        return dataclasses.replace(self, log=log, **kept)
+
     def stop_requested(self) -> bool:
         return self.should_stop is not None and self.should_stop()
 

@@ -2,7 +2,7 @@
 step.
 
 Read beside week1_torch/grad_accumulation.py. The model, data, optimizer and
-schedule are the training_loop lab's; only the loss (masked, token-level) and
+schedule are the char LM's (lib/charlm.py); only the loss (masked, token-level) and
 the accumulation are new here.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,16 +20,15 @@ from flax import nnx
 from labs import grad_accumulation as spec
 from week1 import charlm, convert, loop, profiler
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
 from week1.timing import time_calls
+from week1_jax.lib import charlm as lm
 from week1_jax.lib import devices, steps
+from week1_jax.lib import train as trainer
 from week1_jax.lib.losses import masked_cross_entropy
 from week1_jax.lib.models import get_weights
-from week1_jax.training_loop import build_model, evaluate, make_optimizer
 
 # No counterpart in the other framework (optax.MultiSteps, a second JAX way to accumulate).
-FRAMEWORK_ONLY = ("make_multisteps_optimizer", "make_multisteps_update")
+FRAMEWORK_ONLY = ("make_multisteps_optimizer", "multisteps_step")
 
 
 def micro_loss(model, x, y, n_norm):
@@ -74,31 +71,24 @@ def accumulate_grads(model, xs, ys, norms):
     return loss, grads
 
 
-def make_train_step(graphdef):
-    """A jitted update on the split (model, optimizer) state: state, xs, ys, norms -> state, loss.
-
-    k micro-batches through the scan above, then AdamW once (a jit of a pure
-    function, as in the training_loop lab: lib/steps.py says why).
-    """
-
-    def update(model, optimizer, xs, ys, norms):
-        loss, grads = accumulate_grads(model, xs, ys, norms)
-        optimizer.update(model, grads)
-        return loss
-
-    return steps.jit_on_state(graphdef, update)
+def train_step(model, optimizer, key, xs, ys, norms):
+    """One update: k micro-batches through the scan above, then AdamW once (lib/train jits it
+    on the split state; `key` is unused: no dropout)."""
+    loss, grads = accumulate_grads(model, xs, ys, norms)
+    optimizer.update(model, grads)
+    return loss
 
 
 def make_multisteps_optimizer(
     model, cfg: spec.Config, accumulator_dtype=jnp.float32
 ) -> nnx.Optimizer:
-    """The training_loop's AdamW wrapped in optax.MultiSteps: an update every `micro_batches` calls.
+    """The char LM's AdamW wrapped in optax.MultiSteps: an update every `micro_batches` calls.
 
     use_grad_mean=False makes MultiSteps *sum* the micro-batch gradients: each
     is already divided by its normaliser, so the sum is the big-batch gradient.
     (The default, the mean, would need every micro-batch loss multiplied by k.)
     """
-    tx = make_optimizer(model, cfg).tx
+    tx = lm.make_optimizer(model, cfg).tx
     multi = optax.MultiSteps(
         tx,
         every_k_schedule=cfg.micro_batches,
@@ -108,28 +98,16 @@ def make_multisteps_optimizer(
     return nnx.Optimizer(model, multi, wrt=nnx.Param)
 
 
-def make_multisteps_update(graphdef):
-    """The same update as k calls of one jitted micro-step through MultiSteps: state, xs, ys,
-    norms -> state, loss.
-
-    Each call accumulates one micro-batch's gradient; the k-th applies AdamW.
-    """
-
-    def micro_update(model, optimizer, x, y, n_norm):
-        loss, grads = nnx.value_and_grad(micro_loss)(model, x, y, n_norm)
+def multisteps_step(model, optimizer, key, xs, ys, norms):
+    """The same update as k calls of optimizer.update through MultiSteps, one per micro-batch
+    (unrolled in the one jitted step): each call accumulates one micro-batch's gradient; the
+    k-th applies AdamW."""
+    loss = 0.0
+    for j in range(xs.shape[0]):
+        micro, grads = nnx.value_and_grad(micro_loss)(model, xs[j], ys[j], norms[j])
         optimizer.update(model, grads)
-        return loss
-
-    micro_step = steps.jit_on_state(graphdef, micro_update)
-
-    def update(state, xs, ys, norms):
-        loss = 0.0
-        for j in range(len(xs)):
-            state, micro = micro_step(state, xs[j], ys[j], norms[j])
-            loss += micro
-        return state, loss
-
-    return update
+        loss += micro
+    return loss
 
 
 def as_arrays(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
@@ -138,8 +116,8 @@ def as_arrays(xs: np.ndarray, ys: np.ndarray, norms: np.ndarray):
 
 
 METHODS = {
-    "scan": (make_optimizer, make_train_step),
-    "multisteps": (make_multisteps_optimizer, make_multisteps_update),
+    "scan": (lm.make_optimizer, train_step),
+    "multisteps": (make_multisteps_optimizer, multisteps_step),
 }
 
 
@@ -149,39 +127,25 @@ def train(
     *,
     method: str = "scan",
     weights: dict | None = None,
-    log=None,
-    show_progress: bool = False,
+    ctx: loop.Context = loop.BARE,
 ):
-    """Train for cfg.steps with accumulation by `method` ("scan" or "multisteps"); returns
-    (model, History)."""
-    make_optimizer_for, make_update = METHODS[method]
-    model = build_model(cfg, data.vocab_size, weights)
+    """Train for cfg.steps with accumulation by `method` ("scan" or "multisteps") through
+    lib/train; returns (model, History)."""
+    make_optimizer_for, step = METHODS[method]
+    model = lm.build_model(cfg, data.vocab_size, weights)
     optimizer = make_optimizer_for(model, cfg)
-    graphdef, state = nnx.split((model, optimizer))
-    update = make_update(graphdef)
     val = charlm.val_batches(data, cfg)
-    history = loop.History()
-    with progress(f"jax {method}", total=cfg.steps, enabled=show_progress) as advance:
-        for step in range(1, cfg.steps + 1):
-            xs, ys = spec.split_micro_batches(
-                *spec.padded_batch(data, cfg, step), cfg.micro_batches
-            )  # (k, m, T), (k, m)
-            norms = spec.normalisers(ys, cfg.normalise)  # (k,)
-            t0 = time.perf_counter()
-            state, loss = update(state, *as_arrays(xs, ys, norms))
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise Diverged(step, "loss")
-            history.add_train(
-                step, loss, time.perf_counter() - t0
-            )  # the first step's time includes compilation
-            if loop.Cadence.of(cfg).is_eval_step(step):
-                nnx.update((model, optimizer), state)  # the objects see the new arrays
-                history.add_val(step, evaluate(model, val))
-            if log:
-                log(step, **{f"train_loss_{method}": loss})
-            advance(loss)
-    nnx.update((model, optimizer), state)
+    history = trainer.train(
+        model,
+        optimizer,
+        step,
+        lambda i: as_arrays(*spec.micro_batches(data, cfg, i)),  # (k, m, T), (k, m), (k,)
+        loop.Cadence.of(cfg),
+        ctx,
+        seed=cfg.seed,
+        evaluate=lambda: {"val_loss": lm.evaluate(model, val)},
+        label=f"jax {method}",
+    )
     return model, history
 
 
@@ -199,7 +163,7 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run grad_accumulation --framework jax`: the identity on one batch, then training
     both ways."""
     data = charlm.load_data(cfg)
-    model = build_model(cfg, data.vocab_size)
+    model = lm.build_model(cfg, data.vocab_size)
     x, y = spec.padded_batch(data, cfg, 1)
     xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
     _, reference = big_batch_grads(model, *devices.to_device(x, y))
@@ -210,7 +174,9 @@ def run(cfg: spec.Config, run) -> dict:
         )
         for normalise in spec.NORMALISATIONS
     }
-    histories = {method: train(cfg, data, method=method, log=run.log)[1] for method in METHODS}
+    ctx = loop.Context.of_run(run)
+    histories = {method: train(cfg, data, method=method, ctx=ctx.part(method))[1]
+                 for method in METHODS}  # fmt: skip
     for method, history in histories.items():
         summary.update({f"{method}/{k}": v for k, v in history.summary().items()})
     summary["max loss diff scan vs multisteps"] = float(
@@ -226,15 +192,16 @@ def run(cfg: spec.Config, run) -> dict:
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
     """`week1 compare grad_accumulation`: train the scan with normalisation `case` from `weights`
-    (torch's names, numpy, converted through the training_loop's weight map; None: Flax's init);
+    (torch's names, numpy, converted through the char LM's weight map; None: Flax's init);
     returns (the start weights under torch's names, Curves)."""
     cfg = dataclasses.replace(cfg, normalise=case)
     data = charlm.load_data(cfg)
     if weights is None:
-        weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size)),
+        weights = convert.flax_to_torch(get_weights(lm.build_model(cfg, data.vocab_size)),
                                         charlm.WEIGHT_MAP)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
-    _, history = train(cfg, data, weights=flax_weights, show_progress=show_progress)
+    ctx = loop.Context(show_progress=show_progress)
+    _, history = train(cfg, data, weights=flax_weights, ctx=ctx)
     return weights, Curves.of(history)
 
 
@@ -250,13 +217,14 @@ def bench(cfg: spec.Config) -> dict:
         ("jax MultiSteps", cfg.micro_batches, "multisteps"),
     ):
         step_cfg = dataclasses.replace(cfg, micro_batches=k)
-        make_optimizer_for, make_update = METHODS[method]
-        model = build_model(step_cfg, data.vocab_size)
+        make_optimizer_for, step = METHODS[method]
+        model = lm.build_model(step_cfg, data.vocab_size)
         graphdef, state = nnx.split((model, make_optimizer_for(model, step_cfg)))
         xs, ys = spec.split_micro_batches(x, y, k)
         batch = as_arrays(xs, ys, spec.normalisers(ys, "total"))
+        update = steps.jit_on_state(graphdef, step)
         timings[f"{name} (k={k})"] = time_calls(
-            functools.partial(make_update(graphdef), state, *batch), devices.sync
+            functools.partial(update, state, jax.random.key(0), *batch), devices.sync
         )
     return timings
 
@@ -265,12 +233,11 @@ def profile_phases(cfg: spec.Config) -> profiler.Phases:
     """`week1 profile grad_accumulation`: one scan-accumulated update as data / forward_backward
     / optimizer."""
     data = charlm.load_data(cfg)
-    model = build_model(cfg, data.vocab_size)
-    optimizer = make_optimizer(model, cfg)
+    model = lm.build_model(cfg, data.vocab_size)
+    optimizer = lm.make_optimizer(model, cfg)
 
     def batch(step):
-        xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
-        return devices.sync(as_arrays(xs, ys, spec.normalisers(ys, cfg.normalise)))
+        return devices.sync(as_arrays(*spec.micro_batches(data, cfg, step)))
 
     def forward_backward(batch):
         return devices.sync(accumulate_grads(model, *batch))

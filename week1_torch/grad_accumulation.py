@@ -1,7 +1,7 @@
 """Gradient accumulation lab in PyTorch: a plain loop that adds micro-batch gradients in .grad.
 
 Read beside week1_jax/grad_accumulation.py. The model, data, optimizer and
-schedule are the training_loop lab's; only the loss (masked, token-level) and
+schedule are the char LM's (lib/charlm.py); only the loss (masked, token-level) and
 the accumulation are new here.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
-import time
 
 import numpy as np
 import torch
@@ -19,13 +17,12 @@ import torch
 from labs import grad_accumulation as spec
 from week1 import charlm, loop, profiler
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
 from week1.timing import time_calls
+from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, steps
+from week1_torch.lib import train as trainer
 from week1_torch.lib.losses import masked_cross_entropy
 from week1_torch.lib.models import get_weights
-from week1_torch.training_loop import build_model, evaluate, make_optimizer
 
 
 def micro_loss(model, x, y, n_norm):
@@ -66,11 +63,11 @@ def accumulate_grads(model, xs, ys, norms):
     return loss, {name: p.grad for name, p in model.named_parameters()}
 
 
-def train_step(model, optimizer, scheduler, xs, ys, norms):
-    """One update from k micro-batches (the loop above), then AdamW once."""
+def train_step(model, optimizer, xs, ys, norms):
+    """One update: k micro-batches (the loop above), then AdamW once (lib/train steps the
+    schedule after it)."""
     loss, _ = accumulate_grads(model, xs, ys, norms)
     optimizer.step()
-    scheduler.step()
     return loss
 
 
@@ -88,37 +85,25 @@ def train(
     data: charlm.Data,
     *,
     weights: dict | None = None,
-    log=None,
-    show_progress: bool = False,
-    compile: bool = False,
+    ctx: loop.Context = loop.BARE,
 ):
-    """Train for cfg.steps with accumulation over cfg.micro_batches; returns (model, History).
-    compile: the model through torch.compile (the loop and AdamW stay eager)."""
-    model = build_model(cfg, data.vocab_size, weights)
-    optimizer, scheduler = make_optimizer(model, cfg)
-    step_model = torch.compile(model) if compile else model
+    """Train for cfg.steps with accumulation over cfg.micro_batches through lib/train; returns
+    (model, History). ctx.compile: the whole step (k forward/backward passes and AdamW) through
+    torch.compile."""
+    model = lm.build_model(cfg, data.vocab_size, weights)
+    optimizer, scheduler = lm.make_optimizer(model, cfg)
     val = charlm.val_batches(data, cfg)
-    history = loop.History()
-    label = "torch.compile loop" if compile else "torch loop"
-    with progress(label, total=cfg.steps, enabled=show_progress) as advance:
-        for step in range(1, cfg.steps + 1):
-            xs, ys = spec.split_micro_batches(
-                *spec.padded_batch(data, cfg, step), cfg.micro_batches
-            )  # (k, m, T), (k, m)
-            norms = spec.normalisers(ys, cfg.normalise)  # (k,)
-            t0 = time.perf_counter()
-            loss = train_step(step_model, optimizer, scheduler, *as_tensors(xs, ys, norms))
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise Diverged(step, "loss")
-            history.add_train(
-                step, loss, time.perf_counter() - t0
-            )  # the first step's time includes compilation
-            if loop.Cadence.of(cfg).is_eval_step(step):
-                history.add_val(step, evaluate(model, val))
-            if log:
-                log(step, train_loss_loop=loss)
-            advance(loss)
+    history = trainer.train(
+        model,
+        optimizer,
+        functools.partial(train_step, model, optimizer),
+        lambda i: as_tensors(*spec.micro_batches(data, cfg, i)),  # (k, m, T), (k, m), (k,)
+        loop.Cadence.of(cfg),
+        ctx,
+        scheduler=scheduler,
+        evaluate=lambda: {"val_loss": lm.evaluate(model, val)},
+        label="torch loop",
+    )
     return model, history
 
 
@@ -131,10 +116,10 @@ def scaled_max_diff(grads, reference) -> float:
     )
 
 
-def run(cfg: spec.Config, run) -> dict:
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run grad_accumulation --framework torch`: the identity on one batch, then training."""
     data = charlm.load_data(cfg)
-    model = build_model(cfg, data.vocab_size)
+    model = lm.build_model(cfg, data.vocab_size)
     x, y = spec.padded_batch(data, cfg, 1)
     xs, ys = spec.split_micro_batches(x, y, cfg.micro_batches)
     _, reference = big_batch_grads(model, *devices.to_device(x, y, dtype=torch.long))
@@ -145,7 +130,7 @@ def run(cfg: spec.Config, run) -> dict:
         )
         for normalise in spec.NORMALISATIONS
     }
-    history = train(cfg, data, log=run.log)[1]
+    history = train(cfg, data, ctx=loop.Context.of_run(run, compile).part("loop"))[1]
     summary.update({f"loop/{k}": v for k, v in history.summary().items()})
     return summary
 
@@ -156,8 +141,9 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     cfg = dataclasses.replace(cfg, normalise=case)
     data = charlm.load_data(cfg)
     if weights is None:
-        weights = get_weights(build_model(cfg, data.vocab_size))
-    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
+        weights = get_weights(lm.build_model(cfg, data.vocab_size))
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history = train(cfg, data, weights=weights, ctx=ctx)
     return weights, Curves.of(history)
 
 
@@ -168,12 +154,12 @@ def bench(cfg: spec.Config) -> dict:
     timings = {}
     for name, k in (("torch big batch", 1), ("torch loop", cfg.micro_batches)):
         step_cfg = dataclasses.replace(cfg, micro_batches=k)
-        model = build_model(step_cfg, data.vocab_size)
-        optimizer, scheduler = make_optimizer(model, step_cfg)
+        model = lm.build_model(step_cfg, data.vocab_size)
+        optimizer, _ = lm.make_optimizer(model, step_cfg)
         xs, ys = spec.split_micro_batches(x, y, k)
         batch = as_tensors(xs, ys, spec.normalisers(ys, "total"))
         timings[f"{name} (k={k})"] = time_calls(
-            functools.partial(train_step, model, optimizer, scheduler, *batch), devices.sync
+            functools.partial(train_step, model, optimizer, *batch), devices.sync
         )
     return timings
 
@@ -182,12 +168,11 @@ def profile_phases(cfg: spec.Config) -> profiler.Phases:
     """`week1 profile grad_accumulation`: one loop-accumulated update as data / forward_backward
     / optimizer."""
     data = charlm.load_data(cfg)
-    model = build_model(cfg, data.vocab_size)
-    optimizer, scheduler = make_optimizer(model, cfg)
+    model = lm.build_model(cfg, data.vocab_size)
+    optimizer, scheduler = lm.make_optimizer(model, cfg)
 
     def batch(step):
-        xs, ys = spec.split_micro_batches(*spec.padded_batch(data, cfg, step), cfg.micro_batches)
-        tensors = as_tensors(xs, ys, spec.normalisers(ys, cfg.normalise))
+        tensors = as_tensors(*spec.micro_batches(data, cfg, step))
         devices.sync(tensors)
         return tensors
 
