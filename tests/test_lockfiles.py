@@ -18,6 +18,7 @@ import sys
 import tomllib
 
 import pytest
+from packaging.markers import Marker
 from packaging.requirements import Requirement
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -63,12 +64,20 @@ def disagreements(pins: dict[str, str], versions: dict[str, set[str]]) -> list[s
     ]
 
 
+def marker(text: str | None) -> str | None:
+    """A marker as packaging writes it (uv quotes with ', packaging with ")."""
+    return str(Marker(text)) if text else None
+
+
 def requirement_keys(strings, extra: str | None = None) -> set[tuple]:
     keys = set()
     for text in strings:
         req = Requirement(text)
-        marker = f"extra == '{extra}'" if extra else None
-        keys.add((normalize(req.name), str(req.specifier) or None, marker))
+        # uv.lock writes the requirement's own marker first: "sys_platform == 'linux' and extra ..."
+        parts = ([str(req.marker)] if req.marker else []) + (
+            [f"extra == '{extra}'"] if extra else []
+        )
+        keys.add((normalize(req.name), str(req.specifier) or None, marker(" and ".join(parts))))
     return keys
 
 
@@ -102,7 +111,7 @@ def test_uv_lock_was_locked_from_this_pyproject():
     assert manifest == set(listed.items())
     (root,) = [p for p in doc["package"] if p["name"] == project["name"]]
     locked = {
-        (normalize(r["name"]), r.get("specifier"), r.get("marker"))
+        (normalize(r["name"]), r.get("specifier"), marker(r.get("marker")))
         for r in root["metadata"]["requires-dist"]
     }
     wanted = requirement_keys(project["dependencies"])

@@ -50,18 +50,21 @@ def compiled(kernel):
     stays loaded)."""
     global triton, tl
     if triton is None:
-        if importlib.util.find_spec("triton") is None:
-            raise UsageError(
-                "gpu_kernels --framework torch needs Triton: pip install -e '.[kernels]' "
-                "(scripts/setup.sh installs it)"
-            )
         if interpreted() and os.environ.get("TRITON_INTERPRET") != "1":
             os.environ["TRITON_INTERPRET"] = "1"
             for name in [m for m in sys.modules if m.split(".")[0] == "triton"]:
                 if not name.startswith("triton._C"):
                     del sys.modules[name]
-        triton = importlib.import_module("triton")
-        tl = importlib.import_module("triton.language")
+        try:
+            triton, tl = (
+                importlib.import_module("triton"),
+                importlib.import_module("triton.language"),
+            )
+        except ImportError:
+            raise UsageError(
+                "gpu_kernels --framework torch needs Triton: pip install -e '.[kernels]' "
+                "(scripts/setup.sh installs it)"
+            ) from None
     return triton.jit(kernel)
 
 
