@@ -54,6 +54,12 @@ LABS = (
         "explicit loop for a character-level MLP LM: eval, sampling, checkpoint/resume",
     ),
     Lab(
+        "backprop",
+        2,
+        "Backpropagation by hand",
+        "the char-MLP's backward pass written out, against autograd and finite differences",
+    ),
+    Lab(
         "adamw", 2, "AdamW from scratch", "AdamW written from scratch against optax and torch.optim"
     ),
     Lab(
