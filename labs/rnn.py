@@ -87,7 +87,7 @@ import json
 import numpy as np
 
 from week1 import charlm, loop
-from week1.comparison import Case
+from week1.comparison import Case, Curves
 from week1.config import Range, require
 from week1.data import labelled, shakespeare
 from week1.tolerances import TRAJECTORY
@@ -282,23 +282,19 @@ def plot_lm(path, lstm: loop.History, mlp: loop.History, unigram: float):
     )
 
 
-def mlp_kwargs(run) -> dict:
-    """How the baseline MLP trains inside an rnn run: stoppable, with its own progress bar
-    (its losses are not logged: the run's metrics are the LSTM's)."""
-    return {"should_stop": run.should_stop, "show_progress": True}
-
-
 def mlp_baseline(run, cfg: Config, train) -> loop.History | None:
-    """The training_loop MLP's history at equal steps, `train(mlp_config(cfg))` -> History;
-    kept in the run folder (mlp_baseline.json), so a resumed run does not train it again.
-    None when a stop was asked before it finished."""
+    """The char-LM MLP's history at equal steps, `train(mlp_config(cfg), ctx)` -> (model,
+    History) (week1_{jax,torch}/lib/charlm.train); kept in the run folder (mlp_baseline.json),
+    so a resumed run does not train it again. It trains stoppable, with its own progress bar,
+    its losses not logged (the run's metrics are the LSTM's). None when a stop was asked
+    before it finished."""
     path = run.path("mlp_baseline.json")
     mlp_cfg = mlp_config(cfg)
     if path.exists():
         history = loop.History(**json.loads(path.read_text()))
         if history.steps[-1] == mlp_cfg.steps:  # not when a resume changed the steps
             return history
-    history = train(mlp_cfg)
+    _, history = train(mlp_cfg, loop.Context(should_stop=run.should_stop, show_progress=True))
     if len(history.steps) < mlp_cfg.steps:
         return None
     path.write_text(json.dumps(dataclasses.asdict(history)))
@@ -318,16 +314,6 @@ def lm_summary(run, cfg: Config, data, lstm, mlp: loop.History, text: str) -> di
 
 
 # --- the sentiment classifier --------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ClassifierHistory(loop.History):
-    val_accuracy: list = dataclasses.field(default_factory=list)
-
-    def add_accuracy(self, step: int, accuracy: float, log=None) -> None:
-        self.val_accuracy.append(accuracy)
-        if log:
-            log(step, val_accuracy=accuracy)
 
 
 def load_sentiment(cfg: Config) -> labelled.Labelled:
@@ -351,7 +337,7 @@ def accuracy(predictions: list, batches: list) -> float:
     return hits / sum(len(b.labels) for b in batches)
 
 
-def plot_sentiment(path, history: ClassifierHistory, cfg: Config):
+def plot_sentiment(path, history: loop.History, cfg: Config):
     from week1.report import Panel, plot_panels, smooth
 
     return plot_panels(
@@ -364,7 +350,10 @@ def plot_sentiment(path, history: ClassifierHistory, cfg: Config):
                 },
                 "cross-entropy",
             ),
-            Panel({"validation accuracy": (history.val_steps, history.val_accuracy)}, "accuracy"),
+            Panel(
+                {"validation accuracy": (history.val_steps, history.evals["val_accuracy"])},
+                "accuracy",
+            ),
         ],
         title=f"Polarity: {'bi' if cfg.bidirectional else ''}{cfg.cell.upper()}, "
         f"{cfg.pooling} pooling",
@@ -372,16 +361,15 @@ def plot_sentiment(path, history: ClassifierHistory, cfg: Config):
     )
 
 
-def sentiment_summary(run, cfg: Config, data, history, test: tuple) -> dict:
-    """Plot rnn_sentiment.png; the run's summary, with test (loss, accuracy) and the majority
-    class's test accuracy."""
+def sentiment_summary(run, cfg: Config, data, history, test: dict) -> dict:
+    """Plot rnn_sentiment.png; the run's summary, with the test split's evaluation ({"loss",
+    "accuracy"}) and the majority class's test accuracy."""
     plot_sentiment(run.path("rnn_sentiment.png"), history, cfg)
     labels = np.asarray(data.splits["test"]["label"])
     return {
         **history.summary(),
-        "final_val_accuracy": history.val_accuracy[-1],
-        "test_loss": test[0],
-        "test_accuracy": test[1],
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
         "majority_baseline": float(np.bincount(labels).max() / len(labels)),
     }
 
@@ -401,12 +389,10 @@ def model_sizes(cfg: Config, data) -> tuple[int, int]:
     return data.vocab.size, data.num_classes
 
 
-def is_eval_step(cfg: Config, step: int) -> bool:
-    return training_loop.is_eval_step(cfg, step)
-
-
-def is_checkpoint_step(cfg: Config, step: int, stop_at: int | None) -> bool:
-    return training_loop.is_checkpoint_step(cfg, step, stop_at)
+def val_metrics(evaluation: dict) -> dict:
+    """A validation split's evaluation ({"loss", "accuracy"}) as the History's metrics
+    ("val_loss", "val_accuracy")."""
+    return {f"val_{name}": value for name, value in evaluation.items()}
 
 
 # `week1 compare rnn --quick`: both tasks, a smaller model on shorter windows and snippets, at
@@ -423,6 +409,11 @@ def compare_cases(cfg: Config) -> list[Case]:
     """Both tasks from the same start: the LM (validation loss) and the classifier (validation
     accuracy); F32 curves over many steps (TRAJECTORY)."""
     return [Case("lm", "val loss", TRAJECTORY), Case("sentiment", "val accuracy", TRAJECTORY)]
+
+
+def compare_curves(history: loop.History, case: str) -> Curves:
+    """A compare run's Curves: the LM's validation loss, the classifier's validation accuracy."""
+    return Curves.of(history, history.evals["val_accuracy"] if case == "sentiment" else None)
 
 
 def prepare(out_dir=None) -> list:

@@ -21,7 +21,7 @@ from flax import nnx
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from labs import rnn as spec
-from week1 import convert
+from week1 import convert, loop
 from week1.tolerances import EXACT, F32, F64, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import rnn as jax_lab
 from week1_jax.lib import models as jax_models
@@ -292,8 +292,8 @@ def test_resume_is_exact(data, tmp_path, lab):
     """8 steps == 4 + checkpoint + resume + 4, bit for bit, within one framework."""
     cfg = dataclasses.replace(CFG, steps=8, eval_every=4, num_layers=1, hidden_size=16)
     _, full = lab.train(cfg, data)
-    lab.train(cfg, data, checkpoint_dir=tmp_path, stop_at=4)
-    _, resumed = lab.train(cfg, data, checkpoint_dir=tmp_path, resume=True)
+    lab.train(cfg, data, ctx=loop.Context(checkpoint_dir=tmp_path, stop_at=4))
+    _, resumed = lab.train(cfg, data, ctx=loop.Context(checkpoint_dir=tmp_path, resume=True))
     assert resumed.steps == list(range(5, 9))
     assert_close(
         f"rnn resume ({lab.__name__})",
@@ -338,14 +338,14 @@ def test_larger_layer_matches_torch_nn(kind):
 
 
 @pytest.mark.slow
-def test_compiled_cells_match_eager(data):
-    """torch.compile'd cells give the eager trajectory (TRAJECTORY tier)."""
+def test_compiled_step_matches_eager(data):
+    """The torch.compile'd step gives the eager trajectory (TRAJECTORY tier)."""
     cfg = dataclasses.replace(CFG, steps=10, num_layers=1)
     weights = torch_models.get_weights(torch_lab.build_model(cfg, data.vocab_size))
     _, eager = torch_lab.train(cfg, data, weights=weights)
-    _, compiled = torch_lab.train(cfg, data, weights=weights, compile=True)
+    _, compiled = torch_lab.train(cfg, data, weights=weights, ctx=loop.Context(compile=True))
     assert_close(
-        "rnn torch.compile cells", "train loss", compiled.train_loss, eager.train_loss, TRAJECTORY
+        "rnn torch.compile", "train loss", compiled.train_loss, eager.train_loss, TRAJECTORY
     )
 
 

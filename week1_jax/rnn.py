@@ -7,8 +7,6 @@ Read beside week1_torch/rnn.py: the same functions in the same order.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +15,10 @@ import optax
 from flax import nnx
 
 from labs import rnn as spec
-from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
+from week1 import loop
 from week1.timing import time_calls
-from week1_jax.lib import charlm as mlp_lab
-from week1_jax.lib import checkpoint, devices, optim, schedules, steps
+from week1_jax.lib import charlm, devices, optim, schedules, steps
+from week1_jax.lib import train as trainer
 from week1_jax.lib.recurrent import (  # noqa: F401  (the lab's layers: week1_jax.rnn.LSTM, ...)
     GRU,
     LSTM,
@@ -91,15 +87,17 @@ def train_batch(cfg: spec.Config, data, step: int) -> tuple:
     return batch.ids, batch.lengths, batch.labels
 
 
-def make_train_step(graphdef, loss):
-    """A jitted step on the split (model, optimizer) state: state, *batch -> state, loss."""
+def make_train_step(cfg: spec.Config):
+    """The task's step(model, optimizer, key, *batch) -> loss for lib/train.train (no dropout:
+    the key goes unused); clipping is in the optimizer's chain."""
+    loss = loss_fn(cfg)
 
-    def train_step(model, optimizer, *batch):
+    def train_step(model, optimizer, key, *batch):
         value, grads = nnx.value_and_grad(loss)(model, *batch)
         optimizer.update(model, grads)
         return value
 
-    return steps.jit_on_state(graphdef, train_step)
+    return train_step
 
 
 @nnx.jit
@@ -114,17 +112,18 @@ def _classify(model, ids, lengths, labels):
     return loss, logits.argmax(-1)
 
 
-def evaluate(model, cfg: spec.Config, batches) -> tuple[float, float | None]:
-    """(mean loss, accuracy or None for the LM) over fixed evaluation batches."""
+def evaluate(model, cfg: spec.Config, batches) -> dict:
+    """{"loss": mean loss, "accuracy": (sentiment only)} over fixed evaluation batches."""
     if cfg.task == "lm":
-        return float(np.mean([float(_lm_eval_loss(model, *as_arrays(*b))) for b in batches])), None
+        losses = jnp.stack([_lm_eval_loss(model, *as_arrays(*b)) for b in batches])
+        return {"loss": float(losses.mean())}
     total, predictions = 0.0, []
     for b in batches:
         loss, predicted = _classify(model, *as_arrays(b.ids, b.lengths, b.labels))
         total += float(loss)
         predictions.append(np.asarray(predicted))
     rows = sum(len(b.labels) for b in batches)
-    return total / rows, spec.accuracy(predictions, batches)
+    return {"loss": total / rows, "accuracy": spec.accuracy(predictions, batches)}
 
 
 def eval_batches(cfg: spec.Config, data, split: str = "validation") -> list:
@@ -152,81 +151,39 @@ def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> 
     return np.array(ids)
 
 
-def train(
-    cfg: spec.Config,
-    data,
-    *,
-    weights: dict | None = None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    stop_at: int | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
-):
-    """Train the task's model for cfg.steps (or until `stop_at`); returns (model, history).
+def train(cfg: spec.Config, data, *, weights: dict | None = None, ctx=loop.BARE):
+    """Train the task's model for cfg.steps (or until ctx.stop_at); returns (model, History),
+    its evaluations "val_loss" (and "val_accuracy" for the sentiment task).
 
     data: spec.load_lm_data(cfg) (lm) or spec.load_sentiment(cfg) (sentiment).
     weights: start from these (torch.nn names, numpy) instead of cfg.seed's init.
-    checkpoint_dir / resume / stop_at / log / should_stop: as in the training_loop lab; a
-    non-finite loss raises Diverged.
+    ctx: checkpoints, resume, logging and stop requests, as the caller decides (week1/loop.py).
     """
     model = build_model(cfg, *spec.model_sizes(cfg, data), weights)
     optimizer = make_optimizer(model, cfg)
-    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
-    start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
-    graphdef, state = nnx.split((model, optimizer))
-    train_step = make_train_step(graphdef, loss_fn(cfg))
     val = eval_batches(cfg, data)
-    history = spec.ClassifierHistory()
-    end = cfg.steps if stop_at is None else stop_at
-    with progress(f"jax {cfg.task}", total=end - start, enabled=show_progress) as advance:
-        for step in range(start + 1, end + 1):
-            batch = as_arrays(*train_batch(cfg, data, step))
-            t0 = time.perf_counter()
-            state, loss = train_step(state, *batch)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise Diverged(step, "loss")
-            history.add_train(step, loss, time.perf_counter() - t0, log)
-            stopping = should_stop is not None and should_stop()
-            save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step, stop_at))
-            if save or spec.is_eval_step(cfg, step):
-                nnx.update((model, optimizer), state)  # the objects see the new arrays
-            if spec.is_eval_step(cfg, step):
-                val_loss, val_accuracy = evaluate(model, cfg, val)
-                history.add_val(step, val_loss, log)
-                if val_accuracy is not None:
-                    history.add_accuracy(step, val_accuracy, log)
-            if save:
-                checkpoint.save_train_state(mngr, step, model, optimizer)
-            advance(loss)
-            if stopping:
-                break
-    nnx.update((model, optimizer), state)
+    history = trainer.train(
+        model,
+        optimizer,
+        make_train_step(cfg),
+        lambda step: as_arrays(*train_batch(cfg, data, step)),
+        loop.Cadence.of(cfg),
+        ctx,
+        seed=cfg.seed,
+        evaluate=lambda: spec.val_metrics(evaluate(model, cfg, val)),
+        label=f"jax {cfg.task}",
+    )
     return model, history
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run rnn --framework jax [--task=sentiment]`."""
+    data = spec.load_data(cfg)
     if cfg.task == "lm":
-        data = spec.load_lm_data(cfg)
-        mlp = spec.mlp_baseline(
-            run, cfg, lambda mlp_cfg: mlp_lab.train(mlp_cfg, data, **spec.mlp_kwargs(run))[1]
-        )
+        mlp = spec.mlp_baseline(run, cfg, lambda mlp_cfg, ctx: charlm.train(mlp_cfg, data, ctx=ctx))
         if mlp is None:  # stopped while the baseline trained
             return {}
-    else:
-        data = spec.load_data(cfg)
-    model, history = train(
-        cfg,
-        data,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        log=run.log,
-        should_stop=run.should_stop,
-        show_progress=True,
-    )
+    model, history = train(cfg, data, ctx=loop.Context.of_run(run))
     if run.should_stop():
         return history.summary()
     if cfg.task == "lm":
@@ -246,8 +203,8 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     data = spec.load_data(cfg)
     if weights is None:
         weights = torch_state_dict(build_model(cfg, *spec.model_sizes(cfg, data)))
-    _, history = train(cfg, data, weights=weights, show_progress=show_progress)
-    return weights, Curves.of(history, history.val_accuracy if case == "sentiment" else None)
+    _, history = train(cfg, data, weights=weights, ctx=loop.Context(show_progress=show_progress))
+    return weights, spec.compare_curves(history, case)
 
 
 def bench(cfg: spec.Config) -> dict:
@@ -256,16 +213,17 @@ def bench(cfg: spec.Config) -> dict:
     data = spec.load_lm_data(cfg)
     timings = {}
     for B, T, H in cfg.bench_size_list:
-        size = dataclasses.replace(cfg, batch_size=B, seq_len=T, hidden_size=H)
+        size = dataclasses.replace(cfg, task="lm", batch_size=B, seq_len=T, hidden_size=H)
         batch = as_arrays(*spec.lm_batch(data, size, 1))
         for name, builtin in (("ours", False), ("nnx", True)):
             model = LSTMLM(
                 data.vocab_size, cfg.n_embd, H, cfg.num_layers, builtin=builtin, rngs=nnx.Rngs(0)
             )
             graphdef, state = nnx.split((model, make_optimizer(model, size)))
-            train_step = make_train_step(graphdef, lm_loss)
+            train_step = steps.jit_on_state(graphdef, make_train_step(size))
+            key = jax.random.key(0)
             timings[f"jax {name} H={H}"] = time_calls(
-                lambda step=train_step, state=state: step(state, *batch),
+                lambda step=train_step, state=state: step(state, key, *batch),
                 devices.sync,
                 warmup=cfg.warmup,
                 iters=cfg.iters,

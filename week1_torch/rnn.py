@@ -7,20 +7,16 @@ Read beside week1_jax/rnn.py: the same functions in the same order.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from labs import rnn as spec
-from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
+from week1 import loop
 from week1.timing import time_calls
-from week1_torch.lib import charlm as mlp_lab
-from week1_torch.lib import checkpoint, devices, optim, schedules
+from week1_torch.lib import charlm, devices, optim, schedules
+from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights, set_weights
 from week1_torch.lib.recurrent import (  # noqa: F401  (the lab's layers: week1_torch.rnn.LSTM, ...)
     GRU,
@@ -86,23 +82,18 @@ def train_batch(cfg: spec.Config, data, step: int) -> tuple:
     return batch.ids, batch.lengths, batch.labels
 
 
-def train_step(model, optimizer, scheduler, loss, batch, clip_norm: float):
-    """Backward, clip the global gradient norm (0: off), AdamW step; returns the loss."""
-    optimizer.zero_grad(set_to_none=True)
-    value = loss(model, *batch)
-    value.backward()
-    if clip_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-    optimizer.step()
-    scheduler.step()
-    return value.detach()
+def train_step(model, optimizer, cfg: spec.Config):
+    """The task's step(*batch) -> loss: backward, clip the global gradient norm (cfg.clip_norm,
+    0: off), AdamW (lib/train.make_step; the schedule steps in lib/train.train)."""
+    return trainer.make_step(model, optimizer, loss_fn(cfg), clip_norm=cfg.clip_norm)
 
 
 @torch.no_grad()
-def evaluate(model, cfg: spec.Config, batches) -> tuple[float, float | None]:
-    """(mean loss, accuracy or None for the LM) over fixed evaluation batches."""
+def evaluate(model, cfg: spec.Config, batches) -> dict:
+    """{"loss": mean loss, "accuracy": (sentiment only)} over fixed evaluation batches."""
     if cfg.task == "lm":
-        return float(np.mean([float(lm_loss(model, *as_tensors(*b))) for b in batches])), None
+        losses = torch.stack([lm_loss(model, *as_tensors(*b)) for b in batches])
+        return {"loss": float(losses.mean())}
     total, predictions = 0.0, []
     for b in batches:
         ids, lengths, labels = as_tensors(b.ids, b.lengths, b.labels)
@@ -110,7 +101,7 @@ def evaluate(model, cfg: spec.Config, batches) -> tuple[float, float | None]:
         total += float(F.cross_entropy(logits, labels, reduction="sum"))
         predictions.append(logits.argmax(-1).cpu().numpy())
     rows = sum(len(b.labels) for b in batches)
-    return total / rows, spec.accuracy(predictions, batches)
+    return {"loss": total / rows, "accuracy": spec.accuracy(predictions, batches)}
 
 
 def eval_batches(cfg: spec.Config, data, split: str = "validation") -> list:
@@ -134,82 +125,40 @@ def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> 
     return np.array(ids)
 
 
-def train(
-    cfg: spec.Config,
-    data,
-    *,
-    weights: dict | None = None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    stop_at: int | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
-    compile: bool = False,
-):
-    """Train the task's model for cfg.steps (or until `stop_at`); returns (model, history).
+def train(cfg: spec.Config, data, *, weights: dict | None = None, ctx=loop.BARE):
+    """Train the task's model for cfg.steps (or until ctx.stop_at); returns (model, History),
+    its evaluations "val_loss" (and "val_accuracy" for the sentiment task).
 
     data: spec.load_lm_data(cfg) (lm) or spec.load_sentiment(cfg) (sentiment).
     weights: start from these (state_dict names, numpy) instead of cfg.seed's init.
-    checkpoint_dir / resume / stop_at / log / should_stop: as in the training_loop lab; a
-    non-finite loss raises Diverged. compile: torch.compile each recurrent cell.
+    ctx: checkpoints, resume, logging, stop requests and torch.compile (of the whole step),
+    as the caller decides (week1/loop.py).
     """
     model = build_model(cfg, *spec.model_sizes(cfg, data), weights)
     optimizer, scheduler = make_optimizer(model, cfg)
-    start = (
-        checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
-    )
-    if compile:
-        compile_cells(model)
-    loss = loss_fn(cfg)
     val = eval_batches(cfg, data)
-    history = spec.ClassifierHistory()
-    end = cfg.steps if stop_at is None else stop_at
-    label = f"torch{'.compile' if compile else ''} {cfg.task}"
-    with progress(label, total=end - start, enabled=show_progress) as advance:
-        for step in range(start + 1, end + 1):
-            batch = as_tensors(*train_batch(cfg, data, step))
-            t0 = time.perf_counter()
-            value = float(train_step(model, optimizer, scheduler, loss, batch, cfg.clip_norm))
-            if not math.isfinite(value):
-                raise Diverged(step, "loss")
-            history.add_train(step, value, time.perf_counter() - t0, log)
-            stopping = should_stop is not None and should_stop()
-            if spec.is_eval_step(cfg, step):
-                val_loss, val_accuracy = evaluate(model, cfg, val)
-                history.add_val(step, val_loss, log)
-                if val_accuracy is not None:
-                    history.add_accuracy(step, val_accuracy, log)
-            save = stopping or spec.is_checkpoint_step(cfg, step, stop_at)
-            if checkpoint_dir is not None and save:
-                checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
-            advance(value)
-            if stopping:
-                break
+    history = trainer.train(
+        model,
+        optimizer,
+        train_step(model, optimizer, cfg),
+        lambda step: as_tensors(*train_batch(cfg, data, step)),
+        loop.Cadence.of(cfg),
+        ctx,
+        scheduler=scheduler,
+        evaluate=lambda: spec.val_metrics(evaluate(model, cfg, val)),
+        label=f"torch {cfg.task}",
+    )
     return model, history
 
 
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run rnn --framework torch [--compile] [--task=sentiment]`."""
+    data = spec.load_data(cfg)
     if cfg.task == "lm":
-        data = spec.load_lm_data(cfg)
-        mlp = spec.mlp_baseline(
-            run, cfg, lambda mlp_cfg: mlp_lab.train(mlp_cfg, data, **spec.mlp_kwargs(run))[1]
-        )
+        mlp = spec.mlp_baseline(run, cfg, lambda mlp_cfg, ctx: charlm.train(mlp_cfg, data, ctx=ctx))
         if mlp is None:  # stopped while the baseline trained
             return {}
-    else:
-        data = spec.load_data(cfg)
-    model, history = train(
-        cfg,
-        data,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        log=run.log,
-        should_stop=run.should_stop,
-        show_progress=True,
-        compile=compile,
-    )
+    model, history = train(cfg, data, ctx=loop.Context.of_run(run, compile))
     if run.should_stop():
         return history.summary()
     if cfg.task == "lm":
@@ -229,8 +178,9 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     data = spec.load_data(cfg)
     if weights is None:
         weights = get_weights(build_model(cfg, *spec.model_sizes(cfg, data)))
-    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
-    return weights, Curves.of(history, history.val_accuracy if case == "sentiment" else None)
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history = train(cfg, data, weights=weights, ctx=ctx)
+    return weights, spec.compare_curves(history, case)
 
 
 def bench(cfg: spec.Config) -> dict:
@@ -240,7 +190,7 @@ def bench(cfg: spec.Config) -> dict:
     data = spec.load_lm_data(cfg)
     timings = {}
     for B, T, H in cfg.bench_size_list:
-        size = dataclasses.replace(cfg, batch_size=B, seq_len=T, hidden_size=H)
+        size = dataclasses.replace(cfg, task="lm", batch_size=B, seq_len=T, hidden_size=H)
         batch = as_tensors(*spec.lm_batch(data, size, 1))
         variants = [("torch ours", False, False), ("torch.nn", True, False)]
         if cfg.bench_size_list[-1] == (B, T, H):
@@ -253,10 +203,9 @@ def bench(cfg: spec.Config) -> dict:
             step_model = model
             if compiled:
                 step_model = compile_cells(model) if not builtin else torch.compile(model)
+            step = trainer.make_step(step_model, optimizer, lm_loss, clip_norm=cfg.clip_norm)
             timings[f"{name} H={H}"] = time_calls(
-                lambda m=step_model, o=optimizer, s=scheduler: train_step(
-                    m, o, s, lm_loss, batch, cfg.clip_norm
-                ),
+                lambda step=step, s=scheduler: (step(*batch), s.step()),
                 devices.sync,
                 warmup=cfg.warmup,
                 iters=cfg.iters,
