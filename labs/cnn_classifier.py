@@ -270,32 +270,16 @@ def eval_batches(data: Data, cfg: Config, split: str) -> list[labelled.Batch]:
     )
 
 
-# --- training history ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class History(loop.History):
-    """training_loop's History, plus validation accuracy at each evaluation."""
-
-    val_acc: list = dataclasses.field(default_factory=list)
-
-    def add_eval(self, step: int, loss: float, acc: float, log=None) -> None:
-        self.add_val(step, loss, log)
-        self.val_acc.append(acc)
-        if log:
-            log(step, val_acc=acc)
-
-
-is_eval_step = training_loop.is_eval_step
-is_checkpoint_step = training_loop.is_checkpoint_step
-non_finite_what = loop.non_finite_what
-
-
 # --- metrics and baselines -----------------------------------------------------------------
 
 
 def accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
     return float(np.mean(np.asarray(labels) == np.asarray(preds)))
+
+
+def val_metrics(loss: float, acc: float) -> dict:
+    """The History's metrics of one evaluation on the validation split."""
+    return {"val_loss": loss, "val_acc": acc}
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -473,7 +457,7 @@ def misclassified(corpus: labelled.Labelled, probs: np.ndarray, n: int) -> str:
     return "\n".join(lines)
 
 
-def report_run(cfg: Config, data: Data, history: History, probs: np.ndarray, run, framework):
+def report_run(cfg: Config, data: Data, history: loop.History, probs: np.ndarray, run, framework):
     """Everything a finished run writes: the results table (printed and results.md), the
     confusion matrix and curves PNGs, misclassified.txt; returns the summary."""
     corpus = data.corpus
@@ -507,7 +491,7 @@ def report_run(cfg: Config, data: Data, history: History, probs: np.ndarray, run
                 },
                 "cross-entropy",
             ),
-            report.Panel({"validation": (history.val_steps, history.val_acc)}, "accuracy"),
+            report.Panel({"validation": (history.val_steps, history.evals["val_acc"])}, "accuracy"),
         ],
         title=f"{cfg.variant} ({framework}) on {cfg.dataset}",
         xlabel="step",
@@ -516,7 +500,7 @@ def report_run(cfg: Config, data: Data, history: History, probs: np.ndarray, run
     run.path("misclassified.txt").write_text(wrong + "\n")
     summary = {
         "test_accuracy": test_acc,
-        "final_val_accuracy": history.val_acc[-1] if history.val_acc else float("nan"),
+        "final_val_accuracy": history.evals["val_acc"][-1],
         **{f"{name} test_accuracy": acc for name, acc in base.items()},
         **history.summary(),
         "misclassified": wrong,

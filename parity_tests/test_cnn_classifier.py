@@ -148,7 +148,7 @@ def test_trajectory(data):
     for what in ("train_loss", "val_loss"):
         got, ref = np.array(getattr(jax_hist, what)), np.array(getattr(torch_hist, what))
         assert_close(check, what, got, ref, TRAJECTORY)
-    assert jax_hist.val_acc == torch_hist.val_acc
+    assert jax_hist.evals["val_acc"] == torch_hist.evals["val_acc"]
 
 
 def test_static_vectors_stay_frozen(tmp_path):

@@ -5,9 +5,6 @@ Read beside week1_torch/cnn_classifier.py: the same functions in the same order.
 
 from __future__ import annotations
 
-import math
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,12 +12,11 @@ import optax
 from flax import nnx
 
 from labs import cnn_classifier as spec
-from week1 import convert
+from week1 import convert, loop
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
 from week1.timing import time_calls
-from week1_jax.lib import checkpoint, devices, optim, schedules, steps
+from week1_jax.lib import devices, optim, schedules, steps
+from week1_jax.lib import train as trainer
 from week1_jax.lib.models import get_weights, set_weights
 
 
@@ -120,17 +116,17 @@ def loss_fn(model: KimCNN, ids, lengths, labels, rngs: nnx.Rngs | None = None):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def make_train_step(graphdef, cfg: spec.Config):
-    """A jitted step on the split (model, optimizer) state: state, ids, lengths, labels, key ->
-    state, loss. Gradients only for what the optimizer trains (not frozen embeddings)."""
+def make_train_step(cfg: spec.Config):
+    """step(model, optimizer, key, ids, lengths, labels) -> loss for lib/train.train, dropout
+    drawn from `key`; gradients only for what the optimizer trains (not frozen embeddings)."""
     grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable(cfg)))
 
-    def train_step(model, optimizer, ids, lengths, labels, dropout_key):
-        loss, grads = grad_fn(model, ids, lengths, labels, nnx.Rngs(dropout=dropout_key))
+    def train_step(model, optimizer, key, ids, lengths, labels):
+        loss, grads = grad_fn(model, ids, lengths, labels, nnx.Rngs(dropout=key))
         optimizer.update(model, grads)
         return loss
 
-    return steps.jit_on_state(graphdef, train_step)
+    return train_step
 
 
 @nnx.jit
@@ -151,60 +147,28 @@ def evaluate(model: KimCNN, batches) -> tuple[float, float, np.ndarray]:
     return loss, spec.accuracy(labels, logits.argmax(axis=1)), np.exp(log_probs)
 
 
-def train(
-    cfg: spec.Config,
-    data: spec.Data,
-    *,
-    weights: dict | None = None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    stop_at: int | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
-):
-    """Train for cfg.steps (or until `stop_at`); returns (model, History).
+def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, ctx=loop.BARE):
+    """Train for cfg.steps (or until ctx.stop_at); returns (model, History), its evaluations
+    "val_loss" and "val_acc" every cfg.eval_every steps and after the last.
 
-    checkpoint_dir: save every cfg.checkpoint_every steps, at `stop_at`, and where a stop is asked.
-    resume: continue from the newest intact checkpoint in checkpoint_dir.
-    log: called as log(step, **metrics) for train loss, validation loss and accuracy.
-    should_stop: () -> bool, asked after every step: if True, checkpoint this step and return.
-    A non-finite loss raises Diverged (the last good checkpoint stays).
+    ctx: checkpoints (every cfg.checkpoint_every steps, the last, and where a stop is asked),
+    resume, logging, stop requests, as the caller decides (week1/loop.py). A non-finite
+    loss raises Diverged (the last good checkpoint stays).
     """
     model = build_model(cfg, data, weights)
     optimizer = make_optimizer(model, cfg)
-    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
-    start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
-    dropout_root = jax.random.key(cfg.seed)
-    graphdef, state = nnx.split((model, optimizer))
-    train_step = make_train_step(graphdef, cfg)
     val = spec.eval_batches(data, cfg, "validation")
-    history = spec.History()
-    end = cfg.steps if stop_at is None else stop_at
-    with progress(f"jax {cfg.variant}", total=end - start, enabled=show_progress) as advance:
-        for step in range(start + 1, end + 1):
-            batch = spec.train_batch(data, cfg, step)  # ids (B, T), lengths (B,), labels (B,)
-            t0 = time.perf_counter()
-            state, loss = train_step(
-                state, *as_arrays(batch), jax.random.fold_in(dropout_root, step)
-            )
-            loss = float(loss)
-            if not math.isfinite(loss):
-                nnx.update((model, optimizer), state)
-                raise Diverged(step, spec.non_finite_what(get_weights(model)))
-            history.add_train(step, loss, time.perf_counter() - t0, log)
-            stopping = should_stop is not None and should_stop()
-            save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step, stop_at))
-            if save or spec.is_eval_step(cfg, step):
-                nnx.update((model, optimizer), state)  # the objects see the new arrays
-            if spec.is_eval_step(cfg, step):
-                history.add_eval(step, *evaluate(model, val)[:2], log)
-            if save:
-                checkpoint.save_train_state(mngr, step, model, optimizer)
-            advance(loss)
-            if stopping:
-                break
-    nnx.update((model, optimizer), state)
+    history = trainer.train(
+        model,
+        optimizer,
+        make_train_step(cfg),
+        lambda step: as_arrays(spec.train_batch(data, cfg, step)),  # ids, lengths, labels
+        loop.Cadence.of(cfg),
+        ctx,
+        seed=cfg.seed,  # dropout of step i: fold_in(key(seed), i)
+        evaluate=lambda: spec.val_metrics(*evaluate(model, val)[:2]),
+        label=f"jax {cfg.variant}",
+    )
     return model, history
 
 
@@ -212,15 +176,7 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run cnn_classifier --framework jax`: train, then the test-split table, confusion
     matrix, curves and misclassified examples."""
     data = spec.load_data(cfg)
-    model, history = train(
-        cfg,
-        data,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        log=run.log,
-        should_stop=run.should_stop,
-        show_progress=True,
-    )
+    model, history = train(cfg, data, ctx=loop.Context.of_run(run))
     if run.should_stop():
         return history.summary()
     _, _, probs = evaluate(model, spec.eval_batches(data, cfg, "test"))
@@ -235,8 +191,9 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     if weights is None:
         weights = convert.flax_to_torch(get_weights(build_model(cfg, data)), spec.WEIGHT_MAP)
     flax_weights = convert.torch_to_flax(weights, spec.WEIGHT_MAP)
-    _, history = train(cfg, data, weights=flax_weights, show_progress=show_progress)
-    return weights, Curves.of(history, history.val_acc)
+    ctx = loop.Context(show_progress=show_progress)
+    _, history = train(cfg, data, weights=flax_weights, ctx=ctx)
+    return weights, Curves.of(history, history.evals["val_acc"])
 
 
 def bench(cfg: spec.Config) -> dict:
@@ -245,7 +202,7 @@ def bench(cfg: spec.Config) -> dict:
     data = spec.load_data(cfg)
     model = build_model(cfg, data)
     graphdef, state = nnx.split((model, make_optimizer(model, cfg)))
-    train_step = make_train_step(graphdef, cfg)
+    train_step = steps.jit_on_state(graphdef, make_train_step(cfg))
     batch = as_arrays(spec.train_batch(data, cfg, 1))
     key = jax.random.key(cfg.seed)
-    return {"jax jit": time_calls(lambda: train_step(state, *batch, key), devices.sync)}
+    return {"jax jit": time_calls(lambda: train_step(state, key, *batch), devices.sync)}

@@ -5,20 +5,17 @@ Read beside week1_jax/cnn_classifier.py: the same functions in the same order.
 
 from __future__ import annotations
 
-import math
-import time
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from labs import cnn_classifier as spec
+from week1 import loop
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
 from week1.timing import time_calls
-from week1_torch.lib import checkpoint, devices, optim, schedules
+from week1_torch.lib import devices, optim, parallelize, schedules
+from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights, set_weights
 
 
@@ -96,13 +93,10 @@ def loss_fn(model, ids, lengths, labels):
     return F.cross_entropy(logits, labels)
 
 
-def train_step(model, optimizer, scheduler, ids, lengths, labels):
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model, ids, lengths, labels)
-    loss.backward()
-    optimizer.step()
-    scheduler.step()
-    return loss.detach()
+def train_step(model, optimizer):
+    """step(ids, lengths, labels) -> loss: backward and AdamW (frozen embeddings have no
+    gradient); the schedule steps in lib/train.train."""
+    return trainer.make_step(model, optimizer, loss_fn)
 
 
 @torch.no_grad()
@@ -118,56 +112,30 @@ def evaluate(model: KimCNN, batches) -> tuple[float, float, np.ndarray]:
     return loss, spec.accuracy(labels, logits.argmax(axis=1)), np.exp(log_probs)
 
 
-def train(
-    cfg: spec.Config,
-    data: spec.Data,
-    *,
-    weights: dict | None = None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    stop_at: int | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
-    compile: bool = False,
-):
-    """Train for cfg.steps (or until `stop_at`); returns (model, History).
+def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, ctx=loop.BARE):
+    """Train for cfg.steps (or until ctx.stop_at); returns (model, History), its evaluations
+    "val_loss" and "val_acc" every cfg.eval_every steps and after the last.
 
-    checkpoint_dir: save every cfg.checkpoint_every steps, at `stop_at`, and where a stop is asked.
-    resume: continue from the newest intact checkpoint in checkpoint_dir.
-    log: called as log(step, **metrics) for train loss, validation loss and accuracy.
-    should_stop: () -> bool, asked after every step: if True, checkpoint this step and return.
-    A non-finite loss raises Diverged (the last good checkpoint stays).
-    compile: run the model through torch.compile (the optimizer stays eager).
+    ctx: checkpoints (every cfg.checkpoint_every steps, the last, and where a stop is asked),
+    resume, logging, stop requests and torch.compile (of the whole step), as the caller
+    decides (week1/loop.py). A non-finite loss raises Diverged (the last good checkpoint
+    stays).
     """
     model = build_model(cfg, data, weights)
     optimizer, scheduler = make_optimizer(model, cfg)
     # Dropout draws from torch's global RNG: seeded by build_model, restored from a checkpoint.
-    start = (
-        checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
-    )
-    step_model = torch.compile(model) if compile else model
     val = spec.eval_batches(data, cfg, "validation")
-    history = spec.History()
-    end = cfg.steps if stop_at is None else stop_at
-    label = f"{'torch.compile' if compile else 'torch'} {cfg.variant}"
-    with progress(label, total=end - start, enabled=show_progress) as advance:
-        for step in range(start + 1, end + 1):
-            batch = spec.train_batch(data, cfg, step)  # ids (B, T), lengths (B,), labels (B,)
-            t0 = time.perf_counter()
-            loss = float(train_step(step_model, optimizer, scheduler, *as_tensors(batch)))
-            if not math.isfinite(loss):
-                raise Diverged(step, spec.non_finite_what(get_weights(model)))
-            history.add_train(step, loss, time.perf_counter() - t0, log)
-            stopping = should_stop is not None and should_stop()
-            if spec.is_eval_step(cfg, step):
-                history.add_eval(step, *evaluate(model, val)[:2], log)
-            save = stopping or spec.is_checkpoint_step(cfg, step, stop_at)
-            if checkpoint_dir is not None and save:
-                checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
-            advance(loss)
-            if stopping:
-                break
+    history = trainer.train(
+        model,
+        optimizer,
+        train_step(model, optimizer),
+        lambda step: as_tensors(spec.train_batch(data, cfg, step)),  # ids, lengths, labels
+        loop.Cadence.of(cfg),
+        ctx,
+        scheduler=scheduler,
+        evaluate=lambda: spec.val_metrics(*evaluate(model, val)[:2]),
+        label=f"torch {cfg.variant}",
+    )
     return model, history
 
 
@@ -175,16 +143,7 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run cnn_classifier --framework torch [--compile]`: train, then the test-split
     table, confusion matrix, curves and misclassified examples."""
     data = spec.load_data(cfg)
-    model, history = train(
-        cfg,
-        data,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        log=run.log,
-        should_stop=run.should_stop,
-        show_progress=True,
-        compile=compile,
-    )
+    model, history = train(cfg, data, ctx=loop.Context.of_run(run, compile))
     if run.should_stop():
         return history.summary()
     _, _, probs = evaluate(model, spec.eval_batches(data, cfg, "test"))
@@ -198,8 +157,9 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     data = spec.load_data(cfg)
     if weights is None:
         weights = get_weights(build_model(cfg, data))
-    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
-    return weights, Curves.of(history, history.val_acc)
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history = train(cfg, data, weights=weights, ctx=ctx)
+    return weights, Curves.of(history, history.evals["val_acc"])
 
 
 def bench(cfg: spec.Config) -> dict:
@@ -211,8 +171,9 @@ def bench(cfg: spec.Config) -> dict:
     for name, compile in (("torch eager", False), ("torch.compile", True)):
         model = build_model(cfg, data)
         optimizer, scheduler = make_optimizer(model, cfg)
-        step_model = torch.compile(model) if compile else model
+        step = train_step(model, optimizer)
+        step = parallelize.apply_compile(step) if compile else step
         timings[name] = time_calls(
-            lambda: train_step(step_model, optimizer, scheduler, *batch), devices.sync
+            lambda step=step, s=scheduler: (step(*batch), s.step()), devices.sync
         )
     return timings
