@@ -83,6 +83,7 @@ import numpy as np
 from week1 import convert, loop
 from week1.comparison import Case
 from week1.config import Range, require
+from week1.runs import Diverged
 from week1.tolerances import TRAJECTORY
 
 TASKS = ("copy", "adding")
@@ -233,16 +234,73 @@ def cell_key(task: str, model: str, T: int) -> str:
     return f"{task}/{model}/T={T}"
 
 
-@dataclasses.dataclass
-class CellHistory(loop.History):
-    """training_loop's History of one cell's training, plus the global gradient norm (before
-    clipping) at each step."""
-
-    grad_norm: list = dataclasses.field(default_factory=list)
+def cadence(cfg: Config) -> loop.Cadence:
+    """Each cell's: cfg.steps, the validation loss every cfg.eval_every and after the last."""
+    return loop.Cadence(cfg.steps, eval_every=cfg.eval_every)
 
 
-def is_eval_step(cfg: Config, step: int) -> bool:
-    return training_loop.is_eval_step(cfg, step)
+def cell_context(ctx: loop.Context, task: str, model: str, T: int) -> loop.Context:
+    """`ctx` with its log writing under the cell's key ("copy/lstm/T=20/train_loss")."""
+    if ctx.log is None:
+        return ctx
+    key = cell_key(task, model, T)
+    log = lambda step, **metrics: ctx.log(step, **{f"{key}/{k}": v for k, v in metrics.items()})
+    return dataclasses.replace(ctx, log=log)
+
+
+def clipping_arms(train_arm) -> dict:
+    """Both arms of the clipping experiment, `train_arm(clip_norm, history)` training one into
+    `history`: {arm: {"steps", "loss", "grad_norm", "non_finite_at"}}. The unclipped arm may
+    reach a non-finite loss (why clipping exists): its curve ends at the step before, and
+    non_finite_at names the step; the clipped arm's would be an error (Diverged)."""
+    curves = {}
+    for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
+        history, non_finite_at = loop.History(), None
+        try:
+            train_arm(clip_norm, history)
+        except Diverged as e:
+            if clip_norm:
+                raise
+            non_finite_at = e.step
+        curves[arm] = {
+            "steps": history.steps,
+            "loss": history.train_loss,
+            "grad_norm": history.per_step.get("grad_norm", []),
+            "non_finite_at": non_finite_at,
+        }
+    return curves
+
+
+def run_grid(cfg: Config, run, lab, compile: bool = False) -> dict:
+    """A framework's `week1 run long_range`: every (task, model, T) cell, the gradient-norm
+    plot at the largest T, the clipping experiment; returns the summary. `lab` is the
+    framework's module (week1_jax.long_range or week1_torch.long_range); compile: torch only.
+    The grid keeps no checkpoints: a stop ends the run after the current step."""
+    ctx = loop.Context(
+        log=run.log, should_stop=run.should_stop, compile=compile, show_progress=True
+    )
+    cells = [(t, m, T) for t in cfg.task_list for m in cfg.model_list for T in cfg.delay_list]
+    final, trained = {}, {}
+    for task, kind, T in cells:
+        model, history = lab.train_cell(cfg, task, kind, T, ctx=ctx)
+        if run.should_stop():
+            return summary(cfg, final, {})
+        final[cell_key(task, kind, T)] = history.val_loss[-1]  # the last step is evaluated
+        if task == "adding" and grad_norm_delay(cfg) == T:
+            trained[kind] = model
+    plot_losses(run.path("long_range_loss.png"), cfg, final)
+    if trained:
+        T = grad_norm_delay(cfg)
+        x, y = val_batches("adding", T, cfg)[0]
+        at_init = {
+            k: lab.input_grad_norms(lab.build_model(cfg, "adding", k, T), "adding", x, y)
+            for k in trained
+        }
+        after = {k: lab.input_grad_norms(m, "adding", x, y) for k, m in trained.items()}
+        plot_grad_norms(run.path("long_range_grad_norms.png"), T, at_init, after)
+    curves = lab.clipping_demo(cfg, ctx)
+    plot_clipping(run.path("long_range_clipping.png"), curves)
+    return summary(cfg, final, curves)
 
 
 # --- reports -------------------------------------------------------------------------------
@@ -306,12 +364,6 @@ def grad_norm_delay(cfg: Config) -> int:
     return cfg.delay_list[-1]
 
 
-def first_non_finite(losses: list) -> int | None:
-    """The 1-based step of the first NaN or Inf loss, or None."""
-    bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
-    return bad[0] + 1 if bad else None
-
-
 def summary(cfg: Config, final: dict, curves: dict) -> dict:
     """The run's summary: each cell's final loss with its baseline beside, the clipping
     experiment's largest gradient norm per arm and where an arm stopped (non-finite)."""
@@ -324,8 +376,8 @@ def summary(cfg: Config, final: dict, curves: dict) -> dict:
         finite = [g for g in c["grad_norm"] if math.isfinite(g)]
         out[f"clipping/{name}/max_grad_norm"] = max(finite, default=float("nan"))
         out[f"clipping/{name}/final_loss"] = c["loss"][-1] if c["loss"] else float("nan")
-        out[f"clipping/{name}/steps"] = len(c["loss"])
-        stopped = first_non_finite(c["loss"])
+        stopped = c["non_finite_at"]
+        out[f"clipping/{name}/steps"] = len(c["loss"]) if stopped is None else stopped
         if stopped is not None:
             out[f"clipping/{name}/non_finite_at_step"] = stopped
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-import time
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,11 +17,10 @@ import optax
 from flax import nnx
 
 from labs import long_range as spec
-from week1 import convert
+from week1 import convert, loop
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
-from week1_jax.lib import devices, optim, recurrent, steps
+from week1_jax.lib import devices, optim, recurrent
+from week1_jax.lib import train as trainer
 from week1_jax.lib.models import get_weights, set_weights
 
 
@@ -128,15 +127,17 @@ def make_optimizer(model, lr: float, clip_norm: float, sgd: bool = False) -> nnx
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-def make_train_step(graphdef, loss):
-    """A jitted step: state, x, y -> state, (loss, gradient norm before clipping)."""
+def make_train_step(loss):
+    """step(model, optimizer, key, x, y) -> {"loss", "grad_norm"} for lib/train.train (no
+    dropout: the key goes unused); the norm is the one before the optimizer's clipping
+    (lib/train.train keeps it per step in history.per_step)."""
 
-    def train_step(model, optimizer, x, y):
+    def train_step(model, optimizer, key, x, y):
         value, grads = nnx.value_and_grad(loss)(model, x, y)
         optimizer.update(model, grads)
-        return value, optax.global_norm(grads)
+        return {"loss": value, "grad_norm": optax.global_norm(grads)}
 
-    return steps.jit_on_state(graphdef, train_step)
+    return train_step
 
 
 @functools.cache
@@ -162,50 +163,36 @@ def train_cell(
     lr: float | None = None,
     clip_norm: float | None = None,
     sgd: bool = False,
-    log=None,
-    should_stop=None,
-    advance=None,
+    ctx=loop.BARE,
+    history: loop.History | None = None,
 ):
-    """Train one (task, model, T) cell; returns (model, CellHistory): losses, gradient norms,
-    the validation loss every cfg.eval_every steps and after the last, the step times.
+    """Train one (task, model, T) cell; returns (model, History): losses, gradient norms before
+    clipping (history.per_step["grad_norm"]), the validation loss every cfg.eval_every steps
+    and after the last, the step times.
 
     lr, clip_norm, sgd: override cfg's Adam settings (the clipping experiment). A non-finite
-    loss raises Diverged when clipping is on; unclipped (the experiment that shows why clipping
-    exists) it ends the curve, the non-finite loss last.
+    loss raises Diverged; `history` (when given) keeps the steps before it.
+    ctx: logging (under the cell's key), stop requests and progress, as the caller decides;
+    no checkpoints (spec.cell_context).
     """
     lr = cfg.lr if lr is None else lr
     clip_norm = cfg.clip_norm if clip_norm is None else clip_norm
     model = build_model(cfg, task, kind, T, weights)
     optimizer = make_optimizer(model, lr, clip_norm, sgd)
-    graphdef, state = nnx.split((model, optimizer))
     loss_fn = task_loss(task)
-    train_step = make_train_step(graphdef, loss_fn)
     val = spec.val_batches(task, T, cfg)
-    key = spec.cell_key(task, kind, T)
-    history = spec.CellHistory()
-    for step in range(1, cfg.steps + 1):
-        x, y = devices.to_device(*spec.batch(task, T, cfg, step))
-        t0 = time.perf_counter()
-        state, (loss, norm) = train_step(state, x, y)
-        loss, norm = float(loss), float(norm)
-        history.add_train(step, loss, time.perf_counter() - t0)
-        history.grad_norm.append(norm)
-        if not math.isfinite(loss):
-            if clip_norm:
-                raise Diverged(step, f"loss ({key})")
-            break
-        if log and step % 10 == 0:
-            log(step, **{f"{key}/train_loss": loss})
-        if spec.is_eval_step(cfg, step):
-            nnx.update((model, optimizer), state)  # the model sees the new arrays
-            history.add_val(step, evaluate(model, loss_fn, val))
-            if log:
-                log(step, **{f"{key}/val_loss": history.val_loss[-1]})
-        if advance:
-            advance(loss)
-        if should_stop is not None and should_stop():
-            break
-    nnx.update((model, optimizer), state)
+    history = trainer.train(
+        model,
+        optimizer,
+        make_train_step(loss_fn),
+        lambda step: devices.to_device(*spec.batch(task, T, cfg, step)),
+        spec.cadence(cfg),
+        spec.cell_context(ctx, task, kind, T),
+        seed=cfg.seed,
+        evaluate=lambda: {"val_loss": evaluate(model, loss_fn, val)},
+        label=f"jax {spec.cell_key(task, kind, T)}",
+        history=history,
+    )
     return model, history
 
 
@@ -218,65 +205,35 @@ def input_grad_norms(model, task: str, x: np.ndarray, y: np.ndarray) -> np.ndarr
     return np.sqrt(np.sum(np.asarray(grads) ** 2, axis=(0, 2)))
 
 
-def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = False) -> dict:
+def clipping_demo(cfg: spec.Config, ctx=loop.BARE) -> dict:
     """The plain RNN on the adding task with its recurrent weights scaled by clip_demo_gain
     (exploding gradients) and clip_demo_lr: trained unclipped and clipped at 1, from the same
-    start. Returns {arm: {"steps", "loss", "grad_norm"}}."""
+    start. Returns {arm: {"steps", "loss", "grad_norm", "non_finite_at"}}."""
     T = cfg.clip_demo_delay
     start = build_model(cfg, "adding", "rnn", T)
     start.rnn.kernel_hh_l0[...] = start.rnn.kernel_hh_l0[...] * cfg.clip_demo_gain
     weights = recurrent.torch_state_dict(start)
-    curves = {}
-    for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
-        with progress(f"jax clipping: {arm}", cfg.steps, show_progress) as advance:
-            _, history = train_cell(
-                cfg,
-                "adding",
-                "rnn",
-                T,
-                weights=weights,
-                lr=cfg.clip_demo_lr,
-                clip_norm=clip_norm,
-                sgd=True,
-                should_stop=should_stop,
-                advance=advance,
-            )
-        curves[arm] = {
-            "steps": history.steps,
-            "loss": history.train_loss,
-            "grad_norm": history.grad_norm,
-        }
-    return curves
+
+    def arm(clip_norm: float, history: loop.History) -> None:
+        train_cell(
+            cfg,
+            "adding",
+            "rnn",
+            T,
+            weights=weights,
+            lr=cfg.clip_demo_lr,
+            clip_norm=clip_norm,
+            sgd=True,
+            ctx=ctx,
+            history=history,
+        )
+
+    return spec.clipping_arms(arm)
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run long_range --framework jax`: the grid, the gradient norms, clipping."""
-    cells = [(t, m, T) for t in cfg.task_list for m in cfg.model_list for T in cfg.delay_list]
-    final, trained = {}, {}
-    with progress("jax grid", total=len(cells) * cfg.steps) as advance:
-        for task, kind, T in cells:
-            model, _ = train_cell(
-                cfg, task, kind, T, log=run.log, should_stop=run.should_stop, advance=advance
-            )
-            if run.should_stop():
-                return spec.summary(cfg, final, {})
-            final[spec.cell_key(task, kind, T)] = evaluate(
-                model, task_loss(task), spec.val_batches(task, T, cfg)
-            )
-            if task == "adding" and spec.grad_norm_delay(cfg) == T:
-                trained[kind] = model
-    spec.plot_losses(run.path("long_range_loss.png"), cfg, final)
-    if trained:
-        T = spec.grad_norm_delay(cfg)
-        x, y = spec.val_batches("adding", T, cfg)[0]
-        at_init = {
-            k: input_grad_norms(build_model(cfg, "adding", k, T), "adding", x, y) for k in trained
-        }
-        after = {k: input_grad_norms(m, "adding", x, y) for k, m in trained.items()}
-        spec.plot_grad_norms(run.path("long_range_grad_norms.png"), T, at_init, after)
-    curves = clipping_demo(cfg, run.should_stop, show_progress=True)
-    spec.plot_clipping(run.path("long_range_clipping.png"), curves)
-    return spec.summary(cfg, final, curves)
+    return spec.run_grid(cfg, run, sys.modules[__name__])
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
@@ -287,6 +244,6 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     if weights is None:
         model = build_model(cfg, task, kind, T)
         weights = convert.flax_to_torch(get_weights(model), _torch_table(model))
-    with progress(f"jax {case}", cfg.steps, show_progress) as advance:
-        _, history = train_cell(cfg, task, kind, T, weights=weights, advance=advance)
+    ctx = loop.Context(show_progress=show_progress)
+    _, history = train_cell(cfg, task, kind, T, weights=weights, ctx=ctx)
     return weights, Curves.of(history)

@@ -7,7 +7,7 @@ Read beside week1_jax/long_range.py: the same functions in the same order.
 from __future__ import annotations
 
 import math
-import time
+import sys
 
 import numpy as np
 import torch
@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from labs import long_range as spec
+from week1 import loop
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
 from week1_torch.lib import devices, optim, recurrent
+from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights, set_weights
 
 
@@ -117,16 +117,21 @@ def make_optimizer(model, lr: float, sgd: bool = False) -> torch.optim.Optimizer
     return optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
 
 
-def train_step(model, optimizer, loss, x, y, clip_norm: float):
-    """One step, clipping the global gradient norm to clip_norm (0: off): returns (loss,
-    gradient norm before clipping)."""
-    optimizer.zero_grad(set_to_none=True)
-    value = loss(model, x, y)
-    value.backward()
-    # clip_grad_norm_ returns the norm before clipping; an infinite bound leaves grads alone
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or math.inf)
-    optimizer.step()
-    return value.detach(), norm
+def train_step(model, optimizer, loss, clip_norm: float):
+    """step(x, y) -> {"loss", "grad_norm"}: one update, clipping the global gradient norm to
+    clip_norm (0: off); the norm is the one before clipping (lib/train.train keeps it per
+    step in history.per_step)."""
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        value = loss(model, x, y)
+        value.backward()
+        # clip_grad_norm_ returns the norm before clipping; an infinite bound leaves grads alone
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or math.inf)
+        optimizer.step()
+        return {"loss": value.detach(), "grad_norm": norm}
+
+    return step
 
 
 @torch.no_grad()
@@ -145,51 +150,35 @@ def train_cell(
     lr: float | None = None,
     clip_norm: float | None = None,
     sgd: bool = False,
-    log=None,
-    should_stop=None,
-    advance=None,
-    compile: bool = False,
+    ctx=loop.BARE,
+    history: loop.History | None = None,
 ):
-    """Train one (task, model, T) cell; returns (model, CellHistory): losses, gradient norms,
-    the validation loss every cfg.eval_every steps and after the last, the step times.
+    """Train one (task, model, T) cell; returns (model, History): losses, gradient norms before
+    clipping (history.per_step["grad_norm"]), the validation loss every cfg.eval_every steps
+    and after the last, the step times.
 
     lr, clip_norm, sgd: override cfg's Adam settings (the clipping experiment). A non-finite
-    loss raises Diverged when clipping is on; unclipped (the experiment that shows why clipping
-    exists) it ends the curve, the non-finite loss last. compile: torch.compile the recurrent
-    cell (the time loop stays in Python) or the attention model.
+    loss raises Diverged; `history` (when given) keeps the steps before it.
+    ctx: logging (under the cell's key), stop requests, progress and torch.compile (of the
+    whole step), as the caller decides; no checkpoints (spec.cell_context).
     """
     lr = cfg.lr if lr is None else lr
     clip_norm = cfg.clip_norm if clip_norm is None else clip_norm
     model = build_model(cfg, task, kind, T, weights)
     optimizer = make_optimizer(model, lr, sgd)
-    step_model = model
-    if compile:
-        step_model = torch.compile(model) if kind == "attention" else recurrent.compile_cells(model)
     loss_fn = task_loss(task)
     val = spec.val_batches(task, T, cfg)
-    key = spec.cell_key(task, kind, T)
-    history = spec.CellHistory()
-    for step in range(1, cfg.steps + 1):
-        x, y = devices.to_device(*spec.batch(task, T, cfg, step))
-        t0 = time.perf_counter()
-        loss, norm = train_step(step_model, optimizer, loss_fn, x, y, clip_norm)
-        loss, norm = float(loss), float(norm)
-        history.add_train(step, loss, time.perf_counter() - t0)
-        history.grad_norm.append(norm)
-        if not math.isfinite(loss):
-            if clip_norm:
-                raise Diverged(step, f"loss ({key})")
-            break
-        if log and step % 10 == 0:
-            log(step, **{f"{key}/train_loss": loss})
-        if spec.is_eval_step(cfg, step):
-            history.add_val(step, evaluate(model, loss_fn, val))
-            if log:
-                log(step, **{f"{key}/val_loss": history.val_loss[-1]})
-        if advance:
-            advance(loss)
-        if should_stop is not None and should_stop():
-            break
+    history = trainer.train(
+        model,
+        optimizer,
+        train_step(model, optimizer, loss_fn, clip_norm),
+        lambda step: devices.to_device(*spec.batch(task, T, cfg, step)),
+        spec.cadence(cfg),
+        spec.cell_context(ctx, task, kind, T),
+        evaluate=lambda: {"val_loss": evaluate(model, loss_fn, val)},
+        label=f"torch {spec.cell_key(task, kind, T)}",
+        history=history,
+    )
     return model, history
 
 
@@ -201,66 +190,37 @@ def input_grad_norms(model, task: str, x: np.ndarray, y: np.ndarray) -> np.ndarr
     return torch.sqrt(torch.sum(x.grad**2, dim=(0, 2))).cpu().numpy()  # (B, L, in) -> (L,)
 
 
-def clipping_demo(cfg: spec.Config, should_stop=None, show_progress: bool = False) -> dict:
+def clipping_demo(cfg: spec.Config, ctx=loop.BARE) -> dict:
     """The plain RNN on the adding task with its recurrent weights scaled by clip_demo_gain
     (exploding gradients) and clip_demo_lr: trained unclipped and clipped at 1, from the same
-    start. Returns {arm: {"steps", "loss", "grad_norm"}}."""
+    start. Returns {arm: {"steps", "loss", "grad_norm", "non_finite_at"}}."""
     T = cfg.clip_demo_delay
     start = build_model(cfg, "adding", "rnn", T)
     with torch.no_grad():
         start.rnn.weight_hh_l0.mul_(cfg.clip_demo_gain)
     weights = get_weights(start)
-    curves = {}
-    for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
-        with progress(f"torch clipping: {arm}", cfg.steps, show_progress) as advance:
-            _, history = train_cell(
-                cfg,
-                "adding",
-                "rnn",
-                T,
-                weights=weights,
-                lr=cfg.clip_demo_lr,
-                clip_norm=clip_norm,
-                sgd=True,
-                should_stop=should_stop,
-                advance=advance,
-            )
-        curves[arm] = {
-            "steps": history.steps,
-            "loss": history.train_loss,
-            "grad_norm": history.grad_norm,
-        }
-    return curves
+
+    def arm(clip_norm: float, history: loop.History) -> None:
+        train_cell(
+            cfg,
+            "adding",
+            "rnn",
+            T,
+            weights=weights,
+            lr=cfg.clip_demo_lr,
+            clip_norm=clip_norm,
+            sgd=True,
+            ctx=ctx,
+            history=history,
+        )
+
+    return spec.clipping_arms(arm)
 
 
-def run(cfg: spec.Config, run) -> dict:
-    """`week1 run long_range --framework torch`: the grid, the gradient norms, clipping."""
-    cells = [(t, m, T) for t in cfg.task_list for m in cfg.model_list for T in cfg.delay_list]
-    final, trained = {}, {}
-    with progress("torch grid", total=len(cells) * cfg.steps) as advance:
-        for task, kind, T in cells:
-            model, _ = train_cell(
-                cfg, task, kind, T, log=run.log, should_stop=run.should_stop, advance=advance
-            )
-            if run.should_stop():
-                return spec.summary(cfg, final, {})
-            final[spec.cell_key(task, kind, T)] = evaluate(
-                model, task_loss(task), spec.val_batches(task, T, cfg)
-            )
-            if task == "adding" and spec.grad_norm_delay(cfg) == T:
-                trained[kind] = model
-    spec.plot_losses(run.path("long_range_loss.png"), cfg, final)
-    if trained:
-        T = spec.grad_norm_delay(cfg)
-        x, y = spec.val_batches("adding", T, cfg)[0]
-        at_init = {
-            k: input_grad_norms(build_model(cfg, "adding", k, T), "adding", x, y) for k in trained
-        }
-        after = {k: input_grad_norms(m, "adding", x, y) for k, m in trained.items()}
-        spec.plot_grad_norms(run.path("long_range_grad_norms.png"), T, at_init, after)
-    curves = clipping_demo(cfg, run.should_stop, show_progress=True)
-    spec.plot_clipping(run.path("long_range_clipping.png"), curves)
-    return spec.summary(cfg, final, curves)
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
+    """`week1 run long_range --framework torch [--compile]`: the grid, the gradient norms,
+    clipping."""
+    return spec.run_grid(cfg, run, compile, sys.modules[__name__])
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
@@ -269,9 +229,6 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     task, kind, T = spec.compare_cell(cfg, case)
     if weights is None:
         weights = get_weights(build_model(cfg, task, kind, T))
-    label = f"torch{'.compile' if compile else ''} {case}"
-    with progress(label, cfg.steps, show_progress) as advance:
-        _, history = train_cell(
-            cfg, task, kind, T, weights=weights, advance=advance, compile=compile
-        )
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history = train_cell(cfg, task, kind, T, weights=weights, ctx=ctx)
     return weights, Curves.of(history)
