@@ -70,11 +70,15 @@ similar or lower p99. Cold starts: the ONNX server (torch's export) imports no
 framework and starts faster than the JAX one, which compiles a shape per power of two
 up to max_batch.
 
-Run it:
+Run it (the serving extra: scripts/setup.sh installs it):
     week1 run serving --framework torch            (trains a small model, exports, loads)
     week1 run serving --framework jax --run_dir=runs/training_loop-jax-...   (a trained run)
-    week1 serve runs/serving-torch-.../export --max_batch 32 --max_wait_ms 2
-    curl -s localhost:8000/v1/generate -d '{"prompt": "ROMEO:", "max_tokens": 40}'
+    week1 serve runs/serving-torch-...              (its export/; or a training_loop run)
+    curl -s localhost:8000/v1/generate -H 'content-type: application/json' \
+        -d '{"prompt": "ROMEO:", "max_tokens": 40, "temperature": 0.8, "seed": 1}'
+    curl -s localhost:8000/metrics | grep week1_
+The run folder keeps export/ (serving.json beside the model), server.log, load.json,
+results.md (the tables) and throughput_vs_p99.png.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import pathlib
 import signal
 import socket
@@ -121,7 +126,7 @@ class Config(charlm.Config):
     batching: str = "1:0,8:2,32:5"  # max_batch:max_wait_ms settings, one server each
     requests: int = 256  # requests per load level (at most)
     duration_s: float = 10.0  # seconds per load level (at most)
-    max_tokens: int = 16  # characters generated per request
+    max_tokens: int = 64  # characters generated per request (each one a forward pass)
     start_timeout_s: float = 120.0  # process start to /ready, at most
 
     RANGES = {
@@ -398,13 +403,33 @@ async def drive(url: str, concurrency: int, bodies: list[dict], duration_s: floa
     )
 
 
-def first_request_ms(url: str, body: dict) -> float:
-    """The latency of the first request a fresh server answers (after /ready)."""
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, seconds) of process `pid` (Linux /proc; NaN elsewhere), or of
+    this process. On a shared machine the wall clock measures the neighbours too; the CPU
+    time a request costs does not."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def first_requests_ms(url: str, body: dict) -> tuple[float, float]:
+    """The latencies of the first and the second request a fresh server answers after /ready,
+    on one open connection (so neither pays for connecting)."""
     import httpx
 
-    sent = time.perf_counter()
-    httpx.post(f"{url}/v1/generate", json=body, timeout=60.0).raise_for_status()
-    return (time.perf_counter() - sent) * 1000.0
+    times = []
+    with httpx.Client(base_url=url, timeout=60.0) as client:
+        client.get("/health").raise_for_status()
+        for _ in range(2):
+            sent = time.perf_counter()
+            client.post("/v1/generate", json=body).raise_for_status()
+            times.append((time.perf_counter() - sent) * 1000.0)
+    return times[0], times[1]
 
 
 def load_test(cfg: Config, folder, run) -> dict:
@@ -425,13 +450,24 @@ def load_test(cfg: Config, folder, run) -> dict:
             folder, max_batch, max_wait_ms, run.path("server.log"), cfg.start_timeout_s
         )
         try:
-            first = first_request_ms(server.url, bodies[0])
-            starts.append((setting, server.start_to_ready_s, first))
+            first, second = first_requests_ms(server.url, bodies[0])
+            starts.append((setting, server.start_to_ready_s, first, second))
             for concurrency in cfg.levels():
                 if run.should_stop():
                     break
+                server_cpu, client_cpu = cpu_seconds(server.process.pid), cpu_seconds()
                 load = asyncio.run(drive(server.url, concurrency, bodies, cfg.duration_s))
-                rows.append({"max_batch": max_batch, "max_wait_ms": max_wait_ms, **load.row()})
+                per_request = 1000.0 / max(load.ok, 1)
+                rows.append(
+                    {
+                        "max_batch": max_batch,
+                        "max_wait_ms": max_wait_ms,
+                        **load.row(),
+                        "server_cpu_ms": (cpu_seconds(server.process.pid) - server_cpu)
+                        * per_request,
+                        "client_cpu_ms": (cpu_seconds() - client_cpu) * per_request,
+                    }
+                )
                 report.console.print(
                     f"  {setting} c={concurrency}: {load.ok} ok, p99 {rows[-1]['p99_ms']:.1f} ms"
                 )
@@ -441,27 +477,51 @@ def load_test(cfg: Config, folder, run) -> dict:
     return report_load(rows, starts, run)
 
 
+LOAD_COLUMNS = {  # row key -> (column, format); times in ms
+    "max_batch": ("batch", "d"),
+    "max_wait_ms": ("wait", "g"),
+    "concurrency": ("conc", "d"),
+    "requests": ("ok", "d"),
+    "failed": ("fail", "d"),
+    "p50_ms": ("p50", ".1f"),
+    "p95_ms": ("p95", ".1f"),
+    "p99_ms": ("p99", ".1f"),
+    "req_per_s": ("req/s", ".0f"),
+    "mean_batch": ("batch~", ".1f"),
+    "server_cpu_ms": ("srv cpu", ".2f"),
+    "client_cpu_ms": ("cli cpu", ".2f"),
+}
+START_COLUMNS = ("batch:wait", "start to ready s", "1st request ms", "2nd request ms")
+
+
+def load_tables(rows: list[dict], starts: list[tuple]) -> tuple[list, list]:
+    """The load rows and the starts as formatted cells (for the console and results.md)."""
+    load = [[format(r[k], f) for k, (_, f) in LOAD_COLUMNS.items()] for r in rows]
+    start = [[s[0], f"{s[1]:.2f}", f"{s[2]:.1f}", f"{s[3]:.1f}"] for s in starts]
+    return load, start
+
+
 def report_load(rows: list[dict], starts: list[tuple], run) -> dict:
-    columns = [
-        "max_batch",
-        "max_wait_ms",
-        "concurrency",
-        "requests",
-        "failed",
-        "p50_ms",
-        "p95_ms",
-        "p99_ms",
-        "req_per_s",
-        "mean_batch",
+    """Tables on the console and in results.md, the rows in load.json, the plot; the summary."""
+    load, start = load_tables(rows, starts)
+    columns = [c for c, _ in LOAD_COLUMNS.values()]
+    report.compact_table(
+        "under load (batch: max_batch, wait: max_wait_ms, conc: clients, batch~: mean batch, "
+        "cpu: server's / load generator's CPU per request; times in ms)",
+        columns,
+        load,
+    )
+    report.compact_table("starts: process start to /ready, then two requests", START_COLUMNS, start)
+    markdown = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(row) + " |" for row in load),
+        "",
+        "| " + " | ".join(START_COLUMNS) + " |",
+        "|" + "---|" * len(START_COLUMNS),
+        *("| " + " | ".join(row) + " |" for row in start),
     ]
-    report.table(
-        "latency and throughput under load", columns, [[r[c] for c in columns] for r in rows]
-    )
-    report.table(
-        "starts (process start to /ready; first request after ready)",
-        ["max_batch:max_wait_ms", "start_to_ready_s", "first_request_ms"],
-        starts,
-    )
+    run.path("results.md").write_text("\n".join(markdown) + "\n")
     run.path("load.json").write_text(json.dumps({"rows": rows, "starts": starts}, indent=1))
     series = {}
     for r in rows:
@@ -473,7 +533,7 @@ def report_load(rows: list[dict], starts: list[tuple], run) -> dict:
     report.plot_lines(
         run.path("throughput_vs_p99.png"),
         series,
-        title="batching trade-off (a point per concurrency, left to right: more clients)",
+        title="the batching trade-off: a point per concurrency level",
         xlabel="p99 latency (ms)",
         ylabel="requests / s",
         styles={k: "-o" for k in series},

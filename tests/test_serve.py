@@ -8,6 +8,8 @@ server process imports no framework, so it starts in a second or two).
 """
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import re
 import signal
@@ -223,21 +225,32 @@ def test_sigterm_under_load_answers_every_accepted_request(folder, tmp_path):
 
 
 def test_a_training_loop_run_folder_is_exported_then_served(extra, tmp_path):
-    """`week1 serve RUN_DIR`: the run's newest checkpoint, exported into RUN_DIR/serving."""
+    """`week1 serve RUN_DIR`: the run's newest checkpoint, exported into RUN_DIR/serving, kept
+    while it is the newest, exported again once the run has a newer one."""
     from week1 import loop
 
     cfg = charlm.Config(steps=2, n_hidden=32, n_embd=8, warmup_steps=1, eval_batches=1)
-    ctx = loop.Context(checkpoint_dir=tmp_path / "checkpoints")
-    model, _ = torch_lm.train(cfg, charlm.load_data(cfg), ctx=ctx)
+    data = charlm.load_data(cfg)
+    model, _ = torch_lm.train(cfg, data, ctx=loop.Context(checkpoint_dir=tmp_path / "checkpoints"))
     config = {"lab": "training_loop", "framework": "torch", "config": as_dict(cfg)}
     (tmp_path / "config.json").write_text(json.dumps(config))
     folder = serve.resolve(tmp_path)
     assert folder == tmp_path / "serving"
-    manifest = json.loads((folder / "serving.json").read_text())
-    assert manifest["source"]["step"] == 2 and manifest["source"]["run"] == tmp_path.name
+    source = serve.read_manifest(folder)["source"]  # what versions the served model
+    assert (source["framework"], source["run"], source["step"]) == ("torch", tmp_path.name, 2)
+    assert source["data_ids_sha256"] == hashlib.sha256(data.corpus.ids.tobytes()).hexdigest()
     x = spec.check_batches(spec.load_corpus(), cfg.block_size)[1]
     served, eager = serve.load_model(folder).logits(x), torch_lab.eager_logits(model, x)
     assert_close("serve RUN_DIR", "logits", served, eager, F32)
+    written = (folder / "model.onnx").stat().st_mtime_ns
+    assert (
+        serve.resolve(tmp_path) == folder and (folder / "model.onnx").stat().st_mtime_ns == written
+    )
+    longer = dataclasses.replace(cfg, steps=3)
+    ctx = loop.Context(checkpoint_dir=tmp_path / "checkpoints", resume=True)
+    torch_lm.train(longer, data, ctx=ctx)
+    assert serve.read_manifest(serve.resolve(tmp_path))["source"]["step"] == 3
+    assert not (tmp_path / "serving.tmp").exists()
 
 
 def test_bad_command_lines_are_one_line_usage_errors(extra, tmp_path, capsys):

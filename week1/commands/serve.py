@@ -44,6 +44,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import socket
 import sys
 import time
@@ -51,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from week1 import catalog
+from week1 import catalog, checkpoints
 from week1.config import UsageError
 
 MANIFEST = "serving.json"  # beside the exported model file(s)
@@ -155,8 +156,9 @@ def warm_up(model: Model, max_batch: int) -> None:
 
 
 def resolve(path) -> pathlib.Path:
-    """The export folder to serve: `path` itself, or a training_loop (or serving lab) run folder's
-    export, made now with the serving lab's framework module if it is not there yet."""
+    """The export folder to serve: `path` itself, a `week1 run serving` folder's export/, or a
+    training_loop run folder's serving/, exported now (by the serving lab's framework module)
+    unless it is there already for the run's newest intact checkpoint."""
     path = pathlib.Path(path)
     if (path / MANIFEST).is_file():
         return path
@@ -172,12 +174,22 @@ def resolve(path) -> pathlib.Path:
             f"{path} is a {saved.get('lab')!r} run; week1 serve serves training_loop runs (the "
             "char-MLP LM) and export folders"
         )
+    framework = saved["framework"].partition("-")[0]
+    newest = checkpoints.latest_intact_quietly(
+        checkpoints.candidates_in(framework, path / "checkpoints")
+    )
+    if newest is None:
+        raise UsageError(f"{path} has no intact checkpoint to serve")
     out = path / "serving"
-    if not (out / MANIFEST).is_file():
-        framework = saved["framework"].partition("-")[0]
-        lab = catalog.framework_module("serving", framework)
-        print(f"week1 serve: exporting {path} to {out} ({framework})", file=sys.stderr)
-        lab.export_run(path, out)
+    if (out / MANIFEST).is_file() and read_manifest(out)["source"]["step"] == newest:
+        return out
+    # Export aside, then swap it in: a crash leaves the previous export (or none), never half.
+    aside = path / "serving.tmp"
+    shutil.rmtree(aside, ignore_errors=True)
+    print(f"week1 serve: exporting {path} (step {newest}) to {out}", file=sys.stderr)
+    catalog.framework_module("serving", framework).export_run(path, aside)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(aside, out)
     return out
 
 
@@ -209,31 +221,33 @@ class Job:
     seed: int
 
 
-def sample_next(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    """One id from softmax(logits / temperature) by inverse CDF (float64), or argmax at 0."""
-    if temperature == 0:
-        return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
-    p = np.exp(z - z.max())
-    cdf = np.cumsum(p / p.sum())
-    return int(min(np.searchsorted(cdf, rng.random(), side="right"), len(cdf) - 1))
+def sample(logits: np.ndarray, temperatures: np.ndarray, rngs: list) -> np.ndarray:
+    """One id per row: row i drawn from softmax(logits[i] / temperatures[i]) by inverse CDF in
+    float64 with one uniform from rngs[i], or argmax where the temperature is 0. Vectorised
+    over the batch (a Python loop per row would hold the GIL that the event loop needs)."""
+    u = np.array([rng.random() for rng in rngs])  # (b,)
+    greedy = temperatures == 0
+    z = logits.astype(np.float64) / np.where(greedy, 1.0, temperatures)[:, None]  # (b, V)
+    cdf = np.cumsum(np.exp(z - z.max(axis=1, keepdims=True)), axis=1)
+    cdf /= cdf[:, -1:]
+    drawn = np.minimum((cdf <= u[:, None]).sum(axis=1), logits.shape[1] - 1)
+    return np.where(greedy, logits.argmax(axis=1), drawn)
 
 
 def generate(model: Model, jobs: list[Job]) -> list[np.ndarray]:
     """Generate for every job in one batch: each step runs the rows that still want characters
-    through the model at once, appends one sampled id to each and slides its window."""
+    through the model at once, samples one id for each and slides its window."""
     contexts = np.stack([job.context for job in jobs])  # (B, T)
+    temperatures = np.array([job.temperature for job in jobs])  # (B,)
+    wanted = np.array([job.max_tokens for job in jobs])  # (B,)
     rngs = [np.random.default_rng(job.seed) for job in jobs]
-    out = [[] for _ in jobs]
-    for step in range(max(job.max_tokens for job in jobs)):
-        rows = [b for b, job in enumerate(jobs) if job.max_tokens > step]
-        logits = model.logits(contexts[rows])  # (b, V)
-        for r, b in enumerate(rows):
-            out[b].append(sample_next(logits[r], jobs[b].temperature, rngs[b]))
-        contexts[rows] = np.concatenate(
-            [contexts[rows, 1:], np.array([out[b][-1] for b in rows])[:, None]], axis=1
-        )  # (b, T): drop the oldest character, append the new one
-    return [np.array(ids, np.int64) for ids in out]
+    out = np.zeros((len(jobs), wanted.max()), np.int64)  # (B, N)
+    for step in range(wanted.max()):
+        rows = np.flatnonzero(wanted > step)  # (b,)
+        ids = sample(model.logits(contexts[rows]), temperatures[rows], [rngs[r] for r in rows])
+        out[rows, step] = ids
+        contexts[rows] = np.concatenate([contexts[rows, 1:], ids[:, None]], axis=1)  # (b, T)
+    return [out[b, :n] for b, n in enumerate(wanted)]
 
 
 # ---------------------------------------------------------------------------------------------
