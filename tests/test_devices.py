@@ -46,6 +46,8 @@ PER_LAB = {
         habits=False,
         workloads="mlp,bert,word2vec",
     ),
+    # the checks at one width, the bench's smallest sizes and one matmul tile (on a GPU)
+    "gpu_kernels": dict(widths="127", bench_sizes="cpu", sweep="64x64x32"),
     # accelerate starts real torchrun processes (their device is the rank's default device)
     "environment": dict(
         parts="hub,lora",
