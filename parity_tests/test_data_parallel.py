@@ -5,10 +5,6 @@ processes), across the two, and across two JAX processes joined by jax.distribut
 
 import dataclasses
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import jax
 import multidevice
@@ -16,11 +12,11 @@ import pytest
 import torch
 
 from labs import data_parallel as spec
-from week1 import charlm, convert
+from week1 import convert
 from week1.config import UsageError
+from week1.runs import read_metrics, read_summary
 from week1.tolerances import F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import data_parallel as jax_dp
-from week1_jax.lib import charlm as jax_loop
 from week1_torch.lib import parallel as torch_parallel
 
 CFG = multidevice.CFG
@@ -70,68 +66,34 @@ def test_data_parallel_across_frameworks(torch_ddp, data, weights):
     assert_close("jax jit x8 vs torch DDP x2", "20-step losses", losses, torch_losses, TRAJECTORY)
 
 
+def _train_losses(run_dir, key: str = "train_loss") -> list[float]:
+    return [row[key] for row in read_metrics(run_dir) if key in row]
+
+
 @multidevice.cpu_simulation
-def test_two_jax_processes_agree_with_one_device():
-    """Two processes, 2 CPU devices each, joined by jax.distributed on 127.0.0.1 (gloo
-    collectives)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-    }
-    steps = 5
-    command = [
-        sys.executable,
-        "-m",
-        "week1_jax.data_parallel",
-        f"--coordinator=127.0.0.1:{port}",
-        "--num-processes=2",
-        *(
-            f"--{k}={v}"
-            for k, v in [
-                ("steps", steps),
-                ("batch_size", CFG.batch_size),
-                ("n_hidden", CFG.n_hidden),
-                ("lr", CFG.lr),
-                ("warmup_steps", CFG.warmup_steps),
-            ]
-        ),
-    ]
-    procs = [
-        subprocess.Popen(
-            [*command, f"--process-id={i}"], env=env, stdout=subprocess.PIPE, text=True
-        )
-        for i in range(2)
-    ]
-    try:
-        outputs = [
-            json.loads(p.communicate(timeout=180)[0].strip().splitlines()[-1]) for p in procs
-        ]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [o["devices"] for o in outputs] == [4, 4]
-    assert_close(
-        "2 JAX processes",
-        "process 1 vs process 0 losses",
-        outputs[1]["losses"],
-        outputs[0]["losses"],
-        F32,
-    )
-    # The workers start from the seed's Flax init: compare with one device from that same init.
-    _, single = jax_loop.train(
-        dataclasses.replace(LOOP_CFG, steps=steps), charlm.load_data(LOOP_CFG)
-    )
-    assert_close(
-        "2 JAX processes x2 devices vs 1 device",
-        "5-step losses",
-        outputs[0]["losses"],
-        single.train_loss,
-        TRAJECTORY,
-    )
+def test_two_torch_nodes_equal_one_node(torch_ddp, tmp_path):
+    """Two `week1 run data_parallel --framework torch --nnodes=2 --node_rank=R` on 127.0.0.1, one
+    process each, against one machine's two processes (torch_ddp): the same global batch."""
+    nodes = multidevice.week1_run_two_nodes("data_parallel", "torch", CFG, tmp_path)
+    first, second = (_train_losses(run_dir) for run_dir in nodes)
+    assert len(first) == CFG.steps
+    assert_close("torch DDP 2 nodes", "node 1 vs node 0 losses", second, first, F32)
+    assert_close("torch DDP 2 nodes x1 vs 1 node x2", "losses", first, torch_ddp[0], F32)
+
+
+@multidevice.cpu_simulation
+def test_two_jax_processes_equal_one_node(data, tmp_path):
+    """Two `week1 run data_parallel --framework jax --coordinator=127.0.0.1:PORT
+    --num_processes=2 --process_id=I`, one CPU device each (jax.distributed, gloo), against jit
+    on this process's 8 devices from the same (Flax) init: the same global batch."""
+    cfg = dataclasses.replace(CFG, steps=10, method="jit")
+    nodes = multidevice.week1_run_two_nodes("data_parallel", "jax", cfg, tmp_path)
+    first, second = (_train_losses(run_dir, "jit_train_loss") for run_dir in nodes)
+    assert len(first) == cfg.steps
+    assert read_summary(nodes[0])["processes"] == 2
+    assert_close("jax jit 2 processes", "process 1 vs process 0 losses", second, first, F32)
+    one_node, _ = jax_dp.train(cfg, data, "jit")
+    assert_close("jax jit 2 processes x1 vs 1 process x8", "losses", first, one_node, F32)
 
 
 @multidevice.cpu_simulation

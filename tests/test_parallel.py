@@ -95,3 +95,65 @@ def test_fsdp_moves_one_and_a_half_times_dp_bytes():
     traffic = fsdp.step_bytes(1000, 8)
     assert traffic["data_parallel"] == spec.allreduce_bytes(1000, 8)
     assert traffic["fsdp"] == pytest.approx(1.5 * traffic["data_parallel"])
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--nnodes=2", "--node_rank=2"], "node_rank=2: must be in [0, nnodes=2)"),
+        (["--nnodes=0"], "nnodes=0: must be >= 1"),
+        (["--master_port=70000"], "master_port=70000: must be in [1, 65535]"),
+        (["--num_processes=2"], "give both"),
+        (["--coordinator=10.0.0.1:1234"], "give both"),
+        (["--coordinator=host", "--num_processes=2"], "must be HOST:PORT"),
+        (["--coordinator=h:1", "--num_processes=2", "--process_id=2"], "process_id=2"),
+    ],
+)
+def test_multi_node_settings_are_checked(args, words):
+    from labs import fsdp
+
+    for config in (spec.Config, fsdp.Config):
+        with pytest.raises(UsageError) as err:
+            override(config(), args)
+        assert words in str(err.value)
+
+
+def test_torchrun_rendezvous_one_machine_or_c10d_at_node_0():
+    torch_parallel = pytest.importorskip("week1_torch.lib.parallel")
+    assert torch_parallel.Nodes().rendezvous("x") == ["--standalone"]
+    two = override(spec.Config(), ["--nnodes=2", "--node_rank=1", "--master_addr=10.1.2.3"])
+    args = torch_parallel.Nodes.of(two).rendezvous("week1-data_parallel")
+    assert "--nnodes=2" in args and "--rdzv-backend=c10d" in args
+    assert "--rdzv-endpoint=10.1.2.3:29500" in args and "--rdzv-conf=is_host=false" in args
+
+
+def test_workers_read_the_config_json_they_are_given(tmp_path):
+    """Issue 20: one parser. The worker's settings travel as config.json and are validated by
+    from_dict, like a run's."""
+    from week1.parallel import read_worker_config, worker_args
+
+    cfg = spec.Config(steps=30, lr=0.0125, method="jit", devices=2, nnodes=2, node_rank=1)
+    argv = worker_args(cfg, tmp_path / "out", "bench")
+    assert argv == [f"--config={(tmp_path / 'out' / 'worker-bench.json').resolve()}"]
+    assert read_worker_config(spec.Config, argv) == (
+        cfg,
+        str((tmp_path / "out").resolve()),
+        "bench",
+    )
+    with pytest.raises(UsageError, match="--config=PATH"):
+        read_worker_config(spec.Config, ["--steps=3"])
+
+
+def test_the_help_shows_the_multi_node_settings():
+    done = subprocess.run(
+        [sys.executable, "-m", "week1", "run", "fsdp", "--help"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, COLUMNS="200"),
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0
+    for name in ("nnodes", "node_rank", "master_addr", "master_port", "coordinator",
+                 "num_processes", "process_id"):  # fmt: skip
+        assert f"--{name} " in done.stdout

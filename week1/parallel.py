@@ -3,16 +3,29 @@ parallel model, the rules a device count and a batch must obey, and a config pas
 
 The model, data and optimizer are the training_loop lab's; `loop_config` turns a
 parallel config into that lab's config for the same run.
+
+Past one machine (the fields under "multi-node" below, shown by `week1 run data_parallel
+--help`): torch runs `torchrun --nnodes=N --node-rank=R --rdzv-backend=c10d
+--rdzv-endpoint=MASTER_ADDR:MASTER_PORT` on every node (node 0 hosts the rendezvous
+store); JAX calls `jax.distributed.initialize(coordinator, num_processes, process_id)`,
+or, with none given under SLURM or Open MPI, `jax.distributed.initialize()`, which
+reads them from the scheduler's environment. scripts/slurm/ has one job per framework.
+
+Workers (the processes torchrun starts) get their settings as a config.json written
+by `worker_args` and read back by `read_worker_config` (week1.config.from_dict: the
+same validation as the command line's), never as argv strings parsed again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import pathlib
 import sys
 
 from week1 import charlm
-from week1.config import require
+from week1.config import Range, as_dict, from_dict, require
 
 CPU_HOST_DEVICES = 8  # simulated XLA devices when JAX runs on the CPU
 
@@ -61,6 +74,22 @@ class ParallelConfig:
     warmup_steps: int = 20
     final_lr: float = 3e-4
     val_fraction: float = 0.1
+    # multi-node, torch (torchrun's c10d rendezvous); nnodes=1: this machine alone (--standalone)
+    nnodes: int = 1  # torch: machines taking part; each runs this same command
+    node_rank: int = 0  # torch: this machine's rank, 0 .. nnodes-1 (node 0 hosts the rendezvous)
+    master_addr: str = "127.0.0.1"  # torch: node 0's address, as the other nodes reach it
+    master_port: int = 29500  # torch: the rendezvous port on node 0
+    # multi-process JAX (jax.distributed.initialize); none given: one process, or under SLURM /
+    # Open MPI with several tasks, what the scheduler's environment says
+    coordinator: str = ""  # JAX: process 0's HOST:PORT
+    num_processes: int = 0  # JAX: processes taking part (one per host); 0: one, or the scheduler's
+    process_id: int = 0  # JAX: this process, 0 .. num_processes-1
+
+    RANGES = {
+        "nnodes": Range(1),
+        "master_port": Range(1, 65535),
+        "num_processes": Range(0),
+    }
 
     def check(self) -> None:
         loop_config(
@@ -69,6 +98,28 @@ class ParallelConfig:
         require(self.devices >= 0, f"devices={self.devices}: must be >= 0 (0: all available)")
         if self.devices:
             check_batch_split(self.batch_size, self.devices)
+        require(
+            self.node_rank < self.nnodes,
+            f"node_rank={self.node_rank}: must be in [0, nnodes={self.nnodes})",
+        )
+        require(
+            self.nnodes == 1 or self.master_addr,
+            "master_addr='': nnodes > 1 needs node 0's address",
+        )
+        explicit = self.num_processes > 1
+        require(
+            explicit == bool(self.coordinator),
+            f"coordinator={self.coordinator!r} with num_processes={self.num_processes}: give both "
+            "(HOST:PORT of process 0 and a count > 1) or neither",
+        )
+        require(
+            not self.coordinator or self.coordinator.rpartition(":")[2].isdigit(),
+            f"coordinator={self.coordinator!r}: must be HOST:PORT",
+        )
+        require(
+            self.process_id < max(self.num_processes, 1),
+            f"process_id={self.process_id}: must be in [0, num_processes={self.num_processes})",
+        )
 
 
 def loop_config(cfg: ParallelConfig) -> charlm.Config:
@@ -112,6 +163,34 @@ def counts_to_time(available: int, batch_size: int) -> tuple[list[int], str]:
 
 
 def config_args(cfg) -> list[str]:
-    """cfg as `--key=value` arguments, to hand a config to worker processes on their command
-    line."""
+    """cfg as the command line's `--key=value` settings (for a `week1 run` started by code)."""
     return [f"--{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)]
+
+
+def worker_args(cfg, out_dir, mode: str = "train") -> list[str]:
+    """The worker's arguments: `--config=PATH` of a config.json written in out_dir (the settings,
+    the mode, the output folder)."""
+    out_dir = pathlib.Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"worker-{mode}.json"
+    path.write_text(json.dumps({"config": as_dict(cfg), "mode": mode, "out": str(out_dir)}))
+    return [f"--config={path}"]
+
+
+def read_worker_config(config_cls, argv: list[str]):
+    """(cfg, out_dir, mode) from the `--config=PATH` that worker_args gave the worker."""
+    require(
+        len(argv) == 1 and argv[0].startswith("--config="),
+        f"a worker takes --config=PATH (written by week1.parallel.worker_args); got {argv}",
+    )
+    saved = json.loads(pathlib.Path(argv[0].removeprefix("--config=")).read_text())
+    return from_dict(config_cls, saved["config"]), saved["out"], saved["mode"]
+
+
+def cluster_processes() -> int:
+    """The task count a SLURM (SLURM_NTASKS) or Open MPI (OMPI_COMM_WORLD_SIZE) launch gives this
+    process's job, or 1 outside one: jax.distributed.initialize() reads the rest itself."""
+    for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1

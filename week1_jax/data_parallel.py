@@ -1,15 +1,14 @@
 """Data parallelism in JAX, three ways: pmap, jit on a sharded batch, shard_map.
 
 Read beside week1_torch/data_parallel.py (DistributedDataParallel under torchrun).
-Multi-process worker (one per host, or two on one machine in the tests):
-    python -m week1_jax.data_parallel --coordinator=HOST:PORT --num-processes=P --process-id=I
-    [--key=value]
+Across processes (one per host, or two on one machine in the tests), on every host:
+    week1 run data_parallel --framework jax --coordinator=HOST0:PORT --num_processes=P
+        --process_id=I
+(under SLURM or Open MPI with none of them given, jax.distributed.initialize() reads the
+scheduler's environment); the jit method then runs on every process's devices.
 """
 
 from __future__ import annotations
-
-import json
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ from jax.sharding import PartitionSpec as P
 from labs import data_parallel as spec
 from week1 import charlm, loop
 from week1.comparison import Curves
-from week1.config import override
+from week1.config import require
 from week1.parallel import check_batch_split, loop_config
 from week1_jax.lib import charlm as lm
 from week1_jax.lib import parallel
@@ -128,11 +127,19 @@ def train(
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run data_parallel --framework jax`: each method, then one device, on the same
-    batches."""
-    data = charlm.load_data(loop_config(cfg))
+    batches. Across processes (cfg.num_processes, or a SLURM / Open MPI launch) only jit: its
+    mesh spans every process's devices; pmap and shard_map here keep to one process's."""
+    many = parallel.join_processes(cfg)
+    require(
+        not many or cfg.method in ("jit", "all"),
+        f"method={cfg.method!r}: a multi-process run uses jit (or all, meaning jit)",
+    )
+    loop_cfg = loop_config(cfg)
+    data = charlm.load_data(loop_cfg)
     n = len(parallel.local_devices(cfg.devices))
-    summary = {"devices": n}
-    for method in spec.METHODS if cfg.method == "all" else (cfg.method,):
+    summary = {"devices": n, "processes": jax.process_count()}
+    methods = ("jit",) if many else spec.METHODS if cfg.method == "all" else (cfg.method,)
+    for method in methods:
         losses, _ = train(
             cfg,
             data,
@@ -140,7 +147,7 @@ def run(cfg: spec.Config, run) -> dict:
             log=lambda step, **m: run.log(step, **{f"{method}_{k}": v for k, v in m.items()}),
         )
         summary[f"{method} final loss"] = losses[-1]
-    _, single = lm.train(loop_config(cfg), data)  # the training_loop lab, one device
+    _, single = lm.train(loop_cfg, data)  # the training_loop lab, one device
     summary["1 device final loss"] = single.train_loss[-1]
     return summary
 
@@ -149,8 +156,9 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     """`week1 compare data_parallel`: the case's method (pmap, jit, shard_map) on cfg.devices
     devices from `weights` (torch's names, numpy; None: Flax's init); returns (the start
     weights under torch's names, Curves)."""
-    data = charlm.load_data(loop_config(cfg))
-    weights, flax_weights = parallel.compare_start(loop_config(cfg), data.vocab_size, weights)
+    loop_cfg = loop_config(cfg)
+    data = charlm.load_data(loop_cfg)
+    weights, flax_weights = parallel.compare_start(loop_cfg, data.vocab_size, weights)
     history = loop.History()
     train(cfg, data, case, flax_weights, history=history, show_progress=show_progress)
     return weights, Curves.of(history)
@@ -158,35 +166,11 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench data_parallel`: one jit data-parallel step vs device count."""
-    data = charlm.load_data(loop_config(cfg))
+    loop_cfg = loop_config(cfg)
+    data = charlm.load_data(loop_cfg)
     return parallel.bench_device_counts(
         "jit",
         lambda graphdef, tx, devices, *_: jit_strategy(graphdef, tx, devices),
-        loop_config(cfg),
+        loop_cfg,
         data,
     )
-
-
-def worker(argv: list[str]) -> None:
-    """One process of a multi-process run: join the coordinator, train with jit, print the
-    losses."""
-    options = dict(arg[2:].split("=", 1) for arg in argv)
-    jax.config.update(
-        "jax_cpu_collectives_implementation", "gloo"
-    )  # CPU collectives across processes
-    jax.distributed.initialize(
-        coordinator_address=options.pop("coordinator"),
-        num_processes=int(options.pop("num-processes")),
-        process_id=int(options.pop("process-id")),
-    )
-    cfg = override(spec.Config(), [f"--{k}={v}" for k, v in options.items()])
-    losses, _ = train(cfg, charlm.load_data(loop_config(cfg)), "jit")
-    print(
-        json.dumps(
-            {"process": jax.process_index(), "devices": jax.device_count(), "losses": losses}
-        )
-    )
-
-
-if __name__ == "__main__":
-    worker(sys.argv[1:])

@@ -175,31 +175,32 @@ def train(
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run fsdp --framework jax`: N devices with a checkpoint half way, resumed on N/2, vs
-    one device."""
+    one device. Across processes (cfg.num_processes, or a SLURM / Open MPI launch) the mesh
+    spans every process's devices and the checkpoint and the resume on fewer are left out
+    (each process's shards would lie on its own disk)."""
+    many = parallel.join_processes(cfg)
     devices = parallel.local_devices(cfg.devices)
-    data = charlm.load_data(loop_config(cfg))
-    losses, _ = train(
-        cfg,
-        data,
-        make_mesh(devices, cfg.data_axis),
-        checkpoint_dir=run.path("checkpoints"),
-        log=run.log,
-    )
-    fewer = devices[: max(1, len(devices) // 2)]
-    resumed, _ = train(
-        cfg,
-        data,
-        make_mesh(fewer, cfg.data_axis if len(fewer) % cfg.data_axis == 0 else 1),
-        checkpoint_dir=run.path("checkpoints"),
-        resume=True,
-    )
-    _, single = lm.train(loop_config(cfg), data)  # the training_loop lab, one device
-    _, params, _, opt_state = parallel.init_state(loop_config(cfg), data.vocab_size)
-    memory = memory_bytes(params, opt_state, make_mesh(devices, cfg.data_axis))
+    loop_cfg = loop_config(cfg)
+    data = charlm.load_data(loop_cfg)
+    checkpoints = None if many else run.path("checkpoints")
+    mesh = make_mesh(devices, cfg.data_axis)
+    losses, _ = train(cfg, data, mesh, checkpoint_dir=checkpoints, log=run.log)
+    summary = {"devices": len(devices), f"final loss x{len(devices)}": losses[-1]}
+    if not many:
+        fewer = devices[: max(1, len(devices) // 2)]
+        resumed, _ = train(
+            cfg,
+            data,
+            make_mesh(fewer, cfg.data_axis if len(fewer) % cfg.data_axis == 0 else 1),
+            checkpoint_dir=checkpoints,
+            resume=True,
+        )
+        summary[f"final loss resumed on x{len(fewer)}"] = resumed[-1]
+    _, single = lm.train(loop_cfg, data)  # the training_loop lab, one device
+    _, params, _, opt_state = parallel.init_state(loop_cfg, data.vocab_size)
+    memory = memory_bytes(params, opt_state, mesh)
     return {
-        "devices": len(devices),
-        f"final loss x{len(devices)}": losses[-1],
-        f"final loss resumed on x{len(fewer)}": resumed[-1],
+        **summary,
         "final loss 1 device": single.train_loss[-1],
         **{f"{k} bytes/device": v for k, v in memory.items()},
     }
@@ -211,8 +212,9 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     weights under torch's names, Curves). Always fp32: the "bf16" case (torch's bf16 policy) is
     held against it."""
     cfg = dataclasses.replace(cfg, mixed_precision=False)
-    data = charlm.load_data(loop_config(cfg))
-    weights, flax_weights = parallel.compare_start(loop_config(cfg), data.vocab_size, weights)
+    loop_cfg = loop_config(cfg)
+    data = charlm.load_data(loop_cfg)
+    weights, flax_weights = parallel.compare_start(loop_cfg, data.vocab_size, weights)
     mesh = make_mesh(parallel.local_devices(cfg.devices), cfg.data_axis)
     history = loop.History()
     train(cfg, data, mesh, flax_weights, history=history, show_progress=show_progress)
@@ -221,12 +223,13 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench fsdp`: one FSDP train step vs device count."""
-    data = charlm.load_data(loop_config(cfg))
+    loop_cfg = loop_config(cfg)
+    data = charlm.load_data(loop_cfg)
     return parallel.bench_device_counts(
         "fsdp",
         lambda graphdef, tx, devices, params, opt_state: fsdp_strategy(
             graphdef, tx, make_mesh(devices), params, opt_state
         ),
-        loop_config(cfg),
+        loop_cfg,
         data,
     )

@@ -2,8 +2,10 @@
 
 Read beside week1_jax/data_parallel.py (pmap, jit + NamedSharding, shard_map).
 Worker processes (what `week1 run data_parallel --framework torch` launches):
-    torchrun --standalone --nproc-per-node=2 -m week1_torch.data_parallel --out=DIR
-    [--mode=train|bench|compare|compare_compiled] [--key=value]
+    torchrun --standalone --nproc-per-node=2 -m week1_torch.data_parallel --config=PATH
+(a config.json: the settings, the mode train|bench|compare|compare_compiled, the output
+folder); across machines `--nnodes=N --node_rank=R --master_addr=HOST0` on every node
+puts torchrun on a c10d rendezvous instead of --standalone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from labs import data_parallel as spec
 from week1 import charlm, loop
 from week1.comparison import Curves
-from week1.parallel import check_batch_split, config_args, loop_config
+from week1.parallel import check_batch_split, loop_config, worker_args
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, parallel
 
@@ -68,25 +70,26 @@ def train(
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run data_parallel --framework torch`: torchrun N DDP processes, then one device,
-    same batches."""
+    """`week1 run data_parallel --framework torch`: torchrun N DDP processes on this machine (and
+    as many on each of the other cfg.nnodes), then one device, same batches."""
     n = parallel.default_world_size(cfg.devices)
-    check_batch_split(cfg.batch_size, n)
+    check_batch_split(cfg.batch_size, n * cfg.nnodes)
     out = run.path("ranks")
     parallel.torchrun(
         "week1_torch.data_parallel",
         n,
-        [f"--out={out}", *config_args(cfg)],
+        worker_args(cfg, out),
         timeout_s=120 + cfg.steps,
         log_path=run.path("torchrun.log"),
+        nodes=parallel.Nodes.of(cfg),
     )
     losses, _, _ = parallel.load_result(out / "train")
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
-    data = charlm.load_data(loop_config(cfg))
-    _, single = lm.train(loop_config(cfg), data)
+    loop_cfg = loop_config(cfg)
+    _, single = lm.train(loop_cfg, charlm.load_data(loop_cfg))
     return {
-        "processes": n,
+        "processes": n * cfg.nnodes,
         "DDP final loss": losses[-1],
         "1 device final loss": single.train_loss[-1],
     }
@@ -111,14 +114,13 @@ def bench(cfg: spec.Config) -> dict:
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One rank started by torchrun: join the group, train (or time a step); rank 0 writes
     out_dir/<mode>/result.npz."""
+    loop_cfg = loop_config(cfg)
     with parallel.process_group() as device:
-        data = charlm.load_data(loop_config(cfg))
+        data = charlm.load_data(loop_cfg)
         if mode == "bench":
             model = ddp_model(cfg, data.vocab_size, device)
-            optimizer, scheduler = lm.make_optimizer(model.module, loop_config(cfg))
-            timing = parallel.time_train_step(
-                model, optimizer, scheduler, data, loop_config(cfg), device
-            )
+            optimizer, scheduler = lm.make_optimizer(model.module, loop_cfg)
+            timing = parallel.time_train_step(model, optimizer, scheduler, data, loop_cfg, device)
             if dist.get_rank() == 0:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         elif mode in parallel.COMPARE_MODES:
@@ -129,7 +131,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                 parallel.save_history(out_dir, history)
         else:
             losses, grads = train(cfg, data, device)
-            if dist.get_rank() == 0:
+            if parallel.is_node_leader():
                 parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads)
 
 

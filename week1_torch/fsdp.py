@@ -2,8 +2,11 @@
 
 Read beside week1_jax/fsdp.py (parameters sharded over an `fsdp` mesh axis by NamedSharding).
 Worker processes (what `week1 run fsdp --framework torch` launches):
-    torchrun --standalone --nproc-per-node=2 -m week1_torch.fsdp --out=DIR
-    --mode=train|resume|bench|compare|compare_compiled [--key=value]
+    torchrun --standalone --nproc-per-node=2 -m week1_torch.fsdp --config=PATH
+(a config.json: the settings, the mode train|resume|bench|compare|compare_compiled, the
+output folder); `--nnodes=N --node_rank=R --master_addr=HOST0` on every node runs the
+training across machines (c10d rendezvous); the resume on fewer ranks is then left out
+(each node's checkpoint shards lie on its own disk).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from labs import fsdp as spec
 from week1 import charlm, loop
 from week1.comparison import Curves
-from week1.parallel import check_batch_split, config_args, loop_config
+from week1.parallel import check_batch_split, loop_config, worker_args
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, parallel
 
@@ -154,25 +157,30 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run fsdp --framework torch`: torchrun N ranks with a checkpoint half way, resume on
     N/2, vs one device."""
     n = parallel.default_world_size(cfg.devices)
-    check_batch_split(cfg.batch_size, n)
+    check_batch_split(cfg.batch_size, n * cfg.nnodes)
     out = run.path("ranks")
-    for mode, ranks in (("train", n), ("resume", max(1, n // 2))):
+    half = max(1, n // 2)
+    modes = (("train", n),) if cfg.nnodes > 1 else (("train", n), ("resume", half))
+    for mode, ranks in modes:
         parallel.torchrun(
             "week1_torch.fsdp",
             ranks,
-            [f"--out={out}", f"--mode={mode}", *config_args(cfg)],
+            worker_args(cfg, out, mode),
             timeout_s=120 + cfg.steps,
             log_path=run.path(f"torchrun_{mode}.log"),
+            nodes=parallel.Nodes.of(cfg),
         )
     losses, _, memory = parallel.load_result(out / "train")
-    resumed, _, _ = parallel.load_result(out / "resume")
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
-    _, single = lm.train(loop_config(cfg), charlm.load_data(loop_config(cfg)))
+    loop_cfg = loop_config(cfg)
+    _, single = lm.train(loop_cfg, charlm.load_data(loop_cfg))
+    ranks = n * cfg.nnodes
+    summary = {"ranks": ranks, f"final loss x{ranks}": losses[-1]}
+    if cfg.nnodes == 1:
+        summary[f"final loss resumed on x{half}"] = parallel.load_result(out / "resume")[0][-1]
     return {
-        "ranks": n,
-        f"final loss x{n}": losses[-1],
-        f"final loss resumed on x{max(1, n // 2)}": resumed[-1],
+        **summary,
         "final loss 1 device": single.train_loss[-1],
         **{f"{k} bytes/rank": v for k, v in memory.items()},
     }
@@ -195,10 +203,10 @@ def bench(cfg: spec.Config) -> dict:
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One rank started by torchrun. train: train with a checkpoint half way, in out_dir/checkpoint;
     resume: continue from it; bench: time a step. Rank 0 writes out_dir/<mode>/result.npz."""
+    loop_cfg = loop_config(cfg)
     with parallel.process_group() as device:
-        data = charlm.load_data(loop_config(cfg))
+        data = charlm.load_data(loop_cfg)
         if mode == "bench":
-            loop_cfg = loop_config(cfg)
             model = shard_model(
                 devices.place(lm.build_model(loop_cfg, data.vocab_size), device),
                 device,
@@ -225,7 +233,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                 for k in ("params", "optimizer")
                 for how, bytes_ in (("replicated", replicated), ("sharded", sharded))
             }
-            if dist.get_rank() == 0:
+            if parallel.is_node_leader():
                 parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads, **numbers)
 
 

@@ -21,12 +21,36 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 
 from week1 import charlm, convert, loop
-from week1.parallel import check_device_count, counts_to_time
+from week1.parallel import check_device_count, cluster_processes, counts_to_time
 from week1.report import console, progress
 from week1.timing import time_calls
 from week1_jax.lib import charlm as lm
 from week1_jax.lib import devices
 from week1_jax.lib.models import dotted, get_weights
+
+
+def join_processes(cfg) -> bool:
+    """Make this process one of a multi-process JAX run, before anything touches a device:
+    jax.distributed.initialize with cfg's coordinator, num_processes and process_id, or (none
+    given) with what a SLURM or Open MPI launch of several tasks says; False: one process.
+
+    Across processes on CPUs the collectives go through gloo (XLA's default there is none).
+    Afterwards jax.devices() lists every process's devices; a mesh over them and
+    make_array_from_process_local_data (put_batch_rows) do the rest.
+    """
+    explicit = cfg.num_processes > 1
+    if not explicit and not (cfg.num_processes == 0 and cluster_processes() > 1):
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if explicit:
+        jax.distributed.initialize(
+            coordinator_address=cfg.coordinator,
+            num_processes=cfg.num_processes,
+            process_id=cfg.process_id,
+        )
+    else:
+        jax.distributed.initialize()  # reads SLURM_* / OMPI_* itself
+    return True
 
 
 def local_devices(requested: int) -> list:
@@ -160,9 +184,7 @@ def validation(graphdef, data: charlm.Data, cfg: charlm.Config):
     return lambda params: lm.evaluate(nnx.merge(graphdef, jax.device_get(params)), batches)
 
 
-def bench_device_counts(
-    lab: str, make_strategy, cfg: charlm.Config, data: charlm.Data
-) -> dict:
+def bench_device_counts(lab: str, make_strategy, cfg: charlm.Config, data: charlm.Data) -> dict:
     """Time one train step on 1, 2, 4, 8 devices (those there are, that divide the batch); a
     count left out is named with the reason. make_strategy(graphdef, tx, devices, params,
     opt_state) -> Strategy."""

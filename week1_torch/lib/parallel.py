@@ -2,8 +2,9 @@
 and step (the base every lab may build on) run in N processes.
 
 Processes come from torchrun (`python -m torch.distributed.run`, env:// rendezvous;
-`--standalone` on one machine, `--nnodes --rdzv-endpoint` across machines), gloo
-on the CPU, nccl on GPUs. `train` is the loop DDP and FSDP share: every rank
+`--standalone` on one machine, c10d rendezvous across machines: `Nodes`), gloo
+on the CPU, nccl on GPUs; each gets its settings as a config.json
+(week1.parallel.worker_args). `train` is the loop DDP and FSDP share: every rank
 draws the same global batch and keeps its own rows.
 """
 
@@ -29,9 +30,10 @@ from week1.config import override
 from week1.parallel import (
     check_batch_split,
     check_device_count,
-    config_args,
     counts_to_time,
     loop_config,
+    read_worker_config,
+    worker_args,
 )
 from week1.report import console
 from week1.timing import Timing, time_calls
@@ -84,18 +86,52 @@ def process_group():
         dist.destroy_process_group()
 
 
-def torchrun(module: str, nproc: int, args: list[str], timeout_s: float, log_path=None) -> None:
-    """`torchrun --standalone --nproc-per-node=N -m module args`: the real launcher, one machine.
+@dataclasses.dataclass(frozen=True)
+class Nodes:
+    """Where this machine stands in a multi-node run (the Config's nnodes, node_rank,
+    master_addr, master_port); nnodes=1: this machine alone."""
 
-    --standalone rendezvous on a free port of its own (a busy 29500 does not matter). The
-    launcher's and ranks' output goes to `log_path` (a temporary file by default); a failure is
-    one line naming the exit status and the last line the ranks printed, with the log's path.
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+    @classmethod
+    def of(cls, cfg) -> Nodes:
+        return cls(cfg.nnodes, cfg.node_rank, cfg.master_addr, cfg.master_port)
+
+    def rendezvous(self, run_id: str) -> list[str]:
+        """torchrun's rendezvous arguments: --standalone on one machine (a free port of its own:
+        a busy 29500 does not matter), else c10d at node 0, which hosts the store."""
+        if self.nnodes == 1:
+            return ["--standalone"]
+        return [
+            f"--nnodes={self.nnodes}",  # ranks come from the rendezvous: node_rank says who hosts
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={self.master_addr}:{self.master_port}",
+            f"--rdzv-id={run_id}",
+            f"--rdzv-conf=is_host={'true' if self.node_rank == 0 else 'false'}",
+        ]
+
+
+def torchrun(
+    module: str,
+    nproc: int,
+    args: list[str],
+    timeout_s: float,
+    log_path=None,
+    nodes: Nodes = Nodes(),
+) -> None:
+    """`torchrun <rendezvous> --nproc-per-node=N -m module args`: the real launcher.
+
+    The launcher's and ranks' output goes to `log_path` (a temporary file by default); a failure
+    is one line naming the exit status and the last line the ranks printed, with the log's path.
     """
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *nodes.rendezvous(f"week1-{module.rpartition('.')[2]}"),
         f"--nproc-per-node={nproc}",
         "-m",
         module,
@@ -123,11 +159,14 @@ def torchrun(module: str, nproc: int, args: list[str], timeout_s: float, log_pat
 
 
 def worker_main(worker, config_cls, argv: list[str]) -> None:
-    """`python -m week1_torch.<lab> --out=DIR [--mode=MODE] [--key=value ...]`, as torchrun
-    starts each rank."""
-    options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith(("--out=", "--mode=")))
-    overrides = [arg for arg in argv if not arg.startswith(("--out=", "--mode="))]
-    worker(override(config_cls(), overrides), options["out"], options.get("mode", "train"))
+    """`python -m week1_torch.<lab> --config=PATH` (week1.parallel.worker_args), as torchrun
+    starts each rank: worker(cfg, out_dir, mode)."""
+    if argv[:1] and argv[0].startswith("--config="):
+        worker(*read_worker_config(config_cls, argv))
+    else:  # `--out=DIR [--mode=M] --key=value ...`: launches not yet moved to worker_args
+        options = dict(a[2:].split("=", 1) for a in argv if a.startswith(("--out=", "--mode=")))
+        overrides = [arg for arg in argv if not arg.startswith(("--out=", "--mode="))]
+        worker(override(config_cls(), overrides), options["out"], options.get("mode", "train"))
     # Done: the group is destroyed and the results are written and closed. Leave without the
     # interpreter's teardown, where a C++ thread still alive (gloo's, or one a library such as
     # Accelerate started) aborts the rank: "terminate called without an active exception",
@@ -136,6 +175,13 @@ def worker_main(worker, config_cls, argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def is_node_leader() -> bool:
+    """This rank writes its node's results: local rank 0 (on one machine, rank 0). Every node of
+    a multi-node run gets them in its own run folder: the losses are all-reduced, the same on
+    every rank."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 def local_rows(a: np.ndarray, rank: int, world_size: int) -> np.ndarray:
@@ -222,8 +268,7 @@ def compare_in_processes(module: str, cfg, weights: dict | None, compile: bool):
     with tempfile.TemporaryDirectory() as out:
         save_file({k: np.ascontiguousarray(v) for k, v in weights.items()},
                   os.path.join(out, START_WEIGHTS))  # fmt: skip
-        torchrun(module, n, [f"--out={out}", f"--mode={mode}", *config_args(cfg)],
-                 timeout_s=300 + cfg.steps)  # fmt: skip
+        torchrun(module, n, worker_args(cfg, out, mode), timeout_s=300 + cfg.steps)
         with open(os.path.join(out, HISTORY), encoding="utf-8") as f:
             return weights, loop.History(**json.load(f))
 
@@ -267,7 +312,7 @@ def bench_process_counts(lab: str, module: str, cfg) -> dict[str, Timing]:
     timings = {}
     with tempfile.TemporaryDirectory() as out:
         for n in counts:
-            torchrun(module, n, [f"--out={out}", "--mode=bench", *config_args(cfg)], timeout_s=300)
+            torchrun(module, n, worker_args(cfg, out, "bench"), timeout_s=300)
             numbers = load_result(os.path.join(out, "bench"))[2]
             timings[f"torch x{n} ({'gpu' if gpus else 'cpu'})"] = Timing(
                 numbers["first_s"],
