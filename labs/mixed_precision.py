@@ -124,6 +124,19 @@ def compare_cases(cfg: Config) -> list[Case]:
     ]
 
 
+def loss_scaling(history) -> dict:
+    """fp16's loss scaling as a run saw it: {"scale": the scale after each step, "skipped":
+    the steps whose gradients overflowed (not applied)}, from the numbers each fp16 step returns
+    beside its loss (history.per_step); empty lists for the other precisions."""
+    if "finite" not in history.per_step:
+        return {"scale": [], "skipped": []}
+    finite = history.per_step["finite"]
+    return {
+        "scale": list(history.per_step["scale"]),
+        "skipped": [s for s, ok in zip(history.steps, finite, strict=True) if not ok],
+    }
+
+
 def summarise(run, framework: str, histories: dict, scaling: dict | None) -> dict:
     """Plot the training curves into the run folder; the summary: per precision, losses, speed,
     step time relative to fp32, and for fp16 the loss-scale outcome."""

@@ -3,6 +3,7 @@ loss scaler follows torch.amp.GradScaler step for step; formats and demos agree 
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from week1_jax import mixed_precision as jmp
 from week1_jax.lib import charlm as jtl
 from week1_jax.lib import models as jmodels
 from week1_jax.lib import precision as jprec
+from week1_jax.lib import steps as jsteps
 from week1_torch import mixed_precision as tmp
 from week1_torch.lib import charlm as ttl
 from week1_torch.lib import devices as tdevices
@@ -131,23 +133,23 @@ def test_fp16_overflow_skips_the_step_in_both(data, monkeypatch):
         CFG, data.vocab_size, "fp16", convert.torch_to_flax(weights, convert.CHAR_MLP)
     )
     x, y = charlm.train_batch(data, CFG, 7)
-    settings = dataclasses.replace(CFG, init_scale=2.0**120).loss_scale
+    scaled_cfg = dataclasses.replace(CFG, init_scale=2.0**120)
+    settings = scaled_cfg.loss_scale
     scaler = jprec.DynamicLossScale(**settings)
-    jax_optimizer = jtl.make_optimizer(jax_model, CFG)
+    jax_optimizer = jmp.make_optimizer(jax_model, scaled_cfg, "fp16")
     graphdef, state = nnx.split((jax_model, jax_optimizer))
-    state, _, scale_state, finite = jmp.make_train_step_scaled(graphdef, jprec.FP16, scaler)(
-        state, scaler.init(), *jtl.as_arrays(x, y)
-    )
+    step = jsteps.jit_on_state(graphdef, jmp.make_train_step_scaled(jprec.FP16, scaler))
+    state, jax_out = step(state, jax.random.key(0), *jtl.as_arrays(x, y))
     nnx.update((jax_model, jax_optimizer), state)
-    _, torch_finite = tmp.train_step_scaled(
+    torch_out = tmp.train_step_scaled(
         torch_model,
         *ttl.make_optimizer(torch_model, CFG),
         tprec.grad_scaler("cpu", **settings),
         *ttl.as_tensors(x, y, CPU),
         "fp16",
     )
-    assert not bool(finite) and not torch_finite
-    assert float(scale_state.scale) == 2.0**119
+    assert not bool(jax_out["finite"]) and not bool(torch_out["finite"])
+    assert float(jax_out["scale"]) == 2.0**119
     assert_tree_close(
         "mixed_precision skipped step keeps jax weights",
         jmodels.get_weights(jax_model),

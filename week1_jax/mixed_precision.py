@@ -2,29 +2,26 @@
 loss scaling.
 
 Read beside week1_torch/mixed_precision.py. The model, data, optimizer and
-schedule are the training_loop lab's; week1_jax/precision.py applies the
+schedule are the char LM's (lib/charlm.py); week1_jax/precision.py applies the
 policy to the model from outside and holds the loss scaler.
 """
 
 from __future__ import annotations
 
-import math
-import time
+import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from labs import mixed_precision as spec
 from week1 import charlm, convert, loop, report
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_jax.lib import charlm as base
 from week1_jax.lib import devices, precision, steps
+from week1_jax.lib import train as trainer
 from week1_jax.lib.models import get_weights
 
 
@@ -52,10 +49,19 @@ def demos() -> dict:
 def build_model(
     cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None
 ):
-    """The training_loop model with the policy for `precision_name` applied (fp32 params always)."""
+    """The char LM with the policy for `precision_name` applied (fp32 params always)."""
     return precision.apply_policy(
         base.build_model(cfg, vocab_size, weights), precision.POLICIES[precision_name]
     )
+
+
+def make_optimizer(model, cfg: spec.Config, precision_name: str) -> nnx.Optimizer:
+    """The char LM's AdamW and schedule; for fp16 the dynamic loss scale (cfg.loss_scale) rides
+    on it as `optimizer.loss_scale`, so the jitted step carries it from step to step."""
+    optimizer = base.make_optimizer(model, cfg)
+    if precision_name == "fp16":
+        optimizer.loss_scale = nnx.Variable(precision.DynamicLossScale(**cfg.loss_scale).init())
+    return optimizer
 
 
 def loss_fn(model, x, y, policy: precision.Policy):
@@ -70,35 +76,31 @@ def loss_and_grads(model, x, y, policy: precision.Policy):
     return nnx.value_and_grad(loss_fn)(model, x, y, policy)
 
 
-def make_train_step(graphdef, policy: precision.Policy):
-    """A jitted step on the split (model, optimizer) state: state, x, y -> state, loss.
+def make_train_step(policy: precision.Policy):
+    """The step under `policy` for lib/train (which jits it on the split state): model,
+    optimizer, key, x, y -> loss."""
 
-    jax.jit of a pure function, as in the training_loop lab: nnx.jit's per-call
-    walk of the object graph would cost more than this small model's step and
-    hide the difference between precisions.
-    """
-
-    def train_step(model, optimizer, x, y):
+    def train_step(model, optimizer, key, x, y):
         loss, grads = nnx.value_and_grad(loss_fn)(model, x, y, policy)
         optimizer.update(model, grads)
         return loss
 
-    return steps.jit_on_state(graphdef, train_step)
+    return train_step
 
 
-def make_train_step_scaled(graphdef, policy: precision.Policy, scaler: precision.DynamicLossScale):
-    """The fp16 step: state, scale_state, x, y -> state, loss, next scale_state, finite.
+def make_train_step_scaled(policy: precision.Policy, scaler: precision.DynamicLossScale):
+    """The fp16 step: model, optimizer (with its loss_scale), key, x, y -> {loss, scale,
+    finite}.
 
     Backward of S * loss, unscale, and update only if every gradient is finite:
-    a skipped step returns the old state whole (parameters, AdamW moments and
+    a skipped step keeps the old state whole (parameters, AdamW moments and
     count, hence the schedule position), as GradScaler skips optimizer.step().
+    The next scale and whether the step counted come back beside the loss.
     """
 
-    @jax.jit
-    def train_step(state, scale_state, x, y):
-        model, optimizer = nnx.merge(
-            graphdef, state, copy=True
-        )  # new Variables: `state` stays the old step
+    def train_step(model, optimizer, key, x, y):
+        scale_state = optimizer.loss_scale.get_value()
+        before = nnx.clone(nnx.state((model, optimizer)))  # what a skipped step keeps
 
         def scaled_loss(model):
             loss = loss_fn(model, x, y, policy)
@@ -108,8 +110,10 @@ def make_train_step_scaled(graphdef, policy: precision.Policy, scaler: precision
         grads = scaler.unscale(scale_state, grads)
         finite = precision.all_finite(grads)
         optimizer.update(model, grads)
-        new_state = precision.select_tree(finite, nnx.state((model, optimizer)), state)
-        return new_state, loss, scaler.update(scale_state, finite), finite
+        after = nnx.state((model, optimizer))
+        nnx.update((model, optimizer), precision.select_tree(finite, after, before))
+        optimizer.loss_scale.set_value(scaler.update(scale_state, finite))
+        return {"loss": loss, "scale": optimizer.loss_scale.get_value().scale, "finite": finite}
 
     return train_step
 
@@ -120,9 +124,9 @@ def eval_loss(model, x, y, policy: precision.Policy):
 
 
 def evaluate(model, batches, policy: precision.Policy) -> float:
-    """Mean loss over `batches` under `policy`."""
-    losses = [float(eval_loss(model, *base.as_arrays(x, y), policy)) for x, y in batches]
-    return float(np.mean(losses))
+    """Mean loss over `batches` under `policy`; one read from the device at the end."""
+    losses = jnp.stack([eval_loss(model, *base.as_arrays(x, y), policy) for x, y in batches])
+    return float(losses.mean())
 
 
 def train(
@@ -131,51 +135,31 @@ def train(
     precision_name: str,
     *,
     weights: dict | None = None,
-    log=None,
-    show_progress: bool = False,
+    ctx: loop.Context = loop.BARE,
 ):
-    """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for
+    """Train in `precision_name` through lib/train; returns (model, History,
+    spec.loss_scaling(History)) (the loss scale per step and the skipped steps; empty but for
     fp16)."""
     policy = precision.POLICIES[precision_name]
     model = build_model(cfg, data.vocab_size, precision_name, weights)
-    optimizer = base.make_optimizer(model, cfg)
-    scaler = precision.DynamicLossScale(**cfg.loss_scale) if precision_name == "fp16" else None
-    scale_state = scaler.init() if scaler else None
-    scaling = {"scale": [], "skipped": []}
-    graphdef, state = nnx.split((model, optimizer))
-    step_fn = (
-        make_train_step_scaled(graphdef, policy, scaler)
-        if scaler
-        else make_train_step(graphdef, policy)
-    )
+    optimizer = make_optimizer(model, cfg, precision_name)
+    if precision_name == "fp16":
+        step = make_train_step_scaled(policy, precision.DynamicLossScale(**cfg.loss_scale))
+    else:
+        step = make_train_step(policy)
     val = charlm.val_batches(data, cfg)
-    history = loop.History()
-    with progress(f"jax {precision_name}", total=cfg.steps, enabled=show_progress) as advance:
-        for step in range(1, cfg.steps + 1):
-            x, y = base.as_arrays(*charlm.train_batch(data, cfg, step))
-            t0 = time.perf_counter()
-            if scaler is None:
-                state, loss = step_fn(state, x, y)
-                loss = float(loss)
-            else:
-                state, loss, scale_state, finite = step_fn(state, scale_state, x, y)
-                loss = float(loss)
-                scaling["scale"].append(float(scale_state.scale))
-                if not finite:
-                    scaling["skipped"].append(step)
-            if not math.isfinite(loss):
-                raise Diverged(step, "loss")
-            history.add_train(
-                step, loss, time.perf_counter() - t0
-            )  # the first step's time includes compilation
-            if loop.Cadence.of(cfg).is_eval_step(step):
-                nnx.update((model, optimizer), state)  # the objects see the new arrays
-                history.add_val(step, evaluate(model, val, policy))
-            if log:
-                log(step, **{f"train_loss_{precision_name}": loss})
-            advance(loss)
-    nnx.update((model, optimizer), state)
-    return model, history, scaling
+    history = trainer.train(
+        model,
+        optimizer,
+        step,
+        lambda i: base.as_arrays(*charlm.train_batch(data, cfg, i)),  # (B, T), (B,)
+        loop.Cadence.of(cfg),
+        ctx,
+        seed=cfg.seed,
+        evaluate=lambda: {"val_loss": evaluate(model, val, policy)},
+        label=f"jax {precision_name}",
+    )
+    return model, history, spec.loss_scaling(history)
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -191,7 +175,8 @@ def run(cfg: spec.Config, run) -> dict:
         [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()],
     )
     data = charlm.load_data(cfg)
-    results = {name: train(cfg, data, name, log=run.log) for name in cfg.precision_list}
+    ctx = loop.Context.of_run(run)
+    results = {name: train(cfg, data, name, ctx=ctx.part(name)) for name in cfg.precision_list}
     return spec.summarise(
         run,
         "JAX",
@@ -202,14 +187,15 @@ def run(cfg: spec.Config, run) -> dict:
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
     """`week1 compare mixed_precision`: train in precision `case` from `weights` (torch's names,
-    numpy, converted through the training_loop's weight map; None: Flax's init); returns (the
-    start weights under torch's names, Curves)."""
+    numpy, converted through the char LM's weight map; None: Flax's init); returns (the start
+    weights under torch's names, Curves)."""
     data = charlm.load_data(cfg)
     if weights is None:
         weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size, case)),
                                         charlm.WEIGHT_MAP)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
-    _, history, _ = train(cfg, data, case, weights=flax_weights, show_progress=show_progress)
+    ctx = loop.Context(show_progress=show_progress)
+    _, history, _ = train(cfg, data, case, weights=flax_weights, ctx=ctx)
     return weights, Curves.of(history)
 
 
@@ -226,18 +212,19 @@ def bench(cfg: spec.Config) -> dict:
     """`week1 bench mixed_precision`: train-step time and memory per precision."""
     data = charlm.load_data(cfg)
     x, y = base.as_arrays(*charlm.train_batch(data, cfg, 1))
+    key = jax.random.key(cfg.seed)
     timings = {}
     for name in cfg.precision_list:
         policy = precision.POLICIES[name]
         model = build_model(cfg, data.vocab_size, name)
-        graphdef, state = nnx.split((model, base.make_optimizer(model, cfg)))
+        graphdef, state = nnx.split((model, make_optimizer(model, cfg, name)))
         if name == "fp16":
-            scaler = precision.DynamicLossScale(**cfg.loss_scale)
-            step_fn, scale_state = make_train_step_scaled(graphdef, policy, scaler), scaler.init()
-            step = lambda: step_fn(state, scale_state, x, y)
+            train_step = make_train_step_scaled(
+                policy, precision.DynamicLossScale(**cfg.loss_scale)
+            )
         else:
-            step_fn = make_train_step(graphdef, policy)
-            step = lambda: step_fn(state, x, y)
+            train_step = make_train_step(policy)
+        step = functools.partial(steps.jit_on_state(graphdef, train_step), state, key, x, y)
         timing = time_calls(step, devices.sync)
         memory = {"saved for backward": saved_for_backward_bytes(model, x, y, policy)}
         stats = jax.devices()[0].memory_stats()  # None on the CPU

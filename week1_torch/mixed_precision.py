@@ -1,27 +1,24 @@
 """Mixed precision lab in PyTorch: torch.autocast in bf16 and fp16, and torch.amp.GradScaler.
 
 Read beside week1_jax/mixed_precision.py. The model, data, optimizer and
-schedule are the training_loop lab's; the parameters stay float32 and autocast
+schedule are the char LM's (lib/charlm.py); the parameters stay float32 and autocast
 lowers precision per operation.
 """
 
 from __future__ import annotations
 
-import math
-import time
+import functools
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from labs import mixed_precision as spec
 from week1 import charlm, loop, report
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
 from week1.timing import time_calls
 from week1_torch.lib import charlm as base
 from week1_torch.lib import devices, precision
+from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights
 
 
@@ -49,9 +46,19 @@ def demos() -> dict:
 def build_model(
     cfg: spec.Config, vocab_size: int, precision_name: str, weights: dict | None = None
 ):
-    """The training_loop model on the default device, unchanged: autocast, not the model, carries
+    """The char LM on the default device, unchanged: autocast, not the model, carries
     the precision."""
     return base.build_model(cfg, vocab_size, weights)
+
+
+def make_optimizer(model, cfg: spec.Config, precision_name: str):
+    """The char LM's AdamW and schedule, and for fp16 a GradScaler (cfg.loss_scale): (optimizer,
+    scheduler, scaler or None)."""
+    optimizer, scheduler = base.make_optimizer(model, cfg)
+    if precision_name != "fp16":
+        return optimizer, scheduler, None
+    return optimizer, scheduler, precision.grad_scaler(devices.default_device().type,
+                                                       **cfg.loss_scale)  # fmt: skip
 
 
 def loss_fn(model, x, y, precision_name: str):
@@ -69,32 +76,31 @@ def loss_and_grads(model, x, y, precision_name: str):
     return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
 
 
-def train_step(model, optimizer, scheduler, x, y, precision_name: str):
+def train_step(model, optimizer, x, y, precision_name: str):
+    """One update under autocast (lib/train steps the schedule after it); returns the loss."""
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, x, y, precision_name)
     loss.backward()
     optimizer.step()
-    scheduler.step()
     return loss.detach()
 
 
 def train_step_scaled(
     model, optimizer, scheduler, scaler: torch.amp.GradScaler, x, y, precision_name: str
-):
-    """fp16 step with GradScaler; returns (loss, finite). A skipped step does not advance the
-    schedule."""
+) -> dict:
+    """fp16 step with GradScaler; returns {loss, scale, finite}. A skipped step does not advance
+    the schedule (lib/train is given no scheduler: this step steps it)."""
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, x, y, precision_name)
     scaler.scale(loss).backward()
     scale_before = scaler.get_scale()
     scaler.step(optimizer)  # unscales, and skips optimizer.step() on a NaN/Inf gradient
     scaler.update()
-    finite = (
-        scaler.get_scale() >= scale_before
-    )  # the scale backs off exactly when the step was skipped
+    scale = scaler.get_scale()  # GradScaler has read found_inf on the host already: no new sync
+    finite = scale >= scale_before  # the scale backs off exactly when the step was skipped
     if finite:
         scheduler.step()
-    return loss.detach(), finite
+    return {"loss": loss.detach(), "scale": torch.tensor(scale), "finite": torch.tensor(finite)}
 
 
 @torch.no_grad()
@@ -103,12 +109,9 @@ def eval_loss(model, x, y, precision_name: str):
 
 
 def evaluate(model, batches, precision_name: str) -> float:
-    """Mean loss over `batches` in `precision_name`."""
-    return float(
-        np.mean(
-            [float(eval_loss(model, *base.as_tensors(x, y), precision_name)) for x, y in batches]
-        )
-    )
+    """Mean loss over `batches` in `precision_name`; one read from the device at the end."""
+    losses = [eval_loss(model, *base.as_tensors(x, y), precision_name) for x, y in batches]
+    return float(torch.stack(losses).mean())
 
 
 def train(
@@ -117,51 +120,34 @@ def train(
     precision_name: str,
     *,
     weights: dict | None = None,
-    log=None,
-    show_progress: bool = False,
-    compile: bool = False,
+    ctx: loop.Context = loop.BARE,
 ):
-    """Train in `precision_name`; returns (model, History, {"scale": [...], "skipped": [...]} for
-    fp16). compile: the model through torch.compile (under the same autocast)."""
+    """Train in `precision_name` through lib/train; returns (model, History,
+    spec.loss_scaling(History)) (the loss scale per step and the skipped steps; empty but for
+    fp16). ctx.compile: the whole step under the same autocast through torch.compile."""
     model = build_model(cfg, data.vocab_size, precision_name, weights)
-    optimizer, scheduler = base.make_optimizer(model, cfg)
-    step_model = torch.compile(model) if compile else model
-    device_type = devices.default_device().type
-    scaler = (
-        precision.grad_scaler(device_type, **cfg.loss_scale) if precision_name == "fp16" else None
-    )
-    scaling = {"scale": [], "skipped": []}
+    optimizer, scheduler, scaler = make_optimizer(model, cfg, precision_name)
+    if scaler is None:
+        step = functools.partial(train_step, model, optimizer, precision_name=precision_name)
+    else:
+        step = functools.partial(train_step_scaled, model, optimizer, scheduler, scaler,
+                                 precision_name=precision_name)  # fmt: skip
     val = charlm.val_batches(data, cfg)
-    history = loop.History()
-    label = f"{'torch.compile' if compile else 'torch'} {precision_name}"
-    with progress(label, total=cfg.steps, enabled=show_progress) as advance:
-        for step in range(1, cfg.steps + 1):
-            x, y = base.as_tensors(*charlm.train_batch(data, cfg, step))
-            t0 = time.perf_counter()
-            if scaler is None:
-                loss = float(train_step(step_model, optimizer, scheduler, x, y, precision_name))
-            else:
-                loss, finite = train_step_scaled(
-                    step_model, optimizer, scheduler, scaler, x, y, precision_name
-                )
-                loss = float(loss)
-                scaling["scale"].append(scaler.get_scale())
-                if not finite:
-                    scaling["skipped"].append(step)
-            if not math.isfinite(loss):
-                raise Diverged(step, "loss")
-            history.add_train(
-                step, loss, time.perf_counter() - t0
-            )  # the first step's time includes compilation
-            if loop.Cadence.of(cfg).is_eval_step(step):
-                history.add_val(step, evaluate(model, val, precision_name))
-            if log:
-                log(step, **{f"train_loss_{precision_name}": loss})
-            advance(loss)
-    return model, history, scaling
+    history = trainer.train(
+        model,
+        optimizer,
+        step,
+        lambda i: base.as_tensors(*charlm.train_batch(data, cfg, i)),  # (B, T), (B,)
+        loop.Cadence.of(cfg),
+        ctx,
+        scheduler=None if scaler else scheduler,
+        evaluate=lambda: {"val_loss": evaluate(model, val, precision_name)},
+        label=f"torch {precision_name}",
+    )
+    return model, history, spec.loss_scaling(history)
 
 
-def run(cfg: spec.Config, run) -> dict:
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run mixed_precision --framework torch`: formats, demos, then fp32/bf16/fp16
     training curves."""
     report.table(
@@ -174,7 +160,8 @@ def run(cfg: spec.Config, run) -> dict:
         [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()],
     )
     data = charlm.load_data(cfg)
-    results = {name: train(cfg, data, name, log=run.log) for name in cfg.precision_list}
+    ctx = loop.Context.of_run(run, compile)
+    results = {name: train(cfg, data, name, ctx=ctx.part(name)) for name in cfg.precision_list}
     return spec.summarise(
         run,
         "torch",
@@ -189,9 +176,8 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     data = charlm.load_data(cfg)
     if weights is None:
         weights = get_weights(build_model(cfg, data.vocab_size, case))
-    _, history, _ = train(
-        cfg, data, case, weights=weights, show_progress=show_progress, compile=compile
-    )
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history, _ = train(cfg, data, case, weights=weights, ctx=ctx)
     return weights, Curves.of(history)
 
 
@@ -216,12 +202,11 @@ def bench(cfg: spec.Config) -> dict:
     timings = {}
     for name in cfg.precision_list:
         model = build_model(cfg, data.vocab_size, name)
-        optimizer, scheduler = base.make_optimizer(model, cfg)
-        if name == "fp16":
-            scaler = precision.grad_scaler(devices.default_device().type, **cfg.loss_scale)
+        optimizer, scheduler, scaler = make_optimizer(model, cfg, name)
+        if scaler is not None:
             step = lambda: train_step_scaled(model, optimizer, scheduler, scaler, x, y, name)
         else:
-            step = lambda: train_step(model, optimizer, scheduler, x, y, name)
+            step = lambda: train_step(model, optimizer, x, y, name)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         timing = time_calls(step, devices.sync)
