@@ -35,20 +35,27 @@ during the backward pass, overlapping communication with computation.
 
 Past one machine
 ----------------
-The same code runs across hosts on the real launchers:
+The same code runs across hosts on the real launchers, started by the same
+`week1 run` on every machine (the launch settings are this lab's settings):
 
-    torchrun --nnodes=2 --nproc-per-node=8 --node-rank=$RANK \\
-        --rdzv-backend=c10d --rdzv-endpoint=$HOST0:29500 -m week1_torch.data_parallel --out=DIR
-    # JAX, on every host i = 0..P-1 (the worker calls jax.distributed.initialize first):
-    python -m week1_jax.data_parallel --coordinator=$HOST0:1234 --num-processes=P --process-id=i
-    # i.e. jax.distributed.initialize(coordinator_address="HOST0:1234", num_processes=P,
-    # process_id=i)
+    # torch, on every node R = 0..N-1: torchrun's c10d rendezvous, hosted by node 0
+    week1 run data_parallel --framework torch --nnodes=N --node_rank=R \
+        --master_addr=$HOST0 --master_port=29500
+    # JAX, on every host i = 0..P-1: jax.distributed.initialize(coordinator_address=
+    # "HOST0:1234", num_processes=P, process_id=i), gloo collectives on CPUs
+    week1 run data_parallel --framework jax --method=jit --coordinator=$HOST0:1234 \
+        --num_processes=P --process_id=i
+
+Inside a SLURM (or Open MPI) job of several tasks, leave the JAX three out:
+`jax.distributed.initialize()` reads the job from the scheduler's environment
+(scripts/slurm/ has a job script per framework).
 
 After `jax.distributed.initialize` `jax.devices()` lists every host's devices; a
 mesh over them and `jax.make_array_from_process_local_data` (each process gives
 the rows of its own devices) make the jit version multi-host without change.
-The test suite starts two JAX processes on 127.0.0.1 (gloo CPU collectives) and
-checks that both see the same losses as single-device training.
+The test suite starts two "nodes" on 127.0.0.1 in each framework (two `week1
+run` commands, one process each) and checks that their losses equal one
+machine's run on the same global batch.
 
 What DP costs on the wire
 -------------------------
@@ -90,6 +97,8 @@ through memory, so there the times say the code runs, not how it scales.
 from torch's start weights on the same global batches: in the PNG the curves lie
 on each other and the difference panel stays near 1e-6 (rounding, far inside
 TRAJECTORY); the table's speed ratios, on a CPU, say the code runs.
+
+History: docs/history.md#goyal-2017
 """
 
 from __future__ import annotations

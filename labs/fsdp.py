@@ -81,8 +81,11 @@ of both next to single-device training, with the memory figures above.
 `week1 bench fsdp` times a step vs device count; simulated CPU devices share
 the same cores, so on a CPU it checks that the code runs, it is no speed claim.
 
-Past one machine: `torchrun --nnodes=... --rdzv-endpoint=...` and
-`jax.distributed.initialize(...)`, as in the data_parallel lab.
+Past one machine: the same settings as the data_parallel lab (`--nnodes
+--node_rank --master_addr --master_port` for torch's c10d rendezvous,
+`--coordinator --num_processes --process_id` or a SLURM job for JAX); the
+training then spans the machines, and the checkpoint-and-resume-on-fewer part
+is left out (each machine's shards would lie on its own disk).
 
 What to look for
 ----------------
@@ -100,6 +103,8 @@ eager then torch.compile, from torch's start weights on the same global batches:
 the curves lie on each other, the difference panel near 1e-6 (TRAJECTORY). With
 `--mixed_precision=true` torch gathers bf16 copies while JAX stays fp32: the gap
 grows to around 1e-2, held to the BF16 tier.
+
+History: docs/history.md#rajbhandari-2020
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import torch
 from labs import fsdp as spec
 from week1 import convert
 from week1.config import UsageError
-from week1.parallel import config_args, loop_config
+from week1.parallel import loop_config, worker_args
 from week1.tolerances import BF16, BF16_FINAL_LOSS, F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import fsdp as jax_fsdp
 from week1_jax.lib import parallel as jax_parallel
@@ -166,11 +166,7 @@ def test_torch_fsdp_bf16_policy_within_bf16_tier(torch_single, tmp_path):
     torch_parallel.torchrun(
         "week1_torch.fsdp",
         2,
-        [
-            f"--out={tmp_path}",
-            "--mode=train",
-            *config_args(dataclasses.replace(CFG, mixed_precision=True)),
-        ],
+        worker_args(dataclasses.replace(CFG, mixed_precision=True), tmp_path, "train"),
         timeout_s=300,
     )
     losses, grads, _ = torch_parallel.load_result(tmp_path / "train")

@@ -3,6 +3,7 @@ paths."""
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -157,3 +158,20 @@ def test_the_help_shows_the_multi_node_settings():
     for name in ("nnodes", "node_rank", "master_addr", "master_port", "coordinator",
                  "num_processes", "process_id"):  # fmt: skip
         assert f"--{name} " in done.stdout
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "scripts" / "slurm").glob("*.sbatch")))
+def test_slurm_examples_parse_and_name_real_settings(script):
+    """The SLURM examples are valid bash and every --flag they give `week1 run` exists."""
+    from labs import fsdp
+    from week1.cli import build_parser
+
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    run_options = {s for a in build_parser().commands["run"]._actions for s in a.option_strings}
+    settings = {f"--{name}" for name in {**spec.Config.__dataclass_fields__,
+                                          **fsdp.Config.__dataclass_fields__}}  # fmt: skip
+    text = script.read_text()
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z_-]*", text))
+    flags = {f for f in flags if not f.startswith(("--job", "--nodes", "--ntasks", "--gpus",
+                                                   "--cpus", "--time"))}  # fmt: skip
+    assert "--framework" in flags and (flags - run_options - settings) == set()
