@@ -79,6 +79,8 @@ Run it (the serving extra: scripts/setup.sh installs it):
     curl -s localhost:8000/metrics | grep week1_
 The run folder keeps export/ (serving.json beside the model), server.log, load.json,
 results.md (the tables) and throughput_vs_p99.png.
+
+History: docs/history.md#frameworks-2016, #bengio-2003
 """
 
 from __future__ import annotations
@@ -205,6 +207,12 @@ def check_batches(corpus: shakespeare.CharCorpus, block_size: int) -> list[np.nd
     return [window_batch(val, block_size, b, 12345, b)[0] for b in CHECK_BATCHES]
 
 
+def bench_batches(block_size: int) -> list[np.ndarray]:
+    """`week1 bench serving`: a batch of 1 window and one of 32 (a server's batch)."""
+    val = load_corpus().split(0.1)[1]
+    return [window_batch(val, block_size, b, 54321, b)[0] for b in (1, 32)]
+
+
 def manifest(fmt: str, file: str, source: Source, exporter: str) -> dict:
     """serving.json: the format and file, the vocabulary, the model's sizes, and the version
     of what was exported (run, step, settings, data hash)."""
@@ -266,8 +274,7 @@ def run(cfg: Config, run, lab) -> dict:
     folder = lab.export(model, run.path("export"), source)
     batches = check_batches(load_corpus(), source.cfg.block_size)
     eager = [lab.eager_logits(model, x) for x in batches]
-    outs = [lab.exported_logits(folder, x) for x in batches]
-    exported = {name: [out[name] for out in outs] for name in outs[0]}
+    exported = {name: [f(x) for x in batches] for name, f in lab.reload(folder).items()}
     checked = check_exports(eager, exported)
     return {"served_step": source.step, **checked, **load_test(cfg, folder, run)}
 

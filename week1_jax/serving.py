@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,9 @@ from jax import export as jax_export
 
 from labs import serving as spec
 from week1 import charlm, loop
+from week1.timing import time_calls
 from week1_jax.lib import charlm as lm
-from week1_jax.lib import checkpoint
+from week1_jax.lib import checkpoint, devices
 from week1_jax.lib.models import CharMLP
 
 STABLEHLO_FILE = "model.stablehlo"
@@ -71,12 +73,12 @@ def export(model: CharMLP, folder, source: spec.Source) -> pathlib.Path:
     return folder
 
 
-def exported_logits(folder, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The export reloaded from `folder` with jax.export.deserialize (as the server loads it):
-    x (B, T) ids -> (B, V)."""
+def reload(folder) -> dict:
+    """The export reloaded from `folder` with jax.export.deserialize (as the server loads it),
+    as x (B, T) ids -> (B, V) logits."""
     blob = bytearray((pathlib.Path(folder) / STABLEHLO_FILE).read_bytes())
-    call = jax_export.deserialize(blob).call
-    return {"StableHLO (jax.export.deserialize)": np.asarray(call(jnp.asarray(x, jnp.int32)))}
+    call = jax.jit(jax_export.deserialize(blob).call)
+    return {"StableHLO": lambda x: np.asarray(call(jnp.asarray(x, jnp.int32)))}
 
 
 def export_run(run_dir, folder) -> pathlib.Path:
@@ -89,3 +91,19 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run serving --framework jax`: a model (trained here, or cfg.run_dir's), exported
     and checked, then served and loaded at every batching setting (labs/serving.py)."""
     return spec.run(cfg, run, sys.modules[__name__])
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench serving`: the forward pass a server runs, jitted and exported, on 1 and on
+    32 windows (an initialised model: the speed does not depend on the weights)."""
+    model = lm.build_model(cfg, spec.load_corpus().vocab_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = reload(export(model, tmp, spec.Source(cfg, "bench", "jax", 0)))
+    graphdef, params = nnx.split(model)
+    jitted = jax.jit(lambda params, x: nnx.merge(graphdef, params)(x))
+    forwards = {"jax jit": lambda x: np.asarray(jitted(params, jnp.asarray(x))), **exported}
+    return {
+        f"{name}, batch {len(x)}": time_calls(lambda: forward(x), devices.sync)
+        for x in spec.bench_batches(cfg.block_size)
+        for name, forward in forwards.items()
+    }

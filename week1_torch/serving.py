@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import tempfile
 
 import numpy as np
 import torch
 
 from labs import serving as spec
 from week1 import charlm, loop
+from week1.timing import time_calls
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import checkpoint, devices
 from week1_torch.lib.models import CharMLP
@@ -74,20 +76,22 @@ def export(model: CharMLP, folder, source: spec.Source) -> pathlib.Path:
     return folder
 
 
-def exported_logits(folder, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The exports reloaded from `folder`: the ONNX file on onnxruntime (as the server runs it)
-    and the ExportedProgram from torch.export.load; x (B, T) ids -> (B, V) each."""
+def reload(folder) -> dict:
+    """The exports reloaded from `folder`, each as x (B, T) ids -> (B, V) logits: the ONNX file
+    on onnxruntime (as the server runs it) and the ExportedProgram from torch.export.load."""
     import onnxruntime as ort
 
     folder = pathlib.Path(folder)
     session = ort.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
     program = torch.export.load(folder / PROGRAM_FILE).module()
-    ids = np.asarray(x, np.int64)
-    with torch.no_grad():
-        reloaded = program(torch.from_numpy(ids)).numpy()
+
+    @torch.no_grad()
+    def from_program(x):
+        return program(torch.from_numpy(np.asarray(x, np.int64))).numpy()
+
     return {
-        "ONNX (onnxruntime)": session.run(None, {"ids": ids})[0],
-        "ExportedProgram (torch.export.load)": reloaded,
+        "ONNX on onnxruntime": lambda x: session.run(None, {"ids": np.asarray(x, np.int64)})[0],
+        "ExportedProgram": from_program,
     }
 
 
@@ -101,3 +105,18 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run serving --framework torch`: a model (trained here, or cfg.run_dir's), exported
     and checked, then served and loaded at every batching setting (labs/serving.py)."""
     return spec.run(cfg, run, sys.modules[__name__])
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench serving`: the forward pass a server runs, eager and exported, on 1 and on
+    32 windows (an initialised model: the speed does not depend on the weights)."""
+    model = lm.build_model(cfg, spec.load_corpus().vocab_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = reload(export(model, tmp, spec.Source(cfg, "bench", "torch", 0)))
+    model = devices.place(model)
+    forwards = {"torch eager": lambda x: eager_logits(model, x), **exported}
+    return {
+        f"{name}, batch {len(x)}": time_calls(lambda: forward(x), devices.sync)
+        for x in spec.bench_batches(cfg.block_size)
+        for name, forward in forwards.items()
+    }
