@@ -22,6 +22,8 @@ difference printed is float32 rounding, growing slowly with steps.
 The parity suite checks the same thing in float64 over 100 steps of a random
 problem, to 1e-10 relative: ours vs optax, ours vs torch, JAX vs torch.
 `week1 bench adamw` times one optimizer update, ours against the library's.
+
+History: docs/history.md#kingma-2015, #loshchilov-2019
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ How to read the results
 - `wte` rows of characters absent from the batch are exactly zero in all three.
 
 Run it:  week1 run backprop --framework jax   (or torch; --batch_size=64 --n_hidden=128 ...)
+
+History: docs/history.md#rumelhart-1986, #bengio-2003, #ba-2016
 """
 
 from __future__ import annotations

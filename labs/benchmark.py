@@ -114,6 +114,8 @@ Run it:  week1 run benchmark --quick                              (both framewor
          week1 run benchmark --framework jax                       (the full sweep, for a GPU)
          week1 bench benchmark                                     (the MLP points, as a table)
          week1 results runs/benchmark-*/results.json --out docs/results.md
+
+History: docs/history.md#frameworks-2016, #krizhevsky-2012
 """
 
 from __future__ import annotations

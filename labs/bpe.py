@@ -35,6 +35,8 @@ How to read the results
   as ratios to HF measured in one run; encode throughput too.
 
 Run it:  week1 run bpe --framework torch   (or jax; --vocab_size=1000 ...)
+
+History: docs/history.md#sennrich-2016, #radford-2019
 """
 
 from __future__ import annotations

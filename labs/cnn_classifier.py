@@ -59,6 +59,8 @@ Run it:
     week1 run cnn_classifier --framework jax --embeddings=non-static --vectors=PATH.txt
     week1 run cnn_classifier --framework jax --dataset=topics --steps=300
     week1 parity cnn_classifier;  week1 bench cnn_classifier;  week1 compare cnn_classifier --quick
+
+History: docs/history.md#kim-2014
 """
 
 from __future__ import annotations

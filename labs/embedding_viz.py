@@ -43,6 +43,8 @@ How to read the results
 Run it:  week1 run embedding_viz --framework jax      (or torch)
          week1 run embedding_viz --framework torch --vectors=runs/<word2vec run>/vectors.bin
          week1 parity embedding_viz
+
+History: docs/history.md#maaten-2008, #mikolov-2013
 """
 
 from __future__ import annotations

@@ -164,6 +164,8 @@ validation accuracy of both fine-tunings).
 the same pretrained file, adapters and head, on the same batches (no dropout): per method a
 table and lora.png / full.png, whose loss curves lie on each other (the difference panel
 near float32 rounding) and whose validation accuracies agree; the speeds are the same run's.
+
+History: docs/history.md#hu-2021, #devlin-2019, #frameworks-2016
 """
 
 from __future__ import annotations

@@ -56,6 +56,8 @@ How to read the results
   inside 30 s per framework), where bf16/fp16 should reach several x fp32.
 
 Run it:  week1 run gpu_basics --framework jax   (or torch)
+
+History: docs/history.md#krizhevsky-2012
 """
 
 from __future__ import annotations

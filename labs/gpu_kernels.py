@@ -90,6 +90,8 @@ interpreted (bf16 products are exact in fp32, so the numbers do not change).
 Run it:  week1 run gpu_kernels --framework jax   (or torch; torch needs triton:
          pip install -e '.[kernels]', which scripts/setup.sh does)
          week1 bench gpu_kernels                  (the GPU figures, as ratios)
+
+History: docs/history.md#krizhevsky-2012, #dao-2022
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ How to read the results
 
 Run it:  week1 run grad_accumulation --framework jax   (or torch)
          week1 compare grad_accumulation                (--normalise=per_micro_batch: the trap)
+
+History: docs/history.md#goyal-2017
 """
 
 from __future__ import annotations

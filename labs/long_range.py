@@ -71,6 +71,8 @@ the speeds side by side (JAX's scan against torch's Python loop over time steps)
 
 Run it:  week1 run long_range --framework jax   (or torch)
          week1 compare long_range --quick
+
+History: docs/history.md#hochreiter-1991, #hochreiter-1997, #bahdanau-2015, #vaswani-2017
 """
 
 from __future__ import annotations

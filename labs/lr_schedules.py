@@ -29,6 +29,8 @@ applies at every step (through a real optimizer), prints it at the key steps,
 plots the four curves, then trains the training_loop LM once per schedule and
 reports the final validation loss: with the same peak lr and step budget, the
 schedules that decay to a small lr end lowest.
+
+History: docs/history.md#vaswani-2017, #goyal-2017
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ How to read the results
 
 Run it:  week1 run mixed_precision --framework jax   (or torch)
          week1 compare mixed_precision
+
+History: docs/history.md#micikevicius-2018
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ How to read the results
 
 Run it:  week1 run monitoring --framework jax   (or torch)
          week1 compare monitoring
+
+History: docs/history.md#pascanu-2013
 """
 
 from __future__ import annotations

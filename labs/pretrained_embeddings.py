@@ -57,6 +57,8 @@ Run it:  week1 run pretrained_embeddings --framework jax     (or torch)
          week1 run pretrained_embeddings --framework torch --vectors=runs/<word2vec run>/vectors.bin
          week1 bench pretrained_embeddings
          week1 parity pretrained_embeddings
+
+History: docs/history.md#peters-2018, #devlin-2019
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ How to read the results
 
 Run it:  week1 run profiling --framework jax           (the training_loop step)
          week1 profile <lab> --framework torch          (any lab with a profile workload)
+
+History: docs/history.md#frameworks-2016
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ curves overlap to float32 rounding, the table gives steps/s for JAX, torch and t
 Run it:  week1 run regularization --framework jax       (or torch; --arms=none,all for two)
          week1 compare regularization                    (--quick: two arms, short)
          week1 parity regularization
+
+History: docs/history.md#srivastava-2014, #ba-2016, #loshchilov-2019
 """
 
 from __future__ import annotations

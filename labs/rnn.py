@@ -77,6 +77,8 @@ How to read the results
 
 Run it:  week1 run rnn --framework jax          (or torch; --task=sentiment)
          week1 bench rnn;  week1 compare rnn --quick
+
+History: docs/history.md#elman-1990, #mikolov-2010, #hochreiter-1997, #cho-2014
 """
 
 from __future__ import annotations

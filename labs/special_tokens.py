@@ -29,6 +29,8 @@ is the fraction of the batch that is padding, the compute a smarter batcher (sor
 by length) would save. The printed batch shows ids, mask and labels row by row.
 
 Run it:  week1 run special_tokens --framework jax   (or torch)
+
+History: docs/history.md#devlin-2019
 """
 
 from __future__ import annotations

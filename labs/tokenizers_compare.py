@@ -40,6 +40,8 @@ How to read the results
   and continuation markers ('Ġ', '▁', '##') removed.
 
 Run it:  week1 run tokenizers_compare --framework torch   (or jax: the batching step)
+
+History: docs/history.md#schuster-2012, #sennrich-2016, #kudo-2018
 """
 
 from __future__ import annotations

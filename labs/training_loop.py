@@ -36,6 +36,8 @@ How to read the results
   state, so 15 steps + save + resume + 15 steps equals 30 steps.
 
 Run it:  week1 run training_loop --framework jax   (or torch, --compile)
+
+History: docs/history.md#bengio-2003
 """
 
 from __future__ import annotations

@@ -68,6 +68,8 @@ labs take them with --vectors=PATH.
 through the same batches (every 20th sentence held out), logging every update's loss: the curves
 lie on each other and the difference panel stays near float32 rounding; the held-out loss is
 measured at the start and the end (the training loop has no hook in between).
+
+History: docs/history.md#mikolov-2013, #pennington-2014, #bojanowski-2017
 """
 
 from __future__ import annotations

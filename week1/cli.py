@@ -52,6 +52,19 @@ def _config(lab_id: str, overrides: list[str]):
 
 
 def cmd_list(args) -> int:
+    if args.history:  # docs/history.md, the timeline the labs sit in, without its link anchors
+        from rich.markdown import Markdown
+
+        path = catalog.ROOT / "docs" / "history.md"
+        if not path.is_file():
+            raise UsageError(
+                f"{path}: not found (week1 list --history reads it from the repository)"
+            )
+        text = path.read_text(encoding="utf-8")
+        report.console.print(
+            Markdown("\n".join(s for s in text.splitlines() if not s.startswith("<a id=")))
+        )
+        return 0
     rows = [(lab.day, lab.id, lab.title, "yes" if lab.implemented else "-") for lab in catalog.LABS]
     report.table("week1 labs", ["day", "id", "title", "done"], rows)
     return 0
@@ -345,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", help="the labs, and which are implemented")
+    p = sub.add_parser("list", help="the labs, and which are implemented")
+    p.add_argument("--history", action="store_true", help="print the timeline (docs/history.md)")
     p = sub.add_parser("env", help="a doctor: versions, devices, support; each problem and its fix")
     p.add_argument("--json", action="store_true", help="one JSON document (facts, problems)")
     p.add_argument("--parity", action="store_true", help="also check what a parity run needs")
