@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 
-from week1 import charlm
+from week1 import charlm, checkpoints, loop
 from week1.comparison import Case
 from week1.config import require
 from week1.runs import Diverged
@@ -132,6 +133,57 @@ class SpikeDetector:
         self.ema = self.beta * self.ema + (1 - self.beta) * loss
         self.seen += 1
         return None
+
+
+def what_non_finite(index: int, names) -> str:
+    """What a step's `non_finite` number names: 1 the loss, 2 + i the i-th of `names` (the
+    gradients in forward order); 0 is a finite step."""
+    return "loss" if index == 1 else f"gradient {names[index - 2]}"
+
+
+@dataclasses.dataclass
+class WatchedHistory(loop.History):
+    """The History of a watched run, which judges every step as the loop reads it (in step
+    order, before the step is logged and before anything after it is evaluated or
+    checkpointed): a non-finite loss or gradient, or a loss spike, raises TrainingStopped, so
+    the run's newest checkpoint is the last good one.
+
+    Each step returns, beside its loss, `non_finite` (see what_non_finite) and the numbers
+    logged: grad_norm, clipped, grad_norm/<layer>, update_ratio/<layer>.
+    """
+
+    names: tuple = ()  # the gradients in forward order
+    spikes: SpikeDetector | None = None
+    framework: str = "jax"  # whose checkpoint folder layout `checkpoint_dir` has
+    checkpoint_dir: pathlib.Path | None = None
+
+    def last_checkpoint(self) -> int | None:
+        if self.checkpoint_dir is None:
+            return None
+        found = checkpoints.candidates_in(self.framework, self.checkpoint_dir)
+        return checkpoints.latest_intact_quietly(found)
+
+    def add_train(self, step, loss, seconds, log=None, *, non_finite=0.0, **watched) -> None:
+        if non_finite:
+            what = what_non_finite(int(non_finite), self.names)
+            raise TrainingStopped(step, f"non-finite {what}", self.last_checkpoint())
+        spike = self.spikes.check(loss) if self.spikes is not None else None
+        if spike is not None:
+            raise TrainingStopped(step, spike, self.last_checkpoint())
+        super().add_train(step, loss, seconds, log, **watched)
+
+    def stopped(self, diverged: Diverged) -> TrainingStopped:
+        """The loop's own stop on a non-finite loss, said as this lab says it."""
+        return TrainingStopped(diverged.step, f"non-finite {diverged.what}", self.last_checkpoint())
+
+
+def watched_history(cfg: Config, names, framework: str, ctx: loop.Context) -> WatchedHistory:
+    return WatchedHistory(
+        names=tuple(forward_order(names)),
+        spikes=SpikeDetector(cfg.spike_factor, cfg.spike_warmup),
+        framework=framework,
+        checkpoint_dir=ctx.checkpoint_dir,
+    )
 
 
 # `week1 compare monitoring --quick`: a short run (the curves overlap from the first step).

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from labs import monitoring as spec
-from week1 import charlm, convert
+from week1 import charlm, convert, loop
 from week1.runs import Run, exit_code
 from week1.tolerances import EXACT, F32, assert_close, assert_tree_close
 from week1_jax import monitoring as jmon
@@ -89,7 +89,8 @@ def test_norms_clipping_and_update_ratios_jax_equal_torch(data):
     jax_ratios = jmon.apply_update(jax_model, jtl.make_optimizer(jax_model, CFG), jgrads, norm / 2)
     torch_model.zero_grad(set_to_none=True)
     tmon.grad_step(torch_model, *ttl.as_tensors(x, y))
-    torch_ratios = tmon.apply_update(torch_model, *ttl.make_optimizer(torch_model, CFG), norm / 2)
+    torch_optimizer, _ = ttl.make_optimizer(torch_model, CFG)
+    torch_ratios = tmon.apply_update(torch_model, torch_optimizer, norm / 2)
     assert_tree_close(
         "monitoring update_ratio jax vs torch", as_numpy(jax_ratios), as_numpy(torch_ratios), F32
     )
@@ -134,7 +135,7 @@ def test_injected_nan_stops_run_and_keeps_last_good_checkpoint(framework, data, 
     assert max(logged) == 4, "the poisoned step must not be logged as a step taken"
 
     step, restored = restore(run.final / "checkpoints", data.vocab_size)
-    clean, _ = lab.train(CFG, data, stop_at=4)
+    clean, _ = lab.train(CFG, data, ctx=loop.Context(stop_at=4))
     assert step == 4
     assert_tree_close(
         f"monitoring {framework} checkpoint at the last good step",

@@ -1,13 +1,12 @@
 """Monitoring lab in JAX: gradient norms, update ratios, clipping, and a clean stop on NaN or spike.
 
 Read beside week1_torch/monitoring.py. Model, data, optimizer and schedule are
-the training_loop lab's; the step is split in two jitted halves (gradients,
-then update) so the loop can look at the gradients in between.
+the char LM's (lib/charlm.py); the step (one jit, run by lib/train) looks at the
+gradients between the backward pass and the update, and returns what it saw beside
+the loss, read every LOG_EVERY steps with it (no host sync per step).
 """
 
 from __future__ import annotations
-
-import time
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +16,10 @@ from flax import nnx, traverse_util
 from labs import monitoring as spec
 from week1 import charlm, convert, loop
 from week1.comparison import Curves
-from week1.report import progress
-from week1_jax.lib import checkpoint
+from week1.runs import Diverged
+from week1_jax.lib import charlm as lm
+from week1_jax.lib import train as trainer
 from week1_jax.lib.models import get_weights
-from week1_jax.training_loop import as_arrays, build_model, evaluate, loss_fn, make_optimizer
 
 
 def named(tree) -> dict:
@@ -32,31 +31,30 @@ def named(tree) -> dict:
 @nnx.jit
 def grad_step(model, x, y):
     """Loss and gradients of one batch; nothing is updated yet."""
-    return nnx.value_and_grad(loss_fn)(model, x, y)
+    return nnx.value_and_grad(lm.loss_fn)(model, x, y)
 
 
-def inject_nan(grads, layer: str):
-    """The gradients with element 0 of each of `layer`'s tensors set to NaN (what an overflow
-    would do)."""
+def inject_nan(grads, layer: str, poison):
+    """The gradients with element 0 of each of `layer`'s tensors set to NaN where `poison` (a
+    bool array) is true (what an overflow would do); unchanged otherwise."""
 
-    def poison(path, g):
-        return g.at[(0,) * g.ndim].set(jnp.nan) if path[0].key == layer else g
+    def poison_one(path, g):
+        if path[0].key != layer:
+            return g
+        at = (0,) * g.ndim
+        return g.at[at].set(jnp.where(poison, jnp.nan, g[at]))
 
-    return jax.tree_util.tree_map_with_path(poison, grads)
-
-
-@jax.jit
-def _finite_flags(loss, grads):
-    return jnp.isfinite(loss), jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+    return jax.tree_util.tree_map_with_path(poison_one, grads)
 
 
-def first_non_finite(loss, grads) -> str | None:
-    """'loss', 'gradient <name>' for the first gradient (forward order) holding a NaN/Inf, or
-    None."""
-    loss_ok, grads_ok = _finite_flags(loss, grads)
-    if not loss_ok:
-        return "loss"
-    return next((f"gradient {name}" for name, ok in named(grads_ok).items() if not ok), None)
+def first_non_finite(loss, grads):
+    """0 when the loss and every gradient are finite, else 1 for the loss or 2 + i for the i-th
+    gradient in forward order holding a NaN/Inf (spec.what_non_finite names it); an int array,
+    read with the loss."""
+    finite = jnp.stack(
+        [jnp.isfinite(loss)] + [jnp.all(jnp.isfinite(g)) for g in named(grads).values()]
+    )
+    return jnp.where(jnp.all(finite), 0, jnp.argmin(finite) + 1)
 
 
 @jax.jit
@@ -93,69 +91,64 @@ def apply_update(model, optimizer, grads, clip_norm: float):
     return {layer: delta_norms[layer] / param_norms[layer] for layer in param_norms}
 
 
-def train(
-    cfg: spec.Config,
-    data: charlm.Data,
-    *,
-    weights: dict | None = None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    stop_at: int | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
-):
-    """Train with every step watched; returns (model, History) or raises spec.TrainingStopped.
+def make_train_step(cfg: spec.Config):
+    """The watched step for lib/train: model, optimizer, key, x, y, poison -> {loss, non_finite,
+    grad_norm, clipped, grad_norm/<layer>, update_ratio/<layer>}, all read with the loss.
 
-    resume, should_stop: as in the training_loop lab (continue from the newest intact
-    checkpoint; checkpoint and return when a stop is asked). The spike detector's running mean
-    starts afresh on a resume."""
-    model = build_model(cfg, data.vocab_size, weights)
-    optimizer = make_optimizer(model, cfg)
-    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
-    first = checkpoint.restore_train_state(mngr, model, optimizer) + 1 if resume else 1
-    spikes = spec.SpikeDetector(cfg.spike_factor, cfg.spike_warmup)
+    Gradients, the injected NaN where `poison`, the checks and norms, then clip and AdamW. A bad
+    step's update is made on the device, but the loop stops at it before any checkpoint after
+    it (spec.WatchedHistory).
+    """
+
+    def train_step(model, optimizer, key, x, y, poison):
+        loss, grads = grad_step(model, x, y)
+        grads = inject_nan(grads, cfg.nan_layer, poison)
+        norm = global_norm(grads)
+        watched = {
+            "loss": loss,
+            "non_finite": first_non_finite(loss, grads),
+            "grad_norm": norm,
+            "clipped": jnp.asarray(cfg.clip_norm > 0) & (norm > cfg.clip_norm),
+            **{f"grad_norm/{k}": v for k, v in layer_norms(grads).items()},
+        }
+        ratios = apply_update(model, optimizer, grads, cfg.clip_norm)
+        return watched | {f"update_ratio/{k}": v for k, v in ratios.items()}
+
+    return train_step
+
+
+def train(cfg: spec.Config, data: charlm.Data, *, weights: dict | None = None, ctx=loop.BARE):
+    """Train with every step watched through lib/train; returns (model, History) or raises
+    spec.TrainingStopped (a NaN or Inf, a loss spike), naming the last good checkpoint.
+
+    ctx: as for every lab (checkpoints, resume, stop requests). The spike detector's running
+    mean starts afresh on a resume."""
+    model = lm.build_model(cfg, data.vocab_size, weights)
+    optimizer = lm.make_optimizer(model, cfg)
     val = charlm.val_batches(data, cfg)
-    history = loop.History()
-    last_checkpoint = first - 1 or None
-    end = stop_at or cfg.steps
-    with progress("jax", total=end - first + 1, enabled=show_progress) as advance:
-        for step in range(first, end + 1):
-            start = time.perf_counter()
-            x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,)
-            loss, grads = grad_step(model, *as_arrays(x, y))
-            if step == cfg.nan_step:
-                grads = inject_nan(grads, cfg.nan_layer)
-            bad = first_non_finite(loss, grads)
-            if bad is not None:
-                raise spec.TrainingStopped(step, f"non-finite {bad}", last_checkpoint)
-            spike = spikes.check(float(loss))
-            if spike is not None:
-                raise spec.TrainingStopped(step, spike, last_checkpoint)
-            grad_norm = float(global_norm(grads))
-            grad_norms = layer_norms(grads)
-            ratios = apply_update(model, optimizer, grads, cfg.clip_norm)
-            # The step's time includes the watching (norms, ratios, checks).
-            history.add_train(step, float(loss), time.perf_counter() - start)
-            if log:
-                log(
-                    step,
-                    train_loss=loss,
-                    grad_norm=grad_norm,
-                    clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
-                    **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
-                    **{f"update_ratio/{k}": v for k, v in ratios.items()},
-                )
-            if loop.Cadence.of(cfg).is_eval_step(step):
-                history.add_val(step, evaluate(model, val), log)
-            stopping = should_stop is not None and should_stop()
-            due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-            if mngr is not None and (due or stopping):
-                checkpoint.save_train_state(mngr, step, model, optimizer)
-                last_checkpoint = step
-            advance(float(loss))
-            if stopping:
-                break
+    names = named(nnx.state(model, nnx.Param))
+    history = spec.watched_history(cfg, names, "jax", ctx)
+
+    def batch(i):
+        x, y = lm.as_arrays(*charlm.train_batch(data, cfg, i))  # (B, T), (B,)
+        return x, y, jnp.asarray(i == cfg.nan_step)
+
+    try:
+        trainer.train(
+            model,
+            optimizer,
+            make_train_step(cfg),
+            batch,
+            loop.Cadence.of(cfg),
+            ctx,
+            seed=cfg.seed,
+            evaluate=lambda: {"val_loss": lm.evaluate(model, val)},
+            history=history,
+        )
+    except spec.TrainingStopped:
+        raise
+    except Diverged as diverged:
+        raise history.stopped(diverged) from None
     return model, history
 
 
@@ -163,25 +156,19 @@ def run(cfg: spec.Config, run) -> dict:
     """`week1 run monitoring --framework jax`: train watched; a NaN or a spike ends the run as
     diverged (exit status 3) with the reason and the last good checkpoint."""
     data = charlm.load_data(cfg)
-    _, history = train(
-        cfg,
-        data,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        log=run.log,
-        should_stop=run.should_stop,
-    )
+    _, history = train(cfg, data, ctx=loop.Context.of_run(run))
     return history.summary()
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
     """`week1 compare monitoring`: train watched from `weights` (torch's names, numpy, converted
-    through the training_loop's weight map; None: Flax's init); returns (the start weights under
+    through the char LM's weight map; None: Flax's init); returns (the start weights under
     torch's names, Curves). `case` is "watched", the only one."""
     data = charlm.load_data(cfg)
     if weights is None:
-        weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size)),
+        weights = convert.flax_to_torch(get_weights(lm.build_model(cfg, data.vocab_size)),
                                         charlm.WEIGHT_MAP)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
-    _, history = train(cfg, data, weights=flax_weights, show_progress=show_progress)
+    ctx = loop.Context(show_progress=show_progress)
+    _, history = train(cfg, data, weights=flax_weights, ctx=ctx)
     return weights, Curves.of(history)

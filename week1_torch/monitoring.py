@@ -2,23 +2,24 @@
 spike.
 
 Read beside week1_jax/monitoring.py. Model, data, optimizer and schedule are
-the training_loop lab's; the step is split in two (gradients, then update) so
-the loop can look at the gradients in between.
+the char LM's (lib/charlm.py); the step (run by lib/train, compiled whole under
+--compile) looks at the gradients between the backward pass and the update, and
+returns what it saw beside the loss, read every LOG_EVERY steps with it.
 """
 
 from __future__ import annotations
 
-import time
+import functools
 
 import torch
 
 from labs import monitoring as spec
 from week1 import charlm, loop
 from week1.comparison import Curves
-from week1.report import progress
-from week1_torch.lib import checkpoint
+from week1.runs import Diverged
+from week1_torch.lib import charlm as lm
+from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights
-from week1_torch.training_loop import as_tensors, build_model, evaluate, loss_fn, make_optimizer
 
 
 def named(model) -> dict:
@@ -30,28 +31,28 @@ def named(model) -> dict:
 def grad_step(model, x, y):
     """Loss and gradients (in each p.grad) of one batch; nothing is updated yet."""
     model.zero_grad(set_to_none=True)
-    loss = loss_fn(model, x, y)
+    loss = lm.loss_fn(model, x, y)
     loss.backward()
     return loss.detach(), named(model)
 
 
 @torch.no_grad()
-def inject_nan(grads: dict, layer: str) -> dict:
-    """Set element 0 of each of `layer`'s gradients to NaN, in place (what an overflow would do)."""
+def inject_nan(grads: dict, layer: str, poison) -> dict:
+    """Set element 0 of each of `layer`'s gradients to NaN where `poison` (a bool tensor) is
+    true, in place (what an overflow would do)."""
     for name, g in grads.items():
         if spec.layer_of(name) == layer:
-            g.view(-1)[0] = float("nan")
+            first = g.view(-1)[:1]
+            first.copy_(torch.where(poison, torch.full_like(first, float("nan")), first))
     return grads
 
 
-def first_non_finite(loss, grads: dict) -> str | None:
-    """'loss', 'gradient <name>' for the first gradient (forward order) holding a NaN/Inf, or
-    None."""
-    if not torch.isfinite(loss):
-        return "loss"
-    return next(
-        (f"gradient {name}" for name, g in grads.items() if not torch.isfinite(g).all()), None
-    )
+def first_non_finite(loss, grads: dict):
+    """0 when the loss and every gradient are finite, else 1 for the loss or 2 + i for the i-th
+    gradient in forward order holding a NaN/Inf (spec.what_non_finite names it); an int tensor,
+    read with the loss."""
+    finite = torch.stack([torch.isfinite(loss)] + [torch.isfinite(g).all() for g in grads.values()])
+    return torch.where(finite.all(), 0, (~finite).int().argmax() + 1)
 
 
 @torch.no_grad()
@@ -76,104 +77,80 @@ def clip_grads(model, max_norm: float):
 
 
 @torch.no_grad()
-def apply_update(model, optimizer, scheduler, clip_norm: float) -> dict:
+def apply_update(model, optimizer, clip_norm: float) -> dict:
     """Clip (if clip_norm > 0), step AdamW, and return the update/parameter ratio per layer."""
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     if clip_norm:
         clip_grads(model, clip_norm)
     optimizer.step()
-    scheduler.step()
     delta = {name: p - before[name] for name, p in model.named_parameters()}
     delta_norms, param_norms = layer_norms(delta), layer_norms(before)
     return {layer: delta_norms[layer] / param_norms[layer] for layer in param_norms}
 
 
-def train(
-    cfg: spec.Config,
-    data: charlm.Data,
-    *,
-    weights: dict | None = None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    stop_at: int | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
-    compile: bool = False,
-):
-    """Train with every step watched; returns (model, History) or raises spec.TrainingStopped.
+def train_step(model, optimizer, cfg: spec.Config, x, y, poison) -> dict:
+    """The watched step for lib/train: {loss, non_finite, grad_norm, clipped, grad_norm/<layer>,
+    update_ratio/<layer>}, all read with the loss.
 
-    resume, should_stop: as in the training_loop lab (continue from the newest intact
-    checkpoint; checkpoint and return when a stop is asked). The spike detector's running mean
-    starts afresh on a resume. compile: the model's forward through torch.compile, in place
-    (Module.compile: the parameter names, which the watching reads, stay the model's)."""
-    model = build_model(cfg, data.vocab_size, weights)
-    if compile:
-        model.compile()
-    optimizer, scheduler = make_optimizer(model, cfg)
-    first = (
-        checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) + 1
-        if resume
-        else 1
-    )
-    spikes = spec.SpikeDetector(cfg.spike_factor, cfg.spike_warmup)
+    Gradients, the injected NaN where `poison`, the checks and norms, then clip and AdamW (lib/train
+    steps the schedule). A bad step's update is made, but the loop stops at it before any
+    checkpoint after it (spec.WatchedHistory).
+    """
+    loss, grads = grad_step(model, x, y)
+    grads = inject_nan(grads, cfg.nan_layer, poison)
+    norm = global_norm(grads)
+    watched = {
+        "loss": loss,
+        "non_finite": first_non_finite(loss, grads),
+        "grad_norm": norm,
+        "clipped": (norm > cfg.clip_norm) & (cfg.clip_norm > 0),
+        **{f"grad_norm/{k}": v for k, v in layer_norms(grads).items()},
+    }
+    ratios = apply_update(model, optimizer, cfg.clip_norm)
+    return watched | {f"update_ratio/{k}": v for k, v in ratios.items()}
+
+
+def train(cfg: spec.Config, data: charlm.Data, *, weights: dict | None = None, ctx=loop.BARE):
+    """Train with every step watched through lib/train; returns (model, History) or raises
+    spec.TrainingStopped (a NaN or Inf, a loss spike), naming the last good checkpoint.
+
+    ctx: as for every lab (checkpoints, resume, stop requests, torch.compile of the whole
+    watched step). The spike detector's running mean starts afresh on a resume."""
+    model = lm.build_model(cfg, data.vocab_size, weights)
+    optimizer, scheduler = lm.make_optimizer(model, cfg)
     val = charlm.val_batches(data, cfg)
-    history = loop.History()
-    last_checkpoint = first - 1 or None
-    end = stop_at or cfg.steps
-    label = "torch.compile" if compile else "torch"
-    with progress(label, total=end - first + 1, enabled=show_progress) as advance:
-        for step in range(first, end + 1):
-            start = time.perf_counter()
-            x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,)
-            loss, grads = grad_step(model, *as_tensors(x, y))
-            if step == cfg.nan_step:
-                grads = inject_nan(grads, cfg.nan_layer)
-            bad = first_non_finite(loss, grads)
-            if bad is not None:
-                raise spec.TrainingStopped(step, f"non-finite {bad}", last_checkpoint)
-            spike = spikes.check(float(loss))
-            if spike is not None:
-                raise spec.TrainingStopped(step, spike, last_checkpoint)
-            grad_norm = float(global_norm(grads))
-            grad_norms = layer_norms(grads)
-            ratios = apply_update(model, optimizer, scheduler, cfg.clip_norm)
-            # The step's time includes the watching (norms, ratios, checks).
-            history.add_train(step, float(loss), time.perf_counter() - start)
-            if log:
-                log(
-                    step,
-                    train_loss=loss,
-                    grad_norm=grad_norm,
-                    clipped=bool(cfg.clip_norm and grad_norm > cfg.clip_norm),
-                    **{f"grad_norm/{k}": v for k, v in grad_norms.items()},
-                    **{f"update_ratio/{k}": v for k, v in ratios.items()},
-                )
-            if loop.Cadence.of(cfg).is_eval_step(step):
-                history.add_val(step, evaluate(model, val), log)
-            stopping = should_stop is not None and should_stop()
-            due = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
-            if checkpoint_dir is not None and (due or stopping):
-                checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
-                last_checkpoint = step
-            advance(float(loss))
-            if stopping:
-                break
+    names = [name for name, _ in model.named_parameters()]
+    history = spec.watched_history(cfg, names, "torch", ctx)
+    device = next(model.parameters()).device
+
+    def batch(i):
+        x, y = lm.as_tensors(*charlm.train_batch(data, cfg, i))  # (B, T), (B,)
+        return x, y, torch.tensor(i == cfg.nan_step, device=device)
+
+    try:
+        trainer.train(
+            model,
+            optimizer,
+            functools.partial(train_step, model, optimizer, cfg),
+            batch,
+            loop.Cadence.of(cfg),
+            ctx,
+            scheduler=scheduler,
+            evaluate=lambda: {"val_loss": lm.evaluate(model, val)},
+            history=history,
+        )
+    except spec.TrainingStopped:
+        raise
+    except Diverged as diverged:
+        raise history.stopped(diverged) from None
     return model, history
 
 
-def run(cfg: spec.Config, run) -> dict:
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run monitoring --framework torch`: train watched; a NaN or a spike ends the run as
     diverged (exit status 3) with the reason and the last good checkpoint."""
     data = charlm.load_data(cfg)
-    _, history = train(
-        cfg,
-        data,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        log=run.log,
-        should_stop=run.should_stop,
-    )
+    _, history = train(cfg, data, ctx=loop.Context.of_run(run, compile))
     return history.summary()
 
 
@@ -182,6 +159,7 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     torch's init); returns (the start weights, Curves). `case` is "watched", the only one."""
     data = charlm.load_data(cfg)
     if weights is None:
-        weights = get_weights(build_model(cfg, data.vocab_size))
-    _, history = train(cfg, data, weights=weights, show_progress=show_progress, compile=compile)
+        weights = get_weights(lm.build_model(cfg, data.vocab_size))
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history = train(cfg, data, weights=weights, ctx=ctx)
     return weights, Curves.of(history)
