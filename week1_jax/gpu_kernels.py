@@ -50,8 +50,8 @@ def vector_add_kernel(x_ref, y_ref, out_ref, *, n: int, block: int):
     """out[i] = x[i] + y[i] for the `block` elements of this program; the last block is masked."""
     offsets = pl.program_id(0) * block + jnp.arange(block)
     mask = offsets < n  # the ragged edge: the last program's block runs past n
-    x = plgpu.load(x_ref, mask=mask, other=0).astype(jnp.float32)
-    y = plgpu.load(y_ref, mask=mask, other=0).astype(jnp.float32)
+    x = plgpu.load(x_ref, mask=mask, other=0.0).astype(jnp.float32)
+    y = plgpu.load(y_ref, mask=mask, other=0.0).astype(jnp.float32)
     plgpu.store(out_ref, (x + y).astype(out_ref.dtype), mask=mask)
 
 
@@ -121,8 +121,8 @@ def matmul_kernel(a_ref, b_ref, c_ref, *, m, n, k, block_m, block_n, block_k, gr
         ks = i * block_k + jnp.arange(block_k)
         a_mask = (rows[:, None] < m) & (ks[None, :] < k)  # (block_m, block_k)
         b_mask = (ks[:, None] < k) & (cols[None, :] < n)  # (block_k, block_n)
-        a = plgpu.load(a_ref.at[:, pl.ds(i * block_k, block_k)], mask=a_mask, other=0)
-        b = plgpu.load(b_ref.at[pl.ds(i * block_k, block_k), :], mask=b_mask, other=0)
+        a = plgpu.load(a_ref.at[:, pl.ds(i * block_k, block_k)], mask=a_mask, other=0.0)
+        b = plgpu.load(b_ref.at[pl.ds(i * block_k, block_k), :], mask=b_mask, other=0.0)
         # HIGHEST: fp32 tiles are multiplied in fp32 (no tf32 rounding); bf16 on tensor cores
         return acc + jnp.dot(a, b, precision="highest", preferred_element_type=jnp.float32)
 
