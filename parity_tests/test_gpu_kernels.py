@@ -107,5 +107,5 @@ def test_compiled_kernels_on_the_gpu(kernel, dtype):
     """Compiled by Triton (both frameworks), at sizes an interpreter would take minutes on, with
     the bench's largest matmul tile."""
     cfg = spec.Config(rows=257, block_m=128, block_n=128, block_k=64)
-    for width in WIDTHS:
+    for width in (1, 127, 4097):  # three compiles per kernel and framework, not four
         check(kernel, spec.shape(kernel, width, cfg.rows), dtype, cfg)
