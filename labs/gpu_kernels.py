@@ -130,13 +130,13 @@ class Config:
     rows: int = 33  # rows of each checked softmax / cross-entropy input and of the matmul's A
     dtypes: str = ",".join(DTYPES)
     block: int = 1024  # BLOCK of the vector add and of the cross-entropy's walk over columns
-    block_m: int = 32  # the checked matmul's tiles
-    block_n: int = 32
-    block_k: int = 32
+    block_m: int = 32  # the checked matmul's tiles: rows of C
+    block_n: int = 32  # (columns of C)
+    block_k: int = 32  # (the K loop's step)
     group_m: int = 8  # block-rows per group of program ids (L2 reuse)
     sweep: str = "auto"  # matmul tiles BMxBNxBK that bench times; auto: by device
     bench_sizes: str = "auto"  # auto, cpu or gpu: the sizes bench times (BENCH_SIZES)
-    bench_dtype: str = "bf16"
+    bench_dtype: str = "bf16"  # the dtype of every bench input (bf16: the tensor cores)
     warmup: int = 3
     iters: int = 10
     seed: int = 0
@@ -159,8 +159,15 @@ class Config:
             all(part.strip().isdigit() and int(part) > 0 for part in self.widths.split(",")),
             f"widths={self.widths!r}: expected positive integers separated by commas",
         )
-        for name in [*self.dtype_list, self.bench_dtype]:
-            require(name in DTYPES, f"dtype {name!r} is not one of {', '.join(DTYPES)}")
+        for name in self.dtype_list:
+            require(
+                name in DTYPES,
+                f"dtypes={self.dtypes!r}: {name!r} is not one of {', '.join(DTYPES)}",
+            )
+        require(
+            self.bench_dtype in DTYPES,
+            f"bench_dtype={self.bench_dtype!r}: expected one of {', '.join(DTYPES)}",
+        )
         require(
             self.bench_sizes in ("auto", *BENCH_SIZES),
             f"bench_sizes={self.bench_sizes!r}: expected auto, {', '.join(BENCH_SIZES)}",
