@@ -2,23 +2,26 @@
 
 What it teaches
 ---------------
-A GPU is a few score *streaming multiprocessors* (SMs). A kernel launch is a
-*grid* of *blocks* (CUDA's thread blocks; Triton's and Pallas' *programs*);
-each block is placed on one SM and stays there until it finishes, and the SM
-runs its threads in *warps* of 32 that execute one instruction together. The
+A GPU is a set of *streaming multiprocessors* (SMs: 132 on an H100 SXM5 or an
+H200). A kernel launch is a *grid* of *blocks* (CUDA's thread blocks; Triton's
+and Pallas' *programs*); each block is placed on one SM and stays there until
+it finishes, and the SM runs its threads in *warps* of 32 that execute one
+instruction together (at most 64 warps and 32 blocks resident per SM). The
 memory a kernel sees, fastest and smallest first (H100 SXM5 / H200, from the
 datasheets and the CUDA programming guide's compute-capability 9.0 table):
 
     registers      64K 32-bit registers per SM (at most 255 per thread)
     shared memory  up to 228 KB per SM (227 KB to one block), carved from the
-                   256 KB L1; on-chip, ~tens of TB/s over the whole device
+                   256 KB L1; on-chip, 128 bytes per clock per SM
     L2             50 MB, shared by all SMs
     HBM            80 GB HBM3 at 3.35 TB/s (H100) / 141 GB HBM3e at 4.8 TB/s (H200)
 
 against 989 dense bf16 TFLOP/s on the tensor cores (67 fp32 TFLOP/s without
-them). A kernel is fast when it keeps the tensor cores fed: it reads each byte
-of HBM as few times as possible, and works on tiles that live in registers and
-shared memory meanwhile.
+them): about 300 FLOPs per byte of HBM before a kernel stops waiting for
+memory (gpu_basics measures this roofline). A kernel is fast when it keeps the
+tensor cores fed: it reads each byte of HBM as few times as possible, and works
+on tiles that live in registers and shared memory meanwhile. Where a GPU is
+present, `week1 env` names it and its memory.
 
 Triton and Pallas let you write at the level of the *block*: the code of one
 program works on whole tiles (`tl.arange`, `jnp.arange` over a BLOCK), and the
