@@ -17,10 +17,11 @@ datasheets and the CUDA programming guide's compute-capability 9.0 table):
     HBM            80 GB HBM3 at 3.35 TB/s (H100) / 141 GB HBM3e at 4.8 TB/s (H200)
 
 against 989 dense bf16 TFLOP/s on the tensor cores (67 fp32 TFLOP/s without
-them): about 300 FLOPs per byte of HBM before a kernel stops waiting for
-memory (gpu_basics measures this roofline). A kernel is fast when it keeps the
-tensor cores fed: it reads each byte of HBM as few times as possible, and works
-on tiles that live in registers and shared memory meanwhile. Where a GPU is
+them): about 300 (H100) or 200 (H200) bf16 FLOPs per byte of HBM before a
+kernel stops waiting for memory (gpu_basics measures this roofline). A kernel
+is fast when it keeps the tensor cores fed: it reads each byte of HBM as few
+times as possible, and works on tiles that live in registers and shared memory
+meanwhile. Where a GPU is
 present, `week1 env` names it and its memory.
 
 Triton and Pallas let you write at the level of the *block*: the code of one
