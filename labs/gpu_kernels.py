@@ -21,8 +21,7 @@ them): about 300 (H100) or 200 (H200) bf16 FLOPs per byte of HBM before a
 kernel stops waiting for memory (gpu_basics measures this roofline). A kernel
 is fast when it keeps the tensor cores fed: it reads each byte of HBM as few
 times as possible, and works on tiles that live in registers and shared memory
-meanwhile. Where a GPU is
-present, `week1 env` names it and its memory.
+meanwhile. Where a GPU is present, `week1 env` names it and its memory.
 
 Triton and Pallas let you write at the level of the *block*: the code of one
 program works on whole tiles (`tl.arange`, `jnp.arange` over a BLOCK), and the
