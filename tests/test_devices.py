@@ -7,13 +7,25 @@ an operation that mixes a meta tensor with a non-scalar CPU tensor is a placemen
 meta kernels do not always refuse it: a meta embedding happily takes CPU indices). Reads of values
 (`float(loss)`, `.cpu()`) get ones, so each lab's run and bench go through to the end; the numbers
 are meaningless, the placement is what is checked. At the end every parameter is on `meta`.
+
+Three more watches, here and on a real GPU (`gpu`-marked, scripts/gpu_check.sh's `devices`
+stage, all labs in one pytest run spread over worker processes): every module that runs a
+forward pass holds its own parameters and buffers on the device (a model built, or loaded,
+on the CPU and never moved is caught when it runs, placed through devices.place or not);
+every optimizer step leaves its state (moments, ...) on the device; every module handed to
+devices.place ends there. Optimizer step counters are 0-d CPU tensors by torch's own design
+(non-capturable optimizers keep `step` on the CPU) and 0-d tensors are exempt throughout.
+`WEEK1_DEVICE_SWEEP=cpu` runs the GPU sweep on the CPU instead (the check's dry run times it).
 """
 
 import contextlib
 import dataclasses
+import os
 
 import pytest
 import torch
+from torch.nn.modules.module import register_module_forward_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -64,6 +76,7 @@ NOT_ON_META = {
     "bpe": "the trainer's merge loop reads the pair counts it computes (data-dependent control)",
     "data_parallel": "torchrun starts real processes; their device is the rank's default device",
     "fsdp": "torchrun starts real processes; their device is the rank's default device",
+    "model_parallel": "torchrun starts real processes; their device is the rank's default device",
     "embedding_viz": "t-SNE of the all-ones values read back from meta has identical points (its "
     "small model's training is word2vec's library loop, checked there)",
     "gpu_kernels": "Triton kernels read and write raw device memory, which meta tensors lack (its "
@@ -116,6 +129,39 @@ LABS = [
 ]
 
 
+class StateWatch:
+    """Global hooks: every module's forward pass and every optimizer step report the non-scalar
+    tensors they hold off `device_type` (module parameters and buffers; optimizer state)."""
+
+    def __init__(self, device_type: str):
+        self.device_type, self.off = device_type, []
+
+    def _check(self, where: str, named) -> None:
+        self.off += [
+            f"{where} {name} on {t.device}"
+            for name, t in named
+            if isinstance(t, torch.Tensor) and t.dim() > 0 and t.device.type != self.device_type
+        ]
+
+    def forward(self, module, args) -> None:
+        own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        self._check(f"{type(module).__name__} forward:", own)
+
+    def step(self, optimizer, args, kwargs) -> None:
+        for state in optimizer.state.values():
+            self._check(f"{type(optimizer).__name__} state:", state.items())
+
+    @contextlib.contextmanager
+    def hooks(self):
+        handles = [register_module_forward_pre_hook(self.forward),
+                   register_optimizer_step_post_hook(self.step)]  # fmt: skip
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 @pytest.fixture
 def placed(monkeypatch):
     """Every module a lab hands to devices.place (checked after the run: all parameters there)."""
@@ -141,7 +187,8 @@ def on_meta(monkeypatch, placed):
     )
     item = torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "item", lambda t: 1 if t.device.type == "meta" else item(t))
-    with PlacementWatch() as watch:
+    with PlacementWatch() as watch, StateWatch("meta").hooks() as state:
+        watch.state = state
         yield watch
 
 
@@ -158,15 +205,25 @@ def run_and_bench(lab_id: str, root) -> None:
 def test_torch_lab_places_everything_on_the_default_device(lab_id, on_meta, placed, tmp_path):
     run_and_bench(lab_id, tmp_path)
     assert on_meta.mixed == [], f"{lab_id}: CPU tensors met device tensors in {on_meta.mixed[:5]}"
+    assert on_meta.state.off == [], f"{lab_id}: off the device: {on_meta.state.off[:5]}"
     assert {p.device for m in placed for p in m.parameters()} <= {META}
 
 
+# The device the sweep below expects: the GPU, or the CPU in scripts/gpu_check.sh's dry run.
+SWEEP_DEVICE = os.environ.get("WEEK1_DEVICE_SWEEP", "cuda")
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(
+    SWEEP_DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"
+)
 @pytest.mark.parametrize("lab_id", [lab.id for lab in catalog.LABS if lab.implemented])
 def test_on_a_gpu_no_torch_lab_keeps_parameters_on_the_cpu(lab_id, placed, tmp_path):
-    """scripts/gpu_check.sh runs this: the real device, real numbers, every lab."""
-    run_and_bench(lab_id, tmp_path)
+    """scripts/gpu_check.sh runs this: the real device, real numbers, every lab. Batches on
+    the CPU fail the lab's own operations there (CUDA kernels refuse CPU operands); the models,
+    every forward pass and the optimizers' state are checked by the watches."""
+    with StateWatch(SWEEP_DEVICE).hooks() as state:
+        run_and_bench(lab_id, tmp_path)
     assert placed or lab_id in (
         "bpe",
         "tokenizers_compare",
@@ -174,7 +231,8 @@ def test_on_a_gpu_no_torch_lab_keeps_parameters_on_the_cpu(lab_id, placed, tmp_p
         "gpu_basics",
         "gpu_kernels",
     )
-    assert {p.device.type for m in placed for p in m.parameters()} <= {"cuda"}
+    assert {p.device.type for m in placed for p in m.parameters()} <= {SWEEP_DEVICE}
+    assert state.off == [], f"{lab_id}: off the device: {state.off[:5]}"
 
 
 def test_the_watch_catches_a_batch_left_on_the_cpu(on_meta):
@@ -182,6 +240,18 @@ def test_the_watch_catches_a_batch_left_on_the_cpu(on_meta):
     model = devices.place(torch.nn.Embedding(10, 4))
     model(torch.zeros(2, 3, dtype=torch.long))
     assert on_meta.mixed == ["aten.embedding.default"]
+
+
+def test_the_watches_catch_a_model_and_optimizer_state_left_on_the_cpu(on_meta):
+    """A model never placed runs its forward on the CPU, and its optimizer's moments stay there:
+    both are reported, though no operation mixed devices."""
+    model = torch.nn.Linear(4, 2)  # not devices.place'd
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(3, 4)).sum().backward()
+    optimizer.step()
+    off = on_meta.state.off
+    assert "Linear forward: weight on cpu" in off and "Linear forward: bias on cpu" in off
+    assert "AdamW state: exp_avg on cpu" in off and on_meta.mixed == []
 
 
 def test_the_training_loop_model_and_optimizer_state_end_on_the_device(on_meta):
