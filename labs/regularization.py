@@ -159,14 +159,6 @@ def load_data(cfg: Config) -> charlm.Data:
     return charlm.Data(data.corpus, train_slice(data.train, cfg.train_chars), data.val)
 
 
-train_batch = charlm.train_batch
-val_batches = charlm.val_batches
-History = loop.History
-is_eval_step = training_loop.is_eval_step
-is_checkpoint_step = training_loop.is_checkpoint_step
-non_finite_what = loop.non_finite_what
-
-
 def dropout_keep_mask(shape, rate: float, seed) -> np.ndarray:
     """A keep-mask (True = kept, probability 1 - rate) from numpy, to inject into both
     frameworks (their own random streams never match); `seed`: an int or a list of ints."""
@@ -184,9 +176,10 @@ def step_keep_mask(cfg: Config, arm: Arm, step: int) -> np.ndarray | None:
 # --- the grid: one training per arm, resumable -----------------------------------------------
 
 
-def run_grid(cfg: Config, run, train_arm) -> dict:
-    """Train every arm in turn with `train_arm(arm, checkpoint_dir=, resume=, log=,
-    should_stop=) -> History`; plot, tabulate, summarise.
+def run_grid(cfg: Config, run, train_arm, compile: bool = False) -> dict:
+    """Train every arm in turn with `train_arm(arm, ctx) -> History`, ctx the run's Context
+    for that arm (its metrics as "arm/metric", the run's checkpoints, signals and `compile`);
+    plot, tabulate, summarise.
 
     Resuming (`week1 resume`): finished arms are read back from grid.json; the arm that
     was stopped continues from its checkpoint (run.checkpoint_dir holds only the current
@@ -194,7 +187,8 @@ def run_grid(cfg: Config, run, train_arm) -> dict:
     """
     done_path = run.path("grid.json")
     done = json.loads(done_path.read_text()) if run.resume and done_path.exists() else {}
-    histories = {name: History(**h) for name, h in done.items()}
+    histories = {name: loop.History(**h) for name, h in done.items()}
+    ctx = loop.Context.of_run(run, compile)
     if run.resume:
         # Run.reopen dropped metrics past the checkpoint's step, finished arms' included: log
         # their dropped rows again.
@@ -204,13 +198,8 @@ def run_grid(cfg: Config, run, train_arm) -> dict:
         if name in histories:
             continue
         resume = run.resume and run.checkpoint_dir.exists() and any(run.checkpoint_dir.iterdir())
-        history = train_arm(
-            arm(cfg, name),
-            checkpoint_dir=run.checkpoint_dir,
-            resume=resume,
-            log=_arm_logger(run, name),
-            should_stop=run.should_stop,
-        )
+        arm_ctx = dataclasses.replace(ctx.part(name, checkpoints=True), resume=resume)
+        history = train_arm(arm(cfg, name), arm_ctx)
         if resume:  # the steps before the checkpoint, from the run's metrics
             history = _joined(_logged_history(run, name, before=history.steps[0]), history)
         if run.should_stop():
@@ -221,34 +210,29 @@ def run_grid(cfg: Config, run, train_arm) -> dict:
     return report_grid(cfg, run, histories)
 
 
-def _arm_logger(run, name: str):
-    """log(step, **metrics) that writes metric m of arm `name` as "name/m"."""
-    return lambda step, **metrics: run.log(step, **{f"{name}/{k}": v for k, v in metrics.items()})
-
-
-def _logged_history(run, name: str, before: int) -> History:
+def _logged_history(run, name: str, before: int) -> loop.History:
     """Arm `name`'s losses logged in the run's metrics.jsonl at steps before `before`."""
-    history = History()
+    history = loop.History()
     for row in runs.read_metrics(run.dir):
         if row["step"] < before and f"{name}/train_loss" in row:
             history.add_train(row["step"], row[f"{name}/train_loss"], 0.0)
         if row["step"] < before and f"{name}/val_loss" in row:
-            history.add_val(row["step"], row[f"{name}/val_loss"])
+            history.add_eval(row["step"], val_loss=row[f"{name}/val_loss"])
     return history
 
 
-def _joined(first: History, then: History) -> History:
-    return History(
-        first.steps + then.steps,
-        first.train_loss + then.train_loss,
-        first.val_steps + then.val_steps,
-        first.val_loss + then.val_loss,
-        then.first_step_s,
-        then.timed_s,
+def _joined(first: loop.History, then: loop.History) -> loop.History:
+    return loop.History(
+        steps=first.steps + then.steps,
+        train_loss=first.train_loss + then.train_loss,
+        eval_steps=first.eval_steps + then.eval_steps,
+        evals={"val_loss": first.val_loss + then.val_loss},
+        first_step_s=then.first_step_s,
+        timed_s=then.timed_s,
     )
 
 
-def _log_history(run, name: str, history: History, after: int) -> None:
+def _log_history(run, name: str, history: loop.History, after: int) -> None:
     for step, loss in zip(history.steps, history.train_loss, strict=True):
         if step > after:
             run.log(step, **{f"{name}/train_loss": loss})
@@ -257,7 +241,7 @@ def _log_history(run, name: str, history: History, after: int) -> None:
             run.log(step, **{f"{name}/val_loss": loss})
 
 
-def train_at(history: History, steps: list) -> np.ndarray:
+def train_at(history: loop.History, steps: list) -> np.ndarray:
     """The training loss smoothed over the 50 steps before each of `steps` (one batch's loss is
     noisy; the validation loss averages eval_batches batches)."""
     smooth = report.smooth(history.train_loss, 50)

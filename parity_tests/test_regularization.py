@@ -23,7 +23,7 @@ import torch
 from flax import nnx
 
 from labs import regularization as spec
-from week1 import convert
+from week1 import charlm, convert
 from week1.runs import Run
 from week1.tolerances import EXACT, F32, F64, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import regularization as jax_lab
@@ -68,7 +68,7 @@ def test_loss_and_grads_with_injected_dropout_mask(data, arm_name):
     agree (F32), LayerNorm and the L2 penalty included where the arm has them."""
     arm = spec.arm(CFG, arm_name)
     torch_w, jax_w = start_weights(arm, data)
-    x, y = spec.train_batch(data, CFG, step=1)
+    x, y = charlm.train_batch(data, CFG, step=1)
     keep = spec.dropout_keep_mask((CFG.batch_size, CFG.n_hidden), CFG.dropout, seed=3)
 
     jax_model = jax_lab.build_model(CFG, arm, data.vocab_size, jax_w)
@@ -140,7 +140,7 @@ def test_eval_mode_model_is_the_model_without_dropout(data):
     dropout compute, in each framework."""
     with_drop, without = spec.arm(CFG, "dropout"), spec.arm(CFG, "none")
     torch_w, jax_w = start_weights(with_drop, data)
-    x, _ = spec.train_batch(data, CFG, step=2)
+    x, _ = charlm.train_batch(data, CFG, step=2)
     jax_x = jnp.asarray(x)
     a = jax_lab.build_model(CFG, with_drop, data.vocab_size, jax_w)
     b = jax_lab.build_model(CFG, without, data.vocab_size, jax_w)
@@ -335,8 +335,8 @@ def test_interrupted_grid_resumes_to_the_same_result(data, tmp_path):
     cfg = dataclasses.replace(CFG, steps=12, eval_every=6, arms="none,all")
 
     def grid(run):
-        def train_arm(arm, **kwargs):
-            return torch_lab.train(cfg, arm, data, **kwargs)[1]
+        def train_arm(arm, ctx):
+            return torch_lab.train(cfg, arm, data, ctx=ctx)[1]
 
         return spec.run_grid(cfg, run, train_arm)
 

@@ -6,9 +6,6 @@ Read beside week1_torch/regularization.py: the same functions in the same order.
 
 from __future__ import annotations
 
-import math
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,11 +13,10 @@ import optax
 from flax import nnx
 
 from labs import regularization as spec
-from week1 import convert
+from week1 import charlm, convert, loop
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
-from week1_jax.lib import checkpoint, devices, optim, schedules, steps
+from week1_jax.lib import devices, optim, schedules
+from week1_jax.lib import train as trainer
 from week1_jax.lib.models import get_weights, set_weights
 
 
@@ -143,17 +139,18 @@ def loss_fn(model: RegularizedMLP, x, y, l2: float, rngs: nnx.Rngs | None = None
     return (ce + l2 * l2_penalty(model) if l2 else ce), ce
 
 
-def make_train_step(graphdef, arm: spec.Arm):
-    """A jitted step on the split (model, optimizer) state: state, x, y, key, keep -> state,
-    cross-entropy (keep: an injected dropout keep-mask (B, H), or None to draw from the key)."""
+def make_train_step(arm: spec.Arm):
+    """The arm's step for lib/train (which jits it on the split state): model, optimizer, key,
+    x, y, keep -> cross-entropy (keep: an injected dropout keep-mask (B, H), or None to draw
+    from the key)."""
 
-    def train_step(model, optimizer, x, y, dropout_key, keep):
+    def train_step(model, optimizer, key, x, y, keep):
         grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
-        (_, ce), grads = grad_fn(model, x, y, arm.l2, nnx.Rngs(dropout=dropout_key), keep)
+        (_, ce), grads = grad_fn(model, x, y, arm.l2, nnx.Rngs(dropout=key), keep)
         optimizer.update(model, grads)
         return ce
 
-    return steps.jit_on_state(graphdef, train_step)
+    return train_step
 
 
 @nnx.jit
@@ -175,66 +172,39 @@ def train(
     data,
     *,
     weights: dict | None = None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    stop_at: int | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
+    ctx: loop.Context = loop.BARE,
     same_masks: bool = False,
 ):
-    """Train one arm for cfg.steps (or until `stop_at`); returns (model, History). The
-    arguments are training_loop.train's: checkpoints, resume, log, should_stop, Diverged.
-    same_masks: dropout's keep-masks from spec.step_keep_mask, as the torch run draws them,
-    instead of the JAX key."""
+    """Train one arm for cfg.steps (or until ctx.stop_at) through lib/train; returns (model,
+    History). Dropout's key at step i is fold_in(key(cfg.seed), i); same_masks: its keep-masks
+    from spec.step_keep_mask instead, as the torch run draws them."""
     model = build_model(cfg, arm, data.vocab_size, weights)
     optimizer = make_optimizer(model, cfg, arm)
-    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
-    start = checkpoint.restore_train_state(mngr, model, optimizer) if resume else 0
-    dropout_root = jax.random.key(cfg.seed)
-    graphdef, state = nnx.split((model, optimizer))
-    train_step = make_train_step(graphdef, arm)
-    val = spec.val_batches(data, cfg)
-    history = spec.History()
-    end = cfg.steps if stop_at is None else stop_at
-    with progress(f"jax {arm.name}", total=end - start, enabled=show_progress) as advance:
-        for step in range(start + 1, end + 1):
-            x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
-            keep = spec.step_keep_mask(cfg, arm, step) if same_masks else None  # (B, H) | None
-            if keep is not None:
-                (keep,) = devices.to_device(keep)
-            t0 = time.perf_counter()
-            state, loss = train_step(
-                state, *as_arrays(x, y), jax.random.fold_in(dropout_root, step), keep
-            )
-            loss = float(loss)
-            if not math.isfinite(loss):
-                nnx.update((model, optimizer), state)
-                raise Diverged(step, spec.non_finite_what(get_weights(model)))
-            history.add_train(step, loss, time.perf_counter() - t0, log)
-            stopping = should_stop is not None and should_stop()
-            save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step, stop_at))
-            if save or spec.is_eval_step(cfg, step):
-                nnx.update((model, optimizer), state)  # the objects see the new arrays
-            if spec.is_eval_step(cfg, step):
-                history.add_val(step, evaluate(model, val), log)
-            if save:
-                checkpoint.save_train_state(mngr, step, model, optimizer)
-            advance(loss)
-            if stopping:
-                break
-    nnx.update((model, optimizer), state)
+    val = charlm.val_batches(data, cfg)
+
+    def batch(i):
+        x, y = as_arrays(*charlm.train_batch(data, cfg, i))  # (B, T), (B,)
+        keep = spec.step_keep_mask(cfg, arm, i) if same_masks else None  # (B, H) | None
+        return x, y, None if keep is None else devices.to_device(keep)[0]
+
+    history = trainer.train(
+        model,
+        optimizer,
+        make_train_step(arm),
+        batch,
+        loop.Cadence.of(cfg),
+        ctx,
+        seed=cfg.seed,
+        evaluate=lambda: {"val_loss": evaluate(model, val)},
+        label=f"jax {arm.name}",
+    )
     return model, history
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run regularization --framework jax`: the ablation grid, gap.png and its table."""
     data = spec.load_data(cfg)
-
-    def train_arm(arm, **kwargs):
-        return train(cfg, arm, data, show_progress=True, **kwargs)[1]
-
-    return spec.run_grid(cfg, run, train_arm)
+    return spec.run_grid(cfg, run, lambda arm, ctx: train(cfg, arm, data, ctx=ctx)[1])
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
@@ -247,6 +217,6 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
         weights = convert.flax_to_torch(get_weights(build_model(cfg, arm, data.vocab_size)),
                                         arm.weight_map)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, arm.weight_map)
-    _, history = train(cfg, arm, data, weights=flax_weights, show_progress=show_progress,
-                       same_masks=True)  # fmt: skip
+    ctx = loop.Context(show_progress=show_progress)
+    _, history = train(cfg, arm, data, weights=flax_weights, ctx=ctx, same_masks=True)
     return weights, Curves.of(history)

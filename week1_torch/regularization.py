@@ -6,8 +6,7 @@ Read beside week1_jax/regularization.py: the same functions in the same order.
 
 from __future__ import annotations
 
-import math
-import time
+import functools
 
 import numpy as np
 import torch
@@ -15,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from labs import regularization as spec
+from week1 import charlm, loop
 from week1.comparison import Curves
-from week1.report import progress
-from week1.runs import Diverged
-from week1_torch.lib import checkpoint, devices, optim, schedules
+from week1_torch.lib import devices, optim, schedules
+from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights, set_weights
 
 
@@ -140,12 +139,13 @@ def loss_fn(model: RegularizedMLP, x, y, l2: float, keep=None):
     return (ce + l2 * l2_penalty(model) if l2 else ce), ce
 
 
-def train_step(model, optimizer, scheduler, x, y, l2: float, keep=None):
+def train_step(model, optimizer, x, y, keep, *, l2: float):
+    """One update for lib/train (which steps the schedule after it): x, y, keep -> cross-entropy
+    (keep: an injected dropout keep-mask (B, H), or None to draw from torch's RNG)."""
     optimizer.zero_grad(set_to_none=True)
     loss, ce = loss_fn(model, x, y, l2, keep=keep)
     loss.backward()
     optimizer.step()
-    scheduler.step()
     return ce.detach()
 
 
@@ -167,62 +167,42 @@ def train(
     data,
     *,
     weights: dict | None = None,
-    checkpoint_dir=None,
-    resume: bool = False,
-    stop_at: int | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
+    ctx: loop.Context = loop.BARE,
     same_masks: bool = False,
-    compile: bool = False,
 ):
-    """Train one arm for cfg.steps (or until `stop_at`); returns (model, History). The
-    arguments are training_loop.train's: checkpoints, resume, log, should_stop, Diverged,
-    compile (the model through torch.compile). same_masks: dropout's keep-masks from
-    spec.step_keep_mask, as the JAX run draws them, instead of torch's RNG."""
+    """Train one arm for cfg.steps (or until ctx.stop_at) through lib/train; returns (model,
+    History). Dropout draws from torch's global RNG (seeded by build_model, restored from a
+    checkpoint); same_masks: its keep-masks from spec.step_keep_mask instead, as the JAX run
+    draws them. ctx.compile: the whole step through torch.compile."""
     model = build_model(cfg, arm, data.vocab_size, weights)
     optimizer, scheduler = make_optimizer(model, cfg, arm)
-    # Dropout draws from torch's global RNG: seeded by build_model, restored from a checkpoint.
-    start = (
-        checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler) if resume else 0
+    val = charlm.val_batches(data, cfg)
+
+    def batch(i):
+        x, y = as_tensors(*charlm.train_batch(data, cfg, i))  # (B, T), (B,)
+        keep = spec.step_keep_mask(cfg, arm, i) if same_masks else None  # (B, H) | None
+        return x, y, None if keep is None else devices.to_device(keep)[0]
+
+    history = trainer.train(
+        model,
+        optimizer,
+        functools.partial(train_step, model, optimizer, l2=arm.l2),
+        batch,
+        loop.Cadence.of(cfg),
+        ctx,
+        scheduler=scheduler,
+        evaluate=lambda: {"val_loss": evaluate(model, val)},
+        label=f"torch {arm.name}",
     )
-    step_model = torch.compile(model) if compile else model
-    val = spec.val_batches(data, cfg)
-    history = spec.History()
-    end = cfg.steps if stop_at is None else stop_at
-    label = f"{'torch.compile' if compile else 'torch'} {arm.name}"
-    with progress(label, total=end - start, enabled=show_progress) as advance:
-        for step in range(start + 1, end + 1):
-            x, y = spec.train_batch(data, cfg, step)  # (B, T), (B,)
-            keep = spec.step_keep_mask(cfg, arm, step) if same_masks else None  # (B, H) | None
-            if keep is not None:
-                (keep,) = devices.to_device(keep)
-            t0 = time.perf_counter()
-            loss = train_step(step_model, optimizer, scheduler, *as_tensors(x, y), arm.l2, keep)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise Diverged(step, spec.non_finite_what(get_weights(model)))
-            history.add_train(step, loss, time.perf_counter() - t0, log)
-            stopping = should_stop is not None and should_stop()
-            if spec.is_eval_step(cfg, step):
-                history.add_val(step, evaluate(model, val), log)
-            save = stopping or spec.is_checkpoint_step(cfg, step, stop_at)
-            if checkpoint_dir is not None and save:
-                checkpoint.save_train_state(checkpoint_dir, step, model, optimizer, scheduler)
-            advance(loss)
-            if stopping:
-                break
     return model, history
 
 
-def run(cfg: spec.Config, run) -> dict:
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run regularization --framework torch`: the ablation grid, gap.png and its table."""
     data = spec.load_data(cfg)
-
-    def train_arm(arm, **kwargs):
-        return train(cfg, arm, data, show_progress=True, **kwargs)[1]
-
-    return spec.run_grid(cfg, run, train_arm)
+    return spec.run_grid(
+        cfg, run, lambda arm, ctx: train(cfg, arm, data, ctx=ctx)[1], compile=compile
+    )
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
@@ -232,6 +212,6 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     arm = spec.arm(cfg, case)
     if weights is None:
         weights = get_weights(build_model(cfg, arm, data.vocab_size))
-    _, history = train(cfg, arm, data, weights=weights, show_progress=show_progress,
-                       same_masks=True, compile=compile)  # fmt: skip
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history = train(cfg, arm, data, weights=weights, ctx=ctx, same_masks=True)
     return weights, Curves.of(history)
