@@ -81,6 +81,12 @@ LABS = (
         "compression, fertility, unknown rate on English, code, multilingual",
     ),
     Lab(
+        "vocabulary",
+        3,
+        "Vocabulary size and management",
+        "BPE size sweep (compression vs embedding bytes), word-level OOV, adding tokens",
+    ),
+    Lab(
         "special_tokens",
         3,
         "Special tokens, padding, masks",
