@@ -57,7 +57,7 @@ if [[ $mode == gpu ]]; then
   "$py" scripts/gpu_plan.py check "$total" || exit 2
   gpu_basics_args=()
   benchmark_args=(--quick=true)
-  kernels_args=()
+  kernels_args=(--sweep=64x64x32,128x256x64)  # a small and a large tile: 4 kernels per framework
   sweep=()
 else
   # On the CPU: the GPU stays unseen even where there is one.
