@@ -136,7 +136,8 @@ the other with the same predictions.
 Both frameworks train LoRA and full fine-tuning side by side on the same batches, then fit the
 frozen-encoder baseline (scikit-learn's logistic regression on the encoder's sentence
 embeddings, C chosen on the validation sentences). The table gives each method's trainable
-parameters, their share of the encoder's, test accuracy and time per step. To stay within
+parameters, their share of the encoder's and test accuracy (each method's time per step is
+`week1 compare environment`'s: there each trains alone). To stay within
 minutes on a 2-core CPU the default run is small and says so: the first 1,280 training
 sentences (one epoch of 80 steps of 16), 32 tokens per sentence (longer snippets are cut),
 300 validation and 500 test sentences. What to look for: LoRA trains a third of a percent of
@@ -531,93 +532,40 @@ def logistic_regression(features: dict, labels: dict) -> dict:
     }
 
 
-@dataclasses.dataclass
-class History:
-    """Each fine-tuning's losses and validation accuracies, step by step, and their step
-    times (the first step apart: it includes compilation), keyed by method ("lora", "full")."""
-
-    steps: list = dataclasses.field(default_factory=list)
-    loss: dict = dataclasses.field(default_factory=dict)
-    eval_steps: list = dataclasses.field(default_factory=list)
-    val_accuracy: dict = dataclasses.field(default_factory=dict)
-    first_step_s: dict = dataclasses.field(default_factory=dict)
-    timed_s: dict = dataclasses.field(default_factory=dict)
-
-    def add(self, step: int, losses: dict, seconds: dict, log=None) -> None:
-        for method, loss in losses.items():
-            self.loss.setdefault(method, []).append(loss)
-            if self.steps:
-                self.timed_s[method] = self.timed_s.get(method, 0.0) + seconds[method]
-            else:
-                self.first_step_s[method] = seconds[method]
-        self.steps.append(step)
-        if log:
-            log(step, **{f"{m}_loss": v for m, v in losses.items()})
-
-    def add_eval(self, step: int, accuracies: dict, log=None) -> None:
-        self.eval_steps.append(step)
-        for method, value in accuracies.items():
-            self.val_accuracy.setdefault(method, []).append(value)
-        if log:
-            log(step, **{f"{m}_val_accuracy": v for m, v in accuracies.items()})
-
-    def step_s(self, method: str) -> float:
-        """Mean seconds per step after the first (nan with fewer than 2 steps)."""
-        n = len(self.steps) - 1
-        return self.timed_s[method] / n if n > 0 else float("nan")
-
-    def curves(self, method: str) -> Curves:
-        """One method's run as `week1 compare` plots it: loss per step, validation accuracy."""
-        return Curves(
-            steps=list(self.steps),
-            train_loss=list(self.loss[method]),
-            eval_steps=list(self.eval_steps),
-            evals=list(self.val_accuracy[method]),
-            first_step_s=self.first_step_s[method],
-            steps_per_s=1.0 / self.step_s(method),
-        )
+def method_curves(history, method: str) -> Curves:
+    """One fine-tuning method's run as `week1 compare` plots it, from the History that
+    train() filled: its own loss per step and its validation accuracy per evaluation."""
+    return Curves(
+        steps=list(history.steps),
+        train_loss=list(history.per_step[f"{method}_loss"]),
+        eval_steps=list(history.eval_steps),
+        evals=list(history.evals[f"{method}_val_accuracy"]),
+        first_step_s=history.first_step_s,
+        steps_per_s=history.steps_per_s,
+    )
 
 
-def is_eval_step(cfg: Config, step: int) -> bool:
-    return step % cfg.eval_every == 0 or step == cfg.steps
-
-
-def is_checkpoint_step(cfg: Config, step: int) -> bool:
-    return cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-
-
-def results_rows(
-    counts: dict, accuracies: dict, history: History, baseline: dict, encoder_params: int
-) -> list:
-    """The table: method, trainable parameters, share of the encoder's, test accuracy, time."""
-    rows = []
-    for method, name in (("lora", "LoRA (PEFT format)"), ("full", "full fine-tuning")):
-        per_step = history.step_s(method)
-        rows.append(
-            (
-                name,
-                counts[method],
-                f"{100 * counts[method] / encoder_params:.3g}%",
-                accuracies[method],
-                f"{per_step:.3g} s",
-            )
-        )
+def results_rows(counts: dict, accuracies: dict, baseline: dict, encoder_params: int) -> list:
+    """The table: method, trainable parameters, share of the encoder's, test accuracy."""
+    rows = [
+        (name, counts[m], f"{100 * counts[m] / encoder_params:.3g}%", accuracies[m])
+        for m, name in (("lora", "LoRA (PEFT format)"), ("full", "full fine-tuning"))
+    ]
     rows.append(
         (
             f"frozen encoder + logistic regression (C={baseline['C']:g})",
             baseline["params"],
             f"{100 * baseline['params'] / encoder_params:.3g}%",
             baseline["test_accuracy"],
-            "-",
         )
     )
     return rows
 
 
-RESULT_COLUMNS = ["method", "trainable params", "of encoder", "test accuracy", "per step"]
+RESULT_COLUMNS = ["method", "trainable params", "of encoder", "test accuracy"]
 
 
-def report_lora(run, cfg: Config, data: Data, rows: list, history: History, framework: str):
+def report_lora(run, cfg: Config, data: Data, rows: list, history, framework: str):
     """Print the table, write results.md and curves.png into the run folder."""
     title = (
         f"polarity, {len(data.train.labels)} training sentences, {cfg.steps} steps, "
@@ -632,9 +580,12 @@ def report_lora(run, cfg: Config, data: Data, rows: list, history: History, fram
     report.plot_panels(
         run.path("curves.png"),
         [
-            report.Panel({m: (history.steps, history.loss[m]) for m in ("lora", "full")}, "loss"),
             report.Panel(
-                {m: (history.eval_steps, history.val_accuracy[m]) for m in ("lora", "full")},
+                {m: (history.steps, history.per_step[f"{m}_loss"]) for m in METHODS},
+                "loss",
+            ),
+            report.Panel(
+                {m: (history.eval_steps, history.evals[f"{m}_val_accuracy"]) for m in METHODS},
                 "validation accuracy",
                 styles={"lora": "o-", "full": "o-"},
             ),

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +21,14 @@ from safetensors.numpy import load_file, save_file
 
 from labs import environment as spec
 from week1 import charlm, convert, loop
-from week1.report import progress
-from week1.runs import Diverged
-from week1_jax.lib import bert, checkpoint, devices, hub, lora, optim, schedules, steps
+from week1_jax.lib import bert, checkpoint, devices, hub, lora, optim, schedules
 from week1_jax.lib import charlm as lm
+from week1_jax.lib import train as trainer
 from week1_jax.lib.models import dotted, get_weights
+
+# No counterpart in torch: there requires_grad picks what a method trains, and lib/train's
+# generic step is the method's; here the gradient is taken of the trainable part (DiffState).
+FRAMEWORK_ONLY = ("make_train_step",)
 
 # What each method trains: LoRA its adapters and the head; full fine-tuning every parameter
 # but the pooler (the head reads mean-pooled tokens, not the pooler's [CLS] summary).
@@ -163,18 +164,18 @@ def _parts(params):
     )
 
 
-def make_train_step(graphdef, method: str):
-    """A jitted step on the split (model, optimizer) state: the gradient of what `method`
-    trains, one AdamW update."""
+def make_train_step(method: str):
+    """The step of `method`: (model, optimizer, key, ids, type_ids, mask, labels) -> loss, the
+    gradient of what the method trains, one AdamW update (lib/train jits it)."""
     trainable = TRAINABLE[method]
 
-    def train_step(model, optimizer, ids, type_ids, mask, labels):
+    def train_step(model, optimizer, key, ids, type_ids, mask, labels):
         grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable))
         loss, grads = grad_fn(model, ids, type_ids, mask, labels)
         optimizer.update(model, grads)
         return loss
 
-    return steps.jit_on_state(graphdef, train_step)
+    return train_step
 
 
 # The graphdef is a static (hashable) argument: one compilation per model structure and batch
@@ -210,90 +211,45 @@ def sentence_embeddings(model: Classifier, split: spec.Split, batch_size: int) -
     return np.concatenate(out)
 
 
-def _train_state(models: dict, optimizers: dict) -> dict:
-    """What a checkpoint holds: each method's trained parameters and optimizer state."""
-    return {
-        m: {
-            "params": nnx.to_pure_dict(nnx.state(models[m], TRAINABLE[m])),
-            "optimizer": nnx.to_pure_dict(nnx.state(optimizers[m])),
-        }
-        for m in models
-    }
+def train(cfg: spec.Config, data: spec.Data, *, weights=None, methods=spec.METHODS, ctx=loop.BARE):
+    """LoRA and full fine-tuning (`methods`) side by side, one step of each per step of the one
+    loop (one jitted function), on the same batches, from the same head (and adapters) in
+    `weights` (PEFT's names, numpy; None: spec.adapter_init); returns (models, History).
 
-
-def train(
-    cfg: spec.Config,
-    data: spec.Data,
-    *,
-    weights: dict | None = None,
-    methods=spec.METHODS,
-    checkpoint_dir=None,
-    resume: bool = False,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
-):
-    """LoRA and full fine-tuning (`methods`) side by side, on the same batches, from the same
-    head (and adapters) in `weights` (PEFT's names, numpy; None: spec.adapter_init); returns
-    (models, History).
-
-    checkpoint_dir: the methods' trained state every cfg.checkpoint_every steps and where a
-    stop is asked; resume: continue from the newest intact one. A non-finite loss raises
-    Diverged.
+    The History's train loss is the methods' losses summed (non-finite when one is); each
+    method's own is in per_step["<method>_loss"], its validation accuracy in
+    evals["<method>_val_accuracy"] (spec.method_curves reads one method back). A checkpoint
+    holds every method's model and optimizer state.
     """
     init = spec.adapter_init(cfg, data.config, data.num_classes) if weights is None else weights
     targets = (cfg.target_list, cfg.lora_rank, cfg.lora_alpha)
     models = {m: build_classifier(data, init, m, *targets) for m in methods}
     optimizers = {m: make_optimizer(models[m], cfg, m) for m in models}
-    mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
-    start = 0
-    if resume:
-        target = _train_state(models, optimizers)
-        start, restored = checkpoint.load_state(mngr, target)
-        for m in models:
-            params, opt_state = nnx.state(models[m], TRAINABLE[m]), nnx.state(optimizers[m])
-            nnx.replace_by_pure_dict(params, restored[m]["params"])
-            nnx.replace_by_pure_dict(opt_state, restored[m]["optimizer"])
-            nnx.update(models[m], params)
-            nnx.update(optimizers[m], opt_state)
-    split = {m: nnx.split((models[m], optimizers[m])) for m in models}
-    step_fns = {m: make_train_step(split[m][0], m) for m in models}
-    states = {m: split[m][1] for m in models}
-    history = spec.History()
-    label = f"jax: {' + '.join(methods)}"
-    with progress(label, total=cfg.steps - start, enabled=show_progress) as advance:
-        for step in range(start + 1, cfg.steps + 1):
-            batch = devices.to_device(*spec.train_batch(data, cfg, step))
-            losses, seconds = {}, {}
-            for m in models:
-                t0 = time.perf_counter()
-                states[m], loss = step_fns[m](states[m], *batch)
-                losses[m] = float(loss)
-                seconds[m] = time.perf_counter() - t0
-                if not math.isfinite(losses[m]):
-                    raise Diverged(step, f"loss ({m})")
-            history.add(step, losses, seconds, log)
-            stopping = should_stop is not None and should_stop()
-            save = mngr is not None and (stopping or spec.is_checkpoint_step(cfg, step))
-            if save or spec.is_eval_step(cfg, step):
-                for m in models:
-                    nnx.update((models[m], optimizers[m]), states[m])
-            if spec.is_eval_step(cfg, step):
-                accuracies = {
-                    m: spec.accuracy(
-                        data.val.labels,
-                        predict(models[m], data.val, cfg.eval_batch_size).argmax(-1),
-                    )
-                    for m in models
-                }
-                history.add_eval(step, accuracies, log)
-            if save:
-                checkpoint.save_state(mngr, step, _train_state(models, optimizers))
-            advance(losses[methods[0]])
-            if stopping:
-                break
-    for m in models:
-        nnx.update((models[m], optimizers[m]), states[m])
+    steps = {m: make_train_step(m) for m in models}
+
+    def step(models, optimizers, key, *batch):  # ids, type_ids, mask (B, T), labels (B,)
+        losses = {f"{m}_loss": steps[m](models[m], optimizers[m], key, *batch) for m in steps}
+        return {"loss": sum(losses.values()), **losses}
+
+    def evaluate() -> dict:
+        return {
+            f"{m}_val_accuracy": spec.accuracy(
+                data.val.labels, predict(models[m], data.val, cfg.eval_batch_size).argmax(-1)
+            )
+            for m in models
+        }
+
+    history = trainer.train(
+        nnx.Dict(models),
+        nnx.Dict(optimizers),
+        step,
+        lambda i: devices.to_device(*spec.train_batch(data, cfg, i)),
+        loop.Cadence.of(cfg),
+        ctx,
+        seed=cfg.seed,
+        evaluate=evaluate,
+        label=f"jax: {' + '.join(methods)}",
+    )
     return models, history
 
 
@@ -326,15 +282,7 @@ def lora_part(cfg: spec.Config, run) -> dict:
     """Fine-tune (LoRA and full, side by side), save the adapter in PEFT's format and load it
     back, fit the frozen-encoder baseline; the table in the run folder (results.md)."""
     data = spec.load_data(cfg)
-    models, history = train(
-        cfg,
-        data,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        log=run.log,
-        should_stop=run.should_stop,
-        show_progress=True,
-    )
+    models, history = train(cfg, data, ctx=loop.Context.of_run(run))
     if run.should_stop():
         return {}
     logits = {m: predict(models[m], data.test, cfg.eval_batch_size) for m in models}
@@ -351,7 +299,7 @@ def lora_part(cfg: spec.Config, run) -> dict:
     baseline = spec.logistic_regression(features, {s: split.labels for s, split in splits.items()})
     counts = {m: spec.count(jax.tree.leaves(nnx.state(models[m], TRAINABLE[m]))) for m in models}
     head = spec.count(jax.tree.leaves(nnx.state(models["full"].head, nnx.Param)))
-    rows = spec.results_rows(counts, accuracies, history, baseline, counts["full"] - head)
+    rows = spec.results_rows(counts, accuracies, baseline, counts["full"] - head)
     spec.report_lora(run, cfg, data, rows, history, "jax")
     return {
         "LoRA test accuracy": accuracies["lora"],
@@ -383,5 +331,6 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=Fals
     data = spec.load_data(cfg)
     if weights is None:
         weights = spec.start_weights(cfg, data, case)
-    _, history = train(cfg, data, weights=weights, methods=(case,), show_progress=show_progress)
-    return weights, history.curves(case)
+    ctx = loop.Context(show_progress=show_progress)
+    _, history = train(cfg, data, weights=weights, methods=(case,), ctx=ctx)
+    return weights, spec.method_curves(history, case)

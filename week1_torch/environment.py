@@ -10,10 +10,8 @@ Accelerate part (FRAMEWORK_ONLY). Worker processes (what the Accelerate part lau
 
 from __future__ import annotations
 
-import math
 import pathlib
 import sys
-import time
 
 import numpy as np
 import torch
@@ -25,10 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 from labs import environment as spec
 from week1 import charlm, loop, tolerances
 from week1.parallel import config_args
-from week1.report import progress
-from week1.runs import Diverged
 from week1_torch.lib import bert, checkpoint, devices, hub, lora, optim, parallel, schedules
 from week1_torch.lib import charlm as lm
+from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights
 
 # No counterpart in JAX: Accelerate is a torch library (JAX shards arrays over a Mesh instead).
@@ -161,18 +158,10 @@ def make_optimizer(model, cfg: spec.Config, method: str):
             groups.setdefault((peak, decay), []).append(p)
     optimizer = optim.AdamW([{"params": ps, "weight_decay": wd} for (_, wd), ps in groups.items()])
     for group in optimizer.param_groups:
-        group["lr"] = 1.0  # each lambda returns its group's lr itself (schedules.lambda_lr)
+        # Each lambda returns its group's lr itself, into a tensor (schedules.lambda_lr says why).
+        group["lr"] = torch.tensor(1.0, dtype=torch.float64)
     lambdas = [schedules.warmup_cosine(peak, cfg.warmup_steps, cfg.steps) for peak, _ in groups]
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lambdas)
-
-
-def train_step(model, optimizer, scheduler, ids, type_ids, mask, labels):
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model, ids, type_ids, mask, labels)
-    loss.backward()
-    optimizer.step()
-    scheduler.step()
-    return loss.detach()
 
 
 @torch.no_grad()
@@ -198,91 +187,49 @@ def sentence_embeddings(model, split: spec.Split, batch_size: int) -> np.ndarray
     return np.concatenate(out)
 
 
-def _train_state(models: dict, optimizers: dict, schedulers: dict) -> dict:
-    """What a checkpoint holds: each method's trained parameters and optimizer state."""
-    return {
-        m: {
-            "params": {n: p.detach() for n, p in models[m].named_parameters() if p.requires_grad},
-            "optimizer": optimizers[m].state_dict(),
-            "scheduler": schedulers[m].state_dict(),
-        }
-        for m in models
-    }
+def train(cfg: spec.Config, data: spec.Data, *, weights=None, methods=spec.METHODS, ctx=loop.BARE):
+    """LoRA and full fine-tuning (`methods`) side by side, one step of each per step of the one
+    loop, on the same batches, from the same head (and adapters) in `weights` (PEFT's names,
+    numpy; None: spec.adapter_init); returns (models, History).
 
-
-def train(
-    cfg: spec.Config,
-    data: spec.Data,
-    *,
-    weights: dict | None = None,
-    methods=spec.METHODS,
-    checkpoint_dir=None,
-    resume: bool = False,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
-    compile: bool = False,
-):
-    """LoRA and full fine-tuning (`methods`) side by side, on the same batches, from the same
-    head (and adapters) in `weights` (PEFT's names, numpy; None: spec.adapter_init); returns
-    (models, History). compile: each method's step runs a torch.compile'd model.
-
-    checkpoint_dir: the methods' trained state every cfg.checkpoint_every steps and where a
-    stop is asked; resume: continue from the newest intact one. A non-finite loss raises
-    Diverged.
+    The History's train loss is the methods' losses summed (non-finite when one is); each
+    method's own is in per_step["<method>_loss"], its validation accuracy in
+    evals["<method>_val_accuracy"] (spec.method_curves reads one method back). A checkpoint
+    holds every method's model, optimizer and schedule.
     """
     init = spec.adapter_init(cfg, data.config, data.num_classes) if weights is None else weights
     targets = (cfg.target_list, cfg.lora_rank, cfg.lora_alpha)
-    # In training mode from the first step: from_pretrained returns the encoder in eval mode
-    # and predict() leaves it in training mode, so a compiled model would compile for each.
+    # In training mode from the first step: from_pretrained returns the encoder in eval mode,
+    # and predict() leaves it in training mode, so a compiled step would compile for each.
     models = {m: build_classifier(data, init, m, *targets).train() for m in methods}
-    forward = {m: torch.compile(models[m]) if compile else models[m] for m in models}
     optimizers, schedulers = {}, {}
     for m in models:
         optimizers[m], schedulers[m] = make_optimizer(models[m], cfg, m)
-    start = 0
-    if resume:
-        start, state = checkpoint.load_state(checkpoint_dir)
-        for m in models:
-            with torch.no_grad():
-                for name, p in models[m].named_parameters():
-                    if p.requires_grad:
-                        p.copy_(state[m]["params"][name])
-            optimizers[m].load_state_dict(state[m]["optimizer"])
-            schedulers[m].load_state_dict(state[m]["scheduler"])
-    history = spec.History()
-    label = f"torch: {' + '.join(methods)}"
-    with progress(label, total=cfg.steps - start, enabled=show_progress) as advance:
-        for step in range(start + 1, cfg.steps + 1):
-            ids, type_ids, mask, labels = spec.train_batch(data, cfg, step)
-            batch = devices.to_device(ids, type_ids, mask, labels, dtype=torch.long)
-            losses, seconds = {}, {}
-            for m in models:
-                t0 = time.perf_counter()
-                loss = train_step(forward[m], optimizers[m], schedulers[m], *batch)
-                losses[m] = float(loss)
-                seconds[m] = time.perf_counter() - t0
-                if not math.isfinite(losses[m]):
-                    raise Diverged(step, f"loss ({m})")
-            history.add(step, losses, seconds, log)
-            stopping = should_stop is not None and should_stop()
-            if spec.is_eval_step(cfg, step):
-                accuracies = {
-                    m: spec.accuracy(
-                        data.val.labels,
-                        predict(models[m], data.val, cfg.eval_batch_size).argmax(-1),
-                    )
-                    for m in models
-                }
-                history.add_eval(step, accuracies, log)
-            save = checkpoint_dir is not None and (stopping or spec.is_checkpoint_step(cfg, step))
-            if save:
-                checkpoint.save_state(
-                    checkpoint_dir, step, _train_state(models, optimizers, schedulers)
-                )
-            advance(losses[methods[0]])
-            if stopping:
-                break
+    steps = {m: trainer.make_step(models[m], optimizers[m], loss_fn) for m in models}
+
+    def step(*batch):  # ids, type_ids, mask (B, T), labels (B,)
+        losses = {f"{m}_loss": steps[m](*batch) for m in models}
+        return {"loss": sum(losses.values()), **losses}
+
+    def evaluate() -> dict:
+        return {
+            f"{m}_val_accuracy": spec.accuracy(
+                data.val.labels, predict(models[m], data.val, cfg.eval_batch_size).argmax(-1)
+            )
+            for m in models
+        }
+
+    history = trainer.train(
+        nn.ModuleDict(models),
+        trainer.Together(optimizers),
+        step,
+        lambda i: devices.to_device(*spec.train_batch(data, cfg, i), dtype=torch.long),
+        loop.Cadence.of(cfg),
+        ctx,
+        scheduler=trainer.Together(schedulers),
+        evaluate=evaluate,
+        label=f"torch: {' + '.join(methods)}",
+    )
     return models, history
 
 
@@ -301,19 +248,11 @@ def load_adapter(folder, data: spec.Data):
     return devices.place(PeftModel.from_pretrained(model, str(folder)))
 
 
-def lora_part(cfg: spec.Config, run) -> dict:
+def lora_part(cfg: spec.Config, run, compile: bool = False) -> dict:
     """Fine-tune (LoRA and full, side by side), save the adapter in PEFT's format and load it
     back, fit the frozen-encoder baseline; the table in the run folder (results.md)."""
     data = spec.load_data(cfg)
-    models, history = train(
-        cfg,
-        data,
-        checkpoint_dir=run.checkpoint_dir,
-        resume=run.resume,
-        log=run.log,
-        should_stop=run.should_stop,
-        show_progress=True,
-    )
+    models, history = train(cfg, data, ctx=loop.Context.of_run(run, compile))
     if run.should_stop():
         return {}
     logits = {m: predict(models[m], data.test, cfg.eval_batch_size) for m in models}
@@ -330,7 +269,7 @@ def lora_part(cfg: spec.Config, run) -> dict:
     baseline = spec.logistic_regression(features, {s: split.labels for s, split in splits.items()})
     counts = {m: spec.count(p for p in models[m].parameters() if p.requires_grad) for m in models}
     head = spec.count(models["full"].head.parameters())
-    rows = spec.results_rows(counts, accuracies, history, baseline, counts["full"] - head)
+    rows = spec.results_rows(counts, accuracies, baseline, counts["full"] - head)
     spec.report_lora(run, cfg, data, rows, history, "torch")
     return {
         "LoRA test accuracy": accuracies["lora"],
@@ -436,7 +375,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
             parallel.save_result(pathlib.Path(out_dir) / "accelerate", accelerated)
 
 
-def run(cfg: spec.Config, run) -> dict:
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run environment --framework torch`: the parts cfg.parts names, in turn."""
     summary = {}
     if "hub" in cfg.part_list:
@@ -444,7 +383,7 @@ def run(cfg: spec.Config, run) -> dict:
     if "accelerate" in cfg.part_list:
         summary |= accelerate_vs_ddp(cfg, run)
     if "lora" in cfg.part_list:
-        summary |= lora_part(cfg, run)
+        summary |= lora_part(cfg, run, compile)
     return summary
 
 
@@ -455,10 +394,9 @@ def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, sho
     data = spec.load_data(cfg)
     if weights is None:
         weights = spec.start_weights(cfg, data, case)
-    _, history = train(
-        cfg, data, weights=weights, methods=(case,), show_progress=show_progress, compile=compile
-    )
-    return weights, history.curves(case)
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history = train(cfg, data, weights=weights, methods=(case,), ctx=ctx)
+    return weights, spec.method_curves(history, case)
 
 
 if __name__ == "__main__":

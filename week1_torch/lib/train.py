@@ -38,6 +38,25 @@ def make_step(model, optimizer, loss_fn: Callable, *, clip_norm: float = 0.0) ->
     return step
 
 
+class Together:
+    """Several optimizers (or schedulers) that one step drives, seen by the loop as one: what a
+    checkpoint stores (state_dict / load_state_dict) and what steps the schedules (step)."""
+
+    def __init__(self, parts: dict):
+        self.parts = parts
+
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+
+    def step(self) -> None:
+        for part in self.parts.values():
+            part.step()
+
+
 def read(values: list) -> list:
     """Device scalars (or dicts of them, "loss" first) as Python floats, in one transfer."""
     if isinstance(values[0], dict):
