@@ -195,28 +195,30 @@ def word_baseline(cfg: Config) -> tuple[dict, list[tuple]]:
     full, top = set(counts), set(ranked[:k])
     sizes = {"distinct training words": len(counts), f"words for {cfg.coverage:.0%}": k}
     rows = [
-        (kind, oov_rate(corpus.held_out[kind], full), oov_rate(corpus.held_out[kind], top))
+        (f"all {kind}", *(oov_rate(corpus.held_out[kind], v) for v in (full, top)))
         for kind in KINDS
     ]
     rows += [
-        (language, oov_rate(held, full), oov_rate(held, top))
+        (f"chatterbot {language}", oov_rate(held, full), oov_rate(held, top))
         for language, (_, held) in sorted(corpus.languages.items())
     ]
     return sizes, rows
 
 
 def added_tokens(cfg: Config):
-    """A trained BPE of `added_size` with `new_tokens` added: (tokenizer, new ids, rows of
-    (token, id, held-out English tokens before, after))."""
+    """A trained BPE of `added_size` with `new_tokens` added: (tokenizer, size before, each
+    token's id, how many were new, (held-out English + code tokens before, after)). A string
+    already in the vocabulary keeps its id and adds no row."""
     corpus, merges, vocab = largest_bpe(cfg)
     tok = truncated(merges, vocab, cfg.added_size)
     texts = corpus.held_out["english"] + corpus.held_out["code"]
     before = sum(len(e.ids) for e in tok.encode_batch(texts))
     n_old = tok.get_vocab_size()
-    tok.add_tokens(cfg.added)
+    tok.add_tokens(cfg.added)  # its return value counts the known strings too
+    n_new = tok.get_vocab_size() - n_old
     after = sum(len(e.ids) for e in tok.encode_batch(texts))
     ids = [tok.token_to_id(t) for t in cfg.added]
-    return tok, n_old, ids, (before, after)
+    return tok, n_old, ids, n_new, (before, after)
 
 
 def start_embedding(vocab_size: int, n_embd: int, seed: int = 0) -> np.ndarray:
@@ -245,15 +247,18 @@ def report(cfg: Config, added, resized: np.ndarray, start: np.ndarray, framework
         ["held-out text", "OOV, all training words", f"OOV, {cfg.coverage:.0%} vocabulary"],
         rows,
     )
-    tok, n_old, ids, (before, after) = added
+    tok, n_old, ids, n_new, (before, after) = added
     rich_report.table(
         f"tokens added to the BPE of {n_old} (held-out English + code: {before} -> {after} tokens)",
-        ["token", "id", "encoded as"],
-        [(t, i, str(tok.encode(t).tokens)) for t, i in zip(cfg.added, ids, strict=True)],
+        ["token", "id", "new", "encoded as"],
+        [
+            (t, i, "yes" if i >= n_old else "already a token", str(tok.encode(t).tokens))
+            for t, i in zip(cfg.added, ids, strict=True)
+        ],
     )
     old_same = bool(np.array_equal(resized[:n_old], start))
     new_rows = resized[n_old:]
-    mean_gap = float(np.abs(new_rows - resize_reference(start, len(ids))[n_old:]).max())
+    mean_gap = float(np.abs(new_rows - resize_reference(start, n_new)[n_old:]).max(initial=0))
     return {
         f"{framework} embedding": f"{start.shape} -> {resized.shape}",
         "old rows unchanged": old_same,

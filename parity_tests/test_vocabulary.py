@@ -2,6 +2,8 @@
 (old rows exactly, new rows the mean of the old in F32); a smaller BPE is exactly the first
 merges of a larger HF run; the sweep and the word baseline on a CI-sized corpus."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -50,8 +52,9 @@ def test_resized_embedding_is_the_same_in_jax_torch_and_numpy():
 
 
 def test_added_tokens_get_the_next_ids_and_stay_whole():
-    tok, n_old, ids, (before, after) = spec.added_tokens(CFG)
-    assert n_old == CFG.added_size and ids == list(range(n_old, n_old + len(CFG.added)))
+    tok, n_old, ids, n_new, (before, after) = spec.added_tokens(CFG)
+    assert n_old == CFG.added_size and n_new == len(CFG.added)  # neither was a token yet
+    assert ids == list(range(n_old, n_old + n_new)) and tok.get_vocab_size() == n_old + n_new
     _, merges, vocab = spec.largest_bpe(CFG)
     fresh = spec.truncated(merges, vocab, CFG.added_size)  # the same BPE without them
     for token, i in zip(CFG.added, ids, strict=True):
@@ -74,9 +77,10 @@ def test_word_baseline():
     assert spec.coverage_size({"a": 5, "b": 3, "c": 1, "d": 1}, 0.81) == 3
     sizes, rows = spec.word_baseline(CFG)
     by_text = {r[0]: r[1:] for r in rows}
-    assert set(spec.KINDS) <= set(by_text) and len(by_text) > 20  # kinds and languages
+    assert {f"all {k}" for k in spec.KINDS} <= set(by_text) and len(by_text) > 20
     assert all(0 <= full <= top <= 1 for full, top in by_text.values())
-    assert by_text["chinese"][0] > by_text["english"][0]  # no spaces: 'words' are phrases
+    chinese, english = by_text["chatterbot chinese"], by_text["chatterbot english"]
+    assert chinese[0] > english[0]  # no spaces: its 'words' are phrases
 
 
 @pytest.mark.parametrize("lab", [jax_lab, torch_lab], ids=["jax", "torch"])
@@ -84,3 +88,12 @@ def test_run(lab, capsys):
     summary = lab.run(CFG, None)
     assert summary["old rows unchanged"] and summary["new rows - mean of old, max |diff|"] < 1e-5
     assert "word-level baseline" in capsys.readouterr().out
+
+
+def test_a_string_already_in_the_vocabulary_adds_no_row():
+    _, merges, vocab = spec.largest_bpe(CFG)
+    known = next(t for t, i in vocab.items() if i == CFG.added_size - 1)  # the last merge
+    tok, n_old, ids, n_new, _ = spec.added_tokens(
+        dataclasses.replace(CFG, new_tokens=f"{known},<|u|>")
+    )
+    assert n_new == 1 and ids == [CFG.added_size - 1, n_old]

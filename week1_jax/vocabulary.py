@@ -25,9 +25,9 @@ def resize_embedding(emb: nnx.Embed, n_new: int) -> nnx.Embed:
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run vocabulary --framework jax`: the sweep, the word baseline, added tokens."""
     added = spec.added_tokens(cfg)
-    _, n_old, ids, _ = added
+    _, n_old, _, n_new, _ = added
     start = spec.start_embedding(n_old, cfg.n_embd)
     emb = nnx.Embed(n_old, cfg.n_embd, rngs=nnx.Rngs(0))
     emb.embedding[...] = jnp.asarray(start)
-    resized = jax.device_get(resize_embedding(emb, len(ids)).embedding[...])
+    resized = jax.device_get(resize_embedding(emb, n_new).embedding[...])
     return spec.report(cfg, added, resized, start, "jax")

@@ -26,8 +26,8 @@ def resize_embedding(emb: nn.Embedding, n_new: int) -> nn.Embedding:
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run vocabulary --framework torch`: the sweep, the word baseline, added tokens."""
     added = spec.added_tokens(cfg)
-    _, n_old, ids, _ = added
+    _, n_old, _, n_new, _ = added
     start = spec.start_embedding(n_old, cfg.n_embd)
     emb = nn.Embedding.from_pretrained(torch.from_numpy(start).to(devices.default_device()))
-    resized = resize_embedding(emb, len(ids)).weight.detach().cpu().numpy()
+    resized = resize_embedding(emb, n_new).weight.detach().cpu().numpy()
     return spec.report(cfg, added, resized, start, "torch")
