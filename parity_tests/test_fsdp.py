@@ -15,6 +15,7 @@ from labs import fsdp as spec
 from week1 import convert
 from week1.config import UsageError
 from week1.parallel import loop_config, worker_args
+from week1.runs import read_metrics, read_summary
 from week1.tolerances import BF16, BF16_FINAL_LOSS, F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import fsdp as jax_fsdp
 from week1_jax.lib import parallel as jax_parallel
@@ -212,3 +213,20 @@ def test_single_gpu_fsdp_equals_single_device(tmp_path):
             summary["final loss 1 device"],
             TRAJECTORY,
         )
+
+
+@multidevice.cpu_simulation
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_fsdp_on_two_nodes_equals_one_device(framework, tmp_path):
+    """`week1 run fsdp` as two "nodes" on 127.0.0.1 (torch: c10d rendezvous; JAX:
+    jax.distributed, one CPU device each): both see the same losses, and the final one is the
+    single-device run's (each run trains that too, from the same seed)."""
+    cfg = dataclasses.replace(CFG, steps=10)
+    nodes = multidevice.week1_run_two_nodes("fsdp", framework, cfg, tmp_path)
+    first, second = ([r["train_loss"] for r in read_metrics(n)] for n in nodes)
+    assert len(first) == cfg.steps
+    assert_close(f"{framework} FSDP 2 nodes", "node 1 vs node 0 losses", second, first, F32)
+    summary = read_summary(nodes[0])
+    assert_close(f"{framework} FSDP 2 nodes vs 1 device", "final loss", first[-1],
+                 summary["final loss 1 device"], TRAJECTORY)  # fmt: skip

@@ -73,8 +73,9 @@ def fsdp_strategy(graphdef, tx, mesh: jax.sharding.Mesh, params, opt_state) -> p
 
 
 def memory_bytes(params, opt_state, mesh: jax.sharding.Mesh) -> dict[str, int]:
-    """Bytes on the mesh's first device: parameters and optimizer state, replicated vs sharded."""
-    device = mesh.devices.flat[0]
+    """Bytes on this process's first device of the mesh: parameters and optimizer state,
+    replicated vs sharded."""
+    device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
     replicated = NamedSharding(mesh, P())
     return {
         "params replicated": parallel.device_bytes(parallel.put_global(params, replicated), device),

@@ -118,7 +118,10 @@ def put_global(tree, shardings):
     the whole value and hands over its devices' pieces, so this works across processes too."""
 
     def put(a, sharding):
-        if isinstance(a, jax.Array):
+        local_to_global = sharding.is_fully_addressable is False and (
+            not isinstance(a, jax.Array) or a.is_fully_addressable
+        )  # one process's array onto every process's devices: through the host
+        if isinstance(a, jax.Array) and not local_to_global:
             return jax.device_put(a, sharding)  # already on devices: reshard there
         a = np.asarray(a)
         return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
@@ -170,11 +173,21 @@ def train(
                 if evaluate is not None and loop.Cadence.of(cfg).is_eval_step(step):
                     history.add_eval(step, val_loss=evaluate(strategy.get(params)))
             if first_grads is None:
-                first_grads = jax.tree.map(np.asarray, strategy.get(grads))
+                first_grads = jax.tree.map(to_host, strategy.get(grads))
             if log:
                 log(step, train_loss=losses[-1])
             advance(losses[-1])
     return params, opt_state, losses, first_grads
+
+
+def to_host(a: jax.Array) -> np.ndarray:
+    """The whole value of `a` as numpy, also when its shards lie on other processes' devices
+    (a multi-process run: gathered from every process)."""
+    if a.is_fully_addressable:
+        return np.asarray(a)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
 
 
 def validation(graphdef, data: charlm.Data, cfg: charlm.Config):
