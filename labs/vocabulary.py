@@ -141,12 +141,18 @@ def truncated(merges: list, vocab: dict, size: int):
     return hf.byte_level(models.BPE(keep, merges[:m]))
 
 
-@functools.cache
 def largest_bpe(cfg: Config):
     """(corpus, merges, vocab) of one BPE run at the largest size asked for."""
-    corpus = load_corpus(cfg)
-    tok = hf.train_bpe(corpus.train, max(cfg.size_list + [cfg.added_size]))
-    merges, vocab = hf.merges_and_vocab(tok)
+    return _largest_bpe(
+        Config(chars_per_kind=cfg.chars_per_kind, held_out_every=cfg.held_out_every),
+        max(cfg.size_list + [cfg.added_size]),
+    )
+
+
+@functools.cache  # keyed by what the corpus and the run depend on, not the other settings
+def _largest_bpe(data: Config, size: int):
+    corpus = load_corpus(data)
+    merges, vocab = hf.merges_and_vocab(hf.train_bpe(corpus.train, size))
     return corpus, merges, vocab
 
 
