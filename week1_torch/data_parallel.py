@@ -24,8 +24,9 @@ from week1.parallel import check_batch_split, loop_config, worker_args
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, parallel
 
-# No counterpart in JAX: the DDP wrapper (JAX shards arrays instead of wrapping a model).
-FRAMEWORK_ONLY = ("ddp_model",)
+# No counterpart in JAX: the DDP wrapper (JAX shards arrays instead of wrapping a model) and
+# the rank torchrun starts (a JAX process is a `week1 run` itself).
+FRAMEWORK_ONLY = ("ddp_model", "worker")
 
 
 def ddp_model(
