@@ -300,7 +300,7 @@ def cmd_profile(args, overrides) -> int:
 
 def cmd_export(args) -> int:
     from week1 import hub
-    from week1.commands.export import export_run, exported_step_note, read_run
+    from week1.export import export_run, exported_step_note, read_run
 
     folder = export_run(args.run_dir, args.out_dir, parity_path=args.parity)
     step = hub.read_config(folder)[1]["week1"]["step"]
@@ -310,7 +310,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from week1.commands.export import push
+    from week1.export import push
 
     report.console.print(push(args.folder, args.repo_id, private=args.private))
     return 0

@@ -13,7 +13,7 @@ A model folder, the same whichever framework trained or wrote it:
 torch writes it with `PyTorchModelHubMixin.save_pretrained` (week1_torch/lib/hub.py); the
 Flax side writes the same three files itself (week1_jax/lib/hub.py), byte for byte the same
 weights file for the same numbers. `week1 export` and `week1 push` are
-week1/commands/export.py.
+week1/export.py.
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from labs import environment as spec
-from week1 import charlm, convert, loop
+from week1 import charlm, convert, export, loop
 from week1_jax.lib import bert, checkpoint, devices, hub, lora, optim, schedules
 from week1_jax.lib import charlm as lm
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import dotted, get_weights
+from week1_jax.lib.models import dotted
 
 # No counterpart in torch: there requires_grad picks what a method trains, and lib/train's
 # generic step is the method's; here the gradient is taken of the trainable part (DiffState).
@@ -41,36 +41,9 @@ TRAINABLE = {
 # --- the Hub part ---------------------------------------------------------------------------
 
 
-def restore_char_mlp(loop_cfg: charlm.Config, checkpoint_dir) -> tuple[int, dict]:
-    """(step, weights by Flax path) of the newest intact char-MLP checkpoint in
-    `checkpoint_dir` (a training_loop run's, or this lab's char_mlp/)."""
-    data = charlm.load_data(loop_cfg)
-    model = lm.build_model(loop_cfg, data.vocab_size)
-    mngr = checkpoint.manager(pathlib.Path(checkpoint_dir))
-    if checkpoint.latest_step(mngr) is None:
-        raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir}")
-    step = checkpoint.restore_train_state(mngr, model, lm.make_optimizer(model, loop_cfg))
-    return step, get_weights(model)
-
-
-def evaluate_char_mlp(loop_cfg: charlm.Config, weights: dict) -> float:
-    """Validation loss (nats per character) of char-MLP `weights` on the run's validation
-    batches."""
-    data = charlm.load_data(loop_cfg)
-    model = lm.build_model(loop_cfg, data.vocab_size, weights)
-    return lm.evaluate(model, charlm.val_batches(data, loop_cfg))
-
-
-def save_hub_folder(weights: dict, folder, config: dict) -> None:
-    """The Hub folder of Flax weights (week1/hub.py): torch names, as the mixin writes them."""
-    hub.save_pretrained(weights, folder, config)
-
-
 def hub_round_trip(cfg: spec.Config, run) -> dict:
     """Train the training_loop char MLP for hub_steps (kept if a resumed run has it), export
     the run as `week1 export` does into run/hub, load the folder back: the same logits."""
-    from week1.commands import export
-
     loop_cfg = spec.char_mlp_config(cfg)
     data = charlm.load_data(loop_cfg)
     folder = run.path("char_mlp")
@@ -79,7 +52,7 @@ def hub_round_trip(cfg: spec.Config, run) -> dict:
         _, history = lm.train(
             loop_cfg, data, ctx=loop.Context(checkpoint_dir=folder, show_progress=True)
         )
-    step, weights = restore_char_mlp(loop_cfg, folder)
+    step, weights = lm.restore(loop_cfg, folder)
     out = run.path("hub")
     if not (out / "README.md").exists():
         export.export_run(run.dir, out)
@@ -90,7 +63,7 @@ def hub_round_trip(cfg: spec.Config, run) -> dict:
     diff = np.abs(np.asarray(trained(jnp.asarray(x))) - np.asarray(loaded(jnp.asarray(x))))
     return {
         "char MLP steps": step,
-        "char MLP val loss": evaluate_char_mlp(loop_cfg, weights),
+        "char MLP val loss": lm.validation_loss(loop_cfg, weights),
         "hub round trip max |dlogits|": float(diff.max()),
     }
 

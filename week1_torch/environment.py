@@ -21,12 +21,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from labs import environment as spec
-from week1 import charlm, loop, tolerances
+from week1 import charlm, export, loop, tolerances
 from week1.parallel import config_args
 from week1_torch.lib import bert, checkpoint, devices, hub, lora, optim, parallel, schedules
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import train as trainer
-from week1_torch.lib.models import get_weights
 
 # No counterpart in JAX: Accelerate is a torch library (JAX shards arrays over a Mesh instead).
 FRAMEWORK_ONLY = ("accelerate_train", "ddp_train", "accelerate_vs_ddp", "worker")
@@ -35,42 +34,15 @@ FRAMEWORK_ONLY = ("accelerate_train", "ddp_train", "accelerate_vs_ddp", "worker"
 # --- the Hub part ---------------------------------------------------------------------------
 
 
-def restore_char_mlp(loop_cfg: charlm.Config, checkpoint_dir) -> tuple[int, dict]:
-    """(step, weights by state_dict name) of the newest intact char-MLP checkpoint in
-    `checkpoint_dir` (a training_loop run's, or this lab's char_mlp/)."""
-    data = charlm.load_data(loop_cfg)
-    model = lm.build_model(loop_cfg, data.vocab_size)
-    optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
-    if checkpoint.latest_step(checkpoint_dir) is None:
-        raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir}")
-    step = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler)
-    return step, get_weights(model)
-
-
-def evaluate_char_mlp(loop_cfg: charlm.Config, weights: dict) -> float:
-    """Validation loss (nats per character) of char-MLP `weights` on the run's validation
-    batches."""
-    data = charlm.load_data(loop_cfg)
-    model = lm.build_model(loop_cfg, data.vocab_size, weights)
-    return lm.evaluate(model, charlm.val_batches(data, loop_cfg))
-
-
-def save_hub_folder(weights: dict, folder, config: dict) -> None:
-    """The Hub folder of torch weights, through PyTorchModelHubMixin.save_pretrained."""
-    hub.save_pretrained(weights, folder, config)
-
-
 def hub_round_trip(cfg: spec.Config, run) -> dict:
     """Train the training_loop char MLP for hub_steps (kept if a resumed run has it), export
     the run as `week1 export` does into run/hub, load the folder back: the same logits."""
-    from week1.commands import export
-
     loop_cfg = spec.char_mlp_config(cfg)
     data = charlm.load_data(loop_cfg)
     folder = run.path("char_mlp")
     if not (folder.exists() and checkpoint.latest_step(folder) == loop_cfg.steps):
         lm.train(loop_cfg, data, ctx=loop.Context(checkpoint_dir=folder, show_progress=True))
-    step, weights = restore_char_mlp(loop_cfg, folder)
+    step, weights = lm.restore(loop_cfg, folder)
     out = run.path("hub")
     if not (out / "README.md").exists():
         export.export_run(run.dir, out)
@@ -82,7 +54,7 @@ def hub_round_trip(cfg: spec.Config, run) -> dict:
         diff = (trained(x) - loaded(x)).abs().max()
     return {
         "char MLP steps": step,
-        "char MLP val loss": evaluate_char_mlp(loop_cfg, weights),
+        "char MLP val loss": lm.validation_loss(loop_cfg, weights),
         "hub round trip max |dlogits|": float(diff),
     }
 

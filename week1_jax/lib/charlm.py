@@ -7,6 +7,8 @@ profiling, the parallel labs, the benchmark). Mirrors week1_torch/lib/charlm.py.
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,9 +16,9 @@ import optax
 from flax import nnx
 
 from week1 import charlm, loop
-from week1_jax.lib import devices, optim, schedules, steps
+from week1_jax.lib import checkpoint, devices, optim, schedules, steps
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import CharMLP, set_weights
+from week1_jax.lib.models import CharMLP, get_weights, set_weights
 
 
 def build_model(cfg: charlm.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
@@ -114,3 +116,23 @@ def train(cfg: charlm.Config, data: charlm.Data, *, weights=None, ctx=loop.BARE,
         evaluate=lambda: {"val_loss": evaluate(model, val)},
     )
     return model, history
+
+
+def restore(cfg: charlm.Config, checkpoint_dir) -> tuple[int, dict]:
+    """(step, weights by Flax path) of the newest intact char-MLP checkpoint in
+    `checkpoint_dir` (a training_loop run's, or the environment lab's char_mlp/)."""
+    data = charlm.load_data(cfg)
+    model = build_model(cfg, data.vocab_size)
+    mngr = checkpoint.manager(pathlib.Path(checkpoint_dir))
+    if checkpoint.latest_step(mngr) is None:
+        raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir}")
+    step = checkpoint.restore_train_state(mngr, model, make_optimizer(model, cfg))
+    return step, get_weights(model)
+
+
+def validation_loss(cfg: charlm.Config, weights: dict) -> float:
+    """Validation loss (nats per character) of char-MLP `weights` on the run's validation
+    batches."""
+    data = charlm.load_data(cfg)
+    model = build_model(cfg, data.vocab_size, weights)
+    return evaluate(model, charlm.val_batches(data, cfg))

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from week1 import charlm, loop
-from week1_torch.lib import devices, optim, schedules
+from week1_torch.lib import checkpoint, devices, optim, schedules
 from week1_torch.lib import train as trainer
-from week1_torch.lib.models import CharMLP, set_weights
+from week1_torch.lib.models import CharMLP, get_weights, set_weights
 
 
 def build_model(cfg: charlm.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
@@ -102,3 +102,23 @@ def train(cfg: charlm.Config, data: charlm.Data, *, weights=None, ctx=loop.BARE,
         evaluate=lambda: {"val_loss": evaluate(model, val)},
     )
     return model, history
+
+
+def restore(cfg: charlm.Config, checkpoint_dir) -> tuple[int, dict]:
+    """(step, weights by state_dict name) of the newest intact char-MLP checkpoint in
+    `checkpoint_dir` (a training_loop run's, or the environment lab's char_mlp/)."""
+    data = charlm.load_data(cfg)
+    model = build_model(cfg, data.vocab_size)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    if checkpoint.latest_step(checkpoint_dir) is None:
+        raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir}")
+    step = checkpoint.restore_train_state(checkpoint_dir, model, optimizer, scheduler)
+    return step, get_weights(model)
+
+
+def validation_loss(cfg: charlm.Config, weights: dict) -> float:
+    """Validation loss (nats per character) of char-MLP `weights` on the run's validation
+    batches."""
+    data = charlm.load_data(cfg)
+    model = build_model(cfg, data.vocab_size, weights)
+    return evaluate(model, charlm.val_batches(data, cfg))

@@ -1,18 +1,18 @@
-"""`week1 export RUN_DIR DIR` and `week1 push DIR --repo-id NAME`: a trained lab model as a
-Hugging Face Hub folder (week1/hub.py), and its upload.
+"""A trained lab model as a Hugging Face Hub folder (week1/hub.py), and its upload: what
+`week1 export RUN_DIR DIR` and `week1 push DIR --repo-id NAME` do, and what the environment
+lab shows. The framework's library is imported when a run of it is exported.
 
-export: the run's config.json names the lab and the framework; the newest intact
-checkpoint of the run (every run checkpoints its last step, so a finished run exports
-its final weights) is restored in that framework (a broken or refused newer one is
-skipped, saying so; the command names the step it exported, and the step the run
-reached when the two differ) (the environment lab's modules know
-how, for every lab listed in EXPORTABLE), its weights written under torch state_dict names
-with config.json (torch: PyTorchModelHubMixin.save_pretrained; Flax: the same files), and
-a model card README.md (huggingface_hub.ModelCard): the metrics of summary.json, the
-config, the framework, the lab's parity numbers (from a `week1 parity --json` document
-given with --parity) and the command that trained it. The folder loads in either framework:
-`CharMLPHub.from_pretrained(DIR)` (week1_torch.lib.hub) or `week1_jax.lib.hub.
-from_pretrained(DIR)`.
+export: the run's config.json names the lab and the framework; the newest intact checkpoint
+of the run (every run checkpoints its last step, so a finished run exports its final
+weights) is restored by that framework's lib/charlm.py (a broken or refused newer one is
+skipped, saying so; the command names the step it exported, and the step the run reached
+when the two differ), for every lab listed in EXPORTABLE; its weights are written under
+torch state_dict names with config.json (torch: PyTorchModelHubMixin.save_pretrained; Flax:
+the same files), and a model card README.md (huggingface_hub.ModelCard): the metrics of
+summary.json, the config, the framework, the lab's parity numbers (from a `week1 parity
+--json` document given with --parity) and the command that trained it. The folder loads in
+either framework: `CharMLPHub.from_pretrained(DIR)` (week1_torch.lib.hub) or
+`week1_jax.lib.hub.from_pretrained(DIR)`.
 
 push: `HfApi.create_repo` then `upload_folder`. Without a token (HF_TOKEN or `hf auth
 login`) or without a network it refuses in one line (exit 2) before sending anything.
@@ -21,6 +21,7 @@ login`) or without a network it refuses in one line (exit 2) before sending anyt
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import pathlib
 import shlex
@@ -183,18 +184,19 @@ def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
     if info.lab not in EXPORTABLE:
         raise UsageError(
             f"{info.lab} runs do not export yet; exportable: {', '.join(EXPORTABLE)} "
-            "(week1/commands/export.py)"
+            "(week1/export.py)"
         )
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UsageError(f"{str(out_dir)!r} exists and is not an empty folder")
     if parity_path is not None and not pathlib.Path(parity_path).is_file():
         raise UsageError(f"--parity {str(parity_path)!r}: no such file")
-    from labs import environment as spec
     from week1 import charlm
 
-    lab_cfg = from_dict(catalog.spec(info.lab).Config, info.config)
-    loop_cfg = spec.char_mlp_config(lab_cfg) if info.lab == "environment" else lab_cfg
+    spec = catalog.spec(info.lab)
+    lab_cfg = from_dict(spec.Config, info.config)
+    # The environment lab trains the char LM as one of its parts, with settings of its own.
+    loop_cfg = spec.char_mlp_config(lab_cfg) if hasattr(spec, "char_mlp_config") else lab_cfg
     checkpoint_dir = info.dir / EXPORTABLE[info.lab]
     if (
         checkpoints.latest_intact_quietly(checkpoints.candidates_in(info.framework, checkpoint_dir))
@@ -205,12 +207,12 @@ def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
             f"{info.summary.get('status', 'unknown')}); train it again: "
             f"{training_command(info).splitlines()[0]}"
         )
-    lab = catalog.framework_module("environment", info.framework)
-    step, weights = lab.restore_char_mlp(loop_cfg, checkpoint_dir)
+    lm = importlib.import_module(f"week1_{info.framework}.lib.charlm")
+    step, weights = lm.restore(loop_cfg, checkpoint_dir)
     data = charlm.load_data(loop_cfg)
     corpus = data.corpus
     metrics = {
-        "validation loss (nats/char, at export)": lab.evaluate_char_mlp(loop_cfg, weights),
+        "validation loss (nats/char, at export)": lm.validation_loss(loop_cfg, weights),
         "unigram baseline (nats/char)": charlm.unigram_baseline(data),
     }
     metrics |= {
@@ -233,7 +235,9 @@ def export_run(run_dir, out_dir, parity_path=None) -> pathlib.Path:
         run=info.dir.name,
         weights="torch state_dict names, float32",
     )
-    lab.save_hub_folder(weights, out_dir, config)
+    importlib.import_module(f"week1_{info.framework}.lib.hub").save_pretrained(
+        weights, out_dir, config
+    )
     model_card(info, config, metrics, as_dict(loop_cfg), parity_path).save(out_dir / hub.CARD)
     return out_dir
 
