@@ -49,7 +49,7 @@ How to read the results
 - One row per (dtype, tensor): max |ours - autograd|, the headroom of the tier (the worst
   element's difference over what the tier allows: 1.0 is the limit) and ok. Float64 agrees to
   ~1e-16 relative: the same sums in a different order. Float32 agrees to ~1e-7: rounding only.
-- The finite-difference rows: a few coordinates each, float64; agreement to ~1e-8 relative
+- The finite-difference rows: a few coordinates each, float64; agreement to ~1e-9 relative
   says the formulas, not just the code, are right (autograd could share a mistake with us in
   the model definition; finite differences see only the loss).
 - `wte` rows of characters absent from the batch are exactly zero in all three.
