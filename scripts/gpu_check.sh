@@ -52,7 +52,7 @@ export TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_PREALLOCATE=false
 declare -A limit
 while read -r name seconds; do limit[$name]=$seconds; done < <("$py" scripts/gpu_plan.py limits)
 total=${GPU_CHECK_TOTAL_S:-420}
-workers=(-n 4)  # the devices sweep: pytest-xdist workers sharing the GPU
+workers=(-n 6)  # the devices sweep: pytest-xdist workers sharing the GPU (gpu_plan.GPU_WORKERS)
 if [[ $mode == gpu ]]; then
   "$py" scripts/gpu_plan.py check "$total" || exit 2
   gpu_basics_args=()
@@ -64,16 +64,16 @@ else
   export CUDA_VISIBLE_DEVICES="" JAX_PLATFORMS=cpu WEEK1_DEVICE_SWEEP=cpu
   gpu_basics_args=(--sizes=64,128 --warmup=1 --iters=3 --bandwidth_mib=8)
   kernels_args=(--warmup=0 --iters=1)
-  workers=(-n 2)
+  # The device sweep on the CPU (WEEK1_DEVICE_SWEEP=cpu) at two labs: every lab computes its
+  # GPU-sized work there; gpu_plan.py estimates the GPU sweep per lab instead.
+  sweep=(-k "adamw or gpu_basics")
+  workers=()
   if [[ $mode == cpu ]]; then  # sized for seconds on 2 cores: every stage runs, little work
     benchmark_args=(--quick=true --max_points=2 --workloads=mlp --compiled=false
                     --dp=false --warmup=1 --iters=3 --threads=1)
-    sweep=(-k "adamw or gpu_basics")
-    workers=()
-  else  # the dry run: what the estimate needs (every workload's compiles, every lab's sweep)
+  else  # the dry run: what the estimate needs (every workload's compiles)
     benchmark_args=(--quick=true --max_points=1 --compiled=true --dp=false --habits=false
                     --warmup=1 --iters=3 --threads=1)
-    sweep=()
     total=${GPU_CHECK_TOTAL_S:-2400}
     for name in "${!limit[@]}"; do limit[$name]=$(( limit[$name] * 8 )); done
   fi

@@ -15,6 +15,8 @@ first H200 run measured (torch, n=8192), calls as week1.timing makes them. What 
 give is an allowance, named below with its reason:
     CUDA_INIT_S        a process's CUDA context and cuBLAS handles
     GPU_TEST_S         one gpu-marked parity test (they skip on a CPU: no measurement)
+    H200_LAB_S         one lab of the device sweep, the first H200 run's upper figure (the
+                       sweep's CPU form computes GPU-sized work on the CPU: no proxy)
     GEMM_AUTOTUNE_S    XLA's autotuning of one GEMM shape and dtype (torch: cuBLAS heuristics)
     GPU_COMPILE        a compile for a GPU against the same compile for the CPU (autotuning)
     KERNEL_COMPILE_S   one Triton or Pallas kernel compiled for the GPU (interpreted on a CPU,
@@ -45,10 +47,10 @@ LIMITS = {
     "benchmark": 120,
     "gpu_kernels": 45,
 }
-GPU_WORKERS = 4  # pytest-xdist workers of the devices stage on the GPU machine (one GPU)
-CPU_WORKERS = 2  # ... in the CPU dry run (2 cores)
+GPU_WORKERS = 6  # pytest-xdist workers of the devices stage on the GPU machine (one GPU)
 
 H200_ENV_S = 5.0  # the env stage on the first H200 run
+H200_LAB_S = 15.0  # one lab of the device sweep there: 10-15 s (real sizes' compute, no watch)
 H200_PEAK_TFLOPS = {"fp32": 50.9, "tf32": 403.0, "bf16": 778.0, "fp16": 778.0}  # torch, n=8192
 CUDA_INIT_S = 5.0
 GPU_TEST_S = 3.0
@@ -142,6 +144,9 @@ def estimate(out: pathlib.Path) -> list[Estimate]:
         raise SystemExit(f"the CPU run did not pass {failed}: no estimate from a failed stage")
     cpu = {name: seconds for name, (_, seconds) in measured.items()}
     host = min(1.0, H200_ENV_S / cpu["env"])
+    from week1 import catalog
+
+    labs = sum(lab.implemented for lab in catalog.LABS)  # the sweep's cases, one per lab
     text = (out / "parity.txt").read_text()
     skipped = int(m.group(1)) if (m := re.search(r"(\d+) skipped", text)) else 0
     out_list = [
@@ -157,8 +162,8 @@ def estimate(out: pathlib.Path) -> list[Estimate]:
             "devices",
             LIMITS["devices"],
             cpu["devices"],
-            cpu["devices"] * host * CPU_WORKERS / GPU_WORKERS + CUDA_INIT_S,
-            f"the sweep on the CPU x {host:.2f} x {CPU_WORKERS}/{GPU_WORKERS} workers + CUDA init",
+            labs * H200_LAB_S / GPU_WORKERS + CUDA_INIT_S,
+            f"{labs} labs x {H200_LAB_S} s (H200) / {GPU_WORKERS} workers + CUDA init",
         ),
     ]
     for fw in ("jax", "torch"):
