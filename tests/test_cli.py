@@ -36,15 +36,6 @@ def week1(*args, cwd=None):
         (["run", "training_loop", "--framework", "torch", "--steps=x"], ["--steps='x'", "int"]),
         (["run", "training_loop", "--framework", "jax", "--compile"], ["--compile", "torch"]),
         (["frobnicate"], ["frobnicate"]),
-        # issue 21 case 7: a repeated flag ran the last one; a range only the JAX run knew;
-        # a misspelt lab or setting gets the nearest name
-        (["run", "training_loop", "--framework", "torch", "--framework", "jax"], ["twice"]),
-        (["run", "bpe", "--framework", "jax", "--vocab_size=100000000"], ["[257, 46340]"]),
-        (["run", "bpe", "--framework", "torch", "--vocab_size=100000000"], ["[257, 46340]"]),
-        (["run", "traning_loop", "--framework", "jax"], ["did you mean 'training_loop'"]),
-        (["run", "training_loop", "--framework", "jax", "--stesp=3"], ["did you mean 'steps'"]),
-        # issue 20: --compile where the lab's run() takes none is refused before any folder
-        (["run", "bpe", "--framework", "torch", "--compile"], ["bpe", "torch.compile"]),
         (["list", "--steps=3"], ["--steps=3"]),
     ],
 )
@@ -59,6 +50,31 @@ def test_bad_input_one_line_exit_2_no_run_folder(tmp_path, args, words):
         assert word in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        # issue 21 case 7: a repeated flag ran the last one; a range only the JAX run knew;
+        # a misspelt lab or setting gets the nearest name
+        (["run", "training_loop", "--framework", "torch", "--framework", "jax"], ["twice"]),
+        (["run", "bpe", "--framework", "jax", "--vocab_size=100000000"], ["[257, 46340]"]),
+        (["run", "bpe", "--framework", "torch", "--vocab_size=100000000"], ["[257, 46340]"]),
+        (["run", "traning_loop", "--framework", "jax"], ["did you mean 'training_loop'"]),
+        (["run", "training_loop", "--framework", "jax", "--stesp=3"], ["did you mean 'steps'"]),
+        # issue 20: --compile where the lab's run() takes none is refused before any folder
+        (["run", "bpe", "--framework", "torch", "--compile"], ["bpe", "torch.compile"]),
+    ],
+)
+def test_more_bad_input_in_process(tmp_path, capsys, args, words):
+    """As above, in this process (no interpreter start per case)."""
+    runs = tmp_path / "runs"
+    assert main([*args, "--runs-dir", str(runs)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("week1: error:"), captured.err
+    assert all(word in lines[0] for word in words), lines[0]
+    assert not runs.exists() and not captured.out
 
 
 def test_missing_data_package_is_a_usage_error(tmp_path, monkeypatch, capsys):
