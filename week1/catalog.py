@@ -160,6 +160,12 @@ LABS = (
     Lab("data_parallel", 7, "Data parallelism", "pmap, jit + NamedSharding, shard_map; torch DDP"),
     Lab("fsdp", 7, "FSDP", "torch FSDP2; JAX parameter sharding over an fsdp mesh axis"),
     Lab(
+        "model_parallel",
+        7,
+        "Tensor and pipeline parallelism",
+        "Megatron TP (NamedSharding, shard_map, DTensor, hand-written); GPipe and 1F1B pipelines",
+    ),
+    Lab(
         "benchmark",
         7,
         "Performance benchmarking",
