@@ -258,10 +258,15 @@ def load_data(cfg: Config) -> Data:
     return Data(corpus, matrix, coverage)
 
 
-def train_batch(data: Data, cfg: Config, step: int) -> labelled.Batch:
-    """Training batch `step` (from 1): ids (B, T) int32, lengths (B,), labels (B,)."""
+def train_batch(data: Data, cfg: Config, step: int, fixed: bool = False) -> labelled.Batch:
+    """Training batch `step` (from 1): ids (B, T) int32, lengths (B,), labels (B,); T is the
+    longest row rounded up to 16 words, or with `fixed` always cfg.max_length: one shape, for
+    torch.compile, which compiles a step again for every new T (the padded windows are
+    masked: the same logits)."""
+    split = data.corpus.splits["train"]
+    fixed_length = {"bucket": cfg.max_length} if fixed else {}
     return labelled.train_batch(
-        data.corpus.splits["train"], cfg.batch_size, cfg.seed, step, cfg.max_length
+        split, cfg.batch_size, cfg.seed, step, cfg.max_length, **fixed_length
     )
 
 

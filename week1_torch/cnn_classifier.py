@@ -129,7 +129,7 @@ def train(cfg: spec.Config, data: spec.Data, *, weights: dict | None = None, ctx
         model,
         optimizer,
         train_step(model, optimizer),
-        lambda step: as_tensors(spec.train_batch(data, cfg, step)),  # ids, lengths, labels
+        lambda step: as_tensors(spec.train_batch(data, cfg, step, fixed=ctx.compile)),
         loop.Cadence.of(cfg),
         ctx,
         scheduler=scheduler,
