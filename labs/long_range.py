@@ -68,8 +68,11 @@ after the current step, with the finished cells in its summary.
 task at the largest T in JAX, torch eager and torch.compile from torch's initial weights on the same
 batches: the curves lie on each other (the bottom panel: their float32 gap); the table sets
 the speeds side by side (JAX's scan against torch's Python loop over time steps).
+torch.compile compiles the whole step, the loop over time steps unrolled into one graph:
+its first step (the table's "first s") takes minutes on a CPU at T=20, one graph per cell
+(`--compile` on a run compiles every cell of the grid).
 
-Run it:  week1 run long_range --framework jax   (or torch)
+Run it:  week1 run long_range --framework jax   (or torch [--compile])
          week1 compare long_range --quick
 
 History: docs/history.md#hochreiter-1991, #hochreiter-1997, #bahdanau-2015, #vaswani-2017

@@ -73,7 +73,10 @@ How to read the results
   torch eager and torch.compile from torch's initial weights on the same batches.
   The train-loss curves should lie on each other (lm.png and sentiment.png in the
   run folder; the bottom panel: their gap, float32 rounding that the steps carry
-  forward); the table sets the three speeds side by side.
+  forward); the table sets the three speeds side by side. torch.compile compiles
+  the whole step (lib/train), the T time steps unrolled into one graph: its first
+  step ("first s") takes minutes on a CPU; the sentiment batches it sees are all
+  max_length long (one shape, one compilation: spec.sentiment_batch).
 
 Run it:  week1 run rnn --framework jax          (or torch; --task=sentiment)
          week1 bench rnn;  week1 compare rnn --quick
@@ -323,9 +326,17 @@ def load_sentiment(cfg: Config) -> labelled.Labelled:
     return labelled.prepare("polarity", seed=cfg.seed, val_fraction=cfg.val_fraction)
 
 
-def sentiment_batch(data: labelled.Labelled, cfg: Config, step: int) -> labelled.Batch:
+def sentiment_batch(
+    data: labelled.Labelled, cfg: Config, step: int, fixed: bool = False
+) -> labelled.Batch:
+    """Training batch `step`: T is the longest snippet rounded up to 16 words, or with `fixed`
+    always cfg.max_length: one shape, for torch.compile, which compiles the step (T cells
+    unrolled) again for every new T (padded steps leave the state as it was: the same
+    logits)."""
+    fixed_length = {"bucket": cfg.max_length} if fixed else {}
+    split = data.splits["train"]
     return labelled.train_batch(
-        data.splits["train"], cfg.batch_size, cfg.seed, step, max_length=cfg.max_length
+        split, cfg.batch_size, cfg.seed, step, max_length=cfg.max_length, **fixed_length
     )
 
 

@@ -74,11 +74,12 @@ def loss_fn(cfg: spec.Config):
     return lm_loss if cfg.task == "lm" else classifier_loss
 
 
-def train_batch(cfg: spec.Config, data, step: int) -> tuple:
-    """Training batch `step` as numpy arrays, the loss function's arguments after the model."""
+def train_batch(cfg: spec.Config, data, step: int, fixed: bool = False) -> tuple:
+    """Training batch `step` as numpy arrays, the loss function's arguments after the model;
+    fixed: sentiment batches all cfg.max_length long (spec.sentiment_batch)."""
     if cfg.task == "lm":
         return spec.lm_batch(data, cfg, step)  # x (B, T), y (B, T)
-    batch = spec.sentiment_batch(data, cfg, step)
+    batch = spec.sentiment_batch(data, cfg, step, fixed)
     return batch.ids, batch.lengths, batch.labels
 
 
@@ -141,7 +142,7 @@ def train(cfg: spec.Config, data, *, weights: dict | None = None, ctx=loop.BARE)
         model,
         optimizer,
         train_step(model, optimizer, cfg),
-        lambda step: as_tensors(*train_batch(cfg, data, step)),
+        lambda step: as_tensors(*train_batch(cfg, data, step, fixed=ctx.compile)),
         loop.Cadence.of(cfg),
         ctx,
         scheduler=scheduler,
