@@ -26,7 +26,8 @@ How to read the results
 - The trace: open `trace/` in TensorBoard (`tensorboard --logdir <run>/trace`,
   with the profile plugin) or drop the .json(.gz) file on https://ui.perfetto.dev.
 
-Run it:  week1 run profiling --framework jax           (the training_loop step)
+Run it:  week1 run profiling --framework jax           (the char LM's training step)
+         week1 run profiling --framework torch --compile (forward_backward through torch.compile)
          week1 profile <lab> --framework torch          (any lab with a profile workload)
 
 History: docs/history.md#frameworks-2016

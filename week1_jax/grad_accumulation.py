@@ -179,13 +179,10 @@ def run(cfg: spec.Config, run) -> dict:
                  for method in METHODS}  # fmt: skip
     for method, history in histories.items():
         summary.update({f"{method}/{k}": v for k, v in history.summary().items()})
+    scan, multi = histories["scan"].train_loss, histories["multisteps"].train_loss
+    n = min(len(scan), len(multi))  # the same unless a stop was asked
     summary["max loss diff scan vs multisteps"] = float(
-        np.max(
-            np.abs(
-                np.array(histories["scan"].train_loss)
-                - np.array(histories["multisteps"].train_loss)
-            )
-        )
+        np.max(np.abs(np.array(scan[:n]) - np.array(multi[:n])))
     )
     return summary
 

@@ -1,4 +1,4 @@
-"""Profiling lab in JAX: jax.profiler trace of the training_loop step, cut into synced phases.
+"""Profiling lab in JAX: jax.profiler trace of the char LM's step, cut into synced phases.
 
 Read beside week1_torch/profiling.py. Every phase ends in `devices.sync`
 (jax.block_until_ready): JAX dispatches asynchronously, so without it a phase's
@@ -24,7 +24,8 @@ def grads_of(model, x, y):
 
 
 def profile_phases(cfg: spec.Config) -> profiler.Phases:
-    """The training_loop step (char-MLP, AdamW) as data / forward_backward / optimizer phases."""
+    """The char LM's training step (char-MLP, AdamW) as data / forward_backward / optimizer
+    phases."""
     data = charlm.load_data(cfg)
     model = base.build_model(cfg, data.vocab_size)
     optimizer = base.make_optimizer(model, cfg)
@@ -43,7 +44,7 @@ def profile_phases(cfg: spec.Config) -> profiler.Phases:
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run profiling --framework jax`: trace and break down the training_loop step."""
+    """`week1 run profiling --framework jax`: trace and break down the char LM's step."""
     breakdown, ops, trace_file = profile(
         profile_phases(cfg), cfg.profile_steps, run.path("trace"), cfg.top_ops
     )

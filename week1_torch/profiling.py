@@ -1,4 +1,4 @@
-"""Profiling lab in PyTorch: torch.profiler trace of the training_loop step, cut into synced phases.
+"""Profiling lab in PyTorch: torch.profiler trace of the char LM's step, cut into synced phases.
 
 Read beside week1_jax/profiling.py. Every phase ends in `devices.sync`
 (torch.cuda.synchronize on a GPU, where kernels run asynchronously; the CPU is
@@ -13,7 +13,7 @@ import torch
 from labs import profiling as spec
 from week1 import charlm, profiler
 from week1_torch.lib import charlm as base
-from week1_torch.lib import devices, steps
+from week1_torch.lib import devices, parallelize, steps
 from week1_torch.lib.profiler import profile
 
 
@@ -24,11 +24,14 @@ def grads_of(model, optimizer, x, y):
     return loss.detach()
 
 
-def profile_phases(cfg: spec.Config) -> profiler.Phases:
-    """The training_loop step (char-MLP, AdamW) as data / forward_backward / optimizer phases."""
+def profile_phases(cfg: spec.Config, compile: bool = False) -> profiler.Phases:
+    """The char LM's training step (char-MLP, AdamW) as data / forward_backward / optimizer
+    phases; `compile`: the forward_backward phase through torch.compile (applied from outside,
+    lib/parallelize), its first call compiling."""
     data = charlm.load_data(cfg)
     model = base.build_model(cfg, data.vocab_size)
     optimizer, scheduler = base.make_optimizer(model, cfg)
+    gradients = parallelize.apply_compile(grads_of) if compile else grads_of
 
     def batch(step):
         xy = base.as_tensors(*charlm.train_batch(data, cfg, step))
@@ -36,7 +39,7 @@ def profile_phases(cfg: spec.Config) -> profiler.Phases:
         return xy
 
     def forward_backward(xy):
-        loss = grads_of(model, optimizer, *xy)
+        loss = gradients(model, optimizer, *xy)
         devices.sync(loss)
         return loss, None  # the gradients stay in each p.grad
 
@@ -47,9 +50,10 @@ def profile_phases(cfg: spec.Config) -> profiler.Phases:
     return profiler.Phases(batch, forward_backward, optimizer_step, torch.profiler.record_function)
 
 
-def run(cfg: spec.Config, run) -> dict:
-    """`week1 run profiling --framework torch`: trace and break down the training_loop step."""
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
+    """`week1 run profiling --framework torch`: trace and break down the char LM's step."""
     breakdown, ops, trace_file = profile(
-        profile_phases(cfg), cfg.profile_steps, run.path("trace"), cfg.top_ops
+        profile_phases(cfg, compile), cfg.profile_steps, run.path("trace"), cfg.top_ops
     )
-    return profiler.summarise("torch", breakdown, ops, trace_file.relative_to(run.path("")))
+    title = "torch.compile" if compile else "torch"
+    return profiler.summarise(title, breakdown, ops, trace_file.relative_to(run.path("")))
