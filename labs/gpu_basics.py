@@ -30,8 +30,8 @@ device is busy all the time; the framework's overhead hides behind it); well
 above 1 it is *dispatch-bound* (small matmuls: Python, the framework's
 dispatch and the kernel launch cost more than the maths, and a faster device
 would not help). Timing only the latency, one host round trip per call,
-understates a fast device: the first H200 run read JAX's bf16 matmul at half
-its device speed that way. On a GPU, torch also clocks the queued batches
+understates a fast device, the more so the heavier a framework's dispatch
+(this lab's first H200 run did so, JAX's figures most). On a GPU, torch also clocks the queued batches
 with CUDA events (`week1 bench gpu_basics` shows them beside the wall clock, a
 cross-check); `cold=true` adds `cold ms`, each call after an L2 flush, as
 `triton.testing.do_bench` times kernels.
