@@ -30,7 +30,7 @@ CFG = data_parallel.Config(steps=20, batch_size=32, n_hidden=64, warmup_steps=5,
 LOOP_CFG = loop_config(CFG)
 
 
-def week1_run_torch(lab: str, cfg, runs_dir) -> pathlib.Path:
+def week1_run_torch(lab: str, cfg, runs_dir, *options: str) -> pathlib.Path:
     """`week1 run <lab> --framework torch` with cfg's settings (it launches torchrun: 2 gloo
     processes
     on 127.0.0.1, starting from cfg.seed's init); returns the run folder."""
@@ -43,6 +43,7 @@ def week1_run_torch(lab: str, cfg, runs_dir) -> pathlib.Path:
         "--framework",
         "torch",
         f"--runs-dir={runs_dir}",
+        *options,
         *config_args(cfg),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)

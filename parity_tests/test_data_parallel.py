@@ -119,3 +119,14 @@ def test_single_gpu_ddp_equals_single_device(tmp_path):
         summary["1 device final loss"],
         TRAJECTORY,
     )
+
+
+@multidevice.cpu_simulation
+@pytest.mark.slow
+def test_torch_ddp_compiled_equals_eager(torch_ddp, tmp_path):
+    """`week1 run data_parallel --framework torch --compile`: the DDP model through torch.compile
+    in every rank, the same losses as eager DDP."""
+    run_dir = multidevice.week1_run_torch("data_parallel", CFG, tmp_path, "--compile")
+    assert read_summary(run_dir)["status"] == "ok"
+    losses, _, _ = torch_parallel.load_result(run_dir / "ranks" / "train")
+    assert_close("torch DDP x2 compiled vs eager", "losses", losses, torch_ddp[0], TRAJECTORY)

@@ -70,16 +70,16 @@ def train(
     )
 
 
-def run(cfg: spec.Config, run) -> dict:
-    """`week1 run data_parallel --framework torch`: torchrun N DDP processes on this machine (and
-    as many on each of the other cfg.nnodes), then one device, same batches."""
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
+    """`week1 run data_parallel --framework torch [--compile]`: torchrun N DDP processes on this
+    machine (and as many on each of the other cfg.nnodes), then one device, same batches."""
     n = parallel.default_world_size(cfg.devices)
     check_batch_split(cfg.batch_size, n * cfg.nnodes)
     out = run.path("ranks")
     parallel.torchrun(
         "week1_torch.data_parallel",
         n,
-        worker_args(cfg, out),
+        worker_args(cfg, out, parallel.mode_with_compile("train", compile)),
         timeout_s=120 + cfg.steps,
         log_path=run.path("torchrun.log"),
         nodes=parallel.Nodes.of(cfg),
@@ -113,8 +113,8 @@ def bench(cfg: spec.Config) -> dict:
 
 
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
-    """One rank started by torchrun: join the group, train (or time a step); rank 0 writes
-    out_dir/<mode>/result.npz."""
+    """One rank started by torchrun: join the group, train (train_compiled: through
+    torch.compile) or time a step; rank 0 writes out_dir/<mode>/result.npz."""
     loop_cfg = loop_config(cfg)
     with parallel.process_group() as device:
         data = charlm.load_data(loop_cfg)
@@ -131,9 +131,10 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
             if dist.get_rank() == 0:
                 parallel.save_history(out_dir, history)
         else:
-            losses, grads = train(cfg, data, device)
+            base, compile = parallel.mode_and_compile(mode)
+            losses, grads = train(cfg, data, device, compile=compile)
             if parallel.is_node_leader():
-                parallel.save_result(pathlib.Path(out_dir) / mode, losses, grads)
+                parallel.save_result(pathlib.Path(out_dir) / base, losses, grads)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def train(
     return losses, grads, parallel.state_bytes(model, optimizer)
 
 
-def run(cfg: spec.Config, run) -> dict:
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run fsdp --framework torch`: torchrun N ranks with a checkpoint half way, resume on
     N/2, vs one device."""
     n = parallel.default_world_size(cfg.devices)
@@ -165,7 +165,7 @@ def run(cfg: spec.Config, run) -> dict:
         parallel.torchrun(
             "week1_torch.fsdp",
             ranks,
-            worker_args(cfg, out, mode),
+            worker_args(cfg, out, parallel.mode_with_compile(mode, compile)),
             timeout_s=120 + cfg.steps,
             log_path=run.path(f"torchrun_{mode}.log"),
             nodes=parallel.Nodes.of(cfg),
@@ -202,7 +202,8 @@ def bench(cfg: spec.Config) -> dict:
 
 def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     """One rank started by torchrun. train: train with a checkpoint half way, in out_dir/checkpoint;
-    resume: continue from it; bench: time a step. Rank 0 writes out_dir/<mode>/result.npz."""
+    resume: continue from it (either with "_compiled": through torch.compile); bench: time a
+    step. Rank 0 writes out_dir/<mode>/result.npz."""
     loop_cfg = loop_config(cfg)
     with parallel.process_group() as device:
         data = charlm.load_data(loop_cfg)
@@ -224,8 +225,14 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
             if dist.get_rank() == 0:
                 parallel.save_history(out_dir, history)
         else:
+            mode, compile = parallel.mode_and_compile(mode)
             losses, grads, sharded = train(
-                cfg, data, device, pathlib.Path(out_dir) / "checkpoint", resume=mode == "resume"
+                cfg,
+                data,
+                device,
+                pathlib.Path(out_dir) / "checkpoint",
+                resume=mode == "resume",
+                compile=compile,
             )
             replicated = replicated_memory_bytes(cfg, data, device)
             numbers = {

@@ -247,6 +247,17 @@ def validation(model: torch.nn.Module, data: charlm.Data, cfg: charlm.Config):
     return lambda: lm.evaluate(model, batches)
 
 
+def mode_with_compile(mode: str, compile: bool) -> str:
+    """A worker's mode, with "_compiled" when its model runs through torch.compile (`week1 run
+    ... --compile`): "train" -> "train_compiled"."""
+    return f"{mode}_compiled" if compile else mode
+
+
+def mode_and_compile(mode: str) -> tuple[str, bool]:
+    """The inverse of mode_with_compile: "train_compiled" -> ("train", True)."""
+    return mode.removesuffix("_compiled"), mode.endswith("_compiled")
+
+
 # `week1 compare`: the parent hands the start weights to the ranks as safetensors (no pickle)
 # and reads rank 0's History back as JSON. The mode tells the ranks whether to torch.compile.
 COMPARE_MODES = {"compare": False, "compare_compiled": True}
