@@ -16,7 +16,7 @@ import pytest
 from labs import model_parallel as spec
 from week1.config import UsageError
 from week1.parallel import worker_args
-from week1.tolerances import F32, TRAJECTORY, assert_close, assert_tree_close
+from week1.tolerances import F32, F64, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import model_parallel as jax_mp
 from week1_torch.lib import parallel as torch_parallel
 
@@ -122,6 +122,16 @@ def test_hlo_parser_reads_groups_and_tuples():
     assert counts == {"all-reduce": 2, "collective-permute": 1}
     expected = spec.allreduce_bytes(16 * 64 * 4, 4) + spec.allreduce_bytes(2 * 8 * 4, 2) + 16
     assert sent == pytest.approx(expected)
+
+
+def test_measured_bubble_recovers_the_formula_from_ideal_step_times():
+    """Step times of an ideal pipeline, T(m) = (m + p - 1) t, give back (p-1)/(m+p-1)."""
+    for stages in (2, 4):
+        ms = spec.sweep_microbatches("pipeline_gpipe", stages)
+        seconds = [(m + stages - 1) * 0.013 for m in ms]
+        formula = [spec.bubble_formula(stages, m) for m in ms]
+        assert_close("ideal pipeline", f"bubble, p={stages}", spec.measured_bubble(ms, seconds),
+                     formula, F64)  # fmt: skip
 
 
 @multidevice.cpu_simulation
