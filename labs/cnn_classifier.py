@@ -507,7 +507,6 @@ def report_run(cfg: Config, data: Data, history: loop.History, probs: np.ndarray
     run.path("misclassified.txt").write_text(wrong + "\n")
     summary = {
         "test_accuracy": test_acc,
-        "final_val_accuracy": history.evals["val_acc"][-1],
         **{f"{name} test_accuracy": acc for name, acc in base.items()},
         **history.summary(),
         "misclassified": wrong,
