@@ -397,12 +397,12 @@ def test_accelerate_equals_the_hand_written_ddp_loop(tmp_path):
 def test_accelerate_launch_starts_the_same_workers(tmp_path):
     """`accelerate launch --multi_gpu` is torchrun underneath: on a CPU the workers' Accelerator
     (cpu=True) joins gloo; the losses are the torchrun run's."""
-    from week1.parallel import config_args
+    from week1.parallel import worker_args
 
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
         "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "-m",
-        "week1_torch.environment", f"--out={tmp_path / 'launch'}", *config_args(ACCEL),
+        "week1_torch.environment", *worker_args(ACCEL, tmp_path / "launch"),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from labs import benchmark as spec
 from week1 import charlm, timing
-from week1.parallel import config_args
+from week1.parallel import worker_args
 from week1.report import console, progress
 from week1.runs import one_line
 from week1.timing import time_calls
@@ -290,7 +290,7 @@ def dp_scaling(cfg: spec.Config) -> list[dict]:
             parallel.torchrun(
                 "week1_torch.benchmark",
                 n,
-                [f"--out={out}", "--mode=dp", *config_args(cfg)],
+                worker_args(cfg, out, "dp"),
                 timeout_s=600,
             )
             numbers = parallel.load_result(pathlib.Path(out) / "dp")[2]

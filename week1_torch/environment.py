@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from labs import environment as spec
 from week1 import charlm, export, loop, tolerances
-from week1.parallel import config_args
+from week1.parallel import worker_args
 from week1_torch.lib import bert, checkpoint, devices, hub, lora, optim, parallel, schedules
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import train as trainer
@@ -318,7 +318,7 @@ def accelerate_vs_ddp(cfg: spec.Config, run) -> dict:
         parallel.torchrun(
             "week1_torch.environment",
             cfg.processes,
-            [f"--out={out}", *config_args(cfg)],
+            worker_args(cfg, out),
             timeout_s=180 + 2 * cfg.accel_steps,
             log_path=run.path("torchrun.log"),
         )

@@ -26,7 +26,6 @@ from safetensors.numpy import load_file, save_file
 from torch.distributed.tensor import DTensor
 
 from week1 import charlm, loop
-from week1.config import override
 from week1.parallel import (
     check_batch_split,
     check_device_count,
@@ -161,12 +160,7 @@ def torchrun(
 def worker_main(worker, config_cls, argv: list[str]) -> None:
     """`python -m week1_torch.<lab> --config=PATH` (week1.parallel.worker_args), as torchrun
     starts each rank: worker(cfg, out_dir, mode)."""
-    if argv[:1] and argv[0].startswith("--config="):
-        worker(*read_worker_config(config_cls, argv))
-    else:  # `--out=DIR [--mode=M] --key=value ...`: launches not yet moved to worker_args
-        options = dict(a[2:].split("=", 1) for a in argv if a.startswith(("--out=", "--mode=")))
-        overrides = [arg for arg in argv if not arg.startswith(("--out=", "--mode="))]
-        worker(override(config_cls(), overrides), options["out"], options.get("mode", "train"))
+    worker(*read_worker_config(config_cls, argv))
     # Done: the group is destroyed and the results are written and closed. Leave without the
     # interpreter's teardown, where a C++ thread still alive (gloo's, or one a library such as
     # Accelerate started) aborts the rank: "terminate called without an active exception",
