@@ -62,13 +62,32 @@ The production mindset, in the course's terms
 
 How to read the results
 -----------------------
-On this 2-core CPU the load generator and the server share the cores, and most of a
-request's time is HTTP and Python, not the model: compare settings with each other,
-not with a GPU server. Expect max_batch 1 to flatten first as concurrency rises, and
-the batching settings to reach several times its throughput at concurrency 16-64 at a
-similar or lower p99. Cold starts: the ONNX server (torch's export) imports no
-framework and starts faster than the JAX one, which compiles a shape per power of two
-up to max_batch.
+First the export check: every export within F32 of the eager model on each batch (the
+tier is applied at each row's scale: see check_exports), else the run stops there.
+
+Then the load table, one row per batching setting and concurrency. On this 2-core CPU the
+server and the load generator share the cores (and whatever else the machine runs): the
+wall-clock columns (p50/p95/p99, req/s) measure the machine as much as the server, and
+the load generator itself (httpx) spends about as much CPU per request as the server does.
+So read two kinds of columns:
+- srv, the server's CPU milliseconds per request (from /proc, whatever the neighbours do):
+  with max_batch 1 every generated character is one forward pass per request; batching
+  shares each pass among the batch's requests, so srv falls as b~ (the mean batch size
+  the responses report) grows. What remains at large batches is HTTP, JSON and pydantic.
+- b~ against conc: a batch can only hold what is queued. With few clients, b~ stays near
+  1 and max_wait_ms is pure added latency (compare p50 at conc 1 across settings); with
+  many, batches fill without waiting.
+The plot (throughput_vs_p99.png) is the trade-off in wall-clock terms; on an idle machine
+(or with the load generator on another one) it is what a capacity plan reads.
+
+The starts table: process start to /ready (imports, loading the export, warm-up: the
+ONNX server imports no framework; the JAX one imports jax and compiles one program per
+padded batch shape), then the first two requests on an open connection.
+`week1 bench serving` times the forward pass alone: eager (torch) or jit (JAX) against the
+exports, on 1 and 32 windows.
+
+Not covered: a GPU server (onnxruntime's CUDA execution provider, or the JAX export run on
+the device, with CUDA graphs); the same command would serve there, unmeasured here.
 
 Run it (the serving extra: scripts/setup.sh installs it):
     week1 run serving --framework torch            (trains a small model, exports, loads)
@@ -245,15 +264,21 @@ def write_manifest(folder, content: dict) -> pathlib.Path:
 
 
 def check_exports(eager: list[np.ndarray], exported: dict[str, list[np.ndarray]]) -> dict:
-    """Each export's logits against the eager model's on every check batch (F32 tier): prints
-    the table, raises if one is outside the tier, returns the worst difference."""
+    """Each export's logits against the eager model's on every check batch, F32 tier at the
+    scale of each row: a row whose largest |logit| is s > 1 is divided by s first. Two float32
+    computations in different orders differ by rounding at the scale of the row's large terms
+    (a trained model's logits reach tens), so a logit near 0 beside them cannot be held to 1e-5
+    of itself; at s <= 1 (an initialised model, the parity tests) this is plain F32. Prints the
+    table, raises if one is outside, returns the worst absolute difference."""
     rows = []
     for name, outs in exported.items():
         for ref, out in zip(eager, outs, strict=True):
-            diff = measure(out, ref, F32)
-            rows.append((name, len(ref), diff.max_abs, diff.headroom, "ok" if diff.ok else "NO"))
+            scale = np.maximum(np.abs(ref).max(axis=1, keepdims=True), 1.0)  # (B, 1)
+            diff = measure(out / scale, ref / scale, F32)
+            worst = float(np.abs(out - ref).max())
+            rows.append((name, len(ref), worst, diff.headroom, "ok" if diff.ok else "NO"))
     report.table(
-        "exported vs eager logits (F32 tier; headroom 1 = at the limit)",
+        "exported vs eager logits (F32 tier at each row's scale; headroom 1 = at the limit)",
         ["export", "batch", "max |diff|", "headroom", "within"],
         rows,
     )
@@ -484,26 +509,32 @@ def load_test(cfg: Config, folder, run) -> dict:
     return report_load(rows, starts, run)
 
 
-LOAD_COLUMNS = {  # row key -> (column, format); times in ms
+LOAD_COLUMNS = {  # row key -> (column, format); times in ms ("ms": one decimal below 100)
     "max_batch": ("batch", "d"),
     "max_wait_ms": ("wait", "g"),
     "concurrency": ("conc", "d"),
     "requests": ("ok", "d"),
     "failed": ("fail", "d"),
-    "p50_ms": ("p50", ".1f"),
-    "p95_ms": ("p95", ".1f"),
-    "p99_ms": ("p99", ".1f"),
+    "p50_ms": ("p50", "ms"),
+    "p95_ms": ("p95", "ms"),
+    "p99_ms": ("p99", "ms"),
     "req_per_s": ("req/s", ".0f"),
-    "mean_batch": ("batch~", ".1f"),
-    "server_cpu_ms": ("srv cpu", ".2f"),
-    "client_cpu_ms": ("cli cpu", ".2f"),
+    "mean_batch": ("b~", ".1f"),
+    "server_cpu_ms": ("srv", ".2f"),
+    "client_cpu_ms": ("cli", ".2f"),
 }
 START_COLUMNS = ("batch:wait", "start to ready s", "1st request ms", "2nd request ms")
 
 
 def load_tables(rows: list[dict], starts: list[tuple]) -> tuple[list, list]:
     """The load rows and the starts as formatted cells (for the console and results.md)."""
-    load = [[format(r[k], f) for k, (_, f) in LOAD_COLUMNS.items()] for r in rows]
+
+    def cell(value, fmt: str) -> str:
+        if fmt == "ms":
+            fmt = ".1f" if value < 100 else ".0f"
+        return format(value, fmt)
+
+    load = [[cell(r[k], f) for k, (_, f) in LOAD_COLUMNS.items()] for r in rows]
     start = [[s[0], f"{s[1]:.2f}", f"{s[2]:.1f}", f"{s[3]:.1f}"] for s in starts]
     return load, start
 
@@ -513,8 +544,8 @@ def report_load(rows: list[dict], starts: list[tuple], run) -> dict:
     load, start = load_tables(rows, starts)
     columns = [c for c, _ in LOAD_COLUMNS.values()]
     report.compact_table(
-        "under load (batch: max_batch, wait: max_wait_ms, conc: clients, batch~: mean batch, "
-        "cpu: server's / load generator's CPU per request; times in ms)",
+        "under load: batch = max_batch, wait = max_wait_ms, conc = clients, b~ = mean batch,\n"
+        "srv / cli = CPU ms per request of the server / the load generator; times in ms",
         columns,
         load,
     )
