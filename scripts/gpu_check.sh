@@ -52,7 +52,7 @@ export TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_PREALLOCATE=false
 declare -A limit
 while read -r name seconds; do limit[$name]=$seconds; done < <("$py" scripts/gpu_plan.py limits)
 total=${GPU_CHECK_TOTAL_S:-420}
-workers=(-n 6)  # the devices sweep: pytest-xdist workers sharing the GPU (gpu_plan.GPU_WORKERS)
+workers=(-n 8)  # the devices sweep: pytest-xdist workers sharing the GPU (gpu_plan.GPU_WORKERS)
 if [[ $mode == gpu ]]; then
   "$py" scripts/gpu_plan.py check "$total" || exit 2
   gpu_basics_args=()

@@ -41,14 +41,14 @@ TOTAL_S = 420  # the whole default check: 7 minutes, compiles and autotuning inc
 # name -> limit on the GPU machine, seconds; the order is the script's
 LIMITS = {
     "env": 20,
-    "parity": 80,
+    "parity": 90,
     "devices": 80,
     "gpu_basics_jax": 30,
     "gpu_basics_torch": 30,
     "benchmark": 120,
     "gpu_kernels": 45,
 }
-GPU_WORKERS = 6  # pytest-xdist workers of the devices stage on the GPU machine (one GPU)
+GPU_WORKERS = 8  # pytest-xdist workers of the devices stage on the GPU machine (one GPU)
 
 H200_ENV_S = 5.0  # the env stage on the first H200 run
 H200_LAB_S = 15.0  # one lab of the device sweep there: 10-15 s (real sizes' compute, no watch)
