@@ -568,13 +568,11 @@ def report_load(rows: list[dict], starts: list[tuple], run) -> dict:
         )
         xs.append(r["p99_ms"])
         ys.append(r["req_per_s"])
-    report.plot_lines(
+    report.plot_grid(
         run.path("throughput_vs_p99.png"),
-        series,
-        title="the batching trade-off: a point per concurrency level",
+        [report.Panel(series, "requests / s", styles={k: "-o" for k in series})],
+        title="the batching trade-off: a point per concurrency level (log p99 axis)",
         xlabel="p99 latency (ms)",
-        ylabel="requests / s",
-        styles={k: "-o" for k in series},
     )
     summary = {"cold_start_s": starts[0][1] if starts else float("nan")}
     if rows:
