@@ -107,6 +107,18 @@ LABS = (
         "Pretrained and contextual embeddings",
         "word2vec subset; MiniLM encoder in Flax and torch",
     ),
+    Lab(
+        "elmo",
+        4,
+        "ELMo: contextual embeddings from a biLM",
+        "biLSTM LM on the from-scratch LSTM; scalar mix; sense and sentiment probes",
+    ),
+    Lab(
+        "embedding_tradeoffs",
+        4,
+        "Embedding dimensions and trade-offs",
+        "word2vec dimension sweep; Matryoshka head on MiniLM; int8/binary quantisation",
+    ),
     Lab("rnn", 5, "RNN, LSTM, GRU", "cells from scratch plus each framework's built-in"),
     Lab(
         "cnn_classifier",
