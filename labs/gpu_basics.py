@@ -39,7 +39,9 @@ cross-check); `cold=true` adds `cold ms`, each call after an L2 flush, as
 Bandwidth is the same kernel in both: y = 2y over `bandwidth_mib` of fp32,
 in place (torch `mul_`, JAX a donated buffer), so each call reads and writes
 the array once into the same memory. An out-of-place `2 * x` would time the
-allocator as well (fresh pages on a CPU), differently in each framework.
+allocator as well (fresh pages on a CPU), differently in each framework. The
+array must be far larger than the last cache level (a CPU's L3, a GPU's L2,
+tens of MiB), or part of it is read from the cache and the figure swings.
 
 How to read the results
 -----------------------
@@ -65,6 +67,7 @@ from __future__ import annotations
 import dataclasses
 
 from week1.config import require
+from week1.exercises import Exercise, Part
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
 BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}  # tf32 is stored as fp32
@@ -82,7 +85,7 @@ class Config:
     warmup: int = 3
     iters: int = 10
     seed: int = 0
-    bandwidth_mib: int = 64  # size of the array the bandwidth test streams
+    bandwidth_mib: int = 256  # the array the bandwidth test streams: >> any L2/L3 cache
     cold: bool = False  # also time each matmul with the L2 cache flushed before it (do_bench)
 
     def check(self) -> None:
@@ -203,3 +206,28 @@ def summarise(
     summary["bandwidth GB/s"] = bandwidth / 1e9
     summary.update({f"{d} skipped": why for d, why in skipped.items()})
     return summary
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "matmul",
+        hints=(
+            (
+                "One function per precision: a @ b computed as the dtype name asks (fp32 exactly, "
+                "or the reduced-precision algorithm), so both frameworks do the same arithmetic."
+            ),
+            (
+                "jax: jax.jit(lambda a, b: jnp.matmul(a, b, precision=ALGORITHM[dtype])). torch: a "
+                "@ b inside `with tf32_matmuls(dtype == 'tf32')`."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/gpu_basics.py::matmul", "test_gpu_basics.py::test_matmul_jax_equal_torch"
+        ),
+        torch=Part(
+            "week1_torch/gpu_basics.py::matmul", "test_gpu_basics.py::test_matmul_jax_equal_torch"
+        ),
+    ),
+)
