@@ -33,6 +33,7 @@ import dataclasses
 import numpy as np
 
 from week1 import charlm, report
+from week1.exercises import Exercise, Part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,3 +68,28 @@ def report_curves(histories: dict, run, framework: str) -> dict:
         "library_final_val_loss": lib.val_loss[-1],
         "max_abs_train_loss_diff": float(diff.max()),
     }
+
+
+# Learner mode (week1 exercise adamw): write these, in this order; `week1 check adamw` grades them.
+EXERCISES = (
+    Exercise(
+        "adamw_update",
+        hints=(
+            "The docstring's three lines are the whole update: both moments, then the step from "
+            "their bias-corrected values, plus the decoupled decay (only where the mask says so).",
+            "The bias corrections divide by 1 - b1**t and 1 - b2**t with t the count AFTER this "
+            "update (1 at the first step); eps goes outside the square root.",
+            "jax: count = state.count + 1; mu = b1*mu + (1-b1)*g and nu = b2*nu + (1-b2)*g*g "
+            "leaf by leaf (jax.tree.map); the lr is learning_rate(state.count), before the "
+            "increment. torch: p.mul_(1 - lr*wd) first, then the moments in place, then "
+            "p -= lr/(1-b1**t) * m / (sqrt(v/(1-b2**t)) + eps).",
+        ),
+        jax=Part(
+            "week1_jax/lib/optim.py::adamw.update_fn", "test_adamw.py::test_jax_adamw_matches_optax"
+        ),
+        torch=Part(
+            "week1_torch/lib/optim.py::AdamW.step",
+            "test_adamw.py::test_torch_adamw_matches_torch_optim",
+        ),
+    ),
+)

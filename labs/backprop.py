@@ -68,6 +68,7 @@ import numpy as np
 from week1 import convert
 from week1.config import Range
 from week1.data import batches, shakespeare
+from week1.exercises import Exercise, Part
 from week1.tolerances import F32, F64, measure
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params
@@ -180,3 +181,41 @@ def report(rows: list[tuple], loss_rows: list[tuple]) -> dict:
         key = f"worst headroom {dtype} vs {against}"
         worst[key] = max(worst.get(key, 0.0), headroom)
     return {"tensors checked": len(rows), "all ok": all(r[-1] for r in rows), **worst}
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "backward",
+        hints=(
+            (
+                "Walk forward() backwards: one line of chain rule per forward line, reading what "
+                "forward() kept in `cache`."
+            ),
+            (
+                "Start from dlogits = (softmax(logits) - onehot(y)) / B; a Linear y = x W + b gives"
+                " dW = x^T dy, db = sum dy, dx = dy W^T."
+            ),
+            (
+                "LayerNorm's input gradient: dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))"
+                " / sqrt(var + eps); tanh' = 1 - h^2; the embedding gradient scatters dx rows back "
+                "onto the ids (index_add / .at[].add)."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/backprop.py::backward",
+            (
+                "test_backprop.py::test_hand_backward_equals_autograd[jax",
+                "test_backprop.py::test_finite_differences_confirm_the_float64_gradients[jax]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/backprop.py::backward",
+            (
+                "test_backprop.py::test_hand_backward_equals_autograd[torch",
+                "test_backprop.py::test_finite_differences_confirm_the_float64_gradients[torch]",
+            ),
+        ),
+    ),
+)

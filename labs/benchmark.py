@@ -138,6 +138,7 @@ from week1 import convert
 from week1 import report as show
 from week1.config import Range, as_dict, require
 from week1.data.minilm import BertConfig
+from week1.exercises import Exercise, Part
 from week1.machine import thread_env
 from week1.parallel import config_args
 from week1.timing import Timing, datasheet_peak, flops_agree, mfu
@@ -963,3 +964,36 @@ def plot(run, document: dict, workloads: list[str]) -> None:
                        titles=["simulated devices: a correctness run" if simulated else "GPUs"],
                        hline=1.0, logx=False, title="data-parallel weak-scaling efficiency",
                        xlabel="devices")  # fmt: skip
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "cross_entropy",
+        hints=(
+            (
+                "Mean next-token cross-entropy over every position, computed in float32 whatever "
+                "the compute dtype."
+            ),
+            (
+                "Flatten logits to (N, V) and labels to (N,); loss = mean(logsumexp(logits) - "
+                "logits[label])."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/benchmark.py::cross_entropy",
+            (
+                "test_benchmark.py::test_same_weights_same_batch_same_losses[mlp",
+                "test_benchmark.py::test_same_weights_same_batch_same_losses[lstm H",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/benchmark.py::cross_entropy",
+            (
+                "test_benchmark.py::test_same_weights_same_batch_same_losses[mlp",
+                "test_benchmark.py::test_same_weights_same_batch_same_losses[lstm H",
+            ),
+        ),
+    ),
+)

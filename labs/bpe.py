@@ -48,6 +48,7 @@ import numpy as np
 
 from week1.config import Range, require
 from week1.data import shakespeare
+from week1.exercises import Exercise, Part
 from week1.tokenization import hf
 from week1.tokenization.model import BPE
 
@@ -148,3 +149,71 @@ def summarize(bpe: BPE, train_s: float, texts: list[str], cfg: Config, path) -> 
         "tokenizer": f"{path.name} (in the run folder)",
         "first_merges": shown,
     }
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "best",
+        hints=(
+            (
+                "The most frequent pair wins; among equal counts, the smallest key (a * V + b): "
+                "that is how HF's trainer breaks ties, and the ids must match it exactly."
+            ),
+            (
+                "jax: three reductions over the slots: top = max(count[1:]); key = min of the keys "
+                "whose count is top; the slot where both hold. torch: the score already packs count"
+                " and tie-break, argmax it and unpack count = score >> shift, a = key // V, b = key"
+                " % V."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/bpe.py::best",
+            (
+                "test_bpe.py::test_same_as_hf[shakespeare-300-jax]",
+                "test_bpe.py::test_same_as_hf[min_frequency-specials-jax]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/bpe.py::Pairs.best",
+            (
+                "test_bpe.py::test_same_as_hf[shakespeare-300-torch]",
+                "test_bpe.py::test_same_as_hf[min_frequency-specials-torch]",
+            ),
+        ),
+    ),
+    Exercise(
+        "merge",
+        hints=(
+            (
+                "Every occurrence (a, b) becomes `new`: unlink b from the linked list of positions,"
+                " then move counts: the pairs (x, a) and (b, y) around each occurrence lose one, "
+                "(x, new) and (new, y) gain one."
+            ),
+            (
+                "In a run a a a a with a == b only positions 0, 2, ... of the run merge (left to "
+                "right): keep the occurrences whose distance from the run's start is even."
+            ),
+            (
+                "Read the occurrences from order[start:start+size], keep those whose pslot is this "
+                "slot, sort them; right = nxt[occ], left = prv[occ]; then update the counts with "
+                "scatter-adds (index_add_ / .at[].add)."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/bpe.py::merge",
+            (
+                "test_bpe.py::test_same_as_hf[shakespeare-300-jax]",
+                "test_bpe.py::test_same_as_hf[code-1000-jax]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/bpe.py::Pairs.merge",
+            (
+                "test_bpe.py::test_same_as_hf[shakespeare-300-torch]",
+                "test_bpe.py::test_same_as_hf[code-1000-torch]",
+            ),
+        ),
+    ),
+)

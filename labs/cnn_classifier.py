@@ -76,6 +76,7 @@ from week1 import charlm, convert, loop, report
 from week1.comparison import Case
 from week1.config import AT_LEAST_1, Range, UsageError, require
 from week1.data import labelled, vectors
+from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
 WIDTHS = (3, 4, 5)  # filter widths, in words (Kim 2014)
@@ -542,3 +543,40 @@ def prepare(out_dir=None) -> list:
         sizes = ", ".join(f"{s} {len(ds)}" for s, ds in corpus.splits.items())
         lines.append(f"{name}: {sizes}; vocabulary {corpus.vocab.size} ({corpus.cache})")
     return lines
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "kim_cnn_forward",
+        hints=(
+            (
+                "Kim (2014): embed, one 1-d convolution per width over time, ReLU, max over time, "
+                "concatenate, dropout, a linear layer to the classes."
+            ),
+            (
+                "Padding must never win the max: mask positions past each sentence's length (and "
+                "the windows that reach into them) with -inf before max-pooling."
+            ),
+            (
+                "Read __init__ for the layers and their names; the docstring of the class gives the"
+                " shapes at each step."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/cnn_classifier.py::KimCNN.__call__",
+            (
+                "test_cnn_classifier.py::test_logits_loss_and_grads_match",
+                "test_cnn_classifier.py::test_pooling_ignores_padding",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/cnn_classifier.py::KimCNN.forward",
+            (
+                "test_cnn_classifier.py::test_logits_loss_and_grads_match",
+                "test_cnn_classifier.py::test_pooling_ignores_padding",
+            ),
+        ),
+    ),
+)

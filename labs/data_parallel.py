@@ -107,6 +107,7 @@ import dataclasses
 
 from week1.comparison import Case
 from week1.config import require
+from week1.exercises import Exercise, Part
 from week1.parallel import ParallelConfig
 from week1.tolerances import TRAJECTORY
 
@@ -144,3 +145,28 @@ def compare_cases(cfg: Config) -> list[Case]:
     """One case: the JAX method (cfg.method; jit for all) against torch DDP, from the same start
     on the same global batches; F32 curves over many steps (TRAJECTORY)."""
     return [Case("jit" if cfg.method == "all" else cfg.method, "val loss", TRAJECTORY)]
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "pmap_step",
+        hints=(
+            (
+                "Data parallelism on N devices: each computes loss and gradients on its B/N rows; "
+                "one all-reduce makes every replica's gradients the global mean; each applies the "
+                "same update."
+            ),
+            (
+                "Inside jax.pmap(step, axis_name='data'): lax.pmean((loss, grads), 'data') between "
+                "parallel.loss_and_grads and parallel.apply_update (equal shards: the mean of the "
+                "means is the global mean)."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/data_parallel.py::pmap_strategy.step",
+            "test_data_parallel.py::test_jax_data_parallel_equals_single_device[pmap]",
+        ),
+    ),
+)

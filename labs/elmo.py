@@ -82,6 +82,7 @@ from week1 import charlm, loop, report
 from week1.comparison import Case, Curves
 from week1.config import Range, require
 from week1.data import labelled, minilm, vectors, words
+from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
 BOUNDARY, UNK = 0, 1  # ids of "</s>" (also the padding) and "<unk>"
@@ -500,3 +501,52 @@ def compare_cases(cfg: Config) -> list[Case]:
 
 def compare_curves(history: loop.History) -> Curves:
     return Curves.of(history)
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "reverse_within",
+        hints=(
+            (
+                "The backward LM reads each sentence right to left: reverse every row within its "
+                "own length and leave the padding where it is."
+            ),
+            (
+                "Index with t' = where(t < length, length - 1 - t, t) per row (a gather along the "
+                "time axis); with lengths None reverse the whole axis."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/elmo.py::reverse_within",
+            (
+                "test_elmo.py::test_padded_batch_equals_each_sentence_alone",
+                "test_elmo.py::test_bilm_jax_equals_torch",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/elmo.py::reverse_within",
+            (
+                "test_elmo.py::test_padded_batch_equals_each_sentence_alone",
+                "test_elmo.py::test_bilm_jax_equals_torch",
+            ),
+        ),
+    ),
+    Exercise(
+        "scalar_mix",
+        hints=(
+            "ELMo's task-specific combination of the layers: gamma * sum_j softmax(s)_j h_j.",
+            (
+                "Softmax the per-layer scalars, weight the (L, ...) stack of layers and sum over L,"
+                " then multiply by gamma."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/elmo.py::ScalarMix.__call__", "test_elmo.py::test_scalar_mix_gradients"
+        ),
+        torch=Part(
+            "week1_torch/elmo.py::ScalarMix.forward", "test_elmo.py::test_scalar_mix_gradients"
+        ),
+    ),
+)

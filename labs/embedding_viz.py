@@ -57,6 +57,7 @@ import numpy as np
 from week1 import report
 from week1.config import Range, require
 from week1.data import embeddings, vectors, words
+from week1.exercises import Exercise, Part
 
 # Word groups drawn in colour (the lower-case form; Google News is case-sensitive, so each word is
 # looked up as written, then capitalised, then upper-case). Words a vocabulary lacks are skipped.
@@ -304,3 +305,51 @@ def report_run(run, cfg: Config, projections: list[Projection], neighbours: dict
     report.plot_scatters(run.path("embeddings.png"), panels, title="word vectors in 2-D")
     export_projector(run, projections)
     return summary
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "pca",
+        hints=(
+            (
+                "Centre the rows, take the SVD: the first k right singular vectors are the "
+                "principal axes; project the rows on them."
+            ),
+            (
+                "Sign ambiguity: flip each axis so its largest-|value| entry is positive (scikit-"
+                "learn's svd_flip), or the maps will not match sklearn's PCA."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/embedding_viz.py::pca",
+            "test_embedding_viz.py::test_normalise_and_pca_agree_across_frameworks_and_with_sklearn",
+        ),
+        torch=Part(
+            "week1_torch/embedding_viz.py::pca",
+            "test_embedding_viz.py::test_normalise_and_pca_agree_across_frameworks_and_with_sklearn",
+        ),
+    ),
+    Exercise(
+        "nearest",
+        hints=(
+            (
+                "Cosine similarity is a dot product of unit rows: normalise the vocabulary once, "
+                "one matrix product for all the query words."
+            ),
+            (
+                "Exclude the word itself, then top-k per row; return {word: [(neighbour, "
+                "similarity), ...]} in descending order."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/embedding_viz.py::nearest",
+            "test_embedding_viz.py::test_nearest_agrees_across_frameworks_and_with_numpy",
+        ),
+        torch=Part(
+            "week1_torch/embedding_viz.py::nearest",
+            "test_embedding_viz.py::test_nearest_agrees_across_frameworks_and_with_numpy",
+        ),
+    ),
+)

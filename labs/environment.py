@@ -181,6 +181,7 @@ from week1 import charlm, convert, report
 from week1.comparison import Case, Curves
 from week1.config import AT_LEAST_1, POSITIVE, Range, require
 from week1.data import labelled, minilm
+from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
 PARTS = ("hub", "accelerate", "lora")
@@ -626,3 +627,30 @@ def prepare(out_dir=None) -> list:
     corpus = labelled.prepare("polarity", root=out_dir)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in corpus.splits.items())
     return [*lines, f"polarity: {sizes} sentences in {corpus.cache}"]
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "lora_linear",
+        hints=(
+            (
+                "LoRA (Hu et al. 2021): the frozen layer's output plus a low-rank update, y = x W +"
+                " b + (alpha / r) * x A B."
+            ),
+            (
+                "B starts at zero, so the model starts as the pretrained one; only A and B "
+                "(LoRAParam) are trained. peft's layout: A (in, r), B (r, out) in this module's "
+                "convention; read __init__."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/lora.py::LoRALinear.__call__",
+            (
+                "test_environment.py::test_lora_starts_as_the_pretrained_model",
+                "test_environment.py::test_lora_gradients_match_at_f32",
+            ),
+        ),
+    ),
+)

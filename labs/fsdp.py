@@ -113,6 +113,7 @@ import dataclasses
 
 from week1.comparison import Case
 from week1.config import UsageError, require
+from week1.exercises import Exercise, Part
 from week1.parallel import ParallelConfig
 from week1.tolerances import BF16, TRAJECTORY
 
@@ -190,3 +191,29 @@ def compare_cases(cfg: Config) -> list[Case]:
     copies of the parameters and JAX stays fp32 (its reference): the BF16 tier."""
     return [Case("bf16", "val loss", BF16) if cfg.mixed_precision
             else Case("fp32", "val loss", TRAJECTORY)]  # fmt: skip
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "param_spec",
+        hints=(
+            (
+                "FSDP shards every parameter (and its optimizer moments) over the devices: the "
+                "first dimension the device count divides is split over the 'fsdp' mesh axis."
+            ),
+            (
+                "Return P(None, ..., None, 'fsdp') with the axis at that dimension; P() "
+                "(replicated) when no dimension divides."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/fsdp.py::param_spec",
+            (
+                "test_fsdp.py::test_jax_fsdp_equals_single_device",
+                "test_fsdp.py::test_jax_memory_per_device_is_about_1_over_n",
+            ),
+        ),
+    ),
+)

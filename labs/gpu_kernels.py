@@ -112,6 +112,7 @@ import numpy as np
 
 from week1 import report, tolerances
 from week1.config import Range, require
+from week1.exercises import Exercise, Part
 
 KERNELS = ("vector_add", "softmax", "matmul", "cross_entropy")
 DTYPES = ("fp32", "bf16")
@@ -343,3 +344,59 @@ def performance(framework: str, sizes: dict, timings: dict, dtype: str, tables: 
             ],
         )
     return found
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "softmax_kernel",
+        hints=(
+            (
+                "One program per row: load the row (padding columns as -inf), subtract its max, "
+                "exponentiate, divide by the sum, store the valid columns."
+            ),
+            (
+                "The max subtraction is what keeps exp from overflowing "
+                "(test_softmax_needs_its_max_subtraction checks it). Triton: tl.load(..., mask=cols"
+                " < n_cols, other=-inf); Pallas: the same with jnp.where on a mask."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/gpu_kernels.py::softmax_kernel",
+            (
+                "test_gpu_kernels.py::test_row_kernels_on_odd_widths[softmax-fp32]",
+                "test_gpu_kernels.py::test_softmax_needs_its_max_subtraction",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/gpu_kernels.py::softmax_kernel",
+            (
+                "test_gpu_kernels.py::test_row_kernels_on_odd_widths[softmax-fp32]",
+                "test_gpu_kernels.py::test_softmax_needs_its_max_subtraction",
+            ),
+        ),
+    ),
+    Exercise(
+        "cross_entropy_kernel",
+        hints=(
+            (
+                "loss = logsumexp(x) - x[label], walking the row block by block without ever "
+                "writing it whole."
+            ),
+            (
+                "Online logsumexp: keep a running max m and s = sum exp(x - m); when a block raises"
+                " the max to m', rescale s by exp(m - m') before adding the block's terms. Pick "
+                "x[label] out of the block that holds it."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/gpu_kernels.py::cross_entropy_kernel",
+            "test_gpu_kernels.py::test_row_kernels_on_odd_widths[cross_entropy-fp32]",
+        ),
+        torch=Part(
+            "week1_torch/gpu_kernels.py::cross_entropy_kernel",
+            "test_gpu_kernels.py::test_row_kernels_on_odd_widths[cross_entropy-fp32]",
+        ),
+    ),
+)

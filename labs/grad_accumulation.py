@@ -54,6 +54,7 @@ import numpy as np
 from week1 import charlm
 from week1.comparison import Case
 from week1.config import require
+from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
 IGNORE_INDEX = -100  # as week1_jax.lib.losses / week1_torch.lib.losses: a padding label
@@ -134,3 +135,31 @@ def compare_cases(cfg: Config) -> list[Case]:
     """One case, the run's normalisation (JAX's scan against torch's loop), its validation loss;
     F32 curves after many steps (TRAJECTORY)."""
     return [Case(cfg.normalise, "val loss", TRAJECTORY)]
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "accumulate_grads",
+        hints=(
+            (
+                "k micro-batches of one big batch: the big batch's mean loss is the sum of each "
+                "micro-batch's loss weighted by its share of the rows (norms)."
+            ),
+            (
+                "jax: lax.scan over (xs, ys, norms) with a carry of (loss sum, grads sum) started "
+                "at zeros; each step adds norm * value_and_grad of the micro loss. torch: zero the "
+                "grads once, then per micro-batch (norm * loss).backward() accumulates in p.grad."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/grad_accumulation.py::accumulate_grads",
+            "test_grad_accumulation.py::test_jax_scan_equals_big_batch_f64",
+        ),
+        torch=Part(
+            "week1_torch/grad_accumulation.py::accumulate_grads",
+            "test_grad_accumulation.py::test_torch_loop_equals_big_batch_f64",
+        ),
+    ),
+)

@@ -88,6 +88,7 @@ import numpy as np
 from week1 import convert, loop
 from week1.comparison import Case
 from week1.config import Range, require
+from week1.exercises import Exercise, Part
 from week1.runs import Diverged
 from week1.tolerances import TRAJECTORY
 
@@ -303,7 +304,7 @@ def run_grid(cfg: Config, run, lab, compile: bool = False) -> dict:
         }
         after = {k: lab.input_grad_norms(m, "adding", x, y) for k, m in trained.items()}
         plot_grad_norms(run.path("long_range_grad_norms.png"), T, at_init, after)
-    curves = lab.clipping_demo(cfg, ctx)
+    curves = lab.clipping_demo(cfg, dataclasses.replace(ctx, log=None))  # its own plot only
     plot_clipping(run.path("long_range_clipping.png"), curves)
     return summary(cfg, final, curves)
 
@@ -423,3 +424,38 @@ def compare_cell(cfg: Config, case: str) -> tuple[str, str, int]:
     """(task, model, T) of a case named by compare_cases."""
     task, model, _ = case.split("-")
     return task, model, compare_delay(cfg)
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "causal_self_attention",
+        hints=(
+            (
+                "The class docstring's four lines: input projection plus learned positions, q k v "
+                "split into heads, softmax(q k^T / sqrt(head dim)) with -inf above the diagonal, "
+                "residual, then the head."
+            ),
+            (
+                "heads: (B, L, d) -> (B, n_heads, L, d / n_heads); scores (B, nh, L, L); mask with "
+                "tril(ones(L, L)); merge the heads back to (B, L, d) before proj; out = head(h + "
+                "proj(y))."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/long_range.py::CausalSelfAttention.__call__",
+            (
+                "test_long_range.py::test_loss_and_gradient_norm_curve[attention-copy]",
+                "test_long_range.py::test_loss_and_gradient_norm_curve[attention-adding]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/long_range.py::CausalSelfAttention.forward",
+            (
+                "test_long_range.py::test_loss_and_gradient_norm_curve[attention-copy]",
+                "test_long_range.py::test_loss_and_gradient_norm_curve[attention-adding]",
+            ),
+        ),
+    ),
+)

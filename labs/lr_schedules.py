@@ -39,6 +39,7 @@ import dataclasses
 
 from week1 import charlm
 from week1.charlm import SCHEDULES
+from week1.exercises import Exercise, Part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,3 +96,84 @@ def report(lrs: dict, histories: dict, cfg: Config, run, framework: str) -> dict
         for k, lr in enumerate(lrs[name]):
             run.log(k, **{f"lr/{name}": lr})
     return {f"{name}_final_val_loss": histories[name].val_loss[-1] for name in SCHEDULES}
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "warmup_cosine",
+        hints=(
+            (
+                "Below warmup_steps the lr is the linear ramp (_warmup); after it, the progress p "
+                "in [0, 1] through the decay gives final + (peak - final) * (1 + cos(pi p)) / 2."
+            ),
+            (
+                "p = clip((step - warmup) / max(total - warmup, 1), 0, 1): held at final_lr after "
+                "total_steps. jax: jnp.where picks ramp or cosine (no Python if on a traced step)."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/schedules.py::warmup_cosine.schedule",
+            (
+                "test_lr_schedules.py::test_jax_matches_optax_builtins[warmup_cosine]",
+                "test_lr_schedules.py::test_step_zero_and_boundaries[warmup_cosine]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/lib/schedules.py::warmup_cosine.schedule",
+            (
+                "test_lr_schedules.py::test_jax_matches_torch[warmup_cosine]",
+                "test_lr_schedules.py::test_step_zero_and_boundaries[warmup_cosine]",
+            ),
+        ),
+    ),
+    Exercise(
+        "warmup_linear",
+        hints=(
+            (
+                "The same shape as warmup_cosine, with a straight line from peak_lr to final_lr "
+                "instead of the half cosine."
+            ),
+            "linear = peak + (final - peak) * p with p the clipped progress after warmup.",
+        ),
+        jax=Part(
+            "week1_jax/lib/schedules.py::warmup_linear.schedule",
+            (
+                "test_lr_schedules.py::test_jax_matches_optax_builtins[warmup_linear]",
+                "test_lr_schedules.py::test_step_zero_and_boundaries[warmup_linear]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/lib/schedules.py::warmup_linear.schedule",
+            (
+                "test_lr_schedules.py::test_jax_matches_torch[warmup_linear]",
+                "test_lr_schedules.py::test_step_zero_and_boundaries[warmup_linear]",
+            ),
+        ),
+    ),
+    Exercise(
+        "inverse_sqrt",
+        hints=(
+            (
+                "After the warmup the lr falls as 1/sqrt(step), continuous at step == warmup_steps "
+                "(where it is peak_lr)."
+            ),
+            "decay = peak * sqrt(max(warmup, 1) / max(step, 1)); the ramp below warmup_steps.",
+        ),
+        jax=Part(
+            "week1_jax/lib/schedules.py::inverse_sqrt.schedule",
+            (
+                "test_lr_schedules.py::test_jax_matches_optax_builtins[inverse_sqrt]",
+                "test_lr_schedules.py::test_step_zero_and_boundaries[inverse_sqrt]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/lib/schedules.py::inverse_sqrt.schedule",
+            (
+                "test_lr_schedules.py::test_jax_matches_torch[inverse_sqrt]",
+                "test_lr_schedules.py::test_step_zero_and_boundaries[inverse_sqrt]",
+            ),
+        ),
+    ),
+)

@@ -53,6 +53,7 @@ import dataclasses
 from week1 import charlm
 from week1.comparison import Case
 from week1.config import require
+from week1.exercises import Exercise, Part
 from week1.formats import FORMAT_COLUMNS, FORMATS  # noqa: F401 (the lab's formats)
 from week1.tolerances import BF16, TRAJECTORY
 
@@ -164,3 +165,33 @@ def summarise(run, framework: str, histories: dict, scaling: dict | None) -> dic
         summary["fp16/final loss scale"] = scaling["scale"][-1]
         summary["fp16/steps skipped"] = ", ".join(map(str, scaling["skipped"])) or "none"
     return summary
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "loss_scaling",
+        hints=(
+            (
+                "Dynamic loss scaling as torch's GradScaler: after an overflow halve the scale and "
+                "reset the count of good steps; after growth_interval good steps in a row double "
+                "it."
+            ),
+            (
+                "jax (DynamicLossScale.update): everything with jnp.where on `finite`, no Python "
+                "if. torch (train_step_scaled): scaler.scale(loss).backward(), "
+                "scaler.step(optimizer), scaler.update(); step the scheduler only when the step was"
+                " not skipped (the scale did not fall)."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/precision.py::DynamicLossScale.update",
+            "test_mixed_precision.py::test_loss_scaler_follows_grad_scaler",
+        ),
+        torch=Part(
+            "week1_torch/mixed_precision.py::train_step_scaled",
+            "test_mixed_precision.py::test_fp16_overflow_skips_the_step_in_both",
+        ),
+    ),
+)

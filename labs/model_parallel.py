@@ -114,6 +114,7 @@ import numpy as np
 from week1 import charlm, convert, report
 from week1.comparison import Case
 from week1.config import require
+from week1.exercises import Exercise, Part
 from week1.parallel import loop_config
 from week1.tolerances import TRAJECTORY
 
@@ -551,3 +552,32 @@ def compare_cases(cfg: Config) -> list[Case]:
         Case("tensor_parallel", "val loss", TRAJECTORY),
         Case("pipeline_gpipe", "val loss", TRAJECTORY),
     ]
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "megatron_ops",
+        hints=(
+            (
+                "Megatron's f and g around each split pair: f before the column-split matrices "
+                "(identity forward, all-reduce of the gradient backward), g after the row-split "
+                "matrix (all-reduce forward, identity backward)."
+            ),
+            (
+                "jax: inside shard_map, f = lax.pcast(a, axis, to='varying') (its transpose is the "
+                "psum), g = lax.psum(a, axis). torch: _ReduceFromModel.forward all-reduces a "
+                "contiguous copy (dist.all_reduce), backward is the identity."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/model_parallel.py::megatron_ops",
+            "test_model_parallel.py::test_jax_mode_equals_single_device[tensor_parallel_shard_map]",
+        ),
+        torch=Part(
+            "week1_torch/model_parallel.py::_ReduceFromModel.forward",
+            "test_model_parallel.py::test_torch_mode_equals_single_device[tensor_parallel_all_reduce]",
+        ),
+    ),
+)

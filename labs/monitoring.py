@@ -51,6 +51,7 @@ import pathlib
 from week1 import charlm, checkpoints, loop
 from week1.comparison import Case
 from week1.config import require
+from week1.exercises import Exercise, Part
 from week1.runs import Diverged
 from week1.tolerances import TRAJECTORY
 
@@ -195,3 +196,41 @@ def compare_cases(cfg: Config) -> list[Case]:
     """One case: the watched (and clipped, unless clip_norm=0) LM, its validation loss; F32
     curves after many steps (TRAJECTORY)."""
     return [Case("watched", "val loss", TRAJECTORY)]
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "global_norm",
+        hints=(
+            "One number for all gradients: the 2-norm of every tensor's entries taken together.",
+            "sqrt(sum over tensors of sum(g**2)) (not the sum of per-tensor norms).",
+        ),
+        jax=Part(
+            "week1_jax/monitoring.py::global_norm",
+            "test_monitoring.py::test_norms_clipping_and_update_ratios_jax_equal_torch",
+        ),
+        torch=Part(
+            "week1_torch/monitoring.py::global_norm",
+            "test_monitoring.py::test_norms_clipping_and_update_ratios_jax_equal_torch",
+        ),
+    ),
+    Exercise(
+        "layer_norms",
+        hints=(
+            (
+                "The same norm per layer: group the tensors by spec.layer_of(name) and take sqrt of"
+                " each group's sum of squares."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/monitoring.py::layer_norms",
+            "test_monitoring.py::test_norms_clipping_and_update_ratios_jax_equal_torch",
+        ),
+        torch=Part(
+            "week1_torch/monitoring.py::layer_norms",
+            "test_monitoring.py::test_norms_clipping_and_update_ratios_jax_equal_torch",
+        ),
+    ),
+)

@@ -72,6 +72,7 @@ import numpy as np
 from week1 import convert, report
 from week1.config import require
 from week1.data import minilm, shakespeare, vectors
+from week1.exercises import Exercise, Part
 from week1.timing import time_calls
 
 N_LAYERS = convert.MINILM_LAYERS  # all-MiniLM-L6-v2
@@ -502,3 +503,35 @@ def report_throughput(timings: dict, batches: list) -> dict:
         rows,
     )
     return {f"{name} sentences/s": n / t.median_s for name, t in timings.items()}
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "bert_self_attention",
+        hints=(
+            (
+                "BERT's attention: q, k, v projections, split into heads, softmax(q k^T / sqrt(head"
+                " dim) + mask bias), weighted sum of v, heads merged back."
+            ),
+            (
+                "The padding mask (1 on real tokens), broadcast as (B, 1, 1, T), keeps a score or "
+                "replaces it by the dtype's minimum (scores in at least float32), as transformers "
+                "does."
+            ),
+            (
+                "Shapes: (B, T, C) -> (B, nh, T, hd) for q, k, v; scores (B, nh, T, T); output (B, "
+                "T, C) before the output dense layer (AddNorm does that)."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/bert.py::SelfAttention.__call__",
+            "test_pretrained_embeddings.py::test_float64_jax_torch_transformers_agree_at_every_layer",
+        ),
+        torch=Part(
+            "week1_torch/lib/bert.py::SelfAttention.forward",
+            "test_pretrained_embeddings.py::test_float64_jax_torch_transformers_agree_at_every_layer",
+        ),
+    ),
+)

@@ -39,6 +39,7 @@ import dataclasses
 
 from week1 import charlm
 from week1.config import require
+from week1.exercises import Exercise, Part
 from week1.profiler import PROFILE_STEPS, TOP_OPS
 
 
@@ -57,3 +58,30 @@ class Config(charlm.Config):
             f"profile_steps={self.profile_steps}: must be >= 2 (1 compile + timed)",
         )
         require(self.top_ops > 0, f"top_ops={self.top_ops}: must be > 0")
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "grads_of",
+        hints=(
+            (
+                "The forward-backward phase the profiler times: the loss and the gradients of the "
+                "char LM's loss_fn, nothing else."
+            ),
+            (
+                "jax: nnx.value_and_grad(base.loss_fn)(model, x, y). torch: zero the grads "
+                "(set_to_none), loss = base.loss_fn(...), loss.backward(), return the loss."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/profiling.py::grads_of",
+            "test_profiling.py::test_trace_parses_and_breakdown_adds_up[jax]",
+        ),
+        torch=Part(
+            "week1_torch/profiling.py::grads_of",
+            "test_profiling.py::test_trace_parses_and_breakdown_adds_up[torch]",
+        ),
+    ),
+)

@@ -72,6 +72,7 @@ import numpy as np
 from week1 import charlm, convert, loop, report, runs
 from week1.comparison import Case
 from week1.config import AT_LEAST_1, POSITIVE, require
+from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
 WEIGHT_MAP = convert.CHAR_MLP  # the same names as the training_loop model, LayerNorm included
@@ -296,3 +297,52 @@ def compare_cases(cfg: Config) -> list[Case]:
 def prepare(out_dir=None) -> list:
     """`week1 prepare regularization`: the training_loop's character ids."""
     return charlm.prepare(out_dir)
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "layernorm",
+        hints=(
+            (
+                "Normalise over the last axis: subtract the mean, divide by sqrt(variance + eps) "
+                "(the biased variance), then scale and shift."
+            ),
+            (
+                "mean = x.mean(-1, keepdims); var = ((x - mean)**2).mean(-1, keepdims); y = (x - "
+                "mean) / sqrt(var + eps) * scale + bias. eps inside the square root."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/regularization.py::LayerNorm.__call__",
+            "test_regularization.py::test_layernorm_matches_the_libraries",
+        ),
+        torch=Part(
+            "week1_torch/regularization.py::LayerNorm.forward",
+            "test_regularization.py::test_layernorm_matches_the_libraries",
+        ),
+    ),
+    Exercise(
+        "dropout",
+        hints=(
+            (
+                "Inverted dropout: in training keep each unit with probability 1 - rate and divide "
+                "the kept ones by 1 - rate, so the expectation is unchanged; at eval the identity."
+            ),
+            (
+                "A given `keep` mask is used as is (the parity tests inject one); otherwise draw it"
+                " (jax: from the rngs' dropout stream, bernoulli(1 - rate)). rate 0 is the identity"
+                " too."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/regularization.py::Dropout.__call__",
+            "test_regularization.py::test_dropout_scaling_eval_identity_and_library_masks",
+        ),
+        torch=Part(
+            "week1_torch/regularization.py::Dropout.forward",
+            "test_regularization.py::test_dropout_scaling_eval_identity_and_library_masks",
+        ),
+    ),
+)

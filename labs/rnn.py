@@ -95,6 +95,7 @@ from week1 import charlm, loop
 from week1.comparison import Case, Curves
 from week1.config import Range, require
 from week1.data import labelled, shakespeare
+from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
 TASKS = ("lm", "sentiment")
@@ -438,3 +439,61 @@ def prepare(out_dir=None) -> list:
         f"shakespeare_chars.npy: {len(corpus.ids):,} characters, vocabulary {corpus.vocab_size}",
         f"polarity: {rows}, vocabulary {polarity.vocab.size}",
     ]
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "lstm_cell",
+        hints=(
+            (
+                "torch.nn.LSTM's gate order i, f, g, o: split the hoisted input projection plus h "
+                "W_hh + b_hh into four (B, H) chunks."
+            ),
+            (
+                "i, f, o = sigmoid(.), g = tanh(.); c_t = f * c + i * g; h_t = o * tanh(c_t); "
+                "return ((h_t, c_t), h_t)."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/recurrent.py::lstm_cell",
+            (
+                "test_rnn.py::test_layer_matches_torch_nn[lstm-1layer-uni]",
+                "test_rnn.py::test_layer_matches_torch_nn[lstm-3layer-bi]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/lib/recurrent.py::lstm_cell",
+            (
+                "test_rnn.py::test_layer_matches_torch_nn[lstm-1layer-uni]",
+                "test_rnn.py::test_layer_matches_torch_nn[lstm-3layer-bi]",
+            ),
+        ),
+    ),
+    Exercise(
+        "gru_cell",
+        hints=(
+            "Gate order r, z, n, as torch.nn.GRU; the docstring's four lines are the cell.",
+            (
+                "b_hn sits INSIDE the reset product: n = tanh(x_n + r * (h W_hn + b_hn)), so keep h"
+                " W_hh + b_hh whole before chunking it."
+            ),
+            "h_t = (1 - z) * n + z * h (z keeps the old state); return (h_t, h_t).",
+        ),
+        jax=Part(
+            "week1_jax/lib/recurrent.py::gru_cell",
+            (
+                "test_rnn.py::test_layer_matches_torch_nn[gru-1layer-uni]",
+                "test_rnn.py::test_layer_matches_torch_nn[gru-3layer-bi]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/lib/recurrent.py::gru_cell",
+            (
+                "test_rnn.py::test_layer_matches_torch_nn[gru-1layer-uni]",
+                "test_rnn.py::test_layer_matches_torch_nn[gru-3layer-bi]",
+            ),
+        ),
+    ),
+)

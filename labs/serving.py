@@ -123,6 +123,7 @@ from week1 import charlm, convert, report
 from week1.config import Range, from_dict, require
 from week1.data import shakespeare
 from week1.data.batches import window_batch
+from week1.exercises import Exercise, Part
 from week1.tolerances import F32, measure
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params (parity: ONNX vs JAX)
@@ -584,3 +585,30 @@ def report_load(rows: list[dict], starts: list[tuple], run) -> dict:
             "failed_requests": sum(r["failed"] for r in rows),
         }
     return summary
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "export",
+        hints=(
+            (
+                "Serving runs a program, not your Python: trace the eager model once into a "
+                "portable artefact with a dynamic batch dimension."
+            ),
+            (
+                "jax: jax.export.export(jax.jit(forward)) on a ShapeDtypeStruct whose batch is "
+                "symbolic (jax.export.symbolic_shape). torch: torch.export.export with a Dim for "
+                "the batch. Keep the function's return value as the docstring says."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/serving.py::export",
+            "test_serving.py::test_jax_export_reloaded_in_a_fresh_process_equals_eager",
+        ),
+        torch=Part(
+            "week1_torch/serving.py::export", "test_serving.py::test_torch_exports_equal_eager"
+        ),
+    ),
+)

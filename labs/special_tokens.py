@@ -41,6 +41,7 @@ import numpy as np
 
 from week1.config import require
 from week1.data import shakespeare
+from week1.exercises import Exercise, Part
 from week1.tokenization import train as bpe_train
 from week1.tokenization.model import BPE
 
@@ -166,3 +167,37 @@ def summarize(loss: float, loss_all: float, batch: dict[str, np.ndarray], tok: B
         "padding_share": float(1 - mask.mean()),
         "batch": show_batch(tok, batch),
     }
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "masked_cross_entropy",
+        hints=(
+            (
+                "Cross-entropy of every position, then only the real ones count: a mask labels != "
+                "ignore_index."
+            ),
+            (
+                "Return (sum over real positions of logsumexp(logits) - logit[label], number of "
+                "real positions); replace ignored labels by 0 before gathering so the index stays "
+                "valid."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/losses.py::masked_cross_entropy",
+            (
+                "test_special_tokens.py::test_masked_loss_and_grads_jax_equal_torch",
+                "test_special_tokens.py::test_padding_contributes_nothing",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/lib/losses.py::masked_cross_entropy",
+            (
+                "test_special_tokens.py::test_masked_loss_and_grads_jax_equal_torch",
+                "test_special_tokens.py::test_padding_contributes_nothing",
+            ),
+        ),
+    ),
+)

@@ -55,6 +55,7 @@ import numpy as np
 
 from week1.config import UsageError, require
 from week1.data import code, multilingual, shakespeare
+from week1.exercises import Exercise, Part
 from week1.tokenization import hf, unigram, wordpiece
 from week1.tokenization.bytelevel import CHAR_TO_BYTE
 
@@ -333,3 +334,36 @@ def report(toks, corpus: Corpus, cfg: Config, png_path) -> dict:
     return {f"{name} {kind} tokens/word": fert for name, kind, _, fert, _, _ in rows} | {
         "plot": str(png_path.name)
     }
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "pad_batches",
+        hints=(
+            (
+                "Encode, truncate each row to max_length, then right-pad every batch of batch_size "
+                "rows to its own longest row with the tokenizer's pad id (int32)."
+            ),
+            (
+                "jax (_pad_rows, one gather): column c of row r is flat[starts[r] + c] where c < "
+                "lengths[r], else pad_id. torch (pipeline): pad_sequence per batch."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/tokenizers_compare.py::_pad_rows",
+            (
+                "test_tokenizers_compare.py::test_jax_and_torch_pipelines_give_the_same_ids[BPE]",
+                "test_tokenizers_compare.py::test_jax_and_torch_pipelines_give_the_same_ids[WordPiece]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/tokenizers_compare.py::pipeline",
+            (
+                "test_tokenizers_compare.py::test_jax_and_torch_pipelines_give_the_same_ids[BPE]",
+                "test_tokenizers_compare.py::test_jax_and_torch_pipelines_give_the_same_ids[WordPiece]",
+            ),
+        ),
+    ),
+)

@@ -46,6 +46,7 @@ import dataclasses
 
 from week1 import charlm
 from week1.comparison import Case
+from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
 
@@ -77,3 +78,31 @@ def compare_cases(cfg: Config) -> list[Case]:
 def prepare(out_dir=None) -> list:
     """`week1 prepare training_loop`: cache the character ids (carry them to a GPU box)."""
     return charlm.prepare(out_dir)
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "char_mlp_forward",
+        hints=(
+            (
+                "The char MLP of Bengio et al. (2003): embed the context characters, flatten them "
+                "into one vector per example, one hidden layer, then logits over the vocabulary."
+            ),
+            (
+                "Shapes: x (B, T) ids -> embeddings (B, T, C) -> reshape (B, T*C) -> h = "
+                "tanh(ln(fc1(.))) (B, H) -> head(drop(h)) (B, V). Use the layers __init__ made "
+                "(their names are the weight map's)."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/models.py::CharMLP.__call__",
+            "test_training_loop.py::test_loss_and_grads_match",
+        ),
+        torch=Part(
+            "week1_torch/lib/models.py::CharMLP.forward",
+            "test_training_loop.py::test_loss_and_grads_match",
+        ),
+    ),
+)

@@ -54,6 +54,7 @@ import numpy as np
 
 from week1.config import Range, require
 from week1.data import code, multilingual, shakespeare
+from week1.exercises import Exercise, Part
 from week1.tokenization import hf
 from week1.tokenization.bytelevel import ALPHABET
 
@@ -271,3 +272,30 @@ def report(cfg: Config, added, resized: np.ndarray, start: np.ndarray, framework
         "new rows - mean of old, max |diff|": mean_gap,
         "new ids": str(ids),
     }
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "resize_embedding",
+        hints=(
+            (
+                "New tokens need rows: a new embedding with n_new more rows, the old rows copied "
+                "unchanged."
+            ),
+            (
+                "Initialise the new rows at the mean of the old ones (a neutral start, as HF's "
+                "resize_token_embeddings can do): concatenate old and broadcast(old.mean(0))."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/vocabulary.py::resize_embedding",
+            "test_vocabulary.py::test_resized_embedding_is_the_same_in_jax_torch_and_numpy",
+        ),
+        torch=Part(
+            "week1_torch/vocabulary.py::resize_embedding",
+            "test_vocabulary.py::test_resized_embedding_is_the_same_in_jax_torch_and_numpy",
+        ),
+    ),
+)

@@ -84,6 +84,7 @@ from week1 import report
 from week1.comparison import Case, Curves
 from week1.config import Range, require, validate
 from week1.data import embeddings, vectors, words
+from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
 MODELS = embeddings.MODELS
@@ -382,3 +383,57 @@ def report_oov(trained: embeddings.Trained, cfg: Config, refs: list) -> None:
     report.table(
         "FastText: words from their character n-grams", ["word", "", "vectors", "5 nearest"], rows
     )
+
+
+# Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
+# grades each with the parity tests named.
+EXERCISES = (
+    Exercise(
+        "negative_sampling_loss",
+        hints=(
+            (
+                "h is the (weighted) mean of the input rows, f = h . u the score of each output "
+                "word; the loss is a sum of -log sigma(+f) for the true word and -log sigma(-f) for"
+                " each negative."
+            ),
+            (
+                "h = einsum('bs,bsc->bc', in_weights, w_in[inputs]); f = einsum('bc,btc->bt', h, "
+                "w_out[outputs]); L = -sum(out_weights * logsigmoid(where(labels > 0, f, -f)))."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/embeddings.py::negative_sampling_loss",
+            "test_word2vec.py::test_jax_loss_and_gradients_equal_torch[sgns]",
+        ),
+        torch=Part(
+            "week1_torch/lib/embeddings.py::negative_sampling_loss",
+            "test_word2vec.py::test_jax_loss_and_gradients_equal_torch[sgns]",
+        ),
+    ),
+    Exercise(
+        "negative_sampling_update",
+        hints=(
+            (
+                "word2vec.c's rule is SGD on that loss: g = out_weights * (label - sigma(f)) per "
+                "output; both matrices move by +lr times their part of g."
+            ),
+            (
+                "w_out rows += lr * g h (scatter-add over outputs); every input row with weight != "
+                "0 += lr * sum_t g u_t (the same dh for all of a row's inputs). Compute dh before "
+                "touching w_out."
+            ),
+            (
+                "Return the loss before the step, -sum(out_weights * logsigmoid(where(labels > 0, "
+                "f, -f))). A flipped sign on the negatives' term makes them attract, not repel."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/lib/embeddings.py::negative_sampling_update",
+            "test_word2vec.py::test_jax_and_torch_take_the_same_steps[sgns]",
+        ),
+        torch=Part(
+            "week1_torch/lib/embeddings.py::negative_sampling_update",
+            "test_word2vec.py::test_negative_sampling_update_is_sgd_on_its_loss[sgns]",
+        ),
+    ),
+)

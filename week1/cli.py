@@ -17,6 +17,11 @@
     week1 push DIR --repo-id NAME [--private]    upload an exported folder to the Hub
     week1 serve RUN_OR_EXPORT [--port] [--max_batch] [--max_wait_ms]
                                                  serve a char-MLP LM over HTTP (labs/serving.py)
+    week1 exercise <lab> [--framework F] [--dir D] | --list | <lab> --reset FUNCTION
+                                                 a lab's functions as stubs to write (learner mode)
+    week1 check <lab> [--framework F] [--dir D] [--watch] [--diff] [-v]
+                                                 grade them with the lab's parity tests
+    week1 hint <lab> [FUNCTION]                  the next hint
 
 Exit status: 0 done; 1 a run failed (its folder keeps the error); 2 bad input (one
 line on stderr, nothing left behind); 3 a run diverged (non-finite loss); 130 / 143
@@ -328,6 +333,43 @@ def cmd_serve(args) -> int:
     )
 
 
+def cmd_exercise(args) -> int:
+    from week1.commands import exercise
+
+    if args.list:
+        rows = exercise.listing(args.dir)
+        report.table("week1 exercises", ["day", "lab", "#", "exercise", "jax", "torch"], rows)
+        return 0
+    if args.lab is None:
+        raise UsageError("week1 exercise needs a lab (or --list)")
+    if args.reset:
+        where = exercise.reset(args.lab, args.framework, args.dir, args.reset)
+        report.console.print(f"{args.reset}: stubbed again in {where}", highlight=False)
+        return 0
+    for path in exercise.write(args.lab, args.framework, args.dir, force=args.force):
+        report.console.print(f"wrote {path}", highlight=False)
+    report.console.print(
+        f"next: week1 hint {args.lab}; week1 check {args.lab} --dir {args.dir}", highlight=False
+    )
+    return 0
+
+
+def cmd_check(args) -> int:
+    from week1.commands import exercise
+
+    catalog.require_implemented(args.lab)
+    grade = exercise.watch if args.watch else exercise.check
+    return grade(args.lab, args.framework, args.dir, verbose=args.verbose, diff=args.diff)
+
+
+def cmd_hint(args) -> int:
+    from week1.commands import exercise
+
+    for text in exercise.hint(args.lab, args.function, args.framework, args.dir):
+        report.console.print(text, markup=False, highlight=False)
+    return 0
+
+
 def print_lab_settings(lab_id: str) -> None:
     """`week1 run <lab> --help`: the handout's first line and every setting with its range."""
     from rich.table import Table
@@ -453,6 +495,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max_wait_ms", type=float, default=2.0, help="wait for a batch to fill, at most"
     )
+    p = sub.add_parser("exercise", help="a lab's functions as stubs to write (learner mode)")
+    p.add_argument("lab", nargs="?", default=None)
+    p.add_argument("--list", action="store_true", help="every lab's exercises and your progress")
+    p.add_argument("--reset", metavar="FUNCTION", help="stub one function again")
+    p.add_argument("--force", action="store_true", help="write the stubs over your files")
+    for name in ("exercise", "check", "hint"):
+        if name != "exercise":
+            p = sub.add_parser(name, help=f"learner mode: {name} (week1 exercise --help)")
+            p.add_argument("lab")
+        if name == "hint":
+            p.add_argument("function", nargs="?", default=None)
+        p.add_argument("--framework", choices=("jax", "torch"), default=None)
+        p.add_argument("--dir", default="exercises", help="the exercises (default: exercises)")
+    p = sub.choices["check"]
+    p.add_argument("--watch", action="store_true", help="check again on every save")
+    p.add_argument("--diff", action="store_true", help="the reference body of each pass")
+    p.add_argument("-v", "--verbose", action="store_true", help="pytest's own output too")
     parser.commands = sub.choices  # command name -> its parser
     return parser
 
@@ -505,6 +564,7 @@ def _main(argv: list[str]) -> int:
         }
         handlers |= {"export": cmd_export, "push": cmd_push}
         handlers["serve"] = cmd_serve
+        handlers |= {"exercise": cmd_exercise, "check": cmd_check, "hint": cmd_hint}
         if args.command in handlers:
             return handlers[args.command](args)
         commands = {
