@@ -31,10 +31,10 @@ above 1 it is *dispatch-bound* (small matmuls: Python, the framework's
 dispatch and the kernel launch cost more than the maths, and a faster device
 would not help). Timing only the latency, one host round trip per call,
 understates a fast device, the more so the heavier a framework's dispatch
-(this lab's first H200 run did so, JAX's figures most). On a GPU, torch also clocks the queued batches
-with CUDA events (`week1 bench gpu_basics` shows them beside the wall clock, a
-cross-check); `cold=true` adds `cold ms`, each call after an L2 flush, as
-`triton.testing.do_bench` times kernels.
+(this lab's first H200 run did so, JAX's figures most). On a GPU, torch
+also clocks the queued batches with CUDA events (`week1 bench gpu_basics`
+shows them beside the wall clock, a cross-check); `cold=true` adds `cold ms`,
+each call after an L2 flush, as `triton.testing.do_bench` times kernels.
 
 Bandwidth is the same kernel in both: y = 2y over `bandwidth_mib` of fp32,
 in place (torch `mul_`, JAX a donated buffer), so each call reads and writes
