@@ -220,7 +220,7 @@ def clipping_demo(cfg: spec.Config, ctx=loop.BARE) -> dict:
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run long_range --framework torch [--compile]`: the grid, the gradient norms,
     clipping."""
-    return spec.run_grid(cfg, run, compile, sys.modules[__name__])
+    return spec.run_grid(cfg, run, sys.modules[__name__], compile)
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
