@@ -137,9 +137,9 @@ class SpikeDetector:
 
 
 def what_non_finite(index: int, names) -> str:
-    """What a step's `non_finite` number names: 1 the loss, 2 + i the i-th of `names` (the
-    gradients in forward order); 0 is a finite step."""
-    return "loss" if index == 1 else f"gradient {names[index - 2]}"
+    """What a step's `first_non_finite` number names: 0 the loss, i the (i-1)-th of `names`
+    (the gradients in forward order)."""
+    return "loss" if index == 0 else f"gradient {names[index - 1]}"
 
 
 @dataclasses.dataclass
@@ -149,8 +149,9 @@ class WatchedHistory(loop.History):
     checkpointed): a non-finite loss or gradient, or a loss spike, raises TrainingStopped, so
     the run's newest checkpoint is the last good one.
 
-    Each step returns, beside its loss, `non_finite` (see what_non_finite) and the numbers
-    logged: grad_norm, clipped, grad_norm/<layer>, update_ratio/<layer>.
+    Each step returns, beside its loss, `finite` (1: the loss and every gradient are finite),
+    `first_non_finite` (see what_non_finite) and the numbers logged: grad_norm, clipped,
+    grad_norm/<layer>, update_ratio/<layer>.
     """
 
     names: tuple = ()  # the gradients in forward order
@@ -164,9 +165,9 @@ class WatchedHistory(loop.History):
         found = checkpoints.candidates_in(self.framework, self.checkpoint_dir)
         return checkpoints.latest_intact_quietly(found)
 
-    def add_train(self, step, loss, seconds, log=None, *, non_finite=0.0, **watched) -> None:
-        if non_finite:
-            what = what_non_finite(int(non_finite), self.names)
+    def add_train(self, step, loss, seconds, log=None, *, finite, first_non_finite, **watched):
+        if not finite:
+            what = what_non_finite(int(first_non_finite), self.names)
             raise TrainingStopped(step, f"non-finite {what}", self.last_checkpoint())
         spike = self.spikes.check(loss) if self.spikes is not None else None
         if spike is not None:

@@ -47,14 +47,14 @@ def inject_nan(grads, layer: str, poison):
     return jax.tree_util.tree_map_with_path(poison_one, grads)
 
 
-def first_non_finite(loss, grads):
-    """0 when the loss and every gradient are finite, else 1 for the loss or 2 + i for the i-th
-    gradient in forward order holding a NaN/Inf (spec.what_non_finite names it); an int array,
-    read with the loss."""
+def finite_flags(loss, grads):
+    """(all finite, index of the first NaN/Inf holder): the loss and every gradient finite (a
+    bool array), and 0 for the loss or i for the (i-1)-th gradient in forward order
+    (spec.what_non_finite names it; meaningless when all are finite); read with the loss."""
     finite = jnp.stack(
         [jnp.isfinite(loss)] + [jnp.all(jnp.isfinite(g)) for g in named(grads).values()]
     )
-    return jnp.where(jnp.all(finite), 0, jnp.argmin(finite) + 1)
+    return jnp.all(finite), jnp.argmin(finite)
 
 
 @jax.jit
@@ -92,8 +92,9 @@ def apply_update(model, optimizer, grads, clip_norm: float):
 
 
 def make_train_step(cfg: spec.Config):
-    """The watched step for lib/train: model, optimizer, key, x, y, poison -> {loss, non_finite,
-    grad_norm, clipped, grad_norm/<layer>, update_ratio/<layer>}, all read with the loss.
+    """The watched step for lib/train: model, optimizer, key, x, y, poison -> {loss, finite,
+    first_non_finite, grad_norm, clipped, grad_norm/<layer>, update_ratio/<layer>}, all read
+    with the loss.
 
     Gradients, the injected NaN where `poison`, the checks and norms, then clip and AdamW. A bad
     step's update is made on the device, but the loop stops at it before any checkpoint after
@@ -104,9 +105,11 @@ def make_train_step(cfg: spec.Config):
         loss, grads = grad_step(model, x, y)
         grads = inject_nan(grads, cfg.nan_layer, poison)
         norm = global_norm(grads)
+        finite, first_bad = finite_flags(loss, grads)
         watched = {
             "loss": loss,
-            "non_finite": first_non_finite(loss, grads),
+            "finite": finite,
+            "first_non_finite": first_bad,
             "grad_norm": norm,
             "clipped": jnp.asarray(cfg.clip_norm > 0) & (norm > cfg.clip_norm),
             **{f"grad_norm/{k}": v for k, v in layer_norms(grads).items()},

@@ -18,10 +18,12 @@ from week1_torch.lib.models import get_weights
 
 def library_optimizer(model, cfg: spec.Config):
     """torch.optim.AdamW with our schedule, param groups (no decay on biases/norms) and weight
-    decay; fused (one kernel per update): its other paths, under torch.compile with the
-    schedule's lr tensor, divide by the lr and write NaN at warmup's first update (lr 0)."""
+    decay; fused (one kernel per update) where that kernel exists (CPU, CUDA): its other paths,
+    under torch.compile with the schedule's lr tensor, divide by the lr and write NaN at
+    warmup's first update (lr 0)."""
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(
-        optim.param_groups(model, cfg.weight_decay), betas=(0.9, 0.999), eps=1e-8, fused=True
+        optim.param_groups(model, cfg.weight_decay), betas=(0.9, 0.999), eps=1e-8, fused=fused
     )
     return optimizer, schedules.lambda_lr(optimizer, schedules.from_config(cfg))
 

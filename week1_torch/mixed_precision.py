@@ -100,7 +100,8 @@ def train_step_scaled(
     finite = scale >= scale_before  # the scale backs off exactly when the step was skipped
     if finite:
         scheduler.step()
-    return {"loss": loss.detach(), "scale": torch.tensor(scale), "finite": torch.tensor(finite)}
+    flags = torch.tensor([scale, finite], device=loss.device)  # beside the loss, on its device
+    return {"loss": loss.detach(), "scale": flags[0], "finite": flags[1]}
 
 
 @torch.no_grad()

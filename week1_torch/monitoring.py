@@ -47,12 +47,12 @@ def inject_nan(grads: dict, layer: str, poison) -> dict:
     return grads
 
 
-def first_non_finite(loss, grads: dict):
-    """0 when the loss and every gradient are finite, else 1 for the loss or 2 + i for the i-th
-    gradient in forward order holding a NaN/Inf (spec.what_non_finite names it); an int tensor,
-    read with the loss."""
+def finite_flags(loss, grads: dict):
+    """(all finite, index of the first NaN/Inf holder): the loss and every gradient finite (a
+    bool tensor), and 0 for the loss or i for the (i-1)-th gradient in forward order
+    (spec.what_non_finite names it; meaningless when all are finite); read with the loss."""
     finite = torch.stack([torch.isfinite(loss)] + [torch.isfinite(g).all() for g in grads.values()])
-    return torch.where(finite.all(), 0, (~finite).int().argmax() + 1)
+    return finite.all(), (~finite).int().argmax()
 
 
 @torch.no_grad()
@@ -89,19 +89,21 @@ def apply_update(model, optimizer, clip_norm: float) -> dict:
 
 
 def train_step(model, optimizer, cfg: spec.Config, x, y, poison) -> dict:
-    """The watched step for lib/train: {loss, non_finite, grad_norm, clipped, grad_norm/<layer>,
-    update_ratio/<layer>}, all read with the loss.
+    """The watched step for lib/train: {loss, finite, first_non_finite, grad_norm, clipped,
+    grad_norm/<layer>, update_ratio/<layer>}, all read with the loss.
 
-    Gradients, the injected NaN where `poison`, the checks and norms, then clip and AdamW (lib/train
-    steps the schedule). A bad step's update is made, but the loop stops at it before any
-    checkpoint after it (spec.WatchedHistory).
+    Gradients, the injected NaN where `poison`, the checks and norms, then clip and AdamW
+    (lib/train steps the schedule). A bad step's update is made, but the loop stops at it
+    before any checkpoint after it (spec.WatchedHistory).
     """
     loss, grads = grad_step(model, x, y)
     grads = inject_nan(grads, cfg.nan_layer, poison)
     norm = global_norm(grads)
+    finite, first_bad = finite_flags(loss, grads)
     watched = {
         "loss": loss,
-        "non_finite": first_non_finite(loss, grads),
+        "finite": finite,
+        "first_non_finite": first_bad,
         "grad_norm": norm,
         "clipped": (norm > cfg.clip_norm) & (cfg.clip_norm > 0),
         **{f"grad_norm/{k}": v for k, v in layer_norms(grads).items()},
