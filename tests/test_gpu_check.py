@@ -148,3 +148,24 @@ def test_week1_parity_gpu_is_refused_without_a_gpu(monkeypatch):
     assert cli.main(["parity", "--gpu", "--json", "/dev/null"]) == 2
     assert parity.off_the_gpu({"jax": "gpu:NVIDIA H200 x1", "torch": "NVIDIA H200"}) is None
     assert "jax ran on cpu:cpu x8" in parity.off_the_gpu({"jax": "cpu:cpu x8", "torch": "H200"})
+
+
+def test_a_parity_run_stopped_at_its_time_limit_still_writes_its_json(tmp_path):
+    """The first H200 run's parity stage ran out of time and left no report: now SIGTERM (what
+    `timeout` sends) stops pytest and the command writes what was recorded, exit 128 + 15."""
+    out = tmp_path / "parity.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "week1", "parity", "--json", str(out), "adamw"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        start_new_session=True,
+    )  # fmt: skip
+    children = pathlib.Path(f"/proc/{run.pid}/task/{run.pid}/children")
+    deadline = time.monotonic() + 120
+    while not children.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the command has started pytest
+    time.sleep(3)  # inside pytest's collection or its first tests
+    os.killpg(run.pid, signal.SIGTERM)  # the whole group, as timeout does
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 128 + signal.SIGTERM, output[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["exit_status"] == 128 + signal.SIGTERM and isinstance(doc["comparisons"], list)

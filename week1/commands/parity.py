@@ -15,7 +15,9 @@ passed are one row, "equal: ..."), with the worst max abs, max rel and headroom:
 worst |a - b| / (atol + rtol * |b|) under the row's own tier, the very quantity its
 assert compares (1.0 = at the limit, above 1 fails). Labs and rows are sorted by
 headroom, the closest to failing first, and coloured. `--detail [LAB]` prints the
-per-tensor rows; `--json PATH` writes the document below; `--markdown PATH` writes a
+per-tensor rows; `--json PATH` writes the document below (also when the run is stopped, by
+SIGTERM at a time limit or Ctrl-C: what was recorded until then, exit status 128 + the
+signal's number); `--markdown PATH` writes a
 report for docs/ with its provenance and a PNG of headroom per lab and tier beside it
 (PATH's stem + "_headroom.png"); `--from PATH` reports a saved document instead of
 running the tests. Arguments for pytest go last, after `--`, with the options before
@@ -43,6 +45,7 @@ column says there is no GPU run yet.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -52,6 +55,7 @@ import os
 import pathlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,15 +170,20 @@ def run_tests(
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "parity.jsonl")
-        code = subprocess.call(
-            [sys.executable, "-m", "pytest", "-q", "-p", __name__, target, *pytest_args],
-            env=dict(os.environ, **(env or {}), **{REPORT_ENV: path}),
-            cwd=str(catalog.ROOT),
-        )
+        try:
+            code = subprocess.call(
+                [sys.executable, "-m", "pytest", "-q", "-p", __name__, target, *pytest_args],
+                env=dict(os.environ, **(env or {}), **{REPORT_ENV: path}),
+                cwd=str(catalog.ROOT),
+            )
+        except KeyboardInterrupt as stop:  # SIGTERM (a time limit) or Ctrl-C: pytest is gone;
+            code = 128 + getattr(stop, "signum", signal.SIGINT)  # keep what it recorded
         lines = []
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                lines = [json.loads(line) for line in f]
+                for line in f:
+                    with contextlib.suppress(json.JSONDecodeError):  # a line cut by the stop
+                        lines.append(json.loads(line))
     devices = {}
     for line in lines:
         devices.update(line.get("devices", {}))
