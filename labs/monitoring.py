@@ -13,10 +13,14 @@ What to watch while a model trains, and how to stop cleanly when it breaks:
 - Gradient clipping by global norm: if ||g|| > c, every gradient is scaled by
   c / ||g|| (the direction is kept). `optax.clip_by_global_norm` and
   `torch.nn.utils.clip_grad_norm_` compute the same thing.
-- A NaN or Inf in the loss or in any gradient stops the run *before* the
-  update, with a message naming the step and the first non-finite tensor; the
-  last checkpoint, written at a good step, stays as it was. A loss spike
-  (loss > spike_factor x its running mean) stops the run too.
+- A NaN or Inf in the loss or in any gradient stops the run with a message
+  naming the step and the first non-finite tensor. The checks run inside the
+  step, on the device, and come back with the loss (every LOG_EVERY steps, and
+  before every evaluation and checkpoint: no host sync per step); the loop stops
+  at the bad step before it is logged and before anything after it is
+  checkpointed, so the last checkpoint, written at a good step, stays as it
+  was and is what a resume or an export sees. A loss spike (loss > spike_factor
+  x its running mean) stops the run too.
 
 Everything is logged per step to metrics.jsonl and TensorBoard
 (`tensorboard --logdir runs/`): train_loss, grad_norm, grad_norm/<layer>,
@@ -34,7 +38,7 @@ How to read the results
   frameworks (F32 tier).
 - `week1 compare monitoring` trains the watched, clipped loop in both frameworks from
   torch's start on the same batches: the curves overlap to float32 rounding; steps/s
-  include the watching (norms, ratios, finiteness checks read back every step).
+  include the watching (norms, ratios, finiteness checks, read with the loss).
 
 Run it:  week1 run monitoring --framework jax   (or torch)
          week1 compare monitoring
