@@ -41,15 +41,15 @@ def test_median_resists_one_slow_call():
 def test_device_clock_and_flush():
     """`clock` times the same queued batches (its seconds are reported as device_s); `flush`
     runs before each call and its own time is taken off (cold_s)."""
-    started = []
+    started, order = [], []
 
-    def clock():
+    def clock():  # start; stop() queues the end before the wait; read() gives the seconds
         started.append(time.perf_counter())
-        return lambda: 0.5
+        return lambda: order.append("end queued") or (lambda: order.append("read") or 0.5)
 
     timing = time_calls(
         lambda: time.sleep(0.002),
-        lambda _: None,
+        lambda _: order.append("wait"),
         warmup=0,
         iters=4,
         batches=3,
@@ -57,4 +57,5 @@ def test_device_clock_and_flush():
         flush=lambda: time.sleep(0.004),
     )
     assert len(started) == 3 and timing.device_s == 0.5 / 4
+    assert order[:8] == ["wait"] * 5 + ["end queued", "wait", "read"]  # first, 4 latency calls
     assert 0.001 < timing.cold_s < 0.004

@@ -64,15 +64,17 @@ class Timing:
 
 
 def _queued(fn: Callable[[], object], sync: Callable[[object], object], n: int, clock=None):
-    """Seconds for `n` calls queued back to back and one wait (and on `clock`, if given)."""
+    """Seconds for `n` calls queued back to back and one wait (and on `clock`, if given: its
+    end is queued behind the calls, before the wait)."""
     stop = clock() if clock else None
     start = time.perf_counter()
     result = None
     for _ in range(n):
         result = fn()
+    read = stop() if stop else None
     sync(result)
     wall = time.perf_counter() - start
-    return wall, (stop() if stop else None)
+    return wall, (read() if read else None)
 
 
 def time_calls(
@@ -89,8 +91,9 @@ def time_calls(
     calls each waited for) and the device time per call (`batches` batches of `iters` queued
     calls, one wait each; the median batch).
 
-    clock: a device stopwatch, `clock()` starts it and returns `stop()`, which waits and returns
-    seconds (torch.cuda.Event pairs). flush: evicts the caches (see the module docstring)."""
+    clock: a device stopwatch (torch.cuda.Event pairs): `clock()` starts it and returns `stop`;
+    `stop()` queues its end and returns `read`; `read()` waits for the end and returns seconds.
+    flush: evicts the caches (see the module docstring)."""
     start = time.perf_counter()
     sync(fn())
     first = time.perf_counter() - start

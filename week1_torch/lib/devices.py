@@ -45,8 +45,9 @@ def sync(_result=None) -> None:
 
 def event_clock():
     """A stopwatch on the device's own clock (a torch.cuda.Event pair), or None on a CPU:
-    `start = event_clock(); stop = start(); ...queue work...; seconds = stop()` (stop waits for
-    the end event). week1.timing.time_calls takes it as `clock`."""
+    `stop = event_clock()()` records the start, `read = stop()` queues the end behind the work
+    queued since, `read()` waits for it and returns the seconds between the two on the device.
+    week1.timing.time_calls takes it as `clock`."""
     if not torch.cuda.is_available():
         return None
 
@@ -54,10 +55,14 @@ def event_clock():
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
 
-        def stop() -> float:
+        def stop():
             end.record()
-            end.synchronize()
-            return begin.elapsed_time(end) / 1e3  # elapsed_time is in ms
+
+            def read() -> float:
+                end.synchronize()
+                return begin.elapsed_time(end) / 1e3  # elapsed_time is in ms
+
+            return read
 
         return stop
 
