@@ -166,11 +166,9 @@ def summarise(
         for r in results
     ]
     columns = RESULT_COLUMNS
-    if any(r.cold_s for r in results):
+    if any(r.cold_s is not None for r in results):  # cold=true
         columns = [*RESULT_COLUMNS, "cold ms"]
-        rows = [
-            (*row, (r.cold_s or float("nan")) * 1e3) for row, r in zip(rows, results, strict=True)
-        ]
+        rows = [(*row, r.cold_s * 1e3) for row, r in zip(rows, results, strict=True)]
     report.table(f"{framework} matmul on {device}", columns, rows)
     dtypes = list(dict.fromkeys(r.dtype for r in results))
     by_dtype = {d: [r for r in results if r.dtype == d] for d in dtypes}

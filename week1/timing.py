@@ -18,7 +18,8 @@ Optional, where a framework has them: `clock`, a device stopwatch (torch.cuda.Ev
 around the same queued batches (`device_s`, a cross-check free of host timer noise), and
 `flush`, a call that overwrites a buffer larger than the L2 cache (do_bench's 256 MB
 `cache.zero_()`): `cold_s` is then the per-call time with cold caches, the flush's own time
-subtracted.
+subtracted (a difference of two queued batches: meaningful for calls that take longer than the
+flush's own run-to-run noise, the large matmuls on a GPU).
 
 The caller passes `sync`, the framework's way to wait (`jax.block_until_ready` on the result,
 `torch.cuda.synchronize`), so the harness stays framework-free. Waiting on the last result
@@ -109,9 +110,8 @@ def time_calls(
     cold_s = None
     if flush is not None:
 
-        def flushed():
-            flush()
-            return fn()
+        def flushed():  # both results: the wait covers the flushes too (JAX's CPU client may
+            return flush(), fn()  # run independent computations side by side)
 
         with_flush = statistics.median(_queued(flushed, sync, iters)[0] for _ in range(batches))
         alone = statistics.median(_queued(flush, sync, iters)[0] for _ in range(batches))
