@@ -204,14 +204,14 @@ EXERCISES = (
         jax=Part(
             "week1_jax/bpe.py::merge",
             (
-                "test_bpe.py::test_same_as_hf[shakespeare-300-jax]",
+                "test_bpe.py::test_same_as_hf[shakespeare-1000-jax]",
                 "test_bpe.py::test_same_as_hf[code-1000-jax]",
             ),
         ),
         torch=Part(
             "week1_torch/bpe.py::Pairs.merge",
             (
-                "test_bpe.py::test_same_as_hf[shakespeare-300-torch]",
+                "test_bpe.py::test_same_as_hf[shakespeare-1000-torch]",
                 "test_bpe.py::test_same_as_hf[code-1000-torch]",
             ),
         ),

@@ -221,21 +221,4 @@ EXERCISES = (
             "test_monitoring.py::test_norms_clipping_and_update_ratios_jax_equal_torch",
         ),
     ),
-    Exercise(
-        "layer_norms",
-        hints=(
-            (
-                "The same norm per layer: group the tensors by spec.layer_of(name) and take sqrt of"
-                " each group's sum of squares."
-            ),
-        ),
-        jax=Part(
-            "week1_jax/monitoring.py::layer_norms",
-            "test_monitoring.py::test_norms_clipping_and_update_ratios_jax_equal_torch",
-        ),
-        torch=Part(
-            "week1_torch/monitoring.py::layer_norms",
-            "test_monitoring.py::test_norms_clipping_and_update_ratios_jax_equal_torch",
-        ),
-    ),
 )

@@ -344,13 +344,11 @@ def cmd_exercise(args) -> int:
         raise UsageError("week1 exercise needs a lab (or --list)")
     if args.reset:
         where = exercise.reset(args.lab, args.framework, args.dir, args.reset)
-        report.console.print(f"{args.reset}: stubbed again in {where}", highlight=False)
+        print(f"{args.reset}: stubbed again in {where}")
         return 0
     for path in exercise.write(args.lab, args.framework, args.dir, force=args.force):
-        report.console.print(f"wrote {path}", highlight=False)
-    report.console.print(
-        f"next: week1 hint {args.lab}; week1 check {args.lab} --dir {args.dir}", highlight=False
-    )
+        print(f"wrote {path}")
+    print(f"next: week1 hint {args.lab}; week1 check {args.lab} --dir {args.dir}")
     return 0
 
 

@@ -1,0 +1,196 @@
+"""Learner mode (week1/exercises.py, week1/commands/exercise.py): every lab's exercises exist,
+stub and import; and for a handful of labs, the real grading path: the stubs are "not
+started" (NotImplementedError only), the reference passes `week1 check`, and seeded wrong
+answers fail with a one-line diagnosis naming the function and the difference.
+
+The grading runs are pytest subprocesses over parity tests (the jax and torch imports cost
+most of it), so the labs graded here are few and their tests short; every lab's static checks
+are cheap and run for all."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import shutil
+import sys
+
+import pytest
+
+from week1 import catalog, exercises
+from week1.cli import main
+from week1.commands import exercise as cmd
+
+LABS = [lab.id for lab in catalog.LABS if lab.implemented]
+PARTS = [(lab, fw) for lab in LABS for fw in exercises.FRAMEWORKS]
+
+
+def _parts(lab, framework):
+    return [(e, e.part(framework)) for e in exercises.of_lab(lab) if e.part(framework)]
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_lab_has_exercises_with_hints_and_existing_tests(lab):
+    found = exercises.of_lab(lab)
+    assert found, f"{lab}: no EXERCISES"
+    assert len({e.name for e in found}) == len(found), f"{lab}: two exercises share a name"
+    for e in found:
+        assert 1 <= len(e.hints) <= 3 and all(h.strip() for h in e.hints), (lab, e.name)
+        assert e.jax or e.torch, (lab, e.name)
+        for part in filter(None, (e.jax, e.torch)):
+            source = exercises.reference_source(part)
+            assert exercises.function_source(source, part.qualname)
+            assert part.tests, (lab, e.name)
+            for selector in part.tests:
+                file, _, test = selector.partition("::")
+                text = (catalog.ROOT / "parity_tests" / file).read_text(encoding="utf-8")
+                name = re.split(r"[\[:]", test)[0]
+                assert re.search(rf"^def {name}\(", text, re.M), f"{lab}: no test {selector}"
+    for framework in exercises.FRAMEWORKS:  # a test grades the first exercise naming it
+        seen = []
+        for e, part in _parts(lab, framework):
+            for s in part.tests:
+                shadow = [t for t in seen if exercises.matches("parity_tests/" + s, t)]
+                assert not shadow, f"{lab} {e.name}: {s} is graded by an earlier exercise"
+            seen += part.tests
+
+
+@pytest.mark.parametrize(("lab", "framework"), PARTS)
+def test_stubs_keep_signature_and_docstring_and_import(lab, framework, tmp_path, monkeypatch):
+    """The generated module parses, each exercise is its signature, docstring and one raise,
+    every other line is the reference's, and the module imports."""
+    if not _parts(lab, framework):
+        pytest.skip(f"{lab} has no {framework} exercise")
+    for path, text in exercises.stubbed_files(lab, framework).items():
+        reference = (catalog.ROOT / path).read_text(encoding="utf-8")
+        tree, ref_tree = ast.parse(text), ast.parse(reference)
+        names = [p.qualname for e, p in _parts(lab, framework) if p.path == path]
+        for qualname in names:
+            node, ref = exercises._locate(tree, qualname), exercises._locate(ref_tree, qualname)
+            assert ast.dump(node.args) == ast.dump(ref.args), qualname
+            assert ast.get_docstring(node) == ast.get_docstring(ref), qualname
+            raised = node.body[-1]
+            assert isinstance(raised, ast.Raise), qualname
+            message = f"week1 exercise {lab}: {qualname}"
+            assert ast.literal_eval(raised.exc.args[0]) == message
+        kept = set(reference.splitlines()) - set(text.splitlines())
+        for qualname in names:  # what went is inside the stubbed bodies
+            body = exercises.function_source(reference, qualname).splitlines()
+            kept -= set(body)
+        assert not kept, f"{path}: lines outside the exercises changed: {sorted(kept)[:3]}"
+        file = tmp_path / path.replace("/", "_")
+        file.write_text(text, encoding="utf-8")
+        name = f"stub_{lab}_{framework}_{exercises.module_name(path).replace('.', '_')}"
+        spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up
+        spec.loader.exec_module(module)
+
+
+def test_exercise_hint_list_and_reset_from_the_command_line(tmp_path, capsys):
+    root = str(tmp_path / "ex")
+    assert main(["exercise", "adamw", "--framework", "jax", "--dir", root]) == 0
+    mine = tmp_path / "ex" / "adamw" / "week1_jax" / "lib" / "optim.py"
+    assert "NotImplementedError" in mine.read_text(encoding="utf-8")
+    # Writing again would overwrite the learner's work: refused in one line, exit 2.
+    assert main(["exercise", "adamw", "--framework", "jax", "--dir", root]) == 2
+    assert "exists" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["hint", "adamw", "--dir", root]) == 0
+    first = capsys.readouterr().out
+    assert "hint 1/" in first and "hint 2/" not in first
+    assert main(["hint", "adamw", "--dir", root]) == 0
+    assert "hint 2/" in capsys.readouterr().out
+    # Solve it (the reference body), then --reset stubs that function again.
+    mine.write_text((catalog.ROOT / "week1_jax/lib/optim.py").read_text(), encoding="utf-8")
+    assert main(["exercise", "adamw", "--reset", "adamw_update", "--dir", root]) == 0
+    assert "week1 exercise adamw: adamw.update_fn" in mine.read_text(encoding="utf-8")
+    assert main(["exercise", "--list", "--dir", root]) == 0
+    listing = capsys.readouterr().out
+    assert all(lab in listing for lab in ("adamw", "bpe", "rnn"))
+    assert main(["hint", "adamw", "nothing_such", "--dir", root]) == 2
+    assert main(["check", "adamw", "--framework", "torch", "--dir", root]) == 2  # no stubs yet
+
+
+# ------------------------------------------------------------------ the real grading path
+
+STUBBED = [("adamw", "jax"), ("lr_schedules", "torch"), ("special_tokens", "jax")]
+SEEDED = {  # (lab, framework, file): (reference text, wrong text): the wrong answers
+    ("adamw", "jax", "week1_jax/lib/optim.py"): [  # AdamW without bias correction
+        ("m / (1 - b1 ** count.astype(m.dtype))", "m"),
+        ("v / (1 - b2 ** count.astype(v.dtype))", "v"),
+    ],
+    ("rnn", "torch", "week1_torch/lib/recurrent.py"): [  # GRU with b_hn outside the reset gate
+        (
+            "n = torch.tanh(x_n + r * h_n)",
+            "n = torch.tanh(x_n + r * (h_n - bias_hh.chunk(3)[2]) + bias_hh.chunk(3)[2])",
+        ),
+    ],
+    ("bpe", "jax", "week1_jax/bpe.py"): [  # ties broken to the largest pair, not the smallest
+        (
+            "key = jnp.min(jnp.where(p.count == top, p.key, NONE))",
+            "key = jnp.max(jnp.where(p.count == top, p.key, -1))",
+        ),
+    ],
+    ("word2vec", "torch", "week1_torch/lib/embeddings.py"): [  # the negatives' sign flipped
+        (
+            "g = out_weights * (labels - torch.sigmoid(f))",
+            "g = out_weights * torch.where(labels > 0, 1 - torch.sigmoid(f), torch.sigmoid(f))",
+        ),
+    ],
+}
+WRONG_FUNCTION = {"adamw": "adamw.update_fn", "rnn": "gru_cell", "bpe": "best"}
+WRONG_FUNCTION["word2vec"] = "negative_sampling_update"
+
+
+def _plan(lab, framework, only=None):
+    plan = cmd.plan_for(lab, framework)
+    return [p for p in plan if only is None or p["function"] == only]
+
+
+def test_stubs_fail_only_with_not_implemented(tmp_path):
+    plan, files = [], {}
+    for lab, framework in STUBBED:
+        cmd.write(lab, framework, str(tmp_path))
+        files |= exercises.overrides(lab, framework, tmp_path)
+        plan += [{**p, "lab": lab} for p in _plan(lab, framework)]
+    results = cmd.grade(plan, files, stop=False)
+    for p, r in zip(plan, results, strict=True):
+        assert r["status"] == "not started", cmd.line(1, r)
+        # Only NotImplementedError, raised by a stub of this lab at or before this exercise.
+        earlier = {q["function"] for q in plan[: plan.index(p) + 1] if q["lab"] == p["lab"]}
+        for message in r["messages"]:
+            stub = re.fullmatch(rf"NotImplementedError: week1 exercise {p['lab']}: (\S+)", message)
+            assert stub and stub.group(1) in earlier, message
+
+
+def test_reference_passes_check_and_wrong_answers_fail_in_one_line(tmp_path, capsys):
+    # The reference through the very path a learner's file takes: `week1 check` on a copy.
+    root = tmp_path / "ref"
+    cmd.write("lr_schedules", "torch", str(root))
+    for path in exercises.stubbed_files("lr_schedules", "torch"):
+        shutil.copy(catalog.ROOT / path, root / "lr_schedules" / path)
+    assert main(["check", "lr_schedules", "--framework", "torch", "--dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" passed ") == len(_plan("lr_schedules", "torch")), out
+    assert "every exercise passes" in out
+    # The seeded wrong answers, graded in one run (no stop: each is reported).
+    plan, files = [], {}
+    for (lab, framework, path), edits in SEEDED.items():
+        text = (catalog.ROOT / path).read_text(encoding="utf-8")
+        for right, wrong in edits:
+            assert text.count(right) == 1, (path, right)
+            text = text.replace(right, wrong)
+        wrong_file = tmp_path / "wrong" / lab / path
+        wrong_file.parent.mkdir(parents=True, exist_ok=True)
+        wrong_file.write_text(text, encoding="utf-8")
+        files[exercises.module_name(path)] = str(wrong_file)
+        plan += [{**p, "tests": p["tests"][:1]} for p in _plan(lab, framework, WRONG_FUNCTION[lab])]
+    results = cmd.grade(plan, files, stop=False)
+    for p, r in zip(plan, results, strict=True):
+        line = cmd.line(1, r)
+        assert r["status"] == "failing", line
+        diagnosis = line.splitlines()[-1]
+        assert p["function"] in line and "NotImplementedError" not in diagnosis
+        # After the exception's name, what differs: numbers (max abs, a merge's index, ...).
+        assert re.search(r"Error: .*\d", diagnosis), diagnosis
