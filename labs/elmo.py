@@ -87,7 +87,7 @@ from week1.tolerances import TRAJECTORY
 
 BOUNDARY, UNK = 0, 1  # ids of "</s>" (also the padding) and "<unk>"
 SPECIALS = ("</s>", "<unk>")
-MINILM_MAX_LENGTH = 128  # MiniLM tokens per snippet in the probes
+MINILM_MAX_LENGTH = 128  # MiniLM tokens per sense sentence (lib/bert.pretrained's default)
 CORPORA = ("wiki", "shakespeare", "both")
 
 # Each word in sentences 1-2 in one sense, 3-4 in another (common words only, so that the
@@ -424,6 +424,7 @@ class Encoders:
     elmo_sentences: Callable  # texts -> (N, L + 1, 2H)
     minilm_hidden: Callable  # minilm.Batch -> (L + 1 arrays (B, T, C), sentence vectors (B, C))
     minilm_tokenizer: Callable  # () -> MiniLM's tokenizer
+    minilm_encode: Callable  # texts -> (N, C) sentence vectors
 
 
 def minilm_senses(enc: Encoders, tokenizer) -> dict:
@@ -435,21 +436,6 @@ def minilm_senses(enc: Encoders, tokenizer) -> dict:
         out[word] = np.stack(
             [np.stack([h[i, p].mean(0) for i, p in enumerate(at)]) for h in hidden]
         )
-    return out
-
-
-def minilm_sentences(enc: Encoders, tokenizer, texts: list[str]) -> np.ndarray:
-    """(N, 1, C): MiniLM's sentence embeddings, batches of similar token lengths."""
-    lengths = [min(len(e.ids), MINILM_MAX_LENGTH) for e in tokenizer.encode_batch(texts)]
-    order = np.argsort(lengths, kind="stable")
-    parts = [
-        enc.minilm_hidden(minilm.batch(tokenizer, [texts[i] for i in order[r]], MINILM_MAX_LENGTH))[
-            1
-        ]
-        for r in batches_of(len(texts), 64)
-    ]
-    out = np.empty((len(texts), 1, parts[0].shape[-1]), np.float32)
-    out[order, 0] = np.concatenate(parts)
     return out
 
 
@@ -472,7 +458,7 @@ def report_run(run, cfg: Config, data: Data, history: loop.History, enc: Encoder
     features = {
         "word2vec mean": {s: static_sentence_features(static, t) for s, (t, _) in texts.items()},
         "ELMo": {s: enc.elmo_sentences(t) for s, (t, _) in texts.items()},
-        "MiniLM": {s: minilm_sentences(enc, tokenizer, t) for s, (t, _) in texts.items()},
+        "MiniLM": {s: enc.minilm_encode(t)[:, None] for s, (t, _) in texts.items()},
     }
     layers = features["ELMo"]["train"].shape[1]
     results = {"word2vec mean (Google News)": probe("word2vec", features["word2vec mean"], labels)}

@@ -7,7 +7,6 @@ Read beside week1_torch/elmo.py: the same functions in the same order.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,6 @@ from flax import nnx
 
 from labs import elmo as spec
 from week1 import convert, loop
-from week1.data import minilm
 from week1_jax.lib import bert, devices, optim, schedules
 from week1_jax.lib import train as trainer
 from week1_jax.lib.models import get_weights, set_weights
@@ -239,29 +237,6 @@ def sense_vectors(model: BiLM, data: spec.Data) -> dict:
     return out
 
 
-@functools.cache
-def minilm_model():
-    """all-MiniLM-L6-v2 (week1_jax/lib/bert.py) with the packaged weights, and its tokenizer."""
-    weights = minilm.load_weights()
-    flax = convert.torch_to_flax({n: weights[n] for n, _, _ in convert.MINILM}, convert.MINILM)
-    return bert.from_weights(minilm.load_config(), flax), minilm.load_tokenizer(
-        spec.MINILM_MAX_LENGTH
-    )
-
-
-@nnx.jit
-def _minilm(model, ids, type_ids, mask):
-    hidden, _ = model(ids, type_ids, mask)
-    return hidden, bert.sentence_embeddings(hidden[-1], mask)
-
-
-def minilm_hidden(batch: minilm.Batch):
-    """(hidden states: L + 1 arrays (B, T, C), sentence embeddings (B, C)), numpy."""
-    model, _ = minilm_model()
-    hidden, sentences = _minilm(model, *as_arrays(batch.ids, batch.type_ids, batch.mask))
-    return [np.asarray(h) for h in hidden], np.asarray(sentences)
-
-
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run elmo --framework jax`: the biLM, then the probes."""
     data = spec.load_data(cfg)
@@ -276,8 +251,9 @@ def run(cfg: spec.Config, run) -> dict:
         spec.Encoders(
             elmo_senses=lambda: sense_vectors(model, data),
             elmo_sentences=lambda texts: sentence_features(model, data, texts, cfg),
-            minilm_hidden=minilm_hidden,
-            minilm_tokenizer=lambda: minilm_model()[1],
+            minilm_hidden=lambda batch: bert.hidden_and_sentences(bert.pretrained()[0], batch),
+            minilm_tokenizer=lambda: bert.pretrained()[1],
+            minilm_encode=bert.encode,
         ),
         lambda name, features, labels: train_probe(name, features, labels, cfg, run),
     )

@@ -7,7 +7,6 @@ Read beside week1_jax/elmo.py: the same functions in the same order.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 import torch
@@ -15,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labs import elmo as spec
-from week1 import convert, loop
-from week1.data import minilm
+from week1 import loop
 from week1_torch.lib import bert, devices, optim, schedules
 from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights, set_weights
@@ -209,26 +207,6 @@ def sense_vectors(model: BiLM, data: spec.Data) -> dict:
     return out
 
 
-@functools.cache
-def minilm_model():
-    """all-MiniLM-L6-v2 (week1_torch/lib/bert.py) with the packaged weights, and its
-    tokenizer."""
-    model = bert.BertModel(minilm.load_config())
-    weights = minilm.load_weights()
-    set_weights(model, {name: weights[name] for name, _, _ in convert.MINILM})
-    return devices.place(model).eval(), minilm.load_tokenizer(spec.MINILM_MAX_LENGTH)
-
-
-@torch.no_grad()
-def minilm_hidden(batch: minilm.Batch):
-    """(hidden states: L + 1 arrays (B, T, C), sentence embeddings (B, C)), numpy."""
-    model, _ = minilm_model()
-    ids, type_ids, mask = devices.to_device(batch.ids, batch.type_ids, batch.mask, dtype=torch.long)
-    hidden, _ = model(ids, type_ids, mask)
-    sentences = bert.sentence_embeddings(hidden[-1], mask)
-    return [h.cpu().numpy() for h in hidden], sentences.cpu().numpy()
-
-
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run elmo --framework torch [--compile]`: the biLM, then the probes."""
     data = spec.load_data(cfg)
@@ -244,8 +222,9 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         spec.Encoders(
             elmo_senses=lambda: sense_vectors(model, data),
             elmo_sentences=lambda texts: sentence_features(model, data, texts, cfg),
-            minilm_hidden=minilm_hidden,
-            minilm_tokenizer=lambda: minilm_model()[1],
+            minilm_hidden=lambda batch: bert.hidden_and_sentences(bert.pretrained()[0], batch),
+            minilm_tokenizer=lambda: bert.pretrained()[1],
+            minilm_encode=bert.encode,
         ),
         lambda name, features, labels: train_probe(name, features, labels, cfg, run),
     )

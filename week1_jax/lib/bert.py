@@ -22,8 +22,11 @@ References: Devlin et al. (2019), "BERT", arXiv:1810.04805; Vaswani et al.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from week1.data.minilm import BertConfig
@@ -207,3 +210,44 @@ def sentence_embeddings(hidden, mask):
     mean = (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1e-9)  # (B, C)
     norm = jnp.linalg.norm(mean, axis=-1, keepdims=True)  # (B, 1)
     return mean / jnp.maximum(norm, 1e-12)  # (B, C)
+
+
+@functools.cache
+def pretrained(max_length: int = 128):
+    """(all-MiniLM-L6-v2 with the packaged weights (week1/data/minilm.py, convert.MINILM's
+    table); its tokenizer truncating at max_length)."""
+    from week1 import convert
+    from week1.data import minilm
+
+    weights = minilm.load_weights()
+    flax = convert.torch_to_flax({n: weights[n] for n, _, _ in convert.MINILM}, convert.MINILM)
+    return from_weights(minilm.load_config(), flax), minilm.load_tokenizer(max_length)
+
+
+@nnx.jit
+def _hidden_and_sentences(model, ids, type_ids, mask):
+    hidden, _ = model(ids, type_ids, mask)
+    return hidden, sentence_embeddings(hidden[-1], mask)
+
+
+def hidden_and_sentences(model, batch):
+    """(L + 1 hidden states (B, T, C), sentence embeddings (B, C)) of a minilm.Batch, numpy."""
+    arrays = (jnp.asarray(a, jnp.int32) for a in (batch.ids, batch.type_ids, batch.mask))
+    hidden, sentences = _hidden_and_sentences(model, *arrays)
+    return [np.asarray(h) for h in hidden], np.asarray(sentences)
+
+
+def encode(texts: list[str], max_length: int = 128, batch_size: int = 64) -> np.ndarray:
+    """(len(texts), C) float32 numpy sentence embeddings of the pretrained model, the texts
+    batched in order of token length (little padding), returned in their own order."""
+    from week1.data import minilm
+
+    model, tokenizer = pretrained(max_length)
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    order = np.argsort(lengths, kind="stable")
+    out = np.empty((len(texts), model.config.hidden_size), np.float32)
+    for start in range(0, len(texts), batch_size):
+        rows = order[start : start + batch_size]
+        b = minilm.batch(tokenizer, [texts[i] for i in rows], max_length)
+        out[rows] = hidden_and_sentences(model, b)[1]
+    return out

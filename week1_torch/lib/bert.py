@@ -20,6 +20,9 @@ References: Devlin et al. (2019), "BERT", arXiv:1810.04805; Vaswani et al.
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -179,3 +182,52 @@ def sentence_embeddings(hidden, mask):
     m = mask[..., None].to(hidden.dtype)  # (B, T, 1)
     mean = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)  # (B, C)
     return F.normalize(mean, p=2.0, dim=-1, eps=1e-12)  # (B, C)
+
+
+def pretrained(max_length: int = 128):
+    """(all-MiniLM-L6-v2 with the packaged weights (week1/data/minilm.py, convert.MINILM's
+    names), in eval mode on the default device; its tokenizer truncating at max_length).
+    Loaded once per (max_length, device)."""
+    from week1_torch.lib import devices
+
+    return _pretrained(max_length, devices.default_device())
+
+
+@functools.cache
+def _pretrained(max_length: int, device: torch.device):
+    from week1 import convert
+    from week1.data import minilm
+    from week1_torch.lib import devices
+    from week1_torch.lib.models import set_weights
+
+    model = BertModel(minilm.load_config())
+    weights = minilm.load_weights()
+    set_weights(model, {name: weights[name] for name, _, _ in convert.MINILM})
+    return devices.place(model, device).eval(), minilm.load_tokenizer(max_length)
+
+
+@torch.no_grad()
+def hidden_and_sentences(model, batch):
+    """(L + 1 hidden states (B, T, C), sentence embeddings (B, C)) of a minilm.Batch, numpy."""
+    from week1_torch.lib import devices
+
+    ids, type_ids, mask = devices.to_device(batch.ids, batch.type_ids, batch.mask, dtype=torch.long)
+    hidden, _ = model(ids, type_ids, mask)
+    sentences = sentence_embeddings(hidden[-1], mask)
+    return [h.float().cpu().numpy() for h in hidden], sentences.float().cpu().numpy()
+
+
+def encode(texts: list[str], max_length: int = 128, batch_size: int = 64) -> np.ndarray:
+    """(len(texts), C) float32 numpy sentence embeddings of the pretrained model, the texts
+    batched in order of token length (little padding), returned in their own order."""
+    from week1.data import minilm
+
+    model, tokenizer = pretrained(max_length)
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    order = np.argsort(lengths, kind="stable")
+    out = np.empty((len(texts), model.config.hidden_size), np.float32)
+    for start in range(0, len(texts), batch_size):
+        rows = order[start : start + batch_size]
+        b = minilm.batch(tokenizer, [texts[i] for i in rows], max_length)
+        out[rows] = hidden_and_sentences(model, b)[1]
+    return out
