@@ -10,7 +10,6 @@ of placing the state and the batch on devices with the step that runs there;
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -22,10 +21,11 @@ from jax.sharding import AxisType, NamedSharding
 
 from week1 import charlm, convert, loop
 from week1.parallel import check_device_count, cluster_processes, counts_to_time
-from week1.report import console, progress
+from week1.report import console
 from week1.timing import time_calls
 from week1_jax.lib import charlm as lm
 from week1_jax.lib import devices
+from week1_jax.lib import train as trainer
 from week1_jax.lib.models import dotted, get_weights
 
 
@@ -151,43 +151,44 @@ def train(
     evaluate=None,
     show_progress: bool = False,
 ):
-    """Steps start+1..end (default cfg.steps); returns (params, opt_state, losses, grads of the
-    first step).
+    """Steps start+1..end (default cfg.steps) through the one loop's cadence (week1/loop.py:
+    losses read every LOG_EVERY steps, a non-finite one stops the run); returns (params,
+    opt_state, losses, grads of the first step).
 
-    history: given every step's loss and wall time (reading the loss waits for the step) and,
-    at the cfg's evaluation steps, evaluate(params) (a validation loss, outside the steps' time).
+    history: filled with the steps' losses and times and, at the cfg's evaluation steps,
+    evaluate(params) (a validation loss, outside the steps' time); without one, nothing is
+    evaluated.
     """
     params, opt_state = strategy.put_state(params), strategy.put_state(opt_state)
-    losses, first_grads = [], None
-    end = cfg.steps if end is None else end
-    with progress("jax", total=end - start, enabled=show_progress) as advance:
-        for step in range(start + 1, end + 1):
-            since = time.perf_counter()
-            x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,) global batch
-            params, opt_state, loss, grads = strategy.step(
-                params, opt_state, strategy.put_batch(x), strategy.put_batch(y)
-            )
-            losses.append(float(strategy.get(loss)))
-            if history is not None:
-                history.add_train(step, losses[-1], time.perf_counter() - since)
-                if evaluate is not None and loop.Cadence.of(cfg).is_eval_step(step):
-                    history.add_eval(step, val_loss=evaluate(strategy.get(params)))
-            if first_grads is None:
-                first_grads = jax.tree.map(to_host, strategy.get(grads))
-            if log:
-                log(step, train_loss=losses[-1])
-            advance(losses[-1])
-    return params, opt_state, losses, first_grads
+    first_grads = None
 
+    def one(i: int):
+        nonlocal params, opt_state, first_grads
+        x, y = charlm.train_batch(data, cfg, i)  # (B, T), (B,) global batch
+        params, opt_state, loss, grads = strategy.step(
+            params, opt_state, strategy.put_batch(x), strategy.put_batch(y)
+        )
+        if first_grads is None:  # the parity tests' gradients: read once, at the first step
+            first_grads = jax.tree.map(np.asarray, strategy.get(grads))
+        return strategy.get(loss)
 
-def to_host(a: jax.Array) -> np.ndarray:
-    """The whole value of `a` as numpy, also when its shards lie on other processes' devices
-    (a multi-process run: gathered from every process)."""
-    if a.is_fully_addressable:
-        return np.asarray(a)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    ctx = loop.Context(log=log, stop_at=end, show_progress=show_progress)
+    before = 0 if history is None else len(history.steps)
+    history = loop.drive(
+        loop.Cadence.of(cfg),
+        ctx,
+        start=start,
+        step=one,
+        read=trainer.read,
+        evaluate=(
+            (lambda: {"val_loss": evaluate(strategy.get(params))})
+            if evaluate and history is not None
+            else None
+        ),
+        label="jax",
+        history=history,
+    )
+    return params, opt_state, history.train_loss[before:], first_grads
 
 
 def validation(graphdef, data: charlm.Data, cfg: charlm.Config):

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from week1.report import console
 from week1.timing import Timing, time_calls
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices
+from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights
 
 STATE_BYTES = "state/device"  # the bench memory column: parameters + AdamW state
@@ -206,32 +206,49 @@ def train(
     history: loop.History | None = None,
     evaluate=None,
 ):
-    """Steps start+1..end (default cfg.steps) with a DDP or FSDP model; returns (global losses,
-    first grads).
+    """Steps start+1..end (default cfg.steps) with a DDP or FSDP model, through the one loop
+    (lib/train.py: losses read every LOG_EVERY steps, a non-finite one stops the run); returns
+    (global losses, first-step grads).
 
-    history: given every step's loss and wall time (the loss read back is the step's sync) and,
-    at the cfg's evaluation steps, evaluate() (a validation loss, outside the steps' time).
+    Each rank trains on its rows of the global batch; the logged loss is the ranks' mean (one
+    all-reduce of a scalar per step, read with the others). history: filled with the steps'
+    losses and times and, at the cfg's evaluation steps, evaluate() (a validation loss); without
+    one, nothing is evaluated.
     """
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    losses, first_grads = [], None
-    for step in range(start + 1, (cfg.steps if end is None else end) + 1):
-        since = time.perf_counter()
-        x, y = charlm.train_batch(data, cfg, step)  # (B, T), (B,) global batch
-        x, y = lm.as_tensors(
+    update = trainer.make_step(model, optimizer, lm.loss_fn)
+    first_grads = None
+
+    def step(x, y):
+        nonlocal first_grads
+        loss = update(x, y).float()  # this rank's mean loss
+        if first_grads is None:  # the parity tests' gradients: read once, at the first step
+            first_grads = full_grads(model)
+        dist.all_reduce(loss, op=dist.ReduceOp.SUM)  # for logging only
+        return loss / world_size
+
+    def batch(i: int):
+        x, y = charlm.train_batch(data, cfg, i)  # (B, T), (B,) global batch
+        return lm.as_tensors(
             local_rows(x, rank, world_size), local_rows(y, rank, world_size), device
         )
-        loss = lm.train_step(model, optimizer, scheduler, x, y).float()  # this rank's mean loss
-        dist.all_reduce(loss, op=dist.ReduceOp.SUM)  # for logging only
-        losses.append(float(loss) / world_size)
-        if history is not None:
-            history.add_train(step, losses[-1], time.perf_counter() - since)
-            if evaluate is not None and loop.Cadence.of(cfg).is_eval_step(step):
-                history.add_eval(step, val_loss=evaluate())
-        if first_grads is None:
-            first_grads = full_grads(model)
-        if log:
-            log(step, train_loss=losses[-1])
-    return losses, first_grads
+
+    before = 0 if history is None else len(history.steps)
+    history = trainer.train(
+        model,
+        optimizer,
+        step,
+        batch,
+        loop.Cadence.of(cfg),
+        loop.Context(log=log, stop_at=end),
+        scheduler=scheduler,
+        # Evaluated only for a History (compare): an FSDP root's forward without a backward
+        # leaves its parameters gathered, which the memory figures would count.
+        evaluate=(lambda: {"val_loss": evaluate()}) if evaluate and history is not None else None,
+        history=history,
+        start=start,
+    )
+    return history.train_loss[before:], first_grads
 
 
 def validation(model: torch.nn.Module, data: charlm.Data, cfg: charlm.Config):

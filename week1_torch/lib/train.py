@@ -81,6 +81,7 @@ def train(
     evaluate: Callable | None = None,
     label: str = "torch",
     history: loop.History | None = None,
+    start: int = 0,
 ) -> loop.History:
     """Run `step(*batch(i))` for the cadence's steps; returns the History.
 
@@ -91,8 +92,9 @@ def train(
     ctx.compile: the step runs through parallelize.apply_compile.
     ctx.resume: continue from the newest intact checkpoint in ctx.checkpoint_dir; dropout draws
       from torch's global RNG, which the checkpoint restores.
+    start: the step to continue after where the caller restored the state itself (the fsdp
+      lab's sharded checkpoint).
     """
-    start = 0
     if ctx.resume:
         start = checkpoint.restore_train_state(ctx.checkpoint_dir, model, optimizer, scheduler)
     run_step = parallelize.apply_compile(step) if ctx.compile else step
