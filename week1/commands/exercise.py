@@ -264,7 +264,9 @@ def line(i: int, r: dict) -> str:
     """One exercise's result in one line."""
     head = f"{MARKS[r['status']]} {i}. {r['function']:<28} {r['status']:<11}"
     worst = r["worst"]
-    if worst is not None and r["status"] in ("passed", "failing"):
+    # A failure outside the recorded comparisons (a plain assert) has its numbers in its line.
+    shown = worst is not None and (r["status"] == "passed" or not worst.get("ok", True))
+    if shown:
         head += (
             f" {worst['tier']:<5} max abs {_fmt(worst['max_abs']):>7}  "
             f"headroom {_fmt(worst['headroom']):>7} ({r['comparisons']} compared)"
