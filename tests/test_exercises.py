@@ -14,6 +14,8 @@ import importlib.util
 import re
 import shutil
 import sys
+import threading
+import time
 
 import pytest
 
@@ -194,3 +196,14 @@ def test_reference_passes_check_and_wrong_answers_fail_in_one_line(tmp_path, cap
         assert p["function"] in line and "NotImplementedError" not in diagnosis
         # After the exception's name, what differs: numbers (max abs, a merge's index, ...).
         assert re.search(r"Error: .*\d", diagnosis), diagnosis
+
+
+def test_watch_wakes_on_a_save(tmp_path):
+    """--watch's wait returns once a watched file changes (watchfiles, or polling without it)."""
+    mine = tmp_path / "optim.py"
+    mine.write_text("x = 1\n", encoding="utf-8")
+    saved = threading.Timer(0.3, lambda: mine.write_text("x = 2\n", encoding="utf-8"))
+    saved.start()
+    started = time.monotonic()
+    cmd._wait_for_change([str(mine)])
+    assert mine.read_text(encoding="utf-8") == "x = 2\n" and time.monotonic() - started < 30
