@@ -47,13 +47,15 @@ def nearest(wv: vectors.WordVectors, words: list[str], k: int) -> dict:
     }
 
 
-def trained_vectors(cfg: spec.Config) -> vectors.WordVectors:
-    """The --vectors file, else a small skip-gram model trained with the library loop."""
+def trained_vectors(cfg: spec.Config, compile: bool = False) -> vectors.WordVectors:
+    """The --vectors file, else a small skip-gram model trained with the library loop (its
+    update through torch.compile with `compile`)."""
     loaded = spec.load_trained(cfg)
     if loaded is not None:
         return loaded
     settings = spec.small_model_settings(cfg)
-    trained = embeddings.fit(spec.load_sentences(cfg), settings, show_progress=True)
+    sentences = spec.load_sentences(cfg)
+    trained = embeddings.fit(sentences, settings, show_progress=True, compile=compile)
     return vectors.WordVectors(trained.words, trained.vectors)
 
 
@@ -66,11 +68,11 @@ def project(name: str, wv: vectors.WordVectors, points: spec.Points, cfg: spec.C
     return spec.project(name, points, unit.cpu().numpy(), two, many, cfg)
 
 
-def run(cfg: spec.Config, run) -> dict:
-    """`week1 run embedding_viz --framework torch`: maps of the trained (and pretrained) vectors,
-    trustworthiness, neighbours, the PNG and the projector files."""
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
+    """`week1 run embedding_viz --framework torch [--compile]`: maps of the trained (and
+    pretrained) vectors, trustworthiness, neighbours, the PNG and the projector files."""
     groups = spec.parse_groups(cfg.groups)
-    sets = [("trained", trained_vectors(cfg), True)]
+    sets = [("trained", trained_vectors(cfg, compile), True)]
     if cfg.pretrained:
         sets.append(("pretrained", vectors.load_pretrained(), False))
     projections, neighbours = [], {}
