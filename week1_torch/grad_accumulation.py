@@ -48,7 +48,10 @@ def accumulate_grads(model, xs, ys, norms):
     activations. Under DDP, `model.no_sync()` skips the all-reduce for all but
     the last micro-batch; a plain module has no such method and syncs nothing.
     """
-    model.zero_grad(set_to_none=True)
+    # Not model.zero_grad(set_to_none=True): its `if p.grad is not None` makes torch.compile
+    # guard on the gradients and recompile at step 2.
+    for p in model.parameters():
+        p.grad = None
     k = len(xs)
     loss = torch.zeros((), dtype=norms.dtype, device=norms.device)
     for j in range(k):

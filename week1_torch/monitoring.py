@@ -29,8 +29,12 @@ def named(model) -> dict:
 
 
 def grad_step(model, x, y):
-    """Loss and gradients (in each p.grad) of one batch; nothing is updated yet."""
-    model.zero_grad(set_to_none=True)
+    """Loss and gradients (in each p.grad) of one batch; nothing is updated yet.
+
+    The old gradients are dropped by setting each p.grad to None: model.zero_grad's `if p.grad
+    is not None` would make torch.compile guard on it and recompile at step 2, a timed step."""
+    for p in model.parameters():
+        p.grad = None
     loss = lm.loss_fn(model, x, y)
     loss.backward()
     return loss.detach(), named(model)
