@@ -108,6 +108,7 @@ History: docs/history.md#shoeybi-2019
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
@@ -338,6 +339,18 @@ def pipeline_bytes(cfg: Config, stages: int) -> float:
     the next stage and its gradient back to the previous one, B T C floats each way in all."""
     each_way = 4 * cfg.batch_size * cfg.block_size * cfg.n_embd
     return 0.0 if stages == 1 else each_way * (2 if stages > 2 else 1)
+
+
+def fastest(call, sync, repeats: int = 10) -> float:
+    """Seconds of the fastest of `repeats` synced calls, after one to warm up: on a shared
+    machine, the call least disturbed by other work (a median still carries the others' load)."""
+    sync(call())
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sync(call())
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def bubble_formula(stages: int, microbatches: int) -> float:

@@ -25,7 +25,6 @@ from jax.sharding import PartitionSpec as P
 from labs import model_parallel as spec
 from week1 import convert, loop
 from week1.comparison import Curves
-from week1.timing import time_calls
 from week1_jax.lib import devices as jax_devices
 from week1_jax.lib import optim, parallel, schedules
 from week1_jax.lib import train as train_lib
@@ -421,7 +420,8 @@ def collectives(placed: Mode) -> tuple[dict, float]:
 
 
 def bubble_sweep(cfg: spec.Config, data) -> dict:
-    """A GPipe step's forward and backward timed for m = 1, 2, 4, 8 micro-batches of the same
+    """A GPipe step's forward and backward timed (the fastest of 10) for m = 1, 2, 4, 8
+    micro-batches of the same
     size (cfg.sweep_rows), and the per-device temporary bytes XLA plans for each."""
     rows = cfg.sweep_rows
     seconds, temp = [], []
@@ -429,11 +429,7 @@ def bubble_sweep(cfg: spec.Config, data) -> dict:
         cfg_m = dataclasses.replace(cfg, batch_size=rows * m, microbatches=m)
         placed, (params, _) = setup(cfg_m, data, "pipeline_gpipe")
         x, y = spec.train_batch(data, cfg_m, 1)
-        seconds.append(
-            time_calls(
-                lambda: placed.loss_and_grads(params, x, y), jax_devices.sync, warmup=2, iters=10
-            ).median_s
-        )
+        seconds.append(spec.fastest(lambda: placed.loss_and_grads(params, x, y), jax_devices.sync))
         memory = placed.loss_and_grads.lower(params, x, y).compile().memory_analysis()
         temp.append(int(memory.temp_size_in_bytes) if memory is not None else 0)
     return spec.sweep_result(cfg.stages, {"pipeline_gpipe": seconds}, {"pipeline_gpipe": temp})

@@ -38,7 +38,6 @@ from labs import model_parallel as spec
 from week1 import loop
 from week1.comparison import Curves
 from week1.parallel import worker_args
-from week1.timing import time_calls
 from week1_torch.lib import devices, optim, parallel, schedules
 from week1_torch.lib import train as train_lib
 from week1_torch.lib.models import set_weights
@@ -482,8 +481,9 @@ class ActivationBytes:
 
 
 def bubble_sweep(cfg: spec.Config, data, device) -> dict:
-    """GPipe and 1F1B forward-backward timed for m = 1, 2, 4, 8 micro-batches of the same size
-    (cfg.sweep_rows), and the peak activation bytes this rank's stage kept for each."""
+    """GPipe and 1F1B forward-backward timed (the fastest of 10) for m = 1, 2, 4, 8
+    micro-batches of the same size (cfg.sweep_rows), and the peak activation bytes this rank's
+    stage kept for each."""
     rows = cfg.sweep_rows
     seconds, activations = {}, {}
     for schedule in spec.PIPELINE_SCHEDULES:
@@ -491,12 +491,10 @@ def bubble_sweep(cfg: spec.Config, data, device) -> dict:
             cfg_m = dataclasses.replace(cfg, batch_size=rows * m, microbatches=m)
             placed = setup(cfg_m, data, schedule, device)
             x, y = _tensors(*spec.train_batch(data, cfg_m, 1), device)
-            timing = time_calls(
-                lambda: placed.forward_backward(x, y), devices.sync, warmup=2, iters=8
-            )
+            fastest = spec.fastest(lambda: placed.forward_backward(x, y), devices.sync)
             with ActivationBytes(placed.model) as watch:
                 placed.forward_backward(x, y)
-            seconds.setdefault(schedule, []).append(timing.median_s)
+            seconds.setdefault(schedule, []).append(fastest)
             activations.setdefault(schedule, []).append(watch.peak)
     return spec.sweep_result(dist.get_world_size(), seconds, activations)
 
