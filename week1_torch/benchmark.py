@@ -22,7 +22,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from labs import benchmark as spec
 from week1 import charlm, timing
@@ -30,7 +29,16 @@ from week1.parallel import worker_args
 from week1.report import console, progress
 from week1.runs import one_line
 from week1.timing import time_calls
-from week1_torch.lib import bert, devices, embeddings, optim, parallel, precision, recurrent
+from week1_torch.lib import (
+    bert,
+    devices,
+    embeddings,
+    optim,
+    parallel,
+    parallelize,
+    precision,
+    recurrent,
+)
 from week1_torch.lib import charlm as lm
 from week1_torch.lib.models import set_weights
 
@@ -406,7 +414,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "dp") -> None:
         point = spec.dp_point(device.type == "cuda")
         loop_cfg = charlm.Config(**spec.mlp_dims(point), seed=cfg.seed)
         model = devices.place(lm.build_model(loop_cfg, spec.CHAR_VOCAB), device)
-        ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        ddp = parallelize.apply_ddp(model, device)
         optimizer, scheduler = lm.make_optimizer(model, loop_cfg)
         batch = spec.mlp_batch(point, cfg.seed + dist.get_rank())
         x, y = lm.as_tensors(*batch, device=device)

@@ -15,14 +15,13 @@ import sys
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from labs import data_parallel as spec
 from week1 import charlm, loop
 from week1.comparison import Curves
 from week1.parallel import check_batch_split, loop_config, worker_args
 from week1_torch.lib import charlm as lm
-from week1_torch.lib import devices, parallel
+from week1_torch.lib import devices, parallel, parallelize
 
 # No counterpart in JAX: the DDP wrapper (JAX shards arrays instead of wrapping a model) and
 # the rank torchrun starts (a JAX process is a `week1 run` itself).
@@ -31,11 +30,11 @@ FRAMEWORK_ONLY = ("ddp_model", "worker")
 
 def ddp_model(
     cfg: spec.Config, vocab_size: int, device, weights: dict | None = None
-) -> DistributedDataParallel:
+) -> torch.nn.Module:
     """The training_loop model (cfg.seed's init, or `weights` by state_dict name) on this rank's
     device, wrapped so backward all-reduces (averages) the gradients."""
     model = devices.place(lm.build_model(loop_config(cfg), vocab_size, weights), device)
-    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return parallelize.apply_ddp(model, device)
 
 
 def train(

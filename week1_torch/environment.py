@@ -18,12 +18,21 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from labs import environment as spec
 from week1 import charlm, export, loop, tolerances
 from week1.parallel import worker_args
-from week1_torch.lib import bert, checkpoint, devices, hub, lora, optim, parallel, schedules
+from week1_torch.lib import (
+    bert,
+    checkpoint,
+    devices,
+    hub,
+    lora,
+    optim,
+    parallel,
+    parallelize,
+    schedules,
+)
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import train as trainer
 
@@ -304,7 +313,7 @@ def ddp_train(cfg: spec.Config, data: charlm.Data, device) -> list[float]:
     returns the global loss of each step."""
     loop_cfg = spec.accelerate_config(cfg)
     model = devices.place(lm.build_model(loop_cfg, data.vocab_size), device)
-    model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    model = parallelize.apply_ddp(model, device)
     optimizer, scheduler = lm.make_optimizer(model.module, loop_cfg)
     losses, _ = parallel.train(model, optimizer, scheduler, data, loop_cfg, device)
     return losses

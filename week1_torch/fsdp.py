@@ -19,35 +19,23 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from labs import fsdp as spec
 from week1 import charlm, loop
 from week1.comparison import Curves
 from week1.parallel import check_batch_split, loop_config, worker_args
 from week1_torch.lib import charlm as lm
-from week1_torch.lib import devices, parallel
+from week1_torch.lib import devices, parallel, parallelize
 
 # No counterpart in JAX: fully_shard, and the rank entry point torchrun starts (JAX runs in
 # one process).
-FRAMEWORK_ONLY = ("shard_model", "replicated_memory_bytes", "worker")
+FRAMEWORK_ONLY = ("replicated_memory_bytes", "worker")
 
 
-def shard_model(model: torch.nn.Module, device, mixed_precision: bool = False) -> torch.nn.Module:
-    """fully_shard each large layer (the char MLP's stand-ins for transformer blocks), then the
-    root,
-    which takes the rest (embedding, LayerNorm). Parameters become DTensors sharded on dim 0."""
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    policy = (
-        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if mixed_precision
-        else MixedPrecisionPolicy()
-    )
-    for layer in (model.fc1, model.head):
-        fully_shard(layer, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
-    return model
+def _sharded(model, device, mixed_precision: bool = False):
+    """The char MLP under FSDP2: its two large layers (the stand-ins for transformer blocks)
+    sharded as units of their own, the root taking the embedding and LayerNorm."""
+    return parallelize.apply_fsdp(model, device, (model.fc1, model.head), mixed_precision)
 
 
 def replicated_memory_bytes(cfg: spec.Config, data: charlm.Data, device) -> dict[str, int]:
@@ -123,7 +111,7 @@ def train(
     """
     check_batch_split(cfg.batch_size, dist.get_world_size())
     loop_cfg = loop_config(cfg)
-    model = shard_model(
+    model = _sharded(
         devices.place(lm.build_model(loop_cfg, data.vocab_size, weights), device),
         device,
         cfg.mixed_precision,
@@ -208,7 +196,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
     with parallel.process_group() as device:
         data = charlm.load_data(loop_cfg)
         if mode == "bench":
-            model = shard_model(
+            model = _sharded(
                 devices.place(lm.build_model(loop_cfg, data.vocab_size), device),
                 device,
                 cfg.mixed_precision,

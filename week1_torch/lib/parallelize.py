@@ -1,13 +1,17 @@
-"""What is applied to a model or a step from outside it: compilation (and, in
-week1_torch/lib/parallel.py, DDP and FSDP2), in torchtitan's manner. Model code knows
-nothing of it.
+"""What is applied to a model or a step from outside it: compilation, DDP and FSDP2, in
+torchtitan's manner (`apply_compile`, `apply_ddp`, `apply_fsdp`). Model code knows nothing of
+devices, precision or parallelism; a lab builds its model, then applies these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
 
 def apply_compile(step: Callable) -> Callable:
@@ -20,3 +24,32 @@ def apply_compile(step: Callable) -> Callable:
     after the first recompile, Dynamo's default.
     """
     return torch.compile(step)
+
+
+def apply_ddp(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+    """`model` (on `device`) wrapped in DistributedDataParallel: every rank keeps a whole copy,
+    and backward all-reduces (averages) the gradients over the process group, bucket by bucket
+    while the backward pass goes on (Li et al. 2020, "PyTorch Distributed")."""
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def apply_fsdp(
+    model: torch.nn.Module,
+    device: torch.device,
+    units: Iterable[torch.nn.Module],
+    mixed_precision: bool = False,
+) -> torch.nn.Module:
+    """FSDP2's fully_shard on each of `units` (each gathered for its own forward and backward,
+    then freed), then on the root, which takes the rest; in place, returned. Parameters become
+    DTensors sharded on dim 0 over every rank. mixed_precision: compute in bf16, reduce
+    gradients in fp32 (MixedPrecisionPolicy), the master weights staying fp32."""
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if mixed_precision
+        else MixedPrecisionPolicy()
+    )
+    for unit in units:
+        fully_shard(unit, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
