@@ -124,6 +124,7 @@ from week1.config import Range, from_dict, require
 from week1.data import shakespeare
 from week1.data.batches import window_batch
 from week1.exercises import Exercise, Part
+from week1.runs import read_config
 from week1.tolerances import F32, measure
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params (parity: ONNX vs JAX)
@@ -206,14 +207,14 @@ class Source:
 
 def read_run(run_dir) -> tuple[charlm.Config, str]:
     """A training_loop (or serving) run folder's char-LM settings and framework (config.json)."""
-    saved = json.loads((pathlib.Path(run_dir) / "config.json").read_text())
+    saved = read_config(run_dir)
     require(
-        saved.get("lab") in ("training_loop", "serving"),
-        f"run_dir={str(run_dir)!r}: a {saved.get('lab')!r} run; serving takes training_loop runs",
+        saved.lab in ("training_loop", "serving"),
+        f"run_dir={str(run_dir)!r}: a {saved.lab!r} run; serving takes training_loop runs",
     )
     names = {f.name for f in dataclasses.fields(charlm.Config)}
-    cfg = from_dict(charlm.Config, {k: v for k, v in saved["config"].items() if k in names})
-    return cfg, saved["framework"].partition("-")[0]
+    cfg = from_dict(charlm.Config, {k: v for k, v in saved.config.items() if k in names})
+    return cfg, saved.framework
 
 
 def load_corpus() -> shakespeare.CharCorpus:

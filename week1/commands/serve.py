@@ -54,6 +54,7 @@ import numpy as np
 
 from week1 import catalog, checkpoints
 from week1.config import UsageError
+from week1.runs import read_config
 
 MANIFEST = "serving.json"  # beside the exported model file(s)
 MAX_PROMPT_CHARS = 4096
@@ -168,13 +169,13 @@ def resolve(path) -> pathlib.Path:
         raise UsageError(
             f"{str(path)!r} is neither an export folder ({MANIFEST}) nor a run folder (config.json)"
         )
-    saved = json.loads((path / "config.json").read_text())
-    if saved.get("lab") != "training_loop":
+    saved = read_config(path)
+    if saved.lab != "training_loop":
         raise UsageError(
-            f"{path} is a {saved.get('lab')!r} run; week1 serve serves training_loop runs (the "
+            f"{path} is a {saved.lab!r} run; week1 serve serves training_loop runs (the "
             "char-MLP LM) and export folders"
         )
-    framework = saved["framework"].partition("-")[0]
+    framework = saved.framework
     newest = checkpoints.latest_intact_quietly(
         checkpoints.candidates_in(framework, path / "checkpoints")
     )
