@@ -85,8 +85,8 @@ class Config:
     # 1. the dimension sweep
     dims: str = "25,50,100,200,300"  # word2vec vector sizes
     corpus: str = "wiki"  # words.py corpus: wiki, shakespeare or both
-    max_words: int = 300_000  # words of the corpus the sweep trains on (0: all)
-    epochs: int = 3  # word2vec passes per size
+    max_words: int = 0  # words of the corpus the sweep trains on (0: all)
+    epochs: int = 5  # word2vec passes per size
     # 2. Matryoshka (and the retrieval set of 3.)
     prefixes: str = "32,64,128,384"  # the nested sizes the loss sums over
     half_words: int = 16  # words per query and per document
@@ -182,7 +182,7 @@ def report_dims(run, cfg: Config, sentences, fit) -> dict:
         for key, name in zip(curves, ("ws353", "simlex", "analogies"), strict=True):
             curves[key].append(score[name])
     report.table(
-        f"dimension sweep: word2vec skip-gram on {cfg.corpus}, {len(rows[0:1]) and ''}"
+        f"dimension sweep: word2vec skip-gram on {cfg.corpus}, "
         f"{sum(len(s) for s in sentences):,} words x {cfg.epochs} epochs",
         ["dim", "WS353 rho", "SimLex rho", "analogies", "matrix MB (fp32)", "words/s"],
         rows,
