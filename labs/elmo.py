@@ -40,9 +40,9 @@ How to read the results
 - Validation loss of the biLM (both directions averaged) against steps, and its
   perplexity at the end. The paper's biLM (4096 LSTM units, 512 projections, a
   2048-filter char CNN, 10 epochs of the 1B Word Benchmark) reached an average
-  forward/backward perplexity of 39.7; this one has a few hundred thousand words, a few hundred steps and
-  128 units: expect perplexities in the hundreds. Its layers carry far less than
-  ELMo's, so read the probes for their direction, not their size.
+  forward/backward perplexity of 39.7; this one has a few hundred thousand words,
+  a few hundred steps and 128 units: expect perplexities in the hundreds. Its
+  layers carry far less than ELMo's: read the probes for their direction, not size.
 - "where the sense is resolved": for "bank" (money, river) and "play" (theatre,
   game), the mean cosine of the word's vectors between sentences that use the
   same sense and between the senses, layer by layer: the static word2vec vector
