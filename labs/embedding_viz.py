@@ -254,16 +254,19 @@ def project(name: str, points: Points, unit, pca2, components, cfg: Config) -> P
 
 
 def export_projector(run, projections: list[Projection]) -> pathlib.Path:
-    """TensorBoard's projector files in the run folder: per set of vectors <name>_vectors.tsv
-    (one row per point) and <name>_metadata.tsv (word, group), and projector_config.pbtxt naming
-    them (`tensorboard --logdir runs`, PROJECTOR tab)."""
+    """TensorBoard's projector files in the run's tb/ folder, beside the event files (the
+    projector reads projector_config.pbtxt from each TensorBoard run folder, so that
+    `tensorboard --logdir runs` finds it): per set of vectors <name>_vectors.tsv (one row per
+    point) and <name>_metadata.tsv (word, group), and projector_config.pbtxt naming them."""
+    folder = run.path("tb")
+    folder.mkdir(exist_ok=True)
     entries = []
     for p in projections:
-        np.savetxt(run.path(f"{p.name}_vectors.tsv"), p.unit, delimiter="\t", fmt="%.6g")
+        np.savetxt(folder / f"{p.name}_vectors.tsv", p.unit, delimiter="\t", fmt="%.6g")
         rows = ["word\tgroup"] + [
             f"{w}\t{g or '-'}" for w, g in zip(p.points.words, p.points.groups, strict=True)
         ]
-        run.path(f"{p.name}_metadata.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        (folder / f"{p.name}_metadata.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
         entries.append(
             "embeddings {\n"
             f'  tensor_name: "{p.name}"\n'
@@ -271,7 +274,7 @@ def export_projector(run, projections: list[Projection]) -> pathlib.Path:
             f'  metadata_path: "{p.name}_metadata.tsv"\n'
             "}\n"
         )
-    path = run.path("projector_config.pbtxt")
+    path = folder / "projector_config.pbtxt"
     path.write_text("".join(entries), encoding="utf-8")
     return path
 

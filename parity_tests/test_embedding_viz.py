@@ -122,9 +122,9 @@ def test_projector_files_are_what_tensorboard_reads(tmp_path, projected):
     config = text_format.Parse(config_path.read_text(), projector_config_pb2.ProjectorConfig())
     (entry,) = config.embeddings
     assert entry.tensor_name == "pretrained"
-    loaded = np.loadtxt(tmp_path / entry.tensor_path, delimiter="\t")
+    loaded = np.loadtxt(config_path.parent / entry.tensor_path, delimiter="\t")
     assert_close("projector", "vectors", loaded, p.unit, F32)
-    lines = (tmp_path / entry.metadata_path).read_text().splitlines()
+    lines = (config_path.parent / entry.metadata_path).read_text().splitlines()
     assert lines[0] == "word\tgroup" and len(lines) == len(p.points.words) + 1
     assert lines[1].split("\t")[0] == p.points.words[0]
 
@@ -150,6 +150,6 @@ def test_week1_run(tmp_path, pretrained, framework):
     for name in ("trained", "pretrained") if framework == "torch" else ("trained",):
         for method in ("pca", "tsne"):
             assert 0 < summary[f"{name}_trust_{method}"] <= 1
-        assert (run_dir / f"{name}_vectors.tsv").exists()
+        assert (run_dir / "tb" / f"{name}_vectors.tsv").exists()
     assert (run_dir / "embeddings.png").stat().st_size > 0
-    assert (run_dir / "projector_config.pbtxt").exists()
+    assert (run_dir / "tb" / "projector_config.pbtxt").exists()

@@ -1,0 +1,59 @@
+"""Handout claims as tests (issue 29): each "How to read the results" claim that names an
+observable, checked on a run of the lab at the quick settings its handout names.
+
+One function per claim, named test_<lab>__<claim>; docs/claims.md is generated from them
+(`python -m week1.commands.claims`). The slow ones carry the `slow` marker.
+"""
+
+import json
+
+from week1 import runs
+from week1.cli import main
+
+
+def run_lab(tmp_path, lab: str, framework: str, *settings: str):
+    """`week1 run <lab>` into tmp_path/runs; the run folder and its summary."""
+    runs_dir = tmp_path / "runs"
+    command = ["run", lab, "--framework", framework, "--runs-dir", str(runs_dir), *settings]
+    assert main(command) == 0
+    (run_dir,) = runs_dir.iterdir()
+    summary = runs.read_summary(run_dir)
+    assert summary["status"] == "ok"
+    return run_dir, summary
+
+
+def metrics(run_dir) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+def test_embedding_viz__tensorboard_logdir_runs_shows_the_projector(tmp_path):
+    """ "`tensorboard --logdir runs` and open the PROJECTOR tab": TensorBoard's own projector
+    plugin, over the runs folder, lists the run and serves its vectors and metadata."""
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
+    from werkzeug.test import Client
+
+    settings = ["--corpus=wiki", "--epochs=1", "--min_count=20", "--vector_size=16"]
+    settings += ["--background=60", "--max_iter=250", "--pretrained=false"]
+    run_dir, _ = run_lab(tmp_path, "embedding_viz", "torch", *settings)
+    logdir = str(tmp_path / "runs")
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, logdir)
+    context = base_plugin.TBContext(logdir=logdir, data_provider=provider, multiplexer=multiplexer)
+    apps = ProjectorPlugin(context).get_plugin_apps()
+    run_name = f"{run_dir.name}/tb"
+    assert run_name in json.loads(Client(apps["/runs"]).get("/runs").data)
+    config = json.loads(Client(apps["/info"]).get(f"/info?run={run_name}").data)
+    (embedding,) = config["embeddings"]
+    assert embedding["tensorName"] == "trained"
+    query = f"?run={run_name}&name=trained"
+    metadata = Client(apps["/metadata"]).get(f"/metadata{query}").data.decode().splitlines()
+    assert metadata[0] == "word\tgroup"
+    tensor = Client(apps["/tensor"]).get(f"/tensor{query}&num_rows=1000")
+    assert tensor.status_code == 200
+    rows, dims = embedding["tensorShape"]
+    assert len(tensor.data) == rows * dims * 4 and rows == len(metadata) - 1 and dims == 16
