@@ -188,7 +188,7 @@ class Data:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    @property
+    @functools.cached_property
     def index(self) -> dict:
         return {w: i for i, w in enumerate(self.vocab)}
 
@@ -238,14 +238,6 @@ def val_batches(data: Data, cfg: Config) -> list:
         bilm_batch(data.val, cfg.seq_len, cfg.batch_size, cfg.seed + 1_000_003, k)
         for k in range(cfg.eval_batches)
     ]
-
-
-def reverse_index(lengths: np.ndarray, T: int) -> np.ndarray:
-    """(B, T) positions that reverse each row within its length and keep its padding in place:
-    r[b, t] = lengths[b] - 1 - t for t < lengths[b], else t (its own inverse)."""
-    t = np.arange(T)[None, :]
-    L = np.asarray(lengths)[:, None]
-    return np.where(t < L, L - 1 - t, t).astype(np.int32)
 
 
 def padded(data: Data, texts, max_length: int):
