@@ -31,10 +31,16 @@ How to read the results
   as max|accumulated - big| / max|big| over each tensor (the worst tensor):
   rounding only (~1e-6). `(per_micro_batch)`: the trap, a visible difference
   (~1e-1).
-- `week1 run grad_accumulation --framework jax --normalise=per_micro_batch`
-  trains with the wrong weighting, to compare curves.
-- Parity: the identity holds at float64 (rtol 1e-10) in each framework, and
-  accumulated gradients agree across frameworks at float32.
+- `normalise` (the first row of the table) names the weighting the run trained with;
+  `<method>/train_loss_last_20` is the mean training loss over the last 20 steps (one
+  padded batch's loss, `final_train_loss`, is noisy), `final_val_loss` the last evaluation.
+- curves.png: training loss (a 20-step trailing mean) and validation loss of each method.
+  `week1 run grad_accumulation --framework jax --normalise=per_micro_batch` trains with the
+  wrong weighting: put its curves.png beside the default run's (its validation loss ends
+  higher: short micro-batches' tokens weigh more).
+- The float64 identity is shown by `week1 parity grad_accumulation` (test_*_equals_big_batch_f64:
+  accumulated = big batch to rtol 1e-10 in each framework); the run itself is float32, where
+  accumulated gradients also agree across frameworks.
 - `week1 compare grad_accumulation` trains the JAX scan and torch's loop (eager and
   torch.compile) from torch's start on the same padded batches: the curves overlap to
   float32 rounding; the table gives each one's steps/s (k backward passes per step).
@@ -117,6 +123,31 @@ def normalisers(ys: np.ndarray, normalise: str) -> np.ndarray:
     if normalise == "total":
         return np.full_like(n_real, n_real.sum())
     return len(n_real) * n_real
+
+
+LAST = 20  # train_loss_last_20: the mean over this many final steps
+
+
+def report_run(run, cfg: Config, summary: dict, histories: dict) -> dict:
+    """The run's summary (the normalisation first; per method its History summary and the mean
+    training loss of the last LAST steps) and curves.png (per method: smoothed training loss,
+    validation loss). histories: {method: loop.History}."""
+    from week1 import report
+
+    out = {"normalise": cfg.normalise, **summary}
+    train, val = {}, {}
+    for method, history in histories.items():
+        out.update({f"{method}/{k}": v for k, v in history.summary().items()})
+        out[f"{method}/train_loss_last_{LAST}"] = float(np.mean(history.train_loss[-LAST:]))
+        train[method] = (history.steps, report.smooth(history.train_loss, LAST))
+        val[method] = (history.val_steps, history.val_loss)
+    panels = [
+        report.Panel(train, f"train loss ({LAST}-step mean)"),
+        report.Panel(val, "validation loss", styles=dict.fromkeys(val, "-o")),
+    ]
+    title = f"grad_accumulation: normalise={cfg.normalise}, k={cfg.micro_batches}"
+    report.plot_panels(run.path("curves.png"), panels, title=title, xlabel="step")
+    return out
 
 
 def micro_batches(data: charlm.Data, cfg: Config, step: int):

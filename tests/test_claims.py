@@ -7,6 +7,8 @@ One function per claim, named test_<lab>__<claim>; docs/claims.md is generated f
 
 import json
 
+import pytest
+
 from week1 import runs
 from week1.cli import main
 
@@ -57,3 +59,32 @@ def test_embedding_viz__tensorboard_logdir_runs_shows_the_projector(tmp_path):
     assert tensor.status_code == 200
     rows, dims = embedding["tensorShape"]
     assert len(tensor.data) == rows * dims * 4 and rows == len(metadata) - 1 and dims == 16
+
+
+GRAD_QUICK = ["--steps=20", "--eval_every=10", "--warmup_steps=5"]
+
+
+def test_grad_accumulation__total_is_rounding_and_per_micro_batch_is_visible(tmp_path):
+    """ "grad scaled max diff (total) ... rounding only (~1e-6); (per_micro_batch): a visible
+    difference (~1e-1)"; the run names its normalisation, logs validation loss, draws curves."""
+    run_dir, summary = run_lab(tmp_path, "grad_accumulation", "torch", *GRAD_QUICK)
+    assert summary["grad scaled max diff (total)"] < 1e-5
+    assert summary["grad scaled max diff (per_micro_batch)"] > 1e-2
+    assert summary["normalise"] == "total"
+    assert any("loop/val_loss" in line for line in metrics(run_dir))
+    assert summary["loop/train_loss_last_20"] > 0
+    assert (run_dir / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_grad_accumulation__per_micro_batch_ends_with_higher_val_loss(tmp_path):
+    """ "--normalise=per_micro_batch trains with the wrong weighting ... its validation loss ends
+    higher" (the default 200 steps, JAX)."""
+    final = {}
+    for normalise in ("total", "per_micro_batch"):
+        _, summary = run_lab(
+            tmp_path / normalise, "grad_accumulation", "jax", f"--normalise={normalise}"
+        )
+        assert summary["normalise"] == normalise
+        final[normalise] = summary["scan/final_val_loss"]
+    assert final["per_micro_batch"] > final["total"]

@@ -177,8 +177,7 @@ def run(cfg: spec.Config, run) -> dict:
     ctx = loop.Context.of_run(run)
     histories = {method: train(cfg, data, method=method, ctx=ctx.part(method))[1]
                  for method in METHODS}  # fmt: skip
-    for method, history in histories.items():
-        summary.update({f"{method}/{k}": v for k, v in history.summary().items()})
+    summary = spec.report_run(run, cfg, summary, histories)
     scan, multi = histories["scan"].train_loss, histories["multisteps"].train_loss
     n = min(len(scan), len(multi))  # the same unless a stop was asked
     summary["max loss diff scan vs multisteps"] = float(

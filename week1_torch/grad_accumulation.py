@@ -134,8 +134,7 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         for normalise in spec.NORMALISATIONS
     }
     history = train(cfg, data, ctx=loop.Context.of_run(run, compile).part("loop"))[1]
-    summary.update({f"loop/{k}": v for k, v in history.summary().items()})
-    return summary
+    return spec.report_run(run, cfg, summary, {"loop": history})
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
