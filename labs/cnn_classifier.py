@@ -375,7 +375,7 @@ def results_rows(cfg: Config, data: Data, framework: str, test_acc: float, base:
     """(model, test accuracy %, anchor %) rows: this run's CNN, the variants it did not train
     (with the command that would), and the baselines."""
     anchors = ANCHORS.get(cfg.dataset, {})
-    anchor = lambda name: anchors.get(name, "-")
+    anchor = lambda name: f"{anchors[name]:.1f}" if name in anchors else "-"  # as test acc
     rows = []
     for variant in EMBEDDINGS:
         name = f"CNN-{variant}"
@@ -477,11 +477,8 @@ def report_run(cfg: Config, data: Data, history: loop.History, probs: np.ndarray
     title = f"{cfg.dataset}: test accuracy (%) on {len(labels)} held-out texts"
     published = "published (MR, 10-fold)" if cfg.dataset in ANCHORS else "published"
     report.table(title, ["model", "test acc", published], rows)
-    table_md = "\n".join(
-        [f"## {title}", "", f"| model | test acc | {published} |", "|---|---|---|"]
-        + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    )
-    run.path("results.md").write_text(table_md + "\n")
+    table_md = report.markdown_table(["model", "test acc", published], rows, "lrr")
+    run.path("results.md").write_text("\n".join([f"## {title}", "", *table_md]))
     plot_confusion(
         run.path("confusion.png"),
         confusion_matrix(labels, preds, corpus.num_classes),
