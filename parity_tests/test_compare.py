@@ -11,9 +11,11 @@ import pytest
 from week1 import catalog
 from week1.commands import compare
 
-# The environment lab's cases build MiniLM and compile BERT's step in both frameworks: about a
-# minute even at 3 steps, so its short compare runs with the slow cases, not in CI.
-SLOW = {"environment"}
+# The environment lab's cases build MiniLM and compile BERT's step in both frameworks (about a
+# minute even at 3 steps); model_parallel's start two torchrun groups (about 30 s of CPU, and
+# its parity tests already hold each mode to one device): their short compares run with the
+# slow cases, not in CI.
+SLOW = {"environment", "model_parallel"}
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
@@ -311,13 +310,18 @@ def stage_module(model: TinyLM, stage: int, stages: int) -> TinyLM:
     return model
 
 
-def _pipeline(cfg: spec.Config, model: TinyLM, device, schedule_cls) -> Mode:
-    """This rank's stage under `schedule_cls` with cfg.microbatches micro-batches; the loss
-    (the mean of the micro-batch means, the last stage's) is broadcast to every rank."""
+def _pipeline(cfg: spec.Config, model: TinyLM, device, schedule: str) -> Mode:
+    """This rank's stage under torch.distributed.pipelining's `schedule` ("ScheduleGPipe",
+    "Schedule1F1B") with cfg.microbatches micro-batches; the loss (the mean of the micro-batch
+    means, the last stage's) is broadcast to every rank."""
+    # Imported here: importing torch.distributed.pipelining sets TORCHINDUCTOR_CACHE_DIR.
+    from torch.distributed import pipelining
+
+    schedule_cls = getattr(pipelining, schedule)
     rank, stages = dist.get_rank(), dist.get_world_size()
     stage = stage_module(model, rank, stages)
     schedule = schedule_cls(
-        PipelineStage(stage, rank, stages, device),
+        pipelining.PipelineStage(stage, rank, stages, device),
         n_microbatches=cfg.microbatches,
         loss_fn=F.cross_entropy,
     )
@@ -343,13 +347,13 @@ def _pipeline(cfg: spec.Config, model: TinyLM, device, schedule_cls) -> Mode:
 
 def pipeline_gpipe(cfg: spec.Config, model: TinyLM, device) -> Mode:
     """GPipe: all m forwards, then all m backwards; stage s holds m micro-batches' activations."""
-    return _pipeline(cfg, model, device, ScheduleGPipe)
+    return _pipeline(cfg, model, device, "ScheduleGPipe")
 
 
 def pipeline_1f1b(cfg: spec.Config, model: TinyLM, device) -> Mode:
     """1F1B: after p - s warm-up forwards, stage s alternates one forward and one backward, so
     it holds at most p - s micro-batches' activations; the same bubble as GPipe."""
-    return _pipeline(cfg, model, device, Schedule1F1B)
+    return _pipeline(cfg, model, device, "Schedule1F1B")
 
 
 MODES = {
