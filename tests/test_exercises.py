@@ -116,7 +116,8 @@ def test_exercise_hint_list_and_reset_from_the_command_line(tmp_path, capsys):
 
 # ------------------------------------------------------------------ the real grading path
 
-STUBBED = [("adamw", "jax"), ("lr_schedules", "torch"), ("special_tokens", "jax")]
+# Stubbed modules that no SEEDED lab's test imports (the two sets are graded in one run).
+STUBBED = [("special_tokens", "torch"), ("vocabulary", "jax"), ("backprop", "jax")]
 SEEDED = {  # (lab, framework, file): (reference text, wrong text): the wrong answers
     ("adamw", "jax", "week1_jax/lib/optim.py"): [  # AdamW without bias correction
         ("m / (1 - b1 ** count.astype(m.dtype))", "m"),
@@ -157,24 +158,60 @@ def _plan(lab, framework, only=None):
     return [p for p in plan if only is None or p["function"] == only]
 
 
-def test_stubs_fail_only_with_not_implemented(tmp_path):
-    plan, files = [], {}
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One grading run (one pytest process) for both: the stubs of STUBBED, and the SEEDED
+    wrong answers (other labs' modules), each exercise reported (no stop)."""
+    tmp = tmp_path_factory.mktemp("graded")
+    stubbed, files = [], {}
     for lab, framework in STUBBED:
-        cmd.write(lab, framework, str(tmp_path))
-        files |= exercises.overrides(lab, framework, tmp_path)
-        plan += [{**p, "lab": lab} for p in _plan(lab, framework)]
-    results = cmd.grade(plan, files, stop=False)
-    for p, r in zip(plan, results, strict=True):
+        cmd.write(lab, framework, str(tmp / "stubs"))
+        files |= exercises.overrides(lab, framework, tmp / "stubs")
+        stubbed += [{**p, "lab": lab} for p in _plan(lab, framework)]
+    wrong = []
+    for (lab, framework, path), edits in SEEDED.items():
+        text = (catalog.ROOT / path).read_text(encoding="utf-8")
+        for right, bad in edits:
+            assert text.count(right) == 1, (path, right)
+            text = text.replace(right, bad)
+        wrong_file = tmp / "wrong" / lab / path
+        wrong_file.parent.mkdir(parents=True, exist_ok=True)
+        wrong_file.write_text(text, encoding="utf-8")
+        files[exercises.module_name(path)] = str(wrong_file)
+        function, test = WRONG[lab]
+        (graded,) = _plan(lab, framework, only=function)
+        assert test in graded["tests"], (lab, test)
+        wrong.append({**graded, "tests": [test]})
+    results = cmd.grade(stubbed + wrong, files, stop=False)
+    n = len(stubbed)
+    return list(zip(stubbed, results[:n], strict=True)), list(zip(wrong, results[n:], strict=True))
+
+
+def test_stubs_fail_only_with_not_implemented(graded):
+    stubbed, _ = graded
+    plan = [p for p, _ in stubbed]
+    for i, (p, r) in enumerate(stubbed):
         assert r["status"] == "not started", cmd.line(1, r)
         # Only NotImplementedError, raised by a stub of this lab at or before this exercise.
-        earlier = {q["function"] for q in plan[: plan.index(p) + 1] if q["lab"] == p["lab"]}
+        earlier = {q["function"] for q in plan[: i + 1] if q["lab"] == p["lab"]}
         for message in r["messages"]:
             stub = re.fullmatch(rf"NotImplementedError: week1 exercise {p['lab']}: (\S+)", message)
             assert stub and stub.group(1) in earlier, message
 
 
-def test_reference_passes_check_and_wrong_answers_fail_in_one_line(tmp_path, capsys):
-    # The reference through the very path a learner's file takes: `week1 check` on a copy.
+def test_wrong_answers_fail_with_a_one_line_diagnosis(graded):
+    _, wrong = graded
+    for p, r in wrong:
+        line = cmd.line(1, r)
+        assert r["status"] == "failing", line
+        diagnosis = line.splitlines()[-1]
+        assert p["function"] in line and "NotImplementedError" not in diagnosis
+        # After the exception's name, what differs: numbers (max abs, a merge's index, ...).
+        assert re.search(r"Error: .*\d", diagnosis), diagnosis
+
+
+def test_reference_passes_week1_check(tmp_path, capsys):
+    """The reference through the very path a learner's file takes: `week1 check` on a copy."""
     root = tmp_path / "ref"
     cmd.write("lr_schedules", "torch", str(root))
     for path in exercises.stubbed_files("lr_schedules", "torch"):
@@ -183,29 +220,6 @@ def test_reference_passes_check_and_wrong_answers_fail_in_one_line(tmp_path, cap
     out = capsys.readouterr().out
     assert out.count(" passed ") == len(_plan("lr_schedules", "torch")), out
     assert "every exercise passes" in out
-    # The seeded wrong answers, graded in one run (no stop: each is reported).
-    plan, files = [], {}
-    for (lab, framework, path), edits in SEEDED.items():
-        text = (catalog.ROOT / path).read_text(encoding="utf-8")
-        for right, wrong in edits:
-            assert text.count(right) == 1, (path, right)
-            text = text.replace(right, wrong)
-        wrong_file = tmp_path / "wrong" / lab / path
-        wrong_file.parent.mkdir(parents=True, exist_ok=True)
-        wrong_file.write_text(text, encoding="utf-8")
-        files[exercises.module_name(path)] = str(wrong_file)
-        function, test = WRONG[lab]
-        (graded,) = _plan(lab, framework, only=function)
-        assert test in graded["tests"], (lab, test)
-        plan.append({**graded, "tests": [test]})
-    results = cmd.grade(plan, files, stop=False)
-    for p, r in zip(plan, results, strict=True):
-        line = cmd.line(1, r)
-        assert r["status"] == "failing", line
-        diagnosis = line.splitlines()[-1]
-        assert p["function"] in line and "NotImplementedError" not in diagnosis
-        # After the exception's name, what differs: numbers (max abs, a merge's index, ...).
-        assert re.search(r"Error: .*\d", diagnosis), diagnosis
 
 
 def test_watch_wakes_on_a_save(tmp_path):
