@@ -29,7 +29,8 @@ How to read the results
   surviving when scaled by 2^16, and 1 + 2^-8 == 1 in bf16.
 - The plot (mixed_precision.png in the run folder) overlays fp32, bf16 and
   fp16 training curves: on this small model they end within ~1e-3 nats of
-  each other after 300 steps, and fp16 at the default scale skips no step.
+  each other after 300 steps, and fp16 at the default scale skips no step. The
+  lower panel draws each low precision's training loss minus fp32's, step by step.
 - The table gives steps/s per precision and the ratio to fp32. On a CPU
   without native bf16/fp16 units the low precisions are often *slower*
   (conversions, no fast kernels); on a GPU with tensor cores they are faster.
@@ -147,14 +148,19 @@ def summarise(run, framework: str, histories: dict, scaling: dict | None) -> dic
 
     series = {f"{name} train": (h.steps, h.train_loss) for name, h in histories.items()}
     series.update({f"{name} val": (h.val_steps, h.val_loss) for name, h in histories.items()})
-    report.plot_lines(
-        run.path("mixed_precision.png"),
-        series,
-        title=f"{framework}: fp32 vs bf16 vs fp16",
-        xlabel="step",
-        ylabel="cross-entropy (nats)",
-        styles={f"{name} val": "o--" for name in histories},
-    )
+    panels = [
+        report.Panel(series, "cross-entropy (nats)", styles={f"{n} val": "o--" for n in histories})
+    ]
+    if "fp32" in histories:  # the curves lie on top of each other: their differences from fp32
+        base = dict(zip(histories["fp32"].steps, histories["fp32"].train_loss, strict=True))
+        diffs = {}
+        for name, h in histories.items():
+            if name != "fp32" and all(s in base for s in h.steps):  # (a stopped run: fewer)
+                diff = [v - base[s] for s, v in zip(h.steps, h.train_loss, strict=True)]
+                diffs[f"{name} - fp32 train"] = (h.steps, diff)
+        panels.append(report.Panel(diffs, "difference from fp32 (nats)"))
+    title = f"{framework}: fp32 vs bf16 vs fp16"
+    report.plot_panels(run.path("mixed_precision.png"), panels, title=title, xlabel="step")
     summary = {}
     for name, h in histories.items():
         summary.update({f"{name}/{k}": v for k, v in h.summary().items()})
