@@ -25,7 +25,10 @@ likelihood score spends a small budget on rare pairs that always occur together.
 How to read the results
 -----------------------
 - bytes/token: compression; higher is better (fewer tokens for the same text,
-  so more text per context window and less compute).
+  so more text per context window and less compute), but only beside round trip: a
+  tokenizer that normalises text (SentencePiece drops a code line's leading
+  indentation) scores higher partly by dropping bytes. "lossless bytes/token" counts
+  only the texts that round-trip exactly ("-" when none does): compare that column.
 - tokens/word (fertility): tokens per whitespace-separated word. English is lowest
   (about 1.5-1.8 at vocab 8000); code is higher (identifiers, operators, indentation); languages the
   corpus has little of, and scripts without spaces (Chinese, Japanese, Thai: one
@@ -35,7 +38,13 @@ How to read the results
 - round trip: share of held-out texts with decode(encode(x)) == x. Only byte-level
   BPE is lossless; WordPiece drops whitespace, SentencePiece normalises it.
 - Character-level alphabets (WordPiece, Unigram) spend part of the budget on the
-  3,000+ distinct characters of the multilingual text; byte-level BPE needs 256.
+  distinct characters of the training text (printed, and `training alphabet` in the
+  summary: 3,000+ at the defaults, nearly all from the multilingual text); byte-level
+  BPE's alphabet is the 256 bytes (`byte-level alphabet`).
+- `<tokenizer> padding share`: the share of pad ids in the framework pipeline's batches
+  of all held-out texts (`batch_size` rows, each batch padded to its longest row, rows cut
+  at `max_length`): compute spent on nothing, higher for a tokenizer whose lengths vary
+  more within a batch.
 - vocabulary overlap: Jaccard similarity of the vocabularies, with the word-start
   and continuation markers ('Ġ', '▁', '##') removed.
 
@@ -217,15 +226,21 @@ def train_all(texts: list[str], vocab_size: int) -> dict[str, Trained]:
 
 
 def metrics(tok: Trained, texts: list[str]) -> dict[str, float]:
+    """bytes/token, tokens/word, unk rate, round trip (share of texts given back exactly), and
+    lossless bytes/token: bytes/token over the texts that round-trip (None if none does)."""
     ids = tok.encode_batch(texts)
     n_tokens = sum(map(len, ids))
     unk = sum(row.count(tok.unk_id) for row in ids) if tok.unk_id is not None else 0
+    exact = [tok.decode(row) == t for row, t in zip(ids, texts, strict=True)]
+    kept = [(row, t) for row, t, ok in zip(ids, texts, exact, strict=True) if ok]
+    kept_tokens = sum(len(row) for row, _ in kept)
     return {
         "bytes/token": sum(len(t.encode()) for t in texts) / n_tokens,
         "tokens/word": n_tokens / sum(len(t.split()) for t in texts),
         "unk rate": unk / n_tokens,
-        "round trip": float(
-            np.mean([tok.decode(row) == t for row, t in zip(ids, texts, strict=True)])
+        "round trip": float(np.mean(exact)),
+        "lossless bytes/token": (
+            sum(len(t.encode()) for _, t in kept) / kept_tokens if kept_tokens else None
         ),
     }
 
@@ -238,7 +253,8 @@ def trained(cfg: Config) -> tuple[Corpus, dict[str, Trained]]:
 
 
 def evaluate(toks: dict[str, Trained], corpus: Corpus) -> list[tuple]:
-    """Rows (tokenizer, kind, bytes/token, tokens/word, unk rate, round trip)."""
+    """Rows (tokenizer, kind, bytes/token, tokens/word, unk rate, round trip, lossless
+    bytes/token)."""
     return [
         (name, kind, *metrics(tok, corpus.held_out[kind]).values())
         for name, tok in toks.items()
@@ -326,14 +342,29 @@ def report(toks, corpus: Corpus, cfg: Config, png_path) -> dict:
     rows = evaluate(toks, corpus)
     rich_report.table(
         f"held-out text, vocab {cfg.vocab_size}",
-        ["tokenizer", "kind", "bytes/token", "tokens/word", "unk rate", "round trip"],
-        rows,
+        [
+            "tokenizer",
+            "kind",
+            "bytes/token",
+            "tokens/word",
+            "unk rate",
+            "round trip",
+            "lossless bytes/token",
+        ],
+        [(*row[:-1], "-" if row[-1] is None else row[-1]) for row in rows],
+    )
+    alphabet = len(set("".join(corpus.train)))
+    rich_report.console.print(
+        f"training alphabet: {alphabet:,} distinct characters (byte-level BPE: {len(CHAR_TO_BYTE)})"
     )
     rich_report.table("vocabulary overlap (Jaccard)", ["tokenizer", *toks], overlap(toks))
     plot_fertility(png_path, fertility_by_language(toks, corpus))
-    return {f"{name} {kind} tokens/word": fert for name, kind, _, fert, _, _ in rows} | {
-        "plot": str(png_path.name)
-    }
+    summary = {f"{name} {kind} tokens/word": fert for name, kind, _, fert, *_ in rows}
+    for name, kind, _, _, _, round_trip, lossless in rows:
+        summary[f"{name} {kind} round trip"] = round_trip
+        summary[f"{name} {kind} lossless bytes/token"] = lossless
+    alphabets = {"training alphabet": alphabet, "byte-level alphabet": len(CHAR_TO_BYTE)}
+    return summary | alphabets | {"plot": str(png_path.name)}
 
 
 # Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`

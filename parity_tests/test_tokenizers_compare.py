@@ -53,17 +53,17 @@ def test_jax_and_torch_pipelines_give_the_same_ids(name):
 
 def test_metrics_separate_the_tokenizers():
     """Byte-level BPE is lossless with no unknowns everywhere; WordPiece loses whitespace."""
+    columns = ("bytes/token", "tokens/word", "unk rate", "round trip", "lossless bytes/token")
     corpus, toks = small()
     rows = {
-        (name, kind): dict(
-            zip(("bytes/token", "tokens/word", "unk rate", "round trip"), values, strict=True)
-        )
+        (name, kind): dict(zip(columns, values, strict=True))
         for name, kind, *values in spec.evaluate(toks, corpus)
     }
     assert set(rows) == {(n, k) for n in spec.TOKENIZERS for k in spec.KINDS}
     for kind in spec.KINDS:
         assert rows["BPE", kind]["unk rate"] == 0 and rows["BPE", kind]["round trip"] == 1
         assert rows["BPE", kind]["bytes/token"] > 1  # it compresses: merges were learned
+        assert rows["BPE", kind]["lossless bytes/token"] == rows["BPE", kind]["bytes/token"]
     assert rows["WordPiece", "code"]["round trip"] < 1  # indentation is gone after decode
     overlap = {row[0]: row[1:] for row in spec.overlap(toks)}
     assert all(overlap[n][i] == 1 for i, n in enumerate(spec.TOKENIZERS))

@@ -152,3 +152,20 @@ def test_regularization__small_slice_overfits_best_early_then_climbs(tmp_path):
     data = spec.load_data(cfg)
     assert summary["unigram baseline"] == pytest.approx(charlm.unigram_baseline(data))
     assert summary["unigram baseline"] < np.log(data.vocab_size)  # below a uniform guess
+
+
+@pytest.mark.slow
+def test_tokenizers_compare__bpe_lossless_and_alphabet_vs_256(tmp_path):
+    """ "Only byte-level BPE is lossless" (round trip 1 on every kind, so its lossless
+    bytes/token is its bytes/token) and "the distinct characters of the training text ...
+    3,000+ ...; byte-level BPE's alphabet is the 256 bytes" (quick: 100k characters per kind,
+    vocab 5000)."""
+    settings = ["--chars_per_kind=100000", "--vocab_size=5000"]
+    _, summary = run_lab(tmp_path, "tokenizers_compare", "torch", *settings)
+    assert summary["training alphabet"] > 3000 and summary["byte-level alphabet"] == 256
+    for kind in ("english", "code", "multilingual"):
+        assert summary[f"BPE {kind} round trip"] == 1
+        assert summary[f"BPE {kind} lossless bytes/token"] > 1
+    assert summary["WordPiece code round trip"] < 1
+    assert summary["Unigram spm code round trip"] < 1
+    assert 0 < summary["BPE padding share"] < 1
