@@ -365,5 +365,6 @@ def test_jax_run_writes_the_grid(tmp_path):
     with Run("regularization", "jax", cfg, root=tmp_path, tensorboard=False) as run:
         summary = jax_lab.run(cfg, run)
     assert (run.dir / "gap.png").stat().st_size > 0
-    assert set(summary) == {f"{a} {m}" for a in ("none", "all") for m in ("final gap", "best val")}
+    arms = {f"{a} {m}" for a in ("none", "all") for m in ("final gap", "best val")}
+    assert set(summary) == {"unigram baseline", *arms}
     assert not run.checkpoint_dir.exists()  # each arm's checkpoints go once it has finished
