@@ -85,6 +85,8 @@ NOT_ON_META = {
     "small model's training is word2vec's library loop, checked there)",
     "gpu_kernels": "Triton kernels read and write raw device memory, which meta tensors lack (its "
     "parity tests run the kernels on the default device)",
+    "serving": "an export is checked against the eager model's numbers, which meta tensors lack "
+    "(the training before it is the one loop's, swept with training_loop)",
 }
 
 

@@ -29,7 +29,7 @@ def forward(w: dict, x, y):
     h = torch.tanh(hln)  # (B, H)
     logits = h @ w["head.weight"].T + w["head.bias"]  # (B, V)
     logp = torch.log_softmax(logits, dim=1)  # (B, V)
-    loss = -logp[torch.arange(B), y].mean()
+    loss = -logp[torch.arange(B, device=y.device), y].mean()
     return loss, dict(x=x, hcat=hcat, xhat=xhat, rstd=rstd, h=h, probs=logp.exp())
 
 
@@ -39,7 +39,7 @@ def backward(w: dict, cache: dict, y) -> dict:
     B, T = x.shape
     V, C = w["wte.weight"].shape
     dlogits = cache["probs"].clone()  # (B, V)
-    dlogits[torch.arange(B), y] -= 1  # p - onehot(y)
+    dlogits[torch.arange(B, device=y.device), y] -= 1  # p - onehot(y)
     dlogits /= B  # the mean over the batch
     g = {"head.weight": dlogits.T @ h, "head.bias": dlogits.sum(0)}  # (V, H), (V,)
     dh = dlogits @ w["head.weight"]  # (B, H)
