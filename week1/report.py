@@ -126,8 +126,10 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int, enabled: bool = True):
-    """A rich progress bar; yields advance(loss) to call once per step."""
+def progress(description: str, total: int, enabled: bool = True, estimated: bool = False):
+    """A rich progress bar; yields advance(loss) to call once per step. estimated: `total` is an
+    expectation (word2vec's subsampled stream): the bar ends at the count the run reached rather
+    than short of the estimate."""
     if not enabled:
         yield lambda loss=None: None
         return
@@ -153,6 +155,8 @@ def progress(description: str, total: int, enabled: bool = True):
             bar.update(task, advance=1, **({"loss": f"{loss:.4f}"} if loss is not None else {}))
 
         yield advance
+        if estimated:
+            bar.update(task, total=bar.tasks[task].completed)
 
 
 @dataclasses.dataclass

@@ -128,7 +128,9 @@ def fit(
     update = make_update(cfg)
     history = pipeline.History()
     step, pending, pairs, shown = 0, jnp.float32(0), 0.0, None
-    with progress(f"jax {cfg.model}", pipeline.expected_steps(s, cfg), show_progress) as advance:
+    with progress(
+        f"jax {cfg.model}", pipeline.expected_steps(s, cfg), show_progress, estimated=True
+    ) as advance:
         start = time.perf_counter()
         for batch in pipeline.stream(s, cfg):
             state, loss = update(state, batch)

@@ -174,7 +174,9 @@ def fit(
     step, pending, pairs, shown = 0, 0.0, 0.0, None
     with (
         cpu_threads(cfg.threads),
-        progress(f"torch {cfg.model}", pipeline.expected_steps(s, cfg), show_progress) as advance,
+        progress(
+            f"torch {cfg.model}", pipeline.expected_steps(s, cfg), show_progress, estimated=True
+        ) as advance,
     ):
         start = time.perf_counter()
         for batch in pipeline.stream(s, cfg):
