@@ -13,12 +13,13 @@ from scipy import special
 
 from week1.data import shakespeare
 from week1.tokenization import unigram, wordpiece
+from week1.tokenization.bytelevel import count_words
 from week1.tolerances import EXACT, F64, assert_close
 
 
 def train_wordpiece_naive(texts, vocab_size, specials=("[PAD]", "[UNK]")):
     """The textbook loop: rescore every pair of the whole corpus before each merge."""
-    counts = wordpiece.count_words(texts)
+    counts = count_words(texts, wordpiece.pretokenize)
     words = {w: wordpiece.symbols(w) for w in counts}
     vocab = [*specials, *sorted({s for split in words.values() for s in split})]
     while len(vocab) < vocab_size:

@@ -67,18 +67,20 @@ def pretokenize(text: str) -> list[str]:
     return [to_symbols(w) for w in PATTERN.findall(text)]
 
 
-def count_words(texts: Iterable[str]) -> Counter:
-    """word -> number of occurrences over all texts (each text is split on its own, like HF)."""
+def count_words(texts: Iterable[str], split=PATTERN.findall) -> Counter:
+    """word -> number of occurrences over all texts, each text split on its own by `split`
+    (default: the byte-level pre-tokenizer's pattern, like HF). The WordPiece and Unigram
+    trainers count with their own splits."""
     if isinstance(texts, str):
         raise TypeError("texts must be an iterable of str, not one str (wrap it: [text])")
     counts = Counter()
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}), expected str")
-        counts.update(PATTERN.findall(text))
+        counts.update(split(text))
     if not counts:
-        raise ValueError("empty corpus: texts held no characters to train on")
-    return Counter({to_symbols(w): n for w, n in counts.items()})
+        raise ValueError("empty corpus: texts held no words to train on")
+    return counts
 
 
 def check_train_args(vocab_size, min_frequency, special_tokens) -> tuple[str, ...]:
@@ -110,7 +112,7 @@ def initial_vocab(specials: tuple[str, ...]) -> dict[str, int]:
 def word_table(texts, vocab_size, min_frequency, special_tokens):
     """Everything a trainer starts from: (specials, vocab, words as id lists, their counts)."""
     specials = check_train_args(vocab_size, min_frequency, special_tokens)
-    counts = count_words(texts)
+    counts = Counter({to_symbols(w): n for w, n in count_words(texts).items()})
     vocab = initial_vocab(specials)
     words = [[vocab[c] for c in w] for w in counts]
     return specials, vocab, words, list(counts.values())

@@ -52,6 +52,8 @@ from collections import Counter
 
 import numpy as np
 
+from week1.tokenization.bytelevel import count_words
+
 SPACE = "▁"  # U+2581: sentencepiece's whitespace
 MAX_PIECE_LENGTH = 16
 UNK_PENALTY = 10.0
@@ -60,19 +62,6 @@ UNK_PENALTY = 10.0
 def words(text: str) -> list[str]:
     """'Hi  there' -> ['▁Hi', '▁there'] (runs of whitespace are one separator)."""
     return [SPACE + w for w in text.split()]
-
-
-def count_words(texts) -> Counter:
-    if isinstance(texts, str):
-        raise TypeError("texts must be an iterable of str, not one str (wrap it: [text])")
-    counts = Counter()
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}), expected str")
-        counts.update(words(text))
-    if not counts:
-        raise ValueError("empty corpus: texts held no words to train on")
-    return counts
 
 
 def digamma(x: float) -> float:
@@ -317,7 +306,7 @@ def train(
     log=None,
 ) -> Unigram:
     """A Unigram tokenizer of `vocab_size` entries (specials included); `log(str)` if given."""
-    counts = count_words(texts)
+    counts = count_words(texts, words)
     n_chars = len({c for w in counts for c in w})
     size = vocab_size - len(special_tokens)
     if not isinstance(vocab_size, int) or size < n_chars:

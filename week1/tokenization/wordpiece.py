@@ -43,6 +43,8 @@ from collections import Counter, defaultdict
 
 import regex
 
+from week1.tokenization.bytelevel import count_words
+
 PREFIX = "##"
 MAX_INPUT_CHARS_PER_WORD = 100  # HF's default: longer words are one unknown token
 
@@ -54,19 +56,6 @@ _WORDS = regex.compile(r"[\p{P}!-/:-@\[-`{-~]|[^\p{White_Space}\p{P}!-/:-@\[-`{-
 def pretokenize(text: str) -> list[str]:
     """BERT's split: 'Hey friend!  ok' -> ['Hey', 'friend', '!', 'ok']."""
     return _WORDS.findall(text)
-
-
-def count_words(texts) -> Counter:
-    if isinstance(texts, str):
-        raise TypeError("texts must be an iterable of str, not one str (wrap it: [text])")
-    counts = Counter()
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}), expected str")
-        counts.update(pretokenize(text))
-    if not counts:
-        raise ValueError("empty corpus: texts held no words to train on")
-    return counts
 
 
 def symbols(word: str) -> list[str]:
@@ -139,7 +128,7 @@ def train(texts, vocab_size: int, special_tokens=("[PAD]", "[UNK]"), unk_token="
     specials = tuple(special_tokens)
     if unk_token not in specials:
         raise ValueError(f"unk_token {unk_token!r} must be one of special_tokens {specials!r}")
-    counts = count_words(texts)
+    counts = count_words(texts, pretokenize)
     alphabet = sorted({s for w in counts for s in symbols(w)})
     if not isinstance(vocab_size, int) or vocab_size < len(specials) + len(alphabet):
         raise ValueError(
