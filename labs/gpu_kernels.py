@@ -242,6 +242,16 @@ class Check:
     diff: tolerances.Diff
 
 
+def cases(cfg: Config) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(kernel, dtype, shape) of every correctness check: each kernel per dtype and width."""
+    return [
+        (kernel, dtype, shape(kernel, width, cfg.rows))
+        for kernel in KERNELS
+        for dtype in cfg.dtype_list
+        for width in cfg.width_list
+    ]
+
+
 def compare(kernel: str, dtype: str, shape: tuple, out, reference) -> Check:
     """The kernel's output against the framework's op (float32 numpy both), in the dtype's tier."""
     diff = tolerances.measure(out, reference, TIERS[dtype], f"{kernel} {dtype}", str(shape))

@@ -252,17 +252,12 @@ def as_arrays(arrays, dtype: str) -> tuple:
 def checks(cfg: spec.Config) -> list:
     """Each kernel against the framework's op, per dtype and width."""
     found = []
-    for kernel in spec.KERNELS:
-        for dtype in cfg.dtype_list:
-            for width in cfg.width_list:
-                shape = spec.shape(kernel, width, cfg.rows)
-                args = as_arrays(spec.inputs(kernel, shape, cfg.seed), dtype)
-                out, ref = launch(kernel, cfg)(*args), library(kernel)(*args)
-                found.append(
-                    spec.compare(
-                        kernel, dtype, shape, out.astype(jnp.float32), ref.astype(jnp.float32)
-                    )
-                )
+    for kernel, dtype, shape in spec.cases(cfg):
+        args = as_arrays(spec.inputs(kernel, shape, cfg.seed), dtype)
+        out, ref = launch(kernel, cfg)(*args), library(kernel)(*args)
+        found.append(
+            spec.compare(kernel, dtype, shape, out.astype(jnp.float32), ref.astype(jnp.float32))
+        )
     return found
 
 

@@ -262,15 +262,10 @@ def as_tensors(arrays, dtype: str) -> tuple:
 def checks(cfg: spec.Config) -> list:
     """Each kernel against the framework's op, per dtype and width."""
     found = []
-    for kernel in spec.KERNELS:
-        for dtype in cfg.dtype_list:
-            for width in cfg.width_list:
-                shape = spec.shape(kernel, width, cfg.rows)
-                args = as_tensors(spec.inputs(kernel, shape, cfg.seed), dtype)
-                out, ref = launch(kernel, cfg)(*args), library(kernel)(*args)
-                found.append(
-                    spec.compare(kernel, dtype, shape, out.float().cpu(), ref.float().cpu())
-                )
+    for kernel, dtype, shape in spec.cases(cfg):
+        args = as_tensors(spec.inputs(kernel, shape, cfg.seed), dtype)
+        out, ref = launch(kernel, cfg)(*args), library(kernel)(*args)
+        found.append(spec.compare(kernel, dtype, shape, out.float().cpu(), ref.float().cpu()))
     return found
 
 
