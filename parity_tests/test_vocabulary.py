@@ -1,6 +1,8 @@
 """vocabulary parity: the embedding grown for added tokens is the same in JAX, torch and numpy
 (old rows exactly, new rows the mean of the old in F32); a smaller BPE is exactly the first
-merges of a larger HF run; the sweep and the word baseline on a CI-sized corpus."""
+merges of a larger HF run; the sweep and the word baseline on a CI-sized corpus; the LM's
+units cut the text losslessly (the JAX vs torch LM curves per unit: parity_tests/test_compare.py
+through COMPARE_TEST)."""
 
 import dataclasses
 
@@ -8,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from tokenizers import decoders
 
 from labs import vocabulary as spec
+from week1.config import UsageError
+from week1.runs import Run
 from week1.tokenization import hf
 from week1.tolerances import EXACT, F32, assert_close
 from week1_jax import vocabulary as jax_lab
@@ -21,6 +26,8 @@ CFG = spec.Config(
     n_embd=16,
     added_size=600,
     new_tokens="THESEUS,<|u|>",
+    lm_units="byte,bpe300,word300",
+    lm_steps=6,
 )
 
 
@@ -84,10 +91,50 @@ def test_word_baseline():
 
 
 @pytest.mark.parametrize("lab", [jax_lab, torch_lab], ids=["jax", "torch"])
-def test_run(lab, capsys):
-    summary = lab.run(CFG, None)
+def test_run(lab, capsys, tmp_path):
+    with Run("vocabulary", lab.__name__.split(".")[0][len("week1_") :], CFG, root=tmp_path,
+             tensorboard=False) as run:  # fmt: skip
+        summary = lab.run(CFG, run)
     assert summary["old rows unchanged"] and summary["new rows - mean of old, max |diff|"] < 1e-5
-    assert "word-level baseline" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "word-level baseline" in out and "the char LM per unit" in out
+    assert all(0 < summary[f"{unit} val bits/char"] < 9 for unit in CFG.unit_list)
+    assert (run.dir / "vocabulary_lm.png").stat().st_size > 0
+
+
+def test_lm_units_cut_the_text_losslessly():
+    """Each unit's validation ids spell the validation text back: bytes decode, BPE ids decode
+    through the tokenizer, the word unit's pieces (before ids) join back through the ByteLevel
+    decoder; a word id is its piece's frequency rank, 0 (<unk>) past the vocabulary."""
+    _, val_text = spec.lm_text()
+    tokens = spec.units(CFG)
+    assert bytes(tokens["byte"].val.astype(np.uint8)).decode("utf-8") == val_text
+    assert spec.lm_bpe(300).decode(tokens["bpe300"].val.tolist()) == val_text
+    word_pieces = spec.pieces(val_text)
+    assert decoders.ByteLevel().decode(word_pieces) == val_text
+    word = tokens["word300"]
+    assert len(word.val) == len(word_pieces) and word.val.max() == 299
+    assert word.val_unknown == pytest.approx(np.mean(word.val == 0)) and word.val_unknown > 0
+    assert tokens["byte"].tokens_per_char > tokens["bpe300"].tokens_per_char
+    assert tokens["bpe300"].tokens_per_char > tokens["word300"].tokens_per_char
+
+
+def test_an_lm_bpe_unit_is_the_prefix_of_the_largest_run():
+    """bpe300 cut from the run at 600 tokenizes as a run trained to 300 does."""
+    _, val_text = spec.lm_text()
+    sample = val_text[:20_000]
+    assert spec.lm_bpe(300, 600).encode(sample).ids == spec.lm_bpe(300).encode(sample).ids
+
+
+@pytest.mark.parametrize(
+    "units, words",
+    [("byte,foo", ["'foo'", "bpe<size>"]), ("bpe100", ["'bpe100'", "[256, 65536]"]),
+     ("word0", ["'word0'"]), ("byte12", ["'byte12'"]), (",", ["at least one unit"])],
+)  # fmt: skip
+def test_bad_lm_units_are_refused(units, words):
+    with pytest.raises(UsageError) as error:
+        dataclasses.replace(CFG, lm_units=units).check()
+    assert all(word in str(error.value) for word in words), str(error.value)
 
 
 def test_a_string_already_in_the_vocabulary_adds_no_row():

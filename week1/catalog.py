@@ -84,7 +84,7 @@ LABS = (
         "vocabulary",
         3,
         "Vocabulary size and management",
-        "BPE size sweep (compression vs embedding bytes), word-level OOV, adding tokens",
+        "BPE size sweep, word-level OOV, adding tokens, the char LM per unit (bits/char)",
     ),
     Lab(
         "special_tokens",

@@ -123,9 +123,10 @@ def _drive(run, body, title: str) -> int:
             if kept is not None
             else "no checkpoint was written before the stop: run it again"
         )
+        part, step = run.last_logged
+        where = f"step {step} of {part}" if part else f"step {run.last_step}"
         print(
-            f"week1: {title}: interrupted ({run.summary['signal']}) after step {run.last_step}; "
-            + how,
+            f"week1: {title}: interrupted ({run.summary['signal']}) after {where}; " + how,
             file=sys.stderr,
         )
     elif run.status == "diverged":

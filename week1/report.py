@@ -74,9 +74,12 @@ def plot_lines(
     ylabel: str,
     logy: bool = False,
     styles: dict[str, str] | None = None,
+    logx: bool = False,
 ) -> pathlib.Path:
     """One PNG with a line per series (label -> (x, y)); returns its path."""
-    return plot_panels(path, [Panel(series, ylabel, logy, styles)], title=title, xlabel=xlabel)
+    return plot_panels(
+        path, [Panel(series, ylabel, logy, styles)], title=title, xlabel=xlabel, logx=logx
+    )
 
 
 @dataclasses.dataclass
@@ -88,9 +91,15 @@ class Panel:
 
 
 def plot_panels(
-    path: str | pathlib.Path, panels: Sequence[Panel], *, title: str, xlabel: str
+    path: str | pathlib.Path,
+    panels: Sequence[Panel],
+    *,
+    title: str,
+    xlabel: str,
+    logx: bool = False,
 ) -> pathlib.Path:
-    """A PNG of panels stacked over a shared x axis; returns its path."""
+    """A PNG of panels stacked over a shared x axis (logarithmic when `logx`); returns its
+    path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,6 +118,8 @@ def plot_panels(
         ax.legend(fontsize=8)
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel(xlabel)
+    if logx:
+        axes[-1, 0].set_xscale("log")
     fig.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -237,6 +237,7 @@ class Run:
         self._made_root = None  # a runs directory this run created (removed again on discard)
         self.status, self.summary = "running", {}
         self.last_step = 0
+        self.last_logged = ("", 0)  # (the part, or "" for the run's one training; its step)
         self._stop_signal: int | None = None
         self._cooperative = False
         self._handlers: dict = {}
@@ -314,6 +315,8 @@ class Run:
         self._metrics.write(dumps({"step": int(step), **clean}) + "\n")
         self._metrics.flush()
         self.last_step = max(self.last_step, int(step))
+        parts = {k.partition("/")[0] for k in clean if "/" in k}  # loop.Context.part's prefix
+        self.last_logged = (parts.pop() if len(parts) == 1 else "", int(step))
         if self._tb is not None:
             for key, value in clean.items():
                 self._tb.add_scalar(key, value, step=int(step))

@@ -1,6 +1,7 @@
 """Vocabulary lab, torch side: grow a trained embedding for tokens added to the tokenizer, the
-new rows initialised to the mean of the old ones. Read beside week1_jax/vocabulary.py; the
-sweep and the word baseline are framework-free (labs/vocabulary.py).
+new rows initialised to the mean of the old ones; train the char LM on each unit (bytes, BPE
+sizes, words). Read beside week1_jax/vocabulary.py; the sweep, the word baseline and the
+units' token ids are framework-free (labs/vocabulary.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ import torch
 from torch import nn
 
 from labs import vocabulary as spec
+from week1 import loop
+from week1.comparison import Curves
 from week1_torch.lib import devices
+from week1_torch.lib.charlm import build_model, train
+from week1_torch.lib.models import get_weights
 
 
 def resize_embedding(emb: nn.Embedding, n_new: int) -> nn.Embedding:
@@ -23,11 +28,37 @@ def resize_embedding(emb: nn.Embedding, n_new: int) -> nn.Embedding:
     return grown
 
 
-def run(cfg: spec.Config, run) -> dict:
-    """`week1 run vocabulary --framework torch`: the sweep, the word baseline, added tokens."""
+def lm_sweep(cfg: spec.Config, ctx: loop.Context) -> tuple[dict, dict]:
+    """The char LM trained on each unit in turn, from the same seed: (unit -> Tokens, unit ->
+    (History, parameters)) for the units that finished before a stop request."""
+    tokens, trained = spec.units(cfg), {}
+    for unit, unit_ids in tokens.items():
+        model, history = train(spec.lm_config(cfg), unit_ids, ctx=ctx.part(unit))
+        if ctx.stop_requested():
+            break
+        trained[unit] = (history, sum(p.numel() for p in model.parameters()))
+    return tokens, trained
+
+
+def run(cfg: spec.Config, run, compile: bool = False) -> dict:
+    """`week1 run vocabulary --framework torch`: the sweep, the word baseline, added tokens,
+    the char LM per unit."""
     added = spec.added_tokens(cfg)
     _, n_old, _, n_new, _ = added
     start = spec.start_embedding(n_old, cfg.n_embd)
     emb = nn.Embedding.from_pretrained(torch.from_numpy(start).to(devices.default_device()))
     resized = resize_embedding(emb, n_new).weight.detach().cpu().numpy()
-    return spec.report(cfg, added, resized, start, "torch")
+    summary = spec.report(cfg, added, resized, start, "torch")
+    tokens, trained = lm_sweep(cfg, loop.Context.of_run(run, compile))
+    return summary | spec.report_lm(cfg, run, tokens, trained, "torch")
+
+
+def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+    """`week1 compare vocabulary`: the LM on unit `case` from `weights` (torch's names, numpy;
+    None: torch's init); returns (the start weights, Curves)."""
+    unit_ids, lm = spec.units(cfg)[case], spec.lm_config(cfg)
+    if weights is None:
+        weights = get_weights(build_model(lm, unit_ids.vocab_size))
+    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    _, history = train(lm, unit_ids, weights=weights, ctx=ctx)
+    return weights, Curves.of(history)
