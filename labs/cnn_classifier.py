@@ -16,7 +16,8 @@ rounding on any padded batch.
 
 The layouts differ: torch's Conv1d takes (B, C, L) inputs and stores weights as
 (out, in, k); Flax's nnx.Conv takes (B, L, C) and stores (k, in, out). WEIGHT_MAP
-below is the literal table that converts one into the other (a transpose (2, 1, 0)).
+(week1/convert.py's KIM_CNN) is the literal table that converts one into the other (a
+transpose (2, 1, 0)). The model itself, KimCNN, is in week1_{jax,torch}/lib/models.py.
 
 Embeddings (`--embeddings`): `rand` learns them from U[-0.25, 0.25] (CNN-rand);
 `static` (frozen) and `non-static` (fine-tuned) start from word2vec vectors given by
@@ -79,25 +80,12 @@ from week1.data import labelled, vectors
 from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
-WIDTHS = (3, 4, 5)  # filter widths, in words (Kim 2014)
+WIDTHS = convert.KIM_WIDTHS  # filter widths, in words (Kim 2014)
 EMBEDDINGS = ("rand", "static", "non-static")
 GOOGLE_NEWS = "google_news"  # --vectors=google_news: wefe's subset of the Google News vectors
 UNKNOWN_RANGE = 0.25  # words without a vector (all words in CNN-rand): U[-0.25, 0.25], Kim 2014
 
-# torch state_dict <-> Flax params. Conv1d weights: torch (out, in, k) for NCL inputs, Flax
-# nnx.Conv (k, in, out) for NLC inputs; convert.CONV1D is the transpose (2, 1, 0) both ways.
-WEIGHT_MAP = (
-    # torch             flax                transform
-    ("wte.weight", "wte.embedding", convert.SAME),  # (V, E) both
-    ("convs.0.weight", "convs.0.kernel", convert.CONV1D),  # (M, E, 3) <-> (3, E, M)
-    ("convs.0.bias", "convs.0.bias", convert.SAME),
-    ("convs.1.weight", "convs.1.kernel", convert.CONV1D),  # (M, E, 4) <-> (4, E, M)
-    ("convs.1.bias", "convs.1.bias", convert.SAME),
-    ("convs.2.weight", "convs.2.kernel", convert.CONV1D),  # (M, E, 5) <-> (5, E, M)
-    ("convs.2.bias", "convs.2.bias", convert.SAME),
-    ("head.weight", "head.kernel", convert.TRANSPOSE),  # (C, 3M) <-> (3M, C)
-    ("head.bias", "head.bias", convert.SAME),
-)
+WEIGHT_MAP = convert.KIM_CNN  # torch state_dict <-> Flax params (conv layouts transposed)
 
 # Published test accuracies (%) on MR (Pang & Lee 2005), 10-fold CV: Kim (2014) Table 2 and
 # Wang & Manning (2012) Table 3. Only polarity has anchors.
@@ -562,14 +550,14 @@ EXERCISES = (
             ),
         ),
         jax=Part(
-            "week1_jax/cnn_classifier.py::KimCNN.__call__",
+            "week1_jax/lib/models.py::KimCNN.__call__",
             (
                 "test_cnn_classifier.py::test_logits_loss_and_grads_match",
                 "test_cnn_classifier.py::test_pooling_ignores_padding",
             ),
         ),
         torch=Part(
-            "week1_torch/cnn_classifier.py::KimCNN.forward",
+            "week1_torch/lib/models.py::KimCNN.forward",
             (
                 "test_cnn_classifier.py::test_logits_loss_and_grads_match",
                 "test_cnn_classifier.py::test_pooling_ignores_padding",

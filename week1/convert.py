@@ -24,6 +24,23 @@ CHAR_MLP = (
     ("head.bias", "head.bias", SAME),
 )
 
+# Kim (2014)'s CNN (KimCNN in week1_{jax,torch}/lib/models.py): one convolution per filter
+# width. Conv1d weights: torch (out, in, k) for NCL inputs, Flax nnx.Conv (k, in, out) for NLC
+# inputs; CONV1D is the transpose (2, 1, 0) both ways.
+KIM_WIDTHS = (3, 4, 5)  # filter widths, in words: convs.0, convs.1, convs.2
+KIM_CNN = (
+    # torch             flax                transform
+    ("wte.weight", "wte.embedding", SAME),  # (V, E) both
+    ("convs.0.weight", "convs.0.kernel", CONV1D),  # (M, E, 3) <-> (3, E, M)
+    ("convs.0.bias", "convs.0.bias", SAME),
+    ("convs.1.weight", "convs.1.kernel", CONV1D),  # (M, E, 4) <-> (4, E, M)
+    ("convs.1.bias", "convs.1.bias", SAME),
+    ("convs.2.weight", "convs.2.kernel", CONV1D),  # (M, E, 5) <-> (5, E, M)
+    ("convs.2.bias", "convs.2.bias", SAME),
+    ("head.weight", "head.kernel", TRANSPOSE),  # (C, 3M) <-> (3M, C)
+    ("head.bias", "head.bias", SAME),
+)
+
 # One encoder layer of the checkpoint (transformers' BertModel names, {i} = 0..5) and the
 # Flax path of the same tensor in week1_jax.lib.bert; Linear weights transpose, (out, in) -> (in,
 # out). The torch encoder (week1_torch.lib.bert) uses the checkpoint's names as they are.

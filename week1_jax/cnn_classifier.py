@@ -17,60 +17,7 @@ from week1.comparison import Curves
 from week1.timing import time_calls
 from week1_jax.lib import devices, optim, schedules, steps
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import get_weights, set_weights
-
-
-def _uniform_embedding(key, shape, dtype=jnp.float32):
-    """U[-0.25, 0.25] (Kim 2014's range for words without a pretrained vector)."""
-    return jax.random.uniform(key, shape, dtype, -spec.UNKNOWN_RANGE, spec.UNKNOWN_RANGE)
-
-
-# U[-1/sqrt(fan_in), 1/sqrt(fan_in)], torch's default for Conv1d and Linear weights (fan_in of a
-# conv kernel: k * in). Flax's default (truncated normal) also compiles slowly, once per shape.
-_KERNEL_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-class KimCNN(nnx.Module):
-    """Kim (2014): embeddings, 1-D convolutions of widths 3/4/5 (n_maps each), ReLU,
-    max-over-time pooling over the windows inside each text, dropout, a linear head.
-
-    Inputs are NLC (B, T, E): nnx.Conv's layout, kernels (k, E, n_maps).
-    """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        n_embd: int,
-        n_maps: int,
-        num_classes: int,
-        *,
-        dropout: float,
-        rngs: nnx.Rngs,
-    ):
-        self.wte = nnx.Embed(vocab_size, n_embd, embedding_init=_uniform_embedding, rngs=rngs)
-        self.convs = nnx.List(
-            [nnx.Conv(n_embd, n_maps, kernel_size=(k,), padding="VALID",
-                      kernel_init=_KERNEL_INIT, rngs=rngs)
-             for k in spec.WIDTHS]
-        )  # fmt: skip
-        self.drop = nnx.Dropout(dropout)  # its key comes with each call
-        self.head = nnx.Linear(
-            len(spec.WIDTHS) * n_maps, num_classes, kernel_init=_KERNEL_INIT, rngs=rngs
-        )
-
-    def __call__(self, ids, lengths, *, rngs: nnx.Rngs | None = None):  # ids (B, T), lengths (B,)
-        B, T = ids.shape
-        inside = jnp.arange(T)[None, :] < lengths[:, None]  # (B, T)
-        x = self.wte(ids) * inside[..., None]  # (B, T, E): padding is the zero vector
-        pooled = []
-        for k, conv in zip(spec.WIDTHS, self.convs, strict=True):
-            c = conv(x)  # (B, T-k+1, M): window p covers words p..p+k-1
-            # A window counts if it ends inside the text; window 0 always counts (short texts).
-            ok = jnp.arange(T - k + 1)[None, :] <= jnp.maximum(lengths - k, 0)[:, None]
-            c = jnp.where(ok[..., None], c, -jnp.inf)  # (B, T-k+1, M)
-            pooled.append(jax.nn.relu(c.max(axis=1)))  # (B, M); relu(max) == max(relu)
-        h = jnp.concatenate(pooled, axis=-1)  # (B, 3M)
-        return self.head(self.drop(h, rngs=rngs))  # (B, C)
+from week1_jax.lib.models import KimCNN, get_weights, set_weights
 
 
 def build_model(cfg: spec.Config, data: spec.Data, weights: dict | None = None) -> KimCNN:
@@ -81,6 +28,8 @@ def build_model(cfg: spec.Config, data: spec.Data, weights: dict | None = None) 
         cfg.n_embd,
         cfg.n_maps,
         data.num_classes,
+        widths=spec.WIDTHS,
+        init_range=spec.UNKNOWN_RANGE,
         dropout=cfg.dropout,
         rngs=nnx.Rngs(cfg.seed),
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from labs import cnn_classifier as spec
 from week1 import loop
@@ -16,42 +15,7 @@ from week1.comparison import Curves
 from week1.timing import time_calls
 from week1_torch.lib import devices, optim, parallelize, schedules
 from week1_torch.lib import train as trainer
-from week1_torch.lib.models import get_weights, set_weights
-
-
-class KimCNN(nn.Module):
-    """Kim (2014): embeddings, 1-D convolutions of widths 3/4/5 (n_maps each), ReLU,
-    max-over-time pooling over the windows inside each text, dropout, a linear head.
-
-    Conv1d takes NCL (B, E, T): the embeddings are transposed; weights (n_maps, E, k).
-    """
-
-    def __init__(
-        self, vocab_size: int, n_embd: int, n_maps: int, num_classes: int, *, dropout: float
-    ):
-        super().__init__()
-        self.wte = nn.Embedding(vocab_size, n_embd)
-        nn.init.uniform_(self.wte.weight, -spec.UNKNOWN_RANGE, spec.UNKNOWN_RANGE)
-        self.convs = nn.ModuleList(nn.Conv1d(n_embd, n_maps, k) for k in spec.WIDTHS)
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(len(spec.WIDTHS) * n_maps, num_classes)
-
-    def forward(self, ids, lengths):  # ids (B, T), lengths (B,)
-        B, T = ids.shape
-        inside = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]  # (B, T)
-        x = self.wte(ids) * inside[..., None]  # (B, T, E): padding is the zero vector
-        x = x.transpose(1, 2)  # (B, E, T): Conv1d's NCL
-        pooled = []
-        for k, conv in zip(spec.WIDTHS, self.convs, strict=True):
-            c = conv(x)  # (B, M, T-k+1): window p covers words p..p+k-1
-            # A window counts if it ends inside the text; window 0 always counts (short texts).
-            windows = torch.arange(T - k + 1, device=ids.device)[None, :]  # (1, T-k+1)
-            ok = windows <= (lengths - k).clamp(min=0)[:, None]  # (B, T-k+1)
-            c = c.masked_fill(~ok[:, None, :], float("-inf"))  # (B, M, T-k+1)
-            # amax splits the gradient among tied maxima, as jnp.max does (max(dim) picks one).
-            pooled.append(torch.relu(c.amax(dim=2)))  # (B, M); relu(max) == max(relu)
-        h = torch.cat(pooled, dim=1)  # (B, 3M)
-        return self.head(self.drop(h))  # (B, C)
+from week1_torch.lib.models import KimCNN, get_weights, set_weights
 
 
 def build_model(cfg: spec.Config, data: spec.Data, weights: dict | None = None) -> KimCNN:
@@ -59,7 +23,15 @@ def build_model(cfg: spec.Config, data: spec.Data, weights: dict | None = None) 
     from data.embeddings when the run uses vectors, or every parameter from `weights`
     (state_dict names) when given; CNN-static's embeddings do not train."""
     torch.manual_seed(cfg.seed)
-    model = KimCNN(data.vocab_size, cfg.n_embd, cfg.n_maps, data.num_classes, dropout=cfg.dropout)
+    model = KimCNN(
+        data.vocab_size,
+        cfg.n_embd,
+        cfg.n_maps,
+        data.num_classes,
+        widths=spec.WIDTHS,
+        init_range=spec.UNKNOWN_RANGE,
+        dropout=cfg.dropout,
+    )
     if data.embeddings is not None:
         with torch.no_grad():
             model.wte.weight.copy_(torch.from_numpy(data.embeddings))
