@@ -32,6 +32,10 @@ launched by `torchrun` (gloo on CPU, nccl on GPU). Each process draws the same
 global batch (batch k depends only on seed and k) and keeps rows
 [rank*B/N, (rank+1)*B/N). DDP all-reduces (averages) gradients in buckets
 during the backward pass, overlapping communication with computation.
+`all_reduce_mean` writes that all-reduce out, one `dist.all_reduce` per tensor
+after a plain backward, without buckets or overlap; the run checks it against
+DDP's first-step gradients ("all-reduce by hand vs DDP" in the summary: float32
+rounding at most; DDP divides each gradient by N before it sums, this after).
 
 Past one machine
 ----------------
@@ -167,6 +171,23 @@ EXERCISES = (
         jax=Part(
             "week1_jax/data_parallel.py::pmap_strategy.step",
             "test_data_parallel.py::test_jax_data_parallel_equals_single_device[pmap]",
+        ),
+    ),
+    Exercise(
+        "all_reduce_mean",
+        hints=(
+            (
+                "What DDP does in backward: after each rank's backward on its B/N rows, every "
+                "rank's gradients become the mean over the ranks."
+            ),
+            (
+                "torch.distributed: dist.all_reduce(g, op=dist.ReduceOp.SUM) sums a tensor over the"
+                " ranks in place; then divide by dist.get_world_size()."
+            ),
+        ),
+        torch=Part(
+            "week1_torch/data_parallel.py::all_reduce_mean",
+            "test_data_parallel.py::test_torch_hand_all_reduce_equals_ddp",
         ),
     ),
 )

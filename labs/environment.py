@@ -147,6 +147,12 @@ runs through every layer), and the two end close in accuracy; the frozen encoder
 linear classifier is the bar both must clear to justify fine-tuning at all. With so few
 steps and sentences the ranking can move with --seed: compare several before concluding.
 
+For serving, the torch run folds the adapter into the weights it wraps, W' = W + (alpha/r) B A
+(week1_torch/lib/lora.py: merged_weight, written out; PEFT's merge_and_unload is the
+reference): the summary's "LoRA merged by hand vs PEFT" should be 0 or float32 rounding, and
+"merged model max |dlogits|" near rounding too. The merged model is the pretrained
+architecture again, with no adapter left to run: this is why LoRA adds no inference latency.
+
 Run it
 ------
     week1 run environment --framework jax          # hub, lora (accelerate is torch only)
@@ -651,6 +657,20 @@ EXERCISES = (
                 "test_environment.py::test_lora_starts_as_the_pretrained_model",
                 "test_environment.py::test_lora_gradients_match_at_f32",
             ),
+        ),
+    ),
+    Exercise(
+        "lora_merge",
+        hints=(
+            (
+                "For serving, fold the adapter into the frozen weight: x W'^T must equal x W^T +"
+                " s (x A^T) B^T for every x, with s = alpha / r."
+            ),
+            "torch's layouts: W (out, in), A (r, in), B (out, r); so W' = W + s * (B @ A).",
+        ),
+        torch=Part(
+            "week1_torch/lib/lora.py::merged_weight",
+            ("test_environment.py::test_merged_lora_equals_peft_merge_and_unload",),
         ),
     ),
 )

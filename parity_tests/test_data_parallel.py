@@ -17,6 +17,7 @@ from week1.config import UsageError
 from week1.runs import read_metrics, read_summary
 from week1.tolerances import F32, TRAJECTORY, assert_close, assert_tree_close
 from week1_jax import data_parallel as jax_dp
+from week1_torch import data_parallel as torch_dp
 from week1_torch.lib import parallel as torch_parallel
 
 CFG = multidevice.CFG
@@ -24,10 +25,15 @@ LOOP_CFG = multidevice.LOOP_CFG
 
 
 @pytest.fixture(scope="module")
-def torch_ddp(tmp_path_factory):
+def torch_ddp_run(tmp_path_factory):
+    """`week1 run data_parallel --framework torch`: the run folder (DDP in 2 processes)."""
+    return multidevice.week1_run_torch("data_parallel", CFG, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def torch_ddp(torch_ddp_run):
     """DDP through the CLI: (losses, first-step grads) from rank 0."""
-    run_dir = multidevice.week1_run_torch("data_parallel", CFG, tmp_path_factory.mktemp("runs"))
-    losses, grads, _ = torch_parallel.load_result(run_dir / "ranks" / "train")
+    losses, grads, _ = torch_parallel.load_result(torch_ddp_run / "ranks" / "train")
     return losses, grads
 
 
@@ -51,6 +57,20 @@ def test_torch_ddp_equals_single_device(torch_ddp, torch_single):
     assert_close("torch DDP x2 vs 1 device", "loss step 1", losses[0], single_losses[0], F32)
     assert_tree_close("torch DDP x2 vs 1 device, grads step 1", grads, single_grads, F32)
     assert_close("torch DDP x2 vs 1 device", "20-step losses", losses, single_losses, TRAJECTORY)
+
+
+@multidevice.cpu_simulation
+def test_torch_hand_all_reduce_equals_ddp(torch_ddp_run, torch_ddp, torch_single):
+    """all_reduce_mean, written out, after a plain backward on each rank's rows gives DDP's
+    first-step gradients, and the single device's on the whole batch."""
+    _, hand, _ = torch_parallel.load_result(torch_ddp_run / "ranks" / torch_dp.HAND)
+    _, ddp_grads = torch_ddp
+    assert hand.keys() == ddp_grads.keys()
+    assert_tree_close("torch all-reduce by hand vs DDP, grads step 1", hand, ddp_grads, F32)
+    assert_tree_close("torch all-reduce by hand vs 1 device, grads step 1", hand,
+                      torch_single[1], F32)  # fmt: skip
+    summary = read_summary(torch_ddp_run)
+    assert summary["all-reduce by hand vs DDP, step-1 grads max |diff|"] <= F32.atol
 
 
 @multidevice.cpu_simulation

@@ -16,6 +16,7 @@ files; the data_parallel step written with Accelerate has the hand-written DDP l
   losses against the hand-written DDP loop in the same processes: step 1 F32, all TRAJECTORY.
 """
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -43,7 +44,7 @@ from week1_jax.lib import precision as jprec
 from week1_jax.lib.models import dotted
 from week1_torch import environment as tenv
 from week1_torch.lib import hub as thub
-from week1_torch.lib import parallel
+from week1_torch.lib import lora, parallel
 from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights
 
@@ -129,6 +130,23 @@ def test_lora_gradients_match_at_f32(tiny):
     for name in sorted(torch_grads):
         assert np.abs(torch_grads[name]).max() > 0, f"{name}: a zero gradient compares nothing"
         assert_close("lora f32 jax vs peft", name, jax_grads[name], torch_grads[name], F32)
+
+
+def test_merged_lora_equals_peft_merge_and_unload(tiny):
+    """lib/lora.py's merge_lora against PEFT's merge_and_unload (B drawn non-zero, so the merge
+    moves every adapted weight), and the merged model's logits against the adapter model's."""
+    _, model = lora_models(tiny, nonzero_init(tiny))
+    reference = copy.deepcopy(model).merge_and_unload().state_dict()
+    mine = lora.merge_lora(model)
+    assert len(mine) == len(CFG.target_list) * spec.N_LAYERS and set(mine) <= set(reference)
+    for name, weight in mine.items():
+        assert_close(
+            "lora merge vs peft", name, weight.cpu().numpy(), reference[name].cpu().numpy(), F32
+        )
+    merged, gap = tenv.merge_for_serving(model)  # the plain model with lora.merge_lora's weights
+    assert gap <= F32.atol
+    logits = [tenv.predict(m, tiny.train, 8) for m in (merged, model)]
+    assert_close("lora merge", "merged logits vs adapter logits", *logits, F32)
 
 
 def test_lora_gradients_match_at_f64(tiny):

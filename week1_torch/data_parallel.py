@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -23,9 +24,12 @@ from week1.parallel import check_batch_split, loop_config, worker_args
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, parallel, parallelize
 
-# No counterpart in JAX: the DDP wrapper (JAX shards arrays instead of wrapping a model) and
-# the rank torchrun starts (a JAX process is a `week1 run` itself).
-FRAMEWORK_ONLY = ("ddp_model", "worker")
+HAND = "all_reduce_mean"  # the worker's folder for hand_reduced_grads' result
+
+# No counterpart in JAX: the DDP wrapper (JAX shards arrays instead of wrapping a model), the
+# all-reduce written out beside it (JAX's is the lax.pmean in pmap_strategy) and the rank
+# torchrun starts (a JAX process is a `week1 run` itself).
+FRAMEWORK_ONLY = ("ddp_model", "all_reduce_mean", "hand_reduced_grads", "worker")
 
 
 def ddp_model(
@@ -35,6 +39,36 @@ def ddp_model(
     device, wrapped so backward all-reduces (averages) the gradients."""
     model = devices.place(lm.build_model(loop_config(cfg), vocab_size, weights), device)
     return parallelize.apply_ddp(model, device)
+
+
+def all_reduce_mean(grads: list[torch.Tensor]) -> None:
+    """What DDP's backward does to every gradient, written out (without its buckets and their
+    overlap with the rest of the backward pass):
+
+        g <- (1/N) sum_{rank} g_rank        one all-reduce (sum) per tensor, then / N
+
+    in place, on every rank. Each rank's g_rank is the gradient of the mean loss over its B/N
+    rows; with equal shards their mean is the gradient of the mean loss over the global batch
+    of B, so every replica takes the single-device step. Reference: Li et al. (2020), "PyTorch
+    Distributed: Experiences on Accelerating Data Parallel Training", section 3.
+    """
+    world_size = dist.get_world_size()
+    for g in grads:
+        dist.all_reduce(g, op=dist.ReduceOp.SUM)
+        g /= world_size
+
+
+def hand_reduced_grads(cfg: spec.Config, data: charlm.Data, device) -> dict:
+    """The first step's gradients without DDP: cfg.seed's init as a plain model, backward on
+    this rank's rows of batch 1, then all_reduce_mean; numpy, by state_dict name."""
+    loop_cfg = loop_config(cfg)
+    model = devices.place(lm.build_model(loop_cfg, data.vocab_size), device)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    x, y = charlm.train_batch(data, loop_cfg, 1)  # (B, T), (B,): step 1's global batch
+    rows = (parallel.local_rows(a, rank, world_size) for a in (x, y))  # (B/N, T), (B/N,)
+    lm.loss_fn(model, *lm.as_tensors(*rows, device)).backward()
+    all_reduce_mean([p.grad for p in model.parameters()])
+    return {name: p.grad.cpu().numpy() for name, p in model.named_parameters()}
 
 
 def train(
@@ -83,7 +117,8 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         log_path=run.path("torchrun.log"),
         nodes=parallel.Nodes.of(cfg),
     )
-    losses, _, _ = parallel.load_result(out / "train")
+    losses, grads, _ = parallel.load_result(out / "train")
+    _, hand, _ = parallel.load_result(out / HAND)
     for step, loss in enumerate(losses, start=1):
         run.log(step, train_loss=loss)
     loop_cfg = loop_config(cfg)
@@ -92,6 +127,9 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
         "processes": n * cfg.nnodes,
         "DDP final loss": losses[-1],
         "1 device final loss": single.train_loss[-1],
+        "all-reduce by hand vs DDP, step-1 grads max |diff|": max(
+            float(np.abs(hand[name] - g).max()) for name, g in grads.items()
+        ),
     }
 
 
@@ -131,9 +169,11 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                 parallel.save_history(out_dir, history)
         else:
             base, compile = parallel.mode_and_compile(mode)
+            hand = hand_reduced_grads(cfg, data, device)
             losses, grads = train(cfg, data, device, compile=compile)
             if parallel.is_node_leader():
                 parallel.save_result(pathlib.Path(out_dir) / base, losses, grads)
+                parallel.save_result(pathlib.Path(out_dir) / HAND, [], hand)
 
 
 if __name__ == "__main__":

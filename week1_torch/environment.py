@@ -10,6 +10,7 @@ Accelerate part (FRAMEWORK_ONLY). Worker processes (what the Accelerate part lau
 
 from __future__ import annotations
 
+import copy
 import pathlib
 import sys
 
@@ -37,7 +38,14 @@ from week1_torch.lib import charlm as lm
 from week1_torch.lib import train as trainer
 
 # No counterpart in JAX: Accelerate is a torch library (JAX shards arrays over a Mesh instead).
-FRAMEWORK_ONLY = ("accelerate_train", "ddp_train", "accelerate_vs_ddp", "worker")
+# merge_for_serving: PEFT's merge_and_unload is the reference the torch merge is checked against.
+FRAMEWORK_ONLY = (
+    "merge_for_serving",
+    "accelerate_train",
+    "ddp_train",
+    "accelerate_vs_ddp",
+    "worker",
+)
 
 
 # --- the Hub part ---------------------------------------------------------------------------
@@ -242,6 +250,8 @@ def lora_part(cfg: spec.Config, run, compile: bool = False) -> dict:
     reloaded = predict(
         load_adapter(run.path(spec.ADAPTER_DIR), data), data.test, cfg.eval_batch_size
     )
+    merged, merge_gap = merge_for_serving(models["lora"])
+    merged_logits = predict(merged, data.test, cfg.eval_batch_size)
     frozen = build_classifier(data, spec.adapter_init(cfg, data.config, data.num_classes), "full")
     splits = {"train": data.train, "validation": data.val, "test": data.test}
     features = {
@@ -257,7 +267,21 @@ def lora_part(cfg: spec.Config, run, compile: bool = False) -> dict:
         "full fine-tuning test accuracy": accuracies["full"],
         "logistic regression test accuracy": baseline["test_accuracy"],
         "adapter reload max |dlogits|": float(np.abs(reloaded - logits["lora"]).max()),
+        "LoRA merged by hand vs PEFT, max |dW|": merge_gap,
+        "merged model max |dlogits|": float(np.abs(merged_logits - logits["lora"]).max()),
     }
+
+
+def merge_for_serving(model) -> tuple[torch.nn.Module, float]:
+    """(the plain model with the adapter folded in by lib/lora.py's merge_lora, the largest
+    difference of those weights from PEFT's merge_and_unload, the reference); `model` is left
+    as it is."""
+    merged = copy.deepcopy(model).merge_and_unload()  # PEFT's merge, on a copy
+    mine = lora.merge_lora(model)
+    reference = merged.state_dict()
+    gap = max(float((w - reference[name]).abs().max()) for name, w in mine.items())
+    merged.load_state_dict(mine, strict=False)  # serve our merge: the other weights are shared
+    return merged, gap
 
 
 # --- the Accelerate part (torch only) ---------------------------------------------------------
