@@ -106,6 +106,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -121,16 +122,21 @@ import numpy as np
 
 from week1 import charlm, convert, report
 from week1.config import Range, from_dict, require
-from week1.data import shakespeare
+from week1.data import labelled, shakespeare
 from week1.data.batches import window_batch
 from week1.exercises import Exercise, Part
 from week1.runs import read_config
 from week1.tolerances import F32, measure
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params (parity: ONNX vs JAX)
+CLASSIFIER_WEIGHT_MAP = convert.KIM_CNN  # the same for Kim's CNN (a cnn_classifier run)
+WIDTHS = convert.KIM_WIDTHS  # KimCNN's filter widths, in words
+CHARLM, CLASSIFIER = "charlm", "classifier"  # serving.json's "kind": /v1/generate, /v1/classify
+SERVED_LABS = ("training_loop", "serving", "cnn_classifier")  # run folders week1 serve exports
 MANIFEST = "serving.json"  # what `week1 serve` reads beside the exported file
 PAD_CHAR = "\n"  # left padding of prompts shorter than block_size (a line break: a fresh start)
 CHECK_BATCHES = (1, 7, 64)  # batch sizes the export is checked on
+MIN_WORDS = 16  # a classifier export's shortest input length: shorter texts are padded to it
 LAUNCH = (sys.executable, "-m", "week1", "serve")
 
 
@@ -176,6 +182,14 @@ class Config(charlm.Config):
             not self.run_dir or (pathlib.Path(self.run_dir) / "config.json").is_file(),
             f"run_dir={self.run_dir!r}: not a run folder (no config.json)",
         )
+        if self.run_dir:
+            lab = read_config(self.run_dir).lab
+            require(
+                lab in ("training_loop", "serving"),
+                f"run_dir={self.run_dir!r}: a {lab!r} run; the load test drives the char LM "
+                "(training_loop runs); serve a cnn_classifier run with `week1 serve RUN_DIR` "
+                "(POST /v1/classify)",
+            )
 
     def levels(self) -> list[int]:
         try:
@@ -196,25 +210,54 @@ class Config(charlm.Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
-    """Where the served weights come from: the LM's settings and what versions them."""
+class Classifier:
+    """What serving reads of a cnn_classifier run's config.json: the labelled corpus and
+    vocabulary it was trained on (week1.data.labelled) and the sizes of its KimCNN."""
 
-    cfg: charlm.Config  # the model's sizes and how it was trained
+    dataset: str
+    split_seed: int
+    min_count: int
+    max_vocab: int
+    n_embd: int
+    n_maps: int
+    max_length: int  # words a text is cut to (the longest input the model reads)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where the served weights come from: the model's settings and what versions them."""
+
+    cfg: charlm.Config | Classifier  # the model's sizes and how it was trained
     run: str  # the run folder's name
     framework: str
     step: int
 
+    @property
+    def kind(self) -> str:
+        return CLASSIFIER if isinstance(self.cfg, Classifier) else CHARLM
 
-def read_run(run_dir) -> tuple[charlm.Config, str]:
-    """A training_loop (or serving) run folder's char-LM settings and framework (config.json)."""
+
+def read_run(run_dir) -> tuple[charlm.Config | Classifier, str]:
+    """A training_loop (or serving) run folder's char-LM settings, or a cnn_classifier run
+    folder's Classifier, and its framework (config.json)."""
     saved = read_config(run_dir)
     require(
-        saved.lab in ("training_loop", "serving"),
-        f"run_dir={str(run_dir)!r}: a {saved.lab!r} run; serving takes training_loop runs",
+        saved.lab in SERVED_LABS,
+        f"run_dir={str(run_dir)!r}: a {saved.lab!r} run; serving takes training_loop and "
+        "cnn_classifier runs",
     )
-    names = {f.name for f in dataclasses.fields(charlm.Config)}
-    cfg = from_dict(charlm.Config, {k: v for k, v in saved.config.items() if k in names})
+    kind = Classifier if saved.lab == "cnn_classifier" else charlm.Config
+    names = {f.name for f in dataclasses.fields(kind)}
+    cfg = from_dict(kind, {k: v for k, v in saved.config.items() if k in names})
     return cfg, saved.framework
+
+
+@functools.cache
+def load_labelled(cls: Classifier) -> labelled.Labelled:
+    """The classifier's corpus: its splits, vocabulary and class names, as the run made them."""
+    return labelled.prepare(
+        cls.dataset, seed=cls.split_seed, min_count=cls.min_count, max_size=cls.max_vocab
+    )
 
 
 def load_corpus() -> shakespeare.CharCorpus:
@@ -228,6 +271,32 @@ def check_batches(corpus: shakespeare.CharCorpus, block_size: int) -> list[np.nd
     return [window_batch(val, block_size, b, 12345, b)[0] for b in CHECK_BATCHES]
 
 
+def classifier_batches(cls: Classifier) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Texts of the test split as the classifier's input at the longest length, T =
+    max(max_length, MIN_WORDS) words: the first B texts for each B of CHECK_BATCHES, then the
+    7 longest (cut at max_length). Each (ids (B, T) int64, lengths (B,) int64)."""
+    test = load_labelled(cls).splits["test"]
+    longest = np.argsort(-np.asarray(test["length"]), kind="stable")[:7]
+    T = max(cls.max_length, MIN_WORDS)
+    batches = []
+    for rows in [np.arange(b) for b in CHECK_BATCHES] + [longest]:
+        picked = test[rows]
+        lengths = np.minimum(picked["length"], cls.max_length).astype(np.int64)  # (B,)
+        ids = np.full((len(rows), T), labelled.PAD, np.int64)  # (B, T)
+        for i, (row, n) in enumerate(zip(picked["ids"], lengths, strict=True)):
+            ids[i, :n] = row[:n]
+        batches.append((ids, lengths))
+    return batches
+
+
+def check_inputs(source: Source) -> list[tuple[np.ndarray, ...]]:
+    """The inputs the export is checked on, each a tuple of the model's arguments: (x,) for
+    the char LM (check_batches), (ids, lengths) for the classifier (classifier_batches)."""
+    if source.kind == CLASSIFIER:
+        return classifier_batches(source.cfg)
+    return [(x,) for x in check_batches(load_corpus(), source.cfg.block_size)]
+
+
 def bench_batches(block_size: int) -> list[np.ndarray]:
     """`week1 bench serving`: a batch of 1 window and one of 32 (a server's batch)."""
     val = load_corpus().split(0.1)[1]
@@ -235,10 +304,13 @@ def bench_batches(block_size: int) -> list[np.ndarray]:
 
 
 def manifest(fmt: str, file: str, source: Source, exporter: str) -> dict:
-    """serving.json: the format and file, the vocabulary, the model's sizes, and the version
-    of what was exported (run, step, settings, data hash)."""
+    """serving.json: the kind of model, the format and file, the vocabulary, the model's sizes,
+    and the version of what was exported (run, step, settings, data hash)."""
+    if source.kind == CLASSIFIER:
+        return classifier_manifest(fmt, file, source, exporter)
     corpus = load_corpus()
     return {
+        "kind": CHARLM,
         "format": fmt,
         "file": file,
         "architecture": "CharMLP",
@@ -259,35 +331,86 @@ def manifest(fmt: str, file: str, source: Source, exporter: str) -> dict:
     }
 
 
+def classifier_manifest(fmt: str, file: str, source: Source, exporter: str) -> dict:
+    """serving.json of a classifier: what turns a raw text into the model's input (the
+    tokenizer's pattern over the lower-cased text, the vocabulary: PAD, UNK, then words), the
+    class names, the lengths, and the version (run, step, settings, hash of the training ids)."""
+    cls = source.cfg
+    corpus = load_labelled(cls)
+    train_ids = np.concatenate(list(corpus.splits["train"]["ids"])).astype(np.int32)
+    return {
+        "kind": CLASSIFIER,
+        "format": fmt,
+        "file": file,
+        "architecture": "KimCNN",
+        "tokenizer": {"pattern": labelled.TOKEN_PATTERN, "lowercase": True},
+        "vocab": list(corpus.vocab.words),
+        "pad_id": labelled.PAD,
+        "unk_id": labelled.UNK,
+        "labels": list(corpus.label_names),
+        "max_length": cls.max_length,
+        "min_length": MIN_WORDS,
+        "widths": list(WIDTHS),
+        "n_embd": cls.n_embd,
+        "n_maps": cls.n_maps,
+        "exporter": exporter,
+        "source": {
+            "framework": source.framework,
+            "run": source.run,
+            "step": source.step,
+            "config": dataclasses.asdict(cls),
+            "data": f"{cls.dataset} training split (week1.data.labelled)",
+            "data_ids_sha256": hashlib.sha256(train_ids.tobytes()).hexdigest(),
+        },
+    }
+
+
 def write_manifest(folder, content: dict) -> pathlib.Path:
     path = pathlib.Path(folder) / MANIFEST
     path.write_text(json.dumps(content, indent=2, sort_keys=True))
     return path
 
 
-def check_exports(eager: list[np.ndarray], exported: dict[str, list[np.ndarray]]) -> dict:
-    """Each export's logits against the eager model's on every check batch, F32 tier at the
+def check_exports(
+    inputs: list[tuple], eager: list[np.ndarray], exported: dict[str, list[np.ndarray]]
+) -> dict:
+    """Each export's logits against the eager model's on every check input, F32 tier at the
     scale of each row: a row whose largest |logit| is s > 1 is divided by s first. Two float32
     computations in different orders differ by rounding at the scale of the row's large terms
     (a trained model's logits reach tens), so a logit near 0 beside them cannot be held to 1e-5
     of itself; at s <= 1 (an initialised model, the parity tests) this is plain F32. Prints the
-    table, raises if one is outside, returns the worst absolute difference."""
+    table (each input as B x T), raises if one is outside, returns the worst absolute
+    difference."""
     rows = []
     for name, outs in exported.items():
-        for ref, out in zip(eager, outs, strict=True):
+        for xs, ref, out in zip(inputs, eager, outs, strict=True):
             scale = np.maximum(np.abs(ref).max(axis=1, keepdims=True), 1.0)  # (B, 1)
             diff = measure(out / scale, ref / scale, F32)
             worst = float(np.abs(out - ref).max())
-            rows.append((name, len(ref), worst, diff.headroom, "ok" if diff.ok else "NO"))
+            shape = " x ".join(map(str, xs[0].shape))  # the LM's x, the classifier's ids
+            if len(xs) > 1:  # the classifier's lengths
+                shape += f", longest text {xs[1].max()} words"
+            rows.append((name, shape, worst, diff.headroom, "ok" if diff.ok else "NO"))
     report.table(
         "exported vs eager logits (F32 tier at each row's scale; headroom 1 = at the limit)",
-        ["export", "batch", "max |diff|", "headroom", "within"],
+        ["export", "input B x T", "max |diff|", "headroom", "within"],
         rows,
     )
     bad = [row for row in rows if row[-1] != "ok"]
     if bad:
         raise RuntimeError(f"an export disagrees with the eager model: {bad[0]}")
     return {"export_max_abs_diff": max(row[2] for row in rows)}
+
+
+def export_checked(lab, model, folder, source: Source) -> dict:
+    """Export `model` into `folder` with the framework module `lab`, reload the export (as the
+    server does) and check it against the eager model on check_inputs (check_exports: raises
+    if one disagrees); the worst difference."""
+    lab.export(model, folder, source)
+    inputs = check_inputs(source)
+    eager = [lab.eager_logits(model, *xs) for xs in inputs]
+    exported = {name: [f(*xs) for xs in inputs] for name, f in lab.reload(folder).items()}
+    return check_exports(inputs, eager, exported)
 
 
 def run(cfg: Config, run, lab) -> dict:
@@ -298,11 +421,8 @@ def run(cfg: Config, run, lab) -> dict:
     model, source = lab.restore_run(cfg.run_dir) if cfg.run_dir else lab.train_model(cfg, run)
     if run.should_stop():
         return {"trained_steps": source.step}
-    folder = lab.export(model, run.path("export"), source)
-    batches = check_batches(load_corpus(), source.cfg.block_size)
-    eager = [lab.eager_logits(model, x) for x in batches]
-    exported = {name: [f(x) for x in batches] for name, f in lab.reload(folder).items()}
-    checked = check_exports(eager, exported)
+    folder = run.path("export")
+    checked = export_checked(lab, model, folder, source)
     return {"served_step": source.step, **checked, **load_test(cfg, folder, run)}
 
 

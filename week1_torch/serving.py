@@ -1,6 +1,6 @@
-"""Serving lab in PyTorch: export the char-MLP LM with torch.export (an ExportedProgram, and ONNX
-from it for onnxruntime), check the exports against the eager model; labs/serving.py serves
-and loads them.
+"""Serving lab in PyTorch: export the char-MLP LM, or a cnn_classifier run's KimCNN, with
+torch.export (an ExportedProgram, and ONNX from it for onnxruntime), check the exports against
+the eager model; labs/serving.py serves and loads them.
 
 Read beside week1_jax/serving.py: the same functions in the same order.
 """
@@ -19,17 +19,35 @@ from week1 import charlm, loop
 from week1.timing import time_calls
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import checkpoint, devices
-from week1_torch.lib.models import CharMLP
+from week1_torch.lib.models import CharMLP, KimCNN
 
 ONNX_FILE, PROGRAM_FILE = "model.onnx", "model.pt2"
 CPU = torch.device("cpu")
 
 
-def restore_run(run_dir) -> tuple[CharMLP, spec.Source]:
-    """The model of a training_loop run folder's newest intact checkpoint (its weights only:
-    serving needs no optimizer state) and where it comes from."""
+def build_model(cfg: charlm.Config | spec.Classifier) -> CharMLP | KimCNN:
+    """The model a run's settings describe: the char-MLP LM, or a classifier's KimCNN (its
+    vocabulary and classes from the run's corpus), initialised (a checkpoint's weights go in
+    next)."""
+    if isinstance(cfg, spec.Classifier):
+        corpus = spec.load_labelled(cfg)
+        return KimCNN(
+            corpus.vocab.size,
+            cfg.n_embd,
+            cfg.n_maps,
+            corpus.num_classes,
+            widths=spec.WIDTHS,
+            init_range=0.0,  # every weight comes from the checkpoint
+            dropout=0.0,
+        )
+    return lm.build_model(cfg, spec.load_corpus().vocab_size)
+
+
+def restore_run(run_dir) -> tuple[CharMLP | KimCNN, spec.Source]:
+    """The model of a training_loop or cnn_classifier run folder's newest intact checkpoint
+    (its weights only: serving needs no optimizer state) and where it comes from."""
     cfg, framework = spec.read_run(run_dir)
-    model = lm.build_model(cfg, spec.load_corpus().vocab_size)
+    model = build_model(cfg)
     step, state = checkpoint.load_state(pathlib.Path(run_dir) / "checkpoints")
     model.load_state_dict(state["model"])
     return model, spec.Source(cfg, pathlib.Path(run_dir).name, framework, step)
@@ -44,31 +62,44 @@ def train_model(cfg: spec.Config, run) -> tuple[CharMLP, spec.Source]:
 
 
 @torch.no_grad()
-def eager_logits(model: CharMLP, x: np.ndarray) -> np.ndarray:
-    """The eager model's next-character logits: x (B, T) ids -> (B, V) float32."""
+def eager_logits(model: CharMLP | KimCNN, *inputs: np.ndarray) -> np.ndarray:
+    """The eager model's logits: the LM's x (B, T) ids -> (B, V) next-character logits, the
+    classifier's ids (B, T), lengths (B,) -> (B, C) class logits; float32."""
     model.eval()
-    return model(devices.to_device(x, dtype=torch.long)[0]).cpu().numpy()
+    return model(*devices.to_device(*inputs, dtype=torch.long)).cpu().numpy()
 
 
-def export(model: CharMLP, folder, source: spec.Source) -> pathlib.Path:
-    """torch.export the forward pass with a symbolic batch dimension; save the ExportedProgram
-    (torch.export.save) and the ONNX file made from it (torch.onnx.export, dynamo=True), which
-    the server runs on onnxruntime; serving.json names the ONNX file."""
+def export(model: CharMLP | KimCNN, folder, source: spec.Source) -> pathlib.Path:
+    """torch.export the forward pass with a symbolic batch dimension (and for the classifier a
+    symbolic text length, at least MIN_WORDS); save the ExportedProgram (torch.export.save) and
+    the ONNX file made from it (torch.onnx.export, dynamo=True), which the server runs on
+    onnxruntime; serving.json names the ONNX file."""
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = devices.place(model.eval(), CPU)
-    example = torch.zeros((2, source.cfg.block_size), dtype=torch.long)  # (B, T)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+    if source.kind == spec.CLASSIFIER:
+        T = spec.MIN_WORDS
+        length = torch.export.Dim("length", min=T, max=max(source.cfg.max_length, T))
+        examples = (
+            torch.zeros((2, T), dtype=torch.long),  # ids (B, T)
+            torch.full((2,), T, dtype=torch.long),  # lengths (B,)
+        )
+        dynamic = {"ids": {0: batch, 1: length}, "lengths": {0: batch}}
+        names = ["ids", "lengths"]
+    else:
+        examples = (torch.zeros((2, source.cfg.block_size), dtype=torch.long),)  # (B, T)
+        dynamic, names = {"x": {0: batch}}, ["ids"]
+    program = torch.export.export(model, examples, dynamic_shapes=dynamic)
     torch.export.save(program, folder / PROGRAM_FILE)
     torch.onnx.export(
         program,
-        (example,),
+        examples,
         folder / ONNX_FILE,
         dynamo=True,
-        input_names=["ids"],
+        input_names=names,
         output_names=["logits"],
-        external_data=False,  # one self-contained file (the weights are 0.3 MB)
+        external_data=False,  # one self-contained file (the LM's weights are 0.3 MB)
         verbose=False,
     )
     exporter = f"torch {torch.__version__}: torch.export + torch.onnx.export(dynamo=True)"
@@ -77,28 +108,34 @@ def export(model: CharMLP, folder, source: spec.Source) -> pathlib.Path:
 
 
 def reload(folder) -> dict:
-    """The exports reloaded from `folder`, each as x (B, T) ids -> (B, V) logits: the ONNX file
-    on onnxruntime (as the server runs it) and the ExportedProgram from torch.export.load."""
+    """The exports reloaded from `folder`, each taking the eager model's inputs (eager_logits)
+    to its logits: the ONNX file on onnxruntime (as the server runs it) and the ExportedProgram
+    from torch.export.load."""
     import onnxruntime as ort
 
     folder = pathlib.Path(folder)
     session = ort.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
     program = torch.export.load(folder / PROGRAM_FILE).module()
 
-    @torch.no_grad()
-    def from_program(x):
-        return program(torch.from_numpy(np.asarray(x, np.int64))).numpy()
+    def from_onnx(*inputs):
+        feed = {n: np.asarray(a, np.int64) for n, a in zip(names, inputs, strict=True)}
+        return session.run(None, feed)[0]
 
-    return {
-        "ONNX on onnxruntime": lambda x: session.run(None, {"ids": np.asarray(x, np.int64)})[0],
-        "ExportedProgram": from_program,
-    }
+    @torch.no_grad()
+    def from_program(*inputs):
+        return program(*(torch.from_numpy(np.asarray(a, np.int64)) for a in inputs)).numpy()
+
+    return {"ONNX on onnxruntime": from_onnx, "ExportedProgram": from_program}
 
 
 def export_run(run_dir, folder) -> pathlib.Path:
-    """`week1 serve RUN_DIR`: the run's newest checkpoint, exported into `folder`."""
+    """`week1 serve RUN_DIR`: the run's newest checkpoint, exported into `folder` and checked
+    against the eager model (labs/serving.py's export_checked: an export that disagrees is
+    never served)."""
     model, source = restore_run(run_dir)
-    return export(model, folder, source)
+    spec.export_checked(sys.modules[__name__], model, folder, source)
+    return pathlib.Path(folder)
 
 
 def run(cfg: spec.Config, run) -> dict:

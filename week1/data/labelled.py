@@ -68,7 +68,9 @@ SPECIALS = ("<pad>", "<unk>")
 POLARITY_LABELS = ("rotten", "fresh")
 TOPIC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
 SPLITS = ("train", "validation", "test")
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|n't|'[a-z]+|[^\sa-z0-9]")
+# tokenize's words, in lower-cased text (an export for serving carries the pattern itself)
+TOKEN_PATTERN = r"[a-z0-9]+(?:'[a-z]+)?|n't|'[a-z]+|[^\sa-z0-9]"
+_WORD = re.compile(TOKEN_PATTERN)
 
 
 def tokenize(text: str) -> list[str]:
