@@ -13,7 +13,9 @@ parity tests check the loss, the gradients and 20-step trajectories (F32), and
 the bf16 policy within the BF16 tier.
 
 Torch (week1_torch/fsdp.py): FSDP2, `fully_shard`, parameters as DTensors
-sharded on dim 0. It is called per block, then on the root: each call makes
+sharded on dim 0 (`shard_rows` writes out which rows each rank keeps; the run
+checks it against every rank's local shards: "shard_rows == fully_shard's local
+shards" and the head's rows per rank in the summary). It is called per block, then on the root: each call makes
 one unit whose parameters are all-gathered together just before that unit runs
 and freed after, so at most one block is whole at a time. A transformer calls
 it on every block; the char MLP has no blocks, so its two large layers, `fc1`
@@ -214,6 +216,23 @@ EXERCISES = (
                 "test_fsdp.py::test_jax_fsdp_equals_single_device",
                 "test_fsdp.py::test_jax_memory_per_device_is_about_1_over_n",
             ),
+        ),
+    ),
+    Exercise(
+        "shard_rows",
+        hints=(
+            (
+                "FSDP2 keeps 1/N of every parameter on each rank, cut along dim 0; the forward "
+                "all-gathers the N pieces back into the whole parameter."
+            ),
+            (
+                "torch.chunk's rule: chunks of ceil(d0 / N) rows, so the last ranks' shards are "
+                "shorter or empty; rank r keeps rows [r c, (r + 1) c)."
+            ),
+        ),
+        torch=Part(
+            "week1_torch/fsdp.py::shard_rows",
+            "test_fsdp.py::test_torch_shards_are_dim0_chunks",
         ),
     ),
 )

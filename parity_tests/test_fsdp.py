@@ -16,7 +16,15 @@ from week1 import convert
 from week1.config import UsageError
 from week1.parallel import loop_config, worker_args
 from week1.runs import read_metrics, read_summary
-from week1.tolerances import BF16, BF16_FINAL_LOSS, F32, TRAJECTORY, assert_close, assert_tree_close
+from week1.tolerances import (
+    BF16,
+    BF16_FINAL_LOSS,
+    EXACT,
+    F32,
+    TRAJECTORY,
+    assert_close,
+    assert_tree_close,
+)
 from week1_jax import fsdp as jax_fsdp
 from week1_jax.lib import parallel as jax_parallel
 from week1_torch import fsdp as torch_fsdp
@@ -125,6 +133,23 @@ def test_torch_fsdp_equals_single_device(torch_fsdp_run, torch_single):
     (losses, grads, _), _, _ = torch_fsdp_run
     assert_tree_close("torch FSDP x2 vs 1 device, grads step 1", grads, torch_single[1], F32)
     assert_close("torch FSDP x2 vs 1 device", "20-step losses", losses, torch_single[0], TRAJECTORY)
+
+
+@multidevice.cpu_simulation
+def test_torch_shards_are_dim0_chunks(torch_fsdp_run, data):
+    """shard_rows, written out, cuts every parameter as fully_shard does, on each of the 2 ranks
+    (exactly); an odd vocabulary size makes the embedding's and head's shards uneven."""
+    *_, ranks = torch_fsdp_run
+    files = sorted((ranks / torch_fsdp.SHARDS).iterdir())
+    assert [f.name for f in files] == ["rank0", "rank1"]
+    shards = [torch_parallel.load_result(f)[1] for f in files]
+    for rank, arrays in enumerate(shards):
+        hand = {k.removeprefix("hand/"): v for k, v in arrays.items() if k.startswith("hand/")}
+        fsdp = {k.removeprefix("fsdp/"): v for k, v in arrays.items() if k.startswith("fsdp/")}
+        assert hand.keys() == fsdp.keys() and hand
+        assert_tree_close(f"torch shard_rows vs fully_shard, rank {rank}", hand, fsdp, EXACT)
+    V = data.vocab_size
+    assert [len(s["fsdp/head.weight"]) for s in shards] == [(V + 1) // 2, V // 2]
 
 
 @multidevice.cpu_simulation

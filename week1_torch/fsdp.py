@@ -15,6 +15,7 @@ import functools
 import pathlib
 import sys
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -27,15 +28,46 @@ from week1.parallel import check_batch_split, loop_config, worker_args
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, parallel, parallelize
 
-# No counterpart in JAX: fully_shard, and the rank entry point torchrun starts (JAX runs in
-# one process).
-FRAMEWORK_ONLY = ("replicated_memory_bytes", "worker")
+# No counterpart in JAX: fully_shard, the shard written out beside it (JAX's layout is the
+# PartitionSpec of param_spec), and the rank entry point torchrun starts (JAX runs in one
+# process).
+FRAMEWORK_ONLY = ("shard_rows", "hand_shards", "replicated_memory_bytes", "worker")
+SHARDS = "shards"  # the worker's folder for hand_shards' result, one file per rank
 
 
 def _sharded(model, device, mixed_precision: bool = False):
     """The char MLP under FSDP2: its two large layers (the stand-ins for transformer blocks)
     sharded as units of their own, the root taking the embedding and LayerNorm."""
     return parallelize.apply_fsdp(model, device, (model.fc1, model.head), mixed_precision)
+
+
+def shard_rows(full: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """The rows of a parameter FSDP2 keeps on `rank`: dim 0 cut as torch.chunk cuts it,
+
+        rows [rank c, min((rank + 1) c, d0)),   c = ceil(d0 / N)
+
+    so the last ranks' shards are shorter, or empty, when N does not divide d0. A rank holds
+    about 1/N of every parameter, and so of its gradient and optimizer state; a unit's forward
+    all-gathers the N shards into the full parameter and frees it after. Reference: Zhao et al.
+    (2023), "PyTorch FSDP"; torch.distributed.fsdp.fully_shard ("sharded on dim-0").
+    """
+    rows = -(-full.shape[0] // world_size)  # ceil(d0 / N)
+    return full[rank * rows : (rank + 1) * rows]  # (<= c, ...)
+
+
+def hand_shards(cfg: spec.Config, data: charlm.Data, device) -> dict:
+    """This rank's shards of cfg.seed's init two ways, numpy by state_dict name: "hand/<name>"
+    cut by shard_rows from the whole model, "fsdp/<name>" the local part of fully_shard's
+    DTensor."""
+    loop_cfg = loop_config(cfg)
+    full = lm.build_model(loop_cfg, data.vocab_size)
+    model = _sharded(devices.place(lm.build_model(loop_cfg, data.vocab_size), device), device)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    hand = {
+        f"hand/{n}": shard_rows(p.detach(), rank, world_size) for n, p in full.named_parameters()
+    }
+    fsdp = {f"fsdp/{n}": p.to_local().detach() for n, p in model.named_parameters()}
+    return {k: v.cpu().numpy() for k, v in (hand | fsdp).items()}
 
 
 def replicated_memory_bytes(cfg: spec.Config, data: charlm.Data, device) -> dict[str, int]:
@@ -165,6 +197,16 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     _, single = lm.train(loop_cfg, charlm.load_data(loop_cfg))
     ranks = n * cfg.nnodes
     summary = {"ranks": ranks, f"final loss x{ranks}": losses[-1]}
+    shards = [parallel.load_result(f)[1] for f in sorted((out / SHARDS).iterdir())]
+    summary["shard_rows == fully_shard's local shards"] = all(
+        np.array_equal(s[k], s["fsdp/" + k.removeprefix("hand/")])
+        for s in shards
+        for k in s
+        if k.startswith("hand/")
+    )
+    summary["head.weight rows per rank"] = ", ".join(
+        str(len(s["fsdp/head.weight"])) for s in shards
+    )
     if cfg.nnodes == 1:
         summary[f"final loss resumed on x{half}"] = parallel.load_result(out / "resume")[0][-1]
     return {
@@ -214,6 +256,10 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                 parallel.save_history(out_dir, history)
         else:
             mode, compile = parallel.mode_and_compile(mode)
+            if mode == "train":
+                shards = hand_shards(cfg, data, device)
+                parallel.save_result(pathlib.Path(out_dir) / SHARDS / f"rank{dist.get_rank()}",
+                                     [], shards)  # fmt: skip
             losses, grads, sharded = train(
                 cfg,
                 data,
