@@ -1,10 +1,11 @@
 """`week1 serve` against a real server on 127.0.0.1, started and stopped by the tests (bounded in
 time): readiness, generation, batching, metrics, and the faults of labs/serving.py's handout:
 bad requests get a 4xx with a message and the server keeps serving, a client that hangs up
-does not wedge the batcher, SIGTERM under load loses no accepted request.
+does not wedge the batcher, SIGTERM under load loses no accepted request. Then the same server
+on a classifier export: /v1/classify, its bad requests, its metrics, a cnn_classifier run folder.
 
-The model is a small char-MLP exported by the torch lab module (ONNX on onnxruntime: the
-server process imports no framework, so it starts in a second or two).
+The models are a small char-MLP and a small KimCNN exported by the torch lab module (ONNX on
+onnxruntime: the server process imports no framework, so it starts in a second or two).
 """
 
 import asyncio
@@ -18,16 +19,20 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import torch
 
 from labs import serving as spec
 from week1 import charlm
 from week1.cli import main
 from week1.commands import serve
 from week1.config import as_dict
+from week1.data import labelled
 from week1.tolerances import F32, assert_close
 from week1_torch import serving as torch_lab
 from week1_torch.lib import charlm as torch_lm
+from week1_torch.lib.models import KimCNN
 
 try:
     import httpx
@@ -279,3 +284,171 @@ def test_the_cli_and_the_lab_modules_import_without_the_serving_extra():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "serving" in result.stdout
+
+
+# --- a classifier export: POST /v1/classify ------------------------------------------------
+
+CLS = spec.Classifier("polarity", split_seed=0, min_count=2, max_vocab=30000, n_embd=8,
+                      n_maps=4, max_length=32)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(extra, tmp_path_factory):
+    corpus = spec.load_labelled(CLS)
+    torch.manual_seed(0)
+    model = KimCNN(corpus.vocab.size, CLS.n_embd, CLS.n_maps, corpus.num_classes,
+                   widths=spec.WIDTHS, init_range=0.25, dropout=0.0)  # fmt: skip
+    out = tmp_path_factory.mktemp("classifier")
+    return torch_lab.export(model, out, spec.Source(CLS, "test", "torch", 0))
+
+
+@pytest.fixture(scope="module")
+def classifier_server(classifier_folder, tmp_path_factory):
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    running = start(classifier_folder, log)
+    yield running.url
+    status = spec.stop_server(running.process, timeout_s=30.0)
+    assert status == 128 + signal.SIGTERM, log.read_text()[-2000:]
+
+
+def classify(url, **body):
+    return httpx.post(f"{url}/v1/classify", json=body, timeout=30.0)
+
+
+def expected(folder, texts: list[str]) -> list[np.ndarray]:
+    """The export's class probabilities for `texts`, one at a time, computed here with the
+    server's own functions (encode_text, classify)."""
+    model = serve.load_model(folder)
+    manifest = model.manifest
+    pattern = re.compile(manifest["tokenizer"]["pattern"])
+    index = {w: i for i, w in enumerate(manifest["vocab"])}
+    return [
+        serve.classify(model, [serve.encode_text(t, pattern, index, manifest)[0]])[0] for t in texts
+    ]
+
+
+def test_classify_answers_a_label_and_the_probabilities_of_the_export(
+    classifier_server, classifier_folder
+):
+    text = "A gorgeous, moving film; the best of the year."
+    answer = classify(classifier_server, text=text)
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    (want,) = expected(classifier_folder, [text])
+    labels = list(labelled.POLARITY_LABELS)
+    assert list(got["probabilities"]) == labels
+    assert_close("classify", "probabilities", np.array(list(got["probabilities"].values())), want,
+                 F32)  # fmt: skip
+    assert got["label"] == labels[int(np.argmax(want))]
+    assert got["words_used"] == 12 and got["coverage"] == 1.0
+    assert got["model_version"] == serve.load_model(classifier_folder).version
+
+
+def test_classify_many_texts_in_one_request(classifier_server, classifier_folder):
+    """ "texts": one prediction per text, in order; a text over max_length words is cut there."""
+    texts = ["Dull.", "A triumph of a film!", "word " * 100, "zzzqqq xxyyzz"]
+    got = classify(classifier_server, texts=texts).json()
+    predictions = got["predictions"]
+    assert [p["words_used"] for p in predictions] == [2, 6, CLS.max_length, 2]
+    assert predictions[3]["coverage"] == 0.0  # no word in the vocabulary
+    for p, want in zip(predictions, expected(classifier_folder, texts), strict=True):
+        assert_close("classify texts", "probabilities", np.array(list(p["probabilities"].values())),
+                     want, F32)  # fmt: skip
+    assert 1 <= got["batch_size"] <= MAX_BATCH
+
+
+BAD_CLASSIFY = [
+    ("empty text", b'{"text": ""}', 422, "text: String should have at least 1 character"),
+    ("only spaces", b'{"text": "   "}', 422, "text: no words in it"),
+    ("too long", b'{"text": "' + b"a" * (serve.MAX_TEXT_CHARS + 1) + b'"}', 422,
+     "text: String should have at most 32768 characters"),
+    ("a number", b'{"text": 5}', 422, "text: Input should be a valid string"),
+    ("texts a string", b'{"texts": "good"}', 422, "texts: Input should be a valid list"),
+    ("texts empty", b'{"texts": []}', 422, "texts: List should have at least 1 item"),
+    ("a text in texts empty", b'{"texts": ["good", ""]}', 422, "texts.1: String should have"),
+    ("neither", b'{}', 422, 'body: give "text" \\(a string\\) or "texts"'),
+    ("both", b'{"text": "a", "texts": ["b"]}', 422, 'body: give "text"'),
+    ("a list body", b'["good"]', 422, "body: Input should be a valid dictionary"),
+    ("malformed JSON", b'{"text": "good', 422, "malformed JSON"),
+    ("unknown field", b'{"text": "good", "top_k": 1}', 422, "top_k: Extra inputs"),
+    ("10 MB body", b'{"text": "' + b"a" * 10_000_000 + b'"}', 413, "limit is 65536 bytes"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body, status, message", [b[1:] for b in BAD_CLASSIFY], ids=[b[0] for b in BAD_CLASSIFY]
+)
+def test_a_bad_classify_request_gets_a_4xx_with_a_message_and_the_server_keeps_serving(
+    classifier_server, body, status, message
+):
+    response = httpx.post(f"{classifier_server}/v1/classify", content=body, headers=JSON,
+                          timeout=30.0)  # fmt: skip
+    assert response.status_code == status
+    assert re.search(message, response.json()["detail"]), response.json()
+    assert classify(classifier_server, text="good").status_code == 200
+
+
+def test_the_endpoint_of_the_other_kind_of_model_is_a_404_naming_the_right_one(
+    server, classifier_server
+):
+    lm = httpx.post(f"{server}/v1/classify", json={"text": "good"}, timeout=30.0)
+    assert lm.status_code == 404
+    assert "has a character LM; POST /v1/generate" in lm.json()["detail"]
+    cls = generate(classifier_server, prompt="ROMEO:")
+    assert cls.status_code == 404
+    assert "text classifier (rotten, fresh); POST /v1/classify" in cls.json()["detail"]
+
+
+async def _concurrent_classify(url, n):
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+        return await asyncio.gather(
+            *(client.post("/v1/classify", json={"text": f"film number {i}"}) for i in range(n))
+        )
+
+
+def test_classify_requests_share_batches_and_the_metrics_count_them(classifier_server):
+    before = httpx.get(f"{classifier_server}/metrics").text
+    responses = asyncio.run(_concurrent_classify(classifier_server, 24))
+    assert all(r.status_code == 200 for r in responses)
+    sizes = [r.json()["batch_size"] for r in responses]
+    assert max(sizes) > 1 and max(sizes) <= MAX_BATCH, sizes
+    text = httpx.get(f"{classifier_server}/metrics").text
+
+    def predicted(text):
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("week1_predictions_total{")
+        )
+
+    assert predicted(text) == predicted(before) + 24
+    assert 'kind="classifier"' in text  # week1_model_info
+    ok = 'week1_requests_total{endpoint="/v1/classify",status="200"}'
+    assert metric(text, ok) >= 24
+
+
+def test_a_cnn_classifier_run_folder_is_exported_checked_then_served(extra, tmp_path):
+    """`week1 serve RUN_DIR` on a cnn_classifier run: its newest checkpoint exported into
+    RUN_DIR/serving (checked against the eager model on the way), the manifest names the kind,
+    classes, lengths and vocabulary, and the served logits are the trained model's."""
+    from labs import cnn_classifier as cnn_spec
+    from week1 import loop
+    from week1_torch import cnn_classifier as cnn_lab
+
+    cfg = cnn_spec.Config(steps=2, batch_size=8, n_embd=8, n_maps=4, max_length=32,
+                          warmup_steps=1, eval_every=2, eval_batch_size=64)  # fmt: skip
+    data = cnn_spec.load_data(cfg)
+    ctx = loop.Context(checkpoint_dir=tmp_path / "checkpoints")
+    model, _ = cnn_lab.train(cfg, data, ctx=ctx)
+    config = {"lab": "cnn_classifier", "framework": "torch", "config": as_dict(cfg)}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    folder = serve.resolve(tmp_path)
+    assert folder == tmp_path / "serving"
+    manifest = serve.read_manifest(folder)
+    assert manifest["kind"] == "classifier" and manifest["labels"] == ["rotten", "fresh"]
+    assert manifest["max_length"] == 32 and manifest["vocab"] == list(data.corpus.vocab.words)
+    assert (manifest["source"]["step"], manifest["source"]["run"]) == (2, tmp_path.name)
+    ids, lengths = spec.classifier_batches(spec.read_run(tmp_path)[0])[2]
+    served = serve.load_model(folder).logits(ids, lengths)
+    eager = torch_lab.eager_logits(model, ids, lengths)  # dropout off
+    assert_close("serve cnn_classifier RUN_DIR", "logits", served, eager, F32)
