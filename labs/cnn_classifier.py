@@ -17,7 +17,8 @@ rounding on any padded batch.
 The layouts differ: torch's Conv1d takes (B, C, L) inputs and stores weights as
 (out, in, k); Flax's nnx.Conv takes (B, L, C) and stores (k, in, out). WEIGHT_MAP
 (week1/convert.py's KIM_CNN) is the literal table that converts one into the other (a
-transpose (2, 1, 0)). The model itself, KimCNN, is in week1_{jax,torch}/lib/models.py.
+transpose (2, 1, 0)). The model itself, KimCNN, is in week1_{jax,torch}/lib/models.py: the
+serving lab exports a trained run and serves it (`week1 serve RUN_DIR`, POST /v1/classify).
 
 Embeddings (`--embeddings`): `rand` learns them from U[-0.25, 0.25] (CNN-rand);
 `static` (frozen) and `non-static` (fine-tuned) start from word2vec vectors given by

@@ -5,8 +5,8 @@ What it teaches
 A model is not done when its loss is low: it has to be answered from, fast, by many
 clients at once, without the training code, and it has to keep answering when the
 traffic is odd or the process is told to stop. This lab takes the character-level
-MLP LM of the training_loop lab through the steps a team would take, on the parts a
-team would use:
+MLP LM of the training_loop lab (and, in 4, the Kim CNN of the cnn_classifier lab) through
+the steps a team would take, on the parts a team would use:
 
 1. Export, checked. torch: `torch.export.export` (an ExportedProgram, saved with
    `torch.export.save`) and from it an ONNX file (`torch.onnx.export(..., dynamo=True)`)
@@ -26,6 +26,18 @@ team would use:
    setting (`--batching=max_batch:max_wait_ms,...`) and drives it with a bounded
    asynchronous load generator (httpx; each level stops after `requests` requests or
    `duration_s` seconds): latency percentiles and throughput per concurrency.
+4. A classifier too. `week1 serve` on a cnn_classifier run folder exports its Kim CNN
+   (KimCNN, week1_{jax,torch}/lib/models.py) the same two ways, with the batch and the text
+   length symbolic, checks the export against the eager model on 1, 7 and 64 test texts and
+   on the 7 longest (cut at max_length words, the longest input), and answers
+   POST /v1/classify through the same batcher, /ready, /metrics and SIGTERM:
+   {"text": "..."} -> the label, every class's probability, the words the model read, the
+   vocabulary coverage and model_version; {"texts": [...]} classifies up to 64 texts in one
+   request, each a row of the batch. serving.json says which kind of model a folder holds
+   ("charlm" or "classifier"); a classifier's carries what turns raw text into ids without
+   the training code: the tokenizer's pattern, the vocabulary (PAD, UNK, then words), the
+   class names and max_length. The endpoint of the other kind answers 404, naming the right
+   one.
 
 The production mindset, in the course's terms
 ---------------------------------------------
@@ -50,12 +62,16 @@ The production mindset, in the course's terms
 - Monitoring drift. /metrics exports histograms of prompt length and of vocabulary
   coverage (the fraction of prompt characters the model's vocabulary knows; unknown ones
   are fed as padding). Training text scores 1.0; a falling coverage is traffic the model
-  was not trained for, long before anyone reads a sample.
+  was not trained for, long before anyone reads a sample. For the classifier the coverage
+  counts words (unknown ones are fed as <unk>), and `week1_predictions_total{label}` counts
+  the answers by class: a label mix that moves is the traffic, or the world, changing.
 - Rollback. The export folder is immutable and self-describing: rolling back is starting
   the server on the previous folder and waiting for /ready before moving traffic
   (readiness, not liveness, is what a load balancer should ask).
 - Faults. Malformed JSON, an empty prompt, a negative max_tokens, a NaN temperature, a
-  10 MB body: each is a 4xx with a message, and the server keeps serving. A client that
+  10 MB body; for /v1/classify an empty or blank text, a text over 32768 characters, a
+  number where a text belongs, "text" and "texts" together: each is a 4xx with a message
+  naming the field, and the server keeps serving. A client that
   hangs up does not wedge the batcher. SIGTERM closes the listening socket, finishes
   every accepted request, then exits (tests/test_serve.py runs each against a real
   server).
@@ -86,6 +102,9 @@ padded batch shape), then the first two requests on an open connection.
 `week1 bench serving` times the forward pass alone: eager (torch) or jit (JAX) against the
 exports, on 1 and 32 windows.
 
+The load test drives the char LM; the classifier goes through the same batcher and server,
+one forward pass per batch instead of one per generated character.
+
 Not covered: a GPU server (onnxruntime's CUDA execution provider, or the JAX export run on
 the device, with CUDA graphs); the same command would serve there, unmeasured here.
 
@@ -98,6 +117,20 @@ Run it (the serving extra: scripts/setup.sh installs it):
     curl -s localhost:8000/metrics | grep week1_
 The run folder keeps export/ (serving.json beside the model), server.log, load.json,
 results.md (the tables) and throughput_vs_p99.png.
+
+Serve a classifier (a cnn_classifier run of either framework; any variant or dataset):
+    week1 run cnn_classifier --framework jax
+    week1 serve runs/cnn_classifier-jax-...     (exports into its serving/, prints the check)
+    curl -s localhost:8000/v1/classify -H 'content-type: application/json' \
+        -d '{"text": "A gorgeous, moving film with a terrific cast."}'
+    curl -s localhost:8000/v1/classify -H 'content-type: application/json' \
+        -d '{"texts": ["Dull and lifeless.", "A triumph."]}'
+    curl -s localhost:8000/metrics | grep -E 'week1_(predictions|vocab_coverage)'
+Look for: the export check table (every row "ok") before the server says it listens; the
+probabilities of a response sum to 1 over the run's classes (rotten/fresh, or the five BBC
+topics); words_used stops at the run's max_length; coverage near 1 for review-like English
+and falling for other text; the predictions counter by label as traffic arrives. A second
+`week1 serve` on the same run reuses its serving/ until the run has a newer checkpoint.
 
 History: docs/history.md#frameworks-2016, #bengio-2003
 """

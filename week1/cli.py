@@ -16,7 +16,7 @@
     week1 export RUN_DIR DIR [--parity PATH]     a trained model as a Hugging Face Hub folder
     week1 push DIR --repo-id NAME [--private]    upload an exported folder to the Hub
     week1 serve RUN_OR_EXPORT [--port] [--max_batch] [--max_wait_ms]
-                                                 serve a char-MLP LM over HTTP (labs/serving.py)
+                                                 serve a char LM or a text classifier over HTTP
     week1 exercise <lab> [--framework F] [--dir D] | --list | <lab> --reset FUNCTION
                                                  a lab's functions as stubs to write (learner mode)
     week1 check <lab> [--framework F] [--dir D] [--watch] [--diff] [-v]
@@ -486,8 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--repo-id", required=True, help="user/name on the Hub")
     p.add_argument("--private", action="store_true")
-    p = sub.add_parser("serve", help="serve a run's char-MLP LM over HTTP: batching, metrics")
-    p.add_argument("path", help="an export folder (serving.json) or a training_loop run folder")
+    p = sub.add_parser("serve", help="serve a run's char LM or classifier over HTTP: batching")
+    p.add_argument(
+        "path", help="an export folder (serving.json), a training_loop or cnn_classifier run"
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--max_batch", type=int, default=32, help="requests per batch, at most")
