@@ -37,7 +37,9 @@ the steps a team would take, on the parts a team would use:
    ("charlm" or "classifier"); a classifier's carries what turns raw text into ids without
    the training code: the tokenizer's pattern, the vocabulary (PAD, UNK, then words), the
    class names and max_length. The endpoint of the other kind answers 404, naming the right
-   one.
+   one. A batch's texts are padded to the next power of two of its longest (16 words at
+   least, max_length at most), so JAX compiles one program per (batch, length) pair while
+   warming up, before /ready.
 
 The production mindset, in the course's terms
 ---------------------------------------------
@@ -412,8 +414,8 @@ def check_exports(
     computations in different orders differ by rounding at the scale of the row's large terms
     (a trained model's logits reach tens), so a logit near 0 beside them cannot be held to 1e-5
     of itself; at s <= 1 (an initialised model, the parity tests) this is plain F32. Prints the
-    table (each input as B x T), raises if one is outside, returns the worst absolute
-    difference."""
+    table (each input as B x T, with the longest text's words), raises if one is outside,
+    returns the worst absolute difference."""
     rows = []
     for name, outs in exported.items():
         for xs, ref, out in zip(inputs, eager, outs, strict=True):
@@ -422,11 +424,11 @@ def check_exports(
             worst = float(np.abs(out - ref).max())
             shape = " x ".join(map(str, xs[0].shape))  # the LM's x, the classifier's ids
             if len(xs) > 1:  # the classifier's lengths
-                shape += f", longest text {xs[1].max()} words"
+                shape += f" ({xs[1].max()} words)"
             rows.append((name, shape, worst, diff.headroom, "ok" if diff.ok else "NO"))
     report.table(
         "exported vs eager logits (F32 tier at each row's scale; headroom 1 = at the limit)",
-        ["export", "input B x T", "max |diff|", "headroom", "within"],
+        ["export", "input B x T (longest text)", "max |diff|", "headroom", "within"],
         rows,
     )
     bad = [row for row in rows if row[-1] != "ok"]

@@ -64,9 +64,11 @@ def train_model(cfg: spec.Config, run) -> tuple[CharMLP, spec.Source]:
 @torch.no_grad()
 def eager_logits(model: CharMLP | KimCNN, *inputs: np.ndarray) -> np.ndarray:
     """The eager model's logits: the LM's x (B, T) ids -> (B, V) next-character logits, the
-    classifier's ids (B, T), lengths (B,) -> (B, C) class logits; float32."""
+    classifier's ids (B, T), lengths (B,) -> (B, C) class logits; float32. The inputs go where
+    the model is (export leaves it on the CPU)."""
     model.eval()
-    return model(*devices.to_device(*inputs, dtype=torch.long)).cpu().numpy()
+    device = next(model.parameters()).device
+    return model(*devices.to_device(*inputs, dtype=torch.long, device=device)).cpu().numpy()
 
 
 def export(model: CharMLP | KimCNN, folder, source: spec.Source) -> pathlib.Path:
