@@ -62,13 +62,19 @@ def start(folder, log_path):
     return spec.start_server(folder, MAX_BATCH, 2.0, log_path, timeout_s=60.0)
 
 
-@pytest.fixture(scope="module")
-def server(folder, tmp_path_factory):
+def serving(folder, tmp_path_factory):
+    """A server on `folder` for a module's tests (yields its URL), stopped by SIGTERM after
+    them: it must exit as a stop by that signal does."""
     log = tmp_path_factory.mktemp("log") / "server.log"
     running = start(folder, log)
     yield running.url
     status = spec.stop_server(running.process, timeout_s=30.0)
     assert status == 128 + signal.SIGTERM, log.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def server(folder, tmp_path_factory):
+    yield from serving(folder, tmp_path_factory)
 
 
 def generate(url, timeout=30.0, **body):
@@ -304,11 +310,7 @@ def classifier_folder(extra, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier_server(classifier_folder, tmp_path_factory):
-    log = tmp_path_factory.mktemp("log") / "server.log"
-    running = start(classifier_folder, log)
-    yield running.url
-    status = spec.stop_server(running.process, timeout_s=30.0)
-    assert status == 128 + signal.SIGTERM, log.read_text()[-2000:]
+    yield from serving(classifier_folder, tmp_path_factory)
 
 
 def classify(url, **body):
