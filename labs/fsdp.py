@@ -18,12 +18,12 @@ checks it against every rank's local shards: "shard_rows == fully_shard's local
 shards" and the head's rows per rank in the summary). It is called per block,
 then on the root: each call makes one unit whose parameters are all-gathered
 together just before that unit runs and freed after, so at most one block is
-whole at a time. A transformer calls it on every block; the char MLP has no blocks, so its two large layers, `fc1`
-and `head`, play their part, and the root call takes what is left (the
-embedding, the LayerNorm). `--mixed_precision=true` adds
-`MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`: the gathered
-copies are bf16 (half the traffic), the sharded fp32 master weights are what
-the optimizer updates, and gradients are reduced in fp32.
+whole at a time. A transformer calls it on every block; the char MLP has no
+blocks, so its two large layers, `fc1` and `head`, play their part, and the root
+call takes what is left (the embedding, the LayerNorm). `--mixed_precision=true`
+adds `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`: the gathered
+copies are bf16 (half the traffic), the sharded fp32 master weights are what the
+optimizer updates, and gradients are reduced in fp32.
 
 JAX (week1_jax/fsdp.py): the same idea with no wrapper. Every parameter gets a
 `NamedSharding` over the mesh's `fsdp` axis (its first dimension that divides
