@@ -25,6 +25,20 @@ both frameworks; a one-layer causal self-attention model (a preview of next
 week, from scratch in both) is trained beside them: it reaches any earlier step
 in one hop, so its difficulty does not grow with T.
 
+Attention by itself is blind to order; the model is told where each step is in one of
+two ways (`--positions`, the grid's model): a learned table P, one vector per position
+added to the input (the learned variant of Vaswani et al. 2017; GPT-2's), or rotary
+position embeddings (RoPE: Su et al. 2021, RoFormer): no parameters; each head's query
+and key at step t are rotated, pair of dimensions by pair, by the angles t theta_i
+(theta_i = 10000^(-2i / head size)), so that a query at m and a key at n score
+q^T R_(n-m) k: the positions enter the scores only through their difference. The
+positions experiment trains the attention model with each at T = `extrapolation_delay`
+and evaluates it, unchanged, on the same task at T, 2T and 4T. A learned table has no
+row for a step past the length it was trained on: those cells are not measured (n/a in
+the table), which is the first finding: such a model cannot even be run on a longer
+input unless something is invented for the missing rows (clipping to the last row,
+interpolating) that it never trained with.
+
 How to read the results
 -----------------------
 - long_range_loss.png: final validation loss divided by the memoryless baseline
@@ -60,13 +74,26 @@ How to read the results
   gradient scale, which is why the grid can train at lr 1e-2 with clipping as a
   safety net.)
 
+- the positions table and long_range_positions.png: validation loss over the memoryless
+  baseline (each length's own: the copy task's falls as T grows) at the trained T, 2T and
+  4T, on a log axis. At the trained T both kinds of positions solve both tasks. RoPE runs
+  at any length, but what carries over depends on the task's rule. The adding task's rule
+  (find the two marked steps, wherever they are) is about content: RoPE's loss stays
+  below the baseline at 2T and 4T, rising with the length (more unmarked steps to ignore,
+  distances never seen in training). The copy task's rule is to look back exactly T + 10
+  steps, a distance that is itself a function of T: at 2T the model still looks back the
+  distance it learnt, and it is confidently wrong, above the baseline. Relative positions
+  carry a rule that is relative to longer inputs, not one tied to the training length
+  (Press et al. 2022, ALiBi, measure RoPE's extrapolation on language modelling).
+
 On a 2-core CPU the default (T up to 50, 500 steps) takes a minute or two per
 framework. T = 100 and beyond, and the thousands of steps the gated cells need
 to beat the copy baseline there (Arjovsky et al. train for 10^4+ steps), want a
 GPU: `week1 run long_range --framework jax --delays=100,200,500 --steps=5000`.
 
 No checkpoints: the grid is many short trainings; a stop (Ctrl-C) ends the run
-after the current step, with the finished cells in its summary.
+after the current step, with the finished cells in its summary (the message names the
+part it stopped in: "positions=rope" for the positions experiment's RoPE trainings).
 
 `week1 compare long_range` trains the LSTM on each task and the attention model on the copy
 task at the largest T in JAX, torch eager and torch.compile from torch's initial weights on the same
@@ -77,6 +104,7 @@ its first step (the table's "first s") takes minutes on a CPU at T=20, one graph
 (`--compile` on a run compiles every cell of the grid).
 
 Run it:  week1 run long_range --framework jax   (or torch [--compile])
+         week1 run long_range --framework jax --models=attention --positions=rope
          week1 compare long_range --quick
 
 History: docs/history.md#hochreiter-1991, #hochreiter-1997, #bahdanau-2015, #vaswani-2017
@@ -89,7 +117,7 @@ import math
 
 import numpy as np
 
-from week1 import convert, loop
+from week1 import convert, loop, report
 from week1.comparison import Case
 from week1.config import Range, require
 from week1.exercises import Exercise, Part
@@ -98,6 +126,9 @@ from week1.tolerances import TRAJECTORY
 
 TASKS = ("copy", "adding")
 MODELS = ("rnn", "lstm", "gru", "attention")
+POSITIONS = ("learned", "rope")  # the attention model's positions
+ROPE_BASE = 10_000.0  # theta_i = base^(-2i / head dim), RoFormer's and Llama's
+EXTRAPOLATION = (1, 2, 4)  # the positions experiment evaluates at these multiples of its T
 N_SYMBOLS, COPY_LENGTH = 8, 10  # symbols 1..8 in the input, 10 of them to copy
 BLANK, DELIMITER = 0, N_SYMBOLS + 1  # input tokens: 0 blank, 1..8 symbols, 9 delimiter
 COPY_INPUTS, COPY_CLASSES = N_SYMBOLS + 2, N_SYMBOLS + 1  # one-hot inputs; outputs 0..8
@@ -108,10 +139,19 @@ HEAD_MAP = (
     ("head.weight", "head.kernel", convert.TRANSPOSE),
     ("head.bias", "head.bias", convert.SAME),
 )
-ATTENTION_MAP = (
+ATTENTION_MAP = (  # positions="learned"
     ("inp.weight", "inp.kernel", convert.TRANSPOSE),
     ("inp.bias", "inp.bias", convert.SAME),
     ("pos", "pos", convert.SAME),  # (max_len, d) learned positions
+    ("qkv.weight", "qkv.kernel", convert.TRANSPOSE),
+    ("qkv.bias", "qkv.bias", convert.SAME),
+    ("proj.weight", "proj.kernel", convert.TRANSPOSE),
+    ("proj.bias", "proj.bias", convert.SAME),
+    *HEAD_MAP,
+)
+ROPE_ATTENTION_MAP = (  # positions="rope": no parameters for positions
+    ("inp.weight", "inp.kernel", convert.TRANSPOSE),
+    ("inp.bias", "inp.bias", convert.SAME),
     ("qkv.weight", "qkv.kernel", convert.TRANSPOSE),
     ("qkv.bias", "qkv.bias", convert.SAME),
     ("proj.weight", "proj.kernel", convert.TRANSPOSE),
@@ -135,6 +175,10 @@ class Config:
     clip_norm: float = 1.0  # global gradient norm clipping in the grid (0: off)
     hidden_size: int = 64  # recurrent state; attention's model width
     n_heads: int = 4  # attention
+    positions: str = "learned"  # the grid's attention model: learned (a table) or rope (RoPE)
+    # the positions experiment: attention trained at this T with each of POSITIONS, evaluated at
+    # T, 2T and 4T (0: off; it runs when the models include attention)
+    extrapolation_delay: int = 20
     seed: int = 0
     eval_batches: int = 4  # fixed validation batches for the validation loss
     eval_every: int = 100  # validation loss every this many steps of a cell, and after its last
@@ -149,6 +193,9 @@ class Config:
         "clip_demo_delay": Range(2, 10_000),
         "clip_demo_lr": Range(0, low_open=True),
         "clip_demo_gain": Range(0, low_open=True),
+        # 4T + 20 steps at 500: the (B, heads, L, L) attention weights of one evaluation batch
+        # take 2 GB at the default sizes
+        "extrapolation_delay": Range(0, 500),
     }
 
     @property
@@ -162,6 +209,10 @@ class Config:
     @property
     def delay_list(self) -> tuple[int, ...]:
         return tuple(sorted(int(d) for d in _names(self.delays)))
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.n_heads
 
     def check(self) -> None:
         for task in self.task_list:
@@ -178,6 +229,21 @@ class Config:
         require(
             self.hidden_size % self.n_heads == 0,
             f"hidden_size={self.hidden_size}: must be a multiple of n_heads={self.n_heads}",
+        )
+        require(
+            self.positions in POSITIONS,
+            f"positions={self.positions!r}: allowed: {', '.join(POSITIONS)}",
+        )
+        require(
+            self.extrapolation_delay != 1,
+            f"extrapolation_delay={self.extrapolation_delay}: 0 (off) or in [2, 500]",
+        )
+        rope_trained = self.positions == "rope" or self.extrapolation_delay > 0
+        why = "" if self.positions == "rope" else " (trained by the positions experiment)"
+        require(
+            "attention" not in self.model_list or not rope_trained or self.head_dim % 2 == 0,
+            f"hidden_size={self.hidden_size}, n_heads={self.n_heads}: RoPE{why} rotates pairs of "
+            f"dimensions: the head size hidden_size / n_heads = {self.head_dim} must be even",
         )
 
 
@@ -310,7 +376,60 @@ def run_grid(cfg: Config, run, lab, compile: bool = False) -> dict:
         plot_grad_norms(run.path("long_range_grad_norms.png"), T, at_init, after)
     curves = lab.clipping_demo(cfg, dataclasses.replace(ctx, log=None))  # its own plot only
     plot_clipping(run.path("long_range_clipping.png"), curves)
-    return summary(cfg, final, curves)
+    out = summary(cfg, final, curves)
+    if cfg.extrapolation_delay and "attention" in cfg.model_list:
+        out |= run_positions(cfg, run, lab, ctx)
+    return out
+
+
+def positions_part(kind: str) -> str:
+    """The part name of the positions experiment's trainings with `kind` (its metrics are
+    logged as "positions=rope/copy/attention/T=20/...", an interruption names it)."""
+    return f"positions={kind}"
+
+
+def run_positions(cfg: Config, run, lab, ctx: loop.Context) -> dict:
+    """The positions experiment: on each task, the attention model trained at T =
+    cfg.extrapolation_delay with each of POSITIONS, then its validation loss on the same task at
+    T, 2T and 4T (EXTRAPOLATION). A learned table has no row for a step past the length it was
+    trained at: those cells are not measured (the table says n/a). A table,
+    long_range_positions.png, and the summary's "positions/<task>/<kind>/<m>T" entries; a stop
+    ends it after the current step, with the finished trainings in the summary."""
+    T = cfg.extrapolation_delay
+    losses, out = {}, {}
+    for task in cfg.task_list:
+        for kind in POSITIONS:
+            part_cfg = dataclasses.replace(cfg, positions=kind)
+            model, _ = lab.train_cell(
+                part_cfg, task, "attention", T, ctx=ctx.part(positions_part(kind))
+            )
+            if run.should_stop():
+                return out
+            for m in EXTRAPOLATION if kind == "rope" else (1,):
+                val = val_batches(task, m * T, cfg)
+                losses[task, kind, m] = lab.evaluate(model, lab.task_loss(task), val)
+                key = f"positions/{task}/{kind}/{m}T"
+                out[key] = losses[task, kind, m]
+                out[f"{key}/over_baseline"] = losses[task, kind, m] / baseline(task, m * T)
+    rows = [
+        (task, kind)
+        + tuple(
+            losses[task, kind, m] / baseline(task, m * T)
+            if (task, kind, m) in losses
+            else "n/a (no row past T)"
+            for m in EXTRAPOLATION
+        )
+        for task in cfg.task_list
+        for kind in POSITIONS
+    ]
+    report.table(
+        f"positions: attention trained at T={T}, validation loss / memoryless baseline at each "
+        "T (learned: a table of positions up to the trained length, nothing to add past it)",
+        ["task", "positions", *(f"{m}T={m * T}" if m > 1 else f"T={T}" for m in EXTRAPOLATION)],
+        rows,
+    )
+    plot_positions(run.path("long_range_positions.png"), cfg, losses)
+    return out
 
 
 # --- reports -------------------------------------------------------------------------------
@@ -378,6 +497,31 @@ def plot_clipping(path, curves: dict):
         ],
         title="Plain RNN with exploding gradients (adding task): clipping",
         xlabel="training step",
+    )
+
+
+def plot_positions(path, cfg: Config, losses: dict):
+    """Validation loss over the memoryless baseline against the evaluated T, per positions kind,
+    one panel per task; the learned table has its one point, at the trained T."""
+    from week1.report import Panel, plot_panels
+
+    T = cfg.extrapolation_delay
+    panels = []
+    for task in cfg.task_list:
+        series = {}
+        for kind in POSITIONS:
+            measured = [m for m in EXTRAPOLATION if (task, kind, m) in losses]
+            ratios = [losses[task, kind, m] / baseline(task, m * T) for m in measured]
+            series[kind] = ([m * T for m in measured], ratios)
+        every = [m * T for m in EXTRAPOLATION]
+        series["memoryless baseline"] = (every, [1.0] * len(every))
+        styles = {kind: "-o" for kind in POSITIONS} | {"memoryless baseline": "--"}
+        panels.append(Panel(series, f"{task}: loss / baseline", logy=True, styles=styles))
+    return plot_panels(
+        path,
+        panels,
+        title=f"Attention trained at T={T}, evaluated at longer T",
+        xlabel="T of the evaluation (the training's is the first point)",
     )
 
 
@@ -475,6 +619,36 @@ EXERCISES = (
             (
                 "test_long_range.py::test_loss_and_gradient_norm_curve[attention-copy]",
                 "test_long_range.py::test_loss_and_gradient_norm_curve[attention-adding]",
+            ),
+        ),
+    ),
+    Exercise(
+        "rope",
+        hints=(
+            (
+                "Each pair of dimensions (i, i + hd/2) of a head turns by the angle p * theta_i, "
+                "theta_i = base^(-2i / hd), p the step's position: the rotate-half form of "
+                "GPT-NeoX and Llama."
+            ),
+            (
+                "inv_freq = 1 / base^(arange(0, hd, 2) / hd) (hd/2,); angles = positions[:, None] "
+                "* inv_freq (L, hd/2); cos and sin of the angles, each concatenated with itself "
+                "(L, hd); rotate_half(x) = concat(-x[..., hd/2:], x[..., :hd/2]); return x cos + "
+                "rotate_half(x) sin."
+            ),
+        ),
+        jax=Part(
+            "week1_jax/long_range.py::rope",
+            (
+                "test_long_range.py::test_rope_jax_torch_numpy_transformers",
+                "test_long_range.py::test_rope_scores_depend_only_on_relative_position[jax]",
+            ),
+        ),
+        torch=Part(
+            "week1_torch/long_range.py::rope",
+            (
+                "test_long_range.py::test_rope_jax_torch_numpy_transformers",
+                "test_long_range.py::test_rope_scores_depend_only_on_relative_position[torch]",
             ),
         ),
     ),

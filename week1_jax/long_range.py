@@ -39,17 +39,40 @@ class SequenceModel(nnx.Module):
         return self.head(out)  # (B, L, out)
 
 
+def rope(x, positions, base: float = spec.ROPE_BASE):
+    r"""Rotary position embedding (Su et al. 2021, RoFormer), in the rotate-half form of
+    GPT-NeoX and Llama: x (..., L, hd) at integer positions (L,) -> (..., L, hd).
+
+        theta_i = base^(-2i / hd),  i = 0 .. hd/2 - 1
+        x'_i        = x_i cos(p theta_i) - x_{i+hd/2} sin(p theta_i)
+        x'_{i+hd/2} = x_{i+hd/2} cos(p theta_i) + x_i sin(p theta_i)
+
+    Each pair (x_i, x_{i+hd/2}) turns by the angle p theta_i: x' = R_p x with R_p a rotation,
+    and R_m^T R_n = R_{n-m}, so a query at m and a key at n score q'.k' = q^T R_{n-m} k:
+    the positions enter only through n - m. Computed in x's dtype.
+    """
+    hd = x.shape[-1]
+    inv_freq = 1.0 / base ** (jnp.arange(0, hd, 2, dtype=x.dtype) / hd)  # (hd/2,)
+    angles = positions.astype(x.dtype)[:, None] * inv_freq[None, :]  # (L, hd/2)
+    cos = jnp.concatenate([jnp.cos(angles), jnp.cos(angles)], axis=-1)  # (L, hd)
+    sin = jnp.concatenate([jnp.sin(angles), jnp.sin(angles)], axis=-1)  # (L, hd)
+    rotated = jnp.concatenate([-x[..., hd // 2 :], x[..., : hd // 2]], axis=-1)  # rotate half
+    return x * cos + rotated * sin
+
+
 class CausalSelfAttention(nnx.Module):
     r"""One layer of causal multi-head self-attention (Vaswani et al. 2017), residual, with a
     linear head at every step: x (B, L, in) -> (B, L, out).
 
-        h = x W_in + b_in + P[:L]                     (P: learned positions, (max_len, d))
+        h = x W_in + b_in [+ P[:L]]                   (learned: P, (max_len, d), added here)
         q, k, v = h W_q, h W_k, h W_v                 (split into n_heads of d / n_heads)
+        [q_t, k_t = R_t q_t, R_t k_t]                 (rope: each head rotated, see rope())
         A = softmax(q k^T / sqrt(d / n_heads) + M)    (M: -inf above the diagonal: causal)
         out = (h + (A v) W_o) W_head
 
     Step t reads step s <= t through one attention weight, whatever t - s is: no
-    product of per-step Jacobians stands between them.
+    product of per-step Jacobians stands between them. positions: "learned" (a row per
+    position up to max_len: nothing for a step past it) or "rope" (no parameters; any L).
 
     Initialisation, the same in both frameworks: weights normal with std 1/sqrt(fan_in)
     (LeCun), biases zero, positions normal with std 0.02. (torch's default Linear init is
@@ -57,24 +80,42 @@ class CausalSelfAttention(nnx.Module):
     """
 
     def __init__(
-        self, in_features: int, d: int, out_features: int, max_len: int, n_heads: int, *, rngs
+        self,
+        in_features: int,
+        d: int,
+        out_features: int,
+        max_len: int,
+        n_heads: int,
+        positions: str = "learned",
+        *,
+        rngs,
     ):
         self.n_heads = n_heads
         lecun = nnx.initializers.variance_scaling(1.0, "fan_in", "normal")
         linear = lambda n_in, n_out: nnx.Linear(n_in, n_out, kernel_init=lecun, rngs=rngs)
         self.inp = linear(in_features, d)
-        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_len, d)))
+        # learned: a row per position, added to the input; rope: none (q and k are rotated)
+        self.pos = (
+            nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_len, d)))
+            if positions == "learned"
+            else None
+        )
         self.qkv = linear(d, 3 * d)
         self.proj = linear(d, d)
         self.head = linear(d, out_features)
 
     def __call__(self, x):
         B, L, _ = x.shape
-        h = self.inp(x) + self.pos[:L]  # (B, L, d)
+        h = self.inp(x)  # (B, L, d)
+        if self.pos is not None:
+            h = h + self.pos[:L]
         d = h.shape[-1]
         q, k, v = jnp.split(self.qkv(h), 3, axis=-1)  # 3 x (B, L, d)
         heads = lambda a: a.reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)  # (B, nh, L, hd)
         q, k, v = heads(q), heads(k), heads(v)
+        if self.pos is None:
+            t = jnp.arange(L)
+            q, k = rope(q, t), rope(k, t)
         scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d // self.n_heads)  # (B, nh, L, L)
         causal = jnp.tril(jnp.ones((L, L), dtype=bool))
         weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
@@ -88,7 +129,9 @@ def build_model(cfg: spec.Config, task: str, kind: str, T: int, weights: dict | 
     rngs = nnx.Rngs(cfg.seed)
     if kind == "attention":
         max_len = spec.sequence_length(task, T)
-        model = CausalSelfAttention(n_in, cfg.hidden_size, n_out, max_len, cfg.n_heads, rngs=rngs)
+        model = CausalSelfAttention(
+            n_in, cfg.hidden_size, n_out, max_len, cfg.n_heads, cfg.positions, rngs=rngs
+        )
     else:
         model = SequenceModel(kind, n_in, cfg.hidden_size, n_out, rngs=rngs)
     if weights is not None:
@@ -99,7 +142,7 @@ def build_model(cfg: spec.Config, task: str, kind: str, T: int, weights: dict | 
 def _torch_table(model) -> tuple:
     """The model's torch state_dict <-> Flax table."""
     if isinstance(model, CausalSelfAttention):
-        return spec.ATTENTION_MAP
+        return spec.ROPE_ATTENTION_MAP if model.pos is None else spec.ATTENTION_MAP
     return recurrent.weight_map(model)
 
 
