@@ -1,9 +1,11 @@
-"""Lab: embedding dimensions and trade-offs: how many dimensions, how many bits.
+"""Lab: embedding dimensions and trade-offs: how many dimensions, how many bits, how many
+matrices.
 
 What it teaches
 ---------------
-An embedding's size is a cost paid on every stored vector and every comparison. Three
-ways to pay less, each measured against what it loses:
+An embedding's size is a cost paid on every stored vector and every comparison, and in a
+language model once more in the output layer. Four ways to pay less, each measured against
+what it loses:
 
 1. Dimension (word2vec). Skip-gram with negative sampling (week1_{jax,torch}/lib/
    embeddings.fit, the word2vec lab's from-scratch trainer) at `dims` (25 ... 300) on
@@ -38,8 +40,14 @@ ways to pay less, each measured against what it loses:
    against their float32 vectors (read for those few documents only). Recall@10 of
    the true document, and the overlap of the top 10 with float32 exact search.
 
-Not here (issue 25's fourth part): RoPE against learned positions and tied against
-untied embeddings in the char LM.
+4. Tying (Press & Wolf 2017; Inan et al. 2017). The character LM every training lab uses
+   (week1/charlm.py: a window of 8 embedded characters, one hidden layer of 256) with its
+   own output matrix (untied: logits = h W_head + b, W_head (H, V)) against the same model
+   whose output layer is the embedding matrix, transposed (tied: the hidden state is first
+   projected to the embedding size, g = h W_p + b_p, then logits = g E^T + b), at each
+   embedding size of `tying_embd`, for `tying_steps` on the same batches through the one
+   training loop. The embedding then learns from both ends: the gradient on E is the input
+   side's plus the output side's (the parity tests check exactly that sum).
 
 How to read the results
 -----------------------
@@ -55,8 +63,20 @@ How to read the results
   The training loss is summed over the prefixes: not comparable to one InfoNCE loss.
 - "quantisation": int8 keeps recall almost exactly at a quarter of the bytes;
   binary loses some at a 32nd, and rescoring a few candidates wins most of it back.
+- "tying": the output layer's parameters and the model's, and the validation loss (nats per
+  character) after the same steps, untied and tied, at each embedding size. Untied the output
+  layer costs H x V + V, tied H x C + C + V (the projection): tying saves H (V - C) - C,
+  much where the embedding is far narrower than the vocabulary, little as C nears V, and
+  it costs parameters once C > V. A word-level model saves V x C outright (V in the tens
+  of thousands; and no projection where the last hidden layer is already C wide, as in
+  GPT-2). The loss at equal steps: with Shakespeare's few dozen characters the tied model
+  is level with the untied one or a little above it (one matrix now serves as the input
+  vectors and as the output classifier, and an untied head over so few characters is
+  cheap); read it against the parameters saved. Press & Wolf (2017) found tying lowers
+  perplexity on word-level models, where the output matrix is most of the model.
 
 Run it:  week1 run embedding_tradeoffs --framework torch     (or jax)
+         week1 run embedding_tradeoffs --framework jax --parts=tying   (the tying table alone)
          week1 compare embedding_tradeoffs --quick
 
 History: docs/history.md#mikolov-2013
@@ -68,19 +88,19 @@ import dataclasses
 
 import numpy as np
 
-from week1 import loop, report
+from week1 import charlm, loop, report
 from week1.comparison import Case, Curves
 from week1.config import Range, require
 from week1.data import embeddings, vectors, words
 from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
-PARTS = ("dims", "matryoshka", "quantise")
+PARTS = ("dims", "matryoshka", "quantise", "tying")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    parts: str = "dims,matryoshka,quantise"  # comma-separated, of PARTS
+    parts: str = "dims,matryoshka,quantise,tying"  # comma-separated, of PARTS
     seed: int = 0
     # 1. the dimension sweep
     dims: str = "25,50,100,200,300"  # word2vec vector sizes
@@ -107,6 +127,9 @@ class Config:
     checkpoint_every: int = 0
     # 3. quantisation
     rescore: int = 4  # binary search: rescore this many x 10 Hamming candidates
+    # 4. tying: the char LM (week1/charlm.py's defaults otherwise), untied and tied
+    tying_embd: str = "16,64"  # its embedding sizes n_embd, comma-separated
+    tying_steps: int = 1500  # training steps of each (n_embd, tied) arm
 
     RANGES = {
         "max_words": Range(0),
@@ -117,6 +140,7 @@ class Config:
         "drop": Range(0.0, 0.9),
         "scale": Range(0.0),
         "rescore": Range(1, 1000),
+        "tying_steps": Range(1, 1_000_000),
     }
 
     def check(self) -> None:
@@ -127,6 +151,10 @@ class Config:
         )
         require(self.corpus in words.NAMES, f"corpus={self.corpus!r}: allowed: {words.NAMES}")
         require(_positive_ints(self.dims), f"dims={self.dims!r}: comma-separated positive integers")
+        require(
+            _positive_ints(self.tying_embd) and max(self.tying_embd_list) <= 4096,
+            f"tying_embd={self.tying_embd!r}: comma-separated integers in [1, 4096]",
+        )
         require(
             _positive_ints(self.prefixes) and max(self.prefix_list) <= 384,
             f"prefixes={self.prefixes!r}: comma-separated integers in [1, 384]",
@@ -148,6 +176,10 @@ class Config:
     @property
     def prefix_list(self) -> list[int]:
         return sorted(int(d) for d in self.prefixes.split(","))
+
+    @property
+    def tying_embd_list(self) -> list[int]:
+        return [int(d) for d in self.tying_embd.split(",")]
 
 
 def _positive_ints(text: str) -> bool:
@@ -307,6 +339,61 @@ def report_quantise(queries, documents, found: dict) -> dict:
     report.table(
         "quantisation: MiniLM document vectors, held-out retrieval",
         ["vectors", "bytes/vector", "recall@10", "top-10 overlap with float32"],
+        rows,
+    )
+    return summary
+
+
+# --- 4. tying ---------------------------------------------------------------------------------
+
+
+def tying_config(cfg: Config, n_embd: int, tied: bool) -> charlm.Config:
+    """The char LM of one tying arm: week1/charlm.py's defaults, but cfg.tying_steps (warmup a
+    tenth of them, at most the default's), this embedding size, tied or not, cfg.seed."""
+    warmup = min(charlm.Config.warmup_steps, cfg.tying_steps // 10)
+    return charlm.Config(
+        steps=cfg.tying_steps, warmup_steps=warmup, n_embd=n_embd, tied=tied, seed=cfg.seed
+    )
+
+
+def tying_part(n_embd: int, tied: bool) -> str:
+    """An arm's part name: its metrics are logged as "tying-n_embd=16-tied/val_loss", and an
+    interruption names it."""
+    return f"tying-n_embd={n_embd}-{'tied' if tied else 'untied'}"
+
+
+def output_params(lm: charlm.Config, vocab_size: int) -> int:
+    """The output layer's own parameters: untied the head H V + V; tied the projection H C + C
+    and the logits' bias V (the matrix is the embedding's)."""
+    H, C, V = lm.n_hidden, lm.n_embd, vocab_size
+    return H * C + C + V if lm.tied else H * V + V
+
+
+def report_tying(run, cfg: Config, train, ctx: loop.Context) -> dict:
+    """The char LM untied and tied at each of cfg.tying_embd, trained with `train(lm_cfg, data,
+    ctx=...) -> (model, History)` (the framework's lib/charlm.train) on the same batches; a
+    table of parameters and validation loss. A stop ends it after the current step, with the
+    finished arms in the summary."""
+    data = charlm.load_data(charlm.Config())
+    V = data.vocab_size
+    rows, summary = [], {}
+    for n_embd in cfg.tying_embd_list:
+        for tied in (False, True):
+            lm = tying_config(cfg, n_embd, tied)
+            _, history = train(lm, data, ctx=ctx.part(tying_part(n_embd, tied)))
+            if run.should_stop():
+                return summary
+            loss = history.val_loss[-1]  # the last step is evaluated
+            name = "tied" if tied else "untied"
+            rows.append((n_embd, name, output_params(lm, V), lm.n_params(V), loss))
+            summary |= {
+                f"tying n_embd={n_embd} {name} params": lm.n_params(V),
+                f"tying n_embd={n_embd} {name} val_loss": loss,
+            }
+    report.table(
+        f"tying: the char LM (vocabulary V={V}, hidden H={charlm.Config.n_hidden}), "
+        f"{cfg.tying_steps} steps per arm",
+        ["n_embd C", "output layer", "output params", "all params", "val loss (nats/char)"],
         rows,
     )
     return summary

@@ -47,7 +47,7 @@ PER_LAB = {
     "rnn": dict(seq_len=4, hidden_size=8, n_embd=4, bench_sizes="2x3x8"),
     "elmo": dict(seq_len=4, hidden_size=8, vocab_size=100, probe_rows=16, probe_steps=2),
     "embedding_tradeoffs": dict(
-        dims="8", max_words=3000, epochs=1, train_passages=16, eval_passages=16
+        dims="8", max_words=3000, epochs=1, train_passages=16, eval_passages=16, tying_steps=3
     ),
     "long_range": dict(delays="2", clip_demo_delay=2, hidden_size=4, n_heads=2),
     # one size of each workload, torch only, in this process (not a child process per

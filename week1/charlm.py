@@ -20,6 +20,18 @@ from week1.data import shakespeare
 from week1.data.batches import window_batch
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params, for compare and parity
+# The tied model's (Config.tied): no head; the projection to n_embd and the logits' bias instead.
+TIED_WEIGHT_MAP = (
+    # torch            flax                 transform
+    ("wte.weight", "wte.embedding", convert.SAME),  # the input rows and, transposed, the output
+    ("fc1.weight", "fc1.kernel", convert.TRANSPOSE),
+    ("fc1.bias", "fc1.bias", convert.SAME),
+    ("ln.weight", "ln.scale", convert.SAME),
+    ("ln.bias", "ln.bias", convert.SAME),
+    ("proj.weight", "proj.kernel", convert.TRANSPOSE),  # hidden -> n_embd
+    ("proj.bias", "proj.bias", convert.SAME),
+    ("head_bias", "head_bias", convert.SAME),  # (V,)
+)
 # The schedules of week1_jax.lib.schedules / week1_torch.lib.schedules (the lr_schedules lab).
 SCHEDULES = ("warmup_cosine", "warmup_linear", "constant_with_warmup", "inverse_sqrt")
 
@@ -39,6 +51,8 @@ class Config:
     n_embd: int = 24  # embedding size per character
     n_hidden: int = 256
     dropout: float = 0.0
+    # the output layer is the embedding matrix, transposed, after a hidden -> n_embd projection
+    tied: bool = False
     weight_decay: float = 0.01  # on matrices only, never on biases and norm scales
     warmup_steps: int = 100
     final_lr: float = 3e-4
@@ -49,13 +63,21 @@ class Config:
     sample_chars: int = 300
     temperature: float = 0.8
 
+    def n_params(self, vocab_size: int) -> int:
+        """Parameters of the model: the embedding V C, fc1 T C H + H, the LayerNorm 2 H, then
+        the head H V + V, or tied the projection H C + C and the logits' bias V."""
+        V, T, C, H = vocab_size, self.block_size, self.n_embd, self.n_hidden
+        output = H * C + C + V if self.tied else H * V + V
+        return V * C + T * C * H + 3 * H + output
+
     def memory_bytes(self, vocab_size: int = 256) -> int:
         """About what a run holds at once (float32): parameters, their gradients and two AdamW
         moments, plus one batch's activations; `vocab_size` at most 256 (bytes)."""
         V, T, C, H, B = vocab_size, self.block_size, self.n_embd, self.n_hidden, self.batch_size
-        params = V * C + T * C * H + 3 * H + H * V + V
-        activations = B * (T * C + 4 * H + 3 * V) + B * T  # embeddings, hidden, logits; ids
-        return 4 * (4 * params + 2 * activations)
+        projected = C if self.tied else 0
+        # embeddings, hidden, (the projection), logits; ids
+        activations = B * (T * C + 4 * H + projected + 3 * V) + B * T
+        return 4 * (4 * self.n_params(V) + 2 * activations)
 
     def check(self) -> None:
         """What ties fields together (each field's own range is week1.config's RANGES)."""
@@ -68,6 +90,11 @@ class Config:
             f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]",
         )
         require(self.final_lr <= self.lr, f"final_lr={self.final_lr}: must be <= lr={self.lr}")
+
+
+def weight_map(cfg: Config) -> tuple:
+    """The torch <-> Flax table of cfg's model: WEIGHT_MAP, or TIED_WEIGHT_MAP when cfg.tied."""
+    return TIED_WEIGHT_MAP if cfg.tied else WEIGHT_MAP
 
 
 @dataclasses.dataclass(frozen=True)

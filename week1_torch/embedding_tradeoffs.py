@@ -1,5 +1,6 @@
 """Embedding trade-offs lab, torch side: the word2vec dimension sweep (lib/embeddings.fit), a
-Matryoshka projection head on frozen MiniLM, int8 and binary quantisation.
+Matryoshka projection head on frozen MiniLM, int8 and binary quantisation, the char LM untied and
+tied (lib/charlm.py).
 
 Read beside week1_jax/embedding_tradeoffs.py: the same functions in the same order.
 """
@@ -14,7 +15,7 @@ from torch import nn
 from labs import embedding_tradeoffs as spec
 from week1 import loop
 from week1.data import words
-from week1_torch.lib import bert, devices, embeddings, optim, schedules
+from week1_torch.lib import bert, charlm, devices, embeddings, optim, schedules
 from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights, set_weights
 
@@ -182,6 +183,8 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     if "quantise" in cfg.part_list:
         found = search(data["queries"], data["documents"], cfg)
         summary |= spec.report_quantise(data["queries"], data["documents"], found)
+    if "tying" in cfg.part_list:
+        summary |= spec.report_tying(run, cfg, charlm.train, loop.Context.of_run(run, compile))
     return summary
 
 

@@ -7,6 +7,7 @@ profiling, the parallel labs, the benchmark). Mirrors week1_torch/lib/charlm.py.
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 import jax
@@ -21,9 +22,58 @@ from week1_jax.lib import train as trainer
 from week1_jax.lib.models import CharMLP, get_weights, set_weights
 
 
-def build_model(cfg: charlm.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
-    """The model, initialised from cfg.seed, or from `weights` (Flax names) when given."""
-    model = CharMLP(
+class TiedCharMLP(nnx.Module):
+    """The char MLP of lib/models.CharMLP with its output layer tied to the embedding (Press
+    & Wolf 2017; Inan et al. 2017): the logits score the hidden state against the very vectors
+    that embed the input characters.
+
+        e = E[x]                                   E (V, C): the embedding
+        h = dropout(tanh(LN(concat(e) W_1 + b_1)))  (B, H)
+        g = h W_p + b_p                            (B, C): the hidden state brought to n_embd
+        logits = g E^T + b                         (B, V)
+
+    E gets gradient from both ends: dL/dE = the input side (dL/de scattered into the rows of
+    the window's characters) + the output side (dL/dlogits)^T g. The output layer costs
+    H C + C + V parameters here against H V + V untied: tying saves only where C < V.
+
+    Initialisation, the same in both frameworks: E normal with std 1/sqrt(C), the output
+    layer's fan-in, so that the first logits are of order 1 (torch's default N(0, 1) would
+    make them sqrt(C) times larger); the rest as each framework's CharMLP.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        n_embd: int,
+        n_hidden: int,
+        *,
+        dropout: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
+        init = nnx.initializers.normal(stddev=1.0 / math.sqrt(n_embd))
+        self.wte = nnx.Embed(vocab_size, n_embd, embedding_init=init, rngs=rngs)
+        self.fc1 = nnx.Linear(block_size * n_embd, n_hidden, rngs=rngs)
+        self.ln = nnx.LayerNorm(n_hidden, epsilon=1e-5, rngs=rngs)
+        self.drop = nnx.Dropout(dropout)
+        self.proj = nnx.Linear(n_hidden, n_embd, rngs=rngs)
+        self.head_bias = nnx.Param(jnp.zeros(vocab_size))
+
+    def __call__(self, x, *, rngs: nnx.Rngs | None = None):  # x: (B, T) int
+        B, T = x.shape
+        emb = self.wte(x)  # (B, T, C)
+        h = emb.reshape(B, -1)  # (B, T*C)
+        h = jnp.tanh(self.ln(self.fc1(h)))  # (B, H)
+        g = self.proj(self.drop(h, rngs=rngs))  # (B, C)
+        return self.wte.attend(g) + self.head_bias[...]  # g E^T + b: (B, V)
+
+
+def build_model(
+    cfg: charlm.Config, vocab_size: int, weights: dict | None = None
+) -> CharMLP | TiedCharMLP:
+    """The model (TiedCharMLP when cfg.tied), initialised from cfg.seed, or from `weights` (Flax
+    names) when given."""
+    model = (TiedCharMLP if cfg.tied else CharMLP)(
         vocab_size,
         cfg.block_size,
         cfg.n_embd,

@@ -7,9 +7,12 @@ profiling, the parallel labs, the benchmark). Mirrors week1_jax/lib/charlm.py.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from week1 import charlm, loop
 from week1_torch.lib import checkpoint, devices, optim, schedules
@@ -17,11 +20,56 @@ from week1_torch.lib import train as trainer
 from week1_torch.lib.models import CharMLP, get_weights, set_weights
 
 
-def build_model(cfg: charlm.Config, vocab_size: int, weights: dict | None = None) -> CharMLP:
-    """The model on the default device, initialised from cfg.seed (on the CPU, so every device
-    starts from the same numbers), or from `weights` (state_dict names) when given."""
+class TiedCharMLP(nn.Module):
+    """The char MLP of lib/models.CharMLP with its output layer tied to the embedding (Press
+    & Wolf 2017; Inan et al. 2017): the logits score the hidden state against the very vectors
+    that embed the input characters.
+
+        e = E[x]                                   E (V, C): the embedding
+        h = dropout(tanh(LN(concat(e) W_1 + b_1)))  (B, H)
+        g = h W_p + b_p                            (B, C): the hidden state brought to n_embd
+        logits = g E^T + b                         (B, V)
+
+    E gets gradient from both ends: dL/dE = the input side (dL/de scattered into the rows of
+    the window's characters) + the output side (dL/dlogits)^T g. The output layer costs
+    H C + C + V parameters here against H V + V untied: tying saves only where C < V.
+
+    Initialisation, the same in both frameworks: E normal with std 1/sqrt(C), the output
+    layer's fan-in, so that the first logits are of order 1 (torch's default N(0, 1) would
+    make them sqrt(C) times larger); the rest as each framework's CharMLP.
+    """
+
+    def __init__(
+        self, vocab_size: int, block_size: int, n_embd: int, n_hidden: int, *, dropout: float = 0.0
+    ):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.fc1 = nn.Linear(block_size * n_embd, n_hidden)
+        self.ln = nn.LayerNorm(n_hidden, eps=1e-5)
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(n_hidden, n_embd)
+        self.head_bias = nn.Parameter(torch.zeros(vocab_size))
+        nn.init.normal_(self.wte.weight, std=1.0 / math.sqrt(n_embd))
+
+    def forward(self, x):  # x: (B, T) int
+        B, T = x.shape
+        emb = self.wte(x)  # (B, T, C)
+        h = emb.reshape(B, -1)  # (B, T*C)
+        h = torch.tanh(self.ln(self.fc1(h)))  # (B, H)
+        g = self.proj(self.drop(h))  # (B, C)
+        return g @ self.wte.weight.T + self.head_bias  # g E^T + b: (B, V)
+
+
+def build_model(
+    cfg: charlm.Config, vocab_size: int, weights: dict | None = None
+) -> CharMLP | TiedCharMLP:
+    """The model (TiedCharMLP when cfg.tied) on the default device, initialised from cfg.seed
+    (on the CPU, so every device starts from the same numbers), or from `weights` (state_dict
+    names) when given."""
     torch.manual_seed(cfg.seed)
-    model = CharMLP(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, dropout=cfg.dropout)
+    model = (TiedCharMLP if cfg.tied else CharMLP)(
+        vocab_size, cfg.block_size, cfg.n_embd, cfg.n_hidden, dropout=cfg.dropout
+    )
     if weights is not None:
         set_weights(model, weights)
     return devices.place(model)
