@@ -138,6 +138,21 @@ def test_long_range__rope_carries_the_adding_rule_to_longer_inputs_not_the_copy_
     assert ratio("copy", "rope", 2) > 1
 
 
+@pytest.mark.slow
+def test_embedding_tradeoffs__tying_saves_output_parameters_at_little_loss(tmp_path):
+    """ "tying saves H (V - C) - C ... with Shakespeare's few dozen characters the tied model is
+    level with the untied one or a little above it" (the tying part alone, its defaults, JAX;
+    V and H from week1/charlm.py)."""
+    from week1 import charlm
+
+    _, summary = run_lab(tmp_path, "embedding_tradeoffs", "jax", "--parts=tying")
+    V, H = charlm.load_data(charlm.Config()).vocab_size, charlm.Config.n_hidden
+    for C in (16, 64):
+        get = lambda arm, what: summary[f"tying n_embd={C} {arm} {what}"]
+        assert get("untied", "params") - get("tied", "params") == H * (V - C) - C
+        assert -0.02 < get("tied", "val_loss") - get("untied", "val_loss") < 0.1
+
+
 def val_and_train(run_dir, arm: str):
     """(steps, validation losses), (steps, training losses) of an arm, from metrics.jsonl."""
     rows = metrics(run_dir)
