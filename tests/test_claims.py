@@ -199,3 +199,79 @@ def test_tokenizers_compare__bpe_lossless_and_alphabet_vs_256(tmp_path):
     assert summary["WordPiece code round trip"] < 1
     assert summary["Unigram spm code round trip"] < 1
     assert 0 < summary["BPE padding share"] < 1
+
+
+def test_backprop__every_tensor_agrees_float64_far_closer_than_float32(tmp_path):
+    """ "Float64 agrees to ~1e-16 relative ... Float32 agrees to ~1e-7: rounding only"; the
+    finite differences agree too (every row ok; float64's worst headroom far below float32's)."""
+    _, summary = run_lab(tmp_path, "backprop", "jax")
+    assert summary["all ok"] and summary["tensors checked"] == 21
+    assert summary["worst headroom float64 vs jax.grad"] < 1e-3
+    assert summary["worst headroom float32 vs jax.grad"] < 1
+    assert summary["worst headroom float64 vs finite diff"] < 1e-2
+
+
+def test_adamw__ours_and_the_library_coincide_to_float32_rounding(tmp_path):
+    """ "The curves should coincide; the largest loss difference printed is float32 rounding"
+    (quick: 50 steps, torch against torch.optim.AdamW)."""
+    _, summary = run_lab(tmp_path, "adamw", "torch", "--steps=50", "--eval_every=25")
+    assert summary["max_abs_train_loss_diff"] < 1e-5
+    assert summary["ours_final_val_loss"] == pytest.approx(summary["library_final_val_loss"], 1e-5)
+
+
+def test_special_tokens__the_mask_changes_the_loss_and_padding_is_a_share(tmp_path):
+    """ "`loss_counting_padding` is what a loss that forgot the mask reports; `padding_share` is
+    the fraction of the batch that is padding" (the defaults, JAX)."""
+    _, summary = run_lab(tmp_path, "special_tokens", "jax")
+    assert abs(summary["loss"] - summary["loss_counting_padding"]) > 1e-3
+    assert 0 < summary["padding_share"] < 1
+    masks = [line.split()[1] for line in summary["batch"].splitlines() if "mask" in line]
+    real, total = sum(m.count("1") for m in masks), sum(len(m) for m in masks)
+    assert summary["real_tokens"] == real
+    assert summary["padding_share"] == pytest.approx(1 - real / total)
+
+
+@pytest.mark.slow
+def test_vocabulary__compression_gains_shrink_and_bpe_beats_bytes_per_character(tmp_path):
+    """ "tokens/char falls fast from 1k to 8k, then slowly" and "From bytes to a few thousand BPE
+    tokens the loss per character falls"; the word unit's <unk> share is shown (the defaults,
+    the LM on bytes, BPE 1024 and 4096 and words, torch)."""
+    units = "--lm_units=byte,bpe1024,bpe4096,word4096"
+    run_dir, summary = run_lab(tmp_path, "vocabulary", "torch", units)
+    bits = {u: summary[f"{u} val bits/char"] for u in ("byte", "bpe1024", "bpe4096")}
+    assert bits["byte"] > bits["bpe1024"] > bits["bpe4096"]
+    assert (run_dir / "vocabulary_lm.png").stat().st_size > 0
+    from labs import vocabulary as spec
+
+    rows = spec.sweep(spec.Config())  # (vocab, tokens/char english, code, multilingual, ...)
+    english = {row[0]: row[1] for row in rows}
+    assert english[1000] - english[8000] > 2 * (english[8000] - english[64000])
+
+
+@pytest.mark.slow
+def test_data_parallel__all_reduce_by_hand_equals_ddp(tmp_path):
+    """ "the run checks it against DDP's first-step gradients ... float32 rounding at most"
+    (quick: 20 steps, 2 gloo processes)."""
+    _, summary = run_lab(tmp_path, "data_parallel", "torch", "--steps=20", "--eval_every=10")
+    assert summary["processes"] == 2
+    assert summary["all-reduce by hand vs DDP, step-1 grads max |diff|"] < 1e-6
+
+
+@pytest.mark.slow
+def test_fsdp__shard_rows_is_what_fully_shard_keeps(tmp_path):
+    """ "`shard_rows` writes out which rows each rank keeps; the run checks it against every
+    rank's local shards" (quick: 20 steps, 2 gloo processes)."""
+    _, summary = run_lab(tmp_path, "fsdp", "torch", "--steps=20", "--eval_every=10")
+    assert summary["shard_rows == fully_shard's local shards"] is True
+    rows = [int(r) for r in summary["head.weight rows per rank"].split(", ")]
+    assert len(rows) == 2 and rows[0] - rows[1] in (0, 1)
+
+
+@pytest.mark.slow
+def test_environment__the_merged_lora_model_is_the_adapter_model(tmp_path):
+    """ "LoRA merged by hand vs PEFT" should be 0 or float32 rounding, and "merged model max
+    |dlogits|" near rounding too (quick: the lora part, 10 steps of 160 sentences, torch)."""
+    settings = ["--parts=lora", "--steps=10", "--train_sentences=160"]
+    _, summary = run_lab(tmp_path, "environment", "torch", *settings)
+    assert summary["LoRA merged by hand vs PEFT, max |dW|"] < 1e-6
+    assert summary["merged model max |dlogits|"] < 1e-4

@@ -1,11 +1,11 @@
 """Learner mode (week1/exercises.py, week1/commands/exercise.py): every lab's exercises exist,
-stub and import; and for a handful of labs, the real grading path: the stubs are "not
-started" (NotImplementedError only), the reference passes `week1 check`, and seeded wrong
-answers fail with a one-line diagnosis naming the function and the difference.
+stub and import; every lab's stubs are "not started" through the real grading path (only
+NotImplementedError, in both frameworks); seeded wrong answers fail with a one-line diagnosis
+naming the function and the difference; the reference passes `week1 check` (one lab here, every
+lab in a slow test).
 
 The grading runs are pytest subprocesses over parity tests (the jax and torch imports cost
-most of it), so the labs graded here are few and their tests short; every lab's static checks
-are cheap and run for all."""
+most of it): the labs are graded in a few batched runs, each stub failing at its first call."""
 
 from __future__ import annotations
 
@@ -116,8 +116,6 @@ def test_exercise_hint_list_and_reset_from_the_command_line(tmp_path, capsys):
 
 # ------------------------------------------------------------------ the real grading path
 
-# Stubbed modules that no SEEDED lab's test imports (the two sets are graded in one run).
-STUBBED = [("special_tokens", "torch"), ("vocabulary", "jax"), ("backprop", "jax")]
 SEEDED = {  # (lab, framework, file): (reference text, wrong text): the wrong answers
     ("adamw", "jax", "week1_jax/lib/optim.py"): [  # AdamW without bias correction
         ("m / (1 - b1 ** count.astype(m.dtype))", "m"),
@@ -158,23 +156,69 @@ def _plan(lab, framework, only=None):
     return [p for p in plan if only is None or p["function"] == only]
 
 
+def _batches(framework):
+    """The labs with an exercise in `framework`, in batches that stub no module twice (two labs
+    may hold exercises in one module: lib/charlm.py), each graded in one pytest run."""
+    batches = []  # [(labs, their modules)]
+    for lab in LABS:
+        modules = {part.module for _, part in _parts(lab, framework)}
+        if not modules:
+            continue
+        free = next((b for b in batches if not b[1] & modules), None)
+        if free is None:
+            batches.append(([lab], modules))
+        else:
+            free[0].append(lab)
+            free[1].update(modules)
+    return [labs for labs, _ in batches]
+
+
+def _grade_every_lab(root, framework, files_of):
+    """Every lab's exercises in `framework` graded with files_of(lab, framework, root) (module ->
+    file) in place of the package's: [(plan entry with its "lab", result)]."""
+    graded = []
+    for batch, labs in enumerate(_batches(framework)):
+        plan, files = [], {}
+        for lab in labs:
+            files |= files_of(lab, framework, root)
+            plan += [{**p, "lab": lab, "framework": framework, "batch": batch}
+                     for p in _plan(lab, framework)]  # fmt: skip
+        graded += list(zip(plan, cmd.grade(plan, files, stop=False), strict=True))
+    return graded
+
+
+def _stubs(lab, framework, root):
+    cmd.write(lab, framework, str(root))
+    return exercises.overrides(lab, framework, root)
+
+
+def _references(lab, framework, root):
+    """The reference modules, copied where a learner's files go (the path `week1 check` takes)."""
+    for path in exercises.stubbed_files(lab, framework):
+        (root / lab / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(catalog.ROOT / path, root / lab / path)
+    return exercises.overrides(lab, framework, root)
+
+
+@pytest.fixture(scope="module", params=exercises.FRAMEWORKS)
+def stubbed(request, tmp_path_factory):
+    """Every lab's stubs in one framework, graded (no stop): one pytest run per batch."""
+    root = tmp_path_factory.mktemp(f"stubs_{request.param}")
+    return _grade_every_lab(root, request.param, _stubs)
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """One grading run (one pytest process) for both: the stubs of STUBBED, and the SEEDED
-    wrong answers (other labs' modules), each exercise reported (no stop)."""
-    tmp = tmp_path_factory.mktemp("graded")
-    stubbed, files = [], {}
-    for lab, framework in STUBBED:
-        cmd.write(lab, framework, str(tmp / "stubs"))
-        files |= exercises.overrides(lab, framework, tmp / "stubs")
-        stubbed += [{**p, "lab": lab} for p in _plan(lab, framework)]
-    wrong = []
+    """The SEEDED wrong answers (each in its lab's module, the rest of the package the
+    reference), graded in one pytest run, each exercise reported (no stop)."""
+    tmp = tmp_path_factory.mktemp("wrong")
+    files, wrong = {}, []
     for (lab, framework, path), edits in SEEDED.items():
         text = (catalog.ROOT / path).read_text(encoding="utf-8")
         for right, bad in edits:
             assert text.count(right) == 1, (path, right)
             text = text.replace(right, bad)
-        wrong_file = tmp / "wrong" / lab / path
+        wrong_file = tmp / lab / path
         wrong_file.parent.mkdir(parents=True, exist_ok=True)
         wrong_file.write_text(text, encoding="utf-8")
         files[exercises.module_name(path)] = str(wrong_file)
@@ -182,26 +226,36 @@ def graded(tmp_path_factory):
         (graded,) = _plan(lab, framework, only=function)
         assert test in graded["tests"], (lab, test)
         wrong.append({**graded, "tests": [test]})
-    results = cmd.grade(stubbed + wrong, files, stop=False)
-    n = len(stubbed)
-    return list(zip(stubbed, results[:n], strict=True)), list(zip(wrong, results[n:], strict=True))
+    return list(zip(wrong, cmd.grade(wrong, files, stop=False), strict=True))
 
 
-def test_stubs_fail_only_with_not_implemented(graded):
-    stubbed, _ = graded
+def test_every_lab_s_stubs_fail_only_with_not_implemented(stubbed):
+    """Every exercise of every lab, stubbed, is "not started": its tests fail only with the
+    NotImplementedError of a stub (nothing else breaks on the way: the imports, the fixtures,
+    the torchrun ranks): one of its own lab at or before it, or of another lab stubbed in the
+    same run whose code its tests call (environment's encoder is pretrained_embeddings')."""
     plan = [p for p, _ in stubbed]
+    assert {p["lab"] for p in plan} == {lab for lab in LABS if _parts(lab, plan[0]["framework"])}
     for i, (p, r) in enumerate(stubbed):
-        assert r["status"] == "not started", cmd.line(1, r)
-        # Only NotImplementedError, raised by a stub of this lab at or before this exercise.
-        earlier = {q["function"] for q in plan[: i + 1] if q["lab"] == p["lab"]}
+        assert r["status"] == "not started", f"{p['lab']}: {cmd.line(1, r)}"
+        allowed = {(q["lab"], q["function"]) for q in plan if q["batch"] == p["batch"]}
+        allowed -= {(q["lab"], q["function"]) for q in plan[i + 1 :] if q["lab"] == p["lab"]}
         for message in r["messages"]:
-            stub = re.fullmatch(rf"NotImplementedError: week1 exercise {p['lab']}: (\S+)", message)
-            assert stub and stub.group(1) in earlier, message
+            stub = re.fullmatch(r"NotImplementedError: week1 exercise (\S+): (\S+)", message)
+            assert stub and stub.groups() in allowed, (p["lab"], message)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", exercises.FRAMEWORKS)
+def test_every_lab_s_reference_passes_the_grading_path(framework, tmp_path):
+    """Every lab's reference modules, put where a learner's files go, pass every exercise (the
+    whole grading path of `week1 check`, batched: minutes, so slow)."""
+    for p, r in _grade_every_lab(tmp_path, framework, _references):
+        assert r["status"] == "passed", f"{p['lab']}: {cmd.line(1, r)}"
 
 
 def test_wrong_answers_fail_with_a_one_line_diagnosis(graded):
-    _, wrong = graded
-    for p, r in wrong:
+    for p, r in graded:
         line = cmd.line(1, r)
         assert r["status"] == "failing", line
         diagnosis = line.splitlines()[-1]

@@ -90,6 +90,15 @@ class Config:
             f"warmup_steps={self.warmup_steps}: must be in [0, steps={self.steps}]",
         )
         require(self.final_lr <= self.lr, f"final_lr={self.final_lr}: must be <= lr={self.lr}")
+        require(not self.tied or type(self) is Config, NOT_TIED)
+
+
+# A lab's Config extends Config, and so has `tied`; only the embedding_tradeoffs lab trains the
+# tied model (its own Config sets it), so the labs refuse it rather than ignore it.
+NOT_TIED = (
+    "tied=True: this lab trains the untied char MLP; tied vs untied embeddings is the "
+    "embedding_tradeoffs lab's part: week1 run embedding_tradeoffs --parts=tying"
+)
 
 
 def weight_map(cfg: Config) -> tuple:
