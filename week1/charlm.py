@@ -51,8 +51,8 @@ class Config:
     n_embd: int = 24  # embedding size per character
     n_hidden: int = 256
     dropout: float = 0.0
-    # the output layer is the embedding matrix, transposed, after a hidden -> n_embd projection
-    tied: bool = False
+    # The output layer is the embedding matrix, transposed, after a hidden -> n_embd projection.
+    tied: bool = False  # embedding_tradeoffs' tying part only; the other labs refuse it
     weight_decay: float = 0.01  # on matrices only, never on biases and norm scales
     warmup_steps: int = 100
     final_lr: float = 3e-4
