@@ -253,6 +253,12 @@ def project(name: str, points: Points, unit, pca2, components, cfg: Config) -> P
     )
 
 
+def explained_variance(unit: np.ndarray, pca2: np.ndarray) -> np.ndarray:
+    """The share of the vectors' total variance each of the two principal components keeps:
+    var(PC_i) / sum_j var(x_j), both over the same points. (2,)"""
+    return pca2.var(axis=0) / unit.var(axis=0).sum()
+
+
 def export_projector(run, projections: list[Projection]) -> pathlib.Path:
     """TensorBoard's projector files in the run's tb/ folder, beside the event files (the
     projector reads projector_config.pbtxt from each TensorBoard run folder, so that
@@ -298,13 +304,17 @@ def report_run(run, cfg: Config, projections: list[Projection], neighbours: dict
         for word, near in found.items():
             table.append((name, word, ", ".join(f"{w} {s:.2f}" for w, s in near)))
     report.table("nearest neighbours (cosine)", ["vectors", "word", "neighbours"], table)
-    panels = [
-        report.Scatter(
-            f"{p.name}: {method} (trustworthiness {trust:.3f})", xy, p.points.words, p.points.groups
-        )
-        for p in projections
-        for method, xy, trust in (("PCA", p.pca, p.trust_pca), ("t-SNE", p.tsne, p.trust_tsne))
-    ]
+    panels = []
+    for p in projections:
+        shares = explained_variance(p.unit, p.pca)
+        for method, xy, trust, axes in (
+            ("PCA", p.pca, p.trust_pca, tuple(f"PC {i + 1} ({v:.1%} of the variance)"
+                                              for i, v in enumerate(shares))),
+            ("t-SNE", p.tsne, p.trust_tsne, ("t-SNE 1 (no units: only neighbours count)",
+                                             "t-SNE 2")),
+        ):  # fmt: skip
+            title = f"{p.name}: {method} (trustworthiness {trust:.3f})"
+            panels.append(report.Scatter(title, xy, p.points.words, p.points.groups, axes))
     report.plot_scatters(run.path("embeddings.png"), panels, title="word vectors in 2-D")
     export_projector(run, projections)
     return summary

@@ -63,6 +63,9 @@ def test_normalise_and_pca_agree_across_frameworks_and_with_sklearn(pretrained, 
     reference = PCA(2).fit_transform(torch_unit.numpy().astype(np.float64))
     assert_close("pca", "2-D jax vs torch", jax_2d, torch_2d, TRAJECTORY)
     assert_close("pca", "2-D torch vs sklearn", torch_2d, reference, TRAJECTORY)
+    shares = spec.explained_variance(torch_unit.numpy(), torch_2d)  # the PCA panel's axis labels
+    sklearn_shares = PCA(2).fit(torch_unit.numpy().astype(np.float64)).explained_variance_ratio_
+    assert_close("pca", "explained variance vs sklearn", shares, sklearn_shares, TRAJECTORY)
     # The 50-D input of t-SNE: its axes 30-50 are nearly degenerate (any rotation among them is
     # as good), so compare what t-SNE uses, the distances between the points.
     jax_50, torch_50 = np.asarray(jax_lab.pca(jax_unit, 50)), torch_lab.pca(torch_unit, 50).numpy()

@@ -179,6 +179,7 @@ class Scatter:
     xy: np.ndarray  # (N, 2)
     words: Sequence[str]
     groups: Sequence[str]
+    axes: tuple[str, str] = ("", "")  # the x and y axis labels
 
 
 def plot_scatters(
@@ -214,6 +215,8 @@ def plot_scatters(
         ax.set_title(panel.title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_xlabel(panel.axes[0], fontsize=9)
+        ax.set_ylabel(panel.axes[1], fontsize=9)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours[g], label=g) for g in names]
