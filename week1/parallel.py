@@ -95,7 +95,6 @@ class ParallelConfig:
         loop_config(
             self
         ).check()  # the model, optimizer and data settings mean what they mean there
-        require(not self.tied, charlm.NOT_TIED)
         require(self.devices >= 0, f"devices={self.devices}: must be >= 0 (0: all available)")
         if self.devices:
             check_batch_split(self.batch_size, self.devices)
