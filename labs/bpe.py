@@ -22,7 +22,8 @@ hit it; a test forces it).
 How to read the results
 -----------------------
 - `first_merges`: 'Ġ' is a space, 'Ċ' a newline. The first merges are ' t',
-  'he', ' a': frequent English pairs, then whole words (' the', ' and').
+  'he', ' a': frequent English pairs, then whole words (' the' within the first
+  dozen; ' and' just past the 30 shown, `--show_merges=40`).
 - `bytes_per_token`: compression on the training text. Bytes are 1 token
   each before training; Shakespeare at vocab 8000 gets about 3.4 bytes/token.
 - `train_s` of JAX includes compiling its merge kernel (one per bucket of occurrence
