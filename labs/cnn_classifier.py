@@ -42,10 +42,10 @@ anchors on MR (Kim 2014, 10-fold: CNN-rand 76.1, CNN-static 81.0, CNN-non-static
 and one split is not 10-fold cross-validation: compare orders of magnitude and
 rankings, not decimals. CNN-rand near or below NBSVM is expected (Kim's table says
 the same): random embeddings learnt from 10k sentences know little about words that
-pretrained vectors bring. Kim's CNN-static above CNN-rand needs vectors for most words:
-`--vectors=google_news` covers under half of ours (its row gives the share), and at the
-defaults its CNN-static ends below our CNN-rand. The rows of the variants this run did
-not train say how to run them.
+pretrained vectors bring. Kim's ranking of CNN-static above CNN-rand is not what
+`--vectors=google_news` gives here: that subset covers under half of our words (its row
+gives the share), and at the defaults its CNN-static ends below our CNN-rand. The rows
+of the variants this run did not train say how to run them.
 
 The run folder holds confusion.png (test split), curves.png (train loss,
 validation accuracy), misclassified.txt (a few test sentences the CNN got wrong,

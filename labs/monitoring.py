@@ -28,7 +28,7 @@ update_ratio/<layer>, clipped (1 when clipping acted).
 
 How to read the results
 -----------------------
-- `week1 run monitoring --framework jax --nan_step=120` injects a NaN into one
+- `week1 run monitoring --framework jax --nan_step=120` injects a NaN into
   each gradient of layer `nan_layer` at step 120: the run stops with
   "step 120: non-finite gradient fc1.bias; stopped before the update (last
   good checkpoint: step 100)" (torch names fc1.weight, the first of fc1's

@@ -456,3 +456,101 @@ def test_mixed_precision__demos_overflow_underflow_scaling_and_bf16_rounding():
         scaled = shown["1e-8 scaled by 2^16, unscaled in fp32"]["float16"]
         assert scaled == pytest.approx(1e-8, rel=1e-3)
         assert shown["1 + 2^-8"]["bfloat16"] == 1 and shown["1 + 2^-8"]["float32"] > 1
+
+
+@pytest.mark.slow
+def test_rnn__lstm_ends_well_below_the_mlp(tmp_path):
+    """ "At equal steps the LSTM also trains on seq_len targets per window where the MLP has
+    one, so it should end well below the MLP" (by more than 0.1 nats), both below the unigram
+    baseline, drawn in rnn_lm.png (the defaults, the lm task, JAX)."""
+    run_dir, summary = run_lab(tmp_path, "rnn", "jax")
+    lstm, mlp = summary["final_val_loss"], summary["mlp_final_val_loss"]
+    assert lstm + 0.1 < mlp < summary["unigram_baseline"]
+    assert (run_dir / "rnn_lm.png").stat().st_size > 0
+
+
+def test_word2vec__vectors_saved_in_both_word2vec_formats_gensim_reads(tmp_path):
+    """ "The vectors are saved in the run folder as vectors.txt and vectors.bin (word2vec
+    formats that gensim's KeyedVectors.load_word2vec_format reads)": both load, one row per
+    vocabulary word, the same vectors (quick: 200k words, 2 epochs, no gensim reference,
+    torch)."""
+    from gensim.models import KeyedVectors
+
+    settings = ["--max_words=200000", "--epochs=2", "--reference=false"]
+    run_dir, summary = run_lab(tmp_path, "word2vec", "torch", *settings)
+    text = KeyedVectors.load_word2vec_format(str(run_dir / "vectors.txt"))
+    binary = KeyedVectors.load_word2vec_format(str(run_dir / "vectors.bin"), binary=True)
+    assert text.vectors.shape == binary.vectors.shape == (summary["vocabulary"], 100)
+    assert text.index_to_key == binary.index_to_key
+    np.testing.assert_allclose(text.vectors, binary.vectors, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_word2vec__ours_within_gensim_noise_and_king_near_titles(tmp_path):
+    """ "Two gensim runs with the same settings ... show the noise: two runs of the same
+    algorithm differ by a few hundredths of rho" (under 0.05), ours within a few hundredths of
+    one of them ("compare ours with gensim's"); "names near names, titles near titles": king's
+    nearest words are titles (the defaults, skip-gram on Shakespeare, torch)."""
+    from gensim.models import KeyedVectors
+
+    run_dir, summary = run_lab(tmp_path, "word2vec", "torch")
+    for score in ("ws353", "simlex"):
+        gensim = [summary[f"gensim_{w}_{score}"] for w in ("1_worker", "2_workers")]
+        assert abs(gensim[0] - gensim[1]) < 0.05
+        assert min(abs(summary[f"ours_{score}"] - g) for g in gensim) < 0.05
+    vectors = KeyedVectors.load_word2vec_format(str(run_dir / "vectors.bin"), binary=True)
+    near = [word for word, _ in vectors.most_similar("king", topn=5)]
+    titles = {"prince", "duke", "queen", "lord", "earl", "emperor", "dauphin", "cardinal"}
+    assert len(titles.intersection(near)) >= 2
+
+
+@pytest.mark.slow
+def test_pretrained_embeddings__one_word_many_vectors_within_sense_higher(tmp_path):
+    """ "the within-sense cosines are higher on average than the across-sense ones" (bank, bat,
+    apple); Google News "has 'Apple' but not 'apple', and its 'Apple' neighbours are companies"
+    (quick: 16 benchmark sentences, 1 timed pass, JAX)."""
+    settings = ["--bench_sentences=16", "--iters=1"]
+    _, summary = run_lab(tmp_path, "pretrained_embeddings", "jax", *settings)
+    for word in ("bank", "bat", "apple"):
+        assert summary[f"{word} cos within sense"] > summary[f"{word} cos across senses"]
+    near = summary["static neighbours of 'Apple'"].split(", ")
+    companies = {"Google", "Microsoft", "Intel", "Sony", "HP", "Yahoo", "IBM", "Dell", "Nokia"}
+    assert len(companies.intersection(near)) >= 3
+    assert "static neighbours of 'apple'" not in summary
+
+
+@pytest.mark.slow
+def test_rnn__sentiment_beats_majority_and_validation_loss_turns_up(tmp_path):
+    """ "the summary gives the majority class's test accuracy beside the classifier's";
+    "rnn_sentiment.png shows where validation loss turns up while training loss keeps falling"
+    (the defaults, --task=sentiment, JAX)."""
+    run_dir, summary = run_lab(tmp_path, "rnn", "jax", "--task=sentiment")
+    assert summary["test_accuracy"] > summary["majority_baseline"] + 0.1
+    rows = metrics(run_dir)
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    train = [r["train_loss"] for r in rows if "train_loss" in r]
+    best = int(np.argmin(val))
+    assert best < len(val) - 1 and val[-1] > val[best] + 0.05
+    assert np.mean(train[-20:]) < np.mean(train[len(train) // 2 - 10 : len(train) // 2 + 10])
+    assert (run_dir / "rnn_sentiment.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework, tensor", [("jax", "fc1.bias"), ("torch", "fc1.weight")])
+def test_monitoring__a_nan_at_step_120_stops_before_the_update(tmp_path, framework, tensor):
+    """ "--nan_step=120 ... the run stops with 'step 120: non-finite gradient fc1.bias; stopped
+    before the update (last good checkpoint: step 100)' (torch names fc1.weight ...), the run
+    folder keeps that checkpoint, and summary.json says why it stopped" (the defaults)."""
+    runs_dir = tmp_path / "runs"
+    command = ["run", "monitoring", "--framework", framework, "--runs-dir", str(runs_dir)]
+    assert main([*command, "--nan_step=120"]) != 0
+    (run_dir,) = runs_dir.iterdir()
+    summary = runs.read_summary(run_dir)
+    assert summary["status"] == "diverged" and summary["diverged_at_step"] == 120
+    assert summary["error"] == (
+        f"step 120: non-finite gradient {tensor}; stopped before the update "
+        "(last good checkpoint: step 100)"
+    )
+    sealed = (p.name for p in (run_dir / "checkpoints").iterdir() if "sha256" in p.name)
+    steps = sorted(int(name.split(".")[0].removeprefix("step_")) for name in sealed)
+    assert steps == [50, 100]  # jax: 100.sha256.json; torch: step_00000100.pt.sha256.json
