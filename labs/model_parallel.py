@@ -92,7 +92,8 @@ formula, falling as m grows (fixed per-step work counts as bubble too, and on a 
 simulated stages share the cores); GPipe's activation bytes growing with m while 1F1B's
 stay flat. On a CPU the devices share the same cores: the step times say the code runs, not
 how it scales, and the measured bubble there is only as good as the machine is quiet (JAX's
-simulated stages all compute on the same cores at every tick).
+simulated stages all compute on the same cores at every tick; torch's two gloo ranks on a busy
+CPU can read a bubble near zero or below it at every m: read that one on GPUs).
 
 The bubble is measured from step times: with micro-batches of a fixed size, a step of m
 micro-batches costs T(m) ~ (m + p - 1) t; t is the slope of T over m (least squares), and

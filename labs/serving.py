@@ -91,7 +91,9 @@ So read two kinds of columns:
 - srv, the server's CPU milliseconds per request (from /proc, whatever the neighbours do):
   with max_batch 1 every generated character is one forward pass per request; batching
   shares each pass among the batch's requests, so srv falls as b~ (the mean batch size
-  the responses report) grows. What remains at large batches is HTTP, JSON and pydantic.
+  the responses report) grows. What remains at large batches is HTTP, JSON and pydantic:
+  on this small char MLP they are much of srv at every b~, and on a busy shared machine
+  the fall can be lost in the noise.
 - b~ against conc: a batch can only hold what is queued. With few clients, b~ stays near
   1 and max_wait_ms is pure added latency (compare p50 at conc 1 across settings); with
   many, batches fill without waiting.
