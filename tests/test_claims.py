@@ -2,7 +2,7 @@
 observable, checked on a run of the lab at the quick settings its handout names.
 
 One function per claim, named test_<lab>__<claim>; docs/claims.md is generated from them
-(`python -m week1.commands.claims`). The slow ones carry the `slow` marker.
+(`week1 parity --claims`). The slow ones carry the `slow` marker.
 """
 
 import json

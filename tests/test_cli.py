@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -230,3 +231,28 @@ def test_resume_of_a_config_with_wrong_types_is_one_line(tmp_path, capsys):
     assert main(["resume", _run_folder(tmp_path, "jax", {"steps": "many"})]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["week1: error: saved config: steps='many' is a str, the setting is int"]
+
+
+def test_parity_claims_table_from_junit_and_its_exit(tmp_path, capsys):
+    """`week1 parity --claims`' table: a parametrized claim is one row, the worse case wins; a
+    claim not shown exits 1 and is named; --claims with a lab is refused (exit 2)."""
+    from week1.commands import claims
+
+    tests = claims.claim_tests()
+    held, failed = tests[0][1], tests[1][1]
+    xml = tmp_path / "claims.xml"
+    xml.write_text(
+        "<testsuites><testsuite>"
+        f'<testcase name="{held}"/>'
+        f'<testcase name="{failed}[jax]"/>'
+        f'<testcase name="{failed}[torch]"><failure message="no"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    out = tmp_path / "claims.md"
+    assert claims.main(["--from", str(xml), "--out", str(out)]) == 1
+    rows = {re.search(r"`(test_\w+)`", line)[1]: line for line in out.read_text().splitlines()
+            if "| `test_" in line}  # fmt: skip
+    assert rows[held].endswith("| HOLDS |") and rows[failed].endswith("| NOT SHOWN |")
+    assert f"NOT SHOWN: {failed}" in capsys.readouterr().out
+    assert main(["parity", "--claims", "adamw"]) == 2
+    assert "--claims" in capsys.readouterr().err

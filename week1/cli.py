@@ -10,6 +10,7 @@
     week1 compare --all [--quick] [--markdown P] [--json P]  every training lab, one summary
     week1 parity [lab] [--detail [LAB]] [--json P] [--markdown P]
                                                  differences and headroom per check family
+    week1 parity --claims [--markdown P]         every handout claim's test: docs/claims.md
     week1 bench [lab ...] [--json PATH]          step times, JAX jit vs torch eager vs torch.compile
     week1 results FILE.json ... [--out MD]       per-machine benchmark results as Markdown
     week1 profile <lab> --framework {jax,torch}  trace one training step; phase breakdown, top ops
@@ -265,6 +266,12 @@ def cmd_parity(args) -> int:
     from week1.commands.parity import run_parity
 
     lab, pytest_args = args.lab, args.pytest_args
+    if args.claims:
+        from week1.commands import claims
+
+        if lab is not None or pytest_args or args.json or args.gpu or args.from_path:
+            raise UsageError("--claims runs every claim test; it takes only --markdown PATH")
+        return claims.main(["--out", args.markdown] if args.markdown else [])
     if lab is not None and lab.startswith("-"):  # `week1 parity -- -m slow`: no lab, all pytest's
         lab, pytest_args = None, [lab, *pytest_args]
     return run_parity(
@@ -458,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="alone: run the whole suite on the GPU; PATH: a GPU run's --json for the GPU column",
     )
     p.add_argument("--from", dest="from_path", metavar="PATH", help="report a saved --json")
+    p.add_argument(
+        "--claims",
+        action="store_true",
+        help="the handout claim tests instead (slow ones too, minutes): docs/claims.md "
+        "(or --markdown PATH); exit 1 if a claim is not shown",
+    )
     p = sub.add_parser(
         "bench", help="time each lab's workload in JAX jit, torch eager and torch.compile"
     )
