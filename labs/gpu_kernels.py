@@ -107,12 +107,14 @@ History: docs/history.md#krizhevsky-2012, #dao-2022
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
 from week1 import report, tolerances
 from week1.config import Range, require
 from week1.exercises import Exercise, Part
+from week1.timing import time_calls
 
 KERNELS = ("vector_add", "softmax", "matmul", "cross_entropy")
 DTYPES = ("fp32", "bf16")
@@ -258,6 +260,33 @@ def compare(kernel: str, dtype: str, shape: tuple, out, reference) -> Check:
     return Check(kernel, dtype, shape, diff)
 
 
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """What the checks and the bench need from a framework."""
+
+    framework: str
+    device: str  # "cpu", "cuda:NVIDIA H100 ...", "gpu:H100 ..."
+    interpreted: bool  # no GPU: the kernels run in an interpreter
+    launch: Callable  # (kernel, cfg) -> the lab's kernel with the config's blocks
+    library: Callable  # kernel -> the framework's own op
+    matmul: Callable  # (a, b, block_m, block_n, block_k, group_m, num_warps=) -> a @ b in tiles
+    softmax_unfused: Callable  # x -> softmax as five separate kernels
+    as_arrays: Callable  # (numpy arrays, dtype) -> on the default device, floats in dtype
+    to_numpy: Callable  # an output -> float32 numpy
+    peak_memory: Callable  # (fn, *args) -> {"peak": bytes} beyond the inputs, or {}
+    sync: Callable  # waits for a result (the timing harness's `sync`)
+
+
+def checks(cfg: Config, k: Kernels) -> list[Check]:
+    """Each kernel against the framework's op, per dtype and width."""
+    found = []
+    for kernel, dtype, shape in cases(cfg):
+        args = k.as_arrays(inputs(kernel, shape, cfg.seed), dtype)
+        out, ref = k.launch(kernel, cfg)(*args), k.library(kernel)(*args)
+        found.append(compare(kernel, dtype, shape, k.to_numpy(out), k.to_numpy(ref)))
+    return found
+
+
 def summarise_checks(run, framework: str, device: str, interpreted: bool, checks) -> dict:
     """The correctness table (fp32 in the F32 tier, bf16 in BF16); the summary: checks within
     their tier, the worst headroom, and those outside, if any."""
@@ -354,6 +383,51 @@ def performance(framework: str, sizes: dict, timings: dict, dtype: str, tables: 
             ],
         )
     return found
+
+
+def bench(cfg: Config, k: Kernels) -> dict:
+    """`week1 bench gpu_kernels`: the matmul's tiles against the library matmul, the fused
+    softmax against the library's and the unfused one, the fused loss against the library loss
+    (peak memory). One line of ratios per kernel; returns the timings."""
+    sizes, dtype = cfg.sizes(not k.interpreted), cfg.bench_dtype
+    time = lambda fn, *args: time_calls(
+        lambda: fn(*args), k.sync, warmup=cfg.warmup, iters=cfg.iters
+    )
+    name = lambda kernel, how: variant(k.framework, kernel, how)
+    a, b = k.as_arrays(inputs("matmul", sizes["matmul"], cfg.seed), dtype)
+    timings = {name("matmul", "library"): time(k.library("matmul"), a, b)}
+    for bm, bn, bk in cfg.tiles(not k.interpreted):
+        warps = 8 if bm * bn >= 128 * 256 else 4
+        tile = lambda a, b: k.matmul(a, b, bm, bn, bk, cfg.group_m, num_warps=warps)
+        timings[name("matmul", f"{bm}x{bn}x{bk}")] = time(tile, a, b)
+    (x,) = k.as_arrays(inputs("softmax", sizes["softmax"], cfg.seed), dtype)
+    for how, fn in (
+        ("kernel", k.launch("softmax", cfg)),
+        ("library", k.library("softmax")),
+        ("unfused", k.softmax_unfused),
+    ):
+        timings[name("softmax", how)] = time(fn, x)
+    logits, labels = k.as_arrays(inputs("cross_entropy", sizes["cross_entropy"], cfg.seed), dtype)
+    for how, fn in (
+        ("kernel", k.launch("cross_entropy", cfg)),
+        ("library", k.library("cross_entropy")),
+    ):
+        timings[name("cross_entropy", how)] = time(fn, logits, labels).with_memory(
+            k.peak_memory(fn, logits, labels)
+        )
+    note = " (interpreted: meaningless)" if k.interpreted else ""
+    for what, value in performance(k.framework, sizes, timings, dtype, tables=False).items():
+        print(f"{k.framework} {what}: {value:.3g}{note}")
+    return timings
+
+
+def run_checks(cfg: Config, run, k: Kernels) -> dict:
+    """`week1 run gpu_kernels`: the correctness table; on a GPU the bench's tables too."""
+    summary = summarise_checks(run, k.framework, k.device, k.interpreted, checks(cfg, k))
+    if not k.interpreted:
+        timings = bench(cfg, k)
+        summary |= performance(k.framework, cfg.sizes(True), timings, cfg.bench_dtype, tables=True)
+    return summary
 
 
 # Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`

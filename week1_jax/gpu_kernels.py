@@ -22,7 +22,6 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from labs import gpu_kernels as spec
-from week1.timing import time_calls
 from week1_jax.lib import devices
 
 # No counterpart in torch: Pallas takes where it runs as pallas_call's arguments (Triton reads
@@ -249,18 +248,6 @@ def as_arrays(arrays, dtype: str) -> tuple:
     )
 
 
-def checks(cfg: spec.Config) -> list:
-    """Each kernel against the framework's op, per dtype and width."""
-    found = []
-    for kernel, dtype, shape in spec.cases(cfg):
-        args = as_arrays(spec.inputs(kernel, shape, cfg.seed), dtype)
-        out, ref = launch(kernel, cfg)(*args), library(kernel)(*args)
-        found.append(
-            spec.compare(kernel, dtype, shape, out.astype(jnp.float32), ref.astype(jnp.float32))
-        )
-    return found
-
-
 def peak_memory(fn, *args) -> dict:
     """{"peak": bytes} that XLA allocates for fn(*args) beyond its inputs (temporaries and
     outputs, from the compiled program's memory analysis)."""
@@ -270,52 +257,34 @@ def peak_memory(fn, *args) -> dict:
     return {"peak": analysis.temp_size_in_bytes + analysis.output_size_in_bytes}
 
 
-def bench(cfg: spec.Config) -> dict:
-    """`week1 bench gpu_kernels`: the matmul's tiles against XLA's matmul, the fused softmax
-    against jax.nn.softmax and the unfused one, the fused loss against optax's (peak memory).
-    One line of ratios per kernel."""
-    sizes, dtype = cfg.sizes(not interpreted()), cfg.bench_dtype
-    time = lambda fn, *args: time_calls(
-        lambda: fn(*args), devices.sync, warmup=cfg.warmup, iters=cfg.iters
-    )
-    name = lambda kernel, how: spec.variant("jax", kernel, how)
-    m, k, n = sizes["matmul"]
-    a, b = as_arrays(spec.inputs("matmul", (m, k, n), cfg.seed), dtype)
-    timings = {name("matmul", "library"): time(library("matmul"), a, b)}
-    for bm, bn, bk in cfg.tiles(not interpreted()):
-        warps = 8 if bm * bn >= 128 * 256 else 4
-        tile = lambda a, b: matmul(a, b, bm, bn, bk, cfg.group_m, num_warps=warps)
-        timings[name("matmul", f"{bm}x{bn}x{bk}")] = time(tile, a, b)
-    (x,) = as_arrays(spec.inputs("softmax", sizes["softmax"], cfg.seed), dtype)
-    for how, fn in (
-        ("kernel", softmax),
-        ("library", library("softmax")),
-        ("unfused", softmax_unfused),
-    ):
-        timings[name("softmax", how)] = time(fn, x)
-    logits, labels = as_arrays(
-        spec.inputs("cross_entropy", sizes["cross_entropy"], cfg.seed), dtype
-    )
-    kernel = lambda x, y: cross_entropy(x, y, cfg.block)
-    for how, fn in (("kernel", kernel), ("library", library("cross_entropy"))):
-        timings[name("cross_entropy", how)] = time(fn, logits, labels).with_memory(
-            peak_memory(fn, logits, labels)
-        )
-    for what, value in spec.performance("jax", sizes, timings, dtype, tables=False).items():
-        print(f"jax {what}: {value:.3g}" + (" (interpreted: meaningless)" if interpreted() else ""))
-    return timings
-
-
 def device_name() -> str:
     device = devices.default_device()
     return f"{device.platform}:{device.device_kind}"
 
 
+def kernels() -> spec.Kernels:
+    """What the lab's checks and bench need from jax (labs/gpu_kernels.py)."""
+    return spec.Kernels(
+        framework="jax",
+        device=device_name(),
+        interpreted=interpreted(),
+        launch=launch,
+        library=library,
+        matmul=matmul,
+        softmax_unfused=softmax_unfused,
+        as_arrays=as_arrays,
+        to_numpy=lambda t: t.astype(jnp.float32),
+        peak_memory=peak_memory,
+        sync=devices.sync,
+    )
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench gpu_kernels --framework jax`: the kernels' timings (labs/gpu_kernels.py)."""
+    return spec.bench(cfg, kernels())
+
+
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run gpu_kernels --framework jax`: the correctness table; on a GPU the bench's
     tables too."""
-    summary = spec.summarise_checks(run, "jax", device_name(), interpreted(), checks(cfg))
-    if not interpreted():
-        timings = bench(cfg)
-        summary |= spec.performance("jax", cfg.sizes(True), timings, cfg.bench_dtype, tables=True)
-    return summary
+    return spec.run_checks(cfg, run, kernels())

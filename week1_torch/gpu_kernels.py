@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from labs import gpu_kernels as spec
 from week1.config import UsageError
-from week1.timing import time_calls
 from week1_torch.lib import devices
 
 # No counterpart in JAX: a Triton kernel is decorated (here: when first used), a Pallas kernel is
@@ -259,16 +258,6 @@ def as_tensors(arrays, dtype: str) -> tuple:
     )
 
 
-def checks(cfg: spec.Config) -> list:
-    """Each kernel against the framework's op, per dtype and width."""
-    found = []
-    for kernel, dtype, shape in spec.cases(cfg):
-        args = as_tensors(spec.inputs(kernel, shape, cfg.seed), dtype)
-        out, ref = launch(kernel, cfg)(*args), library(kernel)(*args)
-        found.append(spec.compare(kernel, dtype, shape, out.float().cpu(), ref.float().cpu()))
-    return found
-
-
 def peak_memory(fn, *args) -> dict:
     """{"peak": bytes} allocated by fn(*args) beyond its inputs (the CUDA caching allocator's
     high-water mark); {} on a CPU."""
@@ -282,53 +271,33 @@ def peak_memory(fn, *args) -> dict:
     return {"peak": torch.cuda.max_memory_allocated() - before}
 
 
-def bench(cfg: spec.Config) -> dict:
-    """`week1 bench gpu_kernels`: the matmul's tiles against the library matmul, the fused
-    softmax against torch.softmax and the unfused one, the fused loss against F.cross_entropy
-    (peak memory). One line of ratios per kernel."""
-    sizes, dtype = cfg.sizes(not interpreted()), cfg.bench_dtype
-    time = lambda fn, *args: time_calls(
-        lambda: fn(*args), devices.sync, warmup=cfg.warmup, iters=cfg.iters
-    )
-    name = lambda kernel, how: spec.variant("torch", kernel, how)
-    m, k, n = sizes["matmul"]
-    a, b = as_tensors(spec.inputs("matmul", (m, k, n), cfg.seed), dtype)
-    timings = {name("matmul", "library"): time(torch.matmul, a, b)}
-    for bm, bn, bk in cfg.tiles(not interpreted()):
-        warps = 8 if bm * bn >= 128 * 256 else 4
-        tile = lambda a, b: matmul(a, b, bm, bn, bk, cfg.group_m, num_warps=warps)
-        timings[name("matmul", f"{bm}x{bn}x{bk}")] = time(tile, a, b)
-    (x,) = as_tensors(spec.inputs("softmax", sizes["softmax"], cfg.seed), dtype)
-    for how, fn in (
-        ("kernel", softmax),
-        ("library", library("softmax")),
-        ("unfused", softmax_unfused),
-    ):
-        timings[name("softmax", how)] = time(fn, x)
-    logits, labels = as_tensors(
-        spec.inputs("cross_entropy", sizes["cross_entropy"], cfg.seed), dtype
-    )
-    kernel = lambda x, y: cross_entropy(x, y, cfg.block)
-    for how, fn in (("kernel", kernel), ("library", library("cross_entropy"))):
-        timings[name("cross_entropy", how)] = time(fn, logits, labels).with_memory(
-            peak_memory(fn, logits, labels)
-        )
-    for what, value in spec.performance("torch", sizes, timings, dtype, tables=False).items():
-        print(
-            f"torch {what}: {value:.3g}" + (" (interpreted: meaningless)" if interpreted() else "")
-        )
-    return timings
-
-
 def device_name() -> str:
     return f"cuda:{torch.cuda.get_device_name()}" if torch.cuda.is_available() else "cpu"
+
+
+def kernels() -> spec.Kernels:
+    """What the lab's checks and bench need from torch (labs/gpu_kernels.py)."""
+    return spec.Kernels(
+        framework="torch",
+        device=device_name(),
+        interpreted=interpreted(),
+        launch=launch,
+        library=library,
+        matmul=matmul,
+        softmax_unfused=softmax_unfused,
+        as_arrays=as_tensors,
+        to_numpy=lambda t: t.float().cpu(),
+        peak_memory=peak_memory,
+        sync=devices.sync,
+    )
+
+
+def bench(cfg: spec.Config) -> dict:
+    """`week1 bench gpu_kernels --framework torch`: the kernels' timings (labs/gpu_kernels.py)."""
+    return spec.bench(cfg, kernels())
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run gpu_kernels --framework torch`: the correctness table; on a GPU the bench's
     tables too."""
-    summary = spec.summarise_checks(run, "torch", device_name(), interpreted(), checks(cfg))
-    if not interpreted():
-        timings = bench(cfg)
-        summary |= spec.performance("torch", cfg.sizes(True), timings, cfg.bench_dtype, tables=True)
-    return summary
+    return spec.run_checks(cfg, run, kernels())
