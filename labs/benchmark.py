@@ -141,6 +141,7 @@ from week1.data.minilm import BertConfig
 from week1.exercises import Exercise, Part
 from week1.machine import thread_env
 from week1.parallel import config_args
+from week1.runs import one_line
 from week1.timing import Timing, datasheet_peak, flops_agree, mfu
 
 WORKLOADS = ("mlp", "lstm", "lstm-nn", "bert", "word2vec")
@@ -674,6 +675,54 @@ def winners(document: dict) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # The run: each framework in a process of its own, one report
+
+
+def measure_part(
+    cfg: Config,
+    should_stop,
+    *,
+    framework: str,
+    variant: str,
+    on_gpu: bool,
+    device: str,
+    versions: dict,
+    measure_point,
+    extras: dict,
+) -> dict:
+    """A framework's part of results.json: every point of the plan (`measure_point(cfg, point,
+    precision, with_compile)` -> rows; a failed point becomes a `variant` row with its error),
+    then the DP and loop-habit rows (`extras`: {"dp": fn(cfg), "habits": fn(cfg)} -> rows; a
+    failure becomes one row). `should_stop` (None: never) ends it before the next point."""
+    stop = lambda: should_stop is not None and should_stop()
+    if not (on_gpu or cfg.quick):
+        show.console.print(FULL_ON_CPU, highlight=False)
+    todo = plan(cfg, on_gpu)
+    rows = []
+    with show.progress(framework, total=len(todo)) as advance:
+        for point, precision, with_compile in todo:
+            if stop():
+                break
+            try:
+                rows += measure_point(cfg, point, precision, with_compile)
+            except Exception as err:  # an out-of-memory size must not lose the others
+                rows.append(row(point, variant, precision, None, error=one_line(err)))
+            advance()
+    part = {
+        "framework": framework,
+        "device": device,
+        "versions": versions,
+        "sweep": sweep_kind(cfg, on_gpu),
+        "rows": rows,
+        "dp": [],
+        "habits": [],
+    }
+    for name, fn in extras.items():
+        if getattr(cfg, name) and not stop():
+            try:
+                part[name] = fn(cfg)
+            except Exception as err:
+                part[name] = [failed(framework, name, one_line(err))]
+    return part
 
 
 def run_benchmark(cfg: Config, run, framework: str, measure) -> dict:

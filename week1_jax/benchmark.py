@@ -24,8 +24,6 @@ from jax.sharding import PartitionSpec as P
 
 from labs import benchmark as spec
 from week1 import charlm, convert
-from week1.report import console, progress
-from week1.runs import one_line
 from week1.timing import time_calls
 from week1_jax.lib import bert, devices, embeddings, optim, parallel, recurrent, steps
 from week1_jax.lib import charlm as lm
@@ -314,38 +312,19 @@ def _versions() -> dict:
 
 
 def measure(cfg: spec.Config, should_stop=None) -> dict:
-    """Every point of the plan (a failed one becomes a row with its error), then the DP and
-    loop-habit rows: this framework's part of results.json."""
-    on_gpu = devices.default_device().platform != "cpu"
-    if not (on_gpu or cfg.quick):
-        console.print(spec.FULL_ON_CPU, highlight=False)
-    todo = spec.plan(cfg, on_gpu)
-    rows = []
-    with progress("jax", total=len(todo)) as advance:
-        for point, precision, with_compile in todo:
-            if should_stop is not None and should_stop():
-                break
-            try:
-                rows += measure_point(cfg, point, precision, with_compile)
-            except Exception as err:  # an out-of-memory size must not lose the others
-                rows.append(spec.row(point, "jax jit", precision, None, error=one_line(err)))
-            advance()
-    part = {
-        "framework": "jax",
-        "device": device_name(),
-        "versions": _versions(),
-        "sweep": spec.sweep_kind(cfg, on_gpu),
-        "rows": rows,
-        "dp": [],
-        "habits": [],
-    }
-    for name, fn in (("dp", dp_scaling), ("habits", loop_habits)):
-        if getattr(cfg, name) and not (should_stop is not None and should_stop()):
-            try:
-                part[name] = fn(cfg)
-            except Exception as err:
-                part[name] = [spec.failed("jax", name, one_line(err))]
-    return part
+    """Every point of the plan, then the DP and loop-habit rows: this framework's part of
+    results.json (labs/benchmark.py)."""
+    return spec.measure_part(
+        cfg,
+        should_stop,
+        framework="jax",
+        variant="jax jit",
+        on_gpu=devices.default_device().platform != "cpu",
+        device=device_name(),
+        versions=_versions(),
+        measure_point=measure_point,
+        extras={"dp": dp_scaling, "habits": loop_habits},
+    )
 
 
 def run(cfg: spec.Config, run) -> dict:

@@ -26,8 +26,6 @@ from torch import nn
 from labs import benchmark as spec
 from week1 import charlm, timing
 from week1.parallel import worker_args
-from week1.report import console, progress
-from week1.runs import one_line
 from week1.timing import time_calls
 from week1_torch.lib import (
     bert,
@@ -359,41 +357,21 @@ def _versions() -> dict:
 
 
 def measure(cfg: spec.Config, should_stop=None) -> dict:
-    """Every point of the plan (a failed one becomes a row with its error), then the DP and
-    loop-habit rows: this framework's part of results.json."""
+    """Every point of the plan, then the DP and loop-habit rows: this framework's part of
+    results.json (labs/benchmark.py)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    on_gpu = devices.default_device().type == "cuda"
-    if not (on_gpu or cfg.quick):
-        console.print(spec.FULL_ON_CPU, highlight=False)
-    todo = spec.plan(cfg, on_gpu)
-    rows = []
-    with progress("torch", total=len(todo)) as advance:
-        for point, precision_name, with_compile in todo:
-            if should_stop is not None and should_stop():
-                break
-            try:
-                rows += measure_point(cfg, point, precision_name, with_compile)
-            except Exception as err:  # an out-of-memory size must not lose the others
-                rows.append(spec.row(point, "torch eager", precision_name, None,
-                                     error=one_line(err)))  # fmt: skip
-            advance()
-    part = {
-        "framework": "torch",
-        "device": device_name(),
-        "versions": _versions(),
-        "sweep": spec.sweep_kind(cfg, on_gpu),
-        "rows": rows,
-        "dp": [],
-        "habits": [],
-    }
-    for name, fn in (("dp", dp_scaling), ("habits", loop_habits)):
-        if getattr(cfg, name) and not (should_stop is not None and should_stop()):
-            try:
-                part[name] = fn(cfg)
-            except Exception as err:
-                part[name] = [spec.failed("torch", name, one_line(err))]
-    return part
+    return spec.measure_part(
+        cfg,
+        should_stop,
+        framework="torch",
+        variant="torch eager",
+        on_gpu=devices.default_device().type == "cuda",
+        device=device_name(),
+        versions=_versions(),
+        measure_point=measure_point,
+        extras={"dp": dp_scaling, "habits": loop_habits},
+    )
 
 
 def run(cfg: spec.Config, run) -> dict:
