@@ -413,6 +413,18 @@ def wordpiece_positions(tokenizer, sentence: str, word: str) -> list[int]:
     ]
 
 
+def sense_vectors(elmo_layers, data: Data) -> dict:
+    """{word: (L + 1, 4, 2H)}: the word's biLM layers in each of its sentences (`elmo_layers`:
+    (ids, lengths) -> (L + 1, B, T, 2H) numpy, the framework's frozen biLM)."""
+    out = {}
+    for word, sentences in SENSES.items():
+        ids, lengths = padded(data, sentences, 10_000)
+        layers = elmo_layers(ids, lengths)  # (J, 4, T, 2H)
+        at = [word_position(s, word) for s in sentences]
+        out[word] = layers[:, np.arange(len(sentences)), at]
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Encoders:
     """What the report needs from a framework (numpy out)."""
@@ -467,6 +479,24 @@ def report_run(run, cfg: Config, data: Data, history: loop.History, enc: Encoder
     summary |= report_probes(results, layers - 1)
     summary["majority baseline"] = majority(labels["test"])
     return summary
+
+
+def run(cfg: Config, run, lab, bert, compile: bool = False) -> dict:
+    """`week1 run elmo` with the framework's module `lab` (week1_jax.elmo or week1_torch.elmo)
+    and its lib/bert (MiniLM): the biLM, then the probes (report_run); compile: torch only."""
+    data = load_data(cfg)
+    model, history = lab.train(cfg, data, ctx=loop.Context.of_run(run, compile))
+    if run.should_stop():
+        return history.summary()
+    enc = Encoders(
+        elmo_senses=lambda: sense_vectors(functools.partial(lab.elmo_layers, model), data),
+        elmo_sentences=lambda texts: lab.sentence_features(model, data, texts, cfg),
+        minilm_hidden=lambda batch: bert.hidden_and_sentences(bert.pretrained()[0], batch),
+        minilm_tokenizer=lambda: bert.pretrained()[1],
+        minilm_encode=bert.encode,
+    )
+    probe = lambda name, features, labels: lab.train_probe(name, features, labels, cfg, run)
+    return report_run(run, cfg, data, history, enc, probe)
 
 
 # `week1 compare elmo --quick`: a smaller biLM, 100 steps.

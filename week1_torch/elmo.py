@@ -7,6 +7,7 @@ Read beside week1_jax/elmo.py: the same functions in the same order.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import torch
@@ -196,38 +197,9 @@ def sentence_features(model: BiLM, data: spec.Data, texts, cfg: spec.Config) -> 
     return np.concatenate(parts)
 
 
-def sense_vectors(model: BiLM, data: spec.Data) -> dict:
-    """{word: (L + 1, 4, 2H)}: the word's biLM layers in each of its sentences."""
-    out = {}
-    for word, sentences in spec.SENSES.items():
-        ids, lengths = spec.padded(data, sentences, 10_000)
-        layers = elmo_layers(model, ids, lengths)  # (J, 4, T, 2H)
-        at = [spec.word_position(s, word) for s in sentences]
-        out[word] = layers[:, np.arange(len(sentences)), at]
-    return out
-
-
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:
-    """`week1 run elmo --framework torch [--compile]`: the biLM, then the probes."""
-    data = spec.load_data(cfg)
-    model, history = train(cfg, data, ctx=loop.Context.of_run(run, compile))
-    if run.should_stop():
-        return history.summary()
-    model.eval()
-    return spec.report_run(
-        run,
-        cfg,
-        data,
-        history,
-        spec.Encoders(
-            elmo_senses=lambda: sense_vectors(model, data),
-            elmo_sentences=lambda texts: sentence_features(model, data, texts, cfg),
-            minilm_hidden=lambda batch: bert.hidden_and_sentences(bert.pretrained()[0], batch),
-            minilm_tokenizer=lambda: bert.pretrained()[1],
-            minilm_encode=bert.encode,
-        ),
-        lambda name, features, labels: train_probe(name, features, labels, cfg, run),
-    )
+    """`week1 run elmo --framework torch [--compile]`: the biLM, then the probes (labs/elmo.py)."""
+    return spec.run(cfg, run, sys.modules[__name__], bert, compile)
 
 
 def train_probe(name: str, features: dict, labels: dict, cfg: spec.Config, run) -> dict:
