@@ -163,6 +163,7 @@ from week1.data import labelled, shakespeare
 from week1.data.batches import window_batch
 from week1.exercises import Exercise, Part
 from week1.runs import read_config
+from week1.timing import time_calls
 from week1.tolerances import F32, measure
 
 WEIGHT_MAP = convert.CHAR_MLP  # torch state_dict <-> Flax params (parity: ONNX vs JAX)
@@ -340,6 +341,16 @@ def bench_batches(block_size: int) -> list[np.ndarray]:
     return [window_batch(val, block_size, b, 54321, b)[0] for b in (1, 32)]
 
 
+def time_forwards(forwards: dict, block_size: int, sync) -> dict:
+    """`week1 bench serving`: each forward pass (name -> windows (B, T) -> logits) timed on
+    bench_batches; {"<name>, batch <B>": Timing}."""
+    return {
+        f"{name}, batch {len(x)}": time_calls(lambda: forward(x), sync)
+        for x in bench_batches(block_size)
+        for name, forward in forwards.items()
+    }
+
+
 def manifest(fmt: str, file: str, source: Source, exporter: str) -> dict:
     """serving.json: the kind of model, the format and file, the vocabulary, the model's sizes,
     and the version of what was exported (run, step, settings, data hash)."""
@@ -448,6 +459,15 @@ def export_checked(lab, model, folder, source: Source) -> dict:
     eager = [lab.eager_logits(model, *xs) for xs in inputs]
     exported = {name: [f(*xs) for xs in inputs] for name, f in lab.reload(folder).items()}
     return check_exports(inputs, eager, exported)
+
+
+def export_run(lab, run_dir, folder) -> pathlib.Path:
+    """`week1 serve RUN_DIR` with the framework module `lab`: the run's newest checkpoint,
+    exported into `folder` and checked against the eager model (export_checked: an export that
+    disagrees is never served)."""
+    model, source = lab.restore_run(run_dir)
+    export_checked(lab, model, folder, source)
+    return pathlib.Path(folder)
 
 
 def run(cfg: Config, run, lab) -> dict:

@@ -19,7 +19,6 @@ from jax import export as jax_export
 
 from labs import serving as spec
 from week1 import charlm, loop
-from week1.timing import time_calls
 from week1_jax.lib import charlm as lm
 from week1_jax.lib import checkpoint, devices
 from week1_jax.lib.models import CharMLP, KimCNN, dotted, set_weights
@@ -113,11 +112,8 @@ def reload(folder) -> dict:
 
 def export_run(run_dir, folder) -> pathlib.Path:
     """`week1 serve RUN_DIR`: the run's newest checkpoint, exported into `folder` and checked
-    against the eager model (labs/serving.py's export_checked: an export that disagrees is
-    never served)."""
-    model, source = restore_run(run_dir)
-    spec.export_checked(sys.modules[__name__], model, folder, source)
-    return pathlib.Path(folder)
+    (labs/serving.py)."""
+    return spec.export_run(sys.modules[__name__], run_dir, folder)
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -135,8 +131,4 @@ def bench(cfg: spec.Config) -> dict:
     graphdef, params = nnx.split(model)
     jitted = jax.jit(lambda params, x: nnx.merge(graphdef, params)(x))
     forwards = {"jax jit": lambda x: np.asarray(jitted(params, jnp.asarray(x))), **exported}
-    return {
-        f"{name}, batch {len(x)}": time_calls(lambda: forward(x), devices.sync)
-        for x in spec.bench_batches(cfg.block_size)
-        for name, forward in forwards.items()
-    }
+    return spec.time_forwards(forwards, cfg.block_size, devices.sync)

@@ -16,7 +16,6 @@ import torch
 
 from labs import serving as spec
 from week1 import charlm, loop
-from week1.timing import time_calls
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import checkpoint, devices
 from week1_torch.lib.models import CharMLP, KimCNN
@@ -133,11 +132,8 @@ def reload(folder) -> dict:
 
 def export_run(run_dir, folder) -> pathlib.Path:
     """`week1 serve RUN_DIR`: the run's newest checkpoint, exported into `folder` and checked
-    against the eager model (labs/serving.py's export_checked: an export that disagrees is
-    never served)."""
-    model, source = restore_run(run_dir)
-    spec.export_checked(sys.modules[__name__], model, folder, source)
-    return pathlib.Path(folder)
+    (labs/serving.py)."""
+    return spec.export_run(sys.modules[__name__], run_dir, folder)
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -154,8 +150,4 @@ def bench(cfg: spec.Config) -> dict:
         exported = reload(export(model, tmp, spec.Source(cfg, "bench", "torch", 0)))
     model = devices.place(model)
     forwards = {"torch eager": lambda x: eager_logits(model, x), **exported}
-    return {
-        f"{name}, batch {len(x)}": time_calls(lambda: forward(x), devices.sync)
-        for x in spec.bench_batches(cfg.block_size)
-        for name, forward in forwards.items()
-    }
+    return spec.time_forwards(forwards, cfg.block_size, devices.sync)
