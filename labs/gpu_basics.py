@@ -65,9 +65,12 @@ History: docs/history.md#krizhevsky-2012
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
+from week1 import formats, report
 from week1.config import require
 from week1.exercises import Exercise, Part
+from week1.timing import time_calls
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
 BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}  # tf32 is stored as fp32
@@ -149,8 +152,6 @@ def summarise(
 ) -> dict:
     """Table, TFLOP/s-vs-size and roofline plots in the run folder; the summary (peaks,
     bandwidth)."""
-    from week1 import report
-
     fp32 = {r.n: r.tflops for r in results if r.dtype == "fp32"}
     rows = [
         (
@@ -204,6 +205,70 @@ def summarise(
     summary["bandwidth GB/s"] = bandwidth / 1e9
     summary.update({f"{d} skipped": why for d, why in skipped.items()})
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class Matmuls:
+    """What the sweep needs from a framework."""
+
+    framework: str
+    device: str  # "cpu", "cuda:NVIDIA H100 ...", "gpu:H100 ..."
+    on_gpu: bool  # the sizes: GPU_SIZES or CPU_SIZES
+    finfo: str  # where the number formats come from: "jnp.finfo", "torch.finfo"
+    number_formats: Callable  # week1.formats.FORMATS -> the table's rows
+    unavailable: Callable  # dtype -> why it cannot be measured here, or None
+    matmul: Callable  # dtype -> fn(a, b): a @ b computed as the dtype asks
+    operands: Callable  # (n, dtype, seed) -> (a, b) on the device
+    double_in_place: Callable  # cfg -> (bytes, Timing) of the in-place y = 2y
+    sync: Callable  # waits for a result (time_calls' `sync`)
+    cache_flush: Callable  # () -> a call that flushes the L2 cache (time_calls' `flush`)
+    clock: Callable | None  # a device stopwatch (time_calls' `clock`), or None
+
+
+def measure(cfg: Config, m: Matmuls) -> tuple[list[Result], dict]:
+    """Device time and latency of each (dtype, n) matmul (week1.timing): (results, {dtype: why
+    skipped})."""
+    results, skipped = [], {}
+    flush = m.cache_flush() if cfg.cold else None
+    for dtype in cfg.dtype_list:
+        if m.unavailable(dtype):
+            skipped[dtype] = m.unavailable(dtype)
+            continue
+        fn = m.matmul(dtype)
+        for n in cfg.size_list(m.on_gpu):
+            a, b = m.operands(n, dtype, cfg.seed)
+            timing = time_calls(
+                lambda: fn(a, b), m.sync, warmup=cfg.warmup, iters=cfg.iters, flush=flush
+            )
+            results.append(result(dtype, n, timing))
+    return results, skipped
+
+
+def run_sweep(cfg: Config, run, m: Matmuls) -> dict:
+    """`week1 run gpu_basics`: the number formats, the sweep, its table and two plots."""
+    report.table(
+        f"number formats ({m.finfo})", formats.FORMAT_COLUMNS, m.number_formats(formats.FORMATS)
+    )
+    results, skipped = measure(cfg, m)
+    for r in results:
+        run.log(r.n, **{f"tflops/{r.dtype}": r.tflops})
+    bandwidth = bandwidth_of(*m.double_in_place(cfg))
+    return summarise(run, m.framework, m.device, results, bandwidth, skipped)
+
+
+def bench(cfg: Config, m: Matmuls) -> dict:
+    """`week1 bench gpu_basics`: the largest matmul in each available dtype, and the in-place
+    2y of the bandwidth test."""
+    n = cfg.size_list(m.on_gpu)[-1]
+    timings = {}
+    for dtype in cfg.dtype_list:
+        if not m.unavailable(dtype):
+            fn, (a, b) = m.matmul(dtype), m.operands(n, dtype, cfg.seed)
+            timings[f"{m.framework} {dtype} n={n}"] = time_calls(
+                lambda: fn(a, b), m.sync, warmup=cfg.warmup, iters=cfg.iters, clock=m.clock
+            )
+    timings[f"{m.framework} 2y {cfg.bandwidth_mib} MiB"] = m.double_in_place(cfg)[1]
+    return timings
 
 
 # Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 
 from labs import gpu_basics as spec
-from week1 import formats, report
 from week1.timing import time_calls
 from week1_jax.lib import devices
 from week1_jax.lib.precision import number_formats
@@ -55,25 +54,6 @@ def matmul(dtype: str):
     return jax.jit(lambda a, b: jnp.matmul(a, b, precision=ALGORITHM[dtype]))
 
 
-def measure(cfg: spec.Config) -> tuple[list, dict]:
-    """Device time and latency of each (dtype, n) matmul (week1.timing): (results, {dtype: why
-    skipped})."""
-    results, skipped = [], {}
-    flush = devices.cache_flush() if cfg.cold else None
-    for dtype in cfg.dtype_list:
-        if unavailable(dtype):
-            skipped[dtype] = unavailable(dtype)
-            continue
-        fn = matmul(dtype)
-        for n in cfg.size_list(on_gpu=devices.default_device().platform == "gpu"):
-            a, b = operands(n, dtype, cfg.seed)
-            timing = time_calls(
-                lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters, flush=flush
-            )
-            results.append(spec.result(dtype, n, timing))
-    return results, skipped
-
-
 def double_in_place(cfg: spec.Config):
     """(bytes, Timing) of y = 2y over `bandwidth_mib` of fp32, in place: the buffer is donated,
     so XLA writes the result into it; each call reads it once and writes it once."""
@@ -89,35 +69,31 @@ def double_in_place(cfg: spec.Config):
     return nbytes, time_calls(call, devices.sync, warmup=cfg.warmup, iters=cfg.iters)
 
 
-def bandwidth(cfg: spec.Config) -> float:
-    """Memory bandwidth in bytes/s, of the in-place 2y."""
-    return spec.bandwidth_of(*double_in_place(cfg))
+def matmuls() -> spec.Matmuls:
+    """What the lab's sweep and bench need from jax (labs/gpu_basics.py)."""
+    return spec.Matmuls(
+        framework="jax",
+        device=device_name(),
+        on_gpu=devices.default_device().platform == "gpu",
+        finfo="jnp.finfo",
+        number_formats=number_formats,
+        unavailable=unavailable,
+        matmul=matmul,
+        operands=operands,
+        double_in_place=double_in_place,
+        sync=devices.sync,
+        cache_flush=devices.cache_flush,
+        clock=None,
+    )
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run gpu_basics --framework jax`: the number formats, the sweep, its table and two
-    plots."""
-    report.table(
-        "number formats (jnp.finfo)",
-        formats.FORMAT_COLUMNS,
-        number_formats(formats.FORMATS),
-    )
-    results, skipped = measure(cfg)
-    for r in results:
-        run.log(r.n, **{f"tflops/{r.dtype}": r.tflops})
-    return spec.summarise(run, "jax", device_name(), results, bandwidth(cfg), skipped)
+    plots (labs/gpu_basics.py)."""
+    return spec.run_sweep(cfg, run, matmuls())
 
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench gpu_basics`: the largest matmul in each available dtype, and the in-place
     2y of the bandwidth test."""
-    n = cfg.size_list(on_gpu=devices.default_device().platform == "gpu")[-1]
-    timings = {}
-    for dtype in cfg.dtype_list:
-        if not unavailable(dtype):
-            fn, (a, b) = matmul(dtype), operands(n, dtype, cfg.seed)
-            timings[f"jax {dtype} n={n}"] = time_calls(
-                lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters
-            )
-    timings[f"jax 2y {cfg.bandwidth_mib} MiB"] = double_in_place(cfg)[1]
-    return timings
+    return spec.bench(cfg, matmuls())

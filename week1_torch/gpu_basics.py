@@ -12,7 +12,6 @@ import contextlib
 import torch
 
 from labs import gpu_basics as spec
-from week1 import formats, report
 from week1.timing import time_calls
 from week1_torch.lib import devices
 from week1_torch.lib.precision import number_formats
@@ -73,25 +72,6 @@ def matmul(dtype: str):
     return fn
 
 
-def measure(cfg: spec.Config) -> tuple[list, dict]:
-    """Device time and latency of each (dtype, n) matmul (week1.timing): (results, {dtype: why
-    skipped})."""
-    results, skipped = [], {}
-    flush = devices.cache_flush() if cfg.cold else None
-    for dtype in cfg.dtype_list:
-        if unavailable(dtype):
-            skipped[dtype] = unavailable(dtype)
-            continue
-        fn = matmul(dtype)
-        for n in cfg.size_list(on_gpu=torch.cuda.is_available()):
-            a, b = operands(n, dtype, cfg.seed)
-            timing = time_calls(
-                lambda: fn(a, b), devices.sync, warmup=cfg.warmup, iters=cfg.iters, flush=flush
-            )
-            results.append(spec.result(dtype, n, timing))
-    return results, skipped
-
-
 def double_in_place(cfg: spec.Config):
     """(bytes, Timing) of y = 2y over `bandwidth_mib` of fp32, in place (`mul_`): each call
     reads it once and writes it once."""
@@ -106,39 +86,31 @@ def double_in_place(cfg: spec.Config):
     return y.numel() * y.element_size(), timing
 
 
-def bandwidth(cfg: spec.Config) -> float:
-    """Memory bandwidth in bytes/s, of the in-place 2y."""
-    return spec.bandwidth_of(*double_in_place(cfg))
+def matmuls() -> spec.Matmuls:
+    """What the lab's sweep and bench need from torch (labs/gpu_basics.py)."""
+    return spec.Matmuls(
+        framework="torch",
+        device=device_name(),
+        on_gpu=torch.cuda.is_available(),
+        finfo="torch.finfo",
+        number_formats=number_formats,
+        unavailable=unavailable,
+        matmul=matmul,
+        operands=operands,
+        double_in_place=double_in_place,
+        sync=devices.sync,
+        cache_flush=devices.cache_flush,
+        clock=devices.event_clock(),
+    )
 
 
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run gpu_basics --framework torch`: the number formats, the sweep, its table and two
-    plots."""
-    report.table(
-        "number formats (torch.finfo)",
-        formats.FORMAT_COLUMNS,
-        number_formats(formats.FORMATS),
-    )
-    results, skipped = measure(cfg)
-    for r in results:
-        run.log(r.n, **{f"tflops/{r.dtype}": r.tflops})
-    return spec.summarise(run, "torch", device_name(), results, bandwidth(cfg), skipped)
+    plots (labs/gpu_basics.py)."""
+    return spec.run_sweep(cfg, run, matmuls())
 
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench gpu_basics`: the largest matmul in each available dtype, and the in-place
     2y of the bandwidth test."""
-    n = cfg.size_list(on_gpu=torch.cuda.is_available())[-1]
-    timings = {}
-    for dtype in cfg.dtype_list:
-        if not unavailable(dtype):
-            fn, (a, b) = matmul(dtype), operands(n, dtype, cfg.seed)
-            timings[f"torch {dtype} n={n}"] = time_calls(
-                lambda: fn(a, b),
-                devices.sync,
-                warmup=cfg.warmup,
-                iters=cfg.iters,
-                clock=devices.event_clock(),
-            )
-    timings[f"torch 2y {cfg.bandwidth_mib} MiB"] = double_in_place(cfg)[1]
-    return timings
+    return spec.bench(cfg, matmuls())
