@@ -183,7 +183,7 @@ import math
 
 import numpy as np
 
-from week1 import charlm, convert, report
+from week1 import charlm, convert, loop, report
 from week1.comparison import Case, Curves
 from week1.config import AT_LEAST_1, POSITIVE, Range, require
 from week1.data import labelled, minilm
@@ -515,6 +515,17 @@ def accuracy(labels, preds) -> float:
     return float(np.mean(np.asarray(labels) == np.asarray(preds)))
 
 
+def val_accuracies(models: dict, predict, data: Data, cfg: Config) -> dict:
+    """{"<method>_val_accuracy": ...}: train()'s evaluation, each model's accuracy on the
+    validation split (`predict(model, split, batch_size)` -> logits, numpy)."""
+    return {
+        f"{m}_val_accuracy": accuracy(
+            data.val.labels, predict(model, data.val, cfg.eval_batch_size).argmax(-1)
+        )
+        for m, model in models.items()
+    }
+
+
 def logistic_regression(features: dict, labels: dict) -> dict:
     """The frozen-encoder baseline: scikit-learn's logistic regression on sentence embeddings
     (mean of MiniLM's last layer, L2-normalised), C picked on the validation split.
@@ -600,6 +611,40 @@ def report_lora(run, cfg: Config, data: Data, rows: list, history, framework: st
         title=f"LoRA vs full fine-tuning ({framework})",
         xlabel="step",
     )
+
+
+def lora_part(cfg: Config, run, framework: str, lab, compile: bool = False, extra=None) -> dict:
+    """The LoRA part with the framework's module `lab`: fine-tune (LoRA and full, side by side),
+    save the adapter in PEFT's format and load it back, fit the frozen-encoder baseline; the
+    table in the run folder (results.md). `extra(lora_model, data, cfg, its test logits)` ->
+    more of the summary (torch: its merge for serving). compile: torch only."""
+    data = load_data(cfg)
+    models, history = lab.train(cfg, data, ctx=loop.Context.of_run(run, compile))
+    if run.should_stop():
+        return {}
+    batch_size = cfg.eval_batch_size
+    logits = {m: lab.predict(models[m], data.test, batch_size) for m in models}
+    accuracies = {m: accuracy(data.test.labels, logits[m].argmax(-1)) for m in models}
+    lab.save_adapter(models["lora"], run.path(ADAPTER_DIR), cfg)
+    reloaded = lab.predict(lab.load_adapter(run.path(ADAPTER_DIR), data), data.test, batch_size)
+    frozen = lab.build_classifier(data, adapter_init(cfg, data.config, data.num_classes), "full")
+    splits = {"train": data.train, "validation": data.val, "test": data.test}
+    features = {
+        s: lab.sentence_embeddings(frozen, split, batch_size) for s, split in splits.items()
+    }
+    baseline = logistic_regression(features, {s: split.labels for s, split in splits.items()})
+    counts, head = lab.parameter_counts(models)
+    rows = results_rows(counts, accuracies, baseline, counts["full"] - head)
+    report_lora(run, cfg, data, rows, history, framework)
+    summary = {
+        "LoRA test accuracy": accuracies["lora"],
+        "full fine-tuning test accuracy": accuracies["full"],
+        "logistic regression test accuracy": baseline["test_accuracy"],
+        "adapter reload max |dlogits|": float(np.abs(reloaded - logits["lora"]).max()),
+    }
+    if extra is not None:
+        summary |= extra(models["lora"], data, cfg, logits["lora"])
+    return summary
 
 
 # --- `week1 compare environment`: each fine-tuning in JAX and torch from the same start ------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -204,14 +205,6 @@ def train(cfg: spec.Config, data: spec.Data, *, weights=None, methods=spec.METHO
         losses = {f"{m}_loss": steps[m](models[m], optimizers[m], key, *batch) for m in steps}
         return {"loss": sum(losses.values()), **losses}
 
-    def evaluate() -> dict:
-        return {
-            f"{m}_val_accuracy": spec.accuracy(
-                data.val.labels, predict(models[m], data.val, cfg.eval_batch_size).argmax(-1)
-            )
-            for m in models
-        }
-
     history = trainer.train(
         nnx.Dict(models),
         nnx.Dict(optimizers),
@@ -220,7 +213,7 @@ def train(cfg: spec.Config, data: spec.Data, *, weights=None, methods=spec.METHO
         loop.Cadence.of(cfg),
         ctx,
         seed=cfg.seed,
-        evaluate=evaluate,
+        evaluate=lambda: spec.val_accuracies(models, predict, data, cfg),
         label=f"jax: {' + '.join(methods)}",
     )
     return models, history
@@ -251,35 +244,10 @@ def load_adapter(folder, data: spec.Data) -> Classifier:
     )
 
 
-def lora_part(cfg: spec.Config, run) -> dict:
-    """Fine-tune (LoRA and full, side by side), save the adapter in PEFT's format and load it
-    back, fit the frozen-encoder baseline; the table in the run folder (results.md)."""
-    data = spec.load_data(cfg)
-    models, history = train(cfg, data, ctx=loop.Context.of_run(run))
-    if run.should_stop():
-        return {}
-    logits = {m: predict(models[m], data.test, cfg.eval_batch_size) for m in models}
-    accuracies = {m: spec.accuracy(data.test.labels, logits[m].argmax(-1)) for m in models}
-    save_adapter(models["lora"], run.path(spec.ADAPTER_DIR), cfg)
-    reloaded = predict(
-        load_adapter(run.path(spec.ADAPTER_DIR), data), data.test, cfg.eval_batch_size
-    )
-    frozen = build_classifier(data, spec.adapter_init(cfg, data.config, data.num_classes), "full")
-    splits = {"train": data.train, "validation": data.val, "test": data.test}
-    features = {
-        s: sentence_embeddings(frozen, split, cfg.eval_batch_size) for s, split in splits.items()
-    }
-    baseline = spec.logistic_regression(features, {s: split.labels for s, split in splits.items()})
+def parameter_counts(models: dict) -> tuple[dict, int]:
+    """({method: its trainable parameters}, the head's parameters) of the fine-tuned models."""
     counts = {m: spec.count(jax.tree.leaves(nnx.state(models[m], TRAINABLE[m]))) for m in models}
-    head = spec.count(jax.tree.leaves(nnx.state(models["full"].head, nnx.Param)))
-    rows = spec.results_rows(counts, accuracies, baseline, counts["full"] - head)
-    spec.report_lora(run, cfg, data, rows, history, "jax")
-    return {
-        "LoRA test accuracy": accuracies["lora"],
-        "full fine-tuning test accuracy": accuracies["full"],
-        "logistic regression test accuracy": baseline["test_accuracy"],
-        "adapter reload max |dlogits|": float(np.abs(reloaded - logits["lora"]).max()),
-    }
+    return counts, spec.count(jax.tree.leaves(nnx.state(models["full"].head, nnx.Param)))
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -288,7 +256,7 @@ def run(cfg: spec.Config, run) -> dict:
     if "hub" in cfg.part_list:
         summary |= hub_round_trip(cfg, run)
     if "lora" in cfg.part_list:
-        summary |= lora_part(cfg, run)
+        summary |= spec.lora_part(cfg, run, "jax", sys.modules[__name__])
     if "accelerate" in cfg.part_list:
         summary["accelerate"] = (
             "Accelerate is a torch library: --framework torch runs it. JAX's own answer to what "

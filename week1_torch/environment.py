@@ -38,8 +38,10 @@ from week1_torch.lib import charlm as lm
 from week1_torch.lib import train as trainer
 
 # No counterpart in JAX: Accelerate is a torch library (JAX shards arrays over a Mesh instead).
-# merge_for_serving: PEFT's merge_and_unload is the reference the torch merge is checked against.
+# merge_for_serving: PEFT's merge_and_unload is the reference the torch merge is checked against
+# (merge_checks, in the LoRA part's summary).
 FRAMEWORK_ONLY = (
+    "merge_checks",
     "merge_for_serving",
     "accelerate_train",
     "ddp_train",
@@ -200,14 +202,6 @@ def train(cfg: spec.Config, data: spec.Data, *, weights=None, methods=spec.METHO
         losses = {f"{m}_loss": steps[m](*batch) for m in models}
         return {"loss": sum(losses.values()), **losses}
 
-    def evaluate() -> dict:
-        return {
-            f"{m}_val_accuracy": spec.accuracy(
-                data.val.labels, predict(models[m], data.val, cfg.eval_batch_size).argmax(-1)
-            )
-            for m in models
-        }
-
     history = trainer.train(
         nn.ModuleDict(models),
         trainer.Together(optimizers),
@@ -216,7 +210,7 @@ def train(cfg: spec.Config, data: spec.Data, *, weights=None, methods=spec.METHO
         loop.Cadence.of(cfg),
         ctx,
         scheduler=trainer.Together(schedulers),
-        evaluate=evaluate,
+        evaluate=lambda: spec.val_accuracies(models, predict, data, cfg),
         label=f"torch: {' + '.join(methods)}",
     )
     return models, history
@@ -237,38 +231,20 @@ def load_adapter(folder, data: spec.Data):
     return devices.place(PeftModel.from_pretrained(model, str(folder)))
 
 
-def lora_part(cfg: spec.Config, run, compile: bool = False) -> dict:
-    """Fine-tune (LoRA and full, side by side), save the adapter in PEFT's format and load it
-    back, fit the frozen-encoder baseline; the table in the run folder (results.md)."""
-    data = spec.load_data(cfg)
-    models, history = train(cfg, data, ctx=loop.Context.of_run(run, compile))
-    if run.should_stop():
-        return {}
-    logits = {m: predict(models[m], data.test, cfg.eval_batch_size) for m in models}
-    accuracies = {m: spec.accuracy(data.test.labels, logits[m].argmax(-1)) for m in models}
-    save_adapter(models["lora"], run.path(spec.ADAPTER_DIR), cfg)
-    reloaded = predict(
-        load_adapter(run.path(spec.ADAPTER_DIR), data), data.test, cfg.eval_batch_size
-    )
-    merged, merge_gap = merge_for_serving(models["lora"])
-    merged_logits = predict(merged, data.test, cfg.eval_batch_size)
-    frozen = build_classifier(data, spec.adapter_init(cfg, data.config, data.num_classes), "full")
-    splits = {"train": data.train, "validation": data.val, "test": data.test}
-    features = {
-        s: sentence_embeddings(frozen, split, cfg.eval_batch_size) for s, split in splits.items()
-    }
-    baseline = spec.logistic_regression(features, {s: split.labels for s, split in splits.items()})
+def parameter_counts(models: dict) -> tuple[dict, int]:
+    """({method: its trainable parameters}, the head's parameters) of the fine-tuned models."""
     counts = {m: spec.count(p for p in models[m].parameters() if p.requires_grad) for m in models}
-    head = spec.count(models["full"].head.parameters())
-    rows = spec.results_rows(counts, accuracies, baseline, counts["full"] - head)
-    spec.report_lora(run, cfg, data, rows, history, "torch")
+    return counts, spec.count(models["full"].head.parameters())
+
+
+def merge_checks(model, data: spec.Data, cfg: spec.Config, logits: np.ndarray) -> dict:
+    """The LoRA model merged for serving (merge_for_serving): our merge's distance from PEFT's,
+    and the merged model's test logits' from the adapter's (`logits`)."""
+    merged, gap = merge_for_serving(model)
+    merged_logits = predict(merged, data.test, cfg.eval_batch_size)
     return {
-        "LoRA test accuracy": accuracies["lora"],
-        "full fine-tuning test accuracy": accuracies["full"],
-        "logistic regression test accuracy": baseline["test_accuracy"],
-        "adapter reload max |dlogits|": float(np.abs(reloaded - logits["lora"]).max()),
-        "LoRA merged by hand vs PEFT, max |dW|": merge_gap,
-        "merged model max |dlogits|": float(np.abs(merged_logits - logits["lora"]).max()),
+        "LoRA merged by hand vs PEFT, max |dW|": gap,
+        "merged model max |dlogits|": float(np.abs(merged_logits - logits).max()),
     }
 
 
@@ -388,7 +364,9 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     if "accelerate" in cfg.part_list:
         summary |= accelerate_vs_ddp(cfg, run)
     if "lora" in cfg.part_list:
-        summary |= lora_part(cfg, run, compile)
+        summary |= spec.lora_part(
+            cfg, run, "torch", sys.modules[__name__], compile, extra=merge_checks
+        )
     return summary
 
 
