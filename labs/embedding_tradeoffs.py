@@ -85,6 +85,7 @@ History: docs/history.md#mikolov-2013
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -396,6 +397,58 @@ def report_tying(run, cfg: Config, train, ctx: loop.Context) -> dict:
         ["n_embd C", "output layer", "output params", "all params", "val loss (nats/char)"],
         rows,
     )
+    return summary
+
+
+def minilm_vectors(cfg: Config, encode) -> dict:
+    """MiniLM sentence vectors of the passages: {"train", "queries", "documents"} (N, 384)
+    (`encode`: texts -> vectors, the framework's lib/bert.encode)."""
+    p = passages(cfg)
+    return {
+        "train": encode(p.train),
+        "queries": encode(p.queries),
+        "documents": encode(p.documents),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """What `week1 run embedding_tradeoffs` needs from a framework."""
+
+    fit: Callable  # (sentences, settings) -> embeddings.Trained: lib/embeddings.fit (dims)
+    encode: Callable  # texts -> (N, 384) MiniLM sentence vectors: lib/bert.encode
+    train: Callable  # (cfg, data, ctx=) -> (the Matryoshka head, History)
+    project: Callable  # (head, x (N, 384) numpy) -> z (N, 384) numpy
+    search: Callable  # (queries, documents, cfg) -> the quantised searches' top 10
+    train_lm: Callable  # (lm_cfg, data, ctx=) -> (model, History): lib/charlm.train (tying)
+
+
+def run_parts(cfg: Config, run, parts: Parts, compile: bool = False) -> dict:
+    """`week1 run embedding_tradeoffs`: the parts cfg.parts names, in turn; compile: torch
+    only."""
+    summary = {}
+    if "dims" in cfg.part_list:
+        sentences = words.sentences(cfg.corpus, cfg.max_words)
+        summary |= report_dims(run, cfg, sentences, parts.fit)
+    if {"matryoshka", "quantise"} & set(cfg.part_list):
+        data = minilm_vectors(cfg, parts.encode)
+    if "matryoshka" in cfg.part_list:
+        model, history = parts.train(cfg, data, ctx=loop.Context.of_run(run, compile))
+        if run.should_stop():
+            return summary | history.summary()
+        summary |= history.summary()
+        summary |= report_matryoshka(
+            cfg,
+            data["queries"],
+            data["documents"],
+            data["train"],
+            lambda x: parts.project(model, x),
+        )
+    if "quantise" in cfg.part_list:
+        found = parts.search(data["queries"], data["documents"], cfg)
+        summary |= report_quantise(data["queries"], data["documents"], found)
+    if "tying" in cfg.part_list:
+        summary |= report_tying(run, cfg, parts.train_lm, loop.Context.of_run(run, compile))
     return summary
 
 

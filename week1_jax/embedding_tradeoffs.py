@@ -15,7 +15,6 @@ from flax import nnx
 
 from labs import embedding_tradeoffs as spec
 from week1 import convert, loop
-from week1.data import words
 from week1_jax.lib import bert, charlm, devices, embeddings, optim, schedules
 from week1_jax.lib import train as trainer
 from week1_jax.lib.models import get_weights, set_weights
@@ -163,48 +162,29 @@ def search(queries: np.ndarray, documents: np.ndarray, cfg: spec.Config) -> dict
     }
 
 
-def minilm_vectors(cfg: spec.Config) -> dict:
-    """MiniLM sentence vectors of the passages: {"train", "queries", "documents"} (N, 384)."""
-    p = spec.passages(cfg)
-    return {
-        "train": bert.encode(p.train),
-        "queries": bert.encode(p.queries),
-        "documents": bert.encode(p.documents),
-    }
+def project(model: Head, x: np.ndarray) -> np.ndarray:
+    """The trained head on numpy vectors: x (N, 384) -> z (N, 384)."""
+    return np.asarray(model(as_arrays(x)[0]))
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run embedding_tradeoffs --framework jax`."""
-    summary = {}
-    if "dims" in cfg.part_list:
-        sentences = words.sentences(cfg.corpus, cfg.max_words)
-        summary |= spec.report_dims(run, cfg, sentences, embeddings.fit)
-    if {"matryoshka", "quantise"} & set(cfg.part_list):
-        data = minilm_vectors(cfg)
-    if "matryoshka" in cfg.part_list:
-        model, history = train(cfg, data, ctx=loop.Context.of_run(run))
-        if run.should_stop():
-            return summary | history.summary()
-        summary |= history.summary()
-
-        def head(x):
-            return np.asarray(model(as_arrays(x)[0]))
-
-        summary |= spec.report_matryoshka(
-            cfg, data["queries"], data["documents"], data["train"], head
-        )
-    if "quantise" in cfg.part_list:
-        found = search(data["queries"], data["documents"], cfg)
-        summary |= spec.report_quantise(data["queries"], data["documents"], found)
-    if "tying" in cfg.part_list:
-        summary |= spec.report_tying(run, cfg, charlm.train, loop.Context.of_run(run))
-    return summary
+    """`week1 run embedding_tradeoffs --framework jax`: the parts cfg.parts names
+    (labs/embedding_tradeoffs.py)."""
+    parts = spec.Parts(
+        fit=embeddings.fit,
+        encode=bert.encode,
+        train=train,
+        project=project,
+        search=search,
+        train_lm=charlm.train,
+    )
+    return spec.run_parts(cfg, run, parts)
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
     """`week1 compare embedding_tradeoffs`: the Matryoshka head from `weights` (torch names;
     None: the identity start) on the same batches and masks; returns (weights, Curves)."""
-    data = minilm_vectors(cfg)
+    data = spec.minilm_vectors(cfg, bert.encode)
     if weights is None:
         weights = convert.flax_to_torch(get_weights(build_model(cfg)), WEIGHT_MAP)
     _, history = train(cfg, data, weights=weights, ctx=loop.Context(show_progress=show_progress))

@@ -14,7 +14,6 @@ from torch import nn
 
 from labs import embedding_tradeoffs as spec
 from week1 import loop
-from week1.data import words
 from week1_torch.lib import bert, charlm, devices, embeddings, optim, schedules
 from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights, set_weights
@@ -149,49 +148,30 @@ def search(queries: np.ndarray, documents: np.ndarray, cfg: spec.Config) -> dict
     }
 
 
-def minilm_vectors(cfg: spec.Config) -> dict:
-    """MiniLM sentence vectors of the passages: {"train", "queries", "documents"} (N, 384)."""
-    p = spec.passages(cfg)
-    return {
-        "train": bert.encode(p.train),
-        "queries": bert.encode(p.queries),
-        "documents": bert.encode(p.documents),
-    }
+@torch.no_grad()
+def project(model: Head, x: np.ndarray) -> np.ndarray:
+    """The trained head on numpy vectors: x (N, 384) -> z (N, 384)."""
+    return model(as_tensors(x)[0]).cpu().numpy()
 
 
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:
-    """`week1 run embedding_tradeoffs --framework torch [--compile]`."""
-    summary = {}
-    if "dims" in cfg.part_list:
-        sentences = words.sentences(cfg.corpus, cfg.max_words)
-        summary |= spec.report_dims(run, cfg, sentences, embeddings.fit)
-    if {"matryoshka", "quantise"} & set(cfg.part_list):
-        data = minilm_vectors(cfg)
-    if "matryoshka" in cfg.part_list:
-        model, history = train(cfg, data, ctx=loop.Context.of_run(run, compile))
-        if run.should_stop():
-            return summary | history.summary()
-        summary |= history.summary()
-
-        @torch.no_grad()
-        def head(x):
-            return model(as_tensors(x)[0]).cpu().numpy()
-
-        summary |= spec.report_matryoshka(
-            cfg, data["queries"], data["documents"], data["train"], head
-        )
-    if "quantise" in cfg.part_list:
-        found = search(data["queries"], data["documents"], cfg)
-        summary |= spec.report_quantise(data["queries"], data["documents"], found)
-    if "tying" in cfg.part_list:
-        summary |= spec.report_tying(run, cfg, charlm.train, loop.Context.of_run(run, compile))
-    return summary
+    """`week1 run embedding_tradeoffs --framework torch [--compile]`: the parts cfg.parts names
+    (labs/embedding_tradeoffs.py)."""
+    parts = spec.Parts(
+        fit=embeddings.fit,
+        encode=bert.encode,
+        train=train,
+        project=project,
+        search=search,
+        train_lm=charlm.train,
+    )
+    return spec.run_parts(cfg, run, parts, compile)
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
     """`week1 compare embedding_tradeoffs`: the Matryoshka head from `weights` (torch names;
     None: the identity start) on the same batches and masks; returns (weights, Curves)."""
-    data = minilm_vectors(cfg)
+    data = spec.minilm_vectors(cfg, bert.encode)
     if weights is None:
         weights = get_weights(build_model(cfg))
     ctx = loop.Context(compile=compile, show_progress=show_progress)
