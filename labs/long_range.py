@@ -324,16 +324,29 @@ def cell_context(ctx: loop.Context, task: str, model: str, T: int) -> loop.Conte
     return dataclasses.replace(ctx, log=log)
 
 
-def clipping_arms(train_arm) -> dict:
-    """Both arms of the clipping experiment, `train_arm(clip_norm, history)` training one into
-    `history`: {arm: {"steps", "loss", "grad_norm", "non_finite_at"}}. The unclipped arm may
+def clipping_arms(cfg: Config, train_cell, weights: dict, ctx: loop.Context) -> dict:
+    """Both arms of the clipping experiment: the plain RNN on the adding task at T =
+    clip_demo_delay from `weights` (its recurrent weights scaled up), plain SGD at clip_demo_lr,
+    unclipped and clipped at 1, each trained by the framework's `train_cell` into a History of
+    its own: {arm: {"steps", "loss", "grad_norm", "non_finite_at"}}. The unclipped arm may
     reach a non-finite loss (why clipping exists): its curve ends at the step before, and
     non_finite_at names the step; the clipped arm's would be an error (Diverged)."""
     curves = {}
     for arm, clip_norm in (("no clipping", 0.0), ("clipped at 1", 1.0)):
         history, non_finite_at = loop.History(), None
         try:
-            train_arm(clip_norm, history)
+            train_cell(
+                cfg,
+                "adding",
+                "rnn",
+                cfg.clip_demo_delay,
+                weights=weights,
+                lr=cfg.clip_demo_lr,
+                clip_norm=clip_norm,
+                sgd=True,
+                ctx=ctx,
+                history=history,
+            )
         except Diverged as e:
             if clip_norm:
                 raise

@@ -252,26 +252,10 @@ def clipping_demo(cfg: spec.Config, ctx=loop.BARE) -> dict:
     """The plain RNN on the adding task with its recurrent weights scaled by clip_demo_gain
     (exploding gradients) and clip_demo_lr: trained unclipped and clipped at 1, from the same
     start. Returns {arm: {"steps", "loss", "grad_norm", "non_finite_at"}}."""
-    T = cfg.clip_demo_delay
-    start = build_model(cfg, "adding", "rnn", T)
+    start = build_model(cfg, "adding", "rnn", cfg.clip_demo_delay)
     start.rnn.kernel_hh_l0[...] = start.rnn.kernel_hh_l0[...] * cfg.clip_demo_gain
     weights = recurrent.torch_state_dict(start)
-
-    def arm(clip_norm: float, history: loop.History) -> None:
-        train_cell(
-            cfg,
-            "adding",
-            "rnn",
-            T,
-            weights=weights,
-            lr=cfg.clip_demo_lr,
-            clip_norm=clip_norm,
-            sgd=True,
-            ctx=ctx,
-            history=history,
-        )
-
-    return spec.clipping_arms(arm)
+    return spec.clipping_arms(cfg, train_cell, weights, ctx)
 
 
 def run(cfg: spec.Config, run) -> dict:
