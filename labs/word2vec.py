@@ -228,8 +228,8 @@ class UpdateClock:
         t, history = self.times, trained.history
         return Curves(
             steps=list(history.steps),
-            train_loss=list(history.loss),
-            eval_steps=[0, history.updates],
+            train_loss=list(history.train_loss),
+            eval_steps=[0, len(history.steps)],
             evals=evals,
             first_step_s=t[0] - self.start - trained.setup.seconds,
             steps_per_s=(len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 else float("nan"),
@@ -340,15 +340,16 @@ def report_run(run, cfg: Config, sentences, trained: embeddings.Trained, framewo
     report_neighbours(ours, [(r.name, r.wv) for r in refs[:1]], _probe_words(cfg.probes))
     if cfg.model == "fasttext":
         report_oov(trained, cfg, refs[:1])
-    if trained.history.steps:
+    history = trained.history
+    if history.logged_steps:
         report.plot_lines(
             run.path("loss.png"),
-            {name: (trained.history.steps, trained.history.loss)},
+            {name: (history.logged_steps, history.logged_loss)},
             title=f"{cfg.model} on {cfg.corpus}: training loss",
             xlabel="update",
             ylabel="loss per pair" if cfg.model != "glove" else "loss per entry",
         )
-    summary["final_loss"] = trained.history.loss[-1] if trained.history.loss else float("nan")
+    summary["final_loss"] = history.logged_loss[-1] if history.logged_loss else float("nan")
     return summary
 
 

@@ -362,7 +362,7 @@ def test_fit_stops_when_asked(sentences):
     cfg = embeddings.Settings.of(dataclasses.replace(CFG, log_every=5))
     asked = iter(range(1000))
     trained = torch_emb.fit(sentences, cfg, should_stop=lambda: next(asked) >= 11)
-    assert trained.history.stopped and trained.history.updates == 12
+    assert trained.history.stopped and trained.history.steps == list(range(1, 13))
     assert trained.vectors.shape == (len(trained.words), cfg.vector_size)
 
 

@@ -5,10 +5,12 @@ device, evaluate, checkpoint, log, and stop cleanly when asked. What differs bet
 frameworks (how a step runs, how a loss is read, how a checkpoint is written) comes in as
 functions; each framework's library wraps this in its one training loop
 (week1_jax/lib/train.py, week1_torch/lib/train.py), and the labs plug their model, loss and
-batches into that.
+batches into that. word2vec's sparse updates drive it from lib/embeddings.py.
 
     for step in start+1 .. end:                      steps count from 1
         loss = step(i)                               stays on the device
+        END instead of a loss -> the stream ran out  (word2vec: its length is subsampled)
+            step i-1 ends the run as a last step does; `end` was an estimate
         every log_every steps, and before anything that needs the numbers:
             read the pending losses in one transfer  (float(loss) per step drains a GPU queue)
             a non-finite one -> Diverged(first such step); no checkpoint past it
@@ -24,6 +26,7 @@ is a `Context`, not a pile of train() parameters: a lab's `run` makes one from i
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import pathlib
 import time
@@ -35,6 +38,7 @@ from week1.report import progress
 from week1.runs import Diverged
 
 LOG_EVERY = 50  # steps between reads of the losses from the device
+END = object()  # what step(i) returns where an open-ended stream has no step i
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +96,14 @@ BARE = Context()  # no checkpoints, logging, signals or compile: what tests and 
 
 @dataclasses.dataclass(frozen=True)
 class Cadence:
-    """When to do what; steps count from 1 and `steps` is the schedule's last."""
+    """When to do what; steps count from 1 and `steps` is the schedule's last (open_ended: an
+    estimate, for the progress bar only; the stream ends where a step returns END)."""
 
     steps: int
     eval_every: int = 0  # 0: evaluate after the last step only
     checkpoint_every: int = 0  # 0: checkpoint the last step only (and where a stop is asked)
     log_every: int = LOG_EVERY
+    open_ended: bool = False
 
     @classmethod
     def of(cls, cfg, **changes) -> Cadence:
@@ -105,12 +111,15 @@ class Cadence:
         fields = {f: getattr(cfg, f) for f in ("steps", "eval_every", "checkpoint_every")}
         return cls(**{k: v for k, v in fields.items() if v is not None}, **changes)
 
+    def is_last(self, step: int) -> bool:
+        return step == self.steps and not self.open_ended
+
     def is_eval_step(self, step: int) -> bool:
-        return step == self.steps or (self.eval_every > 0 and step % self.eval_every == 0)
+        return self.is_last(step) or (self.eval_every > 0 and step % self.eval_every == 0)
 
     def is_checkpoint_step(self, step: int) -> bool:
         every = self.checkpoint_every
-        return step == self.steps or (every > 0 and step % every == 0)
+        return self.is_last(step) or (every > 0 and step % every == 0)
 
 
 @dataclasses.dataclass
@@ -193,7 +202,9 @@ def drive(
 ) -> History:
     """Run steps start+1 .. end (cadence.steps, or ctx.stop_at) and return the History.
 
-    step(i) -> the loss of step i on the device, or a dict {"loss": ..., other scalars}.
+    step(i) -> the loss of step i on the device, or a dict {"loss": ..., other scalars}; or END
+      where the stream has no step i (cadence.open_ended: its length is not known up front):
+      step i-1 was the last, read, evaluated and checkpointed as a last step is.
     read(values) -> the same values as Python floats, in one transfer from the device.
     evaluate() -> {metric: value}, at cadence.is_eval_step steps.
     save(i): write a checkpoint of step i (cadence.is_checkpoint_step, the end, a stop).
@@ -203,32 +214,51 @@ def drive(
     """
     history = History() if history is None else history
     end = cadence.steps if ctx.stop_at is None else ctx.stop_at
+    total = max(end - start, 0)
+    if cadence.open_ended and ctx.stop_at is None:
+        end = math.inf  # cadence.steps was an estimate: the progress bar's total
+    steps = range(start + 1, end + 1) if end < math.inf else itertools.count(start + 1)
     pending, since = [], time.perf_counter()  # [(step, value on the device)] not read yet
-    with progress(label, total=max(end - start, 0), enabled=ctx.show_progress) as advance:
-        for i in range(start + 1, end + 1):
-            pending.append((i, step(i)))
-            stopping = ctx.stop_requested()
-            saving = save is not None and (stopping or i == end or cadence.is_checkpoint_step(i))
-            evaluating = evaluate is not None and cadence.is_eval_step(i)
-            reading = i == start + 1 or i == end or len(pending) >= cadence.log_every
-            if not (saving or evaluating or stopping or reading):
-                advance()
-                continue
-            values = read([value for _, value in pending])
-            seconds = (time.perf_counter() - since) / len(pending)
+    with progress(label, total, ctx.show_progress, estimated=cadence.open_ended) as advance:
+        for i in steps:
+            value = step(i)
+            ran_out = value is END
+            if ran_out:
+                i -= 1  # the stream has no step i + 1: step i was its last
+                if i == start:
+                    break
+                # what a last step does, less what step i's own cadence already did
+                stopping = True
+                evaluating = evaluate is not None and not cadence.is_eval_step(i)
+                saving = save is not None and not cadence.is_checkpoint_step(i)
+            else:
+                pending.append((i, value))
+                stopping = ctx.stop_requested()
+                last = i == end
+                saving = save is not None and (stopping or last or cadence.is_checkpoint_step(i))
+                evaluating = evaluate is not None and cadence.is_eval_step(i)
+                reading = i == start + 1 or last or len(pending) >= cadence.log_every
+                if not (saving or evaluating or stopping or reading):
+                    advance()
+                    continue
             if settle is not None:
                 settle()
-            for (at, _), value in zip(pending, values, strict=True):
-                loss, extra = (value.pop("loss"), value) if isinstance(value, dict) else (value, {})
-                if not math.isfinite(loss):
-                    raise Diverged(at, non_finite_what(weights()) if weights else "loss")
-                history.add_train(at, loss, seconds, ctx.log, **extra)
-            pending = []
+            if pending:
+                values = read([value for _, value in pending])
+                seconds = (time.perf_counter() - since) / len(pending)
+                for (at, _), value in zip(pending, values, strict=True):
+                    extra = value if isinstance(value, dict) else {"loss": value}
+                    loss = extra.pop("loss")
+                    if not math.isfinite(loss):
+                        raise Diverged(at, non_finite_what(weights()) if weights else "loss")
+                    history.add_train(at, loss, seconds, ctx.log, **extra)
+                pending = []
             if evaluating:
                 history.add_eval(i, ctx.log, **evaluate())
             if saving:
                 save(i)
-            advance(history.train_loss[-1])
+            if not ran_out:  # else step i advanced the bar when it ran
+                advance(history.train_loss[-1])
             if stopping:
                 break
             since = time.perf_counter()  # evaluation and checkpoints are not training time

@@ -42,7 +42,8 @@ f(X_ij) = min(1, (X_ij / x_max)^power) and log X_ij, shuffled per epoch.
 Training (what both frameworks' loops, week1_*/lib/embeddings.fit, share): `Settings` (gensim's
 names), `setup` (vocabulary, encoded corpus, tables, n-grams or counts, built once),
 `init_weights` (the seeded starting matrices, numpy), `stream` (every epoch's batches, prepared
-on a background thread), `export` (the word vectors at the end), `Trained` (what fit returns).
+on a background thread), `History` (what the loop records, and the means the lab logs),
+`export` (the word vectors at the end), `Trained` (what fit returns).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from week1 import loop
 from week1.config import require
 
 NEGATIVE_SAMPLING = ("sgns", "cbow", "fasttext")  # the models of Batch
@@ -701,20 +703,33 @@ def oov_vector(s: Setup, weights: dict[str, np.ndarray], word: str) -> np.ndarra
 
 
 @dataclasses.dataclass
-class History:
-    """Logged mean loss per scored pair (per entry for GloVe), and the training time."""
+class History(loop.History):
+    """The loop's History of a fit: each update's loss per scored pair (per entry for GloVe) in
+    train_loss, its pairs in per_step["pairs"]. What the lab logs and plots is coarser: the mean
+    loss per pair over every `log_every` updates (the last run of updates may be shorter)."""
 
-    steps: list = dataclasses.field(default_factory=list)
-    loss: list = dataclasses.field(default_factory=list)
-    seconds: float = 0.0  # training loop wall time (data preparation included)
-    updates: int = 0
-    stopped: bool = False  # a stop was asked before the last epoch ended
+    log_every: int = 1
+    logged_steps: list = dataclasses.field(default_factory=list)
+    logged_loss: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0  # training loop wall time (data preparation and compilation included)
+    stopped: bool = False  # a stop was asked before the stream ended
 
-    def add(self, step: int, loss: float, log=None) -> None:
-        self.steps.append(step)
-        self.loss.append(loss)
+    def add_train(self, step: int, loss: float, seconds: float, log=None, **extra) -> None:
+        super().add_train(step, loss, seconds, **extra)  # no log: the lab logs runs of updates
+        if step % self.log_every == 0:
+            self.log_since_last(log)
+
+    def log_since_last(self, log=None) -> None:
+        """Log the mean loss per pair of the updates since the last logged one (if any)."""
+        n = len(self.steps) - (self.logged_steps[-1] if self.logged_steps else 0)  # from step 1
+        if n <= 0:
+            return
+        losses, pairs = self.train_loss[-n:], self.per_step["pairs"][-n:]
+        mean = sum(loss * p for loss, p in zip(losses, pairs, strict=True)) / sum(pairs)
+        self.logged_steps.append(self.steps[-1])
+        self.logged_loss.append(mean)
         if log:
-            log(step, loss=loss)
+            log(self.steps[-1], loss=mean)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -737,3 +752,11 @@ class Trained:
 def pairs_of(batch) -> float:
     """What a batch's loss is averaged over: scored pairs (GloVe: real entries)."""
     return batch.pairs if isinstance(batch, Batch) else float(batch.entries)
+
+
+def per_pair(sums: list[float], values: list[dict]) -> list[dict]:
+    """fit's read: each update's summed loss (read off the device) over its pairs."""
+    return [
+        {"loss": total / value["pairs"], "pairs": value["pairs"]}
+        for total, value in zip(sums, values, strict=True)
+    ]

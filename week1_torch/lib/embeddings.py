@@ -32,17 +32,15 @@ accumulators: an update is one gather and one index_add_ per matrix.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from week1 import loop
 from week1.data import embeddings as pipeline
-from week1.report import progress
-from week1.runs import Diverged
-from week1_torch.lib import devices
+from week1_torch.lib import devices, train
 
 
 def rows(matrix, index):
@@ -161,41 +159,41 @@ def fit(
     show_progress: bool = False,
     compile: bool = False,
 ) -> pipeline.Trained:
-    """Train cfg.model on `sentences` from `weights` (default: pipeline.init_weights).
+    """Train cfg.model on `sentences` from `weights` (default: pipeline.init_weights), through
+    the shared loop (week1/loop.py) on the open-ended stream of batches.
 
     log: log(step, loss=...) every cfg.log_every updates (mean loss per pair since the last).
     should_stop: () -> bool, asked after every update: if True, stop there and return what was
-      trained. A non-finite logged loss raises Diverged.
+      trained. A non-finite loss raises Diverged at its update.
     """
     s = pipeline.setup(sentences, cfg)
     state = as_state(weights if weights is not None else pipeline.init_weights(s, cfg))
     update = make_update(cfg, compile)
-    history = pipeline.History()
-    step, pending, pairs, shown = 0, 0.0, 0.0, None
-    with (
-        cpu_threads(cfg.threads),
-        progress(
-            f"torch {cfg.model}", pipeline.expected_steps(s, cfg), show_progress, estimated=True
-        ) as advance,
-    ):
+    history = pipeline.History(log_every=cfg.log_every)
+    expected = pipeline.expected_steps(s, cfg)  # subsampling decides the stream's length
+    cadence = loop.Cadence(expected, log_every=cfg.log_every, open_ended=True)
+    ctx = loop.Context(log=log, should_stop=should_stop, show_progress=show_progress)
+    ran_out = False
+
+    def step(i: int):
+        nonlocal ran_out
+        batch = next(batches, None)
+        if batch is None:
+            ran_out = True
+            return loop.END
+        return {"loss": update(state, batch), "pairs": pipeline.pairs_of(batch)}
+
+    def read(values: list[dict]) -> list[dict]:
+        return pipeline.per_pair(train.read([v["loss"] for v in values]), values)
+
+    with cpu_threads(cfg.threads):
         start = time.perf_counter()
-        for batch in pipeline.stream(s, cfg):
-            pending = pending + update(state, batch)  # stays on the device until logged
-            pairs += pipeline.pairs_of(batch)
-            step += 1
-            if step % cfg.log_every == 0:
-                shown = float(pending) / max(pairs, 1.0)
-                if not math.isfinite(shown):
-                    raise Diverged(step, "loss")
-                history.add(step, shown, log)
-                pending, pairs = 0.0, 0.0
-            advance(shown)
-            history.stopped = should_stop is not None and should_stop()
-            if history.stopped:
-                break
-        if pairs:
-            history.add(step, float(pending) / pairs, log)
+        with contextlib.closing(pipeline.stream(s, cfg)) as batches:
+            label = f"torch {cfg.model}"
+            loop.drive(cadence, ctx, start=0, step=step, read=read, label=label, history=history)
         devices.sync()
-        history.seconds, history.updates = time.perf_counter() - start, step
+        history.seconds = time.perf_counter() - start
+    history.log_since_last(log)
+    history.stopped = not ran_out
     final = {k: v.cpu().numpy() for k, v in state.items()}
     return pipeline.Trained(s.vocab.words, pipeline.export(s, cfg, final), final, s, history)

@@ -1,0 +1,48 @@
+"""week1/loop.py's drive on an open-ended stream: it ends where a step returns END, the last
+real step read, evaluated and checkpointed once; a non-finite loss mid-stream is Diverged."""
+
+import math
+
+import pytest
+
+from week1 import loop
+from week1.runs import Diverged
+
+
+def drive_stream(losses: list[float], saved: list, **cadence) -> loop.History:
+    """drive over a stream of `losses` (steps 1..len), the steps checkpointed put in `saved`."""
+
+    def step(i: int):
+        return losses[i - 1] if i <= len(losses) else loop.END
+
+    history = loop.drive(
+        loop.Cadence(steps=3, open_ended=True, **cadence),  # 3: an estimate, below the real end
+        loop.BARE,
+        start=0,
+        step=step,
+        read=lambda values: [float(v) for v in values],
+        evaluate=lambda: {"val_loss": 0.0},
+        save=saved.append,
+    )
+    return history
+
+
+@pytest.mark.parametrize("length, evals", [(7, [5, 7]), (10, [5, 10])])
+def test_an_exhausted_stream_ends_at_its_last_step_evaluated_and_saved_once(length, evals):
+    saved = []
+    history = drive_stream([1.0] * length, saved, eval_every=5, checkpoint_every=5, log_every=3)
+    assert history.steps == list(range(1, length + 1))
+    assert history.eval_steps == evals and saved == evals
+
+
+def test_an_empty_stream_runs_nothing():
+    saved = []
+    history = drive_stream([], saved, eval_every=5)
+    assert history.steps == [] and history.eval_steps == [] and saved == []
+
+
+def test_a_nan_mid_stream_is_diverged_at_its_step_with_no_checkpoint_past_it():
+    saved = []
+    with pytest.raises(Diverged) as raised:
+        drive_stream([1.0] * 5 + [math.nan] + [1.0] * 5, saved, checkpoint_every=2, log_every=4)
+    assert raised.value.step == 6 and saved == [2, 4]
