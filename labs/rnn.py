@@ -409,6 +409,32 @@ def val_metrics(evaluation: dict) -> dict:
     return {f"val_{name}": value for name, value in evaluation.items()}
 
 
+def eval_batches(cfg: Config, data, split: str = "validation") -> list:
+    """The task's fixed evaluation batches of `split` (the LM has its validation windows only)."""
+    if cfg.task == "lm":
+        return lm_val_batches(data, cfg)
+    return sentiment_eval_batches(data, cfg, split)
+
+
+def run(cfg: Config, run, lab, train_lm, compile: bool = False) -> dict:
+    """`week1 run rnn` with the framework's module `lab` (week1_jax.rnn or week1_torch.rnn); on
+    the LM task the MLP baseline first, trained by `train_lm` (the framework's lib/charlm.train).
+    compile: torch only."""
+    data = load_data(cfg)
+    if cfg.task == "lm":
+        mlp = mlp_baseline(run, cfg, lambda mlp_cfg, ctx: train_lm(mlp_cfg, data, ctx=ctx))
+        if mlp is None:  # stopped while the baseline trained
+            return {}
+    model, history = lab.train(cfg, data, ctx=loop.Context.of_run(run, compile))
+    if run.should_stop():
+        return history.summary()
+    if cfg.task == "lm":
+        ids = lab.sample(model, prompt_ids(data), cfg.sample_chars, cfg.temperature, cfg.seed)
+        return lm_summary(run, cfg, data, history, mlp, data.corpus.decode(ids))
+    test = lab.evaluate(model, cfg, eval_batches(cfg, data, "test"))
+    return sentiment_summary(run, cfg, data, history, test)
+
+
 # `week1 compare rnn --quick`: both tasks, a smaller model on shorter windows and snippets, at
 # a higher lr, so that in 100 steps the LM's loss falls from 4.4 to about 2.5 and the
 # classifier's validation accuracy leaves the majority class's.

@@ -7,6 +7,7 @@ Read beside week1_torch/rnn.py: the same functions in the same order.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -126,12 +127,6 @@ def evaluate(model, cfg: spec.Config, batches) -> dict:
     return {"loss": total / rows, "accuracy": spec.accuracy(predictions, batches)}
 
 
-def eval_batches(cfg: spec.Config, data, split: str = "validation") -> list:
-    if cfg.task == "lm":
-        return spec.lm_val_batches(data, cfg)
-    return spec.sentiment_eval_batches(data, cfg, split)
-
-
 @nnx.jit
 def _next_logits(model, ids, state):  # ids: (1, T)
     logits, state = model(ids, hx=state)  # (1, T, V)
@@ -161,7 +156,7 @@ def train(cfg: spec.Config, data, *, weights: dict | None = None, ctx=loop.BARE)
     """
     model = build_model(cfg, *spec.model_sizes(cfg, data), weights)
     optimizer = make_optimizer(model, cfg)
-    val = eval_batches(cfg, data)
+    val = spec.eval_batches(cfg, data)
     history = trainer.train(
         model,
         optimizer,
@@ -177,22 +172,8 @@ def train(cfg: spec.Config, data, *, weights: dict | None = None, ctx=loop.BARE)
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run rnn --framework jax [--task=sentiment]`."""
-    data = spec.load_data(cfg)
-    if cfg.task == "lm":
-        mlp = spec.mlp_baseline(run, cfg, lambda mlp_cfg, ctx: charlm.train(mlp_cfg, data, ctx=ctx))
-        if mlp is None:  # stopped while the baseline trained
-            return {}
-    model, history = train(cfg, data, ctx=loop.Context.of_run(run))
-    if run.should_stop():
-        return history.summary()
-    if cfg.task == "lm":
-        text = data.corpus.decode(
-            sample(model, spec.prompt_ids(data), cfg.sample_chars, cfg.temperature, cfg.seed)
-        )
-        return spec.lm_summary(run, cfg, data, history, mlp, text)
-    test = evaluate(model, cfg, eval_batches(cfg, data, "test"))
-    return spec.sentiment_summary(run, cfg, data, history, test)
+    """`week1 run rnn --framework jax [--task=sentiment]` (labs/rnn.py)."""
+    return spec.run(cfg, run, sys.modules[__name__], charlm.train)
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):

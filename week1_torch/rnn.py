@@ -7,6 +7,7 @@ Read beside week1_jax/rnn.py: the same functions in the same order.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import torch
@@ -105,12 +106,6 @@ def evaluate(model, cfg: spec.Config, batches) -> dict:
     return {"loss": total / rows, "accuracy": spec.accuracy(predictions, batches)}
 
 
-def eval_batches(cfg: spec.Config, data, split: str = "validation") -> list:
-    if cfg.task == "lm":
-        return spec.lm_val_batches(data, cfg)
-    return spec.sentiment_eval_batches(data, cfg, split)
-
-
 @torch.no_grad()
 def sample(model, prompt: np.ndarray, n: int, temperature: float, seed: int) -> np.ndarray:
     """`n` characters after `prompt`: the prompt sets the state once, then one character at a
@@ -137,7 +132,7 @@ def train(cfg: spec.Config, data, *, weights: dict | None = None, ctx=loop.BARE)
     """
     model = build_model(cfg, *spec.model_sizes(cfg, data), weights)
     optimizer, scheduler = make_optimizer(model, cfg)
-    val = eval_batches(cfg, data)
+    val = spec.eval_batches(cfg, data)
     history = trainer.train(
         model,
         optimizer,
@@ -153,22 +148,8 @@ def train(cfg: spec.Config, data, *, weights: dict | None = None, ctx=loop.BARE)
 
 
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:
-    """`week1 run rnn --framework torch [--compile] [--task=sentiment]`."""
-    data = spec.load_data(cfg)
-    if cfg.task == "lm":
-        mlp = spec.mlp_baseline(run, cfg, lambda mlp_cfg, ctx: charlm.train(mlp_cfg, data, ctx=ctx))
-        if mlp is None:  # stopped while the baseline trained
-            return {}
-    model, history = train(cfg, data, ctx=loop.Context.of_run(run, compile))
-    if run.should_stop():
-        return history.summary()
-    if cfg.task == "lm":
-        text = data.corpus.decode(
-            sample(model, spec.prompt_ids(data), cfg.sample_chars, cfg.temperature, cfg.seed)
-        )
-        return spec.lm_summary(run, cfg, data, history, mlp, text)
-    test = evaluate(model, cfg, eval_batches(cfg, data, "test"))
-    return spec.sentiment_summary(run, cfg, data, history, test)
+    """`week1 run rnn --framework torch [--compile] [--task=sentiment]` (labs/rnn.py)."""
+    return spec.run(cfg, run, sys.modules[__name__], charlm.train, compile)
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
