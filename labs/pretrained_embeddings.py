@@ -505,6 +505,25 @@ def report_throughput(timings: dict, batches: list) -> dict:
     return {f"{name} sentences/s": n / t.median_s for name, t in timings.items()}
 
 
+def run_demos(cfg: Config, tokenizer, forward, embed_texts, variants: dict, sync) -> dict:
+    """`week1 run pretrained_embeddings` with the framework's model: `forward(batch)` -> its
+    hidden states (the sense demo), `embed_texts(texts)` -> (N, C) numpy (the search demo),
+    `variants` {name: embed(batch)} timed over the bench batches; then the static vectors."""
+    static = load_static(cfg)
+    contextual = {
+        word: word_vectors(forward(batch)[0], positions)
+        for word, (batch, positions) in sense_batches(cfg, tokenizer).items()
+    }
+    summary = report_senses(contextual, static["Google News"])
+    queries, corpus = embed_texts(list(SEARCH_QUERIES)), embed_texts(list(SEARCH_CORPUS))
+    summary |= report_search(search(queries, corpus, cfg.top_k))
+    summary |= report_static(static)
+    batches = bench_batches(cfg, tokenizer)
+    timings = time_variants(variants, batches, cfg, sync, True)
+    summary |= report_throughput(timings, batches)
+    return summary
+
+
 # Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
 # grades each with the parity tests named.
 EXERCISES = (

@@ -111,22 +111,16 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run pretrained_embeddings --framework torch [--compile]`: the demos (through
     torch.compile with --compile), the static vectors, the throughput of every variant."""
     config, weights, tokenizer = spec.pretrained(cfg)
-    static = spec.load_static(cfg)
     model = build_model(config, weights)
-    forward, embed = forward_fn(model), embed_fn(model, compile=compile)
-    contextual = {
-        word: spec.word_vectors(forward(batch)[0], positions)
-        for word, (batch, positions) in spec.sense_batches(cfg, tokenizer).items()
-    }
-    summary = spec.report_senses(contextual, static["Google News"])
-    queries = embed_texts(embed, tokenizer, list(spec.SEARCH_QUERIES), cfg)
-    corpus = embed_texts(embed, tokenizer, list(spec.SEARCH_CORPUS), cfg)
-    summary |= spec.report_search(spec.search(queries, corpus, cfg.top_k))
-    summary |= spec.report_static(static)
-    batches = spec.bench_batches(cfg, tokenizer)
-    timings = spec.time_variants(_variants(model), batches, cfg, devices.sync, True)
-    summary |= spec.report_throughput(timings, batches)
-    return summary
+    embed = embed_fn(model, compile=compile)
+    return spec.run_demos(
+        cfg,
+        tokenizer,
+        forward_fn(model),
+        lambda texts: embed_texts(embed, tokenizer, texts, cfg),
+        _variants(model),
+        devices.sync,
+    )
 
 
 def bench(cfg: spec.Config) -> dict:
