@@ -320,6 +320,23 @@ def report_run(run, cfg: Config, projections: list[Projection], neighbours: dict
     return summary
 
 
+def run_maps(run, cfg: Config, trained, project, nearest) -> dict:
+    """`week1 run embedding_viz` with the framework's `trained()` (the trained vectors),
+    `project(name, wv, points, cfg)` -> Projection and `nearest(wv, words, k)`: maps of the
+    trained (and pretrained) vectors, trustworthiness, neighbours, the PNG and the projector
+    files."""
+    groups = parse_groups(cfg.groups)
+    sets = [("trained", trained(), True)]
+    if cfg.pretrained:
+        sets.append(("pretrained", vectors.load_pretrained(), False))
+    projections, neighbours = [], {}
+    for name, wv, ordered in sets:
+        points = choose_points(wv, groups, cfg, ordered)
+        projections.append(project(name, wv, points, cfg))
+        neighbours[name] = nearest(wv, group_heads(wv, groups), min(5, len(wv) - 1))
+    return report_run(run, cfg, projections, neighbours)
+
+
 # Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`
 # grades each with the parity tests named.
 EXERCISES = (

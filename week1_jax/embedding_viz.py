@@ -72,13 +72,4 @@ def project(name: str, wv: vectors.WordVectors, points: spec.Points, cfg: spec.C
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run embedding_viz --framework jax`: maps of the trained (and pretrained) vectors,
     trustworthiness, neighbours, the PNG and the projector files."""
-    groups = spec.parse_groups(cfg.groups)
-    sets = [("trained", trained_vectors(cfg), True)]
-    if cfg.pretrained:
-        sets.append(("pretrained", vectors.load_pretrained(), False))
-    projections, neighbours = [], {}
-    for name, wv, ordered in sets:
-        points = spec.choose_points(wv, groups, cfg, ordered)
-        projections.append(project(name, wv, points, cfg))
-        neighbours[name] = nearest(wv, spec.group_heads(wv, groups), min(5, len(wv) - 1))
-    return spec.report_run(run, cfg, projections, neighbours)
+    return spec.run_maps(run, cfg, lambda: trained_vectors(cfg), project, nearest)
