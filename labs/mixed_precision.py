@@ -51,11 +51,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from week1 import charlm
+from week1 import charlm, loop, report
 from week1.comparison import Case
 from week1.config import require
 from week1.exercises import Exercise, Part
-from week1.formats import FORMAT_COLUMNS, FORMATS  # noqa: F401 (the lab's formats)
+from week1.formats import FORMAT_COLUMNS, FORMATS
 from week1.tolerances import BF16, TRAJECTORY
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -144,8 +144,6 @@ def loss_scaling(history) -> dict:
 def summarise(run, framework: str, histories: dict, scaling: dict | None) -> dict:
     """Plot the training curves into the run folder; the summary: per precision, losses, speed,
     step time relative to fp32, and for fp16 the loss-scale outcome."""
-    from week1 import report
-
     series = {f"{name} train": (h.steps, h.train_loss) for name, h in histories.items()}
     series.update({f"{name} val": (h.val_steps, h.val_loss) for name, h in histories.items()})
     panels = [
@@ -171,6 +169,31 @@ def summarise(run, framework: str, histories: dict, scaling: dict | None) -> dic
         summary["fp16/final loss scale"] = scaling["scale"][-1]
         summary["fp16/steps skipped"] = ", ".join(map(str, scaling["skipped"])) or "none"
     return summary
+
+
+def run(
+    cfg: Config, run, lab, number_formats, framework: str, arrays: str, compile: bool = False
+) -> dict:
+    """`week1 run mixed_precision` with the framework's module `lab` (its demos() and train())
+    and lib/precision's number_formats: formats, demos, then the training curves in each of
+    cfg.precisions. framework: the plot's name; arrays: whose numbers the tables show ("jnp",
+    "torch"); compile: torch only."""
+    report.table(f"number formats ({arrays}.finfo)", FORMAT_COLUMNS, number_formats(FORMATS))
+    shown = lab.demos()
+    report.table(
+        f"demos ({arrays})",
+        ["demo", *FORMATS, "what it shows"],
+        [(demo, *(shown[demo][f] for f in FORMATS), why) for demo, why in DEMOS.items()],
+    )
+    data = charlm.load_data(cfg)
+    ctx = loop.Context.of_run(run, compile)
+    results = {name: lab.train(cfg, data, name, ctx=ctx.part(name)) for name in cfg.precision_list}
+    return summarise(
+        run,
+        framework,
+        {name: r[1] for name, r in results.items()},
+        results["fp16"][2] if "fp16" in results else None,
+    )
 
 
 # Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`

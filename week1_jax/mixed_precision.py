@@ -9,6 +9,7 @@ policy to the model from outside and holds the loss scaler.
 from __future__ import annotations
 
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import optax
 from flax import nnx
 
 from labs import mixed_precision as spec
-from week1 import charlm, convert, loop, report
+from week1 import charlm, convert, loop
 from week1.comparison import Curves
 from week1.timing import time_calls
 from week1_jax.lib import charlm as base
@@ -165,24 +166,7 @@ def train(
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run mixed_precision --framework jax`: formats, demos, then fp32/bf16/fp16 training
     curves."""
-    report.table(
-        "number formats (jnp.finfo)", spec.FORMAT_COLUMNS, precision.number_formats(spec.FORMATS)
-    )
-    shown = demos()
-    report.table(
-        "demos (jnp)",
-        ["demo", *spec.FORMATS, "what it shows"],
-        [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()],
-    )
-    data = charlm.load_data(cfg)
-    ctx = loop.Context.of_run(run)
-    results = {name: train(cfg, data, name, ctx=ctx.part(name)) for name in cfg.precision_list}
-    return spec.summarise(
-        run,
-        "JAX",
-        {name: r[1] for name, r in results.items()},
-        results["fp16"][2] if "fp16" in results else None,
-    )
+    return spec.run(cfg, run, sys.modules[__name__], precision.number_formats, "JAX", "jnp")
 
 
 def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):

@@ -8,12 +8,13 @@ lowers precision per operation.
 from __future__ import annotations
 
 import functools
+import sys
 
 import torch
 import torch.nn.functional as F
 
 from labs import mixed_precision as spec
-from week1 import charlm, loop, report
+from week1 import charlm, loop
 from week1.comparison import Curves
 from week1.timing import time_calls
 from week1_torch.lib import charlm as base
@@ -151,23 +152,8 @@ def train(
 def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     """`week1 run mixed_precision --framework torch`: formats, demos, then fp32/bf16/fp16
     training curves."""
-    report.table(
-        "number formats (torch.finfo)", spec.FORMAT_COLUMNS, precision.number_formats(spec.FORMATS)
-    )
-    shown = demos()
-    report.table(
-        "demos (torch)",
-        ["demo", *spec.FORMATS, "what it shows"],
-        [(demo, *(shown[demo][f] for f in spec.FORMATS), why) for demo, why in spec.DEMOS.items()],
-    )
-    data = charlm.load_data(cfg)
-    ctx = loop.Context.of_run(run, compile)
-    results = {name: train(cfg, data, name, ctx=ctx.part(name)) for name in cfg.precision_list}
-    return spec.summarise(
-        run,
-        "torch",
-        {name: r[1] for name, r in results.items()},
-        results["fp16"][2] if "fp16" in results else None,
+    return spec.run(
+        cfg, run, sys.modules[__name__], precision.number_formats, "torch", "torch", compile
     )
 
 
