@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import math
 import pathlib
 
 import numpy as np
@@ -65,6 +66,7 @@ import numpy as np
 from week1.config import UsageError, require
 from week1.data import code, multilingual, shakespeare
 from week1.exercises import Exercise, Part
+from week1.timing import time_calls
 from week1.tokenization import hf, unigram, wordpiece
 from week1.tokenization.bytelevel import CHAR_TO_BYTE
 
@@ -365,6 +367,41 @@ def report(toks, corpus: Corpus, cfg: Config, png_path) -> dict:
         summary[f"{name} {kind} lossless bytes/token"] = lossless
     alphabets = {"training alphabet": alphabet, "byte-level alphabet": len(CHAR_TO_BYTE)}
     return summary | alphabets | {"plot": str(png_path.name)}
+
+
+def held_out_texts(corpus: Corpus) -> list[str]:
+    """Every kind's held-out texts, in KINDS order: what the framework pipelines batch."""
+    return [t for kind in KINDS for t in corpus.held_out[kind]]
+
+
+def run_pipelines(cfg: Config, run, pipeline) -> dict:
+    """`week1 run tokenizers_compare`: train, evaluate, plot; then the held-out texts batched by
+    the framework's `pipeline(tok, texts, batch_size, max_length)` -> padded (B, T) batches,
+    and the share of padding in them per tokenizer."""
+    corpus, toks = trained(cfg)
+    texts = held_out_texts(corpus)
+    padding = {}
+    for name, tok in toks.items():
+        batches = pipeline(tok, texts, cfg.batch_size, cfg.max_length)
+        pads = sum(int((b == tok.pad_id).sum()) for b in batches)
+        padding[f"{name} padding share"] = pads / sum(math.prod(b.shape) for b in batches)
+    return report(toks, corpus, cfg, run.path("fertility.png")) | padding
+
+
+def bench(cfg: Config, framework: str, pipeline, sync) -> dict:
+    """`week1 bench tokenizers_compare` (one framework's half): held-out text -> padded
+    batches through `pipeline`, per tokenizer."""
+    corpus, toks = trained(cfg)
+    texts = held_out_texts(corpus)
+    return {
+        f"{framework} {name}": time_calls(
+            lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
+            sync,
+            warmup=1,
+            iters=5,
+        )
+        for name, tok in toks.items()
+    }
 
 
 # Learner mode: the functions `week1 exercise` stubs, in the order to write them; `week1 check`

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from labs import tokenizers_compare as spec
-from week1.timing import time_calls
 from week1_jax.lib import devices
 
 
@@ -48,32 +47,12 @@ def pipeline(
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run tokenizers_compare --framework jax`: train, evaluate, plot, batch."""
-    corpus, toks = spec.trained(cfg)
-    texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
-    batches = {
-        name: pipeline(tok, texts, cfg.batch_size, cfg.max_length) for name, tok in toks.items()
-    }
-    padding = {
-        f"{name} padding share": float(
-            sum((b == tok.pad_id).sum() for b in batches[name]) / sum(b.size for b in batches[name])
-        )
-        for name, tok in toks.items()
-    }
-    return spec.report(toks, corpus, cfg, run.path("fertility.png")) | padding
+    """`week1 run tokenizers_compare --framework jax`: train, evaluate, plot, batch
+    (labs/tokenizers_compare.py)."""
+    return spec.run_pipelines(cfg, run, pipeline)
 
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench tokenizers_compare` (JAX half): held-out text -> padded arrays, per
     tokenizer."""
-    corpus, toks = spec.trained(cfg)
-    texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
-    return {
-        f"jax {name}": time_calls(
-            lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
-            devices.sync,
-            warmup=1,
-            iters=5,
-        )
-        for name, tok in toks.items()
-    }
+    return spec.bench(cfg, "jax", pipeline, devices.sync)

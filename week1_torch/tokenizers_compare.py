@@ -11,7 +11,6 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from labs import tokenizers_compare as spec
-from week1.timing import time_calls
 from week1_torch.lib import devices
 
 
@@ -33,33 +32,12 @@ def pipeline(
 
 
 def run(cfg: spec.Config, run) -> dict:
-    """`week1 run tokenizers_compare --framework torch`: train, evaluate, plot, batch."""
-    corpus, toks = spec.trained(cfg)
-    texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
-    batches = {
-        name: pipeline(tok, texts, cfg.batch_size, cfg.max_length) for name, tok in toks.items()
-    }
-    padding = {
-        f"{name} padding share": float(
-            sum((b == tok.pad_id).sum() for b in batches[name])
-            / sum(b.numel() for b in batches[name])
-        )
-        for name, tok in toks.items()
-    }
-    return spec.report(toks, corpus, cfg, run.path("fertility.png")) | padding
+    """`week1 run tokenizers_compare --framework torch`: train, evaluate, plot, batch
+    (labs/tokenizers_compare.py)."""
+    return spec.run_pipelines(cfg, run, pipeline)
 
 
 def bench(cfg: spec.Config) -> dict:
     """`week1 bench tokenizers_compare` (torch half): held-out text -> padded tensors, per
     tokenizer."""
-    corpus, toks = spec.trained(cfg)
-    texts = [t for kind in spec.KINDS for t in corpus.held_out[kind]]
-    return {
-        f"torch {name}": time_calls(
-            lambda tok=tok: pipeline(tok, texts, cfg.batch_size, cfg.max_length),
-            devices.sync,
-            warmup=1,
-            iters=5,
-        )
-        for name, tok in toks.items()
-    }
+    return spec.bench(cfg, "torch", pipeline, devices.sync)
