@@ -7,9 +7,11 @@ evaluations included.
 """
 
 import functools
+import itertools
 
 import chex
 import jax
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -102,3 +104,25 @@ def test_the_model_checks_its_input_shape():
     assert model(jax.numpy.zeros((2, 8), jax.numpy.int32)).shape == (2, 10)
     with pytest.raises(AssertionError, match="dimension equal to '8' on axis '1' but got '7'"):
         model(jax.numpy.zeros((2, 7), jax.numpy.int32))
+
+
+def test_compiled_word2vec_update_does_not_recompile():
+    """word2vec's batches change width from batch to batch; its compiled update takes dynamic
+    shapes from the first call, so no later batch recompiles it (a recompilation would land
+    inside the timed steps of `week1 compare word2vec`)."""
+    torch = pytest.importorskip("torch")
+    from week1.data import embeddings as pipeline
+    from week1_torch.lib import embeddings
+
+    sentences = [[f"w{(7 * i + j) % 40}" for j in range(3 + i % 9)] for i in range(300)]
+    settings = pipeline.Settings(min_count=1, batch_size=16, vector_size=8)
+    s = pipeline.setup(sentences, settings)
+    state = embeddings.as_state(pipeline.init_weights(s, settings))
+    update = embeddings.make_update(settings, compile=True)
+    batches = list(itertools.islice(pipeline.batches(s, settings, 0), 6))
+    shapes = {tuple(a.shape for a in b.arrays()) for b in batches}
+    assert len(shapes) > 1, "the batches all have one shape: the test checks nothing"
+    update(state, batches[0])
+    with torch.compiler.set_stance("fail_on_recompile"):
+        losses = [float(update(state, b)) for b in batches[1:]]
+    assert all(np.isfinite(losses))

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from week1 import loop
 from week1.data import embeddings as pipeline
-from week1_torch.lib import devices, train
+from week1_torch.lib import devices, parallelize, train
 
 
 def rows(matrix, index):
@@ -132,15 +132,16 @@ def as_state(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 def make_update(cfg: pipeline.Settings, compile: bool = False):
     """(state, batch) -> the batch's loss (a 0-d tensor), updating `state` in place."""
     if cfg.model == "glove":
-        glove = torch.compile(glove_update) if compile else glove_update
+        glove = parallelize.apply_compile(glove_update, dynamic=True) if compile else glove_update
 
         def update(state, batch):
             arrays = devices.to_device(*batch.arrays())
             return glove(state["w"], state["g"], *arrays, cfg.glove_alpha)
 
         return update
+    # A batch's context width varies from batch to batch: dynamic shapes from the first call.
     step = negative_sampling_update
-    step = torch.compile(step) if compile else step
+    step = parallelize.apply_compile(step, dynamic=True) if compile else step
 
     def update(state, batch):
         arrays = devices.to_device(*batch.arrays())

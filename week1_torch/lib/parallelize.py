@@ -14,16 +14,18 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 
-def apply_compile(step: Callable) -> Callable:
+def apply_compile(step: Callable, dynamic: bool | None = None) -> Callable:
     """`step` through torch.compile: the forward and backward become one AOTAutograd graph
     pair, the optimizer update another (Dynamo breaks the graph at `loss.backward()`).
 
     Recompiling every step would be slower than eager; the step's inputs keep their shapes
     and the learning rate is a tensor (schedules.lambda_lr), so one compilation serves the
     run. A lab whose shapes do vary (the padded classifiers) is compiled with dynamic shapes
-    after the first recompile, Dynamo's default.
+    after the first recompile, Dynamo's default; dynamic=True compiles with dynamic shapes
+    from the first call, for a step whose shapes vary from its second call on (word2vec's
+    batches), so no recompilation lands inside the timed steps.
     """
-    return torch.compile(step)
+    return torch.compile(step, dynamic=dynamic)
 
 
 def apply_ddp(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
