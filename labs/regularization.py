@@ -239,6 +239,7 @@ def _joined(first: loop.History, then: loop.History) -> loop.History:
         evals={"val_loss": first.val_loss + then.val_loss},
         first_step_s=then.first_step_s,
         timed_s=then.timed_s,
+        step_s=then.step_s,
     )
 
 

@@ -43,6 +43,14 @@ SMALL = dict(
 )  # fmt: skip
 PER_LAB = {
     "tokenizers_compare": dict(vocab_size=4000, chars_per_kind=30_000),
+    # one small BPE size and a few LM steps (its defaults train seven tokenizers on 4M chars)
+    "vocabulary": dict(
+        sizes="300",
+        chars_per_kind=30_000,
+        added_size=300,
+        lm_units="byte,bpe300,word300",
+        lm_steps=3,
+    ),
     "word2vec": dict(max_words=3000, epochs=1, window=2, reference=False),
     "rnn": dict(seq_len=4, hidden_size=8, n_embd=4, bench_sizes="2x3x8"),
     "elmo": dict(seq_len=4, hidden_size=8, vocab_size=100, probe_rows=16, probe_steps=2),

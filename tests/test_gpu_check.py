@@ -52,7 +52,7 @@ def test_a_failing_stage_fails_the_check(tmp_path):
     """A parity failure (here pytest refuses an option given through PYTEST_ADDOPTS) makes the
     exit status 1 and the summary say FAIL; a short total leaves the later stages out."""
     out = tmp_path / "report"
-    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_TOTAL_S="30",
+    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_TOTAL_S="10",
                PYTEST_ADDOPTS="--no-such-option")  # fmt: skip
     done = subprocess.run(
         ["bash", str(SCRIPT), "--cpu", str(out)],

@@ -46,3 +46,24 @@ def test_a_nan_mid_stream_is_diverged_at_its_step_with_no_checkpoint_past_it():
     with pytest.raises(Diverged) as raised:
         drive_stream([1.0] * 5 + [math.nan] + [1.0] * 5, saved, checkpoint_every=2, log_every=4)
     assert raised.value.step == 6 and saved == [2, 4]
+
+
+def test_steps_per_s_is_the_median_window_so_one_pause_does_not_move_it():
+    """Four read windows of 10 steps: three at 1 ms a step, one with a 50 ms pause. The median
+    step time is 1 ms (1000 steps/s); the plain mean would say 1 / 2.2 ms."""
+    history = loop.History()
+    history.add_train(1, 1.0, 5.0)  # the first step: compilation, never timed
+    windows = [0.010, 0.010, 0.060, 0.010]  # seconds for each window of 10 steps
+    step = 1
+    for seconds in windows:
+        for _ in range(10):
+            step += 1
+            history.add_train(step, 1.0, seconds / 10)
+    assert history.steps_per_s == pytest.approx(1000.0)
+    assert (len(history.steps) - 1) / history.timed_s == pytest.approx(40 / sum(windows))
+
+
+def test_steps_per_s_of_a_run_with_no_timed_step_is_zero():
+    history = loop.History()
+    history.add_train(1, 1.0, 5.0)
+    assert history.steps_per_s == 0.0

@@ -137,10 +137,12 @@ class History:
     per_step: dict = dataclasses.field(default_factory=dict)
     first_step_s: float = 0.0  # the first step: compilation (jit, torch.compile) plus one step
     timed_s: float = 0.0  # the steps after it (evaluation and checkpoints excluded)
+    step_s: list = dataclasses.field(default_factory=list)  # each of those steps' seconds
 
     def add_train(self, step: int, loss: float, seconds: float, log=None, **extra) -> None:
         if self.steps:
             self.timed_s += seconds
+            self.step_s.append(seconds)
         else:
             self.first_step_s = seconds
         self.steps.append(step)
@@ -167,7 +169,14 @@ class History:
 
     @property
     def steps_per_s(self) -> float:
-        return (len(self.steps) - 1) / self.timed_s if self.timed_s > 0 else 0.0
+        """Steady-state speed: 1 / the median step time after the first step.
+
+        A step's time is its read window's mean (the loop reads the losses every log_every
+        steps and times the window), so the median is over windows: a garbage-collection pause
+        or a scheduler hiccup in one window of a short run does not move it, where the plain
+        mean (steps / timed_s) would carry it whole.
+        """
+        return 1.0 / float(np.median(self.step_s)) if self.timed_s > 0 else 0.0
 
     def summary(self) -> dict:
         finals = {f"final_{name}": values[-1] for name, values in self.evals.items() if values}

@@ -198,7 +198,7 @@ def _write_curves(path: pathlib.Path, curves: dict[str, Curves]) -> None:
 # --- week1 compare --all ------------------------------------------------------------------------
 
 SUMMARY_COLUMNS = ["lab / case", "metric", "JAX", "torch", "max |dloss|", "headroom", "torch/JAX",
-                   "compile/JAX"]  # fmt: skip
+                   "compile/JAX", "compile/torch"]  # fmt: skip
 
 
 def compare_all(
@@ -259,9 +259,17 @@ def summary_rows(rows: list[dict]) -> list[list[str]]:
             + ("" if r["within_tier"] else " OUT"),
             num(r["torch_vs_jax"], ".2f"),
             num(r["compile_vs_jax"], ".2f"),
+            num(_compile_vs_eager(r), ".2f"),
         ]
         for r in rows
     ]
+
+
+def _compile_vs_eager(row: dict) -> float | None:
+    speeds = row["steps_per_s"]
+    if COMPILED not in speeds or not speeds[TORCH]:
+        return None
+    return speeds[COMPILED] / speeds[TORCH]
 
 
 def print_summary(rows: list[dict], failed: list, quick: bool) -> None:
@@ -289,9 +297,12 @@ def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
         "from the same weights and see the same batches. JAX and torch columns: the case's "
         "metric at the end; max |dloss|: the largest train-loss difference JAX vs torch eager "
         "over the run; headroom: that difference against the case's tier (over 1 fails); the "
-        "last two columns are steps/s as ratios to JAX, from the same run (each loop queues its "
-        "steps and reads the losses back once per log interval, so on a GPU steps/s is device "
-        "time, as week1/timing.py measures it, not one host round trip per step).",
+        "last three columns are ratios of steps/s from the same run: torch eager and "
+        "torch.compile to JAX, then torch.compile to torch eager. Each loop queues its steps "
+        "and reads the losses back once per log interval (on a GPU steps/s is device time, not "
+        "one host round trip per step); steps/s is 1 / the median step time over those "
+        "intervals after the first step, so one interval's garbage-collection pause or "
+        "scheduler hiccup does not move it (week1/loop.py, History.steps_per_s).",
         "",
         *report.markdown_table(SUMMARY_COLUMNS, summary_rows(rows)),
     ]

@@ -100,10 +100,11 @@ class Pieces:
             if word[i] not in self.scores:
                 out.append((i, i + 1, None))
             for j in range(i + 1, len(word) + 1):
-                if word[i:j] not in self.prefixes:
+                piece = word[i:j]
+                if piece not in self.prefixes:
                     break
-                if word[i:j] in self.scores:
-                    out.append((i, j, word[i:j]))
+                if piece in self.scores:
+                    out.append((i, j, piece))
         return out
 
 
@@ -139,8 +140,10 @@ def viterbi(word: str, pieces: Pieces, acc=float, skip_whole=False) -> list[tupl
 
 
 def _logsumexp(xs: list[float]) -> float:
+    if len(xs) == 1:  # most lattice nodes: one edge in (or out)
+        return xs[0]
     m = max(xs)
-    return m + math.log(sum(math.exp(x - m) for x in xs)) if len(xs) > 1 else m
+    return m + math.log(sum([math.exp(x - m) for x in xs]))
 
 
 def expected_counts(counts: Counter, pieces: Pieces) -> tuple[Counter, float]:
