@@ -65,40 +65,54 @@ class AdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Compiling, the loop over tensors is what Dynamo traces into one graph (Inductor fuses
+        # it; the counts and lr stay tensors, read as data). Eager, foreach: a handful of
+        # kernels per group instead of per tensor, which eager speed on small models hinges on.
+        update = _per_tensor if torch.compiler.is_compiling() else _foreach
         for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            # The group's tensors as lists, each line one `torch._foreach_*` call over all of
-            # them: a handful of kernels per group instead of a handful per parameter (the
-            # `foreach` path of torch.optim, which eager speed on small models hinges on).
-            states = [self.state[p] for p in params]
-            grads = [p.grad for p in params]
-            m, v, t = ([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
-            torch._foreach_add_(t, 1)
-            torch._foreach_mul_(params, 1 - lr * wd)
-            torch._foreach_mul_(m, b1)
-            torch._foreach_add_(m, grads, alpha=1 - b1)
-            torch._foreach_mul_(v, b2)
-            torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
-            denom = torch._foreach_div(v, _one_minus_powers(b2, t))
-            torch._foreach_sqrt_(denom)
-            torch._foreach_add_(denom, eps)
-            step_sizes = torch._foreach_div(_one_minus_powers(b1, t), lr)
-            torch._foreach_reciprocal_(step_sizes)  # lr / (1 - b1^t)
-            update = torch._foreach_div(m, denom)
-            torch._foreach_mul_(update, step_sizes)
-            torch._foreach_sub_(params, update)
+            kinds = {}  # a foreach call takes one kind: DTensor shards apart from plain tensors
+            for p in group["params"]:
+                if p.grad is not None:
+                    kinds.setdefault(type(p), []).append(p)
+            for params in kinds.values():
+                states = [self.state[p] for p in params]
+                update(params, states, group["lr"], *group["betas"], group["eps"],
+                       group["weight_decay"])  # fmt: skip
         return loss
 
 
-def _one_minus_powers(base: float, steps: list) -> list:
-    """[1 - base^t for t in steps], as a list of tensors (the bias corrections)."""
-    powers = torch._foreach_pow(base, steps)
-    torch._foreach_neg_(powers)
-    torch._foreach_add_(powers, 1)
-    return powers
+def _per_tensor(params, states, lr, b1, b2, eps, wd) -> None:
+    """The update one tensor at a time; the step count and lr may be tensors."""
+    for p, state in zip(params, states, strict=True):
+        state["step"] += 1
+        t = state["step"]
+        m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
+        p.mul_(1 - lr * wd)
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v / (1 - b2**t)).sqrt_().add_(eps)
+        p.sub_(m / denom * (lr / (1 - b1**t)))
+
+
+def _foreach(params, states, lr, b1, b2, eps, wd) -> None:
+    """The same update over all the tensors at once, one torch._foreach_* call per line. The
+    step counts and lr (CPU tensors) are read as Python numbers, as torch.optim's foreach path
+    reads them: no device sync, and DTensor parameters (FSDP2, tensor parallel) take them."""
+    lr, grads = float(lr), [p.grad for p in params]
+    m, v, t = ([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
+    torch._foreach_add_(t, 1)
+    t = [float(count) for count in t]
+    torch._foreach_mul_(params, 1 - lr * wd)
+    torch._foreach_mul_(m, b1)
+    torch._foreach_add_(m, grads, alpha=1 - b1)
+    torch._foreach_mul_(v, b2)
+    torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+    denom = torch._foreach_div(v, [1 - b2**n for n in t])
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    update = torch._foreach_div(m, denom)
+    torch._foreach_mul_(update, [lr / (1 - b1**n) for n in t])
+    torch._foreach_sub_(params, update)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
