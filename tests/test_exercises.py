@@ -10,6 +10,7 @@ most of it): the labs are graded in a few batched runs, each stub failing at its
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import importlib.util
 import re
 import shutil
@@ -200,11 +201,17 @@ def _references(lab, framework, root):
     return exercises.overrides(lab, framework, root)
 
 
-@pytest.fixture(scope="module", params=exercises.FRAMEWORKS)
-def stubbed(request, tmp_path_factory):
-    """Every lab's stubs in one framework, graded (no stop): one pytest run per batch."""
-    root = tmp_path_factory.mktemp(f"stubs_{request.param}")
-    return _grade_every_lab(root, request.param, _stubs)
+@pytest.fixture(scope="module")
+def stubbed(tmp_path_factory):
+    """Every lab's stubs in each framework, graded (no stop): one pytest run per batch, the two
+    frameworks' runs side by side (each is a child pytest that spends much of its time starting
+    up and waiting on its own torchrun ranks: two of them keep two cores busy)."""
+
+    def grade(framework):
+        return _grade_every_lab(tmp_path_factory.mktemp(f"stubs_{framework}"), framework, _stubs)
+
+    with concurrent.futures.ThreadPoolExecutor(len(exercises.FRAMEWORKS)) as pool:
+        return dict(zip(exercises.FRAMEWORKS, pool.map(grade, exercises.FRAMEWORKS), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -229,11 +236,13 @@ def graded(tmp_path_factory):
     return list(zip(wrong, cmd.grade(wrong, files, stop=False), strict=True))
 
 
-def test_every_lab_s_stubs_fail_only_with_not_implemented(stubbed):
+@pytest.mark.parametrize("framework", exercises.FRAMEWORKS)
+def test_every_lab_s_stubs_fail_only_with_not_implemented(stubbed, framework):
     """Every exercise of every lab, stubbed, is "not started": its tests fail only with the
     NotImplementedError of a stub (nothing else breaks on the way: the imports, the fixtures,
     the torchrun ranks): one of its own lab at or before it, or of another lab stubbed in the
     same run whose code its tests call (environment's encoder is pretrained_embeddings')."""
+    stubbed = stubbed[framework]
     plan = [p for p, _ in stubbed]
     assert {p["lab"] for p in plan} == {lab for lab in LABS if _parts(lab, plan[0]["framework"])}
     for i, (p, r) in enumerate(stubbed):
