@@ -174,18 +174,31 @@ def _batches(framework):
     return [labs for labs, _ in batches]
 
 
-def _grade_every_lab(root, framework, files_of):
-    """Every lab's exercises in `framework` graded with files_of(lab, framework, root) (module ->
-    file) in place of the package's: [(plan entry with its "lab", result)]."""
-    graded = []
+def _jobs(root, framework, files_of):
+    """Every lab's exercises in `framework` as one grading job per batch: (plan entries with
+    their "lab", files_of(lab, framework, root): module -> file in place of the package's)."""
+    jobs = []
     for batch, labs in enumerate(_batches(framework)):
         plan, files = [], {}
         for lab in labs:
             files |= files_of(lab, framework, root)
             plan += [{**p, "lab": lab, "framework": framework, "batch": batch}
                      for p in _plan(lab, framework)]  # fmt: skip
-        graded += list(zip(plan, cmd.grade(plan, files, stop=False), strict=True))
-    return graded
+        jobs.append((plan, files))
+    return jobs
+
+
+def _grade(jobs):
+    """[(plan entry, result)] of every job, each graded in one pytest run (no stop)."""
+    return [
+        graded
+        for plan, files in jobs
+        for graded in zip(plan, cmd.grade(plan, files, stop=False), strict=True)
+    ]
+
+
+def _grade_every_lab(root, framework, files_of):
+    return _grade(_jobs(root, framework, files_of))
 
 
 def _stubs(lab, framework, root):
@@ -205,13 +218,13 @@ def _references(lab, framework, root):
 def stubbed(tmp_path_factory):
     """Every lab's stubs in each framework, graded (no stop): one pytest run per batch, the two
     frameworks' runs side by side (each is a child pytest that spends much of its time starting
-    up and waiting on its own torchrun ranks: two of them keep two cores busy)."""
-
-    def grade(framework):
-        return _grade_every_lab(tmp_path_factory.mktemp(f"stubs_{framework}"), framework, _stubs)
-
-    with concurrent.futures.ThreadPoolExecutor(len(exercises.FRAMEWORKS)) as pool:
-        return dict(zip(exercises.FRAMEWORKS, pool.map(grade, exercises.FRAMEWORKS), strict=True))
+    up and waiting on its own torchrun ranks: two of them keep two cores busy). The stubs are
+    written first, in this thread: Python 3.11's ast.parse is not thread-safe."""
+    jobs = {
+        fw: _jobs(tmp_path_factory.mktemp(f"stubs_{fw}"), fw, _stubs) for fw in exercises.FRAMEWORKS
+    }
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        return dict(zip(jobs, pool.map(_grade, jobs.values()), strict=True))
 
 
 @pytest.fixture(scope="module")
