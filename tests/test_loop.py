@@ -67,3 +67,14 @@ def test_steps_per_s_of_a_run_with_no_timed_step_is_zero():
     history = loop.History()
     history.add_train(1, 1.0, 5.0)
     assert history.steps_per_s == 0.0
+
+
+def test_a_history_saved_before_step_s_still_has_its_mean_speed():
+    """An older run folder's History (no step_s, as rnn and regularization reload them)."""
+    saved = {
+        "steps": [1, 2, 3],
+        "train_loss": [3.0, 2.0, 1.0],
+        "first_step_s": 5.0,
+        "timed_s": 0.02,
+    }
+    assert loop.History(**saved).steps_per_s == pytest.approx(100.0)

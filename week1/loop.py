@@ -176,7 +176,10 @@ class History:
         or a scheduler hiccup in one window of a short run does not move it, where the plain
         mean (steps / timed_s) would carry it whole.
         """
-        return 1.0 / float(np.median(self.step_s)) if self.timed_s > 0 else 0.0
+        if self.step_s:
+            return 1.0 / float(np.median(self.step_s))
+        # a History saved before step_s existed (an older run folder's): the plain mean
+        return (len(self.steps) - 1) / self.timed_s if self.timed_s > 0 else 0.0
 
     def summary(self) -> dict:
         finals = {f"final_{name}": values[-1] for name, values in self.evals.items() if values}
