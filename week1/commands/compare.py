@@ -122,6 +122,7 @@ def summarise(lab_id: str, case: Case, curves: dict[str, Curves]) -> dict:
         "first_step_s": {name: c.first_step_s for name, c in curves.items()},
         "torch_vs_jax": _ratio(torch_c, jax_c),
         "compile_vs_jax": _ratio(compiled, jax_c) if compiled else None,
+        "compile_vs_torch": _ratio(compiled, torch_c) if compiled else None,
     }
 
 
@@ -259,17 +260,10 @@ def summary_rows(rows: list[dict]) -> list[list[str]]:
             + ("" if r["within_tier"] else " OUT"),
             num(r["torch_vs_jax"], ".2f"),
             num(r["compile_vs_jax"], ".2f"),
-            num(_compile_vs_eager(r), ".2f"),
+            num(r["compile_vs_torch"], ".2f"),
         ]
         for r in rows
     ]
-
-
-def _compile_vs_eager(row: dict) -> float | None:
-    speeds = row["steps_per_s"]
-    if COMPILED not in speeds or not speeds[TORCH]:
-        return None
-    return speeds[COMPILED] / speeds[TORCH]
 
 
 def print_summary(rows: list[dict], failed: list, quick: bool) -> None:
