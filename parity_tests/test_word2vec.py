@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from labs import word2vec as spec
+from week1 import loop
 from week1.data import embeddings, vectors, words
 from week1.tolerances import EXACT, F32, F64, TRAJECTORY, assert_close
 from week1_jax import word2vec as jax_lab
@@ -361,7 +362,8 @@ def test_fasttext_vectors_are_means_of_word_and_ngram_rows(sentences):
 def test_fit_stops_when_asked(sentences):
     cfg = embeddings.Settings.of(dataclasses.replace(CFG, log_every=5))
     asked = iter(range(1000))
-    trained = torch_emb.fit(sentences, cfg, should_stop=lambda: next(asked) >= 11)
+    stop = loop.Context(should_stop=lambda: next(asked) >= 11)
+    trained = torch_emb.fit(sentences, cfg, ctx=stop)
     assert trained.history.stopped and trained.history.steps == list(range(1, 13))
     assert trained.vectors.shape == (len(trained.words), cfg.vector_size)
 

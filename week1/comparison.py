@@ -1,10 +1,10 @@
 """What `week1 compare` compares: a lab's cases, and each framework's curves of one case.
 
-A lab that trains offers `compare_cases(cfg)` in its spec (labs/<id>.py) and, in both
-framework modules, `compare_run(cfg, case, weights=None, *, compile=False,
-show_progress=False) -> (weights, Curves)`: one run of the case from `weights` (torch's
-names, numpy arrays; None: initialise here), returning the weights it started from in the
-same form, so the command starts torch first and hands its start to JAX and torch.compile.
+A lab that trains offers `compare_cases(cfg)` in its spec (labs/<id>.py); its torch module
+offers `start_weights(cfg, case)` (torch's init, numpy arrays under torch's names), and both
+framework modules `compare_run(cfg, case, weights, ctx=loop.BARE) -> Curves`: one run of the
+case from those weights, ctx carrying torch.compile (torch) and the turns the command's runs
+take (week1/commands/interleave.py).
 """
 
 from __future__ import annotations

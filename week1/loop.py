@@ -52,6 +52,9 @@ class Context:
     stop_at: stop (and checkpoint) after this step, before the schedule's end.
     compile: torch only: run the step through torch.compile (JAX always jits).
     show_progress: a progress bar.
+    turn: (step) -> None, called between read windows with the last step taken, before the
+      next window's clock starts; it may block while other runs take their turns
+      (`week1 compare` times its runs of a case interleaved this way).
     """
 
     checkpoint_dir: pathlib.Path | None = None
@@ -61,6 +64,7 @@ class Context:
     stop_at: int | None = None
     compile: bool = False
     show_progress: bool = False
+    turn: Callable[[int], None] | None = None
 
     @classmethod
     def of_run(cls, run, compile: bool = False) -> Context:
@@ -273,5 +277,7 @@ def drive(
                 advance(history.train_loss[-1])
             if stopping:
                 break
+            if ctx.turn is not None:
+                ctx.turn(i)
             since = time.perf_counter()  # evaluation and checkpoints are not training time
     return history

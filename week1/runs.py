@@ -60,6 +60,9 @@ class Diverged(RuntimeError):
         super().__init__(f"non-finite {what} at step {step}")
         self.step, self.what = step, what
 
+    def __reduce__(self):  # rebuilt from (step, what) where it crosses processes (compare)
+        return Diverged, (self.step, self.what)
+
 
 class Interrupted(KeyboardInterrupt):
     """Raised by the signal handler when a run must stop now (SIGINT or SIGTERM)."""

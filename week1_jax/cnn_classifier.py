@@ -17,7 +17,7 @@ from week1.comparison import Curves
 from week1.timing import time_calls
 from week1_jax.lib import devices, optim, schedules, steps
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import KimCNN, get_weights, set_weights
+from week1_jax.lib.models import KimCNN, set_weights
 
 
 def build_model(cfg: spec.Config, data: spec.Data, weights: dict | None = None) -> KimCNN:
@@ -132,17 +132,14 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.report_run(cfg, data, history, probs, run, "jax")
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
-    """`week1 compare cnn_classifier`: train from `weights` (torch's names, numpy, converted
-    through WEIGHT_MAP; None: Flax's init); returns (the start weights under torch's names,
-    Curves of the validation accuracy). `case` is cfg.variant, the lab's only one."""
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare cnn_classifier`: train from `weights` (torch's names, numpy, converted through
+    WEIGHT_MAP); returns its Curves of the validation accuracy. `case` is cfg.variant, the lab's
+    only one."""
     data = spec.load_data(cfg)
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(build_model(cfg, data)), spec.WEIGHT_MAP)
     flax_weights = convert.torch_to_flax(weights, spec.WEIGHT_MAP)
-    ctx = loop.Context(show_progress=show_progress)
     _, history = train(cfg, data, weights=flax_weights, ctx=ctx)
-    return weights, Curves.of(history, history.evals["val_acc"])
+    return Curves.of(history, history.evals["val_acc"])
 
 
 def bench(cfg: spec.Config) -> dict:

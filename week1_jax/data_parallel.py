@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from labs import data_parallel as spec
-from week1 import charlm, loop
+from week1 import charlm, convert, loop
 from week1.comparison import Curves
 from week1.config import require
 from week1.parallel import check_batch_split, loop_config
@@ -99,7 +99,7 @@ def train(
     weights: dict | None = None,
     log=None,
     history: loop.History | None = None,
-    show_progress: bool = False,
+    ctx: loop.Context = loop.BARE,
 ):
     """Train with one method on cfg.devices devices, from `weights` (Flax names; None: cfg.seed's
     init); returns (losses, first-step grads by Flax name).
@@ -120,7 +120,7 @@ def train(
         log=log,
         history=history,
         evaluate=parallel.validation(graphdef, data, loop_cfg),
-        show_progress=show_progress,
+        ctx=ctx,
     )
     return losses, parallel.flat_names(grads)
 
@@ -152,16 +152,15 @@ def run(cfg: spec.Config, run) -> dict:
     return summary
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare data_parallel`: the case's method (pmap, jit, shard_map) on cfg.devices
-    devices from `weights` (torch's names, numpy; None: Flax's init); returns (the start
-    weights under torch's names, Curves)."""
+    devices from `weights` (torch's names, numpy); returns its Curves."""
     loop_cfg = loop_config(cfg)
     data = charlm.load_data(loop_cfg)
-    weights, flax_weights = parallel.compare_start(loop_cfg, data.vocab_size, weights)
+    flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
     history = loop.History()
-    train(cfg, data, case, flax_weights, history=history, show_progress=show_progress)
-    return weights, Curves.of(history)
+    train(cfg, data, case, flax_weights, history=history, ctx=ctx)
+    return Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

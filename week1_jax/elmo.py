@@ -19,7 +19,7 @@ from labs import elmo as spec
 from week1 import convert, loop
 from week1_jax.lib import bert, devices, optim, schedules
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import get_weights, set_weights
+from week1_jax.lib.models import set_weights
 from week1_jax.lib.recurrent import LAYER_MAP, LSTM, LSTMLM
 
 FRAMEWORK_ONLY = ("weight_map",)
@@ -113,11 +113,6 @@ def weight_map(model: nnx.Module) -> tuple:
         for t, f, how in LAYER_MAP
     ]
     return tuple(rows) + LSTMLM.TORCH_ROWS
-
-
-def torch_weights(model: nnx.Module) -> dict[str, np.ndarray]:
-    """The model's weights under torch's names and layouts, numpy."""
-    return convert.flax_to_torch(get_weights(model), weight_map(model))
 
 
 def load_torch_weights(model: nnx.Module, weights: dict) -> None:
@@ -275,11 +270,8 @@ def _predict(model: Probe, features):
     return model(features).argmax(-1)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
-    """`week1 compare elmo`: the biLM from `weights` (torch's names, numpy; None: Flax's init);
-    returns (the start weights under torch's names, Curves)."""
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare elmo`: the biLM from `weights` (torch's names, numpy); returns its Curves."""
     data = spec.load_data(cfg)
-    if weights is None:
-        weights = torch_weights(build_model(cfg, data.vocab_size))
-    _, history = train(cfg, data, weights=weights, ctx=loop.Context(show_progress=show_progress))
-    return weights, spec.compare_curves(history)
+    _, history = train(cfg, data, weights=weights, ctx=ctx)
+    return spec.compare_curves(history)

@@ -17,7 +17,7 @@ from labs import embedding_tradeoffs as spec
 from week1 import convert, loop
 from week1_jax.lib import bert, charlm, devices, embeddings, optim, schedules
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import get_weights, set_weights
+from week1_jax.lib.models import set_weights
 
 # torch name -> Flax path (the head's one linear layer)
 WEIGHT_MAP = (
@@ -181,11 +181,9 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.run_parts(cfg, run, parts)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
-    """`week1 compare embedding_tradeoffs`: the Matryoshka head from `weights` (torch names;
-    None: the identity start) on the same batches and masks; returns (weights, Curves)."""
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare embedding_tradeoffs`: the Matryoshka head from `weights` (torch names) on the
+    same batches and masks; returns its Curves."""
     data = spec.minilm_vectors(cfg, bert.encode)
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(build_model(cfg)), WEIGHT_MAP)
-    _, history = train(cfg, data, weights=weights, ctx=loop.Context(show_progress=show_progress))
-    return weights, spec.compare_curves(history)
+    _, history = train(cfg, data, weights=weights, ctx=ctx)
+    return spec.compare_curves(history)

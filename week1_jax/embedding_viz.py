@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from labs import embedding_viz as spec
+from week1 import loop
 from week1.data import vectors
 from week1_jax.lib import devices, embeddings
 
@@ -57,7 +58,8 @@ def trained_vectors(cfg: spec.Config) -> vectors.WordVectors:
     if loaded is not None:
         return loaded
     settings = spec.small_model_settings(cfg)
-    trained = embeddings.fit(spec.load_sentences(cfg), settings, show_progress=True)
+    shown = loop.Context(show_progress=True)
+    trained = embeddings.fit(spec.load_sentences(cfg), settings, ctx=shown)
     return vectors.WordVectors(trained.words, trained.vectors)
 
 

@@ -265,13 +265,9 @@ def run(cfg: spec.Config, run) -> dict:
     return summary
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare environment`: fine-tune by `case` ("lora" or "full") from `weights`
-    (spec.start_weights' PEFT names, numpy; None: those of cfg.seed); returns (the start
-    weights, Curves) with the validation accuracy."""
+    (spec.start_weights' PEFT names, numpy); returns its Curves with the validation accuracy."""
     data = spec.load_data(cfg)
-    if weights is None:
-        weights = spec.start_weights(cfg, data, case)
-    ctx = loop.Context(show_progress=show_progress)
     _, history = train(cfg, data, weights=weights, methods=(case,), ctx=ctx)
-    return weights, spec.method_curves(history, case)
+    return spec.method_curves(history, case)

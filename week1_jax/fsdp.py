@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from labs import fsdp as spec
-from week1 import charlm, loop
+from week1 import charlm, convert, loop
 from week1.comparison import Curves
 from week1.config import require
 from week1.parallel import check_batch_split, loop_config
@@ -132,7 +132,7 @@ def train(
     resume: bool = False,
     log=None,
     history: loop.History | None = None,
-    show_progress: bool = False,
+    ctx: loop.Context = loop.BARE,
 ):
     """Train on `mesh` from `weights` (Flax names; None: cfg.seed's init); returns (losses,
     first-step grads by Flax name).
@@ -158,7 +158,7 @@ def train(
         log=log,
         history=history,
         evaluate=parallel.validation(graphdef, data, loop_cfg),
-        show_progress=show_progress,
+        ctx=ctx,
     )
     half = spec.checkpoint_step(cfg)
     if resume:
@@ -207,19 +207,18 @@ def run(cfg: spec.Config, run) -> dict:
     }
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare fsdp`: FSDP on cfg.devices devices ((data, fsdp) mesh of cfg.data_axis), no
-    checkpoint, from `weights` (torch's names, numpy; None: Flax's init); returns (the start
-    weights under torch's names, Curves). Always fp32: the "bf16" case (torch's bf16 policy) is
-    held against it."""
+    checkpoint, from `weights` (torch's names, numpy); returns its Curves. Always fp32: the "bf16"
+    case (torch's bf16 policy) is held against it."""
     cfg = dataclasses.replace(cfg, mixed_precision=False)
     loop_cfg = loop_config(cfg)
     data = charlm.load_data(loop_cfg)
-    weights, flax_weights = parallel.compare_start(loop_cfg, data.vocab_size, weights)
+    flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
     mesh = make_mesh(parallel.local_devices(cfg.devices), cfg.data_axis)
     history = loop.History()
-    train(cfg, data, mesh, flax_weights, history=history, show_progress=show_progress)
-    return weights, Curves.of(history)
+    train(cfg, data, mesh, flax_weights, history=history, ctx=ctx)
+    return Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

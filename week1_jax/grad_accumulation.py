@@ -25,7 +25,6 @@ from week1_jax.lib import charlm as lm
 from week1_jax.lib import devices, steps
 from week1_jax.lib import train as trainer
 from week1_jax.lib.losses import masked_cross_entropy
-from week1_jax.lib.models import get_weights
 
 # No counterpart in the other framework (optax.MultiSteps, a second JAX way to accumulate).
 FRAMEWORK_ONLY = ("make_multisteps_optimizer", "multisteps_step")
@@ -186,19 +185,14 @@ def run(cfg: spec.Config, run) -> dict:
     return summary
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare grad_accumulation`: train the scan with normalisation `case` from `weights`
-    (torch's names, numpy, converted through the char LM's weight map; None: Flax's init);
-    returns (the start weights under torch's names, Curves)."""
+    (torch's names, numpy, converted through the char LM's weight map); returns its Curves."""
     cfg = dataclasses.replace(cfg, normalise=case)
     data = charlm.load_data(cfg)
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(lm.build_model(cfg, data.vocab_size)),
-                                        charlm.WEIGHT_MAP)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
-    ctx = loop.Context(show_progress=show_progress)
     _, history = train(cfg, data, weights=flax_weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

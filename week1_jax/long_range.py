@@ -21,7 +21,7 @@ from week1 import convert, loop
 from week1.comparison import Curves
 from week1_jax.lib import devices, optim, recurrent
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import get_weights, set_weights
+from week1_jax.lib.models import set_weights
 
 
 class SequenceModel(nnx.Module):
@@ -263,14 +263,9 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.run_grid(cfg, run, sys.modules[__name__])
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare long_range`: train the cell of `case` (spec.compare_cases) from `weights`
-    (torch's names, numpy; None: Flax's init); returns (the start weights under torch's names,
-    Curves)."""
+    (torch's names, numpy); returns its Curves."""
     task, kind, T = spec.compare_cell(cfg, case)
-    if weights is None:
-        model = build_model(cfg, task, kind, T)
-        weights = convert.flax_to_torch(get_weights(model), _torch_table(model))
-    ctx = loop.Context(show_progress=show_progress)
     _, history = train_cell(cfg, task, kind, T, weights=weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)

@@ -23,7 +23,6 @@ from week1.timing import time_calls
 from week1_jax.lib import charlm as base
 from week1_jax.lib import devices, precision, steps
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import get_weights
 
 
 def demos() -> dict:
@@ -169,18 +168,13 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.run(cfg, run, sys.modules[__name__], precision.number_formats, "JAX", "jnp")
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare mixed_precision`: train in precision `case` from `weights` (torch's names,
-    numpy, converted through the char LM's weight map; None: Flax's init); returns (the start
-    weights under torch's names, Curves)."""
+    numpy, converted through the char LM's weight map); returns its Curves."""
     data = charlm.load_data(cfg)
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size, case)),
-                                        charlm.WEIGHT_MAP)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
-    ctx = loop.Context(show_progress=show_progress)
     _, history, _ = train(cfg, data, case, weights=flax_weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)
 
 
 def saved_for_backward_bytes(model, x, y, policy: precision.Policy) -> int:

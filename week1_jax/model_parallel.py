@@ -472,10 +472,9 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.summarise("jax", results, sweep, run)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
-    """`week1 compare model_parallel`: the case's mode from `weights` (torch names, numpy;
-    None: spec.init_weights, the start both frameworks build); returns (weights, Curves)."""
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare model_parallel`: the case's mode from `weights` (torch names, numpy); returns
+    its Curves."""
     data = spec.load_data(cfg)
-    weights = spec.init_weights(cfg, data.vocab_size) if weights is None else weights
-    history, *_ = train(cfg, data, case, weights, loop.Context(show_progress=show_progress))
-    return weights, Curves.of(history)
+    history, *_ = train(cfg, data, case, weights, ctx)
+    return Curves.of(history)

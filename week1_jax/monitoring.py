@@ -19,7 +19,6 @@ from week1.comparison import Curves
 from week1.runs import Diverged
 from week1_jax.lib import charlm as lm
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import get_weights
 
 
 def named(tree) -> dict:
@@ -163,15 +162,10 @@ def run(cfg: spec.Config, run) -> dict:
     return history.summary()
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare monitoring`: train watched from `weights` (torch's names, numpy, converted
-    through the char LM's weight map; None: Flax's init); returns (the start weights under
-    torch's names, Curves). `case` is "watched", the only one."""
+    through the char LM's weight map); returns its Curves. `case` is "watched", the only one."""
     data = charlm.load_data(cfg)
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(lm.build_model(cfg, data.vocab_size)),
-                                        charlm.WEIGHT_MAP)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
-    ctx = loop.Context(show_progress=show_progress)
     _, history = train(cfg, data, weights=flax_weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)

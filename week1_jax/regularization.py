@@ -17,7 +17,7 @@ from week1 import charlm, convert, loop
 from week1.comparison import Curves
 from week1_jax.lib import devices, optim, schedules
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import get_weights, set_weights
+from week1_jax.lib.models import set_weights
 
 
 class LayerNorm(nnx.Module):
@@ -207,16 +207,11 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.run_grid(cfg, run, lambda arm, ctx: train(cfg, arm, data, ctx=ctx)[1])
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare regularization`: train arm `case` from `weights` (torch's names, numpy,
-    converted through the arm's weight map; None: Flax's init) with the injected keep-masks;
-    returns (the start weights under torch's names, Curves)."""
+    converted through the arm's weight map) with the injected keep-masks; returns its Curves."""
     data = spec.load_data(cfg)
     arm = spec.arm(cfg, case)
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(build_model(cfg, arm, data.vocab_size)),
-                                        arm.weight_map)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, arm.weight_map)
-    ctx = loop.Context(show_progress=show_progress)
     _, history = train(cfg, arm, data, weights=flax_weights, ctx=ctx, same_masks=True)
-    return weights, Curves.of(history)
+    return Curves.of(history)

@@ -28,7 +28,6 @@ from week1_jax.lib.recurrent import (  # noqa: F401  (the lab's layers: week1_ja
     RNNClassifier,
     lm_loss,
     load_torch_state_dict,
-    torch_state_dict,
 )
 
 
@@ -176,16 +175,14 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.run(cfg, run, sys.modules[__name__], charlm.train)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare rnn`: train the task `case` ("lm" or "sentiment") from `weights` (torch's
-    names, numpy; None: Flax's init); returns (the start weights under torch's names, Curves),
-    the sentiment curves' evaluations being the validation accuracy."""
+    names, numpy); returns its Curves, the sentiment curves' evaluations being the validation
+    accuracy."""
     cfg = dataclasses.replace(cfg, task=case)
     data = spec.load_data(cfg)
-    if weights is None:
-        weights = torch_state_dict(build_model(cfg, *spec.model_sizes(cfg, data)))
-    _, history = train(cfg, data, weights=weights, ctx=loop.Context(show_progress=show_progress))
-    return weights, spec.compare_curves(history, case)
+    _, history = train(cfg, data, weights=weights, ctx=ctx)
+    return spec.compare_curves(history, case)
 
 
 def bench(cfg: spec.Config) -> dict:

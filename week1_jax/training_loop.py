@@ -22,7 +22,6 @@ from week1_jax.lib.charlm import (
     sample,
     train,
 )
-from week1_jax.lib.models import get_weights
 
 
 def run(cfg: spec.Config, run) -> dict:
@@ -36,18 +35,13 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.summary(cfg, data, history, ids)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
-    """`week1 compare training_loop`: train from `weights` (torch's names, numpy, converted
-    through charlm.WEIGHT_MAP; None: Flax's init); returns (the start weights under torch's
-    names, Curves). `case` is "lm", the lab's only one."""
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare training_loop`: train from `weights` (torch's names, numpy, converted through
+    charlm.WEIGHT_MAP); returns its Curves. `case` is "lm", the lab's only one."""
     data = charlm.load_data(cfg)
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(build_model(cfg, data.vocab_size)),
-                                        charlm.WEIGHT_MAP)  # fmt: skip
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
-    ctx = loop.Context(show_progress=show_progress)
     _, history = train(cfg, data, weights=flax_weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

@@ -13,8 +13,7 @@ from flax import nnx
 from labs import vocabulary as spec
 from week1 import charlm, convert, loop
 from week1.comparison import Curves
-from week1_jax.lib.charlm import build_model, train
-from week1_jax.lib.models import get_weights
+from week1_jax.lib.charlm import train
 
 
 def resize_embedding(emb: nnx.Embed, n_new: int) -> nnx.Embed:
@@ -53,15 +52,10 @@ def run(cfg: spec.Config, run) -> dict:
     return summary | spec.report_lm(cfg, run, tokens, trained, "jax")
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare vocabulary`: the LM on unit `case` from `weights` (torch's names, numpy,
-    converted through charlm.WEIGHT_MAP; None: Flax's init); returns (the start weights under
-    torch's names, Curves)."""
+    converted through charlm.WEIGHT_MAP); returns its Curves."""
     unit_ids, lm = spec.units(cfg)[case], spec.lm_config(cfg)
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(build_model(lm, unit_ids.vocab_size)),
-                                        charlm.WEIGHT_MAP)  # fmt: skip
-    ctx = loop.Context(show_progress=show_progress)
     _, history = train(lm, unit_ids, weights=convert.torch_to_flax(weights, charlm.WEIGHT_MAP),
                        ctx=ctx)  # fmt: skip
-    return weights, Curves.of(history)
+    return Curves.of(history)

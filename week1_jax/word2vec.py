@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from labs import word2vec as spec
+from week1 import loop
 from week1.data import embeddings as pipeline
 from week1.timing import time_calls
 from week1_jax.lib import devices, embeddings
@@ -55,29 +56,24 @@ def run(cfg: spec.Config, run) -> dict:
     trained = embeddings.fit(
         sentences,
         pipeline.Settings.of(cfg),
-        log=run.log,
-        should_stop=run.should_stop,
-        show_progress=True,
+        ctx=loop.Context(log=run.log, should_stop=run.should_stop, show_progress=True),
     )
     return spec.report_run(run, cfg, sentences, trained, "jax")
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, show_progress=False):
-    """`week1 compare word2vec`: model `case` trained by the lab's loop (fit) from `weights`
-    (numpy, the same names in both frameworks; None: the seeded start) on all but the held-out
-    sentences, every update's loss logged; returns (the start weights, Curves) with the
-    held-out loss at the start and at the end."""
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare word2vec`: model `case` trained by the lab's loop (fit) from `weights` (numpy,
+    the same names in both frameworks) on all but the held-out sentences, every update's loss
+    logged; returns its Curves with the held-out loss at the start and at the end."""
     settings = dataclasses.replace(pipeline.Settings.of(cfg), model=case, log_every=1)
     sentences, held = spec.split_heldout(spec.load_sentences(cfg))
-    if weights is None:
-        weights = pipeline.init_weights(pipeline.setup(sentences, settings), settings)
     clock = spec.UpdateClock()
     trained = embeddings.fit(
-        sentences, settings, weights=weights, log=clock.log, show_progress=show_progress
+        sentences, settings, weights=weights, ctx=dataclasses.replace(ctx, log=clock.log)
     )
     batches = spec.heldout_batches(trained.setup, held, settings)
     evals = [_heldout_loss(case, w, batches) for w in (weights, trained.weights)]
-    return weights, clock.curves(trained, evals)
+    return clock.curves(trained, evals)
 
 
 def _heldout_loss(model: str, weights: dict, batches: list) -> float:

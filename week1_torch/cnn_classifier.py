@@ -122,16 +122,19 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     return spec.report_run(cfg, data, history, probs, run, "torch")
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare cnn_classifier`: train from `weights` (torch's names, numpy; None: torch's
-    init); returns (the start weights, Curves of the validation accuracy). `case` is
-    cfg.variant, the lab's only one."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     data = spec.load_data(cfg)
-    if weights is None:
-        weights = get_weights(build_model(cfg, data))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return get_weights(build_model(cfg, data))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare cnn_classifier`: train from `weights` (torch's names, numpy); returns its
+    Curves of the validation accuracy. `case` is cfg.variant, the lab's only one."""
+    data = spec.load_data(cfg)
     _, history = train(cfg, data, weights=weights, ctx=ctx)
-    return weights, Curves.of(history, history.evals["val_acc"])
+    return Curves.of(history, history.evals["val_acc"])
 
 
 def bench(cfg: spec.Config) -> dict:

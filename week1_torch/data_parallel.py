@@ -133,15 +133,19 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     }
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare data_parallel`: DDP in N torchrun processes from `weights` (state_dict
-    names, numpy; None: torch's init from cfg.seed); returns (the start weights, Curves). The
-    case names the JAX method DDP is compared with; the torch side is DDP for every case. The
-    ranks print nothing here (show_progress is not used): their log is a temporary file."""
-    weights, history = parallel.compare_in_processes(
-        "week1_torch.data_parallel", cfg, weights, compile
-    )
-    return weights, Curves.of(history)
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under state_dict names."""
+    return parallel.compare_start(cfg)
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare data_parallel`: DDP in N torchrun processes from `weights` (state_dict names,
+    numpy); returns its Curves. The case names the JAX method DDP is compared with; the torch side
+    is DDP for every case. The ranks print nothing here (ctx.show_progress is not used): their log
+    is a temporary file."""
+    history = parallel.compare_in_processes("week1_torch.data_parallel", cfg, weights, ctx.compile)
+    return Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

@@ -243,12 +243,15 @@ def train_probe(name: str, features: dict, labels: dict, cfg: spec.Config, run) 
     }
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare elmo`: the biLM from `weights` (torch's names, numpy; None: torch's init);
-    returns (the start weights, Curves)."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     data = spec.load_data(cfg)
-    if weights is None:
-        weights = torch_weights(build_model(cfg, data.vocab_size))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return torch_weights(build_model(cfg, data.vocab_size))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare elmo`: the biLM from `weights` (torch's names, numpy); returns its Curves."""
+    data = spec.load_data(cfg)
     _, history = train(cfg, data, weights=weights, ctx=ctx)
-    return weights, spec.compare_curves(history)
+    return spec.compare_curves(history)

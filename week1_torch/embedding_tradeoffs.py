@@ -168,12 +168,15 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     return spec.run_parts(cfg, run, parts, compile)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare embedding_tradeoffs`: the Matryoshka head from `weights` (torch names;
-    None: the identity start) on the same batches and masks; returns (weights, Curves)."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
+    return get_weights(build_model(cfg))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare embedding_tradeoffs`: the Matryoshka head from `weights` (torch names) on the
+    same batches and masks; returns its Curves."""
     data = spec.minilm_vectors(cfg, bert.encode)
-    if weights is None:
-        weights = get_weights(build_model(cfg))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
     _, history = train(cfg, data, weights=weights, ctx=ctx)
-    return weights, spec.compare_curves(history)
+    return spec.compare_curves(history)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from labs import embedding_viz as spec
+from week1 import loop
 from week1.data import vectors
 from week1_torch.lib import devices, embeddings
 
@@ -55,7 +56,8 @@ def trained_vectors(cfg: spec.Config, compile: bool = False) -> vectors.WordVect
         return loaded
     settings = spec.small_model_settings(cfg)
     sentences = spec.load_sentences(cfg)
-    trained = embeddings.fit(sentences, settings, show_progress=True, compile=compile)
+    shown = loop.Context(show_progress=True, compile=compile)
+    trained = embeddings.fit(sentences, settings, ctx=shown)
     return vectors.WordVectors(trained.words, trained.vectors)
 
 

@@ -370,16 +370,19 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     return summary
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare environment`: fine-tune by `case` ("lora" or "full") from `weights`
-    (spec.start_weights' PEFT names, numpy; None: those of cfg.seed); returns (the start
-    weights, Curves) with the validation accuracy."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     data = spec.load_data(cfg)
-    if weights is None:
-        weights = spec.start_weights(cfg, data, case)
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return spec.start_weights(cfg, data, case)
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare environment`: fine-tune by `case` ("lora" or "full") from `weights`
+    (spec.start_weights' PEFT names, numpy); returns its Curves with the validation accuracy."""
+    data = spec.load_data(cfg)
     _, history = train(cfg, data, weights=weights, methods=(case,), ctx=ctx)
-    return weights, spec.method_curves(history, case)
+    return spec.method_curves(history, case)
 
 
 if __name__ == "__main__":

@@ -137,16 +137,21 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     return spec.report_run(run, cfg, summary, {"loop": history})
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare grad_accumulation`: train the loop with normalisation `case` from `weights`
-    (torch's names, numpy; None: torch's init); returns (the start weights, Curves)."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     cfg = dataclasses.replace(cfg, normalise=case)
     data = charlm.load_data(cfg)
-    if weights is None:
-        weights = get_weights(lm.build_model(cfg, data.vocab_size))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return get_weights(lm.build_model(cfg, data.vocab_size))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare grad_accumulation`: train the loop with normalisation `case` from `weights`
+    (torch's names, numpy); returns its Curves."""
+    cfg = dataclasses.replace(cfg, normalise=case)
+    data = charlm.load_data(cfg)
     _, history = train(cfg, data, weights=weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

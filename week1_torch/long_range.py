@@ -246,12 +246,16 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     return spec.run_grid(cfg, run, sys.modules[__name__], compile)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare long_range`: train the cell of `case` (spec.compare_cases) from `weights`
-    (torch's names, numpy; None: torch's init); returns (the start weights, Curves)."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     task, kind, T = spec.compare_cell(cfg, case)
-    if weights is None:
-        weights = get_weights(build_model(cfg, task, kind, T))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return get_weights(build_model(cfg, task, kind, T))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare long_range`: train the cell of `case` (spec.compare_cases) from `weights`
+    (torch's names, numpy); returns its Curves."""
+    task, kind, T = spec.compare_cell(cfg, case)
     _, history = train_cell(cfg, task, kind, T, weights=weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)

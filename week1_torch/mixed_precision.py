@@ -157,15 +157,19 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     )
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare mixed_precision`: train in precision `case` from `weights` (torch's names,
-    numpy; None: torch's init); returns (the start weights, Curves)."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     data = charlm.load_data(cfg)
-    if weights is None:
-        weights = get_weights(build_model(cfg, data.vocab_size, case))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return get_weights(build_model(cfg, data.vocab_size, case))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare mixed_precision`: train in precision `case` from `weights` (torch's names,
+    numpy); returns its Curves."""
+    data = charlm.load_data(cfg)
     _, history, _ = train(cfg, data, case, weights=weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)
 
 
 def saved_for_backward_bytes(model, x, y, precision_name: str) -> int:

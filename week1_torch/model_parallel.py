@@ -592,17 +592,21 @@ def run(cfg: spec.Config, run) -> dict:
     return spec.summarise("torch", rows, result["sweep"], run)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: spec.init_weights, the start
+    both frameworks build, numpy arrays under state_dict names."""
+    return spec.init_weights(cfg, spec.load_data(cfg).vocab_size)
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare model_parallel`: the case's mode in N torchrun ranks from `weights`
-    (state_dict names, numpy; None: spec.init_weights); returns (weights, Curves). The ranks
-    print nothing here (show_progress is not used)."""
+    (state_dict names, numpy); returns its Curves. The ranks print nothing here (ctx.show_progress
+    is not used)."""
     _ranks(cfg)
-    if weights is None:
-        weights = spec.init_weights(cfg, spec.load_data(cfg).vocab_size)
-    weights, history = parallel.compare_in_processes(
-        "week1_torch.model_parallel", dataclasses.replace(cfg, strategy=case), weights, compile
+    history = parallel.compare_in_processes(
+        "week1_torch.model_parallel", dataclasses.replace(cfg, strategy=case), weights, ctx.compile
     )
-    return weights, Curves.of(history)
+    return Curves.of(history)
 
 
 if __name__ == "__main__":

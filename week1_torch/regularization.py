@@ -205,13 +205,18 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     )
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare regularization`: train arm `case` from `weights` (torch's names, numpy;
-    None: torch's init) with the injected keep-masks; returns (the start weights, Curves)."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     data = spec.load_data(cfg)
     arm = spec.arm(cfg, case)
-    if weights is None:
-        weights = get_weights(build_model(cfg, arm, data.vocab_size))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return get_weights(build_model(cfg, arm, data.vocab_size))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare regularization`: train arm `case` from `weights` (torch's names, numpy) with
+    the injected keep-masks; returns its Curves."""
+    data = spec.load_data(cfg)
+    arm = spec.arm(cfg, case)
     _, history = train(cfg, arm, data, weights=weights, ctx=ctx, same_masks=True)
-    return weights, Curves.of(history)
+    return Curves.of(history)

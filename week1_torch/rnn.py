@@ -152,17 +152,22 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     return spec.run(cfg, run, sys.modules[__name__], charlm.train, compile)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare rnn`: train the task `case` ("lm" or "sentiment") from `weights` (torch's
-    names, numpy; None: torch's init); returns (the start weights, Curves), the sentiment
-    curves' evaluations being the validation accuracy."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     cfg = dataclasses.replace(cfg, task=case)
     data = spec.load_data(cfg)
-    if weights is None:
-        weights = get_weights(build_model(cfg, *spec.model_sizes(cfg, data)))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return get_weights(build_model(cfg, *spec.model_sizes(cfg, data)))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare rnn`: train the task `case` ("lm" or "sentiment") from `weights` (torch's
+    names, numpy); returns its Curves, the sentiment curves' evaluations being the validation
+    accuracy."""
+    cfg = dataclasses.replace(cfg, task=case)
+    data = spec.load_data(cfg)
     _, history = train(cfg, data, weights=weights, ctx=ctx)
-    return weights, spec.compare_curves(history, case)
+    return spec.compare_curves(history, case)
 
 
 def bench(cfg: spec.Config) -> dict:

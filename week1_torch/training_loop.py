@@ -29,15 +29,19 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     return spec.summary(cfg, data, history, ids)
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare training_loop`: train from `weights` (torch's names, numpy; None: torch's
-    init); returns (the start weights, Curves). `case` is "lm", the lab's only one."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     data = charlm.load_data(cfg)
-    if weights is None:
-        weights = get_weights(build_model(cfg, data.vocab_size))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return get_weights(build_model(cfg, data.vocab_size))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare training_loop`: train from `weights` (torch's names, numpy); returns its
+    Curves. `case` is "lm", the lab's only one."""
+    data = charlm.load_data(cfg)
     _, history = train(cfg, data, weights=weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)
 
 
 def bench(cfg: spec.Config) -> dict:

@@ -53,12 +53,16 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     return summary | spec.report_lm(cfg, run, tokens, trained, "torch")
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare vocabulary`: the LM on unit `case` from `weights` (torch's names, numpy;
-    None: torch's init); returns (the start weights, Curves)."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: torch's init from
+    cfg.seed, numpy arrays under torch's names."""
     unit_ids, lm = spec.units(cfg)[case], spec.lm_config(cfg)
-    if weights is None:
-        weights = get_weights(build_model(lm, unit_ids.vocab_size))
-    ctx = loop.Context(compile=compile, show_progress=show_progress)
+    return get_weights(build_model(lm, unit_ids.vocab_size))
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare vocabulary`: the LM on unit `case` from `weights` (torch's names, numpy);
+    returns its Curves."""
+    unit_ids, lm = spec.units(cfg)[case], spec.lm_config(cfg)
     _, history = train(lm, unit_ids, weights=weights, ctx=ctx)
-    return weights, Curves.of(history)
+    return Curves.of(history)

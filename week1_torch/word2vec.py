@@ -12,6 +12,7 @@ import dataclasses
 import torch
 
 from labs import word2vec as spec
+from week1 import loop
 from week1.data import embeddings as pipeline
 from week1.timing import time_calls
 from week1_torch.lib import devices, embeddings
@@ -57,37 +58,39 @@ def run(cfg: spec.Config, run, compile: bool = False) -> dict:
     trained = embeddings.fit(
         sentences,
         pipeline.Settings.of(cfg),
-        log=run.log,
-        should_stop=run.should_stop,
-        show_progress=True,
-        compile=compile,
+        ctx=loop.Context(
+            log=run.log, should_stop=run.should_stop, show_progress=True, compile=compile
+        ),
     )
     return spec.report_run(run, cfg, sentences, trained, "torch.compile" if compile else "torch")
 
 
-def compare_run(cfg: spec.Config, case: str, weights=None, *, compile=False, show_progress=False):
-    """`week1 compare word2vec`: model `case` trained by the lab's loop (fit) from `weights`
-    (numpy, the same names in both frameworks; None: the seeded start) on all but the held-out
-    sentences, every update's loss logged; returns (the start weights, Curves) with the
-    held-out loss at the start and at the end."""
+def start_weights(cfg: spec.Config, case: str) -> dict:
+    """The weights `week1 compare` starts `case` from in every run: the seeded start
+    (pipeline.init_weights), numpy, the same names in both frameworks."""
+    settings = dataclasses.replace(pipeline.Settings.of(cfg), model=case, log_every=1)
+    sentences, _ = spec.split_heldout(spec.load_sentences(cfg))
+    return pipeline.init_weights(pipeline.setup(sentences, settings), settings)
+
+
+def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
+    """`week1 compare word2vec`: model `case` trained by the lab's loop (fit) from `weights` (numpy,
+    the same names in both frameworks) on all but the held-out sentences, every update's loss
+    logged; returns its Curves with the held-out loss at the start and at the end."""
     settings = dataclasses.replace(pipeline.Settings.of(cfg), model=case, log_every=1)
     sentences, held = spec.split_heldout(spec.load_sentences(cfg))
-    if weights is None:
-        weights = pipeline.init_weights(pipeline.setup(sentences, settings), settings)
     clock = spec.UpdateClock()
     trained = embeddings.fit(
         sentences,
         settings,
         # copies: on a CPU the state's tensors share memory with the numpy arrays (from_numpy)
-        # and fit updates them in place, which would change the start handed to the others
+        # and fit updates them in place, which would change the start the held-out loss reads
         weights={k: v.copy() for k, v in weights.items()},
-        log=clock.log,
-        show_progress=show_progress,
-        compile=compile,
+        ctx=dataclasses.replace(ctx, log=clock.log),
     )
     batches = spec.heldout_batches(trained.setup, held, settings)
     evals = [_heldout_loss(case, w, batches) for w in (weights, trained.weights)]
-    return weights, clock.curves(trained, evals)
+    return clock.curves(trained, evals)
 
 
 def _heldout_loss(model: str, weights: dict, batches: list) -> float:

@@ -1,11 +1,11 @@
 """`week1 compare <lab>`: both frameworks from the same initial weights on the same batches.
 
-For each case of the lab (week1/comparison.py), torch runs first and initialises the
-model; the weights it started from go, as numpy arrays under torch's names, to the JAX run
-(converted through the lab's literal weight map) and to the torch.compile run, so all
-three start identical and see the same numpy batches. The train-loss curves should overlap
-within the case's tier; the speeds (JAX jit, torch eager, torch.compile) are measured in
-this one run and reported as ratios.
+For each case of the lab (week1/comparison.py), torch initialises the model; those weights go,
+as numpy arrays under torch's names, to the JAX run (converted through the lab's literal
+weight map), the torch eager run and the torch.compile run, so all three start identical and
+see the same numpy batches. The train-loss curves should overlap within the case's tier; the
+speeds (JAX jit, torch eager, torch.compile) are measured in this one run, the three runs
+taking turns on the machine (commands/interleave.py), and reported as ratios.
 
 `week1 compare --all [--quick]` runs every such lab in its own process (a lab on simulated
 JAX devices needs a fresh one), then prints one summary table and writes it as Markdown and
@@ -25,6 +25,7 @@ import tempfile
 import numpy as np
 
 from week1 import catalog, report
+from week1.commands.interleave import Interleaved
 from week1.comparison import Case, Curves
 from week1.tolerances import measure
 
@@ -61,25 +62,24 @@ def _spec(lab_id: str):
 
 
 def compare(lab_id: str, cfg, runs_root="runs", compile: bool = True, json_path=None) -> list:
-    """Every case of the lab in JAX, torch eager and (compile=True) torch.compile; prints a
-    table and writes a PNG per case into one run folder; returns the cases' summary rows (also
-    written to `json_path` when given)."""
+    """Every case of the lab in JAX, torch eager and (compile=True) torch.compile, each run in
+    its own process and the three taking turns (commands/interleave.py); prints a table and
+    writes a PNG per case into one run folder; returns the cases' summary rows (also written to
+    `json_path` when given)."""
     from week1.runs import Run
 
     spec = _spec(lab_id)
-    jax_lab = catalog.framework_module(lab_id, "jax")
-    torch_lab = catalog.framework_module(lab_id, "torch")
+    runs = {TORCH: ("torch", False), JAX: ("jax", False)}  # name -> (framework, compiled)
+    if compile:
+        runs[COMPILED] = ("torch", True)
     rows = []
-    with Run(lab_id, "compare", cfg, root=runs_root, tensorboard=False) as run:
+    with (
+        Run(lab_id, "compare", cfg, root=runs_root, tensorboard=False) as run,
+        Interleaved(lab_id, cfg, runs) as workers,
+    ):
         for case in spec.compare_cases(cfg):
             report.console.print(f"[bold]{lab_id} / {case.name}[/bold]")
-            start, torch_curves = torch_lab.compare_run(cfg, case.name, show_progress=True)
-            _, jax_curves = jax_lab.compare_run(cfg, case.name, start, show_progress=True)
-            curves = {JAX: jax_curves, TORCH: torch_curves}
-            if compile:
-                curves[COMPILED] = torch_lab.compare_run(
-                    cfg, case.name, start, compile=True, show_progress=True
-                )[1]
+            curves = workers.case(case.name)
             row = summarise(lab_id, case, curves)
             print_case(lab_id, case, curves, row)
             row["png"] = str(plot_case(run.path(f"{case.name}.png"), lab_id, case, curves).name)
@@ -292,7 +292,10 @@ def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
         "metric at the end; max |dloss|: the largest train-loss difference JAX vs torch eager "
         "over the run; headroom: that difference against the case's tier (over 1 fails); the "
         "last three columns are ratios of steps/s from the same run: torch eager and "
-        "torch.compile to JAX, then torch.compile to torch eager. Each loop queues its steps "
+        "torch.compile to JAX, then torch.compile to torch eager. The three runs of a case, "
+        "each in its own process, take turns on the machine (about half a second each), so a "
+        "slowdown of the machine part-way through falls on all three alike "
+        "(week1/commands/interleave.py). Each loop queues its steps "
         "and reads the losses back once per log interval (on a GPU steps/s is device time, not "
         "one host round trip per step); steps/s is 1 / the median step time over those "
         "intervals after the first step, so one interval's garbage-collection pause or "

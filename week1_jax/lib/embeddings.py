@@ -112,16 +112,15 @@ def fit(
     cfg: pipeline.Settings,
     *,
     weights: dict | None = None,
-    log=None,
-    should_stop=None,
-    show_progress: bool = False,
+    ctx: loop.Context = loop.BARE,
 ) -> pipeline.Trained:
     """Train cfg.model on `sentences` from `weights` (default: pipeline.init_weights), through
     the shared loop (week1/loop.py) on the open-ended stream of batches.
 
-    log: log(step, loss=...) every cfg.log_every updates (mean loss per pair since the last).
-    should_stop: () -> bool, asked after every update: if True, stop there and return what was
-      trained. A non-finite loss raises Diverged at its update.
+    ctx: the run's log (log(step, loss=...) every cfg.log_every updates: the mean loss per
+      pair since the last), should_stop (asked after every update: if True, stop there and
+      return what was trained), progress bar, turn, and torch.compile (torch only); never
+      checkpoints. A non-finite loss raises Diverged at its update.
     """
     s = pipeline.setup(sentences, cfg)
     state = as_state(weights if weights is not None else pipeline.init_weights(s, cfg))
@@ -129,7 +128,6 @@ def fit(
     history = pipeline.History(log_every=cfg.log_every)
     expected = pipeline.expected_steps(s, cfg)  # subsampling decides the stream's length
     cadence = loop.Cadence(expected, log_every=cfg.log_every, open_ended=True)
-    ctx = loop.Context(log=log, should_stop=should_stop, show_progress=show_progress)
     ran_out = False
 
     def step(i: int):
@@ -150,7 +148,7 @@ def fit(
         loop.drive(cadence, ctx, start=0, step=step, read=read, label=label, history=history)
     devices.sync(state)
     history.seconds = time.perf_counter() - start
-    history.log_since_last(log)
+    history.log_since_last(ctx.log)
     history.stopped = not ran_out
     final = {k: np.asarray(v) for k, v in state.items()}
     return pipeline.Trained(s.vocab.words, pipeline.export(s, cfg, final), final, s, history)

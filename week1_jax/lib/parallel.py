@@ -10,6 +10,7 @@ of placing the state and the batch on devices with the step that runs there;
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -19,14 +20,14 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 
-from week1 import charlm, convert, loop
+from week1 import charlm, loop
 from week1.parallel import check_device_count, cluster_processes, counts_to_time
 from week1.report import console
 from week1.timing import time_calls
 from week1_jax.lib import charlm as lm
 from week1_jax.lib import devices
 from week1_jax.lib import train as trainer
-from week1_jax.lib.models import dotted, get_weights
+from week1_jax.lib.models import dotted
 
 
 def join_processes(cfg) -> bool:
@@ -76,15 +77,6 @@ def init_state(cfg: charlm.Config, vocab_size: int, weights: dict | None = None)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(state)  # {"fc1": {"kernel": array, ...}, ...}
     return graphdef, params, tx, tx.init(params)
-
-
-def compare_start(cfg: charlm.Config, vocab_size: int, weights: dict | None):
-    """`week1 compare`'s start: (torch-named numpy weights, the same under Flax names). None:
-    Flax's init from cfg.seed. The names are the training_loop lab's WEIGHT_MAP."""
-    if weights is None:
-        weights = convert.flax_to_torch(get_weights(lm.build_model(cfg, vocab_size)),
-                                        charlm.WEIGHT_MAP)  # fmt: skip
-    return weights, convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
 
 
 def loss_and_grads(graphdef, params, x, y):
@@ -149,7 +141,7 @@ def train(
     log=None,
     history: loop.History | None = None,
     evaluate=None,
-    show_progress: bool = False,
+    ctx: loop.Context = loop.BARE,
 ):
     """Steps start+1..end (default cfg.steps) through the one loop's cadence (week1/loop.py:
     losses read every LOG_EVERY steps, a non-finite one stops the run); returns (params,
@@ -172,7 +164,7 @@ def train(
             first_grads = jax.tree.map(np.asarray, strategy.get(grads))
         return strategy.get(loss)
 
-    ctx = loop.Context(log=log, stop_at=end, show_progress=show_progress)
+    ctx = dataclasses.replace(ctx, log=log, stop_at=end)
     before = 0 if history is None else len(history.steps)
     history = loop.drive(
         loop.Cadence.of(cfg),

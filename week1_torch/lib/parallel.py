@@ -275,15 +275,17 @@ COMPARE_MODES = {"compare": False, "compare_compiled": True}
 START_WEIGHTS, HISTORY = "start.safetensors", "history.json"
 
 
-def compare_in_processes(module: str, cfg, weights: dict | None, compile: bool):
-    """`module`'s workers under torchrun in a compare mode (cfg.devices ranks; 0: as many as
-    default_world_size gives), from `weights` (state_dict names, numpy; None: the training_loop
-    model's init from cfg.seed, as the ranks would build it); returns (the start weights, rank
-    0's loop.History: losses, step times, validation losses)."""
+def compare_start(cfg) -> dict[str, np.ndarray]:
+    """The training_loop model's init from cfg.seed (state_dict names, numpy), as the ranks
+    would build it: where `week1 compare` starts data_parallel and fsdp."""
     loop_cfg = loop_config(cfg)
-    if weights is None:
-        vocab_size = charlm.load_data(loop_cfg).vocab_size
-        weights = get_weights(lm.build_model(loop_cfg, vocab_size))
+    return get_weights(lm.build_model(loop_cfg, charlm.load_data(loop_cfg).vocab_size))
+
+
+def compare_in_processes(module: str, cfg, weights: dict, compile: bool) -> loop.History:
+    """`module`'s workers under torchrun in a compare mode (cfg.devices ranks; 0: as many as
+    default_world_size gives), from `weights` (state_dict names, numpy); returns rank 0's
+    loop.History: losses, step times, validation losses."""
     n = default_world_size(cfg.devices)
     check_batch_split(cfg.batch_size, n)
     mode = next(m for m, compiled in COMPARE_MODES.items() if compiled == compile)
@@ -292,7 +294,7 @@ def compare_in_processes(module: str, cfg, weights: dict | None, compile: bool):
                   os.path.join(out, START_WEIGHTS))  # fmt: skip
         torchrun(module, n, worker_args(cfg, out, mode), timeout_s=300 + cfg.steps)
         with open(os.path.join(out, HISTORY), encoding="utf-8") as f:
-            return weights, loop.History(**json.load(f))
+            return loop.History(**json.load(f))
 
 
 def start_weights(out_dir) -> dict[str, np.ndarray]:
