@@ -95,6 +95,24 @@ def test_compiled_torch_step_does_not_recompile(monkeypatch, data):
     assert len(calls) == SMALL["steps"] and len(history.val_loss) == 2
 
 
+@pytest.mark.parametrize("micro_batches", [1, 4])
+def test_the_compiled_torch_step_is_one_graph(micro_batches):
+    """parallelize.apply_compile traces the whole step: forward, every backward() of the
+    micro-batches and AdamW land in one graph, none broken off (Dynamo's default breaks the
+    graph at each backward(), and the scheduler's wrapper of optimizer.step broke another)."""
+    torch = pytest.importorskip("torch")
+    from torch._dynamo.utils import counters
+
+    from week1_torch import grad_accumulation as tga
+
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = grad_accumulation.Config(**SMALL, micro_batches=micro_batches)
+    _, history = tga.train(cfg, charlm.load_data(cfg), ctx=loop.Context(compile=True))
+    assert len(history.steps) == SMALL["steps"]
+    assert dict(counters["graph_break"]) == {} and counters["stats"]["unique_graphs"] == 1
+
+
 def test_the_model_checks_its_input_shape():
     """chex shape assertions in the model: a context of the wrong length fails while tracing,
     with the numbers, instead of a matmul shape error deep inside."""

@@ -61,7 +61,7 @@ class Diverged(RuntimeError):
         self.step, self.what = step, what
 
     def __reduce__(self):  # rebuilt from (step, what) where it crosses processes (compare)
-        return Diverged, (self.step, self.what)
+        return Diverged, (self.step, self.what), self.__dict__
 
 
 class Interrupted(KeyboardInterrupt):

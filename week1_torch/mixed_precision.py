@@ -93,6 +93,18 @@ def train_step_scaled(
     the schedule (lib/train is given no scheduler: this step steps it)."""
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, x, y, precision_name)
+    scale, finite = _scaled_update(optimizer, scheduler, scaler, loss)
+    flags = torch.tensor([scale, finite], device=loss.device)  # beside the loss, on its device
+    return {"loss": loss.detach(), "scale": flags[0], "finite": flags[1]}
+
+
+# Eager under torch.compile too (the compiled forward's backward still runs compiled): GradScaler
+# notes in Python which optimizer's gradients it checked for inf, and a step traced whole
+# (parallelize.apply_compile) loses that note: "No inf checks were recorded".
+@torch.compiler.disable
+def _scaled_update(optimizer, scheduler, scaler: torch.amp.GradScaler, loss) -> tuple:
+    """Backward of the scaled loss, then unscale, step unless a gradient is NaN/Inf, update the
+    scale; returns (new scale, stepped)."""
     scaler.scale(loss).backward()
     scale_before = scaler.get_scale()
     scaler.step(optimizer)  # unscales, and skips optimizer.step() on a NaN/Inf gradient
@@ -101,8 +113,7 @@ def train_step_scaled(
     finite = scale >= scale_before  # the scale backs off exactly when the step was skipped
     if finite:
         scheduler.step()
-    flags = torch.tensor([scale, finite], device=loss.device)  # beside the loss, on its device
-    return {"loss": loss.detach(), "scale": flags[0], "finite": flags[1]}
+    return scale, finite
 
 
 @torch.no_grad()

@@ -40,16 +40,18 @@ TURN_S = 0.5  # a run's share of the machine before the next run's turn
 
 class Interleaved:
     """Worker processes, one per run (name -> (framework, compiled)), for the cases of one lab:
-    `case(name)` trains a case in all of them from torch eager's start and returns their
-    Curves. A context manager: the workers end with it (Ctrl-C, an error, or done)."""
+    `case(name)` trains a case in all of them from the first run's start weights and returns
+    their Curves; `turns` lists (run, last step) as the turns went. A context manager: the
+    workers end with it (Ctrl-C, an error, or done)."""
 
-    def __init__(self, lab_id: str, cfg, runs: dict[str, tuple[str, bool]]):
-        self.lab_id, self.names = lab_id, list(runs)
+    def __init__(self, lab_id: str, cfg, runs: dict[str, tuple[str, bool]], turn_s=TURN_S):
+        self.lab_id, self.names, self.turns = lab_id, list(runs), []
         spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked JAX
         self._conns, self._procs = {}, {}
         for name, (framework, compiled) in runs.items():
             parent, child = spawn.Pipe()
-            proc = spawn.Process(target=_serve, args=(lab_id, framework, compiled, cfg, child))
+            args = (lab_id, framework, compiled, cfg, turn_s, child)
+            proc = spawn.Process(target=_serve, args=args)
             proc.start()
             child.close()
             self._conns[name], self._procs[name] = parent, proc
@@ -80,6 +82,7 @@ class Interleaved:
                 for name in list(waiting):
                     self._conns[name].send("go")
                     kind, value = self._receive(name, case, "turn", "done")
+                    self.turns.append((name, value if kind == "turn" else "done"))
                     if kind == "turn":
                         shown(name, value)
                     else:
@@ -103,7 +106,7 @@ class Interleaved:
         return value if kinds == ("start",) else (kind, value)
 
 
-def _serve(lab_id: str, framework: str, compiled: bool, cfg, conn) -> None:
+def _serve(lab_id: str, framework: str, compiled: bool, cfg, turn_s: float, conn) -> None:
     """One run's process: set up each case the parent sends, then train it in turns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent's
     # The JAX and torch processes share a GPU: JAX must not take 75 % of it up front.
@@ -118,7 +121,7 @@ def _serve(lab_id: str, framework: str, compiled: bool, cfg, conn) -> None:
         turn_began = time.perf_counter()
 
     def turn(step: int) -> None:
-        if time.perf_counter() - turn_began >= TURN_S:
+        if time.perf_counter() - turn_began >= turn_s:
             conn.send(("turn", step))
             wait_for_turn()
 

@@ -15,8 +15,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 
 def apply_compile(step: Callable, dynamic: bool | None = None) -> Callable:
-    """`step` through torch.compile: the forward and backward become one AOTAutograd graph
-    pair, the optimizer update another (Dynamo breaks the graph at `loss.backward()`).
+    """`step` through torch.compile, traced whole: forward, `loss.backward()` and the optimizer
+    update in one graph (Dynamo's trace_autograd_ops turns the backward into an
+    autograd.grad in the graph and accumulates into .grad as eager does). Without it Dynamo
+    breaks the graph at every backward(), and a step of k micro-batches became 2k + 1
+    graphs with Python between them: grad_accumulation's k = 4 step took 2.7 ms compiled
+    against 0.74 ms traced whole, on this CPU.
 
     Recompiling every step would be slower than eager; the step's inputs keep their shapes
     and the learning rate is a tensor (schedules.lambda_lr), so one compilation serves the
@@ -25,7 +29,8 @@ def apply_compile(step: Callable, dynamic: bool | None = None) -> Callable:
     from the first call, for a step whose shapes vary from its second call on (word2vec's
     batches), so no recompilation lands inside the timed steps.
     """
-    return torch.compile(step, dynamic=dynamic)
+    compiled = torch.compile(step, dynamic=dynamic)
+    return torch._dynamo.config.patch(trace_autograd_ops=True)(compiled)
 
 
 def apply_ddp(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:

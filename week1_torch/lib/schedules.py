@@ -8,6 +8,7 @@ moves to the next value, so update k uses schedule(k) exactly as in optax
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -88,4 +89,12 @@ def lambda_lr(optimizer: torch.optim.Optimizer, schedule) -> torch.optim.lr_sche
     for group in optimizer.param_groups:
         group["lr"] = torch.tensor(1.0, dtype=torch.float64)
         group.pop("initial_lr", None)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=schedule)
+    # LambdaLR wrapped optimizer.step (to warn if scheduler.step() comes first) in
+    # lr_scheduler.py, a file torch.compile does not trace: a compiled step broke its graph
+    # at every optimizer.step(). The plain method instead, marked as wrapped; the order is
+    # lib/train's (optimizer, then scheduler), which a compiled step cannot note itself.
+    optimizer.step = functools.partial(type(optimizer).step, optimizer)
+    optimizer.step._wrapped_by_lr_sched = True
+    optimizer._opt_called = True
+    return scheduler

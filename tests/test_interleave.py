@@ -1,0 +1,50 @@
+"""`week1 compare`'s runs in their own processes, taking turns (week1/commands/interleave.py):
+the turns alternate, the curves are those of one run in this process, and a worker's error
+reaches the caller with its type while every worker ends."""
+
+import multiprocessing
+
+import pytest
+
+from labs import training_loop as spec
+from week1 import loop
+from week1.commands.interleave import Interleaved
+from week1.config import override
+from week1.runs import Diverged
+
+RUNS = {"eager": ("torch", False), "jax": ("jax", False)}
+
+
+def _cfg(*settings):
+    return override(spec.Config(**spec.COMPARE_TEST), list(settings))
+
+
+def test_the_runs_take_turns_and_train_as_they_would_alone():
+    """A turn at every read window (turn_s=0): eager, JAX, eager, JAX, ... and each run's
+    losses equal the same run made here, outside the workers."""
+    from week1_torch import training_loop as torch_lab
+
+    cfg = _cfg("--steps=120")
+    with Interleaved("training_loop", cfg, RUNS, turn_s=0) as workers:
+        curves = workers.case("lm")
+    names = [name for name, _ in workers.turns]
+    # a window ends at step 1, at every evaluation (10, 20, ...) and every 50 steps
+    assert len(names) >= 8 and names == ["eager", "jax"] * (len(names) // 2), workers.turns
+    assert workers.turns[-2:] == [("eager", "done"), ("jax", "done")]
+    eager_steps = [step for name, step in workers.turns[:-2] if name == "eager"]
+    assert eager_steps[0] == 1 and eager_steps == sorted(eager_steps)
+    alone = torch_lab.compare_run(cfg, "lm", torch_lab.start_weights(cfg, "lm"), loop.BARE)
+    assert curves["eager"].train_loss == alone.train_loss
+    assert curves["jax"].steps == alone.steps
+    assert not multiprocessing.active_children()
+
+
+def test_an_error_in_a_run_reaches_the_caller_and_every_worker_ends():
+    cfg = _cfg("--lr=1e12")
+    with (
+        pytest.raises(Diverged, match="non-finite") as raised,
+        Interleaved("training_loop", cfg, RUNS) as workers,
+    ):
+        workers.case("lm")
+    assert raised.value.step >= 1 and "in the compare worker" in "".join(raised.value.__notes__)
+    assert not multiprocessing.active_children()
