@@ -293,7 +293,7 @@ def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
         "over the run; headroom: that difference against the case's tier (over 1 fails); the "
         "last three columns are ratios of steps/s from the same run: torch eager and "
         "torch.compile to JAX, then torch.compile to torch eager. The three runs of a case, "
-        "each in its own process, take turns on the machine (about half a second each), so a "
+        "each in its own process, take turns on the machine (0.15 s or one read window each), so a "
         "slowdown of the machine part-way through falls on all three alike "
         "(week1/commands/interleave.py). Each loop queues its steps "
         "and reads the losses back once per log interval (on a GPU steps/s is device time, not "
