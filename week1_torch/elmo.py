@@ -21,6 +21,9 @@ from week1_torch.lib import train as trainer
 from week1_torch.lib.models import get_weights, set_weights
 from week1_torch.lib.recurrent import LSTM
 
+# torch's names are the compare's start (start_weights); JAX only reads them (load_torch_weights)
+FRAMEWORK_ONLY = ("torch_weights",)
+
 
 def reverse_within(x, lengths=None):
     """Each row of x (B, T, ...) reversed within its length, padding left in place

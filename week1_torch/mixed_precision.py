@@ -93,7 +93,9 @@ def train_step_scaled(
     the schedule (lib/train is given no scheduler: this step steps it)."""
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, x, y, precision_name)
-    scale, finite = _scaled_update(optimizer, scheduler, scaler, loss)
+    # torch.compiler.disable here, not as a decorator: that would import Dynamo (which sets
+    # TORCHINDUCTOR_CACHE_DIR) whenever this module is imported
+    scale, finite = torch.compiler.disable(_scaled_update)(optimizer, scheduler, scaler, loss)
     flags = torch.tensor([scale, finite], device=loss.device)  # beside the loss, on its device
     return {"loss": loss.detach(), "scale": flags[0], "finite": flags[1]}
 
@@ -101,7 +103,6 @@ def train_step_scaled(
 # Eager under torch.compile too (the compiled forward's backward still runs compiled): GradScaler
 # notes in Python which optimizer's gradients it checked for inf, and a step traced whole
 # (parallelize.apply_compile) loses that note: "No inf checks were recorded".
-@torch.compiler.disable
 def _scaled_update(optimizer, scheduler, scaler: torch.amp.GradScaler, loss) -> tuple:
     """Backward of the scaled loss, then unscale, step unless a gradient is NaN/Inf, update the
     scale; returns (new scale, stepped)."""
