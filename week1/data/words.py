@@ -36,15 +36,33 @@ def shakespeare_sentences() -> list[list[str]]:
 
 
 def wiki_sentences() -> list[list[str]]:
-    """gensim's WikiCorpus tokens of each article, cut into pieces of MAX_SENTENCE words."""
-    from gensim.corpora.wikicorpus import WikiCorpus  # the data package of this corpus
+    """gensim's WikiCorpus tokens of each article, cut into pieces of MAX_SENTENCE words.
+
+    WikiCorpus.get_texts, article by article in this process: get_texts hands the articles to
+    worker processes, and in a process started by spawn (a `week1 compare` run's) starting
+    them pickles its generator of articles and fails. The same pages, the same tokens, the
+    same stubs and namespaces left out.
+    """
+    import bz2
+
+    from gensim.corpora import wikicorpus  # the data package of this corpus
     from gensim.test.utils import datapath
 
-    wiki = WikiCorpus(datapath(WIKI_FILE), processes=1, dictionary={})
+    wiki = wikicorpus.WikiCorpus(datapath(WIKI_FILE), processes=1, dictionary={})
+    pages = wikicorpus.extract_pages(bz2.BZ2File(wiki.fname), wiki.filter_namespaces,
+                                     wiki.filter_articles)  # fmt: skip
+    articles = (
+        wikicorpus.process_article(
+            page, wiki.tokenizer_func, wiki.token_min_len, wiki.token_max_len, wiki.lower
+        )[:2]  # fmt: skip
+        for page in ((text, title, pageid) for title, text, pageid in pages)
+    )
     return [
-        article[i : i + MAX_SENTENCE]
-        for article in wiki.get_texts()
-        for i in range(0, len(article), MAX_SENTENCE)
+        tokens[i : i + MAX_SENTENCE]
+        for tokens, title in articles
+        if len(tokens) >= wiki.article_min_tokens
+        and not any(title.startswith(f"{ns}:") for ns in wikicorpus.IGNORED_NAMESPACES)
+        for i in range(0, len(tokens), MAX_SENTENCE)
     ]
 
 
