@@ -22,12 +22,17 @@ import dataclasses
 import json
 import os
 import pathlib
+import socket
 import sys
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from week1 import charlm
 from week1.config import Range, as_dict, from_dict, require
 
 CPU_HOST_DEVICES = 8  # simulated XLA devices when JAX runs on the CPU
+CPU_PROCESSES = 2  # torch's ranks on a CPU (gloo), and JAX's processes when `week1 compare` runs
 
 
 def host_device_flags(n: int = CPU_HOST_DEVICES) -> dict[str, str]:
@@ -194,3 +199,49 @@ def cluster_processes() -> int:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
     return 1
+
+
+def failure_line(log) -> str:
+    """The line of a worker's log (an open file) that says why it failed: the first that names
+    an error (or a C++ abort), else the last."""
+    log.seek(0)
+    lines = [line.strip() for line in log if line.strip()]
+    cause = next(
+        (line for line in lines if "terminate called" in line or "Error" in line),
+        lines[-1] if lines else "no output",
+    )
+    return cause[:200]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now (the system's pick), for a coordinator on this machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# `week1 compare` in worker processes (torchrun's ranks; JAX's processes on a CPU): the parent
+# hands the start weights to the workers as safetensors (no pickle) and reads what process 0
+# recorded (a loop.History or a comparison.Curves) back as JSON.
+START_WEIGHTS, RECORD = "start.safetensors", "record.json"
+
+
+def save_start_weights(out_dir, weights: dict[str, np.ndarray]) -> None:
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()},
+              os.path.join(out_dir, START_WEIGHTS))  # fmt: skip
+
+
+def load_start_weights(out_dir) -> dict[str, np.ndarray]:
+    """The start weights save_start_weights left for the workers in out_dir."""
+    return load_file(os.path.join(out_dir, START_WEIGHTS))
+
+
+def save_record(out_dir, record) -> None:
+    """Process 0's record of a compare (a dataclass of plain fields), for the parent."""
+    with open(os.path.join(out_dir, RECORD), "w", encoding="utf-8") as f:
+        json.dump(dataclasses.asdict(record), f)
+
+
+def load_record(out_dir, record_cls):
+    with open(os.path.join(out_dir, RECORD), encoding="utf-8") as f:
+        return record_cls(**json.load(f))

@@ -10,6 +10,8 @@ scheduler's environment); the jit method then runs on every process's devices.
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -154,7 +156,11 @@ def run(cfg: spec.Config, run) -> dict:
 
 def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare data_parallel`: the case's method (pmap, jit, shard_map) on cfg.devices
-    devices from `weights` (torch's names, numpy); returns its Curves."""
+    devices from `weights` (torch's names, numpy); returns its Curves. jit on a CPU runs in as
+    many processes as torch's ranks (lib/parallel.compare_processes); pmap and shard_map keep to
+    one process's simulated devices, as `week1 run` does."""
+    if case == "jit" and (n := parallel.compare_processes(cfg)):
+        return parallel.compare_in_processes("week1_jax.data_parallel", cfg, case, weights, n)
     loop_cfg = loop_config(cfg)
     data = charlm.load_data(loop_cfg)
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
@@ -173,3 +179,7 @@ def bench(cfg: spec.Config) -> dict:
         loop_cfg,
         data,
     )
+
+
+if __name__ == "__main__":  # one of compare_in_processes' processes
+    parallel.compare_worker(compare_run, spec.Config, sys.argv[1:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -210,8 +211,11 @@ def run(cfg: spec.Config, run) -> dict:
 def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare fsdp`: FSDP on cfg.devices devices ((data, fsdp) mesh of cfg.data_axis), no
     checkpoint, from `weights` (torch's names, numpy); returns its Curves. Always fp32: the "bf16"
-    case (torch's bf16 policy) is held against it."""
+    case (torch's bf16 policy) is held against it. On a CPU in as many processes as torch's
+    ranks (lib/parallel.compare_processes)."""
     cfg = dataclasses.replace(cfg, mixed_precision=False)
+    if n := parallel.compare_processes(cfg):
+        return parallel.compare_in_processes("week1_jax.fsdp", cfg, case, weights, n)
     loop_cfg = loop_config(cfg)
     data = charlm.load_data(loop_cfg)
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)
@@ -233,3 +237,7 @@ def bench(cfg: spec.Config) -> dict:
         loop_cfg,
         data,
     )
+
+
+if __name__ == "__main__":  # one of compare_in_processes' processes
+    parallel.compare_worker(compare_run, spec.Config, sys.argv[1:])

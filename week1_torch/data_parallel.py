@@ -20,7 +20,13 @@ import torch.distributed as dist
 from labs import data_parallel as spec
 from week1 import charlm, loop
 from week1.comparison import Curves
-from week1.parallel import check_batch_split, loop_config, worker_args
+from week1.parallel import (
+    check_batch_split,
+    load_start_weights,
+    loop_config,
+    save_record,
+    worker_args,
+)
 from week1_torch.lib import charlm as lm
 from week1_torch.lib import devices, parallel, parallelize
 
@@ -167,10 +173,10 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                 parallel.save_timing(pathlib.Path(out_dir) / mode, timing)
         elif mode in parallel.COMPARE_MODES:
             history = loop.History()
-            weights = parallel.start_weights(out_dir)
+            weights = load_start_weights(out_dir)
             train(cfg, data, device, weights, parallel.COMPARE_MODES[mode], history)
             if dist.get_rank() == 0:
-                parallel.save_history(out_dir, history)
+                save_record(out_dir, history)
         else:
             base, compile = parallel.mode_and_compile(mode)
             hand = hand_reduced_grads(cfg, data, device)

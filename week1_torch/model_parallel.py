@@ -36,7 +36,7 @@ from torch.distributed.tensor.parallel import (
 from labs import model_parallel as spec
 from week1 import loop
 from week1.comparison import Curves
-from week1.parallel import worker_args
+from week1.parallel import load_start_weights, save_record, worker_args
 from week1_torch.lib import devices, optim, parallel, schedules
 from week1_torch.lib import train as train_lib
 from week1_torch.lib.models import set_weights
@@ -557,7 +557,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                     parallel.save_result(out / name, history.train_loss, grads)
         else:
             history = loop.History()
-            weights = parallel.start_weights(out_dir)
+            weights = load_start_weights(out_dir)
             train(
                 cfg,
                 data,
@@ -568,7 +568,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                 compile=parallel.COMPARE_MODES[mode],
             )
             if dist.get_rank() == 0:
-                parallel.save_history(out_dir, history)
+                save_record(out_dir, history)
 
 
 def _ranks(cfg: spec.Config) -> int:

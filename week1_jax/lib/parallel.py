@@ -6,11 +6,21 @@ a plain dict of parameter arrays, so the same step can go through `jax.pmap`,
 `jax.jit` on sharded arrays, or `jax.shard_map`. A `Strategy` bundles one way
 of placing the state and the batch on devices with the step that runs there;
 `train` is the loop every strategy shares.
+
+`week1 compare` on a CPU runs JAX as torch runs there, in processes (compare_in_processes):
+simulated devices in one process would trade arrays through memory where torch's ranks talk
+through gloo, and the speed ratio would time that difference, not the frameworks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,10 +28,27 @@ import jax
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding
 
 from week1 import charlm, loop
-from week1.parallel import check_device_count, cluster_processes, counts_to_time
+from week1.comparison import Curves
+from week1.machine import thread_env
+from week1.parallel import (
+    CPU_PROCESSES,
+    check_device_count,
+    cluster_processes,
+    counts_to_time,
+    failure_line,
+    free_port,
+    host_device_flags,
+    load_record,
+    load_start_weights,
+    read_worker_config,
+    save_record,
+    save_start_weights,
+    worker_args,
+)
 from week1.report import console
 from week1.timing import time_calls
 from week1_jax.lib import charlm as lm
@@ -161,7 +188,7 @@ def train(
             params, opt_state, strategy.put_batch(x), strategy.put_batch(y)
         )
         if first_grads is None:  # the parity tests' gradients: read once, at the first step
-            first_grads = jax.tree.map(np.asarray, strategy.get(grads))
+            first_grads = jax.tree.map(to_host, strategy.get(grads))
         return strategy.get(loss)
 
     ctx = dataclasses.replace(ctx, log=log, stop_at=end)
@@ -187,7 +214,15 @@ def validation(graphdef, data: charlm.Data, cfg: charlm.Config):
     """params -> the training_loop lab's validation loss (its fixed val batches), on one device:
     the parameters, however placed, are gathered first."""
     batches = charlm.val_batches(data, cfg)
-    return lambda params: lm.evaluate(nnx.merge(graphdef, jax.device_get(params)), batches)
+    return lambda params: lm.evaluate(nnx.merge(graphdef, jax.tree.map(to_host, params)), batches)
+
+
+def to_host(a: jax.Array) -> np.ndarray:
+    """The whole value of `a` as numpy, also when its shards lie on other processes' devices
+    (FSDP across processes: gathered from every process, which each must call this)."""
+    if a.is_fully_addressable or a.is_fully_replicated:
+        return np.asarray(a)
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
 
 
 def bench_device_counts(lab: str, make_strategy, cfg: charlm.Config, data: charlm.Data) -> dict:
@@ -232,3 +267,53 @@ def flat_names(tree, value=np.asarray) -> dict:
     """A nested params dict as {"fc1.kernel": value(leaf)}: the names week1.convert.CHAR_MLP
     uses."""
     return {dotted(path): value(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def compare_processes(cfg) -> int:
+    """How many processes `week1 compare` trains a multi-device lab's JAX side in: on a CPU as
+    many as torch's ranks there (cfg.devices; 0: CPU_PROCESSES), one device each, so both sides
+    do the same work over the same kind of wire (gloo between processes); 0 (this process) where
+    JAX has accelerators, which one process drives as torch's one rank per GPU does, and in a
+    process that is one of several already."""
+    if cfg.num_processes > 1 or jax.default_backend() != "cpu":
+        return 0
+    return cfg.devices or CPU_PROCESSES
+
+
+def compare_in_processes(module: str, cfg, case: str, weights: dict, n: int) -> Curves:
+    """`case` of `week1 compare` in n processes on this machine: `python -m module --config=PATH`
+    each (compare_worker), one CPU device and one thread each (torch's ranks: one thread each),
+    joined by jax.distributed through a coordinator on 127.0.0.1, from `weights`; returns
+    process 0's Curves. A process that fails ends the others, and its error is the message."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **host_device_flags(1)}
+    env = thread_env(env, "jax", 1)
+    cluster = {"devices": 0, "coordinator": f"127.0.0.1:{free_port()}", "num_processes": n}
+    with tempfile.TemporaryDirectory() as out, contextlib.ExitStack() as stack:
+        save_start_weights(out, weights)
+        procs = []
+        for i in range(n):
+            one = dataclasses.replace(cfg, **cluster, process_id=i)
+            args = worker_args(one, os.path.join(out, f"process{i}"), case)
+            log = stack.enter_context(open(os.path.join(out, f"process{i}.log"), "w+"))
+            command = [sys.executable, "-m", module, *args]
+            procs.append(
+                (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            )
+            stack.callback(procs[-1][0].kill)  # on any way out; a no-op for one that ended
+        for i, (proc, log) in enumerate(procs):
+            if proc.wait(timeout=300 + cfg.steps) != 0:
+                raise RuntimeError(
+                    f"{module} process {i} of {n} exited with {proc.returncode}: "
+                    f"{failure_line(log)}"
+                )
+        return load_record(os.path.join(out, "process0"), Curves)
+
+
+def compare_worker(compare_run, config_cls, argv: list[str]) -> None:
+    """One of compare_in_processes' processes: join the others, train the case (the worker's
+    mode) from the start weights; process 0 records its Curves."""
+    cfg, out_dir, case = read_worker_config(config_cls, argv)
+    join_processes(cfg)
+    curves = compare_run(cfg, case, load_start_weights(pathlib.Path(out_dir).parent))
+    if jax.process_index() == 0:
+        save_record(out_dir, curves)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -21,16 +20,19 @@ import tempfile
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.numpy import load_file, save_file
 from torch.distributed.tensor import DTensor
 
 from week1 import charlm, loop
 from week1.parallel import (
+    CPU_PROCESSES,
     check_batch_split,
     check_device_count,
     counts_to_time,
+    failure_line,
+    load_record,
     loop_config,
     read_worker_config,
+    save_start_weights,
     worker_args,
 )
 from week1.report import console
@@ -49,7 +51,7 @@ def default_world_size(requested: int) -> int:
     if torch.cuda.is_available():
         check_device_count(requested, torch.cuda.device_count())
         return requested or torch.cuda.device_count()
-    return requested or 2
+    return requested or CPU_PROCESSES
 
 
 def init_process_group():
@@ -145,15 +147,9 @@ def torchrun(
             log = stack.enter_context(open(log_path, "w+", encoding="utf-8"))
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
         if done.returncode != 0:
-            log.seek(0)
-            lines = [line.strip() for line in log if line.strip()]
-            cause = next(
-                (line for line in lines if "terminate called" in line or "Error" in line),
-                lines[-1] if lines else "no output",
-            )
             raise RuntimeError(
-                f"torchrun {module} x{nproc} exited with {done.returncode}: {cause[:160]} "
-                f"(log: {log.name})"
+                f"torchrun {module} x{nproc} exited with {done.returncode}: "
+                f"{failure_line(log)} (log: {log.name})"
             )
 
 
@@ -269,10 +265,8 @@ def mode_and_compile(mode: str) -> tuple[str, bool]:
     return mode.removesuffix("_compiled"), mode.endswith("_compiled")
 
 
-# `week1 compare`: the parent hands the start weights to the ranks as safetensors (no pickle)
-# and reads rank 0's History back as JSON. The mode tells the ranks whether to torch.compile.
+# `week1 compare`: the mode tells the ranks whether to torch.compile.
 COMPARE_MODES = {"compare": False, "compare_compiled": True}
-START_WEIGHTS, HISTORY = "start.safetensors", "history.json"
 
 
 def compare_start(cfg) -> dict[str, np.ndarray]:
@@ -290,22 +284,9 @@ def compare_in_processes(module: str, cfg, weights: dict, compile: bool) -> loop
     check_batch_split(cfg.batch_size, n)
     mode = next(m for m, compiled in COMPARE_MODES.items() if compiled == compile)
     with tempfile.TemporaryDirectory() as out:
-        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()},
-                  os.path.join(out, START_WEIGHTS))  # fmt: skip
+        save_start_weights(out, weights)
         torchrun(module, n, worker_args(cfg, out, mode), timeout_s=300 + cfg.steps)
-        with open(os.path.join(out, HISTORY), encoding="utf-8") as f:
-            return loop.History(**json.load(f))
-
-
-def start_weights(out_dir) -> dict[str, np.ndarray]:
-    """The start weights compare_in_processes left for the ranks in out_dir."""
-    return load_file(os.path.join(out_dir, START_WEIGHTS))
-
-
-def save_history(out_dir, history: loop.History) -> None:
-    """Rank 0's History, for compare_in_processes."""
-    with open(os.path.join(out_dir, HISTORY), "w", encoding="utf-8") as f:
-        json.dump(dataclasses.asdict(history), f)
+        return load_record(out, loop.History)  # rank 0's, saved by save_record
 
 
 def time_train_step(
