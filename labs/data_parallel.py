@@ -100,7 +100,11 @@ through memory, so there the times say the code runs, not how it scales.
 `shard_map` for another) and torch DDP under torchrun, eager then torch.compile,
 from torch's start weights on the same global batches: in the PNG the curves lie
 on each other and the difference panel stays near 1e-6 (rounding, far inside
-TRAJECTORY); the table's speed ratios, on a CPU, say the code runs.
+TRAJECTORY). On a CPU jit runs in as many processes as torch's ranks (one device
+each, jax.distributed over gloo), so both sides send their gradients over the
+same kind of wire; pmap and shard_map keep to one process's simulated devices.
+Most of such a step is that all-reduce (`week1 bench data_parallel`: one process
+against two), which compiling the model does not shorten.
 
 History: docs/history.md#goyal-2017
 """

@@ -102,7 +102,11 @@ arithmetic).
 
 `week1 compare fsdp` trains JAX FSDP on the mesh and torch FSDP2 under torchrun,
 eager then torch.compile, from torch's start weights on the same global batches:
-the curves lie on each other, the difference panel near 1e-6 (TRAJECTORY). With
+the curves lie on each other, the difference panel near 1e-6 (TRAJECTORY). On a
+CPU JAX runs in as many processes as torch's ranks, one device each, joined by
+jax.distributed over gloo: the same wire as torch's, so the speed ratio compares
+the frameworks, not memory copies against sockets (8 simulated devices in one
+process trade shards through memory). With
 `--mixed_precision=true` torch gathers bf16 copies while JAX stays fp32: the gap
 grows to around 1e-2, held to the BF16 tier.
 

@@ -150,7 +150,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -162,6 +161,7 @@ from week1.config import Range, from_dict, require
 from week1.data import labelled, shakespeare
 from week1.data.batches import window_batch
 from week1.exercises import Exercise, Part
+from week1.parallel import free_port
 from week1.runs import read_config
 from week1.timing import time_calls
 from week1.tolerances import F32, measure
@@ -492,12 +492,6 @@ class Server:
     process: subprocess.Popen
     url: str
     start_to_ready_s: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(folder, max_batch: int, max_wait_ms: float, log_path, timeout_s: float) -> Server:

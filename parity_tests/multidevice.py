@@ -7,7 +7,6 @@ import dataclasses
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from labs import data_parallel
-from week1.parallel import config_args, loop_config
+from week1.parallel import config_args, free_port, loop_config
 
 # These cases are the CPU simulation: 8 XLA host devices, 2 gloo processes. On a GPU machine the
 # gpu-marked cases (and scripts/gpu_check.sh) run the single-GPU versions instead.
@@ -53,12 +52,6 @@ def week1_run_torch(lab: str, cfg, runs_dir, *options: str) -> pathlib.Path:
         raise NotImplementedError(stub.group(1))
     assert result.returncode == 0, result.stderr[-3000:]
     return next(pathlib.Path(runs_dir).iterdir())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def week1_run_two_nodes(lab: str, framework: str, cfg, runs_dir) -> list[pathlib.Path]:

@@ -175,3 +175,14 @@ def test_slurm_examples_parse_and_name_real_settings(script):
     flags = {f for f in flags if not f.startswith(("--job", "--nodes", "--ntasks", "--gpus",
                                                    "--cpus", "--time"))}  # fmt: skip
     assert "--framework" in flags and (flags - run_options - settings) == set()
+
+
+def test_a_failing_compare_process_is_named_with_its_error():
+    """JAX's compare processes on a CPU (week1_jax/lib/parallel.compare_in_processes): one that
+    cannot start ends the compare with its exit status and the line that says why."""
+    from week1_jax.lib import parallel as jax_parallel
+
+    cfg = spec.Config(steps=2)
+    with pytest.raises(RuntimeError, match=r"week1_jax\.no_such_lab process 0 of 2 exited with 1: "
+                       r".*No module named week1_jax\.no_such_lab"):  # fmt: skip
+        jax_parallel.compare_in_processes("week1_jax.no_such_lab", cfg, "jit", {}, 2)

@@ -7,8 +7,9 @@ speed ratio moves by 20-30 %. Taking turns spreads such drift over all three ali
 works at a time (its turn covers its set-up, its steps and its evaluation), so none times
 another's work; a turn ends at the first read window (week1/loop.py) after TURN_S seconds,
 and the clock of the next window starts when the run's turn comes round again. A run whose
-steps happen in other processes (data_parallel, fsdp and model_parallel under torchrun) takes
-no turns: it holds the machine from its start to its end, one after another as before.
+steps happen in other processes (torch's data_parallel, fsdp and model_parallel under
+torchrun; JAX's data_parallel and fsdp on a CPU, in as many processes) takes no turns: it holds
+the machine from its start to its end, one after another as before.
 
 Why processes and not threads: torch on a CPU runs its ops on an OpenMP team per calling
 thread, and a second thread's team shares the cores with the first's (measured: the char LM's
