@@ -48,3 +48,34 @@ def test_an_error_in_a_run_reaches_the_caller_and_every_worker_ends():
         workers.case("lm")
     assert raised.value.step >= 1 and "in the compare worker" in "".join(raised.value.__notes__)
     assert not multiprocessing.active_children()
+
+
+def test_process_0_of_a_run_s_workers_takes_its_turns_through_the_relay():
+    """A run whose steps happen in worker processes (torchrun's ranks, JAX's processes on a CPU)
+    relays its turns to process 0 (week1.parallel.turns_relayed): each step process 0 hands over
+    reaches the run's turn, in order, and process 0 goes on only once it returns; other ranks
+    and processes outside a compare take no turns."""
+    import os
+    import subprocess
+    import sys
+
+    from week1.parallel import relayed_turn, turns_relayed
+
+    script = ("from week1.parallel import relayed_turn\n"
+              "turn = relayed_turn()\n"
+              "print(turn is None)\n"
+              "for step in (50, 100, 150):\n"
+              "    turn(step) if turn else None\n")  # fmt: skip
+    taken = []
+    with turns_relayed(taken.append) as env:
+        assert set(env) == {"WEEK1_TURNS", "WEEK1_TURNS_KEY"}
+        first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               env={**os.environ, **env}, timeout=60)  # fmt: skip
+        other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               env={**os.environ, **env, "RANK": "1"}, timeout=60)  # fmt: skip
+    assert (first.returncode, first.stdout) == (0, "False\n"), first.stderr
+    assert (other.returncode, other.stdout) == (0, "True\n"), other.stderr
+    assert taken == [50, 100, 150]
+    assert "WEEK1_TURNS" not in os.environ and relayed_turn() is None
+    with turns_relayed(None) as env:  # a run that takes no turns
+        assert env == {}

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from labs import data_parallel as spec
+from week1 import loop
 from week1.config import UsageError, override
 from week1.parallel import check_batch_split, check_device_count, config_args
 
@@ -185,4 +186,4 @@ def test_a_failing_compare_process_is_named_with_its_error():
     cfg = spec.Config(steps=2)
     with pytest.raises(RuntimeError, match=r"week1_jax\.no_such_lab process 0 of 2 exited with 1: "
                        r".*No module named week1_jax\.no_such_lab"):  # fmt: skip
-        jax_parallel.compare_in_processes("week1_jax.no_such_lab", cfg, "jit", {}, 2)
+        jax_parallel.compare_in_processes("week1_jax.no_such_lab", cfg, "jit", {}, 2, loop.BARE)

@@ -18,12 +18,16 @@ same validation as the command line's), never as argv strings parsed again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
+import secrets
 import socket
 import sys
+import threading
+from multiprocessing.connection import Client, Listener
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -245,3 +249,61 @@ def save_record(out_dir, record) -> None:
 def load_record(out_dir, record_cls):
     with open(os.path.join(out_dir, RECORD), encoding="utf-8") as f:
         return record_cls(**json.load(f))
+
+
+# `week1 compare` takes turns (week1/commands/interleave.py) also where a run's steps happen in
+# worker processes: the run relays its turn to process 0 of its workers, which hands over at
+# each read-window boundary and waits for its turn to come round again; the other workers wait
+# for it in their next collective.
+TURNS_ENV, TURNS_KEY_ENV = "WEEK1_TURNS", "WEEK1_TURNS_KEY"
+
+
+@contextlib.contextmanager
+def turns_relayed(turn):
+    """The environment (names -> values) that hands `turn` (a compare run's loop.Context.turn;
+    None: no turns, an empty environment) to process 0 of the workers started inside: a
+    listener on 127.0.0.1 with a one-off key, relaying each step process 0 sends to turn(step),
+    then answering it."""
+    if turn is None:
+        yield {}
+        return
+    key = secrets.token_bytes(16)
+    listener = Listener(("127.0.0.1", 0), authkey=key)
+
+    def relay() -> None:
+        try:
+            with listener.accept() as conn:
+                while True:
+                    turn(conn.recv())
+                    conn.send(True)
+        except (EOFError, OSError):  # process 0 is done (or never came)
+            return
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    host, port = listener.address
+    try:
+        yield {TURNS_ENV: f"{host}:{port}", TURNS_KEY_ENV: key.hex()}
+    finally:
+        if thread.is_alive():  # still waiting for process 0 (it failed first): release it
+            with contextlib.suppress(OSError):
+                Client(listener.address, authkey=key).close()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def relayed_turn():
+    """In process 0 of a compare run's workers (turns_relayed's environment; under torchrun rank
+    0 only): a loop.Context.turn that hands each read-window boundary to the run, returning when
+    its turn comes round again; None anywhere else."""
+    address = os.environ.get(TURNS_ENV)
+    if not address or os.environ.get("RANK", "0") != "0":
+        return None
+    host, _, port = address.rpartition(":")
+    conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ[TURNS_KEY_ENV]))
+
+    def turn(step: int) -> None:
+        conn.send(step)
+        conn.recv()
+
+    return turn

@@ -160,7 +160,7 @@ def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     many processes as torch's ranks (lib/parallel.compare_processes); pmap and shard_map keep to
     one process's simulated devices, as `week1 run` does."""
     if case == "jit" and (n := parallel.compare_processes(cfg)):
-        return parallel.compare_in_processes("week1_jax.data_parallel", cfg, case, weights, n)
+        return parallel.compare_in_processes("week1_jax.data_parallel", cfg, case, weights, n, ctx)
     loop_cfg = loop_config(cfg)
     data = charlm.load_data(loop_cfg)
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)

@@ -215,7 +215,7 @@ def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     ranks (lib/parallel.compare_processes)."""
     cfg = dataclasses.replace(cfg, mixed_precision=False)
     if n := parallel.compare_processes(cfg):
-        return parallel.compare_in_processes("week1_jax.fsdp", cfg, case, weights, n)
+        return parallel.compare_in_processes("week1_jax.fsdp", cfg, case, weights, n, ctx)
     loop_cfg = loop_config(cfg)
     data = charlm.load_data(loop_cfg)
     flax_weights = convert.torch_to_flax(weights, charlm.WEIGHT_MAP)

@@ -150,7 +150,7 @@ def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     numpy); returns its Curves. The case names the JAX method DDP is compared with; the torch side
     is DDP for every case. The ranks print nothing here (ctx.show_progress is not used): their log
     is a temporary file."""
-    history = parallel.compare_in_processes("week1_torch.data_parallel", cfg, weights, ctx.compile)
+    history = parallel.compare_in_processes("week1_torch.data_parallel", cfg, weights, ctx)
     return Curves.of(history)
 
 

@@ -232,7 +232,7 @@ def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare fsdp`: FSDP2 in N torchrun processes from `weights` (state_dict names, numpy),
     no checkpoint; returns its Curves. `case` is "fp32", or "bf16" under cfg.mixed_precision. The
     ranks print nothing here (ctx.show_progress is not used): their log is a temporary file."""
-    history = parallel.compare_in_processes("week1_torch.fsdp", cfg, weights, ctx.compile)
+    history = parallel.compare_in_processes("week1_torch.fsdp", cfg, weights, ctx)
     return Curves.of(history)
 
 

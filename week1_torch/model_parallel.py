@@ -36,7 +36,7 @@ from torch.distributed.tensor.parallel import (
 from labs import model_parallel as spec
 from week1 import loop
 from week1.comparison import Curves
-from week1.parallel import load_start_weights, save_record, worker_args
+from week1.parallel import load_start_weights, relayed_turn, save_record, worker_args
 from week1_torch.lib import devices, optim, parallel, schedules
 from week1_torch.lib import train as train_lib
 from week1_torch.lib.models import set_weights
@@ -564,6 +564,7 @@ def worker(cfg: spec.Config, out_dir, mode: str = "train") -> None:
                 cfg.strategy,
                 device,
                 weights,
+                ctx=loop.Context(turn=relayed_turn()),  # the compare's turns, on rank 0
                 history=history,
                 compile=parallel.COMPARE_MODES[mode],
             )
@@ -604,7 +605,7 @@ def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     is not used)."""
     _ranks(cfg)
     history = parallel.compare_in_processes(
-        "week1_torch.model_parallel", dataclasses.replace(cfg, strategy=case), weights, ctx.compile
+        "week1_torch.model_parallel", dataclasses.replace(cfg, strategy=case), weights, ctx
     )
     return Curves.of(history)
 

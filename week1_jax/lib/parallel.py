@@ -45,8 +45,10 @@ from week1.parallel import (
     load_record,
     load_start_weights,
     read_worker_config,
+    relayed_turn,
     save_record,
     save_start_weights,
+    turns_relayed,
     worker_args,
 )
 from week1.report import console
@@ -280,15 +282,22 @@ def compare_processes(cfg) -> int:
     return cfg.devices or CPU_PROCESSES
 
 
-def compare_in_processes(module: str, cfg, case: str, weights: dict, n: int) -> Curves:
+def compare_in_processes(
+    module: str, cfg, case: str, weights: dict, n: int, ctx: loop.Context
+) -> Curves:
     """`case` of `week1 compare` in n processes on this machine: `python -m module --config=PATH`
     each (compare_worker), one CPU device and one thread each (torch's ranks: one thread each),
-    joined by jax.distributed through a coordinator on 127.0.0.1, from `weights`; returns
-    process 0's Curves. A process that fails ends the others, and its error is the message."""
+    joined by jax.distributed through a coordinator on 127.0.0.1, from `weights`, process 0
+    taking ctx's turns; returns process 0's Curves. A process that fails ends the others, and
+    its error is the message."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **host_device_flags(1)}
     env = thread_env(env, "jax", 1)
     cluster = {"devices": 0, "coordinator": f"127.0.0.1:{free_port()}", "num_processes": n}
-    with tempfile.TemporaryDirectory() as out, contextlib.ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory() as out,
+        turns_relayed(ctx.turn) as turns,
+        contextlib.ExitStack() as stack,
+    ):
         save_start_weights(out, weights)
         procs = []
         for i in range(n):
@@ -296,10 +305,10 @@ def compare_in_processes(module: str, cfg, case: str, weights: dict, n: int) -> 
             args = worker_args(one, os.path.join(out, f"process{i}"), case)
             log = stack.enter_context(open(os.path.join(out, f"process{i}.log"), "w+"))
             command = [sys.executable, "-m", module, *args]
-            procs.append(
-                (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-            )
-            stack.callback(procs[-1][0].kill)  # on any way out; a no-op for one that ended
+            own_env = {**env, **turns} if i == 0 else env  # process 0 takes the turns
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=own_env)
+            procs.append((proc, log))
+            stack.callback(proc.kill)  # on any way out; a no-op for one that ended
         for i, (proc, log) in enumerate(procs):
             if proc.wait(timeout=300 + cfg.steps) != 0:
                 raise RuntimeError(
@@ -311,9 +320,11 @@ def compare_in_processes(module: str, cfg, case: str, weights: dict, n: int) -> 
 
 def compare_worker(compare_run, config_cls, argv: list[str]) -> None:
     """One of compare_in_processes' processes: join the others, train the case (the worker's
-    mode) from the start weights; process 0 records its Curves."""
+    mode) from the start weights, process 0 taking the compare's turns; process 0 records its
+    Curves."""
     cfg, out_dir, case = read_worker_config(config_cls, argv)
     join_processes(cfg)
-    curves = compare_run(cfg, case, load_start_weights(pathlib.Path(out_dir).parent))
+    ctx = loop.Context(turn=relayed_turn())
+    curves = compare_run(cfg, case, load_start_weights(pathlib.Path(out_dir).parent), ctx)
     if jax.process_index() == 0:
         save_record(out_dir, curves)

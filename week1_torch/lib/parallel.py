@@ -32,7 +32,9 @@ from week1.parallel import (
     load_record,
     loop_config,
     read_worker_config,
+    relayed_turn,
     save_start_weights,
+    turns_relayed,
     worker_args,
 )
 from week1.report import console
@@ -122,11 +124,13 @@ def torchrun(
     timeout_s: float,
     log_path=None,
     nodes: Nodes = Nodes(),
+    env: dict | None = None,
 ) -> None:
     """`torchrun <rendezvous> --nproc-per-node=N -m module args`: the real launcher.
 
     The launcher's and ranks' output goes to `log_path` (a temporary file by default); a failure
     is one line naming the exit status and the last line the ranks printed, with the log's path.
+    env: added to this process's environment for the launcher and the ranks.
     """
     command = [
         sys.executable,
@@ -145,7 +149,8 @@ def torchrun(
             )
         else:
             log = stack.enter_context(open(log_path, "w+", encoding="utf-8"))
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                              env={**os.environ, **(env or {})})  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(
                 f"torchrun {module} x{nproc} exited with {done.returncode}: "
@@ -236,7 +241,7 @@ def train(
         step,
         batch,
         loop.Cadence.of(cfg),
-        loop.Context(log=log, stop_at=end),
+        loop.Context(log=log, stop_at=end, turn=relayed_turn()),  # a compare's turns, on rank 0
         scheduler=scheduler,
         # Evaluated only for a History (compare): an FSDP root's forward without a backward
         # leaves its parameters gathered, which the memory figures would count.
@@ -276,16 +281,17 @@ def compare_start(cfg) -> dict[str, np.ndarray]:
     return get_weights(lm.build_model(loop_cfg, charlm.load_data(loop_cfg).vocab_size))
 
 
-def compare_in_processes(module: str, cfg, weights: dict, compile: bool) -> loop.History:
+def compare_in_processes(module: str, cfg, weights: dict, ctx: loop.Context) -> loop.History:
     """`module`'s workers under torchrun in a compare mode (cfg.devices ranks; 0: as many as
-    default_world_size gives), from `weights` (state_dict names, numpy); returns rank 0's
-    loop.History: losses, step times, validation losses."""
+    default_world_size gives; torch.compile as ctx.compile says), from `weights` (state_dict
+    names, numpy), rank 0 taking ctx's turns; returns rank 0's loop.History: losses, step times,
+    validation losses."""
     n = default_world_size(cfg.devices)
     check_batch_split(cfg.batch_size, n)
-    mode = next(m for m, compiled in COMPARE_MODES.items() if compiled == compile)
-    with tempfile.TemporaryDirectory() as out:
+    mode = next(m for m, compiled in COMPARE_MODES.items() if compiled == ctx.compile)
+    with tempfile.TemporaryDirectory() as out, turns_relayed(ctx.turn) as env:
         save_start_weights(out, weights)
-        torchrun(module, n, worker_args(cfg, out, mode), timeout_s=300 + cfg.steps)
+        torchrun(module, n, worker_args(cfg, out, mode), timeout_s=300 + cfg.steps, env=env)
         return load_record(out, loop.History)  # rank 0's, saved by save_record
 
 
