@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -292,6 +293,7 @@ def turns_relayed(turn):
         listener.close()
 
 
+@functools.cache  # one connection per process: the relay accepts one, a second would hang
 def relayed_turn():
     """In process 0 of a compare run's workers (turns_relayed's environment; under torchrun rank
     0 only): a loop.Context.turn that hands each read-window boundary to the run, returning when
