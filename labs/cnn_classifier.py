@@ -79,7 +79,7 @@ import numpy as np
 from week1 import charlm, convert, loop, report
 from week1.comparison import Case
 from week1.config import AT_LEAST_1, Range, UsageError, require
-from week1.data import labelled, vectors
+from week1.data import aside, labelled, vectors
 from week1.exercises import Exercise, Part
 from week1.tolerances import TRAJECTORY
 
@@ -402,7 +402,7 @@ def baselines(corpus: labelled.Labelled) -> dict:
         "TF-IDF + logistic regression": tfidf_logreg(corpus),
         "NBSVM-bi": nbsvm(corpus),
     }
-    tmp = path.with_suffix(".tmp")
+    tmp = aside(path)
     tmp.write_text(json.dumps(result))
     os.replace(tmp, path)  # atomic: a reader never sees half a file
     return result

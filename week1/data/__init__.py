@@ -32,6 +32,13 @@ def cache_dir(path: str | pathlib.Path | None = None) -> pathlib.Path:
     return path
 
 
+def aside(path: pathlib.Path) -> pathlib.Path:
+    """Where to write `path` before renaming it into place: a name of this process's own, so two
+    processes filling one cache at once (a compare's workers on a cold cache) never write into
+    the same file; the rename is atomic, the last one wins with a whole file."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
 def package_dir(package: str, pip_name: str | None = None) -> pathlib.Path:
     """Where a data package's files are, found without importing it (its deps are not installed)."""
     spec = importlib.util.find_spec(package)

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from week1.config import UsageError
-from week1.data import cache_dir, package_dir
+from week1.data import aside, cache_dir, package_dir
 
 PREP_VERSION = 1  # bump when clean() changes
 
@@ -112,8 +112,9 @@ def prepare(out_dir=None) -> CharCorpus:
     corpus = CharCorpus(np.zeros(0, np.uint8), chars)
     corpus = dataclasses.replace(corpus, ids=corpus.encode(text))
     out.mkdir(parents=True, exist_ok=True)
-    tmp = ids_path.with_suffix(".tmp.npy")
-    np.save(tmp, corpus.ids)
+    tmp = aside(ids_path)
+    with tmp.open("wb") as f:
+        np.save(f, corpus.ids)
     tmp.replace(ids_path)  # atomic: a reader never sees half an array
     meta = {
         "sha256": checksum,
@@ -121,7 +122,7 @@ def prepare(out_dir=None) -> CharCorpus:
         "chars": chars,
         "n": len(corpus.ids),
     }
-    tmp_meta = meta_path.with_suffix(".tmp.json")
+    tmp_meta = aside(meta_path)
     tmp_meta.write_text(json.dumps(meta))
     tmp_meta.replace(meta_path)
     return corpus

@@ -19,7 +19,7 @@ import pathlib
 import re
 
 from week1.config import UsageError
-from week1.data import cache_dir, shakespeare
+from week1.data import aside, cache_dir, shakespeare
 
 NAMES = ("shakespeare", "wiki", "both")
 PREP_VERSION = 1  # bump when a tokenisation rule changes
@@ -73,7 +73,7 @@ def _cached(name: str, folder=None) -> list[list[str]]:
     ) / f"words_{name}_v{PREP_VERSION}.txt"
     if not path.exists():
         text = "\n".join(" ".join(sentence) for sentence in build())
-        tmp = path.with_suffix(".tmp")
+        tmp = aside(path)
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     return [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
