@@ -68,13 +68,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import zipfile
 
 import numpy as np
+import tokenizers
 
 from week1 import charlm
 from week1.comparison import Case
 from week1.config import Range, require
-from week1.data import code, multilingual, shakespeare
+from week1.data import aside, cache_dir, code, multilingual, shakespeare
 from week1.exercises import Exercise, Part
 from week1.tokenization import hf
 from week1.tokenization.bytelevel import ALPHABET
@@ -335,10 +337,35 @@ def lm_text(val_fraction: float = charlm.Config.val_fraction) -> tuple[str, str]
     return text[:cut], text[cut:]
 
 
+# Bumped when what _cut computes changes: the cached arrays of an older version are not read.
+TOKENS_VERSION = 1
+
+
 @functools.cache
 def unit_tokens(unit: str, largest_bpe: int = 0) -> Tokens:
     """The LM's text cut into `unit` (see unit_kind_size); a BPE unit is the prefix of the
-    run at `largest_bpe` (or at its own size, if larger)."""
+    run at `largest_bpe` (or at its own size, if larger). Cached in the data folder (cutting
+    takes seconds per unit, and a compare's workers and every later run need the same ids);
+    a cache file that cannot be read is cut again and replaced."""
+    kind, _ = unit_kind_size(unit)
+    key = f"{unit}_bpe{largest_bpe}_tokenizers{tokenizers.__version__}" if kind == "bpe" else unit
+    path = cache_dir() / f"vocabulary_tokens_v{TOKENS_VERSION}_{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return Tokens(unit, saved["train"], saved["val"], int(saved["vocab_size"]),
+                          int(saved["val_chars"]), float(saved["val_unknown"]))  # fmt: skip
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass
+    tokens = _cut(unit, largest_bpe)
+    tmp = aside(path)
+    with tmp.open("wb") as f:
+        np.savez(f, train=tokens.train, val=tokens.val, vocab_size=tokens.vocab_size,
+                 val_chars=tokens.val_chars, val_unknown=tokens.val_unknown)  # fmt: skip
+    tmp.replace(path)
+    return tokens
+
+
+def _cut(unit: str, largest_bpe: int) -> Tokens:
     train_text, val_text = lm_text()
     kind, size = unit_kind_size(unit)
     if kind == "byte":

@@ -7,8 +7,11 @@ so it is set before anything imports jax); float64 is enabled per test with
 
 import os
 
+from week1.machine import compilation_cache_env
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.update(compilation_cache_env() | os.environ)  # as the week1 command sets it
 
 import jax
 import numpy as np

@@ -144,3 +144,22 @@ def test_a_string_already_in_the_vocabulary_adds_no_row():
         dataclasses.replace(CFG, new_tokens=f"{known},<|u|>")
     )
     assert n_new == 1 and ids == [CFG.added_size - 1, n_old]
+
+
+@pytest.mark.parametrize("unit", ["byte", "word300"])
+def test_cached_tokens_are_the_cut_tokens_and_a_corrupt_cache_is_cut_again(
+    unit, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(spec, "cache_dir", lambda: tmp_path)
+    spec.unit_tokens.cache_clear()
+    cut = spec.unit_tokens(unit)
+    (path,) = tmp_path.glob(f"vocabulary_tokens_*_{unit}.npz")
+    spec.unit_tokens.cache_clear()
+    for _ in range(2):  # read back whole, then from a file cut short
+        again = spec.unit_tokens(unit)
+        spec.unit_tokens.cache_clear()
+        assert dataclasses.astuple(again)[3:] == dataclasses.astuple(cut)[3:]
+        assert np.array_equal(again.train, cut.train) and np.array_equal(again.val, cut.val)
+        path.write_bytes(path.read_bytes()[:100])
+    assert spec.unit_tokens(unit).vocab_size == cut.vocab_size and path.stat().st_size > 100
+    spec.unit_tokens.cache_clear()

@@ -548,8 +548,10 @@ def _refuse_repeated_options(parser: argparse.ArgumentParser, argv: list[str]) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    from week1.machine import compilation_cache_env
     from week1.runs import stop_signals_remembered
 
+    os.environ.update(compilation_cache_env() | os.environ)  # jax reads them when imported
     with stop_signals_remembered():
         return _main(sys.argv[1:] if argv is None else argv)
 

@@ -116,3 +116,18 @@ def thread_env(env: dict, framework: str, threads: int) -> dict:
     if threads == 1 and framework == "jax":
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
     return env
+
+
+def compilation_cache_env() -> dict[str, str]:
+    """JAX's persistent compilation cache, for every process the `week1` command and the tests
+    start: XLA's compiled programs kept on disk (~/.cache/week1/jax, at most 1 GiB, least
+    recently used dropped first), so a step compiles once per machine rather than once per
+    process (a compare's workers, a resume, a second run: long_range's LSTM steps take 30 s
+    of a 38 s short run to compile). torch's Inductor keeps its compiled kernels the same way,
+    by default. The compile time a run reports (first_step_s) is then the cache's read. Set
+    JAX_COMPILATION_CACHE_DIR to put it elsewhere."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": os.path.expanduser("~/.cache/week1/jax"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_COMPILATION_CACHE_MAX_SIZE": str(2**30),
+    }

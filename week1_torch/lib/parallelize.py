@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.distributed as dist
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -50,6 +48,11 @@ def apply_fsdp(
     then freed), then on the root, which takes the rest; in place, returned. Parameters become
     DTensors sharded on dim 0 over every rank. mixed_precision: compute in bf16, reduce
     gradients in fp32 (MixedPrecisionPolicy), the master weights staying fp32."""
+    # Imported here: FSDP2 brings DTensor's operator tables, half a second of the start of
+    # every torch process, and only the fsdp lab shards.
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     policy = (
         MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
