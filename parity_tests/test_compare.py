@@ -13,9 +13,11 @@ from week1.commands import compare
 
 # The environment lab's cases build MiniLM and compile BERT's step in both frameworks (about a
 # minute even at 3 steps); model_parallel's start two torchrun groups (about 30 s of CPU, and
-# its parity tests already hold each mode to one device): their short compares run with the
-# slow cases, not in CI.
-SLOW = {"environment", "model_parallel"}
+# its parity tests already hold each mode to one device); data_parallel's compare takes the
+# path of fsdp's (torchrun ranks beside JAX processes, which CI runs); long_range's and
+# embedding_tradeoffs' take the one-process path of the others, at 12-15 s each: their short
+# compares run with the slow cases, not in CI.
+SLOW = {"environment", "model_parallel", "data_parallel", "long_range", "embedding_tradeoffs"}
 
 
 @pytest.mark.parametrize(
