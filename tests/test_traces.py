@@ -6,6 +6,7 @@ lib/steps.jit_on_state is wrapped, for the test, with chex.assert_max_traces(n=1
 evaluations included.
 """
 
+import dataclasses
 import functools
 import itertools
 
@@ -144,3 +145,33 @@ def test_compiled_word2vec_update_does_not_recompile():
     with torch.compiler.set_stance("fail_on_recompile"):
         losses = [float(update(state, b)) for b in batches[1:]]
     assert all(np.isfinite(losses))
+
+
+def test_a_whole_step_over_an_fsdp2_model_is_refused_before_it_runs():
+    """Compiling the whole step of an FSDP2 model leaves its gradient reduce-scatter out of the
+    graph (parallelize.apply_compile): the shared loop refuses it in one line, before any step
+    (the loop compiles unsharded models in the tests above)."""
+    import torch
+    import torch.distributed as dist
+
+    from week1.parallel import free_port
+    from week1_torch.lib import parallelize
+    from week1_torch.lib import train as trainer
+
+    def train(model):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        step = trainer.make_step(model, optimizer, lambda m, x, y: ((m(x) - y) ** 2).mean())
+        batch = lambda i: (torch.ones(4, 3), torch.zeros(4, 2))
+        ctx = dataclasses.replace(loop.BARE, compile=True)
+        return trainer.train(model, optimizer, step, batch, loop.Cadence(steps=2), ctx)
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+        parallelize.apply_fsdp(model, torch.device("cpu"), [model[0]])
+        with pytest.raises(ValueError, match="sharded by FSDP2: compiling the whole step"):
+            train(model)
+    finally:
+        dist.destroy_process_group()

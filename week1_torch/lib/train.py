@@ -97,6 +97,8 @@ def train(
     """
     if ctx.resume:
         start = checkpoint.restore_train_state(ctx.checkpoint_dir, model, optimizer, scheduler)
+    if ctx.compile:
+        parallelize.check_whole_step(model)
     run_step = parallelize.apply_compile(step) if ctx.compile else step
 
     def one(i: int):
