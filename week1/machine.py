@@ -122,10 +122,10 @@ def compilation_cache_env() -> dict[str, str]:
     """JAX's persistent compilation cache, for every process the `week1` command and the tests
     start: XLA's compiled programs kept on disk (~/.cache/week1/jax, at most 1 GiB, least
     recently used dropped first), so a step compiles once per machine rather than once per
-    process (a compare's workers, a resume, a second run: long_range's LSTM steps take 30 s
-    of a 38 s short run to compile). torch's Inductor keeps its compiled kernels the same way,
-    by default. The compile time a run reports (first_step_s) is then the cache's read. Set
-    JAX_COMPILATION_CACHE_DIR to put it elsewhere."""
+    process (a compare's workers, a resume, a second run: a short long_range run took 34 s
+    cold and 10 s warm, its LSTM steps' compilation the difference). torch's Inductor keeps its
+    compiled kernels the same way, by default. The compile time a run reports (first_step_s)
+    is then the cache's read. Set JAX_COMPILATION_CACHE_DIR to put it elsewhere."""
     return {
         "JAX_COMPILATION_CACHE_DIR": os.path.expanduser("~/.cache/week1/jax"),
         # Programs that compile in under 0.1 s (the single operations of eager code, hundreds
