@@ -14,10 +14,12 @@ from week1.commands import compare
 # The environment lab's cases build MiniLM and compile BERT's step in both frameworks (about a
 # minute even at 3 steps); model_parallel's start two torchrun groups (about 30 s of CPU, and
 # its parity tests already hold each mode to one device); data_parallel's compare takes the
-# path of fsdp's (torchrun ranks beside JAX processes, which CI runs); long_range's and
-# embedding_tradeoffs' take the one-process path of the others, at 12-15 s each: their short
-# compares run with the slow cases, not in CI.
-SLOW = {"environment", "model_parallel", "data_parallel", "long_range", "embedding_tradeoffs"}
+# path of fsdp's (torchrun ranks beside JAX processes, which CI runs); long_range's,
+# embedding_tradeoffs', rnn's and mixed_precision's take the one-process path of the others,
+# at 12-15 s each (their parity tests hold every case, fp16's loss scaling included): their
+# short compares run with the slow cases, not in CI.
+SLOW = {"environment", "model_parallel", "data_parallel", "long_range", "embedding_tradeoffs",
+        "rnn", "mixed_precision"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
