@@ -30,14 +30,23 @@ JAX (week1_jax/fsdp.py): the same idea with no wrapper. Every parameter gets a
 evenly; a vector that divides by nothing, like the 83 head biases, stays
 replicated), the optimizer moments get the same shardings as their parameters,
 and the batch is sharded over all devices. `jax.jit` with those in/out
-shardings is the whole of it: XLA inserts the collectives. (In the compiled
-step on this CPU we counted all-gathers of the parameters and one fused
-all-reduce of the gradients, each device then keeping its slice: the CPU
-compiler does not form a reduce-scatter, which moves half the bytes.) A 2-D (`data`, `fsdp`) mesh
-(`--data_axis=D`) shards the
-parameters over the fsdp axis only and replicates them across the data axis
-(HSDP: full sharding inside a group of N/D devices, plain DP between groups,
-so the large gathers stay on the fast links of one node).
+shardings partitions the step, and XLA inserts the collectives. Left to itself,
+XLA gathers a parameter where it is used and keeps the whole copy until the
+backward pass: less traffic, but the memory FSDP exists to save. So
+`regathered_loss_and_grads` writes the gather out (a sharding constraint to
+replicated) inside a function that `jax.checkpoint` recomputes for the backward
+pass: the parameters are gathered for the forward pass and again for the
+backward pass, as FSDP2 does. `week1 run fsdp --framework jax` reads the
+compiled step's collectives from its HLO and prints their bytes against the
+sharded parameters': look for 2 on the all-gather row. On a CPU look also for
+0 on the reduce-scatter row and 1 on the all-reduce row: the CPU compiler
+reduces the gradients with one fused all-reduce and each device keeps its
+slice, where a reduce-scatter would move half the bytes.
+
+A 2-D (`data`, `fsdp`) mesh (`--data_axis=D`) shards the parameters over the
+fsdp axis only and replicates them across the data axis (HSDP: full sharding
+inside a group of N/D devices, plain DP between groups, so the large gathers
+stay on the fast links of one node).
 
 Memory
 ------

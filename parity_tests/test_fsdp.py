@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from labs import fsdp as spec
-from week1 import convert
+from week1 import charlm, convert
 from week1.config import UsageError
 from week1.parallel import loop_config, worker_args
 from week1.runs import read_metrics, read_summary
@@ -110,6 +110,21 @@ def test_jax_memory_per_device_is_about_1_over_n(data):
     assert (
         memory["optimizer sharded"] <= memory["optimizer replicated"] / 8 + 2 * leftover + 4
     )  # + the step count
+
+
+@multidevice.cpu_simulation
+@pytest.mark.parametrize("data_axis", [1, 2])
+def test_jax_step_gathers_the_parameters_for_the_forward_and_again_for_the_backward(
+    data, data_axis
+):
+    """FSDP2's reshard_after_forward (ZeRO-3), counted in the compiled step's HLO: twice the
+    sharded parameters' bytes all-gathered per step; XLA left to itself gathers 1.28x and keeps
+    the whole parameters from the forward to the backward pass."""
+    graphdef, params, tx, opt_state = jax_parallel.init_state(multidevice.LOOP_CFG, data.vocab_size)
+    mesh = jax_fsdp.make_mesh(jax.devices(), data_axis)
+    x, y = charlm.train_batch(data, multidevice.LOOP_CFG, 0)
+    moved = jax_fsdp.collective_bytes(graphdef, tx, mesh, params, opt_state, x, y)
+    assert moved["all-gather"] == 2 * moved["sharded parameters"], moved
 
 
 @multidevice.cpu_simulation

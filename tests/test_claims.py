@@ -284,6 +284,17 @@ def test_fsdp__shard_rows_is_what_fully_shard_keeps(tmp_path):
 
 
 @pytest.mark.slow
+def test_fsdp__jax_gathers_for_the_forward_and_again_for_the_backward(tmp_path):
+    """ "look for 2 on the all-gather row. On a CPU look also for 0 on the reduce-scatter row
+    and 1 on the all-reduce row" (quick: 20 steps, 8 simulated devices, JAX)."""
+    _, summary = run_lab_in_a_process(tmp_path, "fsdp", "jax", "--steps=20", "--eval_every=10")
+    row = "{} / sharded parameter bytes per step"
+    assert summary[row.format("all-gather")] == 2
+    assert summary[row.format("reduce-scatter")] == 0
+    assert summary[row.format("all-reduce")] == 1
+
+
+@pytest.mark.slow
 def test_environment__the_merged_lora_model_is_the_adapter_model(tmp_path):
     """ "LoRA merged by hand vs PEFT" should be 0 or float32 rounding, and "merged model max
     |dlogits|" near rounding too (quick: the lora part, 10 steps of 160 sentences, torch)."""

@@ -99,6 +99,25 @@ def test_fsdp_moves_one_and_a_half_times_dp_bytes():
     assert traffic["fsdp"] == pytest.approx(1.5 * traffic["data_parallel"])
 
 
+def test_collective_bytes_reads_fused_and_asynchronous_collectives():
+    from week1_jax.lib import parallel
+
+    hlo = "\n".join(
+        [  # lines as XLA writes them: a fused tuple (its /*index=*/ comments), an async pair
+            "  %ag = f32[192,256]{1,0} all-gather(%p), channel_id=1, dimensions={0}",
+            "  %ar = (f32[256]{0}, /*index=1*/bf16[83,24]{1,0}, f32[]) all-reduce(%a, %b, %c)",
+            "  %rs-start = (f32[64]{0}, f32[32]{0}) reduce-scatter-start(%g)",  # (in, out)
+            "  %rs = f32[32]{0} reduce-scatter-done(%rs-start)",
+            "  %gte = f32[256]{0} get-tuple-element(%ar), index=0",
+        ]
+    )
+    assert parallel.collective_bytes(hlo) == {
+        "all-gather": 192 * 256 * 4,
+        "all-reduce": 256 * 4 + 83 * 24 * 2 + 4,
+        "reduce-scatter": 32 * 4,
+    }
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
