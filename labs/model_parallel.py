@@ -101,7 +101,10 @@ micro-batches costs T(m) ~ (m + p - 1) t; t is the slope of T over m (least squa
 
 `week1 parity model_parallel` checks every mode against one device and JAX against torch;
 `week1 compare model_parallel` trains JAX and torch tensor-parallel (and GPipe) from the same
-weights.
+weights. On a CPU JAX runs in as many processes as torch's ranks, one device each, joined by
+jax.distributed over gloo, and laid out as torch is (tensor parallelism over all of them, one
+pipeline stage each; --tensor_parallel and --stages are for `week1 run`): the same work over
+the same wire, so the speed ratio compares the frameworks.
 
 History: docs/history.md#shoeybi-2019
 """
@@ -153,6 +156,11 @@ class Config:
     microbatches: int = 4  # m, micro-batches per step in the pipelines
     sweep: bool = True  # `week1 run`: time the pipelines over m = 1, 2, 4, 8 (the bubble plot)
     sweep_rows: int = 64  # rows per micro-batch in the sweep: enough work per tick to time
+    # JAX processes joined by jax.distributed: set by `week1 compare`, which on a CPU trains the
+    # JAX side in as many processes as torch's ranks; `week1 run` stays in one process
+    coordinator: str = ""  # JAX: process 0's HOST:PORT
+    num_processes: int = 0  # JAX: processes taking part; 0: one
+    process_id: int = 0  # JAX: this process, 0 .. num_processes-1
 
     def check(self) -> None:
         require(

@@ -75,6 +75,18 @@ def test_cli_bad_batch_is_one_line(tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_model_parallel_run_refuses_processes_only_compare_starts(tmp_path):
+    result = _week1(
+        "run", "model_parallel", "--framework", "jax", "--num_processes=2", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "week1: error: num_processes=2: `week1 run model_parallel` runs in one process "
+        "(`week1 compare` starts its own on a CPU)"
+    )
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_fsdp_mesh_and_checkpoint_checks():
     from labs import fsdp
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 from labs import model_parallel as spec
 from week1 import convert, loop
 from week1.comparison import Curves
+from week1.config import require
 from week1_jax.lib import devices as jax_devices
 from week1_jax.lib import optim, parallel, schedules
 from week1_jax.lib import train as train_lib
@@ -151,6 +153,7 @@ class Mode(NamedTuple):
     step: Callable  # jitted (params, opt_state, x, y) -> (params, opt_state, loss, grads)
     place: Callable  # nested params (one device's layout) -> (params, opt_state) on the devices
     gather: Callable  # the mode's params -> nested numpy params in one device's layout
+    put_batch: Callable  # a global numpy batch array -> placed as the step takes it
     mesh: jax.sharding.Mesh
     comm_bytes: float  # sent per device per step, by the formula
 
@@ -188,7 +191,8 @@ def _mode(loss_and_grads, tx, mesh, specs, batch_spec, comm_bytes, to_layout=Non
             out_shardings=(*state, replicated, state[0]),
         ),
         place=place,
-        gather=lambda params: back(jax.tree.map(np.asarray, params)),
+        gather=lambda params: back(jax.tree.map(parallel.to_host, params)),
+        put_batch=lambda a: parallel.put_global(a, batch),
         mesh=mesh,
         comm_bytes=comm_bytes,
     )
@@ -377,14 +381,16 @@ def train(cfg: spec.Config, data, mode: str, weights=None, ctx=None, history=Non
     placed (params, opt_state), step 1's gradients by torch name). Validation (at
     cfg.eval_every) gathers the parameters to one device."""
     placed, state = setup(cfg, data, mode, weights)
-    placed = placed._replace(
-        step=placed.step.lower(*state, *spec.train_batch(data, cfg, 1)).compile()
-    )
+
+    def batch(i: int):
+        return [placed.put_batch(a) for a in spec.train_batch(data, cfg, i)]
+
+    placed = placed._replace(step=placed.step.lower(*state, *batch(1)).compile())
     first_grads = {}
 
     def one(i: int):
         nonlocal state
-        *state, loss, grads = placed.step(*state, *spec.train_batch(data, cfg, i))
+        *state, loss, grads = placed.step(*state, *batch(i))
         if i == 1:
             named = jax.tree_util.tree_leaves_with_path(placed.gather(grads))
             flat = {dotted(path): g for path, g in named}
@@ -438,6 +444,11 @@ def bubble_sweep(cfg: spec.Config, data) -> dict:
 def run(cfg: spec.Config, run) -> dict:
     """`week1 run model_parallel --framework jax`: one device, then each mode on the same
     batches from the same weights; the table, the bubble sweep and its plot."""
+    require(
+        cfg.num_processes <= 1,
+        f"num_processes={cfg.num_processes}: `week1 run model_parallel` runs in one process "
+        "(`week1 compare` starts its own on a CPU)",
+    )
     data = spec.load_data(cfg)
     results, single = [], None
     for mode in ("single_device", *spec.modes(cfg, "jax")):
@@ -474,7 +485,15 @@ def run(cfg: spec.Config, run) -> dict:
 
 def compare_run(cfg: spec.Config, case: str, weights: dict, ctx=loop.BARE):
     """`week1 compare model_parallel`: the case's mode from `weights` (torch names, numpy); returns
-    its Curves."""
+    its Curves. On a CPU in as many processes as torch's ranks (lib/parallel.compare_processes),
+    laid out as torch lays them: tensor parallelism over all of them, one pipeline stage each."""
+    if n := parallel.compare_processes(cfg):
+        cfg = dataclasses.replace(cfg, tensor_parallel=n, stages=n)
+        return parallel.compare_in_processes("week1_jax.model_parallel", cfg, case, weights, n, ctx)
     data = spec.load_data(cfg)
     history, *_ = train(cfg, data, case, weights, ctx)
     return Curves.of(history)
+
+
+if __name__ == "__main__":  # one of compare_in_processes' processes
+    parallel.compare_worker(compare_run, spec.Config, sys.argv[1:])

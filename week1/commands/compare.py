@@ -296,7 +296,7 @@ def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
         "each in its own process, take turns on the machine (0.15 s or one read window each), so a "
         "slowdown of the machine part-way through falls on all three alike "
         "(week1/commands/interleave.py); data_parallel, fsdp and model_parallel time torch "
-        "inside torchrun's ranks, and on a CPU data_parallel and fsdp time JAX in as many "
+        "inside torchrun's ranks, and on a CPU all three time JAX in as many "
         "processes (one device each, jax.distributed over gloo: the same wire as torch's, where "
         "simulated devices in one process would trade arrays through memory); their process 0 "
         "takes the run's turns and the others wait for it in their next collective. "

@@ -8,7 +8,7 @@ works at a time (its turn covers its set-up, its steps and its evaluation), so n
 another's work; a turn ends at the first read window (week1/loop.py) after TURN_S seconds,
 and the clock of the next window starts when the run's turn comes round again. A run whose
 steps happen in other processes (torch's data_parallel, fsdp and model_parallel under
-torchrun; JAX's data_parallel and fsdp on a CPU, in as many processes) takes its turns through
+torchrun; JAX's on a CPU, in as many processes) takes its turns through
 process 0 of them (week1.parallel.turns_relayed): it hands over at its read-window boundaries
 and the other processes wait for it in their next collective.
 
