@@ -302,9 +302,9 @@ def summary_markdown(rows: list[dict], failed: list, quick: bool) -> str:
         "takes the run's turns and the others wait for it in their next collective. "
         "Each loop queues its steps "
         "and reads the losses back once per log interval (on a GPU steps/s is device time, not "
-        "one host round trip per step); steps/s is 1 / the median step time over those "
-        "intervals after the first step, so one interval's garbage-collection pause or "
-        "scheduler hiccup does not move it (week1/loop.py, History.steps_per_s).",
+        "one host round trip per step); steps/s is 1 / the step time of the fastest of those "
+        "intervals after the first step: other work on the machine only adds time, and on a "
+        "shared machine it can cover half of a short run (week1/loop.py, History.steps_per_s).",
         "",
         *report.markdown_table(SUMMARY_COLUMNS, summary_rows(rows)),
     ]
