@@ -3,6 +3,7 @@ the turns alternate, the curves are those of one run in this process, and a work
 reaches the caller with its type while every worker ends."""
 
 import multiprocessing
+import pathlib
 
 import pytest
 
@@ -79,3 +80,34 @@ def test_process_0_of_a_run_s_workers_takes_its_turns_through_the_relay():
     assert "WEEK1_TURNS" not in os.environ and relayed_turn() is None
     with turns_relayed(None) as env:  # a run that takes no turns
         assert env == {}
+
+
+@pytest.mark.parametrize("handled", [True, False])
+def test_a_terminated_worker_ends_the_processes_it_started(handled):
+    """The parent ends a worker mid-case with terminate() (SIGTERM). With end_on_sigterm the
+    worker unwinds and its clean-ups kill what it started (JAX's compare processes, which
+    ignore SIGINT and survive SIGTERM); without it Python ends at once and they live on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import contextlib, subprocess, sys\n"
+              "from week1.commands.interleave import end_on_sigterm\n"
+              f"end_on_sigterm() if {handled} else None\n"
+              "with contextlib.ExitStack() as stack:\n"
+              "    child = subprocess.Popen([sys.executable, '-c', 'import time;time.sleep(60)'])\n"
+              "    stack.callback(child.kill)\n"
+              "    print(child.pid, flush=True)\n"
+              "    child.wait()\n")  # fmt: skip
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(worker.stdout.readline())
+    worker.terminate()
+    assert worker.wait(timeout=30) == (128 + signal.SIGTERM if handled else -signal.SIGTERM)
+    time.sleep(0.5)
+    state = pathlib.Path(f"/proc/{child}/stat")
+    alive = state.exists() and state.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert alive is not handled

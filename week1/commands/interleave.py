@@ -116,6 +116,7 @@ class Interleaved:
 def _serve(lab_id: str, framework: str, compiled: bool, cfg, turn_s: float, conn) -> None:
     """One run's process: set up each case the parent sends, then train it in turns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent's
+    end_on_sigterm()
     # The JAX and torch processes share a GPU: JAX must not take 75 % of it up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     module = catalog.framework_module(lab_id, framework)
@@ -146,6 +147,18 @@ def _serve(lab_id: str, framework: str, compiled: bool, cfg, turn_s: float, conn
         except BaseException as error:  # handed to the parent, raised there
             conn.send(("error", _portable(error)))
             return
+
+
+def end_on_sigterm() -> None:
+    """Make SIGTERM (the parent's `terminate()`, after Ctrl-C) unwind this process as SystemExit,
+    so the clean-ups of what it started run: JAX's compare processes (lib/parallel.
+    compare_in_processes kills them on the way out) ignore SIGINT as this process does, and
+    Python's default SIGTERM ends a process without its clean-ups, which left them training."""
+
+    def end(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, end)
 
 
 def _portable(error: BaseException) -> BaseException:
