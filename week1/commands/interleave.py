@@ -7,10 +7,10 @@ speed ratio moves by 20-30 %. Taking turns spreads such drift over all three ali
 works at a time (its turn covers its set-up, its steps and its evaluation), so none times
 another's work; a turn ends at the first read window (week1/loop.py) after TURN_S seconds,
 and the clock of the next window starts when the run's turn comes round again. A run whose
-steps happen in other processes (torch's data_parallel, fsdp and model_parallel under
-torchrun; JAX's on a CPU, in as many processes) takes its turns through
-process 0 of them (week1.parallel.turns_relayed): it hands over at its read-window boundaries
-and the other processes wait for it in their next collective.
+steps happen in other processes (data_parallel, fsdp and model_parallel: torch's under
+torchrun, JAX's on a CPU in as many processes) takes its turns through process 0 of them
+(week1.parallel.turns_relayed): it hands over at its read-window boundaries and the other
+processes wait for it in their next collective.
 
 Why processes and not threads: torch on a CPU runs its ops on an OpenMP team per calling
 thread, and a second thread's team shares the cores with the first's (measured: the char LM's
