@@ -117,6 +117,7 @@ import time
 import numpy as np
 
 from week1 import charlm, convert, report
+from week1 import hlo as week1_hlo
 from week1.comparison import Case
 from week1.config import require
 from week1.exercises import Exercise, Part
@@ -377,9 +378,6 @@ def measured_bubble(microbatches, seconds) -> list[float]:
 
 # --- collectives in compiled HLO ----------------------------------------------------------
 
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
-_DTYPE_BYTES = {"f32": 4, "f64": 8, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "pred": 1}
-
 
 def hlo_collectives(hlo: str, n_devices: int) -> tuple[dict[str, int], float]:
     """({op: count}, bytes one device sends per call) of the collectives in compiled HLO text.
@@ -389,23 +387,12 @@ def hlo_collectives(hlo: str, n_devices: int) -> tuple[dict[str, int], float]:
     collective-permute its operand once. Each op is counted where it is written: an op inside
     a loop body counts once (the lab's pipeline unrolls its ticks, so none hides there).
     """
-    import re
-
     counts, sent = {}, 0.0
-    pattern = re.compile(
-        r"=\s*(?P<shape>\([^)]*\)|\S+)\s+(?P<op>" + "|".join(COLLECTIVES) + r")(?P<start>-start)?\("
-    )
-    for line in hlo.splitlines():
-        match = pattern.search(line)
-        if not match:
+    for op, phase, nbytes, line in week1_hlo.collectives(hlo):
+        if phase == "-done":  # an asynchronous op is counted at its -start
             continue
-        op = match["op"]
         counts[op] = counts.get(op, 0) + 1
-        nbytes = sum(
-            _DTYPE_BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
-            for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", match["shape"])
-        )
-        if match["start"]:  # async: (operand, result[, scratch]) tuple; the operand is the first
+        if phase == "-start":  # (operand, result[, scratch]) tuple; the operand is the first
             nbytes //= 2
         n = _group_size(line, n_devices)
         sent += {

@@ -112,7 +112,7 @@ def test_fsdp_moves_one_and_a_half_times_dp_bytes():
 
 
 def test_collective_bytes_reads_fused_and_asynchronous_collectives():
-    from week1_jax.lib import parallel
+    from week1 import hlo as hlo_text
 
     hlo = "\n".join(
         [  # lines as XLA writes them: a fused tuple (its /*index=*/ comments), an async pair
@@ -123,7 +123,7 @@ def test_collective_bytes_reads_fused_and_asynchronous_collectives():
             "  %gte = f32[256]{0} get-tuple-element(%ar), index=0",
         ]
     )
-    assert parallel.collective_bytes(hlo) == {
+    assert hlo_text.collective_bytes(hlo) == {
         "all-gather": 192 * 256 * 4,
         "all-reduce": 256 * 4 + 83 * 24 * 2 + 4,
         "reduce-scatter": 32 * 4,

@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from labs import fsdp as spec
 from week1 import charlm, convert, loop
+from week1 import hlo as hlo_text
 from week1.comparison import Curves
 from week1.config import require
 from week1.parallel import check_batch_split, loop_config
@@ -121,7 +122,7 @@ def collective_bytes(graphdef, tx, mesh: jax.sharding.Mesh, params, opt_state, x
     n = mesh.shape["fsdp"]
     sharded = [a for a in jax.tree.leaves(params) if param_spec(a.shape, n) != P()]
     return {
-        **parallel.collective_bytes(hlo.compile().as_text()),
+        **hlo_text.collective_bytes(hlo.compile().as_text()),
         "sharded parameters": sum(a.nbytes for a in sharded),
     }
 

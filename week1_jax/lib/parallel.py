@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import tempfile
@@ -125,25 +124,6 @@ def train_step(graphdef, tx, params, opt_state, x, y, grads_of: Callable = loss_
     loss, grads = grads_of(graphdef, params, x, y)
     params, opt_state = apply_update(tx, params, opt_state, grads)
     return params, opt_state, loss, grads
-
-
-_COLLECTIVE = re.compile(
-    r"= (\([^()]*\)|\S+) (all-gather|all-reduce|reduce-scatter)(?:-done)?\("
-)  # a synchronous collective or the end of an asynchronous one: its result's shape(s)
-_ARRAY = re.compile(r"(pred|[su](?:8|16|32|64)|bf16|f16|f32|f64)\[([\d,]*)\]")
-
-
-def collective_bytes(compiled_hlo: str) -> dict[str, int]:
-    """Bytes out of each kind of collective in a compiled program's HLO text (what
-    `jit(f).lower(...).compile().as_text()` gives): an all-gather's result is the whole
-    array, an all-reduce's too, a reduce-scatter's one shard."""
-    totals = dict.fromkeys(("all-gather", "all-reduce", "reduce-scatter"), 0)
-    for result, kind in _COLLECTIVE.findall(compiled_hlo):
-        for dtype, dims in _ARRAY.findall(result):
-            size = np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64)
-            bits = int(re.sub(r"\D", "", dtype) or 8)  # f32: 32; pred: a byte
-            totals[kind] += int(size) * bits // 8
-    return totals
 
 
 class Strategy(NamedTuple):
